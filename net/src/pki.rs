@@ -1,0 +1,266 @@
+//! Cluster PKI: a CA and per-node certificates.
+//!
+//! `strata up` and the test harness call [`Pki::ensure`] to create the CA and
+//! node certificates on first start and reuse them afterwards, so nobody has
+//! to run an external CA to try Strata. Production deployments point
+//! [`TlsFiles`] at certificates from their own CA instead.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::{NetError, CLUSTER_SERVER_NAME};
+
+/// Paths to one node's TLS material (PEM). Used in every binary's config as
+/// `tls = { ca = "...", cert = "...", key = "..." }`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// CA certificate that issued every cluster certificate (PEM). Required.
+    pub ca: PathBuf,
+    /// This node's certificate chain (PEM). Required.
+    pub cert: PathBuf,
+    /// This node's private key (PEM). Required.
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Problems with the paths, for a config's `validate()`.
+    pub fn problems(&self, field: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, p) in [("ca", &self.ca), ("cert", &self.cert), ("key", &self.key)] {
+            if p.as_os_str().is_empty() {
+                out.push(format!("{field}.{name}: path is required"));
+            } else if !p.exists() {
+                out.push(format!("{field}.{name}: {} does not exist", p.display()));
+            }
+        }
+        out
+    }
+}
+
+/// Loaded TLS material for one node.
+#[derive(Debug)]
+pub struct NodeTls {
+    /// Trusted CA certificate(s).
+    pub ca: Vec<CertificateDer<'static>>,
+    /// Our certificate chain.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Our private key.
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for NodeTls {
+    fn clone(&self) -> Self {
+        NodeTls {
+            ca: self.ca.clone(),
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+fn read_pem(path: &Path) -> Result<Vec<u8>, NetError> {
+    std::fs::read(path).map_err(|e| NetError::TlsFile {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn certs_from_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, NetError> {
+    use rustls_pki_types::pem::PemObject;
+    let pem = read_pem(path)?;
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+    let certs = certs.map_err(|e| NetError::TlsFile {
+        path: path.display().to_string(),
+        reason: format!("bad certificate PEM: {e:?}"),
+    })?;
+    if certs.is_empty() {
+        return Err(NetError::TlsFile {
+            path: path.display().to_string(),
+            reason: "no certificate found".into(),
+        });
+    }
+    Ok(certs)
+}
+
+impl NodeTls {
+    /// Loads the three PEM files, naming the file in any error.
+    pub fn load(files: &TlsFiles) -> Result<Arc<NodeTls>, NetError> {
+        use rustls_pki_types::pem::PemObject;
+        let ca = certs_from_pem(&files.ca)?;
+        let chain = certs_from_pem(&files.cert)?;
+        let key_pem = read_pem(&files.key)?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| NetError::TlsFile {
+            path: files.key.display().to_string(),
+            reason: format!("bad private key PEM: {e:?}"),
+        })?;
+        Ok(Arc::new(NodeTls { ca, chain, key }))
+    }
+}
+
+/// The cluster CA, able to issue node certificates.
+pub struct Pki {
+    dir: PathBuf,
+    ca_params: CertificateParams,
+    ca_key: KeyPair,
+    ca_cert: rcgen::Certificate,
+}
+
+fn gen_err(name: &str, e: impl std::fmt::Display) -> NetError {
+    NetError::CertGen {
+        name: name.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+fn ca_params() -> Result<CertificateParams, NetError> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| gen_err("ca", e))?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Strata cluster CA");
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(params)
+}
+
+fn write_private(path: &Path, data: &str) -> Result<(), NetError> {
+    std::fs::write(path, data).map_err(|e| NetError::TlsFile {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(())
+}
+
+impl Pki {
+    /// Opens the CA in `dir`, creating it on first use.
+    pub fn ensure(dir: &Path) -> Result<Pki, NetError> {
+        std::fs::create_dir_all(dir).map_err(|e| NetError::TlsFile {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let cert_path = dir.join("ca.pem");
+        let key_path = dir.join("ca.key");
+        let params = ca_params()?;
+        let ca_key = if key_path.exists() {
+            let pem = String::from_utf8_lossy(&read_pem(&key_path)?).into_owned();
+            KeyPair::from_pem(&pem).map_err(|e| NetError::TlsFile {
+                path: key_path.display().to_string(),
+                reason: e.to_string(),
+            })?
+        } else {
+            let key = KeyPair::generate().map_err(|e| gen_err("ca", e))?;
+            write_private(&key_path, &key.serialize_pem())?;
+            key
+        };
+        // Re-deriving the CA certificate from the same key and subject keeps
+        // already-issued certificates valid: issuers match by name and key.
+        let ca_cert = params
+            .clone()
+            .self_signed(&ca_key)
+            .map_err(|e| gen_err("ca", e))?;
+        if !cert_path.exists() {
+            std::fs::write(&cert_path, ca_cert.pem()).map_err(|e| NetError::TlsFile {
+                path: cert_path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(Pki {
+            dir: dir.to_owned(),
+            ca_params: params,
+            ca_key,
+            ca_cert,
+        })
+    }
+
+    /// Path of the CA certificate.
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Returns the TLS files of node `name`, issuing them on first use.
+    pub fn node(&self, name: &str) -> Result<TlsFiles, NetError> {
+        let cert = self.dir.join(format!("{name}.pem"));
+        let key = self.dir.join(format!("{name}.key"));
+        if !cert.exists() || !key.exists() {
+            let (c, k) = self.issue(name)?;
+            write_private(&key, &k)?;
+            std::fs::write(&cert, c).map_err(|e| NetError::TlsFile {
+                path: cert.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(TlsFiles {
+            ca: self.ca_path(),
+            cert,
+            key,
+        })
+    }
+
+    /// Issues a certificate for `name` and returns (cert PEM, key PEM)
+    /// without writing anything.
+    pub fn issue(&self, name: &str) -> Result<(String, String), NetError> {
+        let key = KeyPair::generate().map_err(|e| gen_err(name, e))?;
+        let mut p = CertificateParams::new(vec![CLUSTER_SERVER_NAME.to_owned(), name.to_owned()])
+            .map_err(|e| gen_err(name, e))?;
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = p
+            .signed_by(&key, &self.ca_cert, &self.ca_key)
+            .map_err(|e| gen_err(name, e))?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// The CA parameters (for tests that build a second, foreign CA).
+    pub fn ca_params(&self) -> &CertificateParams {
+        &self.ca_params
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ensure_is_idempotent_and_issues_loadable_certs() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::ensure(dir.path()).unwrap();
+        let files = pki.node("edge-1").unwrap();
+        let ca_before = std::fs::read(pki.ca_path()).unwrap();
+        let pki2 = Pki::ensure(dir.path()).unwrap();
+        assert_eq!(std::fs::read(pki2.ca_path()).unwrap(), ca_before);
+        let again = pki2.node("edge-1").unwrap();
+        assert_eq!(files, again);
+        let tls = NodeTls::load(&files).unwrap();
+        assert_eq!(tls.chain.len(), 1);
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let files = TlsFiles {
+            ca: "/nonexistent/ca.pem".into(),
+            cert: "/nonexistent/c.pem".into(),
+            key: "/nonexistent/k.pem".into(),
+        };
+        let err = NodeTls::load(&files).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        assert_eq!(files.problems("tls").len(), 3);
+    }
+}

@@ -1,0 +1,26 @@
+//! Strata's wire vocabulary, shared by every tier.
+//!
+//! This crate is pure: it has no async runtime, no sockets and no clock. It
+//! must not depend on tokio, quinn or raft, so that decoders can be fuzzed and
+//! property-tested in isolation (the quinn-proto rule).
+//!
+//! # Layout
+//! - [`telemetry`]: the telemetry record, the MQTT topic scheme
+//!   `strata/<tenant>/<device>/telemetry` and the JSON / compact binary
+//!   payload decoders, each rejection carrying a [`telemetry::RejectReason`].
+//! - [`frame`]: length-prefixed framing with a hard maximum frame size that is
+//!   checked before anything is allocated, and bincode 2 bodies.
+//! - [`messages`]: the versioned handshake and the request/response types for
+//!   edge ↔ hub, hub ↔ hub (Raft) and central/CLI ↔ hub.
+
+pub mod frame;
+pub mod messages;
+pub mod telemetry;
+
+pub use frame::{decode_frame, encode_frame, FrameError, MAX_FRAME_LEN};
+pub use messages::*;
+pub use telemetry::{DeviceRef, Metric, PayloadError, RejectReason, Tag, TelemetryRecord};
+
+/// The wire protocol version spoken by this build. Bumped on any incompatible
+/// change; the handshake refuses peers that speak another version.
+pub const PROTOCOL_VERSION: u16 = 1;

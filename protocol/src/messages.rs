@@ -1,0 +1,370 @@
+//! Versioned messages for every link.
+//!
+//! Each QUIC connection starts with a handshake on its first bidirectional
+//! stream: the client sends [`Hello`], the server answers [`HelloReply`].
+//! After that:
+//! - **edge → hub**: one bidirectional stream per request, carrying one
+//!   [`EdgeRequest`] frame and answered by one [`EdgeResponse`] frame. Many
+//!   batches are in flight at once on parallel streams.
+//! - **hub → hub**: one long-lived unidirectional stream per peer carrying
+//!   [`PeerFrame`]s (Raft messages, protobuf-encoded by the hub).
+//! - **central / CLI → hub**: one bidirectional stream per [`HubRequest`],
+//!   answered by one [`HubResponse`].
+//!
+//! Enums only ever grow at the end, so older decoders fail cleanly
+//! (`Malformed`) on variants they do not know instead of misreading them.
+
+use bincode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+
+use crate::telemetry::TelemetryRecord;
+
+/// What kind of process is speaking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeKind {
+    /// An edge node.
+    Edge,
+    /// A region hub replica.
+    Hub,
+    /// The central federation server.
+    Central,
+    /// A command-line tool or test harness.
+    Tool,
+}
+
+/// Who a peer says it is. The TLS certificate proves membership of the
+/// cluster; this names the node inside it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+pub struct NodeIdentity {
+    /// Kind of process.
+    pub kind: NodeKind,
+    /// Node id: an edge name, a hub replica id as a string, `central`, ….
+    pub id: String,
+    /// Region the node belongs to (empty for central and tools).
+    pub region: String,
+}
+
+/// First frame of every connection, client → server.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Hello {
+    /// The client's [`crate::PROTOCOL_VERSION`].
+    pub version: u16,
+    /// The client's identity.
+    pub node: NodeIdentity,
+}
+
+/// Why a handshake was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, thiserror::Error)]
+pub enum RefuseReason {
+    /// The peers speak different protocol versions.
+    #[error("protocol version mismatch: server speaks {server}, client speaks {client}")]
+    VersionMismatch {
+        /// Server's version.
+        server: u16,
+        /// Client's version.
+        client: u16,
+    },
+    /// The client belongs to another region than this hub.
+    #[error(
+        "node {node} is in region {client_region:?}, this server serves region {server_region:?}"
+    )]
+    WrongRegion {
+        /// The client's node id.
+        node: String,
+        /// Region the client claimed.
+        client_region: String,
+        /// Region this server serves.
+        server_region: String,
+    },
+    /// This kind of node may not open this kind of connection here.
+    #[error("a {kind:?} node may not connect here")]
+    KindNotAllowed {
+        /// The refused kind.
+        kind: NodeKind,
+    },
+}
+
+/// Server's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum HelloReply {
+    /// Accepted; carries the server's identity.
+    Welcome {
+        /// The server's identity.
+        server: NodeIdentity,
+    },
+    /// Refused; the connection is closed after this frame.
+    Refused(RefuseReason),
+}
+
+/// A run of spooled records from one edge. Record `i` of `records` has edge
+/// sequence number `first_seq + i`. `(edge, epoch, seq)` identifies a record
+/// exactly, so a hub stores each at most once however often it is resent.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct TelemetryBatch {
+    /// Sending edge node.
+    pub edge: String,
+    /// The edge spool's incarnation: random, fixed when the spool is created,
+    /// so a wiped edge that restarts its sequence numbers is not mistaken for
+    /// a resend.
+    pub epoch: u64,
+    /// Spool sequence number of the first record.
+    pub first_seq: u64,
+    /// The records, in spool order.
+    pub records: Vec<TelemetryRecord>,
+}
+
+impl TelemetryBatch {
+    /// One past the last sequence number in the batch.
+    pub fn end_seq(&self) -> u64 {
+        self.first_seq + self.records.len() as u64
+    }
+}
+
+/// What an edge reports about itself with each heartbeat.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, Encode, Decode)]
+pub struct EdgeStatus {
+    /// Edge node name.
+    pub edge: String,
+    /// Records in the spool not yet acknowledged by the hub.
+    pub spool_records: u64,
+    /// Bytes on disk in the spool.
+    pub spool_bytes: u64,
+    /// Records accepted from devices per second, recent average.
+    pub ingest_rate: f64,
+    /// Devices currently connected over MQTT.
+    pub connected_clients: u32,
+    /// Milliseconds since the edge process started.
+    pub uptime_ms: u64,
+}
+
+/// Edge → hub request.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub enum EdgeRequest {
+    /// Store these records.
+    Batch(TelemetryBatch),
+    /// Liveness and backlog report.
+    Heartbeat(EdgeStatus),
+}
+
+/// Where the current Raft leader can be reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct LeaderHint {
+    /// Raft id of the leader replica.
+    pub hub_id: u64,
+    /// Its edge-facing QUIC address (`host:port`).
+    pub addr: String,
+}
+
+/// Hub → edge response.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum EdgeResponse {
+    /// The batch is committed by the Raft group (possibly earlier, if this
+    /// was a resend); the edge may trim it from its spool.
+    Committed {
+        /// Echo of the batch's first sequence number.
+        first_seq: u64,
+        /// Echo of its record count.
+        count: u32,
+    },
+    /// The heartbeat was recorded.
+    HeartbeatAck,
+    /// This replica is not the leader; retry at `leader` when known.
+    NotLeader {
+        /// The leader, if this replica knows one.
+        leader: Option<LeaderHint>,
+    },
+    /// The hub cannot take writes right now (no quorum, shutting down, …);
+    /// retry later with backoff.
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+    /// The request itself is invalid; retrying it will not help.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Hub ↔ hub frame on the Raft peer stream.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum PeerFrame {
+    /// Raft messages, each protobuf-encoded `eraftpb::Message`.
+    Raft(Vec<Vec<u8>>),
+}
+
+/// Raft role of one replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
+pub enum RaftRole {
+    /// Following a leader.
+    Follower,
+    /// Campaigning.
+    Candidate,
+    /// Pre-campaigning.
+    PreCandidate,
+    /// Leading the group.
+    Leader,
+}
+
+/// One member of a region's Raft group as seen by a replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct ReplicaInfo {
+    /// Raft id.
+    pub id: u64,
+    /// Peer (hub ↔ hub) QUIC address.
+    pub peer_addr: String,
+    /// Client (edge / central) QUIC address.
+    pub client_addr: String,
+    /// True for a voter, false for a learner.
+    pub voter: bool,
+}
+
+/// A replica's view of itself and its group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+pub struct HubStatus {
+    /// Region name.
+    pub region: String,
+    /// This replica's Raft id.
+    pub id: u64,
+    /// Raft role.
+    pub role: RaftRole,
+    /// Current term.
+    pub term: u64,
+    /// Known leader id, if any.
+    pub leader: Option<u64>,
+    /// Highest log index known committed.
+    pub commit_index: u64,
+    /// Highest log index applied to the state machine.
+    pub applied_index: u64,
+    /// Last log index in this replica's log.
+    pub last_index: u64,
+    /// Group membership.
+    pub replicas: Vec<ReplicaInfo>,
+    /// Records stored by this replica's telemetry store.
+    pub stored_records: u64,
+}
+
+/// One edge node as recorded in replicated region state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+pub struct EdgeInfo {
+    /// Edge node name.
+    pub edge: String,
+    /// Hub time of its last heartbeat or batch, ms since the Unix epoch.
+    pub last_seen_ms: i64,
+    /// Last reported status.
+    pub status: EdgeStatus,
+    /// Records from this edge stored in the region.
+    pub records_stored: u64,
+}
+
+/// One device known to the region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct DeviceInfo {
+    /// Tenant.
+    pub tenant: String,
+    /// Device id.
+    pub device: String,
+    /// Records stored.
+    pub records: u64,
+    /// Earliest reading, ms since the Unix epoch.
+    pub first_ts_ms: i64,
+    /// Latest reading, ms since the Unix epoch.
+    pub last_ts_ms: i64,
+}
+
+/// A telemetry read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct TelemetryQuery {
+    /// Tenant.
+    pub tenant: String,
+    /// Device id.
+    pub device: String,
+    /// Inclusive start, ms since the Unix epoch.
+    pub from_ms: i64,
+    /// Exclusive end, ms since the Unix epoch.
+    pub to_ms: i64,
+    /// Bucket width in ms for a downsampled result; `None` for raw records.
+    pub step_ms: Option<u64>,
+    /// Most raw records or buckets to return.
+    pub limit: u32,
+}
+
+/// One downsampled bucket of one metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+pub struct Bucket {
+    /// Metric name.
+    pub metric: String,
+    /// Bucket start, ms since the Unix epoch.
+    pub start_ms: i64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Mean value.
+    pub avg: f64,
+    /// Number of values.
+    pub count: u64,
+}
+
+/// Result of a [`TelemetryQuery`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "data")]
+pub enum QueryResult {
+    /// Raw records in time order.
+    Raw(Vec<TelemetryRecord>),
+    /// Buckets ordered by metric, then start time.
+    Downsampled(Vec<Bucket>),
+}
+
+/// Central / CLI → hub request.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum HubRequest {
+    /// This replica's [`HubStatus`].
+    Status,
+    /// Edge nodes in the region.
+    ListEdges,
+    /// Devices in the region, optionally of one tenant.
+    ListDevices {
+        /// Restrict to this tenant.
+        tenant: Option<String>,
+    },
+    /// Read telemetry.
+    Query(TelemetryQuery),
+    /// Add a replica (as a voter) through a Raft conf change. Leader only.
+    AddReplica(ReplicaInfo),
+    /// Remove a replica through a Raft conf change. Leader only.
+    RemoveReplica {
+        /// Raft id to remove.
+        id: u64,
+    },
+}
+
+/// Hub → central / CLI response.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub enum HubResponse {
+    /// Answer to [`HubRequest::Status`].
+    Status(HubStatus),
+    /// Answer to [`HubRequest::ListEdges`].
+    Edges(Vec<EdgeInfo>),
+    /// Answer to [`HubRequest::ListDevices`].
+    Devices(Vec<DeviceInfo>),
+    /// Answer to [`HubRequest::Query`].
+    Telemetry(QueryResult),
+    /// A conf change was committed.
+    ConfChanged {
+        /// Membership after the change.
+        replicas: Vec<ReplicaInfo>,
+    },
+    /// Not the leader; ask `leader`.
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<LeaderHint>,
+    },
+    /// The request failed.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
