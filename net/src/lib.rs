@@ -23,6 +23,7 @@ pub mod endpoint;
 pub mod handshake;
 pub mod metrics;
 pub mod pki;
+pub mod process;
 pub mod rpc;
 
 pub use endpoint::{client_endpoint, server_endpoint};

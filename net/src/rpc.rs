@@ -103,6 +103,17 @@ pub async fn call_raw<Resp: Decode<()>>(
     conn: &quinn::Connection,
     framed_request: &[u8],
 ) -> Result<Resp, NetError> {
+    call_raw_with_priority(conn, framed_request, 0).await
+}
+
+/// [`call_raw`] on a stream with the given send priority: quinn sends data of
+/// higher-priority streams first, so a heartbeat is not queued behind
+/// megabytes of telemetry batches on the same connection.
+pub async fn call_raw_with_priority<Resp: Decode<()>>(
+    conn: &quinn::Connection,
+    framed_request: &[u8],
+    priority: i32,
+) -> Result<Resp, NetError> {
     let peer = conn.remote_address().to_string();
     let (mut send, mut recv) = conn
         .open_bi()
@@ -111,6 +122,10 @@ pub async fn call_raw<Resp: Decode<()>>(
             peer: peer.clone(),
             source,
         })?;
+    if priority != 0 {
+        // Only fails on a closed stream, which the write below reports.
+        let _ = send.set_priority(priority);
+    }
     write_raw(&mut send, framed_request, &peer).await?;
     // Finishing tells the server the request is complete; it cannot fail
     // except on a stream already reset, which the read below reports.

@@ -1,0 +1,171 @@
+//! The edge node's TOML configuration.
+//!
+//! ```toml
+//! name = "edge-1"
+//! region = "local"
+//! data-dir = "strata-data/edge-1"
+//! hubs = ["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"]
+//! tls = { ca = "pki/ca.pem", cert = "pki/edge-1.pem", key = "pki/edge-1.key" }
+//! metrics-listen = "127.0.0.1:9101"
+//! [ingress]
+//! listen = "0.0.0.0:1883"
+//! ```
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use strata_net::TlsFiles;
+
+use crate::ingress::{BridgeConfig, IngressConfig};
+use crate::spool::SpoolConfig;
+use crate::uplink::UplinkConfig;
+
+/// Everything an edge node needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EdgeConfig {
+    /// Edge node name, unique within its region ([A-Za-z0-9_.-], 1-64
+    /// chars). Required.
+    pub name: String,
+    /// Region this edge belongs to; hubs of other regions refuse it.
+    /// Default `local`.
+    pub region: String,
+    /// Directory for the spool; a relative `spool.dir` is placed inside it.
+    /// Default `strata-data/edge`.
+    pub data_dir: PathBuf,
+    /// The region hubs' client addresses (`host:port`), at least one.
+    /// Required.
+    pub hubs: Vec<String>,
+    /// TLS material (cluster CA, this node's certificate and key). Required.
+    pub tls: TlsFiles,
+    /// Serve devices with the embedded MQTT server. Default true.
+    pub serve_mqtt: bool,
+    /// The embedded MQTT server.
+    pub ingress: IngressConfig,
+    /// Also take telemetry from an existing broker. Default: none.
+    pub bridge: Option<BridgeConfig>,
+    /// The durable spool.
+    pub spool: SpoolConfig,
+    /// The QUIC uplink to the hubs.
+    pub uplink: UplinkConfig,
+    /// Address for `/metrics` and `/health`. Default: none (disabled).
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            name: String::new(),
+            region: "local".into(),
+            data_dir: "strata-data/edge".into(),
+            hubs: Vec::new(),
+            tls: TlsFiles::default(),
+            serve_mqtt: true,
+            ingress: IngressConfig::default(),
+            bridge: None,
+            spool: SpoolConfig::default(),
+            uplink: UplinkConfig::default(),
+            metrics_listen: None,
+        }
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+impl EdgeConfig {
+    /// Every problem with this config, one line each (empty when valid).
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !valid_name(&self.name) {
+            p.push(format!(
+                "name: {:?} must be 1-64 chars of [A-Za-z0-9_.-]",
+                self.name
+            ));
+        }
+        if !valid_name(&self.region) {
+            p.push(format!(
+                "region: {:?} must be 1-64 chars of [A-Za-z0-9_.-]",
+                self.region
+            ));
+        }
+        if self.hubs.is_empty() {
+            p.push("hubs: at least one hub address is required".into());
+        }
+        for h in &self.hubs {
+            if resolve(h).is_none() {
+                p.push(format!("hubs: {h:?} is not a resolvable host:port"));
+            }
+        }
+        p.extend(self.tls.problems("tls"));
+        if self.serve_mqtt {
+            if let Err(e) = self.ingress.validate() {
+                p.push(format!("ingress: {e}"));
+            }
+        }
+        if let Some(b) = &self.bridge {
+            if let Err(e) = b.validate() {
+                p.push(format!("bridge: {e}"));
+            }
+        }
+        if !self.serve_mqtt && self.bridge.is_none() {
+            p.push(
+                "serve-mqtt is false and no [bridge] is set: nothing would feed this edge".into(),
+            );
+        }
+        if let Err(e) = self.spool.validate() {
+            p.push(format!("spool: {e}"));
+        }
+        p.extend(self.uplink.problems());
+        p
+    }
+
+    /// Hub addresses resolved to socket addresses (unresolvable ones are
+    /// reported by [`EdgeConfig::problems`]).
+    pub fn hub_addrs(&self) -> Vec<SocketAddr> {
+        self.hubs.iter().filter_map(|h| resolve(h)).collect()
+    }
+
+    /// The spool config with its directory placed under `data-dir`.
+    pub fn spool_config(&self) -> SpoolConfig {
+        let mut s = self.spool.clone();
+        if s.dir.is_relative() {
+            s.dir = self.data_dir.join(&s.dir);
+        }
+        s
+    }
+}
+
+fn resolve(h: &str) -> Option<SocketAddr> {
+    h.to_socket_addrs().ok()?.next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_name_hubs_and_tls() {
+        let p = EdgeConfig::default().problems();
+        assert!(p.iter().any(|l| l.starts_with("name")), "{p:?}");
+        assert!(p.iter().any(|l| l.starts_with("hubs")), "{p:?}");
+        assert!(p.iter().any(|l| l.starts_with("tls.ca")), "{p:?}");
+    }
+
+    #[test]
+    fn unknown_keys_and_all_problems_reported() {
+        let err = toml::from_str::<EdgeConfig>("name = \"e\"\nhubz = []\n").unwrap_err();
+        assert!(err.to_string().contains("hubz"), "{err}");
+        let cfg: EdgeConfig = toml::from_str(
+            "name = \"bad name\"\nhubs = [\"nowhere\"]\n[uplink]\nmax-inflight = 0\n",
+        )
+        .unwrap();
+        let p = cfg.problems();
+        assert!(p.len() >= 4, "{p:?}");
+    }
+}

@@ -1,0 +1,26 @@
+//! Strata edge node: runs on an edge gateway, takes device telemetry over
+//! MQTT, makes it durable in a local spool, and streams it to the region's
+//! hubs over QUIC. It keeps accepting telemetry while no hub is reachable.
+//!
+//! # Layout
+//! - [`ingress`]: the embedded MQTT 3.1.1/5 server for devices (PUBACK only
+//!   after the spool commit) and bridge mode from an existing broker.
+//! - [`spool`]: the durable segmented log with group commit, torn-tail
+//!   recovery and backpressure, behind a small filesystem trait.
+//! - [`uplink`]: a sans-IO session core and its quinn driver that batch
+//!   spool ranges to the hub leader, resend after failures and trim the
+//!   spool once the hub has committed.
+//! - [`config`]: the TOML config, validated as a whole.
+//! - [`node`]: wiring; [`run`] is what the binary calls.
+//!
+//! The crate must not depend on the region hub or central: it speaks to
+//! them only through `strata-protocol` over `strata-net`.
+
+pub mod config;
+pub mod ingress;
+pub mod node;
+pub mod spool;
+pub mod uplink;
+
+pub use config::EdgeConfig;
+pub use node::{run, EdgeError, EdgeNode};
