@@ -1,0 +1,482 @@
+//! The durable per-replica telemetry store.
+//!
+//! The Raft log is the store's write-ahead log: [`TelemetryStore::insert`]
+//! only appends to an in-memory memtable (no syscall, no fsync), and
+//! durability comes from [`TelemetryStore::checkpoint`], which the Raft
+//! driver calls every few seconds or when [`TelemetryStore::needs_checkpoint`]
+//! says so. A checkpoint writes the memtable as compressed chunk files,
+//! fsyncs them, and then atomically replaces the manifest, which pairs the
+//! live files with the applied Raft index and the encoded region state. After
+//! a crash, [`TelemetryStore::open`] returns that index and state, and the
+//! driver replays Raft entries after it; records inserted after the last
+//! checkpoint are lost from the store by design and come back from the log.
+//!
+//! # Layout
+//! - this file: config, errors, the in-memory index, open / insert / retention.
+//! - [`checkpoint`](self::checkpoint): checkpoint, chunk merging, snapshot and restore.
+//! - [`query`](self::query): raw and downsampled reads.
+//! - `chunk`: the chunk file format; `manifest`: the atomic manifest.
+//!
+//! Data is time-partitioned (`partition-ms`); inside a partition each
+//! (tenant, device) has a memtable and a list of compressed blocks in chunk
+//! files, so retention drops whole partitions and a query reads only its
+//! device's blocks in the partitions it overlaps.
+
+mod checkpoint;
+mod chunk;
+mod manifest;
+mod query;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use strata_protocol::{DeviceInfo, TelemetryRecord};
+
+use manifest::FileMeta;
+
+/// Telemetry store configuration (`[store]` in the hub's TOML).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StoreConfig {
+    /// Directory holding chunk files and the manifest. Default `"store"`.
+    pub dir: PathBuf,
+    /// Width of a time partition, in ms. Default 3 600 000 (one hour). Fixed
+    /// for the life of a store: opening a store with another value is refused.
+    pub partition_ms: u64,
+    /// Partitions entirely older than this many ms before "now" are dropped
+    /// by [`TelemetryStore::enforce_retention`]; 0 keeps data for ever.
+    /// Default 604 800 000 (7 days).
+    pub retention_ms: u64,
+    /// Memtable size in bytes above which [`TelemetryStore::needs_checkpoint`]
+    /// says a checkpoint is due. Default 33 554 432 (32 MiB).
+    pub flush_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            dir: PathBuf::from("store"),
+            partition_ms: 3_600_000,
+            retention_ms: 7 * 24 * 3_600_000,
+            flush_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Checks every field; reports all problems at once.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let mut problems = Vec::new();
+        if self.dir.as_os_str().is_empty() {
+            problems.push("store.dir must not be empty".to_owned());
+        }
+        if self.partition_ms == 0 || self.partition_ms > i64::MAX as u64 {
+            problems.push(format!(
+                "store.partition-ms must be between 1 and {}, got {}",
+                i64::MAX,
+                self.partition_ms
+            ));
+        }
+        if self.retention_ms > i64::MAX as u64 {
+            problems.push(format!(
+                "store.retention-ms must be at most {} (0 keeps data for ever), got {}",
+                i64::MAX,
+                self.retention_ms
+            ));
+        }
+        if self.flush_bytes == 0 {
+            problems.push("store.flush-bytes must be at least 1".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Config { problems })
+        }
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The configuration is invalid.
+    #[error("invalid store configuration: {}", problems.join("; "))]
+    Config {
+        /// Every problem found.
+        problems: Vec<String>,
+    },
+    /// A filesystem operation failed.
+    #[error("store I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file the manifest names is damaged.
+    #[error("corrupt store file {}: {detail}", path.display())]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The store on disk was created with another partition width.
+    #[error(
+        "store in {} was created with partition-ms {on_disk}, config says {configured}; \
+         set partition-ms back to {on_disk} (or move the directory away to start empty)",
+        dir.display()
+    )]
+    PartitionMsChanged {
+        /// The store directory.
+        dir: PathBuf,
+        /// Width recorded in the manifest.
+        on_disk: u64,
+        /// Width in the configuration.
+        configured: u64,
+    },
+    /// A Raft snapshot given to [`TelemetryStore::restore`] is invalid.
+    #[error("invalid store snapshot: {detail}")]
+    BadSnapshot {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The query is invalid.
+    #[error("bad query: {detail}")]
+    BadQuery {
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// What [`TelemetryStore::open`] found on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Recovered {
+    /// Raft index of the last checkpoint (0 when new).
+    pub applied_index: u64,
+    /// Encoded region state of the last checkpoint (empty when new).
+    pub fsm_state: Vec<u8>,
+}
+
+/// A block of one device in a chunk file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BlockRef {
+    file: u64,
+    offset: u64,
+    len: u32,
+    count: u32,
+    min_ts: i64,
+    max_ts: i64,
+    crc: u32,
+}
+
+/// One device's data in one partition.
+#[derive(Debug, Default)]
+struct DeviceData {
+    /// Not yet checkpointed, in insertion order.
+    mem: Vec<TelemetryRecord>,
+    /// Checkpointed blocks.
+    blocks: Vec<BlockRef>,
+    records: u64,
+    first_ts: i64,
+    last_ts: i64,
+}
+
+impl DeviceData {
+    fn note(&mut self, count: u64, min_ts: i64, max_ts: i64) {
+        if self.records == 0 {
+            self.first_ts = min_ts;
+            self.last_ts = max_ts;
+        } else {
+            self.first_ts = self.first_ts.min(min_ts);
+            self.last_ts = self.last_ts.max(max_ts);
+        }
+        self.records += count;
+    }
+}
+
+/// tenant → device → data; nested so lookups by `&str` do not allocate.
+type Devices = HashMap<String, HashMap<String, DeviceData>>;
+
+/// Runs `f` on the device's data, creating it if needed. A closure rather
+/// than a returned `&mut` so the lookup allocates only on a miss (returning
+/// the borrow would hit the NLL "conditional return" limitation).
+fn with_device<R>(
+    devices: &mut Devices,
+    tenant: &str,
+    device: &str,
+    f: impl FnOnce(&mut DeviceData) -> R,
+) -> R {
+    let devs = match devices.get_mut(tenant) {
+        Some(d) => d,
+        None => devices.entry(tenant.to_owned()).or_default(),
+    };
+    let data = match devs.get_mut(device) {
+        Some(d) => d,
+        None => devs.entry(device.to_owned()).or_default(),
+    };
+    f(data)
+}
+
+/// One time partition `[start, start + partition-ms)`.
+#[derive(Debug, Default)]
+struct Partition {
+    devices: Devices,
+    /// Live chunk files, oldest first.
+    files: Vec<FileMeta>,
+    /// Approximate memtable bytes.
+    mem_bytes: u64,
+    records: u64,
+}
+
+/// Start of the partition (or bucket) of width `width` holding `ts`, aligned
+/// to the Unix epoch. Saturates for timestamps within one width of
+/// `i64::MIN`, which all share one partition.
+fn align(ts: i64, width: i64) -> i64 {
+    ts.div_euclid(width).checked_mul(width).unwrap_or(i64::MIN)
+}
+
+/// Rough heap + inline size of a record, for the flush threshold.
+fn approx_size(r: &TelemetryRecord) -> u64 {
+    let metrics: usize = r.metrics.iter().map(|m| 32 + m.name.len()).sum();
+    let tags: usize = r
+        .tags
+        .iter()
+        .map(|t| 48 + t.key.len() + t.value.len())
+        .sum();
+    (std::mem::size_of::<TelemetryRecord>() + r.tenant.len() + r.device.len() + metrics + tags)
+        as u64
+}
+
+/// The store. One per replica; owned by the Raft driver.
+#[derive(Debug)]
+pub struct TelemetryStore {
+    cfg: StoreConfig,
+    partitions: BTreeMap<i64, Partition>,
+    mem_bytes: u64,
+    stored: u64,
+    next_file_id: u64,
+    /// Files dropped from the index (merged or expired); deleted once a
+    /// manifest without them is durable.
+    obsolete: Vec<u64>,
+}
+
+impl TelemetryStore {
+    /// Opens (or creates) the store in `cfg.dir`: reads the manifest, loads
+    /// the index of every chunk file it names, and deletes files it does not
+    /// name (leftovers of a checkpoint interrupted by a crash).
+    pub fn open(cfg: StoreConfig) -> Result<(TelemetryStore, Recovered), StoreError> {
+        cfg.validate()?;
+        let dir = cfg.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let manifest = manifest::read(&dir)?;
+        let mut store = TelemetryStore {
+            cfg,
+            partitions: BTreeMap::new(),
+            mem_bytes: 0,
+            stored: 0,
+            next_file_id: 1,
+            obsolete: Vec::new(),
+        };
+        let mut recovered = Recovered::default();
+        let mut live = std::collections::HashSet::new();
+        if let Some(m) = manifest {
+            if m.partition_ms != store.cfg.partition_ms {
+                return Err(StoreError::PartitionMsChanged {
+                    dir,
+                    on_disk: m.partition_ms,
+                    configured: store.cfg.partition_ms,
+                });
+            }
+            store.next_file_id = m.next_file_id;
+            for meta in &m.files {
+                let path = chunk::chunk_path(&dir, meta.id);
+                let index = chunk::read_index(&path)?;
+                if index.partition != meta.partition {
+                    return Err(StoreError::Corrupt {
+                        path,
+                        detail: format!(
+                            "holds partition {} but the manifest says {}",
+                            index.partition, meta.partition
+                        ),
+                    });
+                }
+                store.add_file(*meta, index);
+                live.insert(meta.id);
+            }
+            recovered = Recovered {
+                applied_index: m.applied_index,
+                fsm_state: m.fsm_state,
+            };
+        }
+        store.remove_unreferenced(&live)?;
+        tracing::info!(
+            dir = %dir.display(),
+            applied_index = recovered.applied_index,
+            records = store.stored,
+            files = live.len(),
+            "telemetry store opened"
+        );
+        Ok((store, recovered))
+    }
+
+    /// Deletes chunk files and temp manifests not in `live`.
+    fn remove_unreferenced(&self, live: &std::collections::HashSet<u64>) -> Result<(), StoreError> {
+        let dir = &self.cfg.dir;
+        let entries = std::fs::read_dir(dir).map_err(|source| StoreError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let stale = match chunk::chunk_id(name) {
+                Some(id) => !live.contains(&id),
+                None => name == manifest::MANIFEST_TMP,
+            };
+            if stale {
+                tracing::warn!(file = %entry.path().display(), "removing file not in the manifest (interrupted checkpoint)");
+                if let Err(e) = std::fs::remove_file(entry.path()) {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove stale file");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a written chunk file to the in-memory index.
+    fn add_file(&mut self, meta: FileMeta, index: chunk::FileIndex) {
+        let part = self.partitions.entry(meta.partition).or_default();
+        for b in index.blocks {
+            with_device(&mut part.devices, &b.tenant, &b.device, |dev| {
+                dev.note(u64::from(b.count), b.min_ts, b.max_ts);
+                dev.blocks.push(BlockRef {
+                    file: meta.id,
+                    offset: b.offset,
+                    len: b.len,
+                    count: b.count,
+                    min_ts: b.min_ts,
+                    max_ts: b.max_ts,
+                    crc: b.crc,
+                });
+            });
+            part.records += u64::from(b.count);
+            self.stored += u64::from(b.count);
+        }
+        part.files.push(meta);
+    }
+
+    /// Adds records to the memtable: no IO, no fsync (the Raft log is the
+    /// write-ahead log). Clones each record; prefer
+    /// [`TelemetryStore::insert_owned`] when the records can be moved.
+    pub fn insert(&mut self, records: &[TelemetryRecord]) {
+        for r in records {
+            self.insert_one(r.clone());
+        }
+    }
+
+    /// Like [`TelemetryStore::insert`] but moves the records in.
+    pub fn insert_owned(&mut self, records: Vec<TelemetryRecord>) {
+        for r in records {
+            self.insert_one(r);
+        }
+    }
+
+    fn insert_one(&mut self, r: TelemetryRecord) {
+        // partition-ms fits in i64: checked by validate().
+        let start = align(r.ts_ms, self.cfg.partition_ms as i64);
+        let part = self.partitions.entry(start).or_default();
+        let size = approx_size(&r);
+        // Borrow the names out of the record only for the lookup, then move it in.
+        let devs = match part.devices.get_mut(r.tenant.as_str()) {
+            Some(d) => d,
+            None => part.devices.entry(r.tenant.clone()).or_default(),
+        };
+        let dev = match devs.get_mut(r.device.as_str()) {
+            Some(d) => d,
+            None => devs.entry(r.device.clone()).or_default(),
+        };
+        dev.note(1, r.ts_ms, r.ts_ms);
+        dev.mem.push(r);
+        part.mem_bytes += size;
+        part.records += 1;
+        self.mem_bytes += size;
+        self.stored += 1;
+    }
+
+    /// Devices with stored data, optionally of one tenant, sorted by tenant
+    /// then device.
+    pub fn devices(&self, tenant: Option<&str>) -> Vec<DeviceInfo> {
+        let mut acc: BTreeMap<(&str, &str), DeviceInfo> = BTreeMap::new();
+        for part in self.partitions.values() {
+            for (t, devs) in &part.devices {
+                if tenant.is_some_and(|want| want != t) {
+                    continue;
+                }
+                for (d, data) in devs {
+                    if data.records == 0 {
+                        continue;
+                    }
+                    let info = acc.entry((t, d)).or_insert_with(|| DeviceInfo {
+                        tenant: t.clone(),
+                        device: d.clone(),
+                        records: 0,
+                        first_ts_ms: data.first_ts,
+                        last_ts_ms: data.last_ts,
+                    });
+                    info.records += data.records;
+                    info.first_ts_ms = info.first_ts_ms.min(data.first_ts);
+                    info.last_ts_ms = info.last_ts_ms.max(data.last_ts);
+                }
+            }
+        }
+        acc.into_values().collect()
+    }
+
+    /// Records held (checkpointed or not).
+    pub fn stored_records(&self) -> u64 {
+        self.stored
+    }
+
+    /// Whether the memtable has grown past `flush-bytes`.
+    pub fn needs_checkpoint(&self) -> bool {
+        self.mem_bytes >= self.cfg.flush_bytes
+    }
+
+    /// Drops every partition that ends at or before `now_ms - retention-ms`;
+    /// returns how many. Their files are deleted after the next checkpoint
+    /// (the durable manifest must stop naming them first); until then a
+    /// crash brings them back and the next call drops them again.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, StoreError> {
+        if self.cfg.retention_ms == 0 {
+            return Ok(0);
+        }
+        let width = self.cfg.partition_ms as i64;
+        let cutoff = now_ms.saturating_sub(self.cfg.retention_ms as i64);
+        let expired: Vec<i64> = self
+            .partitions
+            .keys()
+            .copied()
+            .take_while(|start| start.saturating_add(width) <= cutoff)
+            .collect();
+        for start in &expired {
+            if let Some(part) = self.partitions.remove(start) {
+                self.mem_bytes -= part.mem_bytes;
+                self.stored -= part.records;
+                self.obsolete.extend(part.files.iter().map(|f| f.id));
+                tracing::info!(
+                    partition_start_ms = start,
+                    records = part.records,
+                    "retention dropped partition"
+                );
+            }
+        }
+        Ok(expired.len())
+    }
+}
