@@ -136,12 +136,9 @@ impl UplinkMetrics {
             refused_batches: Counter::default(),
             // Histogram clones share their buckets, so batch tasks observe
             // into the registered one.
-            commit_latency: Histogram::new(
-                [
-                    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
-                ]
-                .into_iter(),
-            ),
+            commit_latency: Histogram::new([
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+            ]),
         };
         let r = reg.sub_registry_with_prefix("strata_uplink");
         r.register(

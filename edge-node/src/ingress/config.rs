@@ -1,0 +1,242 @@
+//! Ingress and bridge configuration (TOML, kebab-case, every field
+//! defaulted and validated all at once).
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::IngressError;
+
+/// The embedded MQTT server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct IngressConfig {
+    /// TCP address devices connect to. Default `127.0.0.1:1883`.
+    pub listen: SocketAddr,
+    /// Largest MQTT packet accepted, in bytes (whole packet). Larger packets
+    /// close the connection (v5: DISCONNECT 0x95 first). Default 262144.
+    pub max_packet_bytes: usize,
+    /// Records per connection submitted to the spool but not yet durable;
+    /// at the limit the connection stops reading (backpressure, never
+    /// drops). Default 4096.
+    pub max_inflight: usize,
+    /// Concurrent TCP connections; further ones are closed at once.
+    /// Default 10000.
+    pub max_connections: usize,
+    /// Messages queued per subscriber for live fan-out; overflow drops that
+    /// subscriber's copy and counts it. Default 1024.
+    pub subscriber_queue: usize,
+    /// Milliseconds a new connection may take to send its CONNECT.
+    /// Default 10000.
+    pub connect_timeout_ms: u64,
+    /// Milliseconds a write to a client may stall before the connection is
+    /// closed (a client that stops reading). Default 30000.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        IngressConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            max_packet_bytes: 262_144,
+            max_inflight: 4096,
+            max_connections: 10_000,
+            subscriber_queue: 1024,
+            connect_timeout_ms: 10_000,
+            write_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Smallest packet limit we accept: a CONNECT with a long client id and a
+/// minimal telemetry publish must fit.
+const MIN_PACKET_BYTES: usize = 1024;
+/// MQTT's remaining-length field cannot describe more than this.
+const MAX_MQTT_PACKET: usize = 268_435_455;
+
+impl IngressConfig {
+    /// Checks every field and reports all problems at once.
+    pub fn validate(&self) -> Result<(), IngressError> {
+        let mut problems = Vec::new();
+        if !(MIN_PACKET_BYTES..=MAX_MQTT_PACKET).contains(&self.max_packet_bytes) {
+            problems.push(format!(
+                "max-packet-bytes = {} must be in {MIN_PACKET_BYTES}..={MAX_MQTT_PACKET}",
+                self.max_packet_bytes
+            ));
+        }
+        if self.max_inflight == 0 {
+            problems.push("max-inflight must be at least 1".into());
+        }
+        if self.max_connections == 0 {
+            problems.push("max-connections must be at least 1".into());
+        }
+        if self.subscriber_queue == 0 {
+            problems.push("subscriber-queue must be at least 1".into());
+        }
+        if self.connect_timeout_ms == 0 {
+            problems.push("connect-timeout-ms must be at least 1".into());
+        }
+        if self.write_timeout_ms == 0 {
+            problems.push("write-timeout-ms must be at least 1".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(IngressError::Config { problems })
+        }
+    }
+}
+
+/// Bridge mode: consume telemetry from an existing broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BridgeConfig {
+    /// Broker address, `host:port`. Default `127.0.0.1:1883`.
+    pub broker: String,
+    /// Topic filter subscribed to. Default `strata/+/+/telemetry`.
+    pub topic: String,
+    /// MQTT client id; must be stable across restarts so the broker keeps
+    /// the persistent session and redelivers unacknowledged messages.
+    /// Default `strata-edge-bridge`.
+    pub client_id: String,
+    /// Subscription QoS, 1 or 2 (0 would lose data). Default 1.
+    pub qos: u8,
+    /// Keep-alive sent to the broker, seconds. Default 30.
+    pub keep_alive_s: u64,
+    /// First reconnect delay, milliseconds; doubles up to
+    /// `max-backoff-ms`. Default 200.
+    pub min_backoff_ms: u64,
+    /// Longest reconnect delay, milliseconds. Default 10000.
+    pub max_backoff_ms: u64,
+    /// Records submitted to the sink but not yet durable; the broker's own
+    /// in-flight window normally bounds this first. Default 4096.
+    pub max_inflight: usize,
+    /// Largest packet accepted from the broker, bytes. Default 262144.
+    pub max_packet_bytes: usize,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        BridgeConfig {
+            broker: "127.0.0.1:1883".into(),
+            topic: "strata/+/+/telemetry".into(),
+            client_id: "strata-edge-bridge".into(),
+            qos: 1,
+            keep_alive_s: 30,
+            min_backoff_ms: 200,
+            max_backoff_ms: 10_000,
+            max_inflight: 4096,
+            max_packet_bytes: 262_144,
+        }
+    }
+}
+
+impl BridgeConfig {
+    /// Checks every field and reports all problems at once.
+    pub fn validate(&self) -> Result<(), IngressError> {
+        let mut problems = Vec::new();
+        if self.broker_host_port().is_none() {
+            problems.push(format!("broker = {:?} is not host:port", self.broker));
+        }
+        if !super::topic::valid_filter(&self.topic) {
+            problems.push(format!(
+                "topic = {:?} is not a valid MQTT topic filter",
+                self.topic
+            ));
+        }
+        if self.client_id.is_empty() || self.client_id.len() > 65_535 {
+            problems.push(
+                "client-id must be 1-65535 bytes (a persistent session needs a stable id)".into(),
+            );
+        }
+        if !(1..=2).contains(&self.qos) {
+            problems.push(format!(
+                "qos = {} must be 1 or 2 (QoS 0 can lose telemetry)",
+                self.qos
+            ));
+        }
+        if self.keep_alive_s == 0 || self.keep_alive_s > u16::MAX as u64 {
+            problems.push(format!(
+                "keep-alive-s = {} must be in 1..=65535",
+                self.keep_alive_s
+            ));
+        }
+        if self.min_backoff_ms == 0 || self.min_backoff_ms > self.max_backoff_ms {
+            problems.push(format!(
+                "min-backoff-ms = {} must be at least 1 and at most max-backoff-ms = {}",
+                self.min_backoff_ms, self.max_backoff_ms
+            ));
+        }
+        if self.max_inflight == 0 {
+            problems.push("max-inflight must be at least 1".into());
+        }
+        if !(MIN_PACKET_BYTES..=MAX_MQTT_PACKET).contains(&self.max_packet_bytes) {
+            problems.push(format!(
+                "max-packet-bytes = {} must be in {MIN_PACKET_BYTES}..={MAX_MQTT_PACKET}",
+                self.max_packet_bytes
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(IngressError::Config { problems })
+        }
+    }
+
+    /// Splits `broker` into host and port.
+    pub fn broker_host_port(&self) -> Option<(String, u16)> {
+        let (host, port) = self.broker.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return None;
+        }
+        Some((host.to_owned(), port.parse().ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_parse_from_empty_toml() {
+        let c: IngressConfig = toml::from_str("").unwrap();
+        assert_eq!(c, IngressConfig::default());
+        c.validate().unwrap();
+        let b: BridgeConfig = toml::from_str("").unwrap();
+        b.validate().unwrap();
+        assert_eq!(b.broker_host_port(), Some(("127.0.0.1".into(), 1883)));
+    }
+
+    #[test]
+    fn kebab_case_and_unknown_fields() {
+        let c: IngressConfig =
+            toml::from_str("listen = \"0.0.0.0:1884\"\nmax-packet-bytes = 4096").unwrap();
+        assert_eq!(c.max_packet_bytes, 4096);
+        assert!(toml::from_str::<IngressConfig>("max_packet_bytes = 4096").is_err());
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let c = IngressConfig {
+            max_packet_bytes: 1,
+            max_inflight: 0,
+            subscriber_queue: 0,
+            ..Default::default()
+        };
+        match c.validate() {
+            Err(IngressError::Config { problems }) => assert_eq!(problems.len(), 3, "{problems:?}"),
+            other => panic!("{other:?}"),
+        }
+        let b = BridgeConfig {
+            broker: "nope".into(),
+            topic: "a/#/b".into(),
+            qos: 0,
+            ..Default::default()
+        };
+        match b.validate() {
+            Err(IngressError::Config { problems }) => assert_eq!(problems.len(), 3, "{problems:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

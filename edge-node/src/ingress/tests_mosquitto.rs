@@ -1,0 +1,311 @@
+//! Interoperability with clients and a broker we did not write:
+//! `mosquitto_pub` / `mosquitto_sub` against our server (MQTT 3.1.1 and 5),
+//! and the bridge against a real `mosquitto` broker. These tests fail (not
+//! skip) when the Debian `mosquitto` / `mosquitto-clients` binaries are
+//! missing.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::ReasonLabel;
+use super::test_util::{good_payload, Harness, TestSink};
+use super::{run_bridge, BridgeConfig, BridgeMetrics};
+
+const TOPIC: &str = "strata/acme/dev-9/telemetry";
+
+fn require(bin: &str) -> String {
+    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"] {
+        let p = format!("{dir}/{bin}");
+        if std::path::Path::new(&p).exists() {
+            return p;
+        }
+    }
+    panic!("`{bin}` not found: install it with `apt-get install -y mosquitto mosquitto-clients`");
+}
+
+async fn mosquitto_pub(port: u16, version: &str, messages: &[Vec<u8>]) {
+    // -l publishes each stdin line as one message over a single connection.
+    let mut child = Command::new(require("mosquitto_pub"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-V",
+            version,
+            "-q",
+            "1",
+            "-t",
+            TOPIC,
+            "-l",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn mosquitto_pub");
+    let mut stdin = child.stdin.take().unwrap();
+    for m in messages {
+        stdin.write_all(m).await.unwrap();
+        stdin.write_all(b"\n").await.unwrap();
+    }
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(8), child.wait_with_output())
+        .await
+        .expect("mosquitto_pub hung")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mosquitto_pub failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// mosquitto_sub -C 3 on a wildcard filter receives what mosquitto_pub -q 1
+/// sent, and the sink has every record, for both protocol versions.
+#[tokio::test]
+async fn mosquitto_pub_and_sub_against_our_server() {
+    for version in ["mqttv311", "mqttv5"] {
+        let h = Harness::default_open().await;
+        let port = h.addr.port().to_string();
+        let mut sub = Command::new(require("mosquitto_sub"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-V",
+                version,
+                "-q",
+                "1",
+                "-t",
+                "strata/+/+/telemetry",
+            ])
+            .args(["-C", "3", "-W", "9", "-i", &format!("sub-{version}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn mosquitto_sub");
+        let mut lines = BufReader::new(sub.stdout.take().unwrap()).lines();
+        // Publish only once the server has registered the subscription.
+        let m = h.metrics.clone();
+        let subscribed = tokio::time::timeout(Duration::from_secs(8), async move {
+            while m.subscribers.get() != 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            subscribed.is_ok(),
+            "{version}: mosquitto_sub never subscribed"
+        );
+        let msgs: Vec<Vec<u8>> = (0..3).map(good_payload).collect();
+        mosquitto_pub(h.addr.port(), version, &msgs).await;
+        let mut received = Vec::new();
+        tokio::time::timeout(Duration::from_secs(8), async {
+            while let Some(l) = lines.next_line().await.unwrap() {
+                received.push(l);
+            }
+        })
+        .await
+        .expect("mosquitto_sub did not finish");
+        let status = sub.wait().await.unwrap();
+        assert!(status.success(), "{version}: mosquitto_sub exit {status}");
+        let want: Vec<String> = msgs
+            .iter()
+            .map(|m| String::from_utf8(m.clone()).unwrap())
+            .collect();
+        assert_eq!(received, want, "{version}");
+        h.sink.wait_records(3).await;
+        assert_eq!(h.sink.records().len(), 3, "{version}");
+        assert!(h.sink.records().iter().all(|r| r.device == "dev-9"));
+    }
+}
+
+/// A real broker on a free port, killed on drop.
+struct Broker {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    async fn start() -> Broker {
+        let bin = require("mosquitto");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn mosquitto");
+        // Readiness: the port accepts connections (bounded wait).
+        let ready = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(ready.is_ok(), "mosquitto did not start on port {port}");
+        Broker {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+struct RunningBridge {
+    metrics: BridgeMetrics,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), super::IngressError>>,
+}
+
+async fn start_bridge(port: u16, client_id: &str, sink: Arc<TestSink>) -> RunningBridge {
+    let cfg = BridgeConfig {
+        broker: format!("127.0.0.1:{port}"),
+        client_id: client_id.into(),
+        min_backoff_ms: 50,
+        max_backoff_ms: 400,
+        ..Default::default()
+    };
+    let metrics = BridgeMetrics::unregistered();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run_bridge(cfg, sink, metrics.clone(), shutdown.clone()));
+    let m = metrics.clone();
+    let subscribed = tokio::time::timeout(Duration::from_secs(8), async move {
+        while m.subscribed.get() != 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(subscribed.is_ok(), "bridge never subscribed");
+    RunningBridge {
+        metrics,
+        shutdown,
+        task,
+    }
+}
+
+impl RunningBridge {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(8), self.task)
+            .await
+            .expect("bridge did not stop")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn seq_counts(sink: &TestSink) -> BTreeMap<u64, usize> {
+    let mut m = BTreeMap::new();
+    for r in sink.records() {
+        *m.entry(r.seq.unwrap()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Every message published to the broker reaches the sink exactly once and
+/// is acked; a bad one is counted, acked and not stored.
+#[tokio::test]
+async fn bridge_delivers_each_message_once() {
+    let broker = Broker::start().await;
+    let sink = TestSink::new();
+    let bridge = start_bridge(broker.port, "bridge-once", sink.clone()).await;
+    let mut msgs: Vec<Vec<u8>> = (0..20).map(good_payload).collect();
+    msgs.push(b"{broken".to_vec());
+    mosquitto_pub(broker.port, "mqttv311", &msgs).await;
+    sink.wait_records(20).await;
+    let m = bridge.metrics.clone();
+    let acked = tokio::time::timeout(Duration::from_secs(8), async move {
+        while m.acks_sent.get() < 21 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        acked.is_ok(),
+        "acks_sent = {}",
+        bridge.metrics.acks_sent.get()
+    );
+    let metrics = bridge.metrics.clone();
+    bridge.stop().await;
+    let counts = seq_counts(&sink);
+    assert_eq!(counts.len(), 20);
+    assert!(counts.values().all(|&n| n == 1), "duplicates: {counts:?}");
+    let invalid = metrics
+        .rejects
+        .get_or_create(&ReasonLabel {
+            reason: "invalid_json",
+        })
+        .get();
+    assert_eq!(invalid, 1);
+}
+
+/// A failing sink never acks, so the broker keeps the messages; after the
+/// bridge restarts (same client id, persistent session) they are
+/// redelivered and stored.
+#[tokio::test]
+async fn unacked_messages_are_redelivered_after_bridge_restart() {
+    let broker = Broker::start().await;
+    let failing = TestSink::new();
+    failing.set_fail(true);
+    let first = start_bridge(broker.port, "bridge-redeliver", failing.clone()).await;
+    let msgs: Vec<Vec<u8>> = (100..103).map(good_payload).collect();
+    mosquitto_pub(broker.port, "mqttv5", &msgs).await;
+    failing
+        .wait_until("3 attempts", |s| s.attempts() >= 3)
+        .await;
+    assert!(first.metrics.submit_failures.get() >= 1);
+    assert_eq!(
+        first.metrics.acks_sent.get(),
+        0,
+        "acked what was not stored"
+    );
+    first.stop().await;
+    assert!(failing.records().is_empty());
+
+    let good = TestSink::new();
+    let second = start_bridge(broker.port, "bridge-redeliver", good.clone()).await;
+    good.wait_records(3).await;
+    second.stop().await;
+    let counts = seq_counts(&good);
+    assert_eq!(
+        counts.keys().copied().collect::<Vec<_>>(),
+        vec![100, 101, 102]
+    );
+}
