@@ -1,0 +1,299 @@
+//! The `central.toml` file: HTTP listen address, TLS material for dialing
+//! hubs, the regions to federate and the hub request deadlines.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! request-timeout-ms = 5000
+//! tls = { ca = "pki/ca.pem", cert = "pki/central.pem", key = "pki/central.key" }
+//!
+//! [[regions]]
+//! name = "west"
+//! hubs = ["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"]
+//! ```
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use strata_net::TlsFiles;
+
+/// Most hub addresses accepted per region (a Raft group is a handful of
+/// replicas; hundreds means a config mistake).
+const MAX_HUBS_PER_REGION: usize = 64;
+/// Longest accepted timeout: longer only hides a dead hub from the user.
+const MAX_TIMEOUT_MS: u64 = 600_000;
+
+/// Errors loading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read central config {path}: {error}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// OS error (in the message, not chained, so it prints once).
+        error: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown / mistyped keys.
+    #[error("central config {path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// toml's message, which names the key and line.
+        message: String,
+    },
+    /// The values are inconsistent; every problem is listed.
+    #[error("invalid central config{}:\n  - {}", path_suffix(.path), .problems.join("\n  - "))]
+    Invalid {
+        /// The config file, when loaded from one.
+        path: Option<PathBuf>,
+        /// One message per problem, each naming the key.
+        problems: Vec<String>,
+    },
+}
+
+fn path_suffix(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| format!(" {}", p.display()))
+        .unwrap_or_default()
+}
+
+/// Configuration of the central server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CentralConfig {
+    /// TCP address of the HTTP API (also `/metrics` and `/health`).
+    /// Default `127.0.0.1:8080`; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// PEM files (CA, certificate, key) central presents when it dials hubs
+    /// over mutual TLS. Required; no default.
+    pub tls: TlsFiles,
+    /// The regions to federate, each with its hubs' client-facing QUIC
+    /// addresses. At least one is required; default none.
+    pub regions: Vec<RegionConfig>,
+    /// Deadline for one API operation against a region (all hub calls it
+    /// makes, including leader discovery), in milliseconds. Default 5000.
+    pub request_timeout_ms: u64,
+    /// Deadline for dialing one hub (QUIC, TLS and hello), in milliseconds.
+    /// Kept below the request timeout so a dead hub leaves time to try the
+    /// others. Default 2000.
+    pub connect_timeout_ms: u64,
+}
+
+/// One region: a name and the client-facing QUIC addresses of its hubs.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RegionConfig {
+    /// Region name, as the hubs know it (they refuse a mismatch). Letters,
+    /// digits, `-`, `_` and `.`; appears in API paths. Required.
+    pub name: String,
+    /// Hub addresses as `host:port` (client-facing QUIC port). More replicas
+    /// are learned from the hubs' membership. At least one required.
+    pub hubs: Vec<String>,
+}
+
+impl Default for CentralConfig {
+    fn default() -> Self {
+        CentralConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls: TlsFiles::default(),
+            regions: Vec::new(),
+            request_timeout_ms: 5000,
+            connect_timeout_ms: 2000,
+        }
+    }
+}
+
+/// True for a name that is safe in a URL path segment and a metric label.
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Checks `host:port` syntax without resolving the host.
+pub(crate) fn check_host_port(addr: &str) -> Result<(), String> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err("expected host:port".into());
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err("host is empty".into());
+    }
+    match port.parse::<u16>() {
+        Ok(0) => Err("port 0 is not dialable".into()),
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("port {port:?} is not a number in 1..=65535")),
+    }
+}
+
+impl CentralConfig {
+    /// Reads, parses and validates a TOML file. Every error names the file.
+    pub fn load(path: &Path) -> Result<CentralConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        let cfg: CentralConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        match cfg.validate() {
+            Ok(()) => Ok(cfg),
+            Err(ConfigError::Invalid { problems, .. }) => Err(ConfigError::Invalid {
+                path: Some(path.to_owned()),
+                problems,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reports every problem at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = self.tls.problems("tls");
+        if self.regions.is_empty() {
+            problems.push("regions: at least one region is required".into());
+        }
+        let mut names = BTreeSet::new();
+        for (i, r) in self.regions.iter().enumerate() {
+            let key = format!("regions[{i}]");
+            if r.name.is_empty() {
+                problems.push(format!("{key}.name: required"));
+            } else if !valid_name(&r.name) {
+                problems.push(format!(
+                    "{key}.name: {:?} may only contain letters, digits, '-', '_' and '.' (max 64)",
+                    r.name
+                ));
+            } else if !names.insert(r.name.as_str()) {
+                problems.push(format!("{key}.name: region {:?} is listed twice", r.name));
+            }
+            if r.hubs.is_empty() {
+                problems.push(format!("{key}.hubs: at least one hub address is required"));
+            }
+            if r.hubs.len() > MAX_HUBS_PER_REGION {
+                problems.push(format!(
+                    "{key}.hubs: {} addresses, at most {MAX_HUBS_PER_REGION}",
+                    r.hubs.len()
+                ));
+            }
+            let mut seen = BTreeSet::new();
+            for (j, h) in r.hubs.iter().enumerate() {
+                if let Err(why) = check_host_port(h) {
+                    problems.push(format!("{key}.hubs[{j}]: {h:?}: {why}"));
+                } else if !seen.insert(h.as_str()) {
+                    problems.push(format!("{key}.hubs[{j}]: {h:?} is listed twice"));
+                }
+            }
+        }
+        for (key, v) in [
+            ("request-timeout-ms", self.request_timeout_ms),
+            ("connect-timeout-ms", self.connect_timeout_ms),
+        ] {
+            if v == 0 || v > MAX_TIMEOUT_MS {
+                problems.push(format!("{key}: {v} must be in 1..={MAX_TIMEOUT_MS}"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                path: None,
+                problems,
+            })
+        }
+    }
+
+    /// The request deadline as a [`Duration`].
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The dial deadline as a [`Duration`].
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls_in(dir: &Path) -> TlsFiles {
+        let pki = strata_net::Pki::ensure(dir).unwrap();
+        pki.node("central").unwrap()
+    }
+
+    #[test]
+    fn parses_a_full_file_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = tls_in(dir.path());
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\nrequest-timeout-ms = 750\n\
+             tls = {{ ca = {:?}, cert = {:?}, key = {:?} }}\n\
+             [[regions]]\nname = \"west\"\nhubs = [\"127.0.0.1:7101\", \"hub-2.local:7102\"]\n",
+            tls.ca, tls.cert, tls.key
+        );
+        let path = dir.path().join("central.toml");
+        std::fs::write(&path, text).unwrap();
+        let cfg = CentralConfig::load(&path).unwrap();
+        assert_eq!(cfg.request_timeout_ms, 750);
+        assert_eq!(cfg.connect_timeout_ms, 2000);
+        assert_eq!(cfg.regions[0].hubs.len(), 2);
+        assert_eq!(CentralConfig::default().listen.port(), 8080);
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:0\"\nrequest-timeout = 5\n").unwrap();
+        let err = CentralConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("c.toml"), "{err}");
+        assert!(err.contains("request-timeout"), "{err}");
+    }
+
+    #[test]
+    fn validate_reports_every_problem() {
+        let cfg = CentralConfig {
+            regions: vec![
+                RegionConfig {
+                    name: "west".into(),
+                    hubs: vec!["nohost".into(), "h:0".into(), "h:1".into(), "h:1".into()],
+                },
+                RegionConfig {
+                    name: "west".into(),
+                    hubs: vec![],
+                },
+                RegionConfig {
+                    name: "bad/name".into(),
+                    hubs: vec![":80".into()],
+                },
+            ],
+            request_timeout_ms: 0,
+            ..CentralConfig::default()
+        };
+        let Err(ConfigError::Invalid { problems, .. }) = cfg.validate() else {
+            panic!("expected Invalid");
+        };
+        let all = problems.join("\n");
+        for needle in [
+            "tls.ca",
+            "regions[0].hubs[0]",
+            "regions[0].hubs[1]",
+            "regions[0].hubs[3]: \"h:1\" is listed twice",
+            "regions[1].name: region \"west\" is listed twice",
+            "regions[1].hubs: at least one",
+            "regions[2].name",
+            "regions[2].hubs[0]: \":80\": host is empty",
+            "request-timeout-ms",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        let empty = CentralConfig::default().validate().unwrap_err().to_string();
+        assert!(empty.contains("at least one region"), "{empty}");
+    }
+}

@@ -1,0 +1,114 @@
+//! [`AppError`]: every failed API request answers with a 4xx/5xx status and
+//! the body `{"error": {"code": "...", "message": "..."}}` (the shape of
+//! axum's `examples/error-handling`), including axum's own extractor
+//! rejections, which are converted here.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::region::RegionError;
+
+/// An API error: status, stable machine-readable code, human message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable kebab-case code clients can match on.
+    pub code: &'static str,
+    /// What went wrong, naming the parameter / region / device involved.
+    pub message: String,
+}
+
+impl AppError {
+    /// Any error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> AppError {
+        AppError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400: a query or path parameter is invalid.
+    pub fn bad_param(param: &str, why: impl std::fmt::Display) -> AppError {
+        AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-parameter",
+            format!("parameter `{param}`: {why}"),
+        )
+    }
+
+    /// 400: the request body is invalid.
+    pub fn bad_body(why: impl std::fmt::Display) -> AppError {
+        AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-body",
+            format!("request body: {why}"),
+        )
+    }
+
+    /// 404 for a region not in central's configuration.
+    pub fn unknown_region(region: &str, known: &[String]) -> AppError {
+        AppError::new(
+            StatusCode::NOT_FOUND,
+            "unknown-region",
+            format!(
+                "region {region:?} is not configured (known: {})",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        )
+    }
+}
+
+impl From<RegionError> for AppError {
+    fn from(e: RegionError) -> AppError {
+        let (status, code) = match &e {
+            RegionError::Unreachable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "region-unreachable")
+            }
+            RegionError::NoLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no-leader"),
+            RegionError::Timeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "hub-timeout"),
+            RegionError::Hub { .. } => (StatusCode::BAD_GATEWAY, "hub-error"),
+            RegionError::Protocol { .. } => (StatusCode::BAD_GATEWAY, "hub-protocol"),
+        };
+        AppError::new(status, code, e.to_string())
+    }
+}
+
+impl From<JsonRejection> for AppError {
+    fn from(r: JsonRejection) -> AppError {
+        AppError::bad_body(r.body_text())
+    }
+}
+
+impl From<PathRejection> for AppError {
+    fn from(r: PathRejection) -> AppError {
+        AppError::new(StatusCode::BAD_REQUEST, "invalid-parameter", r.body_text())
+    }
+}
+
+impl From<QueryRejection> for AppError {
+    fn from(r: QueryRejection) -> AppError {
+        AppError::new(StatusCode::BAD_REQUEST, "invalid-parameter", r.body_text())
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = %self.status, code = self.code, message = %self.message, "API request failed");
+        } else {
+            tracing::debug!(status = %self.status, code = self.code, message = %self.message, "API request rejected");
+        }
+        let body = serde_json::json!({
+            "error": { "code": self.code, "message": self.message }
+        });
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,298 @@
+//! One handler per API route. Handlers validate input, fan requests out to
+//! the regions through [`RegionApi`](crate::region::RegionApi) and shape the
+//! answers into [`views`](super::views). Extractor rejections are taken as
+//! `Result`s so that they, too, answer with the JSON error body.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use futures::future::join_all;
+use serde::Serialize;
+use strata_protocol::{ReplicaInfo, TelemetryQuery};
+
+use super::error::AppError;
+use super::params;
+use super::views::{
+    AddReplicaBody, DeviceView, DevicesView, EdgeView, EdgesView, MembershipView, RegionFailure,
+    RegionView, TelemetryData, TelemetryView,
+};
+use super::AppState;
+use crate::region::{RegionApi, RegionError};
+
+type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
+type ApiResult<T> = Result<Json<T>, AppError>;
+/// Per-region answers (region name, value) and the regions that failed.
+type Federated<T> = (Vec<(String, T)>, Vec<RegionFailure>);
+
+/// `GET /api/v1/regions`.
+#[derive(Debug, Serialize)]
+pub struct RegionsView {
+    /// Every configured region.
+    pub regions: Vec<RegionView>,
+}
+
+/// `GET /api/v1/regions`: every region with its replicas.
+pub async fn regions(State(state): State<AppState>) -> Json<RegionsView> {
+    let all = join_all(state.regions().iter().map(|r| r.status())).await;
+    Json(RegionsView {
+        regions: all.into_iter().map(RegionView::from).collect(),
+    })
+}
+
+/// `GET /api/v1/regions/{region}`: one region.
+pub async fn region(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<RegionView> {
+    let Path(name) = path?;
+    let region = state.region(&name)?;
+    Ok(Json(region.status().await.into()))
+}
+
+/// The regions a `?region=` filter selects (all without one).
+fn select<'a>(
+    state: &'a AppState,
+    region: Option<&str>,
+) -> Result<Vec<&'a std::sync::Arc<dyn RegionApi>>, AppError> {
+    match region {
+        Some(name) => Ok(vec![state.region(name)?]),
+        None => Ok(state.regions().iter().collect()),
+    }
+}
+
+/// Splits per-region results into successes and failures. With a region
+/// filter, or when every region failed, the request fails with the first
+/// error; otherwise failures are reported next to the partial answer.
+fn federate<T>(
+    names: Vec<String>,
+    results: Vec<Result<T, RegionError>>,
+    filtered: bool,
+) -> Result<Federated<T>, AppError> {
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    let mut first_err = None;
+    for (name, r) in names.into_iter().zip(results) {
+        match r {
+            Ok(v) => ok.push((name, v)),
+            Err(e) => {
+                let app = AppError::from(e);
+                failed.push(RegionFailure {
+                    region: name,
+                    code: app.code,
+                    message: app.message.clone(),
+                });
+                first_err.get_or_insert(app);
+            }
+        }
+    }
+    match first_err {
+        Some(e) if filtered || ok.is_empty() => Err(e),
+        _ => Ok((ok, failed)),
+    }
+}
+
+/// `GET /api/v1/edges[?region=]`: edge nodes of every (or one) region.
+pub async fn edges(State(state): State<AppState>, query: Pairs) -> ApiResult<EdgesView> {
+    let Query(pairs) = query?;
+    let get = params::check(&pairs, &["region"])?;
+    let regions = select(&state, get("region"))?;
+    let names = regions.iter().map(|r| r.name().to_owned()).collect();
+    let results = join_all(regions.iter().map(|r| r.edges())).await;
+    let (ok, errors) = federate(names, results, get("region").is_some())?;
+    let now = state.now_ms();
+    let mut view = EdgesView {
+        edges: Vec::new(),
+        stale: false,
+        errors,
+    };
+    for (region, served) in ok {
+        view.stale |= served.stale;
+        let mut edges = served.value;
+        edges.sort_by(|a, b| a.edge.cmp(&b.edge));
+        view.edges
+            .extend(edges.into_iter().map(|e| EdgeView::new(&region, e, now)));
+    }
+    Ok(Json(view))
+}
+
+/// `GET /api/v1/devices[?tenant=&region=]`: devices with record counts.
+pub async fn devices(State(state): State<AppState>, query: Pairs) -> ApiResult<DevicesView> {
+    let Query(pairs) = query?;
+    let get = params::check(&pairs, &["tenant", "region"])?;
+    let regions = select(&state, get("region"))?;
+    let tenant = get("tenant").map(str::to_owned);
+    let names = regions.iter().map(|r| r.name().to_owned()).collect();
+    let results = join_all(regions.iter().map(|r| r.devices(tenant.clone()))).await;
+    let (ok, errors) = federate(names, results, get("region").is_some())?;
+    let mut view = DevicesView {
+        devices: Vec::new(),
+        stale: false,
+        errors,
+    };
+    for (region, served) in ok {
+        view.stale |= served.stale;
+        let mut devices = served.value;
+        devices.sort_by(|a, b| (&a.tenant, &a.device).cmp(&(&b.tenant, &b.device)));
+        view.devices
+            .extend(devices.into_iter().map(|d| DeviceView::new(&region, d)));
+    }
+    Ok(Json(view))
+}
+
+/// Finds the region holding a device: the cache, else ask every region.
+/// A device seen in several regions (it moved) is read where its latest
+/// data is.
+async fn locate(state: &AppState, tenant: &str, device: &str) -> Result<usize, AppError> {
+    if let Some(i) = state.cached_device_region(tenant, device) {
+        return Ok(i);
+    }
+    let lookups = state
+        .regions()
+        .iter()
+        .map(|r| r.devices(Some(tenant.to_owned())));
+    let mut best: Option<(usize, i64)> = None;
+    let mut failures = Vec::new();
+    for (i, res) in join_all(lookups).await.into_iter().enumerate() {
+        match res {
+            Ok(served) => {
+                if let Some(d) = served.value.iter().find(|d| d.device == device) {
+                    if best.is_none_or(|(_, ts)| d.last_ts_ms > ts) {
+                        best = Some((i, d.last_ts_ms));
+                    }
+                }
+            }
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    match best {
+        Some((i, _)) => {
+            state.remember_device_region(tenant, device, i);
+            Ok(i)
+        }
+        None if failures.is_empty() => Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "unknown-device",
+            format!("device {tenant}/{device} is not known in any region"),
+        )),
+        None => Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "region-unreachable",
+            format!(
+                "device {tenant}/{device} was not found in the regions that answered; {}",
+                failures.join("; ")
+            ),
+        )),
+    }
+}
+
+/// `GET /api/v1/telemetry/{tenant}/{device}?from=&to=&step=&limit=&region=`.
+pub async fn telemetry(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Pairs,
+) -> ApiResult<TelemetryView> {
+    let Path((tenant, device)) = path?;
+    let Query(pairs) = query?;
+    let p = params::telemetry(&pairs, state.now_ms())?;
+    let idx = match &p.region {
+        Some(name) => state.region_index(name)?,
+        None => locate(&state, &tenant, &device).await?,
+    };
+    // Indices come from this state's fixed region list.
+    let region = &state.regions()[idx];
+    let served = region
+        .query(TelemetryQuery {
+            tenant: tenant.clone(),
+            device: device.clone(),
+            from_ms: p.from_ms,
+            to_ms: p.to_ms,
+            step_ms: p.step_ms,
+            limit: p.limit,
+        })
+        .await?;
+    let (count, data) = match served.value {
+        strata_protocol::QueryResult::Raw(records) => (
+            records.len(),
+            TelemetryData::Raw {
+                records: records.into_iter().map(Into::into).collect(),
+            },
+        ),
+        strata_protocol::QueryResult::Downsampled(buckets) => (
+            buckets.len(),
+            TelemetryData::Downsampled {
+                buckets: buckets.into_iter().map(Into::into).collect(),
+            },
+        ),
+    };
+    Ok(Json(TelemetryView {
+        region: region.name().to_owned(),
+        tenant,
+        device,
+        from_ms: p.from_ms,
+        to_ms: p.to_ms,
+        step_ms: p.step_ms,
+        limit: p.limit,
+        count,
+        truncated: count >= p.limit as usize,
+        stale: served.stale,
+        served_by: served.addr,
+        data,
+    }))
+}
+
+/// `POST /api/v1/regions/{region}/replicas`: add a voter through the leader.
+pub async fn add_replica(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<AddReplicaBody>, JsonRejection>,
+) -> ApiResult<MembershipView> {
+    let Path(name) = path?;
+    let region = state.region(&name)?;
+    let Json(body) = body?;
+    if body.id == 0 {
+        return Err(AppError::bad_body("`id` must be a non-zero Raft id"));
+    }
+    for (field, addr) in [
+        ("peer-addr", &body.peer_addr),
+        ("client-addr", &body.client_addr),
+    ] {
+        crate::config::check_host_port(addr)
+            .map_err(|why| AppError::bad_body(format!("`{field}` {addr:?}: {why}")))?;
+    }
+    let replicas = region
+        .add_replica(ReplicaInfo {
+            id: body.id,
+            peer_addr: body.peer_addr,
+            client_addr: body.client_addr,
+            voter: true,
+        })
+        .await?;
+    Ok(Json(MembershipView {
+        region: name,
+        replicas: replicas.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// `DELETE /api/v1/regions/{region}/replicas/{id}`: remove through the leader.
+pub async fn remove_replica(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<MembershipView> {
+    let Path((name, id)) = path?;
+    let region = state.region(&name)?;
+    let id = match id.parse::<u64>() {
+        Ok(0) | Err(_) => {
+            return Err(AppError::bad_param(
+                "id",
+                format!("{id:?} is not a non-zero Raft id"),
+            ))
+        }
+        Ok(id) => id,
+    };
+    let replicas = region.remove_replica(id).await?;
+    Ok(Json(MembershipView {
+        region: name,
+        replicas: replicas.into_iter().map(Into::into).collect(),
+    }))
+}

@@ -1,0 +1,619 @@
+//! Handler tests through `app(..).oneshot(req)` with in-memory regions:
+//! every route's happy path and JSON shape, and every 4xx/5xx path answering
+//! with the JSON error body.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use http_body_util::BodyExt;
+use prometheus_client::registry::Registry;
+use serde_json::{json, Value};
+use strata_protocol::{
+    Bucket, DeviceInfo, EdgeInfo, EdgeStatus, HubStatus, Metric, QueryResult, RaftRole,
+    ReplicaInfo, Tag, TelemetryQuery, TelemetryRecord,
+};
+use tower::ServiceExt;
+
+use super::{app, AppState};
+use crate::region::{RegionApi, RegionError, RegionStatus, ReplicaStatus, Served};
+
+const NOW: i64 = 1_700_000_000_000;
+
+/// An in-memory region. `fail` makes every read and write fail with it.
+struct Fake {
+    name: String,
+    devices: Vec<DeviceInfo>,
+    fail: Option<RegionError>,
+    stale: bool,
+    queries: Mutex<Vec<TelemetryQuery>>,
+    changes: Mutex<Vec<String>>,
+}
+
+impl Fake {
+    fn new(name: &str, devices: &[(&str, &str)]) -> Fake {
+        Fake {
+            name: name.into(),
+            devices: devices
+                .iter()
+                .map(|(t, d)| DeviceInfo {
+                    tenant: (*t).into(),
+                    device: (*d).into(),
+                    records: 42,
+                    first_ts_ms: NOW - 10_000,
+                    last_ts_ms: NOW - 1000,
+                })
+                .collect(),
+            fail: None,
+            stale: false,
+            queries: Mutex::new(Vec::new()),
+            changes: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn failing(mut self, e: RegionError) -> Fake {
+        self.fail = Some(e);
+        self
+    }
+
+    fn served<T>(&self, value: T) -> Result<Served<T>, RegionError> {
+        match &self.fail {
+            Some(e) => Err(e.clone()),
+            None => Ok(Served {
+                value,
+                addr: format!("{}-hub-1:7000", self.name),
+                stale: self.stale,
+            }),
+        }
+    }
+
+    fn members(&self) -> Vec<ReplicaInfo> {
+        vec![ReplicaInfo {
+            id: 1,
+            peer_addr: "p1:7001".into(),
+            client_addr: "c1:7000".into(),
+            voter: true,
+        }]
+    }
+}
+
+fn hub_status(region: &str, id: u64, role: RaftRole) -> HubStatus {
+    HubStatus {
+        region: region.into(),
+        id,
+        role,
+        term: 3,
+        leader: Some(1),
+        commit_index: 100,
+        applied_index: 99,
+        last_index: 101,
+        replicas: vec![],
+        stored_records: 5000,
+    }
+}
+
+impl RegionApi for Fake {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn status(&self) -> BoxFuture<'_, RegionStatus> {
+        let replicas = vec![
+            ReplicaStatus {
+                addr: "h1:7000".into(),
+                status: Ok(hub_status(&self.name, 1, RaftRole::Leader)),
+            },
+            ReplicaStatus {
+                addr: "h2:7000".into(),
+                status: Ok(hub_status(&self.name, 2, RaftRole::Follower)),
+            },
+            ReplicaStatus {
+                addr: "h3:7000".into(),
+                status: Err("connect to h3:7000: no answer within 2000 ms".into()),
+            },
+        ];
+        futures::future::ready(RegionStatus::from_replicas(self.name.clone(), replicas)).boxed()
+    }
+
+    fn edges(&self) -> BoxFuture<'_, Result<Served<Vec<EdgeInfo>>, RegionError>> {
+        let edges = vec![EdgeInfo {
+            edge: format!("{}-edge-1", self.name),
+            last_seen_ms: NOW - 1500,
+            status: EdgeStatus {
+                edge: format!("{}-edge-1", self.name),
+                spool_records: 7,
+                spool_bytes: 700,
+                ingest_rate: 12.5,
+                connected_clients: 3,
+                uptime_ms: 60_000,
+            },
+            records_stored: 900,
+        }];
+        futures::future::ready(self.served(edges)).boxed()
+    }
+
+    fn devices(
+        &self,
+        tenant: Option<String>,
+    ) -> BoxFuture<'_, Result<Served<Vec<DeviceInfo>>, RegionError>> {
+        let list = self
+            .devices
+            .iter()
+            .filter(|d| tenant.as_ref().is_none_or(|t| *t == d.tenant))
+            .cloned()
+            .collect();
+        futures::future::ready(self.served(list)).boxed()
+    }
+
+    fn query(
+        &self,
+        query: TelemetryQuery,
+    ) -> BoxFuture<'_, Result<Served<QueryResult>, RegionError>> {
+        let result = if let Some(step) = query.step_ms {
+            QueryResult::Downsampled(vec![Bucket {
+                metric: "temp".into(),
+                start_ms: query.from_ms,
+                min: 1.0,
+                max: 3.0,
+                avg: 2.0,
+                count: step.min(4),
+            }])
+        } else {
+            QueryResult::Raw(vec![TelemetryRecord {
+                tenant: query.tenant.clone(),
+                device: query.device.clone(),
+                ts_ms: query.from_ms + 1,
+                seq: Some(9),
+                metrics: vec![Metric {
+                    name: "temp".into(),
+                    value: 21.5,
+                }],
+                tags: vec![Tag {
+                    key: "site".into(),
+                    value: "a".into(),
+                }],
+            }])
+        };
+        self.queries.lock().unwrap().push(query);
+        futures::future::ready(self.served(result)).boxed()
+    }
+
+    fn add_replica(
+        &self,
+        replica: ReplicaInfo,
+    ) -> BoxFuture<'_, Result<Vec<ReplicaInfo>, RegionError>> {
+        self.changes
+            .lock()
+            .unwrap()
+            .push(format!("add {}", replica.id));
+        let mut m = self.members();
+        m.push(replica);
+        futures::future::ready(self.served(m).map(|s| s.value)).boxed()
+    }
+
+    fn remove_replica(&self, id: u64) -> BoxFuture<'_, Result<Vec<ReplicaInfo>, RegionError>> {
+        self.changes.lock().unwrap().push(format!("remove {id}"));
+        futures::future::ready(self.served(self.members()).map(|s| s.value)).boxed()
+    }
+}
+
+struct Harness {
+    state: AppState,
+    west: Arc<Fake>,
+}
+
+fn harness(east: Fake) -> Harness {
+    let west = Arc::new(Fake::new("west", &[("acme", "d1"), ("other", "x")]));
+    let regions: Vec<Arc<dyn RegionApi>> = vec![west.clone(), Arc::new(east)];
+    let state = AppState::with_clock(regions, Registry::default(), Arc::new(|| NOW));
+    Harness { state, west }
+}
+
+fn healthy() -> Harness {
+    harness(Fake::new("east", &[("acme", "d2")]))
+}
+
+fn down(region: &str) -> RegionError {
+    RegionError::Unreachable {
+        region: region.into(),
+        errors: vec!["h1:7000: connection refused".into()],
+    }
+}
+
+async fn send(
+    state: &AppState,
+    method: &str,
+    uri: &str,
+    body: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req
+        .body(
+            body.map(|b| Body::from(b.to_owned()))
+                .unwrap_or_else(Body::empty),
+        )
+        .unwrap();
+    let resp = app(state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, json)
+}
+
+async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
+    send(state, "GET", uri, None).await
+}
+
+/// Asserts the JSON error shape and returns the message.
+fn error(status: StatusCode, body: &Value, want: StatusCode, code: &str) -> String {
+    assert_eq!(status, want, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    let obj = body["error"].as_object().unwrap();
+    assert_eq!(obj.len(), 2, "{body}");
+    body["error"]["message"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn health_is_json() {
+    let h = healthy();
+    assert_eq!(
+        get(&h.state, "/health").await,
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+}
+
+#[tokio::test]
+async fn regions_list_every_replica() {
+    let h = healthy();
+    let (status, body) = get(&h.state, "/api/v1/regions").await;
+    assert_eq!(status, StatusCode::OK);
+    let regions = body["regions"].as_array().unwrap();
+    assert_eq!(regions.len(), 2);
+    let west = &regions[0];
+    assert_eq!(west["name"], "west");
+    assert_eq!(west["leader"], 1);
+    assert_eq!(west["healthy"], true);
+    assert_eq!(west["reachable-replicas"], 2);
+    assert_eq!(
+        west["replicas"][0],
+        json!({
+            "addr": "h1:7000", "reachable": true, "id": 1, "role": "leader", "term": 3,
+            "leader": 1, "commit-index": 100, "applied-index": 99, "last-index": 101,
+            "stored-records": 5000
+        })
+    );
+    assert_eq!(west["replicas"][1]["role"], "follower");
+    let dead = &west["replicas"][2];
+    assert_eq!(dead["reachable"], false);
+    assert!(
+        dead["error"].as_str().unwrap().contains("h3:7000"),
+        "{dead}"
+    );
+}
+
+#[tokio::test]
+async fn one_region_and_unknown_region() {
+    let h = healthy();
+    let (status, body) = get(&h.state, "/api/v1/regions/east").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["name"], "east");
+    let (status, body) = get(&h.state, "/api/v1/regions/mars").await;
+    let msg = error(status, &body, StatusCode::NOT_FOUND, "unknown-region");
+    assert!(
+        msg.contains("\"mars\"") && msg.contains("west, east"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn edges_with_ages_and_partial_failure() {
+    let h = healthy();
+    let (status, body) = get(&h.state, "/api/v1/edges").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["edges"][0],
+        json!({
+            "region": "west", "name": "west-edge-1", "last-seen-ms": NOW - 1500,
+            "age-ms": 1500, "spool-records": 7, "spool-bytes": 700, "ingest-rate": 12.5,
+            "connected-clients": 3, "records-stored": 900, "uptime-ms": 60_000
+        })
+    );
+    assert_eq!(body["edges"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        (body["stale"].clone(), body["errors"].clone()),
+        (json!(false), json!([]))
+    );
+
+    let (_, body) = get(&h.state, "/api/v1/edges?region=east").await;
+    assert_eq!(body["edges"].as_array().unwrap().len(), 1);
+    assert_eq!(body["edges"][0]["region"], "east");
+
+    // One region down: the others still answer, the failure is listed.
+    let h = harness(Fake::new("east", &[]).failing(down("east")));
+    let (status, body) = get(&h.state, "/api/v1/edges").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["edges"].as_array().unwrap().len(), 1);
+    assert_eq!(body["errors"][0]["region"], "east");
+    assert_eq!(body["errors"][0]["code"], "region-unreachable");
+    // Asking for the failed region alone fails the request.
+    let (status, body) = get(&h.state, "/api/v1/edges?region=east").await;
+    let msg = error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "region-unreachable",
+    );
+    assert!(msg.contains("region east"), "{msg}");
+}
+
+#[tokio::test]
+async fn edges_and_devices_reject_bad_params() {
+    let h = healthy();
+    let (status, body) = get(&h.state, "/api/v1/edges?region=mars").await;
+    error(status, &body, StatusCode::NOT_FOUND, "unknown-region");
+    let (status, body) = get(&h.state, "/api/v1/edges?regoin=west").await;
+    let msg = error(status, &body, StatusCode::BAD_REQUEST, "invalid-parameter");
+    assert!(msg.contains("`regoin`"), "{msg}");
+    let (status, body) = get(&h.state, "/api/v1/devices?tenant=a&tenant=b").await;
+    let msg = error(status, &body, StatusCode::BAD_REQUEST, "invalid-parameter");
+    assert!(msg.contains("`tenant`"), "{msg}");
+}
+
+#[tokio::test]
+async fn devices_filtered_by_tenant_and_region() {
+    let mut east = Fake::new("east", &[("acme", "d2")]);
+    east.stale = true;
+    let h = harness(east);
+    let (status, body) = get(&h.state, "/api/v1/devices?tenant=acme").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["devices"],
+        json!([
+            {"region": "west", "tenant": "acme", "device": "d1", "records": 42,
+             "first-ts-ms": NOW - 10_000, "last-ts-ms": NOW - 1000},
+            {"region": "east", "tenant": "acme", "device": "d2", "records": 42,
+             "first-ts-ms": NOW - 10_000, "last-ts-ms": NOW - 1000},
+        ])
+    );
+    assert_eq!(body["stale"], true);
+    let (_, body) = get(&h.state, "/api/v1/devices?region=west").await;
+    assert_eq!(body["devices"].as_array().unwrap().len(), 2);
+    assert_eq!(body["stale"], false);
+}
+
+#[tokio::test]
+async fn telemetry_raw_with_defaults_finds_the_region() {
+    let h = healthy();
+    let (status, body) = get(&h.state, "/api/v1/telemetry/acme/d1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({
+            "region": "west", "tenant": "acme", "device": "d1",
+            "from-ms": NOW - 3_600_000, "to-ms": NOW, "step-ms": null, "limit": 10_000,
+            "count": 1, "truncated": false, "stale": false, "served-by": "west-hub-1:7000",
+            "kind": "raw",
+            "records": [{"ts-ms": NOW - 3_600_000 + 1, "seq": 9, "metrics": {"temp": 21.5},
+                         "tags": {"site": "a"}}]
+        })
+    );
+    let q = h.west.queries.lock().unwrap().clone();
+    assert_eq!(
+        q,
+        vec![TelemetryQuery {
+            tenant: "acme".into(),
+            device: "d1".into(),
+            from_ms: NOW - 3_600_000,
+            to_ms: NOW,
+            step_ms: None,
+            limit: 10_000,
+        }]
+    );
+}
+
+#[tokio::test]
+async fn telemetry_downsampled_with_rfc3339() {
+    let h = healthy();
+    let uri =
+        "/api/v1/telemetry/acme/d2?from=2023-11-14T22:00:00Z&to=1700000000000&step=60000&limit=5";
+    let (status, body) = get(&h.state, uri).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["region"], "east");
+    assert_eq!(body["kind"], "downsampled");
+    assert_eq!(body["from-ms"], 1_699_999_200_000i64);
+    assert_eq!(body["step-ms"], 60_000);
+    assert_eq!(
+        body["buckets"],
+        json!([{"metric": "temp", "start-ms": 1_699_999_200_000i64, "min": 1.0, "max": 3.0,
+                "avg": 2.0, "count": 4}])
+    );
+}
+
+#[tokio::test]
+async fn telemetry_errors_name_the_parameter() {
+    let h = healthy();
+    for (query, param) in [
+        ("from=2000&to=1000", "`from`"),
+        ("from=1000&to=1000", "`from`"),
+        ("step=0", "`step`"),
+        ("step=fast", "`step`"),
+        ("limit=100001", "`limit`"),
+        ("limit=-1", "`limit`"),
+        ("to=noon", "`to`"),
+        ("frm=1", "`frm`"),
+    ] {
+        let (status, body) = get(&h.state, &format!("/api/v1/telemetry/acme/d1?{query}")).await;
+        let msg = error(status, &body, StatusCode::BAD_REQUEST, "invalid-parameter");
+        assert!(msg.contains(param), "{query}: {msg}");
+    }
+    let (status, body) = get(&h.state, "/api/v1/telemetry/acme/nope").await;
+    let msg = error(status, &body, StatusCode::NOT_FOUND, "unknown-device");
+    assert!(msg.contains("acme/nope"), "{msg}");
+    let (status, body) = get(&h.state, "/api/v1/telemetry/acme/d1?region=mars").await;
+    error(status, &body, StatusCode::NOT_FOUND, "unknown-region");
+}
+
+#[tokio::test]
+async fn telemetry_unknown_device_with_a_region_down_is_unavailable() {
+    let h = harness(Fake::new("east", &[]).failing(down("east")));
+    let (status, body) = get(&h.state, "/api/v1/telemetry/acme/d9").await;
+    let msg = error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "region-unreachable",
+    );
+    assert!(
+        msg.contains("acme/d9") && msg.contains("region east"),
+        "{msg}"
+    );
+    // A device in the healthy region is still readable.
+    let (status, _) = get(&h.state, "/api/v1/telemetry/acme/d1").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn add_and_remove_replicas() {
+    let h = healthy();
+    let body = r#"{"id": 4, "peer-addr": "10.0.0.4:7001", "client-addr": "10.0.0.4:7000"}"#;
+    let (status, resp) = send(
+        &h.state,
+        "POST",
+        "/api/v1/regions/west/replicas",
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!(resp["region"], "west");
+    assert_eq!(
+        resp["replicas"][1],
+        json!({"id": 4, "peer-addr": "10.0.0.4:7001", "client-addr": "10.0.0.4:7000", "voter": true})
+    );
+    let (status, resp) = send(&h.state, "DELETE", "/api/v1/regions/west/replicas/4", None).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!(resp["replicas"].as_array().unwrap().len(), 1);
+    assert_eq!(*h.west.changes.lock().unwrap(), vec!["add 4", "remove 4"]);
+}
+
+#[tokio::test]
+async fn replica_changes_reject_bad_input() {
+    let h = healthy();
+    let url = "/api/v1/regions/west/replicas";
+    let cases = [
+        (
+            r#"{"id": 4, "peer-addr": "a:1""#,
+            "invalid-body",
+            "request body",
+        ),
+        (
+            r#"{"id": 4, "peer-addr": "a:1"}"#,
+            "invalid-body",
+            "client-addr",
+        ),
+        (
+            r#"{"id": 4, "peer-addr": "a:1", "client-addr": "b:2", "x": 1}"#,
+            "invalid-body",
+            "x",
+        ),
+        (
+            r#"{"id": 0, "peer-addr": "a:1", "client-addr": "b:2"}"#,
+            "invalid-body",
+            "`id`",
+        ),
+        (
+            r#"{"id": 4, "peer-addr": "a", "client-addr": "b:2"}"#,
+            "invalid-body",
+            "`peer-addr`",
+        ),
+    ];
+    for (body, code, needle) in cases {
+        let (status, resp) = send(&h.state, "POST", url, Some(body)).await;
+        let msg = error(status, &resp, StatusCode::BAD_REQUEST, code);
+        assert!(msg.contains(needle), "{body}: {msg}");
+    }
+    let ok = r#"{"id": 4, "peer-addr": "a:1", "client-addr": "b:2"}"#;
+    let (status, resp) = send(&h.state, "POST", "/api/v1/regions/mars/replicas", Some(ok)).await;
+    error(status, &resp, StatusCode::NOT_FOUND, "unknown-region");
+    let (status, resp) = send(
+        &h.state,
+        "DELETE",
+        "/api/v1/regions/west/replicas/two",
+        None,
+    )
+    .await;
+    let msg = error(status, &resp, StatusCode::BAD_REQUEST, "invalid-parameter");
+    assert!(msg.contains("`id`"), "{msg}");
+    assert!(h.west.changes.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn hub_errors_map_to_502_and_503() {
+    let ok = r#"{"id": 4, "peer-addr": "a:1", "client-addr": "b:2"}"#;
+    let url = "/api/v1/regions/east/replicas";
+    let hub = RegionError::Hub {
+        region: "east".into(),
+        addr: "h1:7000".into(),
+        message: "replica 4 already exists".into(),
+    };
+    let h = harness(Fake::new("east", &[]).failing(hub));
+    let (status, resp) = send(&h.state, "POST", url, Some(ok)).await;
+    let msg = error(status, &resp, StatusCode::BAD_GATEWAY, "hub-error");
+    assert!(msg.contains("replica 4 already exists"), "{msg}");
+
+    let h = harness(Fake::new("east", &[]).failing(RegionError::NoLeader {
+        region: "east".into(),
+    }));
+    let (status, resp) = send(&h.state, "DELETE", "/api/v1/regions/east/replicas/3", None).await;
+    error(status, &resp, StatusCode::SERVICE_UNAVAILABLE, "no-leader");
+    let h = harness(Fake::new("east", &[]).failing(RegionError::Timeout {
+        region: "east".into(),
+        timeout_ms: 5000,
+    }));
+    let (status, resp) = get(&h.state, "/api/v1/devices?region=east").await;
+    let msg = error(
+        status,
+        &resp,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "hub-timeout",
+    );
+    assert!(msg.contains("5000 ms"), "{msg}");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_json() {
+    let h = healthy();
+    let (status, body) = get(&h.state, "/api/v2/nothing").await;
+    let msg = error(status, &body, StatusCode::NOT_FOUND, "not-found");
+    assert!(msg.contains("/api/v2/nothing"), "{msg}");
+    let (status, body) = send(&h.state, "DELETE", "/api/v1/regions", None).await;
+    error(
+        status,
+        &body,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template() {
+    let h = healthy();
+    get(&h.state, "/api/v1/regions/west").await;
+    get(&h.state, "/api/v1/regions/mars").await;
+    get(&h.state, "/nowhere").await;
+    let (status, body) = get(&h.state, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let text = body.as_str().unwrap();
+    for line in [
+        r#"strata_central_http_requests_total{method="GET",route="/api/v1/regions/{region}",status="200"} 1"#,
+        r#"strata_central_http_requests_total{method="GET",route="/api/v1/regions/{region}",status="404"} 1"#,
+        r#"strata_central_http_requests_total{method="GET",route="unmatched",status="404"} 1"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in:\n{text}");
+    }
+}

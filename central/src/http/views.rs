@@ -1,0 +1,373 @@
+//! JSON shapes of the API responses (kebab-case keys throughout, like the
+//! config file and request bodies). Kept apart from the wire types so the
+//! protocol can evolve without silently changing the public API.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use strata_protocol::{
+    Bucket, DeviceInfo, EdgeInfo, HubStatus, RaftRole, ReplicaInfo, TelemetryRecord,
+};
+
+use crate::region::{RegionStatus, ReplicaStatus};
+
+/// One replica in `GET /api/v1/regions`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ReplicaView {
+    /// Address central dialed.
+    pub addr: String,
+    /// Whether it answered.
+    pub reachable: bool,
+    /// Why not, when unreachable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Raft id.
+    pub id: Option<u64>,
+    /// Raft role.
+    pub role: Option<RaftRole>,
+    /// Current term.
+    pub term: Option<u64>,
+    /// The leader this replica knows.
+    pub leader: Option<u64>,
+    /// Highest committed log index.
+    pub commit_index: Option<u64>,
+    /// Highest applied log index.
+    pub applied_index: Option<u64>,
+    /// Last log index.
+    pub last_index: Option<u64>,
+    /// Records in its telemetry store.
+    pub stored_records: Option<u64>,
+}
+
+impl From<ReplicaStatus> for ReplicaView {
+    fn from(r: ReplicaStatus) -> ReplicaView {
+        match r.status {
+            Ok(s) => ReplicaView::reached(r.addr, s),
+            Err(error) => ReplicaView {
+                addr: r.addr,
+                reachable: false,
+                error: Some(error),
+                id: None,
+                role: None,
+                term: None,
+                leader: None,
+                commit_index: None,
+                applied_index: None,
+                last_index: None,
+                stored_records: None,
+            },
+        }
+    }
+}
+
+impl ReplicaView {
+    fn reached(addr: String, s: HubStatus) -> ReplicaView {
+        ReplicaView {
+            addr,
+            reachable: true,
+            error: None,
+            id: Some(s.id),
+            role: Some(s.role),
+            term: Some(s.term),
+            leader: s.leader,
+            commit_index: Some(s.commit_index),
+            applied_index: Some(s.applied_index),
+            last_index: Some(s.last_index),
+            stored_records: Some(s.stored_records),
+        }
+    }
+}
+
+/// One region in `GET /api/v1/regions`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RegionView {
+    /// Region name.
+    pub name: String,
+    /// Raft id of the leader, if a replica reports itself leader.
+    pub leader: Option<u64>,
+    /// True when a leader exists (the region accepts writes).
+    pub healthy: bool,
+    /// Replicas that answered / total known.
+    pub reachable_replicas: usize,
+    /// Every known replica.
+    pub replicas: Vec<ReplicaView>,
+}
+
+impl From<RegionStatus> for RegionView {
+    fn from(s: RegionStatus) -> RegionView {
+        let replicas: Vec<ReplicaView> = s.replicas.into_iter().map(Into::into).collect();
+        RegionView {
+            name: s.region,
+            leader: s.leader,
+            healthy: s.leader.is_some(),
+            reachable_replicas: replicas.iter().filter(|r| r.reachable).count(),
+            replicas,
+        }
+    }
+}
+
+/// A region that could not answer a federated read.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub struct RegionFailure {
+    /// Region name.
+    pub region: String,
+    /// Error code, as in the error body.
+    pub code: &'static str,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// One edge in `GET /api/v1/edges`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct EdgeView {
+    /// Region of the edge.
+    pub region: String,
+    /// Edge node name.
+    pub name: String,
+    /// Hub time of the last heartbeat or batch, ms since the epoch.
+    pub last_seen_ms: i64,
+    /// Milliseconds since then, by central's clock.
+    pub age_ms: i64,
+    /// Records waiting in the edge spool.
+    pub spool_records: u64,
+    /// Bytes of the edge spool.
+    pub spool_bytes: u64,
+    /// Records accepted per second, recent average.
+    pub ingest_rate: f64,
+    /// Devices connected over MQTT.
+    pub connected_clients: u32,
+    /// Records from this edge stored in the region.
+    pub records_stored: u64,
+    /// Edge process uptime, ms.
+    pub uptime_ms: u64,
+}
+
+impl EdgeView {
+    /// View of `e` in `region` at `now_ms`.
+    pub fn new(region: &str, e: EdgeInfo, now_ms: i64) -> EdgeView {
+        EdgeView {
+            region: region.to_owned(),
+            name: e.edge,
+            last_seen_ms: e.last_seen_ms,
+            age_ms: now_ms.saturating_sub(e.last_seen_ms).max(0),
+            spool_records: e.status.spool_records,
+            spool_bytes: e.status.spool_bytes,
+            ingest_rate: e.status.ingest_rate,
+            connected_clients: e.status.connected_clients,
+            records_stored: e.records_stored,
+            uptime_ms: e.status.uptime_ms,
+        }
+    }
+}
+
+/// One device in `GET /api/v1/devices`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DeviceView {
+    /// Region holding the device's data.
+    pub region: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Device id.
+    pub device: String,
+    /// Records stored.
+    pub records: u64,
+    /// Earliest reading, ms since the epoch.
+    pub first_ts_ms: i64,
+    /// Latest reading, ms since the epoch.
+    pub last_ts_ms: i64,
+}
+
+impl DeviceView {
+    /// View of `d` in `region`.
+    pub fn new(region: &str, d: DeviceInfo) -> DeviceView {
+        DeviceView {
+            region: region.to_owned(),
+            tenant: d.tenant,
+            device: d.device,
+            records: d.records,
+            first_ts_ms: d.first_ts_ms,
+            last_ts_ms: d.last_ts_ms,
+        }
+    }
+}
+
+/// `GET /api/v1/edges`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct EdgesView {
+    /// Edges, region by region.
+    pub edges: Vec<EdgeView>,
+    /// True when some region answered from a follower without a leader.
+    pub stale: bool,
+    /// Regions that could not answer; their edges are missing.
+    pub errors: Vec<RegionFailure>,
+}
+
+/// `GET /api/v1/devices`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DevicesView {
+    /// Devices, region by region.
+    pub devices: Vec<DeviceView>,
+    /// True when some region answered from a follower without a leader.
+    pub stale: bool,
+    /// Regions that could not answer; their devices are missing.
+    pub errors: Vec<RegionFailure>,
+}
+
+/// One raw record in a telemetry read.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RecordView {
+    /// Reading time, ms since the epoch.
+    pub ts_ms: i64,
+    /// Device sequence number, if it sends one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Metric name → value.
+    pub metrics: BTreeMap<String, f64>,
+    /// Tag key → value.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl From<TelemetryRecord> for RecordView {
+    fn from(r: TelemetryRecord) -> RecordView {
+        RecordView {
+            ts_ms: r.ts_ms,
+            seq: r.seq,
+            metrics: r.metrics.into_iter().map(|m| (m.name, m.value)).collect(),
+            tags: r.tags.into_iter().map(|t| (t.key, t.value)).collect(),
+        }
+    }
+}
+
+/// One downsampled bucket.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BucketView {
+    /// Metric name.
+    pub metric: String,
+    /// Bucket start, ms since the epoch.
+    pub start_ms: i64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Mean value.
+    pub avg: f64,
+    /// Number of values.
+    pub count: u64,
+}
+
+impl From<Bucket> for BucketView {
+    fn from(b: Bucket) -> BucketView {
+        BucketView {
+            metric: b.metric,
+            start_ms: b.start_ms,
+            min: b.min,
+            max: b.max,
+            avg: b.avg,
+            count: b.count,
+        }
+    }
+}
+
+/// The data of a telemetry read.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum TelemetryData {
+    /// Raw records in time order.
+    Raw {
+        /// The records.
+        records: Vec<RecordView>,
+    },
+    /// Buckets by metric, then start time.
+    Downsampled {
+        /// The buckets.
+        buckets: Vec<BucketView>,
+    },
+}
+
+/// `GET /api/v1/telemetry/{tenant}/{device}`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TelemetryView {
+    /// Region the data came from.
+    pub region: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Device id.
+    pub device: String,
+    /// Inclusive start, ms.
+    pub from_ms: i64,
+    /// Exclusive end, ms.
+    pub to_ms: i64,
+    /// Bucket width, ms, for a downsampled read.
+    pub step_ms: Option<u64>,
+    /// The limit applied.
+    pub limit: u32,
+    /// Records or buckets returned.
+    pub count: usize,
+    /// True when `count` reached `limit`: there may be more.
+    pub truncated: bool,
+    /// True when served by a follower without a leader.
+    pub stale: bool,
+    /// Hub address that answered.
+    pub served_by: String,
+    /// `kind` plus `records` or `buckets`.
+    #[serde(flatten)]
+    pub data: TelemetryData,
+}
+
+/// Body of `POST /api/v1/regions/{region}/replicas`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AddReplicaBody {
+    /// Raft id of the new replica (non-zero, unused in the group).
+    pub id: u64,
+    /// Its hub ↔ hub QUIC address, `host:port`.
+    pub peer_addr: String,
+    /// Its client-facing QUIC address, `host:port`.
+    pub client_addr: String,
+}
+
+/// One member in a membership answer.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct MemberView {
+    /// Raft id.
+    pub id: u64,
+    /// Hub ↔ hub address.
+    pub peer_addr: String,
+    /// Client-facing address.
+    pub client_addr: String,
+    /// Voter (true) or learner.
+    pub voter: bool,
+}
+
+impl From<ReplicaInfo> for MemberView {
+    fn from(r: ReplicaInfo) -> MemberView {
+        MemberView {
+            id: r.id,
+            peer_addr: r.peer_addr,
+            client_addr: r.client_addr,
+            voter: r.voter,
+        }
+    }
+}
+
+/// Answer to a membership change.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct MembershipView {
+    /// Region name.
+    pub region: String,
+    /// Membership after the change.
+    pub replicas: Vec<MemberView>,
+}

@@ -1,0 +1,123 @@
+//! Prometheus metrics of the central server: HTTP requests by route and
+//! status, hub call latency, and hub errors by reason.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label of [`HttpMetrics::requests`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabel {
+    /// HTTP method.
+    pub method: String,
+    /// Route template (`/api/v1/regions/{region}`), or `unmatched`, so
+    /// arbitrary URLs cannot blow up the label space.
+    pub route: String,
+    /// Response status code.
+    pub status: u16,
+}
+
+/// HTTP server metrics.
+#[derive(Clone, Debug, Default)]
+pub struct HttpMetrics {
+    /// Requests served, by method, route and status.
+    pub requests: Family<HttpLabel, Counter>,
+}
+
+impl HttpMetrics {
+    /// Creates the metrics and registers them as `strata_central_http_*`.
+    pub fn register(registry: &mut Registry) -> HttpMetrics {
+        let m = HttpMetrics::default();
+        registry.register(
+            "strata_central_http_requests",
+            "HTTP requests served, by method, route and status",
+            m.requests.clone(),
+        );
+        m
+    }
+}
+
+/// Label of [`HubMetrics::latency`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HubCallLabel {
+    /// Region name.
+    pub region: String,
+    /// Request kind (`status`, `edges`, `devices`, `query`, …).
+    pub request: String,
+}
+
+/// Label of [`HubMetrics::errors`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HubErrorLabel {
+    /// Region name.
+    pub region: String,
+    /// `connect` (dial or handshake), `call` (stream or connection failed
+    /// mid-request), `timeout`, `hub-error` (the hub said `Error`),
+    /// `protocol` (a response that does not fit the request).
+    pub reason: String,
+}
+
+type HistogramCtor = fn() -> Histogram;
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~8 s: a local status call up to a slow large query.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 15))
+}
+
+/// Metrics of calls from central to hubs.
+#[derive(Clone, Debug)]
+pub struct HubMetrics {
+    /// Latency of successful hub calls, seconds.
+    pub latency: Family<HubCallLabel, Histogram, HistogramCtor>,
+    /// Failed hub calls by reason.
+    pub errors: Family<HubErrorLabel, Counter>,
+}
+
+impl Default for HubMetrics {
+    fn default() -> Self {
+        HubMetrics {
+            latency: Family::new_with_constructor(latency_histogram as HistogramCtor),
+            errors: Family::default(),
+        }
+    }
+}
+
+impl HubMetrics {
+    /// Creates the metrics and registers them as `strata_central_hub_*`.
+    pub fn register(registry: &mut Registry) -> HubMetrics {
+        let m = HubMetrics::default();
+        registry.register(
+            "strata_central_hub_call_seconds",
+            "Latency of successful calls from central to hubs",
+            m.latency.clone(),
+        );
+        registry.register(
+            "strata_central_hub_errors",
+            "Failed calls from central to hubs, by reason",
+            m.errors.clone(),
+        );
+        m
+    }
+
+    /// Counts one failed call.
+    pub fn error(&self, region: &str, reason: &str) {
+        self.errors
+            .get_or_create(&HubErrorLabel {
+                region: region.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records one successful call's latency.
+    pub fn observe(&self, region: &str, request: &str, seconds: f64) {
+        self.latency
+            .get_or_create(&HubCallLabel {
+                region: region.to_owned(),
+                request: request.to_owned(),
+            })
+            .observe(seconds);
+    }
+}

@@ -1,0 +1,486 @@
+//! [`RegionClient`]: the QUIC driver behind [`RegionApi`] for one region.
+//!
+//! It keeps one connection per hub address and reuses it for every request
+//! (one bidirectional stream per call, as the protocol prescribes). A broken
+//! connection is dropped and redialed on the next call; a hub that failed to
+//! dial is not redialed for [`REDIAL_BACKOFF`], so a dead replica costs one
+//! connect timeout now and then instead of on every request. Routing
+//! decisions come from the sans-IO [`Route`] / [`LeaderTracker`]; this file
+//! only executes them, under one deadline per operation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use strata_protocol::{
+    DeviceInfo, EdgeInfo, HubRequest, HubResponse, NodeIdentity, NodeKind, QueryResult, RaftRole,
+    ReplicaInfo, TelemetryQuery,
+};
+use tokio::time::Instant;
+
+use super::tracker::{LeaderTracker, Mode, Route, Step};
+use super::{RegionApi, RegionError, RegionStatus, ReplicaStatus, Served};
+use crate::metrics::HubMetrics;
+
+/// How long a hub that failed to dial is left alone before the next dial.
+pub const REDIAL_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Deadlines of a [`RegionClient`].
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Whole operation (all calls, discovery included).
+    pub request: Duration,
+    /// Dialing one hub (QUIC, TLS, hello).
+    pub connect: Duration,
+}
+
+/// State of the connection to one hub address.
+enum Slot {
+    /// Never dialed, or the last connection broke.
+    Empty,
+    /// Connected.
+    Up(quinn::Connection),
+    /// The last dial failed at `at`.
+    Failed { at: Instant, error: String },
+}
+
+/// Why one call to one hub failed.
+enum CallError {
+    /// Could not dial or handshake.
+    Connect(String),
+    /// The connection or stream failed mid-call.
+    Call(String),
+}
+
+impl CallError {
+    fn message(self) -> String {
+        match self {
+            CallError::Connect(m) | CallError::Call(m) => m,
+        }
+    }
+}
+
+/// `e`'s message, prefixed with the configured hub address unless it
+/// already names it (strata-net errors name the resolved socket address).
+fn naming(addr: &str, e: impl std::fmt::Display) -> String {
+    let msg = e.to_string();
+    if msg.contains(addr) {
+        msg
+    } else {
+        format!("{addr}: {msg}")
+    }
+}
+
+fn request_kind(req: &HubRequest) -> &'static str {
+    match req {
+        HubRequest::Status => "status",
+        HubRequest::ListEdges => "edges",
+        HubRequest::ListDevices { .. } => "devices",
+        HubRequest::Query(_) => "query",
+        HubRequest::AddReplica(_) => "add-replica",
+        HubRequest::RemoveReplica { .. } => "remove-replica",
+    }
+}
+
+fn response_kind(resp: &HubResponse) -> &'static str {
+    match resp {
+        HubResponse::Status(_) => "status",
+        HubResponse::Edges(_) => "edges",
+        HubResponse::Devices(_) => "devices",
+        HubResponse::Telemetry(_) => "telemetry",
+        HubResponse::ConfChanged { .. } => "conf-changed",
+        HubResponse::NotLeader { .. } => "not-leader",
+        HubResponse::Error { .. } => "error",
+    }
+}
+
+/// Client of one region's hubs over QUIC.
+pub struct RegionClient {
+    region: String,
+    endpoint: quinn::Endpoint,
+    me: NodeIdentity,
+    timeouts: Timeouts,
+    tracker: Mutex<LeaderTracker>,
+    conns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+    metrics: HubMetrics,
+}
+
+impl RegionClient {
+    /// A client for region `region` whose hubs listen at `hubs`
+    /// (`host:port`), dialing from `endpoint` (a client endpoint carrying
+    /// central's certificate). Nothing is dialed until the first request.
+    pub fn new(
+        region: &str,
+        hubs: Vec<String>,
+        endpoint: quinn::Endpoint,
+        timeouts: Timeouts,
+        metrics: HubMetrics,
+    ) -> RegionClient {
+        RegionClient {
+            region: region.to_owned(),
+            endpoint,
+            me: NodeIdentity {
+                kind: NodeKind::Central,
+                id: "central".into(),
+                region: String::new(),
+            },
+            timeouts,
+            tracker: Mutex::new(LeaderTracker::new(hubs)),
+            conns: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    /// The tracker. Its state is consistent after every method, so a lock
+    /// poisoned by a panicking holder is still safe to use.
+    fn tracker(&self) -> MutexGuard<'_, LeaderTracker> {
+        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn slot(&self, addr: &str) -> Arc<tokio::sync::Mutex<Slot>> {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns
+            .entry(addr.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Slot::Empty)))
+            .clone()
+    }
+
+    /// Dials `addr` and checks that a hub of our region answered.
+    async fn dial(&self, addr: &str) -> Result<quinn::Connection, String> {
+        let sock = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|e| format!("cannot resolve {addr}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{addr} resolves to no address"))?;
+        let (conn, server) = strata_net::handshake::connect(&self.endpoint, sock, &self.me)
+            .await
+            .map_err(|e| naming(addr, e))?;
+        if server.kind != NodeKind::Hub || server.region != self.region {
+            conn.close(0u32.into(), b"wrong region");
+            return Err(format!(
+                "{addr} is {:?} {:?} of region {:?}, expected a hub of region {:?}",
+                server.kind, server.id, server.region, self.region
+            ));
+        }
+        Ok(conn)
+    }
+
+    /// A live connection to `addr` (and whether it was reused), dialing if
+    /// needed. Dials to one address are serialized by the slot lock.
+    async fn conn(&self, addr: &str) -> Result<(quinn::Connection, bool), String> {
+        let slot = self.slot(addr);
+        let mut s = slot.lock().await;
+        match &*s {
+            Slot::Up(c) if c.close_reason().is_none() => return Ok((c.clone(), true)),
+            Slot::Failed { at, error } if at.elapsed() < REDIAL_BACKOFF => {
+                return Err(error.clone())
+            }
+            _ => {}
+        }
+        let dialed = tokio::time::timeout(self.timeouts.connect, self.dial(addr))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "connect to {addr}: no answer within {} ms",
+                    self.timeouts.connect.as_millis()
+                ))
+            });
+        match dialed {
+            Ok(c) => {
+                *s = Slot::Up(c.clone());
+                Ok((c, false))
+            }
+            Err(error) => {
+                tracing::debug!(region = %self.region, %addr, %error, "hub dial failed");
+                *s = Slot::Failed {
+                    at: Instant::now(),
+                    error: error.clone(),
+                };
+                Err(error)
+            }
+        }
+    }
+
+    /// Forgets `conn` for `addr` if the slot still holds it.
+    async fn drop_conn(&self, addr: &str, conn: &quinn::Connection) {
+        let slot = self.slot(addr);
+        let mut s = slot.lock().await;
+        if matches!(&*s, Slot::Up(c) if c.stable_id() == conn.stable_id()) {
+            *s = Slot::Empty;
+        }
+    }
+
+    /// One request to one hub. A reused connection that turns out broken
+    /// (the hub restarted) is redialed once.
+    async fn call_addr(&self, addr: &str, req: &HubRequest) -> Result<HubResponse, CallError> {
+        for _ in 0..2 {
+            let (conn, reused) = self.conn(addr).await.map_err(CallError::Connect)?;
+            match strata_net::rpc::call::<_, HubResponse>(&conn, req).await {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    self.drop_conn(addr, &conn).await;
+                    if !reused {
+                        return Err(CallError::Call(naming(addr, e)));
+                    }
+                    tracing::debug!(region = %self.region, %addr, error = %e, "redialing hub");
+                }
+            }
+        }
+        Err(CallError::Call(format!("{addr}: connection failed twice")))
+    }
+
+    /// [`Self::call_addr`] plus metrics and tracker bookkeeping for failures.
+    async fn call_tracked(&self, addr: &str, req: &HubRequest) -> Result<HubResponse, String> {
+        let start = Instant::now();
+        match self.call_addr(addr, req).await {
+            Ok(resp) => {
+                let secs = start.elapsed().as_secs_f64();
+                self.metrics.observe(&self.region, request_kind(req), secs);
+                if matches!(resp, HubResponse::Error { .. }) {
+                    self.metrics.error(&self.region, "hub-error");
+                }
+                Ok(resp)
+            }
+            Err(e) => {
+                let reason = match e {
+                    CallError::Connect(_) => "connect",
+                    CallError::Call(_) => "call",
+                };
+                self.metrics.error(&self.region, reason);
+                self.tracker().handle_failure(addr);
+                Err(e.message())
+            }
+        }
+    }
+
+    /// Status of one replica, bounded by `deadline` when given; the answer
+    /// is fed to the tracker.
+    async fn status_of(&self, addr: String, deadline: Option<Instant>) -> ReplicaStatus {
+        let call = self.call_tracked(&addr, &HubRequest::Status);
+        let res = match deadline {
+            None => call.await,
+            Some(d) => tokio::time::timeout_at(d, call).await.unwrap_or_else(|_| {
+                self.metrics.error(&self.region, "timeout");
+                Err(format!(
+                    "{addr}: no answer within {} ms",
+                    self.timeouts.request.as_millis()
+                ))
+            }),
+        };
+        let status = match res {
+            Ok(HubResponse::Status(s)) => {
+                self.tracker().handle_status(&addr, &s);
+                Ok(s)
+            }
+            Ok(HubResponse::Error { message }) => Err(format!("{addr}: hub error: {message}")),
+            Ok(other) => {
+                self.metrics.error(&self.region, "protocol");
+                Err(format!(
+                    "{addr}: unexpected {} response to status",
+                    response_kind(&other)
+                ))
+            }
+            Err(e) => Err(e),
+        };
+        ReplicaStatus { addr, status }
+    }
+
+    /// Asks every known replica for its status, in parallel. With
+    /// `until_leader`, stops at the first replica that says it leads, so a
+    /// slow or dead replica does not delay requests that only need the
+    /// leader (unfinished calls are dropped).
+    async fn discover(&self, deadline: Option<Instant>, until_leader: bool) -> Vec<ReplicaStatus> {
+        let targets = self.tracker().targets();
+        let mut pending: FuturesUnordered<_> = targets
+            .into_iter()
+            .map(|addr| self.status_of(addr, deadline))
+            .collect();
+        let mut out = Vec::new();
+        while let Some(r) = pending.next().await {
+            let leads = matches!(&r.status, Ok(s) if s.role == RaftRole::Leader);
+            out.push(r);
+            if until_leader && leads {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Runs `req` along a [`Route`]: the answer, who gave it, and whether it
+    /// may be stale.
+    async fn routed(
+        &self,
+        req: HubRequest,
+        mode: Mode,
+    ) -> Result<Served<HubResponse>, RegionError> {
+        let deadline = Instant::now() + self.timeouts.request;
+        let walk = async {
+            let mut route = Route::new(mode);
+            let mut errors: BTreeMap<String, String> = BTreeMap::new();
+            let mut answered = false;
+            loop {
+                let step = route.next(&self.tracker());
+                match step {
+                    Step::Call { addr, stale } => match self.call_tracked(&addr, &req).await {
+                        Ok(HubResponse::NotLeader { leader }) => {
+                            answered = true;
+                            self.tracker().handle_not_leader(&addr, leader.as_ref());
+                        }
+                        Ok(HubResponse::Error { message }) => {
+                            self.tracker().handle_answer(&addr);
+                            return Err(RegionError::Hub {
+                                region: self.region.clone(),
+                                addr,
+                                message,
+                            });
+                        }
+                        Ok(value) => {
+                            self.tracker().handle_answer(&addr);
+                            return Ok(Served { value, addr, stale });
+                        }
+                        Err(e) => {
+                            errors.insert(addr, e);
+                        }
+                    },
+                    Step::Discover => {
+                        for r in self.discover(None, true).await {
+                            match r.status {
+                                Ok(_) => answered = true,
+                                Err(e) => {
+                                    errors.entry(r.addr).or_insert(e);
+                                }
+                            }
+                        }
+                    }
+                    Step::GiveUp => {
+                        return Err(if answered {
+                            RegionError::NoLeader {
+                                region: self.region.clone(),
+                            }
+                        } else {
+                            RegionError::Unreachable {
+                                region: self.region.clone(),
+                                // Every message already names its hub.
+                                errors: errors.into_values().collect(),
+                            }
+                        });
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, walk).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.metrics.error(&self.region, "timeout");
+                Err(RegionError::Timeout {
+                    region: self.region.clone(),
+                    timeout_ms: self.timeouts.request.as_millis() as u64,
+                })
+            }
+        }
+    }
+
+    fn unexpected(&self, addr: String, resp: &HubResponse) -> RegionError {
+        self.metrics.error(&self.region, "protocol");
+        RegionError::Protocol {
+            region: self.region.clone(),
+            addr,
+            got: response_kind(resp),
+        }
+    }
+
+    async fn read<T>(
+        &self,
+        req: HubRequest,
+        pick: impl FnOnce(HubResponse) -> Result<T, HubResponse>,
+    ) -> Result<Served<T>, RegionError> {
+        let served = self.routed(req, Mode::Read).await?;
+        match pick(served.value) {
+            Ok(value) => Ok(Served {
+                value,
+                addr: served.addr,
+                stale: served.stale,
+            }),
+            Err(other) => Err(self.unexpected(served.addr, &other)),
+        }
+    }
+
+    async fn conf_change(&self, req: HubRequest) -> Result<Vec<ReplicaInfo>, RegionError> {
+        let served = self.routed(req, Mode::LeaderOnly).await?;
+        match served.value {
+            HubResponse::ConfChanged { replicas } => Ok(replicas),
+            other => Err(self.unexpected(served.addr, &other)),
+        }
+    }
+
+    /// Closes every cached connection (on shutdown).
+    pub fn close(&self) {
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        for slot in conns.values() {
+            if let Ok(s) = slot.try_lock() {
+                if let Slot::Up(c) = &*s {
+                    c.close(0u32.into(), b"central shutting down");
+                }
+            }
+        }
+    }
+}
+
+impl RegionApi for RegionClient {
+    fn name(&self) -> &str {
+        &self.region
+    }
+
+    fn status(&self) -> BoxFuture<'_, RegionStatus> {
+        async move {
+            let deadline = Instant::now() + self.timeouts.request;
+            let replicas = self.discover(Some(deadline), false).await;
+            RegionStatus::from_replicas(self.region.clone(), replicas)
+        }
+        .boxed()
+    }
+
+    fn edges(&self) -> BoxFuture<'_, Result<Served<Vec<EdgeInfo>>, RegionError>> {
+        self.read(HubRequest::ListEdges, |r| match r {
+            HubResponse::Edges(v) => Ok(v),
+            other => Err(other),
+        })
+        .boxed()
+    }
+
+    fn devices(
+        &self,
+        tenant: Option<String>,
+    ) -> BoxFuture<'_, Result<Served<Vec<DeviceInfo>>, RegionError>> {
+        self.read(HubRequest::ListDevices { tenant }, |r| match r {
+            HubResponse::Devices(v) => Ok(v),
+            other => Err(other),
+        })
+        .boxed()
+    }
+
+    fn query(
+        &self,
+        query: TelemetryQuery,
+    ) -> BoxFuture<'_, Result<Served<QueryResult>, RegionError>> {
+        self.read(HubRequest::Query(query), |r| match r {
+            HubResponse::Telemetry(v) => Ok(v),
+            other => Err(other),
+        })
+        .boxed()
+    }
+
+    fn add_replica(
+        &self,
+        replica: ReplicaInfo,
+    ) -> BoxFuture<'_, Result<Vec<ReplicaInfo>, RegionError>> {
+        self.conf_change(HubRequest::AddReplica(replica)).boxed()
+    }
+
+    fn remove_replica(&self, id: u64) -> BoxFuture<'_, Result<Vec<ReplicaInfo>, RegionError>> {
+        self.conf_change(HubRequest::RemoveReplica { id }).boxed()
+    }
+}

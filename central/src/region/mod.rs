@@ -1,0 +1,208 @@
+//! Talking to one region: the [`RegionApi`] trait the HTTP layer uses, and
+//! its QUIC implementation [`RegionClient`].
+//!
+//! The trait keeps the HTTP handlers testable without hubs: tests plug in an
+//! in-memory region, production plugs in a [`RegionClient`].
+//!
+//! - [`tracker`]: the sans-IO leader tracker and per-request route planner.
+//! - [`client`]: the QUIC driver (connections, timeouts, metrics).
+
+use futures::future::BoxFuture;
+use strata_protocol::{DeviceInfo, EdgeInfo, HubStatus, QueryResult, ReplicaInfo, TelemetryQuery};
+
+pub mod client;
+pub mod tracker;
+
+#[cfg(test)]
+mod client_tests;
+
+pub use client::RegionClient;
+
+/// A value read from a region, with who served it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served<T> {
+    /// The answer.
+    pub value: T,
+    /// Address of the replica that answered.
+    pub addr: String,
+    /// True when no leader could be reached and a follower answered: the
+    /// data may miss the latest committed writes.
+    pub stale: bool,
+}
+
+/// One replica as seen by a status fan-out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaStatus {
+    /// Address central dialed.
+    pub addr: String,
+    /// The replica's own status, or why it could not be had.
+    pub status: Result<HubStatus, String>,
+}
+
+/// Status of every replica of a region. Never an error: unreachable
+/// replicas are listed with the reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionStatus {
+    /// Region name.
+    pub region: String,
+    /// Raft id of the replica that reports itself leader (highest term wins
+    /// if a deposed leader has not noticed yet).
+    pub leader: Option<u64>,
+    /// Every known replica, reachable ones by id first, then unreachable
+    /// ones by address.
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+impl RegionStatus {
+    /// Builds the summary from per-replica results: dedups replicas reached
+    /// under two addresses and picks the leader.
+    pub fn from_replicas(region: String, mut replicas: Vec<ReplicaStatus>) -> RegionStatus {
+        let mut seen = std::collections::BTreeSet::new();
+        replicas.retain(|r| match &r.status {
+            Ok(s) => seen.insert(s.id),
+            Err(_) => true,
+        });
+        replicas.sort_by(|a, b| match (&a.status, &b.status) {
+            (Ok(x), Ok(y)) => x.id.cmp(&y.id),
+            (Ok(_), Err(_)) => std::cmp::Ordering::Less,
+            (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
+            (Err(_), Err(_)) => a.addr.cmp(&b.addr),
+        });
+        let leader = replicas
+            .iter()
+            .filter_map(|r| r.status.as_ref().ok())
+            .filter(|s| s.role == strata_protocol::RaftRole::Leader)
+            .max_by_key(|s| s.term)
+            .map(|s| s.id);
+        RegionStatus {
+            region,
+            leader,
+            replicas,
+        }
+    }
+}
+
+/// Why a region operation failed. Each variant names the region.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RegionError {
+    /// No replica of the region answered.
+    #[error("region {region}: no hub reachable ({})", .errors.join("; "))]
+    Unreachable {
+        /// Region name.
+        region: String,
+        /// One message per replica tried.
+        errors: Vec<String>,
+    },
+    /// Replicas answered but none is leader, and the operation needs one.
+    #[error("region {region}: no leader (election in progress or no quorum)")]
+    NoLeader {
+        /// Region name.
+        region: String,
+    },
+    /// A hub answered with an error.
+    #[error("region {region}: hub {addr}: {message}")]
+    Hub {
+        /// Region name.
+        region: String,
+        /// Hub that answered.
+        addr: String,
+        /// The hub's message.
+        message: String,
+    },
+    /// A hub answered with a response that does not fit the request.
+    #[error("region {region}: hub {addr} sent an unexpected {got} response")]
+    Protocol {
+        /// Region name.
+        region: String,
+        /// Hub that answered.
+        addr: String,
+        /// Kind of response received.
+        got: &'static str,
+    },
+    /// The operation did not finish within the request timeout.
+    #[error("region {region}: no answer within {timeout_ms} ms")]
+    Timeout {
+        /// Region name.
+        region: String,
+        /// The configured deadline.
+        timeout_ms: u64,
+    },
+}
+
+/// Everything the HTTP API needs from one region.
+///
+/// Futures are boxed so the trait stays object-safe: the app holds
+/// `Arc<dyn RegionApi>` for each region.
+pub trait RegionApi: Send + Sync {
+    /// Region name.
+    fn name(&self) -> &str;
+    /// Status of every replica (fan-out; unreachable replicas are listed).
+    fn status(&self) -> BoxFuture<'_, RegionStatus>;
+    /// Edge nodes of the region, read from the leader.
+    fn edges(&self) -> BoxFuture<'_, Result<Served<Vec<EdgeInfo>>, RegionError>>;
+    /// Devices of the region, optionally of one tenant, read from the leader.
+    fn devices(
+        &self,
+        tenant: Option<String>,
+    ) -> BoxFuture<'_, Result<Served<Vec<DeviceInfo>>, RegionError>>;
+    /// Telemetry read, from the leader.
+    fn query(
+        &self,
+        query: TelemetryQuery,
+    ) -> BoxFuture<'_, Result<Served<QueryResult>, RegionError>>;
+    /// Adds a replica through the leader; returns the new membership.
+    fn add_replica(
+        &self,
+        replica: ReplicaInfo,
+    ) -> BoxFuture<'_, Result<Vec<ReplicaInfo>, RegionError>>;
+    /// Removes a replica through the leader; returns the new membership.
+    fn remove_replica(&self, id: u64) -> BoxFuture<'_, Result<Vec<ReplicaInfo>, RegionError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_protocol::RaftRole;
+
+    fn reached(addr: &str, id: u64, role: RaftRole, term: u64) -> ReplicaStatus {
+        ReplicaStatus {
+            addr: addr.into(),
+            status: Ok(HubStatus {
+                region: "west".into(),
+                id,
+                role,
+                term,
+                leader: None,
+                commit_index: 0,
+                applied_index: 0,
+                last_index: 0,
+                replicas: vec![],
+                stored_records: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn summary_dedups_sorts_and_prefers_the_newest_leader() {
+        let s = RegionStatus::from_replicas(
+            "west".into(),
+            vec![
+                ReplicaStatus {
+                    addr: "z:1".into(),
+                    status: Err("down".into()),
+                },
+                reached("c:1", 3, RaftRole::Leader, 4),
+                reached("a:1", 1, RaftRole::Leader, 5),
+                // Replica 1 again, reached under a learned address.
+                reached("localhost:1", 1, RaftRole::Leader, 5),
+                ReplicaStatus {
+                    addr: "b:1".into(),
+                    status: Err("down".into()),
+                },
+            ],
+        );
+        let addrs: Vec<&str> = s.replicas.iter().map(|r| r.addr.as_str()).collect();
+        assert_eq!(addrs, vec!["a:1", "c:1", "b:1", "z:1"]);
+        assert_eq!(s.leader, Some(1));
+    }
+}
