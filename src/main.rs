@@ -1,1 +1,101 @@
-fn main() {}
+//! `strata`: the one command that runs a whole cluster on a laptop.
+//! Wiring only; see `up.rs`.
+
+mod up;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Strata: edge-to-cloud telemetry and workloads.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start central, one region of hubs, edge nodes and a simulated fleet.
+    Up {
+        /// Where state, configs and certificates live.
+        #[arg(long, default_value = "strata-data")]
+        data_dir: PathBuf,
+        /// Region name.
+        #[arg(long, default_value = "local")]
+        region: String,
+        /// Hub replicas (1, 3 or 5).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=5))]
+        hubs: u64,
+        /// Edge nodes.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=50))]
+        edges: u16,
+        /// Simulated devices (0 disables the simulator).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+        devices: u32,
+        /// Readings per second per simulated device.
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        /// Central's HTTP API address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: SocketAddr,
+        /// MQTT port of the first edge (the others follow).
+        #[arg(long, default_value_t = 1883)]
+        mqtt_port: u16,
+        /// Base port of the hubs' QUIC listeners.
+        #[arg(long, default_value_t = 7100)]
+        quic_base: u16,
+    },
+    /// Create the cluster CA (if needed) and certificates for named nodes.
+    Pki {
+        /// Directory for the CA and certificates.
+        #[arg(long, default_value = "pki")]
+        dir: PathBuf,
+        /// Node names (repeatable), e.g. --node hub-1 --node edge-1.
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    strata_net::process::init_tracing();
+    match Cli::parse().cmd {
+        Cmd::Up {
+            data_dir,
+            region,
+            hubs,
+            edges,
+            devices,
+            rate,
+            http,
+            mqtt_port,
+            quic_base,
+        } => {
+            anyhow::ensure!(hubs % 2 == 1, "--hubs must be 1, 3 or 5, got {hubs}");
+            anyhow::ensure!(
+                rate > 0.0 && rate <= 1000.0,
+                "--rate must be in (0, 1000], got {rate}"
+            );
+            let shutdown = strata_net::process::shutdown_on_signals();
+            up::up(
+                up::UpOptions {
+                    data_dir,
+                    region,
+                    hubs,
+                    edges,
+                    devices,
+                    rate,
+                    http,
+                    mqtt_port,
+                    quic_base,
+                },
+                shutdown,
+            )
+            .await
+        }
+        Cmd::Pki { dir, nodes } => up::pki(&dir, &nodes),
+    }
+}

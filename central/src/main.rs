@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
+use strata_net::process;
 
 /// Strata central: federates regions and serves the HTTP JSON API.
 #[derive(Debug, Parser)]
@@ -18,42 +17,10 @@ struct Args {
     config: PathBuf,
 }
 
-/// Cancels `shutdown` on Ctrl-C or (on Unix) SIGTERM.
-async fn stop_on_signal(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => if let Err(e) = r {
-            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
-            return;
-        },
-        () = term => {}
-    }
-    tracing::info!("signal received: shutting down");
-    shutdown.cancel();
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-
+    process::init_tracing();
     // The error names the file and lists every problem.
     let cfg = match central::CentralConfig::load(&args.config) {
         Ok(cfg) => cfg,
@@ -62,9 +29,19 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
-    match central::run(cfg, shutdown).await {
+    let shutdown = process::shutdown_on_signals();
+    let server = match central::bind(cfg).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: central (config {}): {e}", args.config.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    process::announce_ready(&serde_json::json!({
+        "kind": "central",
+        "http": server.local_addr().to_string(),
+    }));
+    match server.run(shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: central (config {}): {e}", args.config.display());

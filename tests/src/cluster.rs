@@ -1,0 +1,326 @@
+//! A whole Strata cluster of real processes in a temp dir.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+use strata_net::Pki;
+
+use crate::proc::Proc;
+use crate::wait::wait_until;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Cluster tests take this lock so that only one cluster runs at a time on
+/// the 2-core CI machine (a panicking test must not block the others, hence
+/// the poison recovery).
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Shape of the cluster to start.
+#[derive(Debug, Clone)]
+pub struct ClusterOpts {
+    /// Hub replicas (1, 3 or 5).
+    pub hubs: usize,
+    /// Edge nodes.
+    pub edges: usize,
+    /// Region name.
+    pub region: String,
+    /// Extra TOML appended to every edge config (top-level keys first).
+    pub edge_extra: String,
+}
+
+impl Default for ClusterOpts {
+    fn default() -> Self {
+        ClusterOpts {
+            hubs: 3,
+            edges: 2,
+            region: "local".into(),
+            edge_extra: String::new(),
+        }
+    }
+}
+
+/// Addresses of one hub replica.
+#[derive(Debug, Clone, Copy)]
+pub struct HubAddrs {
+    /// Raft id.
+    pub id: u64,
+    /// Hub ↔ hub address.
+    pub peer: SocketAddr,
+    /// Edge / central address.
+    pub client: SocketAddr,
+}
+
+/// A running cluster. Dropping it kills every process; if the test is
+/// panicking, the tail of every log is printed first.
+pub struct Cluster {
+    /// Root of all data, configs and logs.
+    pub dir: tempfile::TempDir,
+    /// Hub processes, index i = Raft id i+1.
+    pub hubs: Vec<Proc>,
+    /// Hub addresses, same order.
+    pub hub_addrs: Vec<HubAddrs>,
+    /// Edge processes.
+    pub edges: Vec<Proc>,
+    /// Central.
+    pub central: Proc,
+    /// Client for central's API.
+    pub api: Api,
+    /// The options it was started with.
+    pub opts: ClusterOpts,
+}
+
+/// Free UDP ports on 127.0.0.1, all held until every one is chosen so they
+/// are distinct, then released for the hubs to bind.
+pub fn free_udp_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let socks: Vec<UdpSocket> = (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    Ok(socks
+        .iter()
+        .map(|s| s.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?)
+}
+
+fn tls_toml(pki: &Pki, name: &str) -> anyhow::Result<String> {
+    let f = pki.node(name)?;
+    Ok(format!(
+        "tls = {{ ca = {:?}, cert = {:?}, key = {:?} }}\n",
+        f.ca.display().to_string(),
+        f.cert.display().to_string(),
+        f.key.display().to_string()
+    ))
+}
+
+impl Cluster {
+    /// Generates PKI and configs and starts hubs, central and edges.
+    pub async fn start(opts: ClusterOpts) -> anyhow::Result<Cluster> {
+        let dir = tempfile::Builder::new().prefix("strata-test-").tempdir()?;
+        let root = dir.path().to_owned();
+        eprintln!("cluster dir: {}", root.display());
+        let pki = Pki::ensure(&root.join("pki"))?;
+        let ports = free_udp_ports(opts.hubs * 2)?;
+        let hub_addrs: Vec<HubAddrs> = (0..opts.hubs)
+            .map(|i| HubAddrs {
+                id: i as u64 + 1,
+                peer: SocketAddr::from(([127, 0, 0, 1], ports[2 * i])),
+                client: SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1])),
+            })
+            .collect();
+        let mut peers = String::new();
+        for h in &hub_addrs {
+            peers.push_str(&format!(
+                "[[peers]]\nid = {}\npeer-addr = \"{}\"\nclient-addr = \"{}\"\n",
+                h.id, h.peer, h.client
+            ));
+        }
+        let mut hubs = Vec::new();
+        for h in &hub_addrs {
+            let name = format!("hub-{}", h.id);
+            let cfg = format!(
+                "region = \"{}\"\nid = {}\ndata-dir = {:?}\npeer-listen = \"{}\"\nclient-listen = \"{}\"\nmetrics-listen = \"127.0.0.1:0\"\n{}{}",
+                opts.region,
+                h.id,
+                root.join(&name).display().to_string(),
+                h.peer,
+                h.client,
+                tls_toml(&pki, &name)?,
+                peers
+            );
+            hubs.push(spawn_with_config(&root, &name, "region-hub", &cfg).await?);
+        }
+        let hub_list: Vec<String> = hub_addrs.iter().map(|h| format!("\"{}\"", h.client)).collect();
+        let central_cfg = format!(
+            "listen = \"127.0.0.1:0\"\n{}[[regions]]\nname = \"{}\"\nhubs = [{}]\n",
+            tls_toml(&pki, "central")?,
+            opts.region,
+            hub_list.join(", ")
+        );
+        let central = spawn_with_config(&root, "central", "central", &central_cfg).await?;
+        let http = central
+            .ready_field("http")
+            .context("central ready line has no http address")?;
+        let api = Api::new(&http);
+        let mut edges = Vec::new();
+        for i in 1..=opts.edges {
+            let name = format!("edge-{i}");
+            let cfg = edge_config(&root, &pki, &name, &opts, &hub_list)?;
+            edges.push(spawn_with_config(&root, &name, "edge-node", &cfg).await?);
+        }
+        let cluster = Cluster {
+            dir,
+            hubs,
+            hub_addrs,
+            edges,
+            central,
+            api,
+            opts,
+        };
+        cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        Ok(cluster)
+    }
+
+    /// The edges' MQTT addresses, in edge order.
+    pub fn mqtt_addrs(&self) -> Vec<String> {
+        self.edges
+            .iter()
+            .filter_map(|e| e.ready_field("mqtt"))
+            .collect()
+    }
+
+    /// Waits until central sees a region leader; returns its Raft id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
+        let region = self.opts.region.clone();
+        wait_until("a region leader", timeout, || async {
+            self.api.leader(&region).await.ok().flatten()
+        })
+        .await
+    }
+
+    /// Index into `hubs` of Raft id `id`.
+    pub fn hub_index(&self, id: u64) -> usize {
+        (id - 1) as usize
+    }
+
+    /// Path of the cluster's root directory.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn all_procs(&self) -> impl Iterator<Item = &Proc> {
+        self.hubs
+            .iter()
+            .chain(self.edges.iter())
+            .chain(std::iter::once(&self.central))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for p in self.all_procs() {
+                eprintln!(
+                    "----- {} (log {}) -----\n{}",
+                    p.name,
+                    p.log.display(),
+                    p.log_tail(60)
+                );
+            }
+        }
+    }
+}
+
+fn edge_config(
+    root: &Path,
+    pki: &Pki,
+    name: &str,
+    opts: &ClusterOpts,
+    hub_list: &[String],
+) -> anyhow::Result<String> {
+    let (top, sections) = match opts.edge_extra.find('[') {
+        Some(i) => opts.edge_extra.split_at(i),
+        None => (opts.edge_extra.as_str(), ""),
+    };
+    Ok(format!(
+        "name = \"{name}\"\nregion = \"{}\"\ndata-dir = {:?}\nhubs = [{}]\nmetrics-listen = \"127.0.0.1:0\"\n{}{top}\n[ingress]\nlisten = \"127.0.0.1:0\"\n{sections}\n",
+        opts.region,
+        root.join(name).display().to_string(),
+        hub_list.join(", "),
+        tls_toml(pki, name)?,
+    ))
+}
+
+async fn spawn_with_config(root: &Path, name: &str, bin: &str, cfg: &str) -> anyhow::Result<Proc> {
+    let cfg_path: PathBuf = root.join(format!("{name}.toml"));
+    std::fs::write(&cfg_path, cfg)?;
+    let log = root.join(format!("{name}.log"));
+    Proc::spawn(
+        name,
+        bin,
+        &["--config".to_owned(), cfg_path.display().to_string()],
+        &log,
+    )
+    .await
+    .with_context(|| format!("starting {name}"))
+}
+
+/// A small client for central's HTTP API.
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    /// Client for `http://addr`.
+    pub fn new(addr: &str) -> Api {
+        Api {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("reqwest client"),
+        }
+    }
+
+    /// GET `path`, returning the status and the JSON body.
+    pub async fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        let r = self.http.get(format!("{}{path}", self.base)).send().await?;
+        let status = r.status().as_u16();
+        let body = r.json::<Value>().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    /// The region's leader id, if central sees one.
+    pub async fn leader(&self, region: &str) -> anyhow::Result<Option<u64>> {
+        let (status, body) = self.get(&format!("/api/v1/regions/{region}")).await?;
+        if status != 200 {
+            return Ok(None);
+        }
+        Ok(find_leader(&body))
+    }
+
+    /// Raw telemetry records of a device in `[from, to)`.
+    pub async fn telemetry(
+        &self,
+        tenant: &str,
+        device: &str,
+        from: i64,
+        to: i64,
+    ) -> anyhow::Result<Vec<Value>> {
+        let (status, body) = self
+            .get(&format!(
+                "/api/v1/telemetry/{tenant}/{device}?from={from}&to={to}&limit=100000"
+            ))
+            .await?;
+        anyhow::ensure!(status == 200, "telemetry query for {device}: {status} {body}");
+        records_of(&body).with_context(|| format!("unexpected telemetry body: {body}"))
+    }
+}
+
+/// Extracts the leader id from a region document.
+fn find_leader(region: &Value) -> Option<u64> {
+    let replicas = region.get("replicas")?.as_array()?;
+    replicas.iter().find_map(|r| {
+        let role = r.get("role")?.as_str()?;
+        if role == "leader" {
+            r.get("id")?.as_u64()
+        } else {
+            None
+        }
+    })
+}
+
+/// Extracts the raw records from a telemetry response.
+fn records_of(body: &Value) -> Option<Vec<Value>> {
+    if let Some(a) = body.get("records").and_then(Value::as_array) {
+        return Some(a.clone());
+    }
+    let data = body.get("data").or_else(|| body.get("result")?.get("data"))?;
+    data.as_array().cloned()
+}

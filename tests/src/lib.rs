@@ -1,0 +1,21 @@
+//! Test harness: spawns the real Strata binaries with generated configs,
+//! waits for their ready lines, and kills, restarts and inspects them.
+//!
+//! # Layout
+//! - [`proc`]: one child process: spawn, ready line, SIGKILL, restart, logs.
+//! - [`cluster`]: a whole cluster (hubs, edges, central) in a temp dir with
+//!   its own PKI and free ports, plus an HTTP client for central's API.
+//! - [`wait`]: polling helpers with deadlines.
+//!
+//! The binaries are taken from the cargo target directory next to the test
+//! executable; `./scripts/test` builds them first. Cluster tests run one at
+//! a time (see [`cluster::serial`]) because each already loads both cores.
+#![allow(clippy::unwrap_used)]
+
+pub mod cluster;
+pub mod proc;
+pub mod wait;
+
+pub use cluster::{Api, Cluster, ClusterOpts};
+pub use proc::Proc;
+pub use wait::wait_until;
