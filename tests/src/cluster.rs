@@ -56,6 +56,17 @@ pub struct HubAddrs {
     pub client: SocketAddr,
 }
 
+/// Free TCP ports on 127.0.0.1 (same approach as [`free_udp_ports`]).
+pub fn free_tcp_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let socks: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    Ok(socks
+        .iter()
+        .map(|s| s.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?)
+}
+
 /// A running cluster. Dropping it kills every process; if the test is
 /// panicking, the tail of every log is printed first.
 pub struct Cluster {
@@ -134,7 +145,10 @@ impl Cluster {
             );
             hubs.push(spawn_with_config(&root, &name, "region-hub", &cfg).await?);
         }
-        let hub_list: Vec<String> = hub_addrs.iter().map(|h| format!("\"{}\"", h.client)).collect();
+        let hub_list: Vec<String> = hub_addrs
+            .iter()
+            .map(|h| format!("\"{}\"", h.client))
+            .collect();
         let central_cfg = format!(
             "listen = \"127.0.0.1:0\"\n{}[[regions]]\nname = \"{}\"\nhubs = [{}]\n",
             tls_toml(&pki, "central")?,
@@ -147,9 +161,11 @@ impl Cluster {
             .context("central ready line has no http address")?;
         let api = Api::new(&http);
         let mut edges = Vec::new();
+        // Fixed per edge, so a restarted edge is found by its devices again.
+        let mqtt_ports = free_tcp_ports(opts.edges)?;
         for i in 1..=opts.edges {
             let name = format!("edge-{i}");
-            let cfg = edge_config(&root, &pki, &name, &opts, &hub_list)?;
+            let cfg = edge_config(&root, &pki, &name, &opts, &hub_list, mqtt_ports[i - 1])?;
             edges.push(spawn_with_config(&root, &name, "edge-node", &cfg).await?);
         }
         let cluster = Cluster {
@@ -200,17 +216,38 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Ends a test: on error, prints every process's log tail (and keeps
+    /// the cluster directory when `STRATA_TEST_KEEP` is set) before
+    /// returning the error.
+    pub fn finish(self, result: anyhow::Result<()>) -> anyhow::Result<()> {
+        if result.is_err() {
+            self.dump_logs();
+            if std::env::var_os("STRATA_TEST_KEEP").is_some() {
+                let path = self.dir.path().to_owned();
+                std::mem::forget(self);
+                eprintln!("kept cluster dir {}", path.display());
+            }
+        }
+        result
+    }
+
+    fn dump_logs(&self) {
+        for p in self.all_procs() {
+            eprintln!(
+                "----- {} (log {}) -----\n{}",
+                p.name,
+                p.log.display(),
+                p.log_tail(60)
+            );
+        }
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for p in self.all_procs() {
-                eprintln!(
-                    "----- {} (log {}) -----\n{}",
-                    p.name,
-                    p.log.display(),
-                    p.log_tail(60)
-                );
-            }
+            self.dump_logs();
         }
     }
 }
@@ -221,13 +258,14 @@ fn edge_config(
     name: &str,
     opts: &ClusterOpts,
     hub_list: &[String],
+    mqtt_port: u16,
 ) -> anyhow::Result<String> {
     let (top, sections) = match opts.edge_extra.find('[') {
         Some(i) => opts.edge_extra.split_at(i),
         None => (opts.edge_extra.as_str(), ""),
     };
     Ok(format!(
-        "name = \"{name}\"\nregion = \"{}\"\ndata-dir = {:?}\nhubs = [{}]\nmetrics-listen = \"127.0.0.1:0\"\n{}{top}\n[ingress]\nlisten = \"127.0.0.1:0\"\n{sections}\n",
+        "name = \"{name}\"\nregion = \"{}\"\ndata-dir = {:?}\nhubs = [{}]\nmetrics-listen = \"127.0.0.1:0\"\n{}{top}\n[ingress]\nlisten = \"127.0.0.1:{mqtt_port}\"\n{sections}\n",
         opts.region,
         root.join(name).display().to_string(),
         hub_list.join(", "),
@@ -298,13 +336,21 @@ impl Api {
                 "/api/v1/telemetry/{tenant}/{device}?from={from}&to={to}&limit=100000"
             ))
             .await?;
-        anyhow::ensure!(status == 200, "telemetry query for {device}: {status} {body}");
+        anyhow::ensure!(
+            status == 200,
+            "telemetry query for {device}: {status} {body}"
+        );
         records_of(&body).with_context(|| format!("unexpected telemetry body: {body}"))
     }
 }
 
 /// Extracts the leader id from a region document.
 fn find_leader(region: &Value) -> Option<u64> {
+    // Accept both a bare region document and one wrapped in {"region": ...}.
+    let region = region
+        .get("region")
+        .filter(|r| r.is_object())
+        .unwrap_or(region);
     let replicas = region.get("replicas")?.as_array()?;
     replicas.iter().find_map(|r| {
         let role = r.get("role")?.as_str()?;
@@ -321,6 +367,45 @@ fn records_of(body: &Value) -> Option<Vec<Value>> {
     if let Some(a) = body.get("records").and_then(Value::as_array) {
         return Some(a.clone());
     }
-    let data = body.get("data").or_else(|| body.get("result")?.get("data"))?;
+    let data = body
+        .get("data")
+        .or_else(|| body.get("result")?.get("data"))?;
     data.as_array().cloned()
+}
+
+impl Api {
+    /// Records per device of `tenant`, from central's device list.
+    pub async fn device_counts(
+        &self,
+        tenant: &str,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+        let (status, body) = self
+            .get(&format!("/api/v1/devices?tenant={tenant}"))
+            .await?;
+        anyhow::ensure!(status == 200, "devices: {status} {body}");
+        let mut out = std::collections::BTreeMap::new();
+        for d in body["devices"].as_array().context("devices array")? {
+            out.insert(
+                d["device"].as_str().unwrap_or_default().to_owned(),
+                d["records"].as_u64().unwrap_or(0),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Stored records on the leader (None without a leader).
+    pub async fn leader_stored(&self, region: &str) -> anyhow::Result<Option<(u64, u64)>> {
+        let (status, body) = self.get(&format!("/api/v1/regions/{region}")).await?;
+        if status != 200 {
+            return Ok(None);
+        }
+        let region = body.get("region").unwrap_or(&body);
+        Ok(region["replicas"].as_array().and_then(|rs| {
+            rs.iter().find_map(|r| {
+                (r["role"].as_str() == Some("leader"))
+                    .then(|| Some((r["id"].as_u64()?, r["stored-records"].as_u64()?)))
+                    .flatten()
+            })
+        }))
+    }
 }

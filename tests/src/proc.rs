@@ -14,7 +14,13 @@ pub fn bin_path(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()
-        .and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) })
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
         .context("test executable has no parent directory")?;
     let p = dir.join(name);
     if !p.exists() {
@@ -62,7 +68,10 @@ impl Proc {
             .open(&self.log)?;
         let mut child = Command::new(&self.bin)
             .args(&self.args)
-            .env("RUST_LOG", std::env::var("STRATA_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("STRATA_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -84,7 +93,11 @@ impl Proc {
         let ready = match ready {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => bail!("{e}; log:\n{}", self.log_tail(40)),
-            Err(_) => bail!("{} not ready after 30 s; log:\n{}", self.name, self.log_tail(40)),
+            Err(_) => bail!(
+                "{} not ready after 30 s; log:\n{}",
+                self.name,
+                self.log_tail(40)
+            ),
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
@@ -104,7 +117,9 @@ impl Proc {
     /// SIGTERM and wait (up to 20 s) for a clean exit; returns whether it
     /// exited successfully.
     pub async fn terminate(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else { return true };
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
         if let Some(pid) = c.id() {
             send_signal(pid as i32, libc::SIGTERM);
         }

@@ -1,0 +1,383 @@
+//! The hub's TOML configuration and its validation.
+//!
+//! ```toml
+//! region = "eu-west"
+//! id = 1
+//! data-dir = "/var/lib/strata/hub-1"
+//! peer-listen = "0.0.0.0:7401"
+//! client-listen = "0.0.0.0:7501"
+//! metrics-listen = "127.0.0.1:9401"
+//! peers = [
+//!   { id = 1, peer-addr = "10.0.0.1:7401", client-addr = "10.0.0.1:7501" },
+//!   { id = 2, peer-addr = "10.0.0.2:7401", client-addr = "10.0.0.2:7501" },
+//!   { id = 3, peer-addr = "10.0.0.3:7401", client-addr = "10.0.0.3:7501" },
+//! ]
+//! tls = { ca = "pki/ca.pem", cert = "pki/hub-1.pem", key = "pki/hub-1.key" }
+//! [raft]
+//! tick-ms = 100
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use strata_net::TlsFiles;
+use strata_protocol::ReplicaInfo;
+
+use crate::raft::NodeConfig;
+use crate::store::StoreConfig;
+
+/// The configuration was invalid; every problem is listed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid hub configuration:\n  - {}", problems.join("\n  - "))]
+pub struct ConfigError {
+    /// One message per problem, naming the field.
+    pub problems: Vec<String>,
+}
+
+/// One member of the initial Raft group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PeerConfig {
+    /// Raft id (≥ 1, unique). Required.
+    pub id: u64,
+    /// Hub ↔ hub QUIC address, `host:port`. Required.
+    pub peer_addr: String,
+    /// Edge / central QUIC address, `host:port`, given to edges as the
+    /// leader hint. Required.
+    pub client_addr: String,
+}
+
+/// Raft tuning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RaftTuning {
+    /// Length of one Raft tick, in ms. Default 100.
+    pub tick_ms: u64,
+    /// Ticks without hearing a leader before an election. Default 10
+    /// (one second with the default tick).
+    pub election_ticks: usize,
+    /// Ticks between leader heartbeats; less than `election-ticks`. Default 2.
+    pub heartbeat_ticks: usize,
+    /// Byte limit of entries in one append message. Default 4 194 304 (4 MiB).
+    pub max_size_per_msg: u64,
+    /// Append messages in flight per follower. Default 256.
+    pub max_inflight_msgs: usize,
+    /// Log entries kept behind each checkpoint so a briefly lagging
+    /// follower catches up from the log rather than a snapshot. Default 1024.
+    pub log_retain_entries: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            tick_ms: 100,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            max_size_per_msg: 4 * 1024 * 1024,
+            max_inflight_msgs: 256,
+            log_retain_entries: 1024,
+        }
+    }
+}
+
+/// The whole `hub.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HubConfig {
+    /// Region served by this group. Required; `[A-Za-z0-9_.-]`, ≤ 64 chars.
+    pub region: String,
+    /// This replica's Raft id (≥ 1). Required.
+    pub id: u64,
+    /// Data directory: the Raft log goes to `<data-dir>/raft`, the store to
+    /// `<data-dir>/<store.dir>` when `store.dir` is relative. Default `"data/hub"`.
+    pub data_dir: PathBuf,
+    /// Hub ↔ hub QUIC listen address. Default `0.0.0.0:7401`.
+    pub peer_listen: SocketAddr,
+    /// Edge / central QUIC listen address. Default `0.0.0.0:7501`.
+    pub client_listen: SocketAddr,
+    /// Prometheus `/metrics` + `/health` HTTP address; none when unset. Default unset.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The initial group (1, 3 or 5 replicas, including this one), used on
+    /// first start only. Required unless `join`; with `join`, the existing
+    /// members to contact until the leader's snapshot brings the membership.
+    pub peers: Vec<PeerConfig>,
+    /// Start empty and wait to be added with `AddReplica` on the leader,
+    /// instead of bootstrapping from `peers`. Default false.
+    pub join: bool,
+    /// Mutual-TLS material (PEM paths). Required.
+    pub tls: TlsFiles,
+    /// Raft tuning.
+    pub raft: RaftTuning,
+    /// Time between telemetry store checkpoints (after which the Raft log
+    /// is compacted), in ms. Default 2000.
+    pub checkpoint_interval_ms: u64,
+    /// Telemetry store settings.
+    pub store: StoreConfig,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            region: String::new(),
+            id: 0,
+            data_dir: PathBuf::from("data/hub"),
+            peer_listen: SocketAddr::from(([0, 0, 0, 0], 7401)),
+            client_listen: SocketAddr::from(([0, 0, 0, 0], 7501)),
+            metrics_listen: None,
+            peers: Vec::new(),
+            join: false,
+            tls: TlsFiles::default(),
+            raft: RaftTuning::default(),
+            checkpoint_interval_ms: 2000,
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+fn valid_addr(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+impl HubConfig {
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<HubConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError {
+            problems: vec![e.to_string()],
+        })
+    }
+
+    /// Checks everything and reports every problem at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut p = Vec::new();
+        if self.region.is_empty() || self.region.len() > 64 {
+            p.push("region: required, at most 64 characters".to_owned());
+        } else if !self
+            .region
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            p.push(format!(
+                "region: {:?} may only contain [A-Za-z0-9_.-]",
+                self.region
+            ));
+        }
+        if self.id == 0 {
+            p.push("id: required, must be at least 1".to_owned());
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            p.push("data-dir: required".to_owned());
+        }
+        if self.peer_listen == self.client_listen && self.peer_listen.port() != 0 {
+            p.push(format!(
+                "peer-listen and client-listen are both {}",
+                self.peer_listen
+            ));
+        }
+        if !self.join {
+            if ![1, 3, 5].contains(&self.peers.len()) {
+                p.push(format!(
+                    "peers: the initial group must have 1, 3 or 5 replicas, got {}",
+                    self.peers.len()
+                ));
+            }
+            if self.id != 0 && !self.peers.iter().any(|m| m.id == self.id) {
+                p.push(format!(
+                    "peers: must include this replica (id {}), or set join = true",
+                    self.id
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, m) in self.peers.iter().enumerate() {
+            if m.id == 0 {
+                p.push(format!("peers[{i}].id: must be at least 1"));
+            } else if !seen.insert(m.id) {
+                p.push(format!("peers[{i}].id: {} appears twice", m.id));
+            }
+            if !valid_addr(&m.peer_addr) {
+                p.push(format!(
+                    "peers[{i}].peer-addr: {:?} is not host:port",
+                    m.peer_addr
+                ));
+            }
+            if !valid_addr(&m.client_addr) {
+                p.push(format!(
+                    "peers[{i}].client-addr: {:?} is not host:port",
+                    m.client_addr
+                ));
+            }
+        }
+        p.extend(self.tls.problems("tls"));
+        let r = &self.raft;
+        if r.tick_ms == 0 || r.tick_ms > 10_000 {
+            p.push(format!("raft.tick-ms: {} must be 1..=10000", r.tick_ms));
+        }
+        if r.heartbeat_ticks == 0 {
+            p.push("raft.heartbeat-ticks: must be at least 1".to_owned());
+        }
+        if r.election_ticks <= r.heartbeat_ticks {
+            p.push(format!(
+                "raft.election-ticks: {} must be greater than heartbeat-ticks {}",
+                r.election_ticks, r.heartbeat_ticks
+            ));
+        }
+        if r.max_size_per_msg < 4096 || r.max_size_per_msg > 8 * 1024 * 1024 {
+            p.push(format!(
+                "raft.max-size-per-msg: {} must be 4096..=8388608 bytes (peer frames are at most 16 MiB)",
+                r.max_size_per_msg
+            ));
+        }
+        if r.max_inflight_msgs == 0 {
+            p.push("raft.max-inflight-msgs: must be at least 1".to_owned());
+        }
+        if self.checkpoint_interval_ms < 100 {
+            p.push(format!(
+                "checkpoint-interval-ms: {} must be at least 100",
+                self.checkpoint_interval_ms
+            ));
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems: p })
+        }
+    }
+
+    /// The initial group as protocol records.
+    pub fn initial_members(&self) -> Vec<ReplicaInfo> {
+        self.peers
+            .iter()
+            .map(|m| ReplicaInfo {
+                id: m.id,
+                peer_addr: m.peer_addr.clone(),
+                client_addr: m.client_addr.clone(),
+                voter: true,
+            })
+            .collect()
+    }
+
+    /// The node core's slice of the configuration.
+    pub fn node_config(&self) -> NodeConfig {
+        NodeConfig {
+            region: self.region.clone(),
+            id: self.id,
+            raft_dir: self.data_dir.join("raft"),
+            initial_members: self.initial_members(),
+            join: self.join,
+            election_ticks: self.raft.election_ticks,
+            heartbeat_ticks: self.raft.heartbeat_ticks,
+            max_size_per_msg: self.raft.max_size_per_msg,
+            max_inflight_msgs: self.raft.max_inflight_msgs,
+            checkpoint_interval: Duration::from_millis(self.checkpoint_interval_ms),
+            log_retain_entries: self.raft.log_retain_entries,
+        }
+    }
+
+    /// The store's configuration with its directory resolved.
+    pub fn store_config(&self) -> StoreConfig {
+        let mut s = self.store.clone();
+        if s.dir.is_relative() {
+            s.dir = self.data_dir.join(&s.dir);
+        }
+        s
+    }
+
+    /// Tick interval.
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.raft.tick_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses_and_validates() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = strata_net::Pki::ensure(dir.path()).unwrap();
+        let tls = pki.node("hub-1").unwrap();
+        let text = format!(
+            r#"
+region = "eu-west"
+id = 1
+data-dir = "{d}"
+peer-listen = "127.0.0.1:7401"
+client-listen = "127.0.0.1:7501"
+metrics-listen = "127.0.0.1:9401"
+peers = [
+  {{ id = 1, peer-addr = "127.0.0.1:7401", client-addr = "127.0.0.1:7501" }},
+  {{ id = 2, peer-addr = "127.0.0.1:7402", client-addr = "127.0.0.1:7502" }},
+  {{ id = 3, peer-addr = "127.0.0.1:7403", client-addr = "127.0.0.1:7503" }},
+]
+tls = {{ ca = "{ca}", cert = "{cert}", key = "{key}" }}
+checkpoint-interval-ms = 500
+[raft]
+tick-ms = 50
+[store]
+retention-ms = 0
+"#,
+            d = dir.path().display(),
+            ca = tls.ca.display(),
+            cert = tls.cert.display(),
+            key = tls.key.display(),
+        );
+        let cfg = HubConfig::from_toml(&text).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.raft.tick_ms, 50);
+        assert_eq!(cfg.raft.election_ticks, 10);
+        assert_eq!(cfg.store_config().dir, dir.path().join("store"));
+        assert_eq!(cfg.node_config().initial_members.len(), 3);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let e = HubConfig::from_toml("region = \"r\"\nregoin = \"x\"").unwrap_err();
+        assert!(e.to_string().contains("regoin"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let cfg = HubConfig {
+            region: "bad region".into(),
+            peers: vec![
+                PeerConfig {
+                    id: 2,
+                    peer_addr: "nope".into(),
+                    client_addr: "h:1".into(),
+                },
+                PeerConfig {
+                    id: 2,
+                    peer_addr: "h:2".into(),
+                    client_addr: "h:0".into(),
+                },
+            ],
+            raft: RaftTuning {
+                election_ticks: 2,
+                ..RaftTuning::default()
+            },
+            ..HubConfig::default()
+        };
+        let problems = cfg.validate().unwrap_err().problems;
+        for want in [
+            "region:",
+            "id:",
+            "1, 3 or 5",
+            "appears twice",
+            "peers[0].peer-addr",
+            "peers[1].client-addr",
+            "tls.ca",
+            "election-ticks",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(want)),
+                "missing {want:?} in {problems:#?}"
+            );
+        }
+    }
+}

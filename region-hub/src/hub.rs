@@ -1,0 +1,262 @@
+//! Wiring of one hub replica: TLS, the two QUIC endpoints (peer and
+//! client), the telemetry store, the Raft node thread, the peer transport,
+//! the client service and the metrics endpoint.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use strata_net::handshake::HandshakeMetrics;
+use strata_net::{NetError, NodeTls};
+use strata_protocol::{NodeIdentity, NodeKind};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, HubConfig};
+use crate::metrics::HubMetrics;
+use crate::raft::apply::StoreReader;
+use crate::raft::driver::{self, NodeHandle, INBOX_CAPACITY};
+use crate::raft::quic::{serve_peers, QuicTransport};
+use crate::raft::{NodeError, RaftNode};
+use crate::service::Service;
+use crate::store::TelemetryStore;
+
+/// Why a hub could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// TLS or QUIC setup failed.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// A listen socket could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The telemetry store could not be opened.
+    #[error("telemetry store at {dir}: {reason}")]
+    Store {
+        /// Store directory.
+        dir: String,
+        /// Why.
+        reason: String,
+    },
+    /// The Raft node failed.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The Raft thread died without reporting why (a panic).
+    #[error("the raft thread of hub {id} in region {region} panicked")]
+    Panicked {
+        /// Region.
+        region: String,
+        /// Replica id.
+        id: u64,
+    },
+    /// The node thread could not be started.
+    #[error("cannot start the raft thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The two UDP sockets a hub listens on, bound before start so that tests
+/// (and supervisors) can use port 0 and learn the real ports.
+pub struct Listeners {
+    /// Hub ↔ hub socket.
+    pub peer: UdpSocket,
+    /// Edge / central socket.
+    pub client: UdpSocket,
+}
+
+impl Listeners {
+    /// Binds `peer-listen` and `client-listen`.
+    pub fn bind(cfg: &HubConfig) -> Result<Listeners, HubError> {
+        let bind = |addr: SocketAddr| {
+            UdpSocket::bind(addr).map_err(|source| HubError::Bind { addr, source })
+        };
+        Ok(Listeners {
+            peer: bind(cfg.peer_listen)?,
+            client: bind(cfg.client_listen)?,
+        })
+    }
+}
+
+/// A started hub.
+pub struct RunningHub {
+    /// Bound peer address.
+    pub peer_addr: SocketAddr,
+    /// Bound client address.
+    pub client_addr: SocketAddr,
+    /// Bound metrics address, when configured.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Handle to the Raft node.
+    pub node: NodeHandle,
+    /// Metrics (also served on `metrics_addr`).
+    pub metrics: HubMetrics,
+    done: oneshot::Receiver<Result<(), NodeError>>,
+    region: String,
+    id: u64,
+    services: CancellationToken,
+    endpoints: [quinn::Endpoint; 2],
+}
+
+impl RunningHub {
+    /// Waits until the node stops (after shutdown, or on a fatal error).
+    pub async fn wait(self) -> Result<(), HubError> {
+        let r = self.done.await;
+        self.services.cancel();
+        for ep in &self.endpoints {
+            ep.close(0u32.into(), b"hub stopping");
+        }
+        // Let peers see the close before the sockets go away.
+        for ep in &self.endpoints {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ep.wait_idle()).await;
+        }
+        match r {
+            Ok(r) => r.map_err(HubError::from),
+            // The thread ended without reporting: it panicked.
+            Err(_) => Err(HubError::Panicked {
+                region: self.region,
+                id: self.id,
+            }),
+        }
+    }
+}
+
+fn endpoint(socket: UdpSocket, tls: &NodeTls) -> Result<quinn::Endpoint, HubError> {
+    let addr = socket.local_addr().map_err(|source| HubError::Bind {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })?;
+    let runtime = quinn::default_runtime().ok_or_else(|| HubError::Bind {
+        addr,
+        source: std::io::Error::other("no async runtime"),
+    })?;
+    let server = strata_net::endpoint::server_config(tls)?;
+    let mut ep = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        runtime,
+    )
+    .map_err(|source| HubError::Bind { addr, source })?;
+    ep.set_default_client_config(strata_net::endpoint::client_config(tls)?);
+    Ok(ep)
+}
+
+/// Validates `cfg`, opens everything and starts serving. Stops when
+/// `shutdown` is cancelled; see [`RunningHub::wait`].
+pub async fn start(
+    cfg: HubConfig,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<RunningHub, HubError> {
+    cfg.validate()?;
+    let tls = NodeTls::load(&cfg.tls)?;
+    let mut registry = Registry::default();
+    let metrics = HubMetrics::register(&mut registry);
+    let handshakes = HandshakeMetrics::register(&mut registry);
+    let peer_ep = endpoint(listeners.peer, &tls)?;
+    let client_ep = endpoint(listeners.client, &tls)?;
+    let peer_addr = peer_ep.local_addr().map_err(|source| HubError::Bind {
+        addr: cfg.peer_listen,
+        source,
+    })?;
+    let client_addr = client_ep.local_addr().map_err(|source| HubError::Bind {
+        addr: cfg.client_listen,
+        source,
+    })?;
+
+    let store_cfg = cfg.store_config();
+    let dir = store_cfg.dir.display().to_string();
+    let (store, recovered) = tokio::task::spawn_blocking(move || TelemetryStore::open(store_cfg))
+        .await
+        .map_err(|e| HubError::Store {
+            dir: dir.clone(),
+            reason: e.to_string(),
+        })?
+        .map_err(|e| HubError::Store {
+            dir,
+            reason: e.to_string(),
+        })?;
+
+    let me = NodeIdentity {
+        kind: NodeKind::Hub,
+        id: cfg.id.to_string(),
+        region: cfg.region.clone(),
+    };
+    let services = shutdown.child_token();
+    let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+    let transport = QuicTransport::new(
+        cfg.id,
+        peer_ep.clone(),
+        me.clone(),
+        tx.clone(),
+        tokio::runtime::Handle::current(),
+        services.clone(),
+    );
+    let (node_cfg, node_metrics) = (cfg.node_config(), metrics.clone());
+    let open = move || {
+        RaftNode::open(
+            node_cfg,
+            store,
+            recovered.applied_index,
+            &recovered.fsm_state,
+            Box::new(transport),
+            node_metrics,
+        )
+    };
+    let spawned =
+        driver::spawn(cfg.id, open, rx, cfg.tick(), shutdown.clone()).map_err(HubError::Thread)?;
+    let panicked = || HubError::Panicked {
+        region: cfg.region.clone(),
+        id: cfg.id,
+    };
+    let reader: Arc<dyn StoreReader> = spawned.opened.await.map_err(|_| panicked())??;
+    let done = spawned.done;
+    let handle = NodeHandle::new(tx.clone(), reader, cfg.region.clone());
+
+    tokio::spawn(serve_peers(
+        peer_ep.clone(),
+        me.clone(),
+        handshakes.clone(),
+        tx,
+        services.clone(),
+    ));
+    let svc = Service {
+        me,
+        node: handle.clone(),
+        metrics: metrics.clone(),
+        handshakes,
+    };
+    tokio::spawn(svc.serve(client_ep.clone(), services.clone()));
+    let metrics_addr = match cfg.metrics_listen {
+        Some(addr) => {
+            Some(strata_net::metrics::serve(addr, Arc::new(registry), services.clone()).await?)
+        }
+        None => None,
+    };
+    tracing::info!(region = %cfg.region, hub = cfg.id, %peer_addr, %client_addr, "region hub started");
+    Ok(RunningHub {
+        peer_addr,
+        client_addr,
+        metrics_addr,
+        node: handle,
+        metrics,
+        done,
+        region: cfg.region.clone(),
+        id: cfg.id,
+        services,
+        endpoints: [peer_ep, client_ep],
+    })
+}
+
+/// Runs a hub from its configuration until `shutdown` is cancelled.
+pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> Result<(), HubError> {
+    cfg.validate()?;
+    let listeners = Listeners::bind(&cfg)?;
+    start(cfg, listeners, shutdown).await?.wait().await
+}

@@ -1,0 +1,33 @@
+//! Strata region hub: a Raft group (1, 3 or 5 replicas) per region that
+//! durably stores the telemetry batches of the region's edge nodes exactly
+//! once, keeps the region's state (edges, devices) and answers central's
+//! queries.
+//!
+//! Built on tikv's `raft` (RawNode) with `raft-engine` as the durable log.
+//! The Raft log doubles as the telemetry store's write-ahead log: records
+//! live in the store's memtable until a checkpoint, and the log is only
+//! compacted up to a checkpointed index.
+//!
+//! # Layout
+//! - [`fsm`]: the pure replicated state machine `apply(state, index, bytes)`.
+//! - [`store`]: the per-replica telemetry store (memtable + checkpoints).
+//! - [`raft`]: raft-engine storage, the node core and its Ready loop, the
+//!   driver thread, and the peer transport (QUIC, plus fault-injection
+//!   filters for tests).
+//! - [`service`]: the client-facing QUIC server (edges, central, tools).
+//! - [`config`]: `hub.toml` and its validation.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`hub`]: wiring; [`run`] is the entry point of the binary.
+//!
+//! The `fsm` module must not depend on Raft, IO or the clock.
+
+pub mod config;
+pub mod fsm;
+pub mod hub;
+pub mod metrics;
+pub mod raft;
+pub mod service;
+pub mod store;
+
+pub use config::HubConfig;
+pub use hub::{run, start, HubError, Listeners, RunningHub};

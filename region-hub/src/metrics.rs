@@ -1,0 +1,192 @@
+//! Prometheus metrics of a hub replica, served on `metrics-listen` by
+//! `strata_net::metrics::serve`. Names are prefixed `strata_hub_`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label of [`HubMetrics::requests`] and [`HubMetrics::request_errors`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// Request kind: `batch`, `heartbeat`, `status`, `list_edges`,
+    /// `list_devices`, `query`, `add_replica`, `remove_replica`, `decode`.
+    pub kind: &'static str,
+}
+
+/// Every metric of one replica. Cloning shares the underlying values.
+#[derive(Clone)]
+pub struct HubMetrics {
+    /// Current Raft term.
+    pub term: Gauge,
+    /// Highest committed log index.
+    pub commit_index: Gauge,
+    /// Highest applied log index.
+    pub applied_index: Gauge,
+    /// Last log index.
+    pub last_index: Gauge,
+    /// 1 while this replica leads the group.
+    pub leader: Gauge,
+    /// Proposals accepted by the local Raft node.
+    pub proposals: Counter,
+    /// Proposals that failed (not leader, dropped, leadership lost).
+    pub proposals_failed: Counter,
+    /// Seconds from proposal to apply, on the leader.
+    pub commit_latency: Histogram,
+    /// Telemetry batches applied.
+    pub batches_stored: Counter,
+    /// New records stored.
+    pub records_stored: Counter,
+    /// Records dropped as duplicates by the FSM.
+    pub duplicates: Counter,
+    /// Edge heartbeats applied.
+    pub heartbeats: Counter,
+    /// Raft snapshots sent to followers.
+    pub snapshots_sent: Counter,
+    /// Raft snapshots installed from the leader.
+    pub snapshots_received: Counter,
+    /// Store checkpoints taken.
+    pub checkpoints: Counter,
+    /// Client requests served, by kind.
+    pub requests: Family<KindLabel, Counter>,
+    /// Client requests that failed or were refused, by kind.
+    pub request_errors: Family<KindLabel, Counter>,
+}
+
+impl Default for HubMetrics {
+    fn default() -> Self {
+        HubMetrics {
+            term: Gauge::default(),
+            commit_index: Gauge::default(),
+            applied_index: Gauge::default(),
+            last_index: Gauge::default(),
+            leader: Gauge::default(),
+            proposals: Counter::default(),
+            proposals_failed: Counter::default(),
+            // 0.5 ms .. ~16 s.
+            commit_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            batches_stored: Counter::default(),
+            records_stored: Counter::default(),
+            duplicates: Counter::default(),
+            heartbeats: Counter::default(),
+            snapshots_sent: Counter::default(),
+            snapshots_received: Counter::default(),
+            checkpoints: Counter::default(),
+            requests: Family::default(),
+            request_errors: Family::default(),
+        }
+    }
+}
+
+impl HubMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = HubMetrics::default();
+        let r = registry.sub_registry_with_prefix("strata_hub");
+        r.register("raft_term", "Current Raft term", m.term.clone());
+        r.register(
+            "raft_commit_index",
+            "Highest committed log index",
+            m.commit_index.clone(),
+        );
+        r.register(
+            "raft_applied_index",
+            "Highest applied log index",
+            m.applied_index.clone(),
+        );
+        r.register("raft_last_index", "Last log index", m.last_index.clone());
+        r.register(
+            "raft_leader",
+            "1 while this replica leads",
+            m.leader.clone(),
+        );
+        r.register(
+            "proposals",
+            "Proposals accepted by Raft",
+            m.proposals.clone(),
+        );
+        r.register(
+            "proposals_failed",
+            "Proposals that failed",
+            m.proposals_failed.clone(),
+        );
+        r.register(
+            "commit_latency_seconds",
+            "Proposal to apply latency on the leader",
+            m.commit_latency.clone(),
+        );
+        r.register(
+            "batches_stored",
+            "Telemetry batches applied",
+            m.batches_stored.clone(),
+        );
+        r.register(
+            "records_stored",
+            "New telemetry records stored",
+            m.records_stored.clone(),
+        );
+        r.register(
+            "duplicate_records",
+            "Records dropped as duplicates",
+            m.duplicates.clone(),
+        );
+        r.register(
+            "heartbeats",
+            "Edge heartbeats applied",
+            m.heartbeats.clone(),
+        );
+        r.register(
+            "snapshots_sent",
+            "Raft snapshots sent",
+            m.snapshots_sent.clone(),
+        );
+        r.register(
+            "snapshots_received",
+            "Raft snapshots installed",
+            m.snapshots_received.clone(),
+        );
+        r.register(
+            "checkpoints",
+            "Store checkpoints taken",
+            m.checkpoints.clone(),
+        );
+        r.register("requests", "Client requests served", m.requests.clone());
+        r.register(
+            "request_errors",
+            "Client requests failed",
+            m.request_errors.clone(),
+        );
+        m
+    }
+
+    /// Counts one request of `kind`.
+    pub fn request(&self, kind: &'static str) {
+        self.requests.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// Counts one failed request of `kind`.
+    pub fn request_error(&self, kind: &'static str) {
+        self.request_errors.get_or_create(&KindLabel { kind }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_names_render() {
+        let mut reg = Registry::default();
+        let m = HubMetrics::register(&mut reg);
+        m.request("batch");
+        m.term.set(3);
+        let text = strata_net::metrics::render(&reg);
+        assert!(text.contains("strata_hub_raft_term 3"), "{text}");
+        assert!(
+            text.contains("strata_hub_requests_total{kind=\"batch\"} 1"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,503 @@
+//! The apply side of the node: committed entries into the FSM and the
+//! telemetry store, membership changes, snapshots and checkpoints.
+//!
+//! The Raft log is the store's write-ahead log: inserted records live only
+//! in the store's memtable until [`HubStore::checkpoint`], and the log is
+//! compacted only up to the checkpointed index. On restart raft replays
+//! every entry after that index.
+//!
+//! The store sits behind a [`SharedStore`] lock so that reads (queries,
+//! device lists) run on other threads and never stall the Raft loop. The
+//! node is the only writer and never waits for readers on the hot path:
+//! if a long query holds the lock, applied records are buffered and
+//! inserted on a later loop; checkpoints are postponed likewise.
+
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
+
+use bincode::{Decode, Encode};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Snapshot};
+use strata_protocol::{DeviceInfo, QueryResult, ReplicaInfo, TelemetryQuery, TelemetryRecord};
+
+use super::node::{NodeError, PendingReply, ProposeError, RaftNode};
+use crate::fsm::{self, Outcome, RegionState};
+use crate::store::{StoreError, TelemetryStore};
+
+/// The telemetry store as the node sees it. Implemented by
+/// [`TelemetryStore`]; tests use an in-memory model.
+pub trait HubStore: Send + Sync + 'static {
+    /// Error type of the store.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Adds deduplicated records (memtable only; the Raft log is the WAL).
+    fn insert_owned(&mut self, records: Vec<TelemetryRecord>);
+    /// Answers a telemetry read.
+    fn query(&self, q: &TelemetryQuery) -> Result<QueryResult, Self::Error>;
+    /// Devices with stored data.
+    fn devices(&self, tenant: Option<&str>) -> Vec<DeviceInfo>;
+    /// Records stored.
+    fn stored_records(&self) -> u64;
+    /// The memtable is big enough to checkpoint now.
+    fn needs_checkpoint(&self) -> bool;
+    /// Makes everything up to `applied_index` durable with the FSM state.
+    fn checkpoint(&mut self, applied_index: u64, fsm_state: &[u8]) -> Result<(), Self::Error>;
+    /// Serializes all data for a Raft snapshot.
+    fn snapshot(&self) -> Result<Vec<u8>, Self::Error>;
+    /// Replaces all contents by a snapshot's, durably.
+    fn restore(
+        &mut self,
+        data: &[u8],
+        applied_index: u64,
+        fsm_state: &[u8],
+    ) -> Result<(), Self::Error>;
+    /// Drops data past retention.
+    fn enforce_retention(&mut self, now_ms: i64) -> Result<(), Self::Error>;
+}
+
+impl HubStore for TelemetryStore {
+    type Error = StoreError;
+    fn insert_owned(&mut self, records: Vec<TelemetryRecord>) {
+        TelemetryStore::insert_owned(self, records)
+    }
+    fn query(&self, q: &TelemetryQuery) -> Result<QueryResult, StoreError> {
+        TelemetryStore::query(self, q)
+    }
+    fn devices(&self, tenant: Option<&str>) -> Vec<DeviceInfo> {
+        TelemetryStore::devices(self, tenant)
+    }
+    fn stored_records(&self) -> u64 {
+        TelemetryStore::stored_records(self)
+    }
+    fn needs_checkpoint(&self) -> bool {
+        TelemetryStore::needs_checkpoint(self)
+    }
+    fn checkpoint(&mut self, applied_index: u64, fsm_state: &[u8]) -> Result<(), StoreError> {
+        TelemetryStore::checkpoint(self, applied_index, fsm_state)
+    }
+    fn snapshot(&self) -> Result<Vec<u8>, StoreError> {
+        TelemetryStore::snapshot(self)
+    }
+    fn restore(
+        &mut self,
+        data: &[u8],
+        applied_index: u64,
+        fsm_state: &[u8],
+    ) -> Result<(), StoreError> {
+        TelemetryStore::restore(self, data, applied_index, fsm_state)
+    }
+    fn enforce_retention(&mut self, now_ms: i64) -> Result<(), StoreError> {
+        TelemetryStore::enforce_retention(self, now_ms).map(|_| ())
+    }
+}
+
+/// The store shared between the node (sole writer) and readers.
+pub type SharedStore<S> = Arc<RwLock<S>>;
+
+/// Read access to the store from any thread, without knowing its type.
+pub trait StoreReader: Send + Sync {
+    /// Answers a telemetry read.
+    fn query(&self, q: &TelemetryQuery) -> Result<QueryResult, String>;
+    /// Devices with stored data.
+    fn devices(&self, tenant: Option<&str>) -> Vec<DeviceInfo>;
+}
+
+/// Read lock; a poisoned lock still holds consistent data (the node only
+/// mutates through the store's own methods) so reads carry on.
+pub fn read<S>(lock: &RwLock<S>) -> RwLockReadGuard<'_, S> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<S>(lock: &RwLock<S>) -> RwLockWriteGuard<'_, S> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<S: HubStore> StoreReader for RwLock<S> {
+    fn query(&self, q: &TelemetryQuery) -> Result<QueryResult, String> {
+        read(self).query(q).map_err(|e| e.to_string())
+    }
+    fn devices(&self, tenant: Option<&str>) -> Vec<DeviceInfo> {
+        read(self).devices(tenant)
+    }
+}
+
+/// Largest snapshot decoded, in bytes (1 GiB): an allocation limit only.
+const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
+
+/// Data of a Raft snapshot: the region state, the store's contents and the
+/// group's addresses (a new replica knows nobody yet).
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct SnapshotData {
+    /// `RegionState::encode()` at the snapshot index.
+    pub fsm_state: Vec<u8>,
+    /// `TelemetryStore::snapshot()`.
+    pub store: Vec<u8>,
+    /// Members at the snapshot index.
+    pub members: Vec<ReplicaInfo>,
+}
+
+impl SnapshotData {
+    /// bincode encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        // Encoding plain byte vectors into a Vec cannot fail.
+        bincode::encode_to_vec(self, bincode::config::standard()).unwrap_or_default()
+    }
+
+    /// Decodes snapshot data received from the leader.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let cfg = bincode::config::standard().with_limit::<MAX_SNAPSHOT_BYTES>();
+        bincode::decode_from_slice(bytes, cfg)
+            .map(|(d, _)| d)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Encodes a member's addresses for a conf change's context.
+pub fn encode_member(info: &ReplicaInfo) -> Vec<u8> {
+    bincode::encode_to_vec(info, bincode::config::standard()).unwrap_or_default()
+}
+
+fn decode_member(bytes: &[u8]) -> Option<ReplicaInfo> {
+    bincode::decode_from_slice(bytes, bincode::config::standard())
+        .ok()
+        .map(|(m, _)| m)
+}
+
+/// What applying one entry produced, for the waiting proposer.
+enum EntryResult {
+    Noop,
+    Outcome(Outcome),
+    Members(Vec<ReplicaInfo>),
+    Refused(String),
+}
+
+impl<S: HubStore> RaftNode<S> {
+    fn store_err(&self, e: impl std::fmt::Display) -> NodeError {
+        NodeError::Store {
+            id: self.cfg.id,
+            reason: e.to_string(),
+        }
+    }
+
+    /// Applies committed entries in order and answers their proposers.
+    pub(super) fn apply_entries(
+        &mut self,
+        entries: Vec<Entry>,
+        now: Instant,
+    ) -> Result<(), NodeError> {
+        for entry in entries {
+            let index = entry.index;
+            if index <= self.applied {
+                continue;
+            }
+            let result = match entry.get_entry_type() {
+                // Empty entries are a new leader's no-op (or a conf change
+                // raft dropped because another was in flight).
+                EntryType::EntryNormal if entry.data.is_empty() => EntryResult::Noop,
+                EntryType::EntryNormal => self.apply_command(index, &entry.data)?,
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|e| {
+                        NodeError::Apply {
+                            id: self.cfg.id,
+                            index,
+                            reason: format!("conf change: {e}"),
+                        }
+                    })?;
+                    self.apply_conf_change_v1(index, cc)?
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc = ConfChangeV2::parse_from_bytes(&entry.data).map_err(|e| {
+                        NodeError::Apply {
+                            id: self.cfg.id,
+                            index,
+                            reason: format!("conf change v2: {e}"),
+                        }
+                    })?;
+                    self.apply_conf_change_v2(cc)?
+                }
+            };
+            self.applied = index;
+            self.applied_term = entry.term;
+            self.complete(index, entry.term, result, now);
+        }
+        Ok(())
+    }
+
+    fn apply_command(&mut self, index: u64, data: &[u8]) -> Result<EntryResult, NodeError> {
+        let applied = fsm::apply(&mut self.state, index, data).map_err(|e| NodeError::Apply {
+            id: self.cfg.id,
+            index,
+            reason: e.to_string(),
+        })?;
+        match applied.outcome {
+            Outcome::Committed {
+                new_records,
+                duplicates,
+                ..
+            } => {
+                self.metrics.batches_stored.inc();
+                self.metrics.records_stored.inc_by(u64::from(new_records));
+                self.metrics.duplicates.inc_by(u64::from(duplicates));
+            }
+            Outcome::HeartbeatRecorded => {
+                self.metrics.heartbeats.inc();
+            }
+            Outcome::Skipped => {}
+        }
+        if !applied.records.is_empty() {
+            self.unflushed.extend(applied.records);
+            self.flush_records(false);
+        }
+        Ok(EntryResult::Outcome(applied.outcome))
+    }
+
+    fn apply_conf_change_v1(
+        &mut self,
+        index: u64,
+        cc: ConfChange,
+    ) -> Result<EntryResult, NodeError> {
+        let cs = match self.raw.apply_conf_change(&cc) {
+            Ok(cs) => cs,
+            // Deterministic on every replica (e.g. removing the last voter):
+            // the membership stays as it was.
+            Err(e) => {
+                tracing::warn!(hub = self.cfg.id, index, error = %e, "conf change refused");
+                return Ok(EntryResult::Refused(e.to_string()));
+            }
+        };
+        let mut members = self.members().to_vec();
+        match cc.get_change_type() {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                members.retain(|m| m.id != cc.node_id);
+                let info = decode_member(&cc.context).unwrap_or(ReplicaInfo {
+                    id: cc.node_id,
+                    peer_addr: String::new(),
+                    client_addr: String::new(),
+                    voter: true,
+                });
+                members.push(ReplicaInfo {
+                    id: cc.node_id,
+                    voter: cc.get_change_type() == ConfChangeType::AddNode,
+                    ..info
+                });
+                members.sort_by_key(|m| m.id);
+            }
+            ConfChangeType::RemoveNode => {
+                members.retain(|m| m.id != cc.node_id);
+                if cc.node_id == self.cfg.id {
+                    tracing::warn!(hub = self.cfg.id, "this replica was removed from the group");
+                }
+            }
+        }
+        self.set_membership(cs, members.clone())?;
+        tracing::info!(hub = self.cfg.id, index, node = cc.node_id, change = ?cc.get_change_type(), "membership changed");
+        Ok(EntryResult::Members(members))
+    }
+
+    fn apply_conf_change_v2(&mut self, cc: ConfChangeV2) -> Result<EntryResult, NodeError> {
+        let cs = match self.raw.apply_conf_change(&cc) {
+            Ok(cs) => cs,
+            Err(e) => return Ok(EntryResult::Refused(e.to_string())),
+        };
+        // v2 changes are never proposed by this hub; keep the addresses we
+        // know for ids still in the configuration.
+        let mut members = self.members().to_vec();
+        members.retain(|m| cs.voters.contains(&m.id) || cs.learners.contains(&m.id));
+        self.set_membership(cs, members.clone())?;
+        Ok(EntryResult::Members(members))
+    }
+
+    fn set_membership(
+        &mut self,
+        cs: raft::eraftpb::ConfState,
+        members: Vec<ReplicaInfo>,
+    ) -> Result<(), NodeError> {
+        self.transport.update_peers(&members);
+        self.raw.mut_store().set_membership(cs, members)?;
+        Ok(())
+    }
+
+    /// Inserts buffered records into the store: waiting for readers only
+    /// when `wait` (snapshots, checkpoints at shutdown).
+    pub(super) fn flush_records(&mut self, wait: bool) -> bool {
+        if self.unflushed.is_empty() {
+            return true;
+        }
+        let guard = if wait {
+            Some(write(&self.store))
+        } else {
+            self.store.try_write().ok()
+        };
+        match guard {
+            Some(mut st) => {
+                st.insert_owned(std::mem::take(&mut self.unflushed));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Answers the proposer of `index`, if this replica proposed it.
+    fn complete(&mut self, index: u64, term: u64, result: EntryResult, now: Instant) {
+        let Some(p) = self.pending.remove(&index) else {
+            return;
+        };
+        if p.term != term {
+            // A new leader overwrote our entry at this index.
+            self.metrics.proposals_failed.inc();
+            let err = self.unavailable("entry superseded by a new leader; retry");
+            match p.reply {
+                PendingReply::Command(r) => drop(r.send(Err(err))),
+                PendingReply::ConfChange(r) => drop(r.send(Err(err))),
+            }
+            return;
+        }
+        let region = self.cfg.region.clone();
+        match (p.reply, result) {
+            (PendingReply::Command(r), EntryResult::Outcome(o)) => {
+                self.metrics
+                    .commit_latency
+                    .observe(now.saturating_duration_since(p.started).as_secs_f64());
+                let _ = r.send(Ok(o));
+            }
+            (PendingReply::ConfChange(r), EntryResult::Members(m)) => {
+                let _ = r.send(Ok(m));
+            }
+            (PendingReply::ConfChange(r), EntryResult::Refused(reason)) => {
+                let _ = r.send(Err(ProposeError::Rejected { region, reason }));
+            }
+            (PendingReply::ConfChange(r), _) => {
+                let _ = r.send(Err(
+                    self.unavailable("another membership change is in progress; retry")
+                ));
+            }
+            (PendingReply::Command(r), _) => {
+                let _ = r.send(Err(self.unavailable("proposal dropped; retry")));
+            }
+        }
+    }
+
+    /// Installs a snapshot from the leader: durably marked pending first,
+    /// then the store, then the Raft log (see `RaftLogStorage::begin_snapshot`).
+    pub(super) fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), NodeError> {
+        let meta = snap.get_metadata().clone();
+        let id = self.cfg.id;
+        let data = SnapshotData::decode(&snap.data).map_err(|reason| NodeError::Apply {
+            id,
+            index: meta.index,
+            reason: format!("snapshot data: {reason}"),
+        })?;
+        let state = if data.fsm_state.is_empty() {
+            RegionState::default()
+        } else {
+            RegionState::decode(&data.fsm_state).map_err(|e| NodeError::Apply {
+                id,
+                index: meta.index,
+                reason: format!("snapshot region state: {e}"),
+            })?
+        };
+        self.raw.mut_store().begin_snapshot(&meta, &data.members)?;
+        // Buffered records are of older entries, all inside the snapshot.
+        self.unflushed.clear();
+        write(&self.store)
+            .restore(&data.store, meta.index, &data.fsm_state)
+            .map_err(|e| self.store_err(e))?;
+        self.raw
+            .mut_store()
+            .apply_snapshot(&meta, data.members.clone())?;
+        self.transport.update_peers(&data.members);
+        self.state = state;
+        self.applied = meta.index;
+        self.applied_term = meta.term;
+        self.checkpointed = meta.index;
+        self.metrics.snapshots_received.inc();
+        tracing::info!(
+            hub = id,
+            index = meta.index,
+            term = meta.term,
+            "installed snapshot"
+        );
+        Ok(())
+    }
+
+    /// Builds a snapshot of the applied state for raft to send.
+    pub(super) fn build_snapshot(&mut self) -> Result<(), NodeError> {
+        // The snapshot must hold every record up to the applied index.
+        self.flush_records(true);
+        let store = read(&self.store)
+            .snapshot()
+            .map_err(|e| self.store_err(e))?;
+        let data = SnapshotData {
+            fsm_state: self.state.encode(),
+            store,
+            members: self.members().to_vec(),
+        };
+        let mut snap = Snapshot::default();
+        snap.data = data.encode().into();
+        let meta = snap.mut_metadata();
+        meta.index = self.applied;
+        meta.term = self.applied_term;
+        meta.set_conf_state(self.raw.store().conf_state().clone());
+        tracing::info!(
+            hub = self.cfg.id,
+            index = self.applied,
+            bytes = snap.data.len(),
+            "built snapshot"
+        );
+        self.raw.mut_store().set_prepared_snapshot(snap);
+        Ok(())
+    }
+
+    /// Checkpoints when the interval elapsed or the store asks for it.
+    pub fn maybe_checkpoint(&mut self, now: Instant, now_ms: i64) -> Result<(), NodeError> {
+        let due = match self.last_checkpoint_at {
+            None => {
+                self.last_checkpoint_at = Some(now);
+                false
+            }
+            Some(t) => now.saturating_duration_since(t) >= self.cfg.checkpoint_interval,
+        };
+        if due || read(&self.store).needs_checkpoint() {
+            self.checkpoint_inner(now, now_ms, false)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the store durable at the applied index, then compacts the Raft
+    /// log behind it (never before: the log is the store's WAL).
+    pub fn checkpoint(&mut self, now: Instant, now_ms: i64) -> Result<(), NodeError> {
+        self.checkpoint_inner(now, now_ms, true)
+    }
+
+    fn checkpoint_inner(&mut self, now: Instant, now_ms: i64, wait: bool) -> Result<(), NodeError> {
+        if !self.flush_records(wait) {
+            // A reader holds the store; try again on the next loop.
+            return Ok(());
+        }
+        let Some(mut st) = (if wait {
+            Some(write(&self.store))
+        } else {
+            self.store.try_write().ok()
+        }) else {
+            return Ok(());
+        };
+        self.last_checkpoint_at = Some(now);
+        if self.applied > self.checkpointed {
+            st.checkpoint(self.applied, &self.state.encode())
+                .map_err(|e| NodeError::Store {
+                    id: self.cfg.id,
+                    reason: e.to_string(),
+                })?;
+            self.checkpointed = self.applied;
+            self.metrics.checkpoints.inc();
+        }
+        if let Err(e) = st.enforce_retention(now_ms) {
+            tracing::warn!(hub = self.cfg.id, error = %e, "retention failed");
+        }
+        drop(st);
+        let compact_index = (self.checkpointed + 1).saturating_sub(self.cfg.log_retain_entries);
+        if compact_index > raft::Storage::first_index(self.raw.store()).unwrap_or(1) {
+            self.raw.mut_store().compact(compact_index)?;
+        }
+        Ok(())
+    }
+}
