@@ -14,9 +14,9 @@ use crate::{NetError, ALPN};
 /// are in flight at once, each on its own stream.
 const MAX_BIDI_STREAMS: u32 = 1024;
 /// A connection with no traffic (not even keep-alives) for this long is dead.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keep-alive interval: well under the idle timeout, so a quiet link stays up.
-const KEEP_ALIVE: Duration = Duration::from_secs(2);
+const KEEP_ALIVE: Duration = Duration::from_secs(1);
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

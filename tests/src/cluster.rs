@@ -2,7 +2,6 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,13 +11,13 @@ use strata_net::Pki;
 use crate::proc::Proc;
 use crate::wait::wait_until;
 
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Cluster tests take this lock so that only one cluster runs at a time on
-/// the 2-core CI machine (a panicking test must not block the others, hence
-/// the poison recovery).
-pub fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+/// the 2-core CI machine. (An async mutex: it is held across awaits, works
+/// across the tests' separate runtimes and does not poison.)
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 /// Shape of the cluster to start.
@@ -82,6 +81,8 @@ pub struct Cluster {
     pub central: Proc,
     /// Client for central's API.
     pub api: Api,
+    /// QUIC endpoint with a `tool` certificate, for asking hubs directly.
+    pub tool: quinn::Endpoint,
     /// The options it was started with.
     pub opts: ClusterOpts,
 }
@@ -168,6 +169,8 @@ impl Cluster {
             let cfg = edge_config(&root, &pki, &name, &opts, &hub_list, mqtt_ports[i - 1])?;
             edges.push(spawn_with_config(&root, &name, "edge-node", &cfg).await?);
         }
+        let tool_tls = strata_net::NodeTls::load(&pki.node("tool")?)?;
+        let tool = strata_net::client_endpoint(&tool_tls)?;
         let cluster = Cluster {
             dir,
             hubs,
@@ -175,6 +178,7 @@ impl Cluster {
             edges,
             central,
             api,
+            tool,
             opts,
         };
         cluster.wait_for_leader(Duration::from_secs(30)).await?;
@@ -198,6 +202,47 @@ impl Cluster {
         .await
     }
 
+    /// Asks one hub replica for its status directly over QUIC (no central
+    /// in between), giving up after `timeout`.
+    pub async fn hub_status(
+        &self,
+        id: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<strata_protocol::HubStatus> {
+        use strata_protocol::{HubRequest, HubResponse, NodeIdentity, NodeKind};
+        let addr = self.hub_addrs[self.hub_index(id)].client;
+        let me = NodeIdentity {
+            kind: NodeKind::Tool,
+            id: "test-harness".into(),
+            region: self.opts.region.clone(),
+        };
+        let call = async {
+            let (conn, _) = strata_net::connect(&self.tool, addr, &me).await?;
+            let resp: HubResponse = strata_net::rpc::call(&conn, &HubRequest::Status).await?;
+            conn.close(0u32.into(), b"done");
+            match resp {
+                HubResponse::Status(s) => Ok(s),
+                other => anyhow::bail!("hub {id}: unexpected status answer {other:?}"),
+            }
+        };
+        tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| anyhow::anyhow!("hub {id}: no status within {timeout:?}"))?
+    }
+
+    /// The leader's id and applied index among the running hubs, asked
+    /// directly.
+    pub async fn leader_applied(&self) -> Option<(u64, u64)> {
+        for h in &self.hub_addrs {
+            if let Ok(s) = self.hub_status(h.id, Duration::from_millis(300)).await {
+                if s.role == strata_protocol::RaftRole::Leader {
+                    return Some((s.id, s.stored_records));
+                }
+            }
+        }
+        None
+    }
+
     /// Index into `hubs` of Raft id `id`.
     pub fn hub_index(&self, id: u64) -> usize {
         (id - 1) as usize
@@ -217,16 +262,17 @@ impl Cluster {
 }
 
 impl Cluster {
-    /// Ends a test: on error, prints every process's log tail (and keeps
-    /// the cluster directory when `STRATA_TEST_KEEP` is set) before
-    /// returning the error.
-    pub fn finish(self, result: anyhow::Result<()>) -> anyhow::Result<()> {
+    /// Ends a test: on error, prints every process's log tail before
+    /// returning the error. With `STRATA_TEST_KEEP` set, the cluster
+    /// directory (configs, data, logs) is kept for inspection.
+    pub fn finish(mut self, result: anyhow::Result<()>) -> anyhow::Result<()> {
         if result.is_err() {
             self.dump_logs();
-            if std::env::var_os("STRATA_TEST_KEEP").is_some() {
-                let path = self.dir.path().to_owned();
-                std::mem::forget(self);
-                eprintln!("kept cluster dir {}", path.display());
+        }
+        if std::env::var_os("STRATA_TEST_KEEP").is_some() {
+            if let Ok(spare) = tempfile::tempdir() {
+                let kept = std::mem::replace(&mut self.dir, spare).keep();
+                eprintln!("kept cluster dir {}", kept.display());
             }
         }
         result

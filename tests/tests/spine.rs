@@ -97,7 +97,7 @@ async fn run_fleet(cfg: firmware_sim::FleetConfig) -> anyhow::Result<firmware_si
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_through_two_edges_into_three_hubs() -> anyhow::Result<()> {
-    let _g = serial();
+    let _g = serial().await;
     let seed = 11;
     let c = Cluster::start(ClusterOpts::default()).await?;
     let r = async {
@@ -112,7 +112,7 @@ async fn exactly_once_through_two_edges_into_three_hubs() -> anyhow::Result<()> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_sigkill_during_ingest_loses_and_doubles_nothing() -> anyhow::Result<()> {
-    let _g = serial();
+    let _g = serial().await;
     let mut c = Cluster::start(ClusterOpts::default()).await?;
     let r = leader_sigkill(&mut c, 12).await;
     c.finish(r)
@@ -129,16 +129,17 @@ async fn leader_sigkill(c: &mut Cluster, seed: u64) -> anyhow::Result<()> {
         (stored > 500).then_some(())
     })
     .await?;
-    let (leader, before) = c.api.leader_stored(&region).await?.context("leader")?;
+    let (leader, before) = c.leader_applied().await.context("leader")?;
     let killed_at = Instant::now();
     let idx = c.hub_index(leader);
     c.hubs[idx].kill().await;
-    // Write gap: from the kill until a new leader has stored more.
+    // Write gap, asked of the hubs directly: from the kill until a new
+    // leader has stored more than the old one had.
     let new_leader = wait_until(
         "a new leader storing again",
         Duration::from_secs(30),
         || async {
-            let (id, stored) = c.api.leader_stored(&region).await.ok()??;
+            let (id, stored) = c.leader_applied().await?;
             (id != leader && stored > before).then_some(id)
         },
     )
@@ -154,7 +155,7 @@ async fn leader_sigkill(c: &mut Cluster, seed: u64) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_sigkill_mid_stream_replays_its_spool() -> anyhow::Result<()> {
-    let _g = serial();
+    let _g = serial().await;
     let mut c = Cluster::start(ClusterOpts::default()).await?;
     let r = edge_sigkill(&mut c, 13).await;
     c.finish(r)
@@ -182,7 +183,7 @@ async fn edge_sigkill(c: &mut Cluster, seed: u64) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_outage_edges_spool_and_deliver_after() -> anyhow::Result<()> {
-    let _g = serial();
+    let _g = serial().await;
     let mut c = Cluster::start(ClusterOpts::default()).await?;
     let r = hub_outage(&mut c, 14).await;
     c.finish(r)

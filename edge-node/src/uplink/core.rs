@@ -34,6 +34,9 @@ pub struct CoreConfig {
     pub backoff_max_ms: u64,
     /// Heartbeat period while connected, ms.
     pub heartbeat_ms: u64,
+    /// A heartbeat unanswered for this long means the hub is gone (a
+    /// SIGKILLed hub sends nothing, so only silence reveals it), ms.
+    pub heartbeat_timeout_ms: u64,
 }
 
 /// What the driver must do next.
@@ -122,6 +125,8 @@ pub struct UplinkCore {
     /// Highest sequence number ever sent, to count resends.
     sent_high: u64,
     next_heartbeat: u64,
+    /// When the oldest unanswered heartbeat of this connection was sent.
+    heartbeat_outstanding: Option<u64>,
     /// Time before which no new batch is sent (after `Unavailable`).
     pause_until: u64,
     commands: VecDeque<Command>,
@@ -146,6 +151,7 @@ impl UplinkCore {
             durable_end: durable_end.max(first_unacked),
             sent_high: first_unacked,
             next_heartbeat: now,
+            heartbeat_outstanding: None,
             pause_until: 0,
             commands: VecDeque::new(),
             stats: CoreStats::default(),
@@ -166,6 +172,9 @@ impl UplinkCore {
                 let mut t = self.next_heartbeat;
                 if self.pause_until > 0 {
                     t = t.min(self.pause_until);
+                }
+                if let Some(sent) = self.heartbeat_outstanding {
+                    t = t.min(sent + self.cfg.heartbeat_timeout_ms);
                 }
                 Some(t)
             }
@@ -195,8 +204,16 @@ impl UplinkCore {
         }
     }
 
-    /// Time passed: redial, heartbeat or resume sending when due.
-    pub fn handle_timeout(&mut self, now: u64) {
+    /// Time passed: redial, heartbeat, declare a silent hub dead, or resume
+    /// sending when due. Needs an RNG for the backoff after a dead link.
+    pub fn handle_timeout(&mut self, now: u64, rng: &mut impl Rng) {
+        if let (Link::Up { .. }, Some(sent)) = (&self.link, self.heartbeat_outstanding) {
+            if now >= sent + self.cfg.heartbeat_timeout_ms {
+                self.commands.push_back(Command::Disconnect);
+                self.go_down(now, rng);
+                return;
+            }
+        }
         match self.link {
             Link::Down { retry_at } if now >= retry_at => {
                 let hub = self.pick_hub();
@@ -206,6 +223,7 @@ impl UplinkCore {
             Link::Up { id, .. } => {
                 if now >= self.next_heartbeat {
                     self.next_heartbeat = now + self.cfg.heartbeat_ms;
+                    self.heartbeat_outstanding.get_or_insert(now);
                     self.commands.push_back(Command::SendHeartbeat { conn: id });
                 }
                 if self.pause_until > 0 && now >= self.pause_until {
@@ -231,7 +249,7 @@ impl UplinkCore {
         self.cursor = self.trimmed;
         self.inflight.clear();
         self.pause_until = 0;
-        self.next_heartbeat = now;
+        self.heartbeat_outstanding = Some(now);
         self.commands.push_back(Command::SendHeartbeat { conn: id });
         self.next_heartbeat = now + self.cfg.heartbeat_ms;
         self.fill_window();
@@ -252,6 +270,13 @@ impl UplinkCore {
             if id == conn {
                 self.go_down(now, rng);
             }
+        }
+    }
+
+    /// The hub answered a heartbeat on `conn`: it is alive.
+    pub fn handle_heartbeat_ack(&mut self, conn: u64) {
+        if self.is_current(conn) {
+            self.heartbeat_outstanding = None;
         }
     }
 
@@ -445,6 +470,7 @@ impl UplinkCore {
 
     fn reset_for_redial(&mut self) {
         self.inflight.clear();
+        self.heartbeat_outstanding = None;
         self.cursor = self.trimmed;
         self.pause_until = 0;
         self.commands
@@ -452,6 +478,17 @@ impl UplinkCore {
     }
 
     fn go_down(&mut self, now: u64, rng: &mut impl Rng) {
+        // The hub we just lost (or failed to reach) is the worst next
+        // choice: forget a hint pointing at it and rotate past it, so a
+        // killed leader costs one failure, not one per redial.
+        if let Link::Up { hub, .. } | Link::Dialing { hub } = self.link {
+            if self.leader_hint == Some(hub) {
+                self.leader_hint = None;
+            }
+            if let Some(i) = self.cfg.hubs.iter().position(|h| *h == hub) {
+                self.next_hub = (i + 1) % self.cfg.hubs.len();
+            }
+        }
         self.stats.link_failures += 1;
         self.reset_for_redial();
         self.attempt = self.attempt.saturating_add(1);

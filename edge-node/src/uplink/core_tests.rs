@@ -20,6 +20,7 @@ fn cfg() -> CoreConfig {
         backoff_min_ms: 100,
         backoff_max_ms: 2_000,
         heartbeat_ms: 1_000,
+        heartbeat_timeout_ms: 1_500,
     }
 }
 
@@ -35,7 +36,7 @@ fn committed(first_seq: u64, count: u32) -> EdgeResponse {
 fn connects_sends_and_trims_in_order() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let mut c = UplinkCore::new(cfg(), 1, 1, 0);
-    c.handle_timeout(0);
+    c.handle_timeout(0, &mut rng);
     assert_eq!(drain(&mut c), vec![Command::Connect { hub: hubs()[0] }]);
     let conn = c.handle_connected(0);
     assert_eq!(drain(&mut c), vec![Command::SendHeartbeat { conn }]);
@@ -85,7 +86,7 @@ fn connects_sends_and_trims_in_order() {
 fn connection_loss_resends_only_uncommitted_ranges() {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let mut c = UplinkCore::new(cfg(), 1, 31, 0);
-    c.handle_timeout(0);
+    c.handle_timeout(0, &mut rng);
     drain(&mut c);
     let conn = c.handle_connected(0);
     drain(&mut c);
@@ -98,7 +99,7 @@ fn connection_loss_resends_only_uncommitted_ranges() {
     let t = c.poll_timeout().unwrap();
     // Equal jitter: between half and all of the first backoff step.
     assert!((60..=110).contains(&t), "retry at {t}");
-    c.handle_timeout(t);
+    c.handle_timeout(t, &mut rng);
     assert_eq!(drain(&mut c), vec![Command::Connect { hub: hubs()[1] }]);
     let conn2 = c.handle_connected(t);
     let cmds = drain(&mut c);
@@ -131,7 +132,7 @@ fn connection_loss_resends_only_uncommitted_ranges() {
 fn redirect_goes_straight_to_the_leader() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let mut c = UplinkCore::new(cfg(), 1, 5, 0);
-    c.handle_timeout(0);
+    c.handle_timeout(0, &mut rng);
     drain(&mut c);
     let conn = c.handle_connected(0);
     drain(&mut c);
@@ -149,7 +150,7 @@ fn redirect_goes_straight_to_the_leader() {
     );
     assert_eq!(drain(&mut c), vec![Command::Disconnect]);
     assert_eq!(c.poll_timeout(), Some(50));
-    c.handle_timeout(50);
+    c.handle_timeout(50, &mut rng);
     assert_eq!(drain(&mut c), vec![Command::Connect { hub: hubs()[2] }]);
 }
 
@@ -157,7 +158,7 @@ fn redirect_goes_straight_to_the_leader() {
 fn unavailable_pauses_then_retries_the_same_records() {
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let mut c = UplinkCore::new(cfg(), 1, 5, 0);
-    c.handle_timeout(0);
+    c.handle_timeout(0, &mut rng);
     drain(&mut c);
     let conn = c.handle_connected(0);
     drain(&mut c);
@@ -174,7 +175,7 @@ fn unavailable_pauses_then_retries_the_same_records() {
     assert_eq!(drain(&mut c), vec![]);
     let t = c.poll_timeout().unwrap();
     assert!(t > 100 && t <= 200, "{t}");
-    c.handle_timeout(t);
+    c.handle_timeout(t, &mut rng);
     assert_eq!(
         drain(&mut c),
         vec![Command::SendBatch {
@@ -192,7 +193,7 @@ fn backoff_grows_and_is_capped() {
     let mut now = 0;
     let mut delays = Vec::new();
     for _ in 0..10 {
-        c.handle_timeout(now);
+        c.handle_timeout(now, &mut rng);
         drain(&mut c);
         c.handle_connect_failed(now, &mut rng);
         let t = c.poll_timeout().unwrap();
@@ -269,7 +270,12 @@ fn run_sim(seed: u64, rng: &mut ChaCha8Rng, hub_rng: &mut ChaCha8Rng) {
                         pending.push((conn, first_seq, end, resp));
                     }
                 }
-                Command::SendHeartbeat { .. } => {}
+                Command::SendHeartbeat { conn } => {
+                    // A hub under faults sometimes stays silent.
+                    if calm || hub_rng.gen_bool(0.9) {
+                        core.handle_heartbeat_ack(conn);
+                    }
+                }
                 Command::Trim { upto } => {
                     assert!(upto >= trimmed, "seed {seed}: trim went backwards");
                     assert!(
@@ -294,14 +300,14 @@ fn run_sim(seed: u64, rng: &mut ChaCha8Rng, hub_rng: &mut ChaCha8Rng) {
         }
         if let Some(t) = core.poll_timeout() {
             if t <= now {
-                core.handle_timeout(now);
+                core.handle_timeout(now, rng);
             }
         }
     }
     // Let it finish calmly.
     for _ in 0..10_000 {
         now += 10;
-        core.handle_timeout(now);
+        core.handle_timeout(now, rng);
         while let Some(cmd) = core.poll_command() {
             match cmd {
                 Command::Connect { .. } => conn_up = Some(core.handle_connected(now)),
@@ -325,7 +331,7 @@ fn run_sim(seed: u64, rng: &mut ChaCha8Rng, hub_rng: &mut ChaCha8Rng) {
                     trimmed = upto;
                 }
                 Command::Disconnect => conn_up = None,
-                Command::SendHeartbeat { .. } => {}
+                Command::SendHeartbeat { conn } => core.handle_heartbeat_ack(conn),
             }
         }
         for (conn, first, _end, resp) in std::mem::take(&mut pending) {
@@ -338,4 +344,60 @@ fn run_sim(seed: u64, rng: &mut ChaCha8Rng, hub_rng: &mut ChaCha8Rng) {
     let _ = conn_up;
     assert_eq!(trimmed, durable, "seed {seed}: did not converge");
     assert!((1..durable).all(|s| stored.contains(&s)), "seed {seed}");
+}
+
+#[test]
+fn a_silent_hub_is_declared_dead_after_the_heartbeat_timeout() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let mut c = UplinkCore::new(cfg(), 1, 1, 0);
+    c.handle_timeout(0, &mut rng);
+    drain(&mut c);
+    let conn = c.handle_connected(0);
+    assert_eq!(drain(&mut c), vec![Command::SendHeartbeat { conn }]);
+    // Answered: the link stays up through the next heartbeat.
+    c.handle_heartbeat_ack(conn);
+    c.handle_timeout(1_000, &mut rng);
+    assert_eq!(drain(&mut c), vec![Command::SendHeartbeat { conn }]);
+    // Not answered: the deadline is 1_000 + 1_500.
+    assert_eq!(c.poll_timeout(), Some(2_000));
+    c.handle_timeout(2_000, &mut rng);
+    assert_eq!(drain(&mut c), vec![Command::SendHeartbeat { conn }]);
+    assert!(c.is_connected());
+    assert_eq!(c.poll_timeout(), Some(2_500));
+    c.handle_timeout(2_500, &mut rng);
+    assert_eq!(drain(&mut c), vec![Command::Disconnect]);
+    assert!(!c.is_connected());
+    assert_eq!(c.stats().link_failures, 1);
+}
+
+#[test]
+fn losing_the_hinted_leader_moves_on_to_another_hub() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut c = UplinkCore::new(cfg(), 1, 5, 0);
+    c.handle_timeout(0, &mut rng);
+    drain(&mut c);
+    let conn = c.handle_connected(0);
+    drain(&mut c);
+    c.handle_batch_cut(conn, 1, 5);
+    let hint = LeaderHint {
+        hub_id: 2,
+        addr: "127.0.0.1:7002".into(),
+    };
+    c.handle_batch_response(
+        conn,
+        1,
+        &EdgeResponse::NotLeader { leader: Some(hint) },
+        10,
+        &mut rng,
+    );
+    drain(&mut c);
+    c.handle_timeout(10, &mut rng);
+    assert_eq!(drain(&mut c), vec![Command::Connect { hub: hubs()[1] }]);
+    let conn2 = c.handle_connected(10);
+    drain(&mut c);
+    // The leader dies: the next dial must not go back to it.
+    c.handle_connection_lost(conn2, 20, &mut rng);
+    let t = c.poll_timeout().unwrap();
+    c.handle_timeout(t, &mut rng);
+    assert_eq!(drain(&mut c), vec![Command::Connect { hub: hubs()[2] }]);
 }

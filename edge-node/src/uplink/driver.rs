@@ -42,8 +42,15 @@ pub struct UplinkConfig {
     pub backoff_min_ms: u64,
     /// Longest reconnect delay, ms. Default 5000.
     pub backoff_max_ms: u64,
-    /// Heartbeat period, ms. Default 2000.
+    /// Heartbeat period, ms. Default 1000.
     pub heartbeat_ms: u64,
+    /// A hub that leaves a heartbeat unanswered this long is treated as
+    /// gone and the uplink reconnects (a killed hub sends nothing, so only
+    /// silence reveals it), ms. Default 2000.
+    pub heartbeat_timeout_ms: u64,
+    /// How long one dial (QUIC, TLS and hello) may take before the next hub
+    /// is tried, ms. Default 2000.
+    pub connect_timeout_ms: u64,
 }
 
 impl Default for UplinkConfig {
@@ -54,7 +61,9 @@ impl Default for UplinkConfig {
             max_inflight: 16,
             backoff_min_ms: 100,
             backoff_max_ms: 5_000,
-            heartbeat_ms: 2_000,
+            heartbeat_ms: 1_000,
+            heartbeat_timeout_ms: 2_000,
+            connect_timeout_ms: 2_000,
         }
     }
 }
@@ -80,6 +89,12 @@ impl UplinkConfig {
         }
         if self.heartbeat_ms < 100 {
             p.push("uplink.heartbeat-ms: must be at least 100".to_owned());
+        }
+        if self.connect_timeout_ms < 100 {
+            p.push("uplink.connect-timeout-ms: must be at least 100".to_owned());
+        }
+        if self.heartbeat_timeout_ms < self.heartbeat_ms {
+            p.push("uplink.heartbeat-timeout-ms: must be at least heartbeat-ms".to_owned());
         }
         p
     }
@@ -219,6 +234,7 @@ pub type StatusFn = Arc<dyn Fn() -> EdgeStatus + Send + Sync>;
 enum Event {
     Dialed(Result<quinn::Connection, NetError>),
     Lost(u64),
+    HeartbeatAcked(u64),
     Batch {
         conn: u64,
         first_seq: u64,
@@ -281,6 +297,7 @@ impl UplinkDriver {
                 backoff_min_ms: self.cfg.backoff_min_ms,
                 backoff_max_ms: self.cfg.backoff_max_ms,
                 heartbeat_ms: self.cfg.heartbeat_ms,
+                heartbeat_timeout_ms: self.cfg.heartbeat_timeout_ms,
             },
             stats.first_unacked_seq,
             stats.next_seq,
@@ -297,14 +314,25 @@ impl UplinkDriver {
                 match cmd {
                     Command::Connect { hub } => {
                         let (ep, me, tx) = (endpoint.clone(), self.me.clone(), tx.clone());
+                        let limit = Duration::from_millis(self.cfg.connect_timeout_ms);
                         tokio::spawn(async move {
-                            let r = strata_net::connect(&ep, hub, &me).await.map(|(c, _)| c);
+                            let r = match tokio::time::timeout(
+                                limit,
+                                strata_net::connect(&ep, hub, &me),
+                            )
+                            .await
+                            {
+                                Ok(r) => r.map(|(c, _)| c),
+                                Err(_) => Err(NetError::HandshakeTimeout {
+                                    peer: hub.to_string(),
+                                }),
+                            };
                             let _ = tx.send(Event::Dialed(r));
                         });
                     }
                     Command::Disconnect => {
                         if let Some((_, c)) = conn.take() {
-                            c.close(0u32.into(), b"redirected");
+                            c.close(0u32.into(), b"redirected or silent");
                         }
                     }
                     Command::SendBatch {
@@ -354,16 +382,21 @@ impl UplinkDriver {
                     Command::SendHeartbeat { conn: id } => {
                         if let Some((_, c)) = conn.as_ref().filter(|(cid, _)| *cid == id) {
                             let req = EdgeRequest::Heartbeat((self.status)());
-                            let c = c.clone();
+                            let (c, tx) = (c.clone(), tx.clone());
                             tokio::spawn(async move {
                                 let Ok(framed) = frame::frame_to_vec(&req) else {
                                     return;
                                 };
-                                if let Err(e) =
-                                    rpc::call_raw_with_priority::<EdgeResponse>(&c, &framed, 10)
-                                        .await
+                                // Only an answer proves the hub alive; silence is
+                                // judged by the core's heartbeat timeout.
+                                match rpc::call_raw_with_priority::<EdgeResponse>(&c, &framed, 10)
+                                    .await
                                 {
-                                    tracing::debug!(error = %e, "heartbeat failed");
+                                    Ok(EdgeResponse::HeartbeatAck) => {
+                                        let _ = tx.send(Event::HeartbeatAcked(id));
+                                    }
+                                    Ok(other) => tracing::debug!(?other, "heartbeat refused"),
+                                    Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
                                 }
                             });
                         }
@@ -410,6 +443,7 @@ impl UplinkDriver {
                             tracing::warn!(%edge, error = %e, "uplink dial failed");
                             core.handle_connect_failed(now(), &mut rng);
                         }
+                        Event::HeartbeatAcked(id) => core.handle_heartbeat_ack(id),
                         Event::Lost(id) => {
                             if conn.as_ref().is_some_and(|(cid, _)| *cid == id) {
                                 tracing::warn!(%edge, "uplink connection lost");
@@ -443,7 +477,7 @@ impl UplinkDriver {
                     known_end = self.spool.stats().next_seq;
                     core.handle_records_available(known_end);
                 }
-                _ = tokio::time::sleep_until(deadline.into()) => core.handle_timeout(now()),
+                _ = tokio::time::sleep_until(deadline.into()) => core.handle_timeout(now(), &mut rng),
             }
         }
         if let Some((_, c)) = conn {
