@@ -296,4 +296,17 @@ mod tests {
         let empty = CentralConfig::default().validate().unwrap_err().to_string();
         assert!(empty.contains("at least one region"), "{empty}");
     }
+
+    /// docs/config/central.toml is the reference users copy: it must parse,
+    /// and the defaults it shows must be the real ones.
+    #[test]
+    fn documented_example_parses_with_true_defaults() {
+        let doc: CentralConfig =
+            toml::from_str(include_str!("../../docs/config/central.toml")).unwrap();
+        let d = CentralConfig::default();
+        assert_eq!(doc.listen, d.listen);
+        assert_eq!(doc.request_timeout_ms, d.request_timeout_ms);
+        assert_eq!(doc.connect_timeout_ms, d.connect_timeout_ms);
+        assert_eq!(doc.regions.len(), 1);
+    }
 }

@@ -168,4 +168,23 @@ mod tests {
         let p = cfg.problems();
         assert!(p.len() >= 4, "{p:?}");
     }
+
+    /// docs/config/edge.toml is the reference users copy: it must parse,
+    /// and the defaults it shows must be the real ones.
+    #[test]
+    fn documented_example_parses_with_true_defaults() {
+        let doc: EdgeConfig = toml::from_str(include_str!("../../docs/config/edge.toml")).unwrap();
+        let d = EdgeConfig::default();
+        assert_eq!(doc.ingress.max_packet_bytes, d.ingress.max_packet_bytes);
+        assert_eq!(doc.ingress.max_inflight, d.ingress.max_inflight);
+        assert_eq!(doc.ingress.max_connections, d.ingress.max_connections);
+        assert_eq!(doc.ingress.subscriber_queue, d.ingress.subscriber_queue);
+        assert_eq!(doc.ingress.connect_timeout_ms, d.ingress.connect_timeout_ms);
+        assert_eq!(doc.ingress.write_timeout_ms, d.ingress.write_timeout_ms);
+        assert_eq!(doc.spool, d.spool);
+        assert_eq!(doc.uplink, d.uplink);
+        assert_eq!(doc.region, d.region);
+        assert_eq!(doc.data_dir, d.data_dir);
+        assert!(doc.bridge.is_none());
+    }
 }

@@ -380,4 +380,20 @@ retention-ms = 0
             );
         }
     }
+
+    /// docs/config/hub.toml is the reference users copy: it must parse,
+    /// and the defaults it shows must be the real ones.
+    #[test]
+    fn documented_example_parses_with_true_defaults() {
+        let doc = HubConfig::from_toml(include_str!("../../docs/config/hub.toml")).unwrap();
+        let d = HubConfig::default();
+        assert_eq!(doc.raft, d.raft);
+        assert_eq!(doc.store, d.store);
+        assert_eq!(doc.data_dir, d.data_dir);
+        assert_eq!(doc.peer_listen, d.peer_listen);
+        assert_eq!(doc.client_listen, d.client_listen);
+        assert_eq!(doc.join, d.join);
+        assert_eq!(doc.checkpoint_interval_ms, d.checkpoint_interval_ms);
+        assert_eq!(doc.peers.len(), 3);
+    }
 }
