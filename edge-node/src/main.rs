@@ -1,8 +1,8 @@
 //! `edge-node --config edge.toml`: wiring only; see the `edge_node` crate.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
 use strata_net::process;
 
@@ -16,23 +16,40 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let args = Args::parse();
     process::init_tracing();
-    let cfg: edge_node::EdgeConfig = process::load_toml(&args.config)?;
-    process::check_problems(&args.config, cfg.problems())?;
+    // Exit code 2: the config is unusable; every problem is listed.
+    let cfg: edge_node::EdgeConfig =
+        match process::load_toml(&args.config).and_then(|c: edge_node::EdgeConfig| {
+            process::check_problems(&args.config, c.problems()).map(|()| c)
+        }) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
     let shutdown = process::shutdown_on_signals();
-    let node = edge_node::EdgeNode::start(cfg.clone())
+    let name = cfg.name.clone();
+    let result = async {
+        let node = edge_node::EdgeNode::start(cfg).await?;
+        node.run_with(shutdown, |mqtt, metrics| {
+            process::announce_ready(&serde_json::json!({
+                "kind": "edge-node",
+                "name": name,
+                "mqtt": mqtt.map(|a| a.to_string()),
+                "metrics": metrics.map(|a| a.to_string()),
+            }));
+        })
         .await
-        .context("starting edge node")?;
-    node.run_with(shutdown, |mqtt, metrics| {
-        process::announce_ready(&serde_json::json!({
-            "kind": "edge-node",
-            "name": cfg.name,
-            "mqtt": mqtt.map(|a| a.to_string()),
-            "metrics": metrics.map(|a| a.to_string()),
-        }));
-    })
-    .await?;
-    Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

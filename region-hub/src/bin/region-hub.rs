@@ -2,6 +2,7 @@
 //! Wiring only: arguments, config, tracing, signals, then `region_hub::start`.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
@@ -30,20 +31,37 @@ fn load(path: &PathBuf) -> anyhow::Result<HubConfig> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     process::init_tracing();
     let args = Args::parse();
-    let cfg = load(&args.config)?;
+    // Exit code 2: the config is unusable; every problem is listed.
+    let cfg = match load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     if args.check {
         println!("{}: ok", args.config.display());
-        return Ok(());
+        return ExitCode::SUCCESS;
     }
+    match serve(cfg, &args.config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(cfg: HubConfig, path: &std::path::Path) -> anyhow::Result<()> {
     let shutdown = process::shutdown_on_signals();
     let (region, id) = (cfg.region.clone(), cfg.id);
     let listeners = region_hub::Listeners::bind(&cfg)?;
     let hub = region_hub::start(cfg, listeners, shutdown)
         .await
-        .with_context(|| format!("region hub ({})", args.config.display()))?;
+        .with_context(|| format!("region hub ({})", path.display()))?;
     process::announce_ready(&serde_json::json!({
         "kind": "region-hub",
         "region": region,
@@ -54,5 +72,5 @@ async fn main() -> anyhow::Result<()> {
     }));
     hub.wait()
         .await
-        .with_context(|| format!("region hub ({})", args.config.display()))
+        .with_context(|| format!("region hub ({})", path.display()))
 }
