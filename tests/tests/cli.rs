@@ -1,6 +1,8 @@
 //! Bad configs and arguments get a clear error naming the problem and exit
 //! code 2, from every binary, without starting anything.
 
+#![allow(clippy::unwrap_used)] // a test: unwrapping is the assertion
+
 use std::process::Command;
 
 use strata_tests::proc::bin_path;
