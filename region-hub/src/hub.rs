@@ -126,6 +126,31 @@ impl RunningHub {
     }
 }
 
+/// QUIC endpoint settings that survive a restart of the hub: the stateless
+/// reset key, and connection ids that every run recognizes as its own, both
+/// derived from the TLS private key (secret, and the same in every run).
+/// A replica, edge or central still holding a connection to the previous
+/// run of a restarted hub then gets a valid stateless reset for its first
+/// packet (RFC 9000 §10.3) and redials at once. With quinn's defaults (a
+/// random key per run, and ids of another run dropped unanswered) they
+/// write into the dead connection until its 5 s idle timeout: seconds in
+/// which a restarted replica hears nothing from its leader.
+fn endpoint_config(tls: &NodeTls) -> quinn::EndpointConfig {
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+    h.update(b"strata quic endpoint keys v1\0");
+    h.update(tls.key.secret_der());
+    let secret = h.finish();
+    let reset = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_ref());
+    // The id key is not the reset key: id signatures are seen on the wire.
+    let tag = ring::hmac::sign(&reset, b"connection ids");
+    let mut id_key = [0u8; 8];
+    id_key.copy_from_slice(&tag.as_ref()[..8]);
+    let id_key = u64::from_le_bytes(id_key);
+    let mut cfg = quinn::EndpointConfig::new(Arc::new(reset));
+    cfg.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(id_key)));
+    cfg
+}
+
 fn endpoint(socket: UdpSocket, tls: &NodeTls) -> Result<quinn::Endpoint, HubError> {
     let addr = socket.local_addr().map_err(|source| HubError::Bind {
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -136,13 +161,8 @@ fn endpoint(socket: UdpSocket, tls: &NodeTls) -> Result<quinn::Endpoint, HubErro
         source: std::io::Error::other("no async runtime"),
     })?;
     let server = strata_net::endpoint::server_config(tls)?;
-    let mut ep = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server),
-        socket,
-        runtime,
-    )
-    .map_err(|source| HubError::Bind { addr, source })?;
+    let mut ep = quinn::Endpoint::new(endpoint_config(tls), Some(server), socket, runtime)
+        .map_err(|source| HubError::Bind { addr, source })?;
     ep.set_default_client_config(strata_net::endpoint::client_config(tls)?);
     Ok(ep)
 }
@@ -259,4 +279,76 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> Result<(), HubE
     cfg.validate()?;
     let listeners = Listeners::bind(&cfg)?;
     start(cfg, listeners, shutdown).await?.wait().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A connection to a hub endpoint that is replaced on the same port (a
+    /// restarted hub) is reset by the new one as soon as it sends, instead
+    /// of lingering until the 5 s idle timeout.
+    #[tokio::test]
+    async fn a_restarted_endpoint_resets_old_connections_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = strata_net::Pki::ensure(dir.path()).unwrap();
+        let hub = NodeTls::load(&pki.node("hub-1").unwrap()).unwrap();
+        let tool = NodeTls::load(&pki.node("tool").unwrap()).unwrap();
+        let client = strata_net::client_endpoint(&tool).unwrap();
+        // The first run lives on its own runtime, so that it can vanish
+        // like a killed process: no CONNECTION_CLOSE is ever sent.
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let (crash_tx, crash_rx) = std::sync::mpsc::channel::<()>();
+        let first = std::thread::spawn({
+            let hub = hub.clone();
+            move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let server = rt.block_on(async {
+                    endpoint(UdpSocket::bind("127.0.0.1:0").unwrap(), &hub).unwrap()
+                });
+                addr_tx.send(server.local_addr().unwrap()).unwrap();
+                let held = rt.block_on(async { server.accept().await.unwrap().await.unwrap() });
+                crash_rx.recv().unwrap();
+                rt.shutdown_background();
+                drop((held, server));
+            }
+        });
+        let addr = addr_rx.await.unwrap();
+        let conn = client
+            .connect(addr, strata_net::CLUSTER_SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        crash_tx.send(()).unwrap();
+        first.join().unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let socket = loop {
+            match UdpSocket::bind(addr) {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "cannot rebind {addr}: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        let _restarted = endpoint(socket, &hub).unwrap();
+        // The next packet on the old connection meets the new run.
+        let mut send = conn.open_uni().await.unwrap();
+        let _ = send.write_all(b"hello").await;
+        let reason = tokio::time::timeout(Duration::from_secs(2), conn.closed())
+            .await
+            .expect("the old connection was not reset within 2 s");
+        assert!(
+            matches!(reason, quinn::ConnectionError::Reset),
+            "{reason:?}"
+        );
+    }
 }

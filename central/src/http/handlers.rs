@@ -260,14 +260,16 @@ pub async fn add_replica(
         crate::config::check_host_port(addr)
             .map_err(|why| AppError::bad_body(format!("`{field}` {addr:?}: {why}")))?;
     }
-    let replicas = region
-        .add_replica(ReplicaInfo {
-            id: body.id,
-            peer_addr: body.peer_addr,
-            client_addr: body.client_addr,
-            voter: true,
-        })
-        .await?;
+    let replica = ReplicaInfo {
+        id: body.id,
+        peer_addr: body.peer_addr,
+        client_addr: body.client_addr,
+        voter: true,
+    };
+    if let Some((_, members)) = region.status().await.leader_members() {
+        check_add(&name, members, &replica)?;
+    }
+    let replicas = region.add_replica(replica).await?;
     Ok(Json(MembershipView {
         region: name,
         replicas: replicas.into_iter().map(Into::into).collect(),
@@ -290,9 +292,65 @@ pub async fn remove_replica(
         }
         Ok(id) => id,
     };
+    if let Some((leader, members)) = region.status().await.leader_members() {
+        check_remove(&name, leader, members, id)?;
+    }
     let replicas = region.remove_replica(id).await?;
     Ok(Json(MembershipView {
         region: name,
         replicas: replicas.into_iter().map(Into::into).collect(),
     }))
+}
+
+/// Refuses an id that is already a member at other addresses: adding it
+/// would re-address a live replica. (The same addresses again is a retry
+/// and goes through; the leader answers it without a new entry.) The hub
+/// refuses it too; checking here first gives a 409 instead of a 502.
+fn check_add(region: &str, members: &[ReplicaInfo], new: &ReplicaInfo) -> Result<(), AppError> {
+    match members.iter().find(|m| m.id == new.id) {
+        Some(m) if m.peer_addr != new.peer_addr || m.client_addr != new.client_addr => {
+            Err(AppError::new(
+                StatusCode::CONFLICT,
+                "replica-exists",
+                format!(
+                    "replica {} is already a member of region {region} (peer-addr {}, \
+                     client-addr {}); remove it first to give its id to another replica",
+                    m.id, m.peer_addr, m.client_addr
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Refuses removing the leader (it cannot remove itself) or a non-member,
+/// as the leader would, but with a 4xx status.
+fn check_remove(
+    region: &str,
+    leader: u64,
+    members: &[ReplicaInfo],
+    id: u64,
+) -> Result<(), AppError> {
+    if id == leader {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            "replica-is-leader",
+            format!(
+                "replica {id} is the leader of region {region} and cannot remove itself; \
+                 retry once another replica leads (stopping hub {id} moves the leadership)"
+            ),
+        ));
+    }
+    if !members.iter().any(|m| m.id == id) {
+        let ids: Vec<String> = members.iter().map(|m| m.id.to_string()).collect();
+        return Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "unknown-replica",
+            format!(
+                "replica {id} is not a member of region {region} (members: {})",
+                ids.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }

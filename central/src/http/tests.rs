@@ -30,6 +30,9 @@ struct Fake {
     stale: bool,
     queries: Mutex<Vec<TelemetryQuery>>,
     changes: Mutex<Vec<String>>,
+    /// The membership: changed by add/remove, reported by the leader's
+    /// status (unless `fail`, so that requests reach the failing call).
+    members: Mutex<Vec<ReplicaInfo>>,
 }
 
 impl Fake {
@@ -50,6 +53,12 @@ impl Fake {
             stale: false,
             queries: Mutex::new(Vec::new()),
             changes: Mutex::new(Vec::new()),
+            members: Mutex::new(vec![ReplicaInfo {
+                id: 1,
+                peer_addr: "p1:7001".into(),
+                client_addr: "c1:7000".into(),
+                voter: true,
+            }]),
         }
     }
 
@@ -70,12 +79,7 @@ impl Fake {
     }
 
     fn members(&self) -> Vec<ReplicaInfo> {
-        vec![ReplicaInfo {
-            id: 1,
-            peer_addr: "p1:7001".into(),
-            client_addr: "c1:7000".into(),
-            voter: true,
-        }]
+        self.members.lock().unwrap().clone()
     }
 }
 
@@ -103,7 +107,14 @@ impl RegionApi for Fake {
         let replicas = vec![
             ReplicaStatus {
                 addr: "h1:7000".into(),
-                status: Ok(hub_status(&self.name, 1, RaftRole::Leader)),
+                status: Ok(HubStatus {
+                    replicas: if self.fail.is_none() {
+                        self.members()
+                    } else {
+                        vec![]
+                    },
+                    ..hub_status(&self.name, 1, RaftRole::Leader)
+                }),
             },
             ReplicaStatus {
                 addr: "h2:7000".into(),
@@ -188,13 +199,15 @@ impl RegionApi for Fake {
             .lock()
             .unwrap()
             .push(format!("add {}", replica.id));
-        let mut m = self.members();
+        let mut m = self.members.lock().unwrap();
+        m.retain(|r| r.id != replica.id);
         m.push(replica);
-        futures::future::ready(self.served(m).map(|s| s.value)).boxed()
+        futures::future::ready(self.served(m.clone()).map(|s| s.value)).boxed()
     }
 
     fn remove_replica(&self, id: u64) -> BoxFuture<'_, Result<Vec<ReplicaInfo>, RegionError>> {
         self.changes.lock().unwrap().push(format!("remove {id}"));
+        self.members.lock().unwrap().retain(|r| r.id != id);
         futures::future::ready(self.served(self.members()).map(|s| s.value)).boxed()
     }
 }
@@ -550,6 +563,42 @@ async fn replica_changes_reject_bad_input() {
     let msg = error(status, &resp, StatusCode::BAD_REQUEST, "invalid-parameter");
     assert!(msg.contains("`id`"), "{msg}");
     assert!(h.west.changes.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn conflicting_replica_changes_are_refused_with_4xx() {
+    let h = healthy();
+    let url = "/api/v1/regions/west/replicas";
+    let four = r#"{"id": 4, "peer-addr": "10.0.0.4:7001", "client-addr": "10.0.0.4:7000"}"#;
+    let (status, _) = send(&h.state, "POST", url, Some(four)).await;
+    assert_eq!(status, StatusCode::OK);
+    // The same replica again is a retry: forwarded, answered 200.
+    let (status, resp) = send(&h.state, "POST", url, Some(four)).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    // Id 4 at other addresses would re-address a live member.
+    let other = r#"{"id": 4, "peer-addr": "10.0.0.5:7001", "client-addr": "10.0.0.5:7000"}"#;
+    let (status, resp) = send(&h.state, "POST", url, Some(other)).await;
+    let msg = error(status, &resp, StatusCode::CONFLICT, "replica-exists");
+    assert!(
+        msg.contains("replica 4 is already a member of region west"),
+        "{msg}"
+    );
+    assert!(msg.contains("10.0.0.4:7001"), "{msg}");
+    // The leader (replica 1) cannot remove itself.
+    let (status, resp) = send(&h.state, "DELETE", &format!("{url}/1"), None).await;
+    let msg = error(status, &resp, StatusCode::CONFLICT, "replica-is-leader");
+    assert!(
+        msg.contains("replica 1 is the leader of region west"),
+        "{msg}"
+    );
+    // A stranger is not found; the message lists the members.
+    let (status, resp) = send(&h.state, "DELETE", &format!("{url}/9"), None).await;
+    let msg = error(status, &resp, StatusCode::NOT_FOUND, "unknown-replica");
+    assert!(
+        msg.contains("replica 9") && msg.contains("members: 1, 4"),
+        "{msg}"
+    );
+    assert_eq!(*h.west.changes.lock().unwrap(), vec!["add 4", "add 4"]);
 }
 
 #[tokio::test]

@@ -82,6 +82,19 @@ impl RegionStatus {
     }
 }
 
+impl RegionStatus {
+    /// The leader's id and its view of the membership, when a leader
+    /// answered with a non-empty membership.
+    pub fn leader_members(&self) -> Option<(u64, &[ReplicaInfo])> {
+        let leader = self.leader?;
+        self.replicas
+            .iter()
+            .filter_map(|r| r.status.as_ref().ok())
+            .find(|s| s.id == leader && !s.replicas.is_empty())
+            .map(|s| (leader, s.replicas.as_slice()))
+    }
+}
+
 /// Why a region operation failed. Each variant names the region.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RegionError {
@@ -180,6 +193,37 @@ mod tests {
                 stored_records: 0,
             }),
         }
+    }
+
+    #[test]
+    fn leader_members_come_from_the_leader_only() {
+        let member = |id| ReplicaInfo {
+            id,
+            peer_addr: format!("p{id}:1"),
+            client_addr: format!("c{id}:1"),
+            voter: true,
+        };
+        let mut follower = reached("b:1", 2, RaftRole::Follower, 5);
+        if let Ok(s) = &mut follower.status {
+            s.replicas = vec![member(1), member(2)];
+        }
+        let mut leader = reached("a:1", 1, RaftRole::Leader, 5);
+        if let Ok(s) = &mut leader.status {
+            s.replicas = vec![member(1), member(2), member(3)];
+        }
+        let s = RegionStatus::from_replicas("west".into(), vec![follower.clone(), leader]);
+        let (id, members) = s.leader_members().unwrap();
+        assert_eq!(id, 1);
+        assert_eq!(members.len(), 3);
+        // Without a leader the membership is unknown.
+        let s = RegionStatus::from_replicas("west".into(), vec![follower]);
+        assert!(s.leader_members().is_none());
+        // So it is when the leader lists none.
+        let s = RegionStatus::from_replicas(
+            "west".into(),
+            vec![reached("a:1", 1, RaftRole::Leader, 5)],
+        );
+        assert!(s.leader_members().is_none());
     }
 
     #[test]

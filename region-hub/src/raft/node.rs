@@ -141,9 +141,11 @@ pub enum ReadRequest {
 /// A membership change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberChange {
-    /// Add (or re-address) a voter.
+    /// Add a voter. Refused for an id that is a member at other addresses;
+    /// answered at once, without a log entry, when it already is a voter at
+    /// these addresses (a retried request).
     Add(ReplicaInfo),
-    /// Remove a replica.
+    /// Remove a member. Refused for a non-member and for the leader itself.
     Remove(u64),
 }
 
@@ -521,8 +523,21 @@ impl<S: HubStore> RaftNode<S> {
             let _ = reply.send(Err(self.not_leader()));
             return;
         }
+        if let Err(reason) = self.check_change(&change) {
+            let _ = reply.send(Err(ProposeError::Rejected {
+                region: self.cfg.region.clone(),
+                reason,
+            }));
+            return;
+        }
         let mut cc = ConfChange::default();
         match &change {
+            MemberChange::Add(info) if self.is_voter_at(info) => {
+                // Already a voter at these addresses: a retried request
+                // (its first answer was lost) succeeds without a new entry.
+                let _ = reply.send(Ok(self.members().to_vec()));
+                return;
+            }
             MemberChange::Add(info) => {
                 cc.set_change_type(ConfChangeType::AddNode);
                 cc.node_id = info.id;
@@ -532,8 +547,10 @@ impl<S: HubStore> RaftNode<S> {
                 if *id == self.cfg.id {
                     let _ = reply.send(Err(ProposeError::Rejected {
                         region: self.cfg.region.clone(),
-                        reason: "the leader cannot remove itself; remove it from another leader"
-                            .into(),
+                        reason: format!(
+                            "replica {id} is the leader and cannot remove itself; retry once \
+                             another replica leads (stopping hub {id} moves the leadership)"
+                        ),
                     }));
                     return;
                 }
@@ -553,6 +570,41 @@ impl<S: HubStore> RaftNode<S> {
             Err(e) => {
                 let _ = reply.send(Err(self.unavailable(format!("conf change dropped: {e}"))));
             }
+        }
+    }
+
+    /// True when `info` is already a voter with exactly these addresses.
+    fn is_voter_at(&self, info: &ReplicaInfo) -> bool {
+        let voters = &self.raw.store().conf_state().voters;
+        self.members().iter().any(|m| {
+            m.id == info.id
+                && voters.contains(&m.id)
+                && m.peer_addr == info.peer_addr
+                && m.client_addr == info.client_addr
+        })
+    }
+
+    /// Refuses changes that cannot be what the operator meant: adding an id
+    /// that is already a member at other addresses (that would silently
+    /// re-address a live replica: its messages would go to the newcomer),
+    /// and removing an id that is not a member (raft would commit a no-op).
+    fn check_change(&self, change: &MemberChange) -> Result<(), String> {
+        let region = &self.cfg.region;
+        match change {
+            MemberChange::Add(info) => match self.members().iter().find(|m| m.id == info.id) {
+                Some(m) if m.peer_addr != info.peer_addr || m.client_addr != info.client_addr => {
+                    Err(format!(
+                        "replica {} is already a member of region {region} (peer-addr {}, \
+                         client-addr {}); remove it first to give its id to another replica",
+                        m.id, m.peer_addr, m.client_addr
+                    ))
+                }
+                _ => Ok(()),
+            },
+            MemberChange::Remove(id) if !self.members().iter().any(|m| m.id == *id) => {
+                Err(format!("replica {id} is not a member of region {region}"))
+            }
+            MemberChange::Remove(_) => Ok(()),
         }
     }
 

@@ -250,6 +250,40 @@ fn add_and_remove_replicas() {
 }
 
 #[test]
+fn conflicting_membership_changes_are_refused() {
+    let mut c = Cluster::new(3, 1000);
+    c.elect(1);
+    let before = c.nodes[&1].status();
+    let rejected = |rx: &mut tokio::sync::oneshot::Receiver<_>| match rx.try_recv().unwrap() {
+        Err(ProposeError::Rejected { reason, .. }) => reason,
+        other => panic!("expected a rejection, got {other:?}"),
+    };
+    // Id 2 at another replica's addresses would re-address a live member.
+    let mut rx = c.change(
+        1,
+        MemberChange::Add(strata_protocol::ReplicaInfo { id: 2, ..member(4) }),
+    );
+    let reason = rejected(&mut rx);
+    assert!(reason.contains("replica 2 is already a member"), "{reason}");
+    assert!(reason.contains(&member(2).peer_addr), "{reason}");
+    // Removing a stranger would commit a no-op.
+    let mut rx = c.change(1, MemberChange::Remove(9));
+    assert!(rejected(&mut rx).contains("replica 9 is not a member"));
+    // The leader refuses to remove itself, saying how to get there.
+    let mut rx = c.change(1, MemberChange::Remove(1));
+    assert!(rejected(&mut rx).contains("replica 1 is the leader"));
+    // Re-adding a voter at its own addresses (a retried request) succeeds
+    // at once, without a log entry.
+    let mut rx = c.change(1, MemberChange::Add(member(2)));
+    let members = rx.try_recv().unwrap().unwrap();
+    assert_eq!(members, before.replicas);
+    c.settle();
+    let after = c.nodes[&1].status();
+    assert_eq!(after.last_index, before.last_index);
+    assert_eq!(after.replicas, before.replicas);
+}
+
+#[test]
 fn a_long_reader_never_blocks_apply() {
     let mut c = Cluster::new(3, 1000);
     c.elect(1);
