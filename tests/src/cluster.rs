@@ -455,3 +455,98 @@ impl Api {
         }))
     }
 }
+
+// ---------------------------------------------------------------------------
+// Metrics scraping and raw HTTP, for tests that check counters and error
+// bodies. Added for bad_input.rs, bridge.rs and metrics.rs.
+
+/// GET `http://{addr}{path}`: status, content type and body text.
+pub async fn http_get_text(addr: &str, path: &str) -> anyhow::Result<(u16, String, String)> {
+    let r = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .with_context(|| format!("GET http://{addr}{path}"))?;
+    let status = r.status().as_u16();
+    let ctype = r
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    Ok((status, ctype, r.text().await?))
+}
+
+/// The Prometheus text of `http://{addr}/metrics`; fails unless it answers 200.
+pub async fn scrape(addr: &str) -> anyhow::Result<String> {
+    let (status, _, body) = http_get_text(addr, "/metrics").await?;
+    anyhow::ensure!(status == 200, "GET {addr}/metrics: {status} {body}");
+    Ok(body)
+}
+
+/// The value of one sample in Prometheus text. `series` is the sample name
+/// with its labels exactly as rendered, e.g.
+/// `strata_ingress_rejects_total{reason="invalid_json"}`. `None` when the
+/// series is absent (a labelled counter that never fired is absent).
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?;
+        let v = rest.strip_prefix(' ')?;
+        v.split_whitespace().next()?.parse().ok()
+    })
+}
+
+impl Cluster {
+    /// `/metrics` address of edge `i` (0-based, as in `edges`).
+    pub fn edge_metrics_addr(&self, i: usize) -> anyhow::Result<String> {
+        self.edges[i]
+            .ready_field("metrics")
+            .with_context(|| format!("edge-{} ready line has no metrics address", i + 1))
+    }
+
+    /// `/metrics` address of hub replica `id`.
+    pub fn hub_metrics_addr(&self, id: u64) -> anyhow::Result<String> {
+        self.hubs[self.hub_index(id)]
+            .ready_field("metrics")
+            .with_context(|| format!("hub-{id} ready line has no metrics address"))
+    }
+
+    /// Central serves `/metrics` and `/health` on its API address.
+    pub fn central_metrics_addr(&self) -> anyhow::Result<String> {
+        self.central
+            .ready_field("http")
+            .context("central ready line has no http address")
+    }
+
+    /// One sample of a process's `/metrics` (see [`metric_value`]); an absent
+    /// series counts as 0, as for a labelled counter that never fired.
+    pub async fn metric(&self, addr: &str, series: &str) -> anyhow::Result<f64> {
+        Ok(metric_value(&scrape(addr).await?, series).unwrap_or(0.0))
+    }
+}
+
+impl Api {
+    /// Sends `method path` with `body` and `content_type` (none when
+    /// `None`); returns the status and the JSON body (`Null` if not JSON).
+    pub async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .body(body.to_owned());
+        if let Some(ct) = content_type {
+            req = req.header(reqwest::header::CONTENT_TYPE, ct);
+        }
+        let r = req.send().await?;
+        let status = r.status().as_u16();
+        let body = r.json::<Value>().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+}

@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod cluster;
+pub mod fleet;
 pub mod proc;
 pub mod wait;
 

@@ -5,7 +5,7 @@
 //! that each device has exactly the readings it sent.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,97 +13,32 @@ use anyhow::Context;
 use serde_json::{json, Value};
 use strata_protocol::{HubRequest, HubResponse, HubStatus, NodeIdentity, NodeKind, RaftRole};
 use strata_tests::cluster::{free_udp_ports, serial};
+use strata_tests::fleet::{self, run_fleet, Phase, TENANT};
 use strata_tests::{wait_until, Cluster, ClusterOpts, Proc};
-use tokio_util::sync::CancellationToken;
 
-const TENANT: &str = "acme";
 /// Devices per ingest phase, and readings per device.
 const DEVICES: u32 = 20;
 const COUNT: u64 = 50;
 /// The joining replica's Raft id.
 const NEW_ID: u64 = 4;
 
-/// Reading timestamps start ten minutes ago: inside the store's retention,
-/// fixed for the whole test so every timestamp is known.
-fn start_ts_ms() -> i64 {
-    static START: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    *START.get_or_init(|| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        now - 600_000
-    })
+/// One ingest phase: devices `<prefix>-0..DEVICES`, `COUNT` readings each.
+fn phase(prefix: &str) -> Phase {
+    Phase::new(prefix, DEVICES, COUNT)
 }
 
-/// One ingest phase: devices `<prefix>-0..DEVICES`, `COUNT` sequenced
-/// readings each, as fast as the edges take them.
+/// Sends one phase as fast as the edges take it; every reading PUBACKed.
 async fn ingest(c: &Cluster, prefix: &str, seed: u64) -> anyhow::Result<()> {
-    let cfg = firmware_sim::FleetConfig {
-        tenant: TENANT.into(),
-        devices: DEVICES,
-        device_prefix: prefix.into(),
-        seed,
-        endpoints: c.mqtt_addrs(),
-        connections: Some(DEVICES),
-        rate_per_device: 0.0,
-        count: Some(COUNT),
-        qos: 1,
-        start_ts_ms: Some(start_ts_ms()),
-        ack_deadline: Duration::from_secs(60),
-        ..Default::default()
-    };
-    let s = firmware_sim::run(cfg, CancellationToken::new(), None).await?;
-    anyhow::ensure!(s.complete, "phase {prefix}: fleet did not complete: {s}");
-    anyhow::ensure!(
-        s.acked == u64::from(DEVICES) * COUNT,
-        "phase {prefix}: {} readings acked, want {}",
-        s.acked,
-        u64::from(DEVICES) * COUNT
-    );
-    Ok(())
+    run_fleet(phase(prefix).fleet(c.mqtt_addrs(), seed, 0.0))
+        .await
+        .map(|_| ())
+        .with_context(|| format!("phase {prefix}"))
 }
 
-/// Waits until central lists every device of the given phases with
-/// exactly `COUNT` records, then checks one device per phase record by
-/// record: sequence numbers 0..COUNT, once each.
+/// Every device of the given phases holds exactly its readings.
 async fn assert_exactly_once(c: &Cluster, prefixes: &[&str], seed: u64) -> anyhow::Result<()> {
-    let want: BTreeSet<String> = prefixes
-        .iter()
-        .flat_map(|p| (0..DEVICES).map(move |d| firmware_sim::device_name(p, d)))
-        .collect();
-    let counts = wait_until("every reading stored", Duration::from_secs(30), || async {
-        let counts = c.api.device_counts(TENANT).await.ok()?;
-        want.iter()
-            .all(|d| counts.get(d).is_some_and(|n| *n >= COUNT))
-            .then_some(counts)
-    })
-    .await
-    .with_context(|| format!("seed {seed}: phases {prefixes:?}"))?;
-    for (dev, n) in &counts {
-        anyhow::ensure!(want.contains(dev), "seed {seed}: unexpected device {dev}");
-        anyhow::ensure!(
-            *n == COUNT,
-            "seed {seed}: {dev} has {n} records, want {COUNT}"
-        );
-    }
-    anyhow::ensure!(
-        counts.len() == want.len(),
-        "seed {seed}: devices {counts:?}"
-    );
-    let (from, to) = (start_ts_ms() - 3_600_000, start_ts_ms() + 3_600_000);
-    for p in prefixes {
-        let dev = firmware_sim::device_name(p, DEVICES - 1);
-        let recs = c.api.telemetry(TENANT, &dev, from, to).await?;
-        let seqs: BTreeSet<u64> = recs.iter().filter_map(|r| r["seq"].as_u64()).collect();
-        anyhow::ensure!(
-            recs.len() as u64 == COUNT && seqs == (0..COUNT).collect(),
-            "seed {seed}: {dev}: {} records, {} distinct seqs, want exactly 0..{COUNT}",
-            recs.len(),
-            seqs.len()
-        );
-    }
-    Ok(())
+    let phases: Vec<Phase> = prefixes.iter().map(|p| phase(p)).collect();
+    fleet::assert_exactly_once(c, &phases, seed).await
 }
 
 /// Sends one request to central's API; returns the status and JSON body.

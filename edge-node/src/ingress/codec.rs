@@ -315,17 +315,26 @@ pub fn detect_version(buf: &[u8], max: usize) -> Result<Option<Version>, DecodeE
         )));
     }
     // Refuse an oversize CONNECT before waiting for its body.
-    frame_len(buf, max)?;
+    let complete = frame_len(buf, max)?.map(|(_, total)| total);
     let Some(header) = (1..5).find(|&i| buf.get(i).is_some_and(|b| b & 0x80 == 0)) else {
         return Ok(None);
     };
-    let body = &buf[header + 1..];
+    // Look only inside this packet: once it is complete, missing fields are
+    // malformed (not "wait for more", which would read the next packet's
+    // bytes or hang until the connect timeout).
+    let body = &buf[header + 1..complete.unwrap_or(buf.len())];
+    let short = || match complete {
+        Some(_) => Err(DecodeError::Malformed(
+            "CONNECT ends before its protocol name and level".into(),
+        )),
+        None => Ok(None),
+    };
     if body.len() < 2 {
-        return Ok(None);
+        return short();
     }
     let name_len = u16::from_be_bytes([body[0], body[1]]) as usize;
     let Some(level) = body.get(2 + name_len) else {
-        return Ok(None);
+        return short();
     };
     match (&body[2..2 + name_len], *level) {
         (b"MQTT", 4) => Ok(Some(Version::V4)),

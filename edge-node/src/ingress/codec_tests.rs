@@ -53,6 +53,20 @@ fn detects_levels() {
         detect_version(&[0x30, 0], 1024),
         Err(DecodeError::Malformed(_))
     ));
+    // A complete CONNECT too short to hold its protocol name and level is
+    // malformed at once, not "incomplete" (which waited for the connect
+    // timeout, or read the level out of the next packet).
+    for short in [
+        &[0x10, 0x00][..],
+        &[0x10, 0x01, 0x00],
+        &[0x10, 0x03, 0x00, 0x04, b'M'],
+        &[0x10, 0x03, 0x00, 0x04, b'M', 0x30, 0x00, 0x00, 0x00, 0x00],
+    ] {
+        assert!(
+            matches!(detect_version(short, 1024), Err(DecodeError::Malformed(_))),
+            "{short:?}"
+        );
+    }
     // Oversize remaining length is refused from the header alone.
     assert!(matches!(
         detect_version(&[0x10, 0xff, 0xff, 0x7f], 1024),

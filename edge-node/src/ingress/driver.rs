@@ -185,11 +185,40 @@ pub async fn run_connection<S: IngestSink>(
         rbuf.reserve(READ_CHUNK.min(max));
         let read = tokio::select! {
             r = rd.read_buf(&mut rbuf) => r,
-            _ = tokio::time::sleep_until(connect_deadline) => return,
+            _ = tokio::time::sleep_until(connect_deadline) => {
+                // Bytes that never became a whole CONNECT are bad input;
+                // a connection that sent nothing is just idle.
+                if !rbuf.is_empty() {
+                    log.reject(
+                        metrics,
+                        shared.now_ms(),
+                        "malformed_packet",
+                        &format!(
+                            "CONNECT still incomplete after {} ms ({} bytes)",
+                            shared.cfg.connect_timeout_ms,
+                            rbuf.len()
+                        ),
+                    );
+                }
+                return;
+            }
             _ = shutdown.cancelled() => return,
         };
         match read {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => {
+                if !rbuf.is_empty() {
+                    log.reject(
+                        metrics,
+                        shared.now_ms(),
+                        "malformed_packet",
+                        &format!(
+                            "connection closed inside its CONNECT ({} bytes)",
+                            rbuf.len()
+                        ),
+                    );
+                }
+                return;
+            }
             Ok(n) => {
                 metrics.bytes_in.inc_by(n as u64);
             }

@@ -269,8 +269,37 @@ async fn malformed_input_closes_only_that_connection() {
 
     healthy.publish(TOPIC, 1, 9, &good_payload(9)).await;
     assert_eq!(healthy.recv().await, Some(Got::PubAck(9, 0)));
-    assert!(h.metrics.rejects_for("malformed_packet") >= 2);
+    // garbage, the timed-out truncated CONNECT, the bad SUBSCRIBE.
+    assert_eq!(h.metrics.rejects_for("malformed_packet"), 3);
     assert_eq!(h.metrics.rejects_for("packet_too_large"), 2);
+}
+
+/// A CONNECT cut short by the client closing, and a complete CONNECT too
+/// short to name its protocol: both closed at once and counted (they used to
+/// be dropped silently, or held until the connect timeout).
+#[tokio::test]
+async fn truncated_connect_is_counted() {
+    use tokio::io::AsyncWriteExt;
+    let h = Harness::default_open().await; // connect timeout 10 s
+    let mut cut = RawClient::tcp(h.addr, Proto::V4).await;
+    cut.send_raw(&[0x10, 0x20, 0x00, 0x04, b'M', b'Q']).await;
+    cut.stream.shutdown().await.unwrap();
+    let mut short = RawClient::tcp(h.addr, Proto::V4).await;
+    short.send_raw(&[0x10, 0x03, 0x00, 0x04, b'M']).await;
+    tokio::time::timeout(Duration::from_secs(3), async {
+        assert_closed(&mut cut).await;
+        assert_closed(&mut short).await;
+    })
+    .await
+    .expect("truncated CONNECTs must be closed before the connect timeout");
+    let m = h.metrics.clone();
+    tokio::time::timeout(Duration::from_secs(3), async move {
+        while m.rejects_for("malformed_packet") != 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("both truncated CONNECTs counted as malformed_packet");
 }
 
 #[tokio::test]
