@@ -1,0 +1,143 @@
+//! `strata up`, the README's first command: the whole cluster in one
+//! process tree, telemetry flowing, a clean stop on Ctrl-C, and a restart
+//! that resumes from the data directory.
+#![allow(clippy::unwrap_used)] // a test: unwrapping is the assertion
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use strata_tests::cluster::{free_tcp_ports, free_udp_ports, serial};
+use strata_tests::proc::bin_path;
+use strata_tests::{wait_until, Api};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Ports `strata up` derives from its flags, all checked free.
+struct Ports {
+    http: u16,
+    mqtt: u16,
+    quic_base: u16,
+}
+
+/// Finds a layout where every port `strata up` will bind is free: HTTP,
+/// two consecutive MQTT ports, and the hubs' QUIC/metrics ports at
+/// `base+1..3`, `base+101..103`, `base+201..203`, `base+301..302`.
+fn free_layout() -> Ports {
+    for _ in 0..200 {
+        let base = free_udp_ports(1).unwrap()[0]
+            .saturating_sub(400)
+            .max(20_000);
+        let udp: Vec<u16> = [1, 2, 3, 101, 102, 103].iter().map(|o| base + o).collect();
+        let tcp: Vec<u16> = [201, 202, 203, 301, 302].iter().map(|o| base + o).collect();
+        let udp_free = udp
+            .iter()
+            .all(|p| std::net::UdpSocket::bind(("127.0.0.1", *p)).is_ok());
+        let tcp_free = tcp
+            .iter()
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok());
+        let mqtt = free_tcp_ports(1).unwrap()[0];
+        let mqtt_free = std::net::TcpListener::bind(("127.0.0.1", mqtt + 1)).is_ok();
+        if udp_free && tcp_free && mqtt_free {
+            return Ports {
+                http: free_tcp_ports(1).unwrap()[0],
+                mqtt,
+                quic_base: base,
+            };
+        }
+    }
+    panic!("no free port layout found");
+}
+
+async fn up(dir: &std::path::Path, p: &Ports) -> Child {
+    let mut child = Command::new(bin_path("strata").unwrap())
+        .args([
+            "up",
+            "--data-dir",
+            &dir.display().to_string(),
+            "--devices",
+            "50",
+            "--rate",
+            "5",
+            "--http",
+            &format!("127.0.0.1:{}", p.http),
+            "--mqtt-port",
+            &p.mqtt.to_string(),
+            "--quic-base",
+            &p.quic_base.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if l.starts_with("Strata is up") {
+                return;
+            }
+        }
+        panic!("strata up exited before it was up");
+    })
+    .await
+    .expect("strata up within 30 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    child
+}
+
+#[allow(unsafe_code)]
+fn interrupt(child: &Child) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(child.id().unwrap() as i32, libc::SIGINT);
+    }
+}
+
+async fn stored(api: &Api) -> Option<u64> {
+    let counts = api.device_counts("demo").await.ok()?;
+    Some(counts.values().sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_the_whole_cluster_stops_cleanly_and_resumes() {
+    let _g = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_layout();
+    let api = Api::new(&format!("127.0.0.1:{}", ports.http));
+
+    let mut child = up(dir.path(), &ports).await;
+    let first = wait_until(
+        "simulated telemetry stored",
+        Duration::from_secs(60),
+        || async { stored(&api).await.filter(|n| *n >= 500) },
+    )
+    .await
+    .unwrap();
+    let (status, region) = api.get("/api/v1/regions/local").await.unwrap();
+    assert_eq!(status, 200, "{region}");
+    interrupt(&child);
+    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("clean stop within 30 s")
+        .unwrap();
+    assert!(exit.success(), "strata up exited with {exit}");
+    assert!(dir.path().join("pki/ca.pem").exists());
+
+    // Same data dir: the stored readings are still there, and more arrive.
+    let mut child = up(dir.path(), &ports).await;
+    let after = wait_until(
+        "resumed and storing more",
+        Duration::from_secs(60),
+        || async { stored(&api).await.filter(|n| *n > first) },
+    )
+    .await
+    .unwrap();
+    assert!(after > first);
+    interrupt(&child);
+    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("clean stop within 30 s")
+        .unwrap();
+    assert!(exit.success(), "second run exited with {exit}");
+}
