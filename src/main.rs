@@ -1,6 +1,7 @@
 //! `strata`: the one command that runs a whole cluster on a laptop.
-//! Wiring only; see `up.rs`.
+//! Wiring only; see `up.rs` and `bench.rs`.
 
+mod bench;
 mod up;
 
 use std::net::SocketAddr;
@@ -48,6 +49,9 @@ enum Cmd {
         #[arg(long, default_value_t = 7100)]
         quic_base: u16,
     },
+    /// Measure ingest: Strata's durable committed rate and PUBACK latency,
+    /// and Mosquitto's with the same load generator.
+    Bench(bench::BenchArgs),
     /// Create the cluster CA (if needed) and certificates for named nodes.
     Pki {
         /// Directory for the CA and certificates.
@@ -61,8 +65,14 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    strata_net::process::init_tracing();
-    match Cli::parse().cmd {
+    let cli = Cli::parse();
+    if matches!(cli.cmd, Cmd::Bench(_)) {
+        // Only problems: the benchmark's own progress goes to stderr.
+        quiet_tracing();
+    } else {
+        strata_net::process::init_tracing();
+    }
+    match cli.cmd {
         Cmd::Up {
             data_dir,
             region,
@@ -96,6 +106,17 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        Cmd::Bench(args) => bench::bench(args, strata_net::process::shutdown_on_signals()).await,
         Cmd::Pki { dir, nodes } => up::pki(&dir, &nodes),
     }
+}
+
+/// Tracing at `warn` unless `RUST_LOG` says otherwise.
+fn quiet_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -2,13 +2,19 @@
 //! built in — one region of hub replicas, edge nodes, central and a
 //! simulated fleet. Everything lives under one data directory, so a second
 //! `strata up` resumes where the first stopped.
+//!
+//! [`LocalCluster`] is the start-up shared with `strata bench`: hubs,
+//! optionally central, and edges, on fixed ports (`up`) or ephemeral ones
+//! (`bench`, which must not collide with anything).
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use region_hub::raft::driver::NodeHandle;
 use strata_net::Pki;
+use strata_protocol::{HubStatus, RaftRole};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -36,28 +42,117 @@ pub struct UpOptions {
     pub quic_base: u16,
 }
 
+/// Where a [`LocalCluster`] listens.
+#[derive(Debug, Clone)]
+pub enum Ports {
+    /// `strata up`'s documented ports: hub i on `quic_base + i` (peers),
+    /// `quic_base + 100 + i` (clients) and `quic_base + 200 + i` (metrics),
+    /// edge i on `mqtt_port + i - 1` (MQTT) and `quic_base + 300 + i`
+    /// (metrics), central on `http`.
+    Fixed {
+        /// Central's HTTP address.
+        http: SocketAddr,
+        /// MQTT port of the first edge.
+        mqtt_port: u16,
+        /// Base of the QUIC and metrics ports.
+        quic_base: u16,
+    },
+    /// Every listener on `127.0.0.1:0`, no metrics endpoints.
+    Ephemeral,
+}
+
+/// The shape of a [`LocalCluster`].
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Data directory (hub-i/, edge-i/, pki/).
+    pub data_dir: PathBuf,
+    /// Region name.
+    pub region: String,
+    /// Hub replicas: 1, 3 or 5.
+    pub hubs: u64,
+    /// Edge nodes.
+    pub edges: u16,
+    /// Whether to start central (its HTTP API).
+    pub central: bool,
+    /// Listen addresses.
+    pub ports: Ports,
+}
+
+/// A running in-process cluster: every component is a task in one
+/// `JoinSet`, stopped by one token.
+pub struct LocalCluster {
+    /// The edges' MQTT addresses, edge 1 first.
+    pub mqtt: Vec<SocketAddr>,
+    /// Central's HTTP address, when started.
+    pub api: Option<SocketAddr>,
+    /// One handle per hub replica, hub 1 first.
+    pub hubs: Vec<NodeHandle>,
+    /// Each hub replica's metrics, hub 1 first.
+    pub hub_metrics: Vec<region_hub::metrics::HubMetrics>,
+    tasks: JoinSet<anyhow::Result<()>>,
+    shutdown: CancellationToken,
+}
+
 fn localhost(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// Each hub's (peer, client, metrics) addresses, and for ephemeral ports
+/// the sockets already bound to learn them.
+type HubAddrs = (SocketAddr, SocketAddr, Option<SocketAddr>);
+
+fn hub_addrs(o: &ClusterOptions) -> anyhow::Result<(Vec<HubAddrs>, Vec<region_hub::Listeners>)> {
+    match o.ports {
+        Ports::Fixed { quic_base, .. } => Ok((
+            (1..=o.hubs as u16)
+                .map(|id| {
+                    (
+                        localhost(quic_base + id),
+                        localhost(quic_base + 100 + id),
+                        Some(localhost(quic_base + 200 + id)),
+                    )
+                })
+                .collect(),
+            Vec::new(),
+        )),
+        Ports::Ephemeral => {
+            let bind = || UdpSocket::bind(localhost(0)).context("binding a hub UDP socket");
+            let mut addrs = Vec::new();
+            let mut listeners = Vec::new();
+            for _ in 0..o.hubs {
+                let (peer, client) = (bind()?, bind()?);
+                addrs.push((peer.local_addr()?, client.local_addr()?, None));
+                listeners.push(region_hub::Listeners { peer, client });
+            }
+            Ok((addrs, listeners))
+        }
+    }
+}
+
 /// The hub configs of the local region.
-fn hub_configs(o: &UpOptions, pki: &Pki) -> anyhow::Result<Vec<region_hub::HubConfig>> {
-    let peers: Vec<region_hub::config::PeerConfig> = (1..=o.hubs)
-        .map(|id| region_hub::config::PeerConfig {
+fn hub_configs(
+    o: &ClusterOptions,
+    addrs: &[HubAddrs],
+    pki: &Pki,
+) -> anyhow::Result<Vec<region_hub::HubConfig>> {
+    let peers: Vec<region_hub::config::PeerConfig> = (1..)
+        .zip(addrs)
+        .map(|(id, (peer, client, _))| region_hub::config::PeerConfig {
             id,
-            peer_addr: localhost(o.quic_base + id as u16).to_string(),
-            client_addr: localhost(o.quic_base + 100 + id as u16).to_string(),
+            peer_addr: peer.to_string(),
+            client_addr: client.to_string(),
         })
         .collect();
-    (1..=o.hubs)
-        .map(|id| {
+    (1..)
+        .zip(addrs)
+        .map(|(id, (peer, client, metrics))| {
             Ok(region_hub::HubConfig {
                 region: o.region.clone(),
                 id,
                 data_dir: o.data_dir.join(format!("hub-{id}")),
-                peer_listen: localhost(o.quic_base + id as u16),
-                client_listen: localhost(o.quic_base + 100 + id as u16),
-                metrics_listen: Some(localhost(o.quic_base + 200 + id as u16)),
+                peer_listen: *peer,
+                client_listen: *client,
+                metrics_listen: *metrics,
                 peers: peers.clone(),
                 tls: pki.node(&format!("hub-{id}"))?,
                 ..Default::default()
@@ -66,66 +161,202 @@ fn hub_configs(o: &UpOptions, pki: &Pki) -> anyhow::Result<Vec<region_hub::HubCo
         .collect()
 }
 
+impl LocalCluster {
+    /// Creates the data dir and PKI, then starts the hubs, central (if
+    /// asked) and the edges. Everything stops when `shutdown` is cancelled.
+    pub async fn start(o: &ClusterOptions, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&o.data_dir)
+            .with_context(|| format!("creating data dir {}", o.data_dir.display()))?;
+        let pki = Pki::ensure(&o.data_dir.join("pki")).context("cluster PKI")?;
+        let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
+
+        let (addrs, mut bound) = hub_addrs(o)?;
+        let configs = hub_configs(o, &addrs, &pki)?;
+        let hub_clients: Vec<String> = configs
+            .iter()
+            .map(|h| h.client_listen.to_string())
+            .collect();
+        let mut bound = bound.drain(..);
+        let (mut hubs, mut hub_metrics) = (Vec::new(), Vec::new());
+        for cfg in configs {
+            let id = cfg.id;
+            let listeners = match bound.next() {
+                Some(l) => l,
+                None => region_hub::Listeners::bind(&cfg).with_context(|| {
+                    format!("hub {id}: binding its ports (is another Strata running?)")
+                })?,
+            };
+            let hub = region_hub::start(cfg, listeners, shutdown.clone())
+                .await
+                .with_context(|| format!("starting hub {id}"))?;
+            hubs.push(hub.node.clone());
+            hub_metrics.push(hub.metrics.clone());
+            tasks.spawn(async move { hub.wait().await.with_context(|| format!("hub {id}")) });
+        }
+
+        let api = match (&o.ports, o.central) {
+            (_, false) => None,
+            (ports, true) => {
+                let listen = match ports {
+                    Ports::Fixed { http, .. } => *http,
+                    Ports::Ephemeral => localhost(0),
+                };
+                let central_cfg = central::CentralConfig {
+                    listen,
+                    tls: pki.node("central")?,
+                    regions: vec![central::RegionConfig {
+                        name: o.region.clone(),
+                        hubs: hub_clients.clone(),
+                    }],
+                    ..Default::default()
+                };
+                let server = central::bind(central_cfg).await.with_context(|| {
+                    format!("starting central on {listen} (port in use? try --http)")
+                })?;
+                let api = server.local_addr();
+                let s = shutdown.clone();
+                tasks.spawn(async move { server.run(s).await.context("central") });
+                Some(api)
+            }
+        };
+
+        let mut mqtt = Vec::new();
+        for i in 1..=o.edges {
+            let name = format!("edge-{i}");
+            let (listen, metrics) = match o.ports {
+                Ports::Fixed {
+                    mqtt_port,
+                    quic_base,
+                    ..
+                } => (
+                    localhost(mqtt_port + i - 1),
+                    Some(localhost(quic_base + 300 + i)),
+                ),
+                Ports::Ephemeral => (localhost(0), None),
+            };
+            let mut cfg = edge_node::EdgeConfig {
+                name: name.clone(),
+                region: o.region.clone(),
+                data_dir: o.data_dir.join(&name),
+                hubs: hub_clients.clone(),
+                tls: pki.node(&name)?,
+                metrics_listen: metrics,
+                ..Default::default()
+            };
+            cfg.ingress.listen = listen;
+            let node = edge_node::EdgeNode::start(cfg).await.with_context(|| {
+                format!(
+                    "starting {name} (MQTT port {} in use? try --mqtt-port)",
+                    listen.port()
+                )
+            })?;
+            if let Some(a) = node.mqtt_addr() {
+                mqtt.push(a);
+            }
+            let s = shutdown.clone();
+            tasks.spawn(async move { node.run(s).await.with_context(|| format!("edge {name}")) });
+        }
+        Ok(LocalCluster {
+            mqtt,
+            api,
+            hubs,
+            hub_metrics,
+            tasks,
+            shutdown,
+        })
+    }
+
+    /// The edges' MQTT addresses as `host:port` strings.
+    pub fn mqtt_endpoints(&self) -> Vec<String> {
+        self.mqtt.iter().map(ToString::to_string).collect()
+    }
+
+    /// Runs `task` beside the cluster: its failure stops [`Self::run`].
+    pub fn spawn(
+        &mut self,
+        task: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
+        self.tasks.spawn(task);
+    }
+
+    /// Records stored by the current leader, `None` while there is none.
+    pub async fn leader_stored(&self) -> Option<u64> {
+        leader_stored(&self.hubs).await
+    }
+
+    /// Waits until a hub is leader, for at most `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.leader_stored().await.is_none() {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no hub leader after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// Waits until the first component (or spawned task) ends: `Err` if it
+    /// failed. Only returns once something ended or the token is cancelled.
+    pub async fn first_exit(&mut self) -> anyhow::Result<()> {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => Ok(()),
+            Some(r) = self.tasks.join_next() => match r {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("a cluster task panicked: {e}")),
+            },
+        }
+    }
+
+    /// Cancels everything and waits for every component to stop, logging
+    /// errors of components that stopped badly.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while let Some(r) = self.tasks.join_next().await {
+            if let Ok(Err(e)) = r {
+                tracing::warn!(error = %format!("{e:#}"), "stopped with an error");
+            }
+        }
+    }
+}
+
+/// Records stored by the leader among `hubs`, `None` while there is none.
+pub async fn leader_stored(hubs: &[NodeHandle]) -> Option<u64> {
+    let mut statuses = Vec::with_capacity(hubs.len());
+    for h in hubs {
+        statuses.extend(h.status().await.ok());
+    }
+    pick_leader_stored(&statuses)
+}
+
+/// The stored count of the replica that claims leadership, the highest
+/// term winning if an old leader has not stepped down yet.
+pub fn pick_leader_stored(statuses: &[HubStatus]) -> Option<u64> {
+    statuses
+        .iter()
+        .filter(|s| s.role == RaftRole::Leader)
+        .max_by_key(|s| s.term)
+        .map(|s| s.stored_records)
+}
+
 /// Starts everything and runs until `shutdown`.
 pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&o.data_dir)
-        .with_context(|| format!("creating data dir {}", o.data_dir.display()))?;
-    let pki = Pki::ensure(&o.data_dir.join("pki")).context("cluster PKI")?;
-    let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
-
-    let hubs = hub_configs(&o, &pki)?;
-    let hub_clients: Vec<String> = hubs.iter().map(|h| h.client_listen.to_string()).collect();
-    for cfg in hubs {
-        let id = cfg.id;
-        let listeners = region_hub::Listeners::bind(&cfg)
-            .with_context(|| format!("hub {id}: binding its ports (is another Strata running?)"))?;
-        let hub = region_hub::start(cfg, listeners, shutdown.clone())
-            .await
-            .with_context(|| format!("starting hub {id}"))?;
-        tasks.spawn(async move { hub.wait().await.with_context(|| format!("hub {id}")) });
-    }
-
-    let central_cfg = central::CentralConfig {
-        listen: o.http,
-        tls: pki.node("central")?,
-        regions: vec![central::RegionConfig {
-            name: o.region.clone(),
-            hubs: hub_clients.clone(),
-        }],
-        ..Default::default()
+    let copts = ClusterOptions {
+        data_dir: o.data_dir.clone(),
+        region: o.region.clone(),
+        hubs: o.hubs,
+        edges: o.edges,
+        central: true,
+        ports: Ports::Fixed {
+            http: o.http,
+            mqtt_port: o.mqtt_port,
+            quic_base: o.quic_base,
+        },
     };
-    let server = central::bind(central_cfg)
-        .await
-        .with_context(|| format!("starting central on {} (port in use? try --http)", o.http))?;
-    let api = server.local_addr();
-    let s = shutdown.clone();
-    tasks.spawn(async move { server.run(s).await.context("central") });
-
-    let mut mqtt = Vec::new();
-    for i in 1..=o.edges {
-        let name = format!("edge-{i}");
-        let mut cfg = edge_node::EdgeConfig {
-            name: name.clone(),
-            region: o.region.clone(),
-            data_dir: o.data_dir.join(&name),
-            hubs: hub_clients.clone(),
-            tls: pki.node(&name)?,
-            metrics_listen: Some(localhost(o.quic_base + 300 + i)),
-            ..Default::default()
-        };
-        cfg.ingress.listen = localhost(o.mqtt_port + i - 1);
-        let node = edge_node::EdgeNode::start(cfg).await.with_context(|| {
-            format!(
-                "starting {name} (MQTT port {} in use? try --mqtt-port)",
-                o.mqtt_port + i - 1
-            )
-        })?;
-        if let Some(a) = node.mqtt_addr() {
-            mqtt.push(a.to_string());
-        }
-        let s = shutdown.clone();
-        tasks.spawn(async move { node.run(s).await.with_context(|| format!("edge {name}")) });
-    }
+    let mut cluster = LocalCluster::start(&copts, shutdown.clone()).await?;
+    let api = cluster.api.unwrap_or(o.http);
+    let mqtt = cluster.mqtt_endpoints();
 
     println!(
         "Strata is up ({} hubs in region {:?}, {} edges).",
@@ -145,13 +376,13 @@ pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()>
         let fleet = firmware_sim::FleetConfig {
             tenant: "demo".into(),
             devices: o.devices,
-            endpoints: mqtt.clone(),
+            endpoints: mqtt,
             rate_per_device: o.rate,
             seed: 1,
             ..Default::default()
         };
         let s = shutdown.clone();
-        tasks.spawn(async move {
+        cluster.spawn(async move {
             let mut last = std::time::Instant::now();
             let progress: firmware_sim::ProgressFn = Box::new(move |p| {
                 if last.elapsed() >= Duration::from_secs(10) {
@@ -168,21 +399,8 @@ pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()>
     println!("Press Ctrl-C to stop.");
 
     // Run until Ctrl-C, or until a component fails.
-    let mut failure = None;
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        Some(r) = tasks.join_next() => {
-            if let Ok(Err(e)) = r {
-                failure = Some(e);
-            }
-            shutdown.cancel();
-        }
-    }
-    while let Some(r) = tasks.join_next().await {
-        if let Ok(Err(e)) = r {
-            tracing::warn!(error = %format!("{e:#}"), "stopped with an error");
-        }
-    }
+    let failure = cluster.first_exit().await.err();
+    cluster.stop().await;
     match failure {
         Some(e) => Err(e),
         None => {
@@ -205,4 +423,71 @@ pub fn pki(dir: &Path, nodes: &[String]) -> anyhow::Result<()> {
     }
     println!("CA: {}", pki.ca_path().display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(id: u64, role: RaftRole, term: u64, stored: u64) -> HubStatus {
+        HubStatus {
+            region: "r".into(),
+            id,
+            role,
+            term,
+            leader: None,
+            commit_index: 0,
+            applied_index: 0,
+            last_index: 0,
+            replicas: Vec::new(),
+            stored_records: stored,
+        }
+    }
+
+    #[test]
+    fn the_newest_leader_counts() {
+        assert_eq!(pick_leader_stored(&[]), None);
+        let followers = [
+            status(1, RaftRole::Follower, 3, 10),
+            status(2, RaftRole::Candidate, 4, 20),
+        ];
+        assert_eq!(pick_leader_stored(&followers), None);
+        let two_leaders = [
+            status(1, RaftRole::Leader, 3, 10),
+            status(2, RaftRole::Leader, 5, 7),
+            status(3, RaftRole::Follower, 5, 99),
+        ];
+        assert_eq!(pick_leader_stored(&two_leaders), Some(7));
+    }
+
+    #[test]
+    fn fixed_ports_follow_the_documented_plan() {
+        let o = ClusterOptions {
+            data_dir: "d".into(),
+            region: "local".into(),
+            hubs: 3,
+            edges: 2,
+            central: true,
+            ports: Ports::Fixed {
+                http: localhost(8080),
+                mqtt_port: 1883,
+                quic_base: 7100,
+            },
+        };
+        let (addrs, bound) = hub_addrs(&o).unwrap();
+        assert!(bound.is_empty(), "fixed ports are bound by the hubs");
+        assert_eq!(
+            addrs[2],
+            (localhost(7103), localhost(7203), Some(localhost(7303)))
+        );
+        let eph = ClusterOptions {
+            ports: Ports::Ephemeral,
+            ..o
+        };
+        let (addrs, bound) = hub_addrs(&eph).unwrap();
+        assert_eq!(bound.len(), 3);
+        assert!(addrs
+            .iter()
+            .all(|(p, c, m)| p.port() != 0 && c.port() != 0 && m.is_none()));
+    }
 }

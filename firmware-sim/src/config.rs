@@ -267,6 +267,12 @@ pub struct FleetConfig {
     pub inflight: u32,
     /// Send the compact binary payload instead of JSON. Default false.
     pub binary: bool,
+    /// Send payloads of exactly this many bytes, for benchmarks: the compact
+    /// binary form with one metric (`temperature`) and a `pad` tag filling
+    /// the rest (see [`crate::payload::encode_padded_into`]). Overrides
+    /// `binary`. Range [`crate::payload::MIN_PADDED_BYTES`]..=
+    /// [`crate::payload::MAX_PADDED_BYTES`]. Default: unset (natural size).
+    pub payload_bytes: Option<u32>,
     /// Injected anomalies. Default none.
     pub anomalies: Vec<AnomalySpec>,
     /// Timestamp of reading 0 in ms since the epoch; reading `i` is stamped
@@ -311,6 +317,7 @@ impl Default for FleetConfig {
             qos: 1,
             inflight: 256,
             binary: false,
+            payload_bytes: None,
             anomalies: Vec::new(),
             start_ts_ms: None,
             keep_alive_secs: 30,
@@ -407,6 +414,15 @@ impl FleetConfig {
         }
         if !(1..=u32::from(u16::MAX)).contains(&self.inflight) {
             p.push(format!("inflight {} must be in 1..=65535", self.inflight));
+        }
+        if let Some(n) = self.payload_bytes {
+            let (lo, hi) = (
+                crate::payload::MIN_PADDED_BYTES,
+                crate::payload::MAX_PADDED_BYTES,
+            );
+            if !(lo..=hi).contains(&n) {
+                p.push(format!("payload-bytes {n} must be in {lo}..={hi}"));
+            }
         }
         if self.keep_alive_secs < 2 {
             p.push(format!(
@@ -513,6 +529,7 @@ mod tests {
             devices: 0,
             qos: 2,
             inflight: 0,
+            payload_bytes: Some(10),
             rate_per_device: -1.0,
             anomalies: vec!["stuck:devices=99,duration=0,magnitude=3".parse().unwrap()],
             ..FleetConfig::default()
@@ -529,10 +546,11 @@ mod tests {
             "device 99",
             "duration must",
             "magnitude only",
+            "payload-bytes 10",
         ] {
             assert!(text.contains(needle), "{needle:?} missing from {text}");
         }
-        assert!(err.problems.len() >= 9, "{text}");
+        assert!(err.problems.len() >= 10, "{text}");
     }
 
     #[test]

@@ -431,7 +431,7 @@ impl ConnectionDriver {
         let values = model::values(&self.cfg, device, o.seq)
             .ok_or_else(|| bad("reading is dropped by an anomaly".into()))?;
         let ts = model::ts_ms(&self.cfg, o.seq);
-        payload::encode_into(&mut self.payload, self.cfg.binary, ts, o.seq, &values)
+        payload::encode_reading(&mut self.payload, &self.cfg, ts, o.seq, &values)
             .map_err(|e| bad(e.to_string()))?;
         self.publish.payload = self.payload.split().freeze();
         self.publish.pkid = o.pkid;

@@ -54,6 +54,10 @@ struct Cli {
     /// Send the compact binary payload instead of JSON.
     #[arg(long)]
     binary: bool,
+    /// Send payloads of exactly N bytes (binary form, one metric, padded
+    /// with a tag); for benchmarks.
+    #[arg(long, value_name = "N")]
+    payload_bytes: Option<u32>,
     /// Inject an anomaly (repeatable), e.g. spike:devices=0+3,start=100,duration=10,metric=temperature
     /// or dropout:fraction=0.1,start=50,duration=20 (kinds: spike, stuck, dropout; start and
     /// duration count readings; a dropped reading's seq still advances, leaving a visible gap).
@@ -103,6 +107,7 @@ impl Cli {
             qos: self.qos,
             inflight: self.inflight,
             binary: self.binary,
+            payload_bytes: self.payload_bytes,
             anomalies: self.anomalies,
             start_ts_ms: self.start_ts_ms,
             keep_alive_secs: self.keep_alive_secs,

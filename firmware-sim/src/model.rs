@@ -182,6 +182,19 @@ pub fn values(cfg: &FleetConfig, d: u32, i: u64) -> Option<[f64; 4]> {
     Some(v)
 }
 
+/// A padded reading is whatever its bytes decode to: one metric and a
+/// size-dependent `pad` tag. `None` if the configured size cannot hold it
+/// (validation rules that out).
+fn padded_reading(cfg: &FleetConfig, d: u32, i: u64, v: &[f64; 4]) -> Option<TelemetryRecord> {
+    let mut buf = bytes::BytesMut::new();
+    crate::payload::encode_reading(&mut buf, cfg, ts_ms(cfg, i), i, v).ok()?;
+    let dev = strata_protocol::telemetry::DeviceRef {
+        tenant: cfg.tenant.clone(),
+        device: device_name(&cfg.device_prefix, d),
+    };
+    strata_protocol::telemetry::decode_payload(&dev, &buf).ok()
+}
+
 /// Whether a dropout suppresses device `d`'s reading `i`.
 pub fn is_dropped(cfg: &FleetConfig, d: u32, i: u64) -> bool {
     cfg.anomalies.iter().enumerate().any(|(n, a)| {
@@ -195,6 +208,9 @@ pub fn is_dropped(cfg: &FleetConfig, d: u32, i: u64) -> bool {
 /// [`values`] and [`crate::payload`] instead.
 pub fn reading(cfg: &FleetConfig, d: u32, i: u64) -> Option<TelemetryRecord> {
     let v = values(cfg, d, i)?;
+    if cfg.payload_bytes.is_some() {
+        return padded_reading(cfg, d, i, &v);
+    }
     Some(TelemetryRecord {
         tenant: cfg.tenant.clone(),
         device: device_name(&cfg.device_prefix, d),
