@@ -19,7 +19,7 @@ use std::time::Duration;
 use strata_net::handshake::HandshakeMetrics;
 use strata_net::rpc::{read_frame_bytes, write_frame};
 use strata_protocol::{
-    frame, EdgeRequest, EdgeResponse, HubRequest, HubResponse, NodeIdentity, NodeKind,
+    frame, EdgeRequest, EdgeResponse, EdgeStatus, HubRequest, HubResponse, NodeIdentity, NodeKind,
     RefuseReason, MAX_FRAME_LEN,
 };
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,11 @@ use crate::raft::{MemberChange, ProposeError, ReadRequest};
 /// Longest a write waits for its commit before answering `Unavailable`
 /// (the edge retries; the FSM deduplicates).
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a heartbeat waits for its Raft commit before it is answered
+/// anyway. A heartbeat proves the link and the process alive; making it wait
+/// for a busy Raft loop made edges drop healthy connections and resend.
+pub const HEARTBEAT_ANSWER: Duration = Duration::from_millis(250);
 
 /// Who may connect to the client port: edges of this region, central and
 /// tools (any region). Other hubs use the peer port.
@@ -154,6 +159,45 @@ impl Service {
         }
     }
 
+    /// A heartbeat: recorded through Raft, answered within
+    /// [`HEARTBEAT_ANSWER`]. A follower's `NotLeader` comes back at once so
+    /// an idle edge still finds the leader; a slow commit is left to finish
+    /// in the background and the heartbeat is acknowledged.
+    async fn heartbeat(&self, status: EdgeStatus) -> EdgeResponse {
+        self.metrics.request("heartbeat");
+        let data = fsm::encode_command(&Command::EdgeHeartbeat {
+            status,
+            received_ms: now_ms(),
+        });
+        let node = self.node.clone();
+        let mut commit =
+            Box::pin(async move { tokio::time::timeout(COMMIT_TIMEOUT, node.propose(data)).await });
+        match tokio::time::timeout(HEARTBEAT_ANSWER, &mut commit).await {
+            Ok(Ok(Ok(_))) => EdgeResponse::HeartbeatAck,
+            Ok(Ok(Err(ProposeError::NotLeader { leader, .. }))) => {
+                EdgeResponse::NotLeader { leader }
+            }
+            Ok(Ok(Err(e))) => {
+                self.metrics.request_error("heartbeat");
+                EdgeResponse::Unavailable {
+                    reason: e.to_string(),
+                }
+            }
+            Ok(Err(_)) => {
+                self.metrics.request_error("heartbeat");
+                EdgeResponse::Unavailable {
+                    reason: "timed out waiting for commit".into(),
+                }
+            }
+            Err(_) => {
+                // The commit is slow but this replica is serving: keep the
+                // edge's link, let the record land when Raft catches up.
+                tokio::spawn(commit);
+                EdgeResponse::HeartbeatAck
+            }
+        }
+    }
+
     /// Serves one edge request.
     pub async fn edge(&self, req: EdgeRequest) -> EdgeResponse {
         let (kind, first_seq, count, cmd) = match req {
@@ -166,25 +210,18 @@ impl Service {
                     received_ms: now_ms(),
                 },
             ),
-            EdgeRequest::Heartbeat(status) => (
-                "heartbeat",
-                0,
-                0,
-                Command::EdgeHeartbeat {
-                    status,
-                    received_ms: now_ms(),
-                },
-            ),
+            EdgeRequest::Heartbeat(status) => return self.heartbeat(status).await,
         };
         self.metrics.request(kind);
         match self.propose(&cmd).await {
-            Ok(Outcome::HeartbeatRecorded) => EdgeResponse::HeartbeatAck,
             Ok(Outcome::Committed {
                 first_seq, count, ..
             }) => EdgeResponse::Committed { first_seq, count },
-            // Skipped cannot happen for a fresh entry; answer for what was sent.
-            Ok(Outcome::Skipped) if kind == "heartbeat" => EdgeResponse::HeartbeatAck,
-            Ok(Outcome::Skipped) => EdgeResponse::Committed { first_seq, count },
+            // Skipped cannot happen for a fresh entry; answer for what was
+            // sent. (A heartbeat never reaches here.)
+            Ok(Outcome::Skipped | Outcome::HeartbeatRecorded) => {
+                EdgeResponse::Committed { first_seq, count }
+            }
             Err(e) => {
                 self.metrics.request_error(kind);
                 match e {

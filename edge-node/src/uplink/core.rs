@@ -280,6 +280,26 @@ impl UplinkCore {
         }
     }
 
+    /// Any answer to a heartbeat: an ack proves the link; a redirect is
+    /// followed (an idle edge learns of a new leader this way); anything
+    /// else leaves the heartbeat unanswered, so silence rules apply.
+    pub fn handle_heartbeat_response(
+        &mut self,
+        conn: u64,
+        resp: &EdgeResponse,
+        now: u64,
+        rng: &mut impl Rng,
+    ) {
+        if !self.is_current(conn) {
+            return;
+        }
+        match resp {
+            EdgeResponse::HeartbeatAck => self.heartbeat_outstanding = None,
+            EdgeResponse::NotLeader { leader } => self.redirect(leader.as_ref(), now, rng),
+            _ => {}
+        }
+    }
+
     /// The driver cut the batch commanded at `first_seq` to `[first_seq, end)`.
     /// An empty cut (`end == first_seq`) means the records are not readable
     /// yet; the core will ask again when more become available.
@@ -334,19 +354,7 @@ impl UplinkCore {
                 self.stats.batches_committed += 1;
                 self.mark_committed(first_seq, end);
             }
-            EdgeResponse::NotLeader { leader } => {
-                self.stats.redirects += 1;
-                self.leader_hint = leader.as_ref().and_then(parse_hint);
-                // Go straight to the leader: no backoff for a redirect with a
-                // hint, since the hub told us exactly where to go.
-                self.commands.push_back(Command::Disconnect);
-                if self.leader_hint.is_some() {
-                    self.reset_for_redial();
-                    self.link = Link::Down { retry_at: now };
-                } else {
-                    self.go_down(now, rng);
-                }
-            }
+            EdgeResponse::NotLeader { leader } => self.redirect(leader.as_ref(), now, rng),
             EdgeResponse::Unavailable { .. } | EdgeResponse::Rejected { .. } => {
                 // Keep the records and try again shortly: the group may be
                 // electing. Never drop: a rejected batch is retried (and
@@ -359,6 +367,20 @@ impl UplinkCore {
             EdgeResponse::HeartbeatAck => {}
         }
         self.fill_window();
+    }
+
+    /// Leaves the current hub for the leader it named (at once: the hub
+    /// told us exactly where to go), or backs off when it named none.
+    fn redirect(&mut self, leader: Option<&LeaderHint>, now: u64, rng: &mut impl Rng) {
+        self.stats.redirects += 1;
+        self.leader_hint = leader.and_then(parse_hint);
+        self.commands.push_back(Command::Disconnect);
+        if self.leader_hint.is_some() {
+            self.reset_for_redial();
+            self.link = Link::Down { retry_at: now };
+        } else {
+            self.go_down(now, rng);
+        }
     }
 
     fn is_current(&self, conn: u64) -> bool {

@@ -401,3 +401,40 @@ fn losing_the_hinted_leader_moves_on_to_another_hub() {
     c.handle_timeout(t, &mut rng);
     assert_eq!(drain(&mut c), vec![Command::Connect { hub: hubs()[2] }]);
 }
+
+#[test]
+fn a_heartbeat_redirect_moves_an_idle_edge_to_the_leader() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let mut c = UplinkCore::new(cfg(), 1, 1, 0);
+    c.handle_timeout(0, &mut rng);
+    drain(&mut c);
+    let conn = c.handle_connected(0);
+    assert_eq!(drain(&mut c), vec![Command::SendHeartbeat { conn }]);
+    let hint = LeaderHint {
+        hub_id: 3,
+        addr: "127.0.0.1:7003".into(),
+    };
+    c.handle_heartbeat_response(
+        conn,
+        &EdgeResponse::NotLeader { leader: Some(hint) },
+        5,
+        &mut rng,
+    );
+    assert_eq!(drain(&mut c), vec![Command::Disconnect]);
+    c.handle_timeout(5, &mut rng);
+    assert_eq!(drain(&mut c), vec![Command::Connect { hub: hubs()[2] }]);
+    // An Unavailable answer is not an ack: the deadline still stands.
+    let conn2 = c.handle_connected(5);
+    drain(&mut c);
+    c.handle_heartbeat_response(
+        conn2,
+        &EdgeResponse::Unavailable { reason: "x".into() },
+        6,
+        &mut rng,
+    );
+    assert_eq!(c.poll_timeout(), Some(1_005));
+    c.handle_heartbeat_response(conn2, &EdgeResponse::HeartbeatAck, 7, &mut rng);
+    c.handle_timeout(1_005, &mut rng);
+    assert_eq!(drain(&mut c), vec![Command::SendHeartbeat { conn: conn2 }]);
+    assert!(c.is_connected());
+}

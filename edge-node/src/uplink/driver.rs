@@ -234,7 +234,7 @@ pub type StatusFn = Arc<dyn Fn() -> EdgeStatus + Send + Sync>;
 enum Event {
     Dialed(Result<quinn::Connection, NetError>),
     Lost(u64),
-    HeartbeatAcked(u64),
+    Heartbeat(u64, EdgeResponse),
     Batch {
         conn: u64,
         first_seq: u64,
@@ -392,10 +392,9 @@ impl UplinkDriver {
                                 match rpc::call_raw_with_priority::<EdgeResponse>(&c, &framed, 10)
                                     .await
                                 {
-                                    Ok(EdgeResponse::HeartbeatAck) => {
-                                        let _ = tx.send(Event::HeartbeatAcked(id));
+                                    Ok(resp) => {
+                                        let _ = tx.send(Event::Heartbeat(id, resp));
                                     }
-                                    Ok(other) => tracing::debug!(?other, "heartbeat refused"),
                                     Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
                                 }
                             });
@@ -443,7 +442,9 @@ impl UplinkDriver {
                             tracing::warn!(%edge, error = %e, "uplink dial failed");
                             core.handle_connect_failed(now(), &mut rng);
                         }
-                        Event::HeartbeatAcked(id) => core.handle_heartbeat_ack(id),
+                        Event::Heartbeat(id, resp) => {
+                            core.handle_heartbeat_response(id, &resp, now(), &mut rng)
+                        }
                         Event::Lost(id) => {
                             if conn.as_ref().is_some_and(|(cid, _)| *cid == id) {
                                 tracing::warn!(%edge, "uplink connection lost");
