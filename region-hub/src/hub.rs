@@ -314,7 +314,11 @@ mod tests {
                 addr_tx.send(server.local_addr().unwrap()).unwrap();
                 let held = rt.block_on(async { server.accept().await.unwrap().await.unwrap() });
                 crash_rx.recv().unwrap();
-                rt.shutdown_background();
+                // A killed process sends nothing. Stop the runtime completely
+                // first: with shutdown_background a worker could still be
+                // running the endpoint driver when the handles drop, and send
+                // the CONNECTION_CLOSE a crash never sends (seen under load).
+                rt.shutdown_timeout(Duration::from_secs(5));
                 drop((held, server));
             }
         });
