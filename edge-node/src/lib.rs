@@ -10,6 +10,9 @@
 //! - [`uplink`]: a sans-IO session core and its quinn driver that batch
 //!   spool ranges to the hub leader, resend after failures and trim the
 //!   spool once the hub has committed.
+//! - [`sched`]: the pure local scheduler for device-monitor instances:
+//!   admission and preemption, restart backoff, crash-loop detection,
+//!   resizing, reconcile by spec generation.
 //! - [`config`]: the TOML config, validated as a whole.
 //! - [`node`]: wiring; [`run`] is what the binary calls.
 //!
@@ -19,6 +22,7 @@
 pub mod config;
 pub mod ingress;
 pub mod node;
+pub mod sched;
 pub mod spool;
 pub mod uplink;
 

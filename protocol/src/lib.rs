@@ -12,10 +12,13 @@
 //!   checked before anything is allocated, and bincode 2 bodies.
 //! - [`messages`]: the versioned handshake and the request/response types for
 //!   edge ↔ hub, hub ↔ hub (Raft) and central/CLI ↔ hub.
+//! - [`workload`]: the device-monitor spec (TOML/JSON/bincode), its
+//!   field-level validation and the device selector's glob matcher.
 
 pub mod frame;
 pub mod messages;
 pub mod telemetry;
+pub mod workload;
 
 pub use frame::{decode_frame, encode_frame, FrameError, MAX_FRAME_LEN};
 pub use messages::*;
