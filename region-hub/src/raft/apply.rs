@@ -2,9 +2,14 @@
 //! telemetry store, membership changes, snapshots and checkpoints.
 //!
 //! The Raft log is the store's write-ahead log: inserted records live only
-//! in the store's memtable until [`HubStore::checkpoint`], and the log is
+//! in the store's memtable until a checkpoint is durable, and the log is
 //! compacted only up to the checkpointed index. On restart raft replays
 //! every entry after that index.
+//!
+//! Checkpoints do not stall the Raft loop: the loop only starts one
+//! ([`HubStore::begin_checkpoint`]: freeze the memtable, spawn the writer)
+//! and later installs it ([`HubStore::finish_checkpoint`]); the durable
+//! index, and with it log compaction, advances only then.
 //!
 //! The store sits behind a [`SharedStore`] lock so that reads (queries,
 //! device lists) run on other threads and never stall the Raft loop. The
@@ -39,8 +44,33 @@ pub trait HubStore: Send + Sync + 'static {
     fn stored_records(&self) -> u64;
     /// The memtable is big enough to checkpoint now.
     fn needs_checkpoint(&self) -> bool;
-    /// Makes everything up to `applied_index` durable with the FSM state.
+    /// Makes everything up to `applied_index` durable with the FSM state,
+    /// before returning (finishing a background checkpoint first).
     fn checkpoint(&mut self, applied_index: u64, fsm_state: &[u8]) -> Result<(), Self::Error>;
+    /// Starts making everything up to `applied_index` durable; called only
+    /// while [`HubStore::checkpoint_in_flight`] is false. Must be cheap: the
+    /// slow part runs in the background. The default checkpoints in place.
+    fn begin_checkpoint(
+        &mut self,
+        applied_index: u64,
+        fsm_state: Vec<u8>,
+    ) -> Result<CheckpointStart, Self::Error> {
+        self.checkpoint(applied_index, &fsm_state)
+            .map(|()| CheckpointStart::Durable)
+    }
+    /// A background checkpoint is running or awaits `finish_checkpoint`.
+    fn checkpoint_in_flight(&self) -> bool {
+        false
+    }
+    /// The background checkpoint is done: `finish_checkpoint` will not block.
+    fn checkpoint_finished(&self) -> bool {
+        false
+    }
+    /// Installs a finished background checkpoint (waiting for it if
+    /// `wait`); returns the applied index that is now durable.
+    fn finish_checkpoint(&mut self, _wait: bool) -> Result<Option<u64>, Self::Error> {
+        Ok(None)
+    }
     /// Serializes all data for a Raft snapshot.
     fn snapshot(&self) -> Result<Vec<u8>, Self::Error>;
     /// Replaces all contents by a snapshot's, durably.
@@ -52,6 +82,15 @@ pub trait HubStore: Send + Sync + 'static {
     ) -> Result<(), Self::Error>;
     /// Drops data past retention.
     fn enforce_retention(&mut self, now_ms: i64) -> Result<(), Self::Error>;
+}
+
+/// How [`HubStore::begin_checkpoint`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointStart {
+    /// Already durable (the store checkpointed in place).
+    Durable,
+    /// Running in the background; `finish_checkpoint` reports it durable.
+    Background,
 }
 
 impl HubStore for TelemetryStore {
@@ -73,6 +112,24 @@ impl HubStore for TelemetryStore {
     }
     fn checkpoint(&mut self, applied_index: u64, fsm_state: &[u8]) -> Result<(), StoreError> {
         TelemetryStore::checkpoint(self, applied_index, fsm_state)
+    }
+    fn begin_checkpoint(
+        &mut self,
+        applied_index: u64,
+        fsm_state: Vec<u8>,
+    ) -> Result<CheckpointStart, StoreError> {
+        // `false` (one already in flight) cannot happen: callers check first.
+        TelemetryStore::begin_checkpoint(self, applied_index, fsm_state)
+            .map(|_| CheckpointStart::Background)
+    }
+    fn checkpoint_in_flight(&self) -> bool {
+        TelemetryStore::checkpoint_in_flight(self)
+    }
+    fn checkpoint_finished(&self) -> bool {
+        TelemetryStore::checkpoint_finished(self)
+    }
+    fn finish_checkpoint(&mut self, wait: bool) -> Result<Option<u64>, StoreError> {
+        TelemetryStore::finish_checkpoint(self, wait)
     }
     fn snapshot(&self) -> Result<Vec<u8>, StoreError> {
         TelemetryStore::snapshot(self)
@@ -447,7 +504,9 @@ impl<S: HubStore> RaftNode<S> {
         Ok(())
     }
 
-    /// Checkpoints when the interval elapsed or the store asks for it.
+    /// Called on every loop: installs a finished background checkpoint,
+    /// and starts one when the interval elapsed or the store asks for it
+    /// and none is in flight. Never waits for the store's disk work.
     pub fn maybe_checkpoint(&mut self, now: Instant, now_ms: i64) -> Result<(), NodeError> {
         let due = match self.last_checkpoint_at {
             None => {
@@ -456,44 +515,89 @@ impl<S: HubStore> RaftNode<S> {
             }
             Some(t) => now.saturating_duration_since(t) >= self.cfg.checkpoint_interval,
         };
-        if due || read(&self.store).needs_checkpoint() {
-            self.checkpoint_inner(now, now_ms, false)?;
+        let (in_flight, finished, needs) = {
+            let st = read(&self.store);
+            (
+                st.checkpoint_in_flight(),
+                st.checkpoint_finished(),
+                st.needs_checkpoint(),
+            )
+        };
+        let start = due || needs;
+        if finished || (start && !in_flight) {
+            self.checkpoint_inner(now, now_ms, false, start)?;
         }
         Ok(())
     }
 
-    /// Makes the store durable at the applied index, then compacts the Raft
-    /// log behind it (never before: the log is the store's WAL).
+    /// Makes the store durable at the applied index, waiting for it, then
+    /// compacts the Raft log behind it (never before: the log is the
+    /// store's WAL).
     pub fn checkpoint(&mut self, now: Instant, now_ms: i64) -> Result<(), NodeError> {
-        self.checkpoint_inner(now, now_ms, true)
+        self.checkpoint_inner(now, now_ms, true, true)
     }
 
-    fn checkpoint_inner(&mut self, now: Instant, now_ms: i64, wait: bool) -> Result<(), NodeError> {
+    /// The store is durable up to `index`.
+    fn note_durable(&mut self, index: u64) {
+        if index > self.checkpointed {
+            self.checkpointed = index;
+            self.metrics.checkpoints.inc();
+        }
+    }
+
+    fn checkpoint_inner(
+        &mut self,
+        now: Instant,
+        now_ms: i64,
+        wait: bool,
+        start: bool,
+    ) -> Result<(), NodeError> {
         if !self.flush_records(wait) {
             // A reader holds the store; try again on the next loop.
             return Ok(());
         }
+        // A clone of the Arc, so the guard does not borrow `self`.
+        let store = self.store.clone();
         let Some(mut st) = (if wait {
-            Some(write(&self.store))
+            Some(write(&store))
         } else {
-            self.store.try_write().ok()
+            store.try_write().ok()
         }) else {
             return Ok(());
         };
-        self.last_checkpoint_at = Some(now);
-        if self.applied > self.checkpointed {
-            st.checkpoint(self.applied, &self.state.encode())
-                .map_err(|e| NodeError::Store {
-                    id: self.cfg.id,
-                    reason: e.to_string(),
-                })?;
-            self.checkpointed = self.applied;
-            self.metrics.checkpoints.inc();
+        let id = self.cfg.id;
+        let store_err = |e: S::Error| NodeError::Store {
+            id,
+            reason: e.to_string(),
+        };
+        // Install a finished background checkpoint (cheap: an index swap).
+        if let Some(index) = st.finish_checkpoint(wait).map_err(store_err)? {
+            self.note_durable(index);
         }
-        if let Err(e) = st.enforce_retention(now_ms) {
-            tracing::warn!(hub = self.cfg.id, error = %e, "retention failed");
+        if start && !st.checkpoint_in_flight() {
+            self.last_checkpoint_at = Some(now);
+            if self.applied > self.checkpointed {
+                if wait {
+                    st.checkpoint(self.applied, &self.state.encode())
+                        .map_err(store_err)?;
+                    self.note_durable(self.applied);
+                } else {
+                    match st
+                        .begin_checkpoint(self.applied, self.state.encode())
+                        .map_err(store_err)?
+                    {
+                        CheckpointStart::Durable => self.note_durable(self.applied),
+                        CheckpointStart::Background => {}
+                    }
+                }
+            }
+            if let Err(e) = st.enforce_retention(now_ms) {
+                tracing::warn!(hub = self.cfg.id, error = %e, "retention failed");
+            }
         }
         drop(st);
+        // Only up to the durable checkpoint: entries after it exist nowhere
+        // else on this replica (the memtable is lost on a crash).
         let compact_index = (self.checkpointed + 1).saturating_sub(self.cfg.log_retain_entries);
         if compact_index > raft::Storage::first_index(self.raw.store()).unwrap_or(1) {
             self.raw.mut_store().compact(compact_index)?;

@@ -1,5 +1,6 @@
 //! The node driver: runs a [`RaftNode`] on its own OS thread (raft-engine
-//! fsyncs and store checkpoints block), with a single-threaded tokio
+//! fsyncs block; store checkpoints run on the store's own background
+//! thread and are only started and installed here), with a single-threaded tokio
 //! runtime for the inbox and the tick interval. The only place the Raft
 //! side reads the clock.
 //!
@@ -167,6 +168,7 @@ pub fn spawn<S: HubStore>(
                     }
                     let now = Instant::now();
                     node.on_ready(now)?;
+                    // Cheap: starts or installs a background checkpoint.
                     node.maybe_checkpoint(now, now_ms())?;
                 }
                 node.shutdown(Instant::now(), now_ms())

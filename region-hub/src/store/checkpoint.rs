@@ -1,28 +1,31 @@
-//! Making the store durable (checkpoint, chunk merging) and moving all of it
-//! between replicas (Raft snapshot and restore).
+//! Making the store durable (checkpoints, split between the Raft thread
+//! and a background thread) and moving all of it between replicas (Raft
+//! snapshot and restore).
 //!
-//! Checkpoint order, so that a crash at any point leaves the last completed
-//! checkpoint intact: (1) write each partition's memtable as a new chunk file
-//! and fsync it; (2) merge small files; (3) fsync the directory; (4) write the
-//! manifest atomically; (5) only then delete files the new manifest no longer
-//! names. Files written by a checkpoint that never reached (4) are not in the
-//! manifest and are deleted by the next `open`.
-//!
-//! Merging follows the logarithmic method: after a partition gains a file,
-//! its two newest files are merged while the newer is at least half the size
-//! of the older. A partition then holds O(log n) files and each record is
-//! rewritten O(log n) times, however often the driver checkpoints.
+//! [`TelemetryStore::begin_checkpoint`] is the cheap part, on the caller's
+//! thread: it freezes every partition's memtable (moves each device's
+//! buffer into an `Arc` that readers and the job share), takes the list of
+//! files to delete, and spawns the job (see `job`), which writes, merges and
+//! fsyncs files and then the manifest. [`TelemetryStore::finish_checkpoint`]
+//! is cheap too: it swaps the job's files into the index in place of the
+//! frozen memtables and merged files. Until then readers see the frozen
+//! memtable; after it they see the files; both under the caller's lock.
+//! At most one checkpoint is in flight; the durable index is the one of
+//! the last finished checkpoint.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use bincode::{Decode, Encode};
 use strata_protocol::TelemetryRecord;
 
-use super::chunk::{self, BlockEntry, ChunkWriter, BLOCK_RECORDS};
-use super::manifest::{self, FileMeta, Manifest};
+use super::chunk::{self, BlockEntry};
+use super::job::{CheckpointDone, CheckpointJob, JobPartition};
 use super::{with_device, BlockRef, StoreError, TelemetryStore};
 
 const SNAP_MAGIC: &[u8; 8] = b"STSNAP01";
@@ -55,177 +58,238 @@ fn block_ref(file: u64, b: &BlockEntry) -> BlockRef {
     }
 }
 
+/// A background checkpoint: its thread and what to undo if it fails.
+#[derive(Debug)]
+pub(super) struct Inflight {
+    handle: JoinHandle<Result<CheckpointDone, StoreError>>,
+    applied_index: u64,
+    /// Taken from `obsolete`; given back if the job fails.
+    deleting: Vec<u64>,
+    cancel: Arc<AtomicBool>,
+    #[cfg(test)]
+    gate: Option<Arc<super::job::Gate>>,
+}
+
+impl Inflight {
+    /// Stops the job before its manifest if it is not past it, and waits.
+    pub(super) fn cancel(self) {
+        self.cancel.store(true, Ordering::Release);
+        #[cfg(test)]
+        if let Some(g) = &self.gate {
+            g.open();
+        }
+        let _ = self.handle.join();
+    }
+}
+
 impl TelemetryStore {
     fn chunk_path(&self, id: u64) -> PathBuf {
         chunk::chunk_path(&self.cfg.dir, id)
     }
 
-    fn take_file_id(&mut self) -> u64 {
-        let id = self.next_file_id;
-        self.next_file_id += 1;
-        id
-    }
-
     /// Makes everything inserted so far durable together with
-    /// `applied_index` and the encoded region state `fsm_state`: chunk files
-    /// are fsynced, then the manifest is replaced atomically (temp + fsync +
-    /// rename + fsync dir). On error nothing inserted is lost from memory and
-    /// the previous checkpoint stays the durable one; retry later.
+    /// `applied_index` and the encoded region state `fsm_state`, and waits
+    /// for it: [`TelemetryStore::begin_checkpoint`] then
+    /// [`TelemetryStore::finish_checkpoint`] (after finishing one already in
+    /// flight). On error nothing inserted is lost from memory and the
+    /// previous checkpoint stays the durable one; retry later.
     pub fn checkpoint(&mut self, applied_index: u64, fsm_state: &[u8]) -> Result<(), StoreError> {
-        let dirty: Vec<i64> = self
-            .partitions
-            .iter()
-            .filter(|(_, p)| p.mem_bytes > 0)
-            .map(|(start, _)| *start)
-            .collect();
-        for start in &dirty {
-            self.flush_partition(*start)?;
-            self.merge_partition(*start)?;
-        }
-        if !dirty.is_empty() {
-            // New chunk names must be durable before a manifest names them.
-            manifest::sync_dir(&self.cfg.dir)?;
-        }
-        let m = Manifest {
-            applied_index,
-            fsm_state: fsm_state.to_vec(),
-            partition_ms: self.cfg.partition_ms,
-            next_file_id: self.next_file_id,
-            files: self
-                .partitions
-                .values()
-                .flat_map(|p| p.files.iter().copied())
-                .collect(),
-        };
-        manifest::write(&self.cfg.dir, &m)?;
-        for id in std::mem::take(&mut self.obsolete) {
-            let path = self.chunk_path(id);
-            // A leftover is harmless: open() deletes files the manifest does not name.
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::warn!(file = %path.display(), error = %e, "cannot delete obsolete chunk file");
-            }
-        }
-        tracing::debug!(
-            applied_index,
-            partitions_flushed = dirty.len(),
-            "store checkpoint"
-        );
+        self.finish_checkpoint(true)?;
+        self.begin_checkpoint(applied_index, fsm_state.to_vec())?;
+        self.finish_checkpoint(true)?;
         Ok(())
     }
 
-    /// Writes one partition's memtable as a new chunk file and moves it into
-    /// the index.
-    fn flush_partition(&mut self, start: i64) -> Result<(), StoreError> {
-        let id = self.take_file_id();
-        let path = self.chunk_path(id);
-        let Some(part) = self.partitions.get_mut(&start) else {
-            return Ok(());
-        };
-        let written = (|| {
-            let mut w = ChunkWriter::create(path.clone(), start)?;
+    /// Whether a background checkpoint is running or awaits
+    /// [`TelemetryStore::finish_checkpoint`].
+    pub fn checkpoint_in_flight(&self) -> bool {
+        self.inflight.is_some()
+    }
+
+    /// Whether the background checkpoint has finished, so that
+    /// [`TelemetryStore::finish_checkpoint`] will not wait.
+    pub fn checkpoint_finished(&self) -> bool {
+        self.inflight
+            .as_ref()
+            .is_some_and(|i| i.handle.is_finished())
+    }
+
+    /// Starts making everything inserted so far durable with
+    /// `applied_index` and `fsm_state`, in the background. Cheap: freezes
+    /// the memtable and spawns a thread. Returns `false` (and does nothing)
+    /// while another checkpoint is in flight.
+    pub fn begin_checkpoint(
+        &mut self,
+        applied_index: u64,
+        fsm_state: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        if self.inflight.is_some() {
+            return Ok(false);
+        }
+        let mut parts = Vec::new();
+        let mut other_files = Vec::new();
+        for (start, part) in self.partitions.iter_mut() {
+            if part.mem_bytes == 0 {
+                other_files.extend(part.files.iter().copied());
+                continue;
+            }
+            let mut frozen = Vec::new();
             for (tenant, devs) in part.devices.iter_mut() {
                 for (device, data) in devs.iter_mut() {
-                    if !data.mem.is_empty() {
-                        w.add_device(tenant, device, &mut data.mem)?;
+                    if data.mem.is_empty() {
+                        continue;
                     }
+                    let mem = Arc::new(std::mem::take(&mut data.mem));
+                    data.frozen = Some(mem.clone());
+                    frozen.push((tenant.clone(), device.clone(), mem));
                 }
             }
-            w.finish()
-        })();
-        let (index, bytes) = match written {
-            Ok(w) => w,
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                return Err(e);
-            }
-        };
-        for b in &index.blocks {
-            with_device(&mut part.devices, &b.tenant, &b.device, |d| {
-                d.blocks.push(block_ref(id, b))
+            self.mem_bytes -= part.mem_bytes;
+            part.frozen_bytes = std::mem::take(&mut part.mem_bytes);
+            parts.push(JobPartition {
+                start: *start,
+                gen: part.gen,
+                frozen,
+                files: part.files.clone(),
             });
         }
-        for devs in part.devices.values_mut() {
-            for data in devs.values_mut() {
-                // take, not clear: a burst must not pin memory until the next one.
-                drop(std::mem::take(&mut data.mem));
+        let deleting = std::mem::take(&mut self.obsolete);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let job = CheckpointJob {
+            dir: self.cfg.dir.clone(),
+            applied_index,
+            fsm_state,
+            partition_ms: self.cfg.partition_ms,
+            next_file_id: self.next_file_id.clone(),
+            parts,
+            other_files,
+            delete_after: deleting.clone(),
+            cancel: cancel.clone(),
+            #[cfg(test)]
+            gate: self.gate.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || job.run());
+        let handle = match spawned {
+            Ok(h) => h,
+            Err(source) => {
+                self.obsolete.extend(deleting);
+                self.unfreeze();
+                return Err(StoreError::Io {
+                    path: self.cfg.dir.clone(),
+                    source,
+                });
             }
-        }
-        self.mem_bytes -= part.mem_bytes;
-        part.mem_bytes = 0;
-        part.files.push(FileMeta {
-            id,
-            partition: start,
-            bytes,
+        };
+        self.inflight = Some(Inflight {
+            handle,
+            applied_index,
+            deleting,
+            cancel,
+            #[cfg(test)]
+            gate: self.gate.clone(),
         });
-        Ok(())
+        Ok(true)
     }
 
-    /// Merges the partition's newest two files while the newer is at least
-    /// half the size of the older.
-    fn merge_partition(&mut self, start: i64) -> Result<(), StoreError> {
-        loop {
-            let Some(part) = self.partitions.get(&start) else {
-                return Ok(());
+    /// Installs the background checkpoint once it has finished (or, with
+    /// `wait`, after waiting for it) and returns the applied index that is
+    /// now durable; `None` when none was in flight or (without `wait`) it
+    /// is still running. On error the frozen records are back in the
+    /// memtable, the previous checkpoint stays the durable one, and a later
+    /// checkpoint retries.
+    pub fn finish_checkpoint(&mut self, wait: bool) -> Result<Option<u64>, StoreError> {
+        match &self.inflight {
+            None => return Ok(None),
+            Some(i) if !wait && !i.handle.is_finished() => return Ok(None),
+            Some(_) => {}
+        }
+        let Some(inflight) = self.inflight.take() else {
+            return Ok(None);
+        };
+        let applied_index = inflight.applied_index;
+        let result = inflight.handle.join().unwrap_or_else(|panic| {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panicked".into());
+            Err(StoreError::Checkpoint {
+                dir: self.cfg.dir.clone(),
+                detail,
+            })
+        });
+        match result {
+            Ok(done) => {
+                self.install(done);
+                tracing::debug!(applied_index, "store checkpoint durable");
+                Ok(Some(applied_index))
+            }
+            Err(e) => {
+                self.obsolete.extend(inflight.deleting);
+                self.unfreeze();
+                Err(e)
+            }
+        }
+    }
+
+    /// Swaps a finished job's files into the index in place of the frozen
+    /// memtables and the files it merged.
+    fn install(&mut self, done: CheckpointDone) {
+        for pd in done.parts {
+            let part = match self.partitions.get_mut(&pd.start) {
+                Some(p) if p.gen == pd.gen => p,
+                _ => {
+                    // Retention dropped the partition meanwhile: its new
+                    // files go once a manifest without them is durable.
+                    self.obsolete.extend(pd.added.iter().map(|(m, _)| m.id));
+                    continue;
+                }
             };
-            let n = part.files.len();
-            if n < 2 || part.files[n - 1].bytes.saturating_mul(2) < part.files[n - 2].bytes {
-                return Ok(());
-            }
-            let (older, newer) = (part.files[n - 2].id, part.files[n - 1].id);
-            self.merge_two(start, older, newer)?;
-        }
-    }
-
-    fn merge_two(&mut self, start: i64, a: u64, b: u64) -> Result<(), StoreError> {
-        let id = self.take_file_id();
-        let path = self.chunk_path(id);
-        let (pa, pb) = (self.chunk_path(a), self.chunk_path(b));
-        let Some(part) = self.partitions.get_mut(&start) else {
-            return Ok(());
-        };
-        let written = (|| {
-            let (fa, fb) = (chunk::open(&pa)?, chunk::open(&pb)?);
-            let mut w = ChunkWriter::create(path.clone(), start)?;
-            let mut recs = Vec::new();
-            for (tenant, devs) in &part.devices {
-                for (device, data) in devs {
-                    recs.clear();
-                    for r in data.blocks.iter().filter(|r| r.file == a || r.file == b) {
-                        let (f, p) = if r.file == a { (&fa, &pa) } else { (&fb, &pb) };
-                        recs.extend(chunk::read_block(f, p, r.offset, r.len, r.crc)?);
-                    }
-                    if !recs.is_empty() {
-                        w.add_device(tenant, device, &mut recs)?;
+            let removed: HashSet<u64> = pd.removed.iter().copied().collect();
+            for devs in part.devices.values_mut() {
+                for data in devs.values_mut() {
+                    data.frozen = None;
+                    if !removed.is_empty() {
+                        data.blocks.retain(|b| !removed.contains(&b.file));
                     }
                 }
             }
-            w.finish()
-        })();
-        let (index, bytes) = match written {
-            Ok(w) => w,
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                return Err(e);
+            part.frozen_bytes = 0;
+            for (meta, index) in &pd.added {
+                for b in &index.blocks {
+                    with_device(&mut part.devices, &b.tenant, &b.device, |d| {
+                        d.blocks.push(block_ref(meta.id, b))
+                    });
+                }
             }
-        };
-        for devs in part.devices.values_mut() {
-            for data in devs.values_mut() {
-                data.blocks.retain(|r| r.file != a && r.file != b);
+            part.files.retain(|f| !removed.contains(&f.id));
+            part.files.extend(pd.added.iter().map(|(m, _)| *m));
+            self.obsolete.extend(pd.removed);
+        }
+    }
+
+    /// Puts frozen memtables back after a failed checkpoint (before the
+    /// records inserted since, though order does not matter: reads sort).
+    fn unfreeze(&mut self) {
+        for part in self.partitions.values_mut() {
+            if part.frozen_bytes == 0 {
+                continue;
             }
+            for devs in part.devices.values_mut() {
+                for data in devs.values_mut() {
+                    if let Some(frozen) = data.frozen.take() {
+                        let mut mem = Arc::unwrap_or_clone(frozen);
+                        mem.append(&data.mem);
+                        data.mem = mem;
+                    }
+                }
+            }
+            part.mem_bytes += part.frozen_bytes;
+            self.mem_bytes += part.frozen_bytes;
+            part.frozen_bytes = 0;
         }
-        for e in &index.blocks {
-            with_device(&mut part.devices, &e.tenant, &e.device, |d| {
-                d.blocks.push(block_ref(id, e))
-            });
-        }
-        part.files.retain(|f| f.id != a && f.id != b);
-        part.files.push(FileMeta {
-            id,
-            partition: start,
-            bytes,
-        });
-        self.obsolete.extend([a, b]);
-        Ok(())
     }
 
     /// Everything the store holds (checkpointed or not, and nothing else) as
@@ -249,8 +313,9 @@ impl TelemetryStore {
                         };
                         blocks.push(chunk::read_block_raw(f, p, r.offset, r.len, r.crc)?);
                     }
-                    for piece in data.mem.chunks(BLOCK_RECORDS) {
-                        blocks.push(chunk::encode_block(piece));
+                    let mems = data.frozen.as_deref().into_iter().chain([&data.mem]);
+                    for (seg, bytes) in mems.flat_map(|m| m.segments()) {
+                        blocks.push(chunk::raw_block(seg.count, bytes));
                     }
                     if !blocks.is_empty() {
                         devices.push(SnapDevice {
@@ -262,8 +327,8 @@ impl TelemetryStore {
                 }
             }
         }
-        let body = bincode::encode_to_vec(SnapshotBody { devices }, bincode::config::standard())
-            .unwrap_or_default();
+        let body =
+            bincode::encode_to_vec(SnapshotBody { devices }, chunk::BINCODE).unwrap_or_default();
         let mut out = Vec::with_capacity(body.len() + 12);
         out.extend_from_slice(SNAP_MAGIC);
         out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
@@ -290,7 +355,7 @@ impl TelemetryStore {
         if crc32fast::hash(body) != crc {
             return Err(bad("checksum mismatch".into()));
         }
-        let cfg = bincode::config::standard().with_limit::<MAX_SNAPSHOT_BYTES>();
+        let cfg = chunk::BINCODE.with_limit::<MAX_SNAPSHOT_BYTES>();
         let (snap, used): (SnapshotBody, usize) =
             bincode::decode_from_slice(body, cfg).map_err(|e| bad(e.to_string()))?;
         if used != body.len() {
@@ -305,6 +370,10 @@ impl TelemetryStore {
             }
         }
         drop(snap);
+        // A checkpoint in flight must not write its older manifest after ours.
+        if let Err(e) = self.finish_checkpoint(true) {
+            tracing::warn!(error = %e, "background checkpoint failed before a restore replaced it");
+        }
         for part in std::mem::take(&mut self.partitions).into_values() {
             self.obsolete.extend(part.files.iter().map(|f| f.id));
         }

@@ -8,10 +8,13 @@
 //! footer_len: u32 LE | footer_crc: u32 LE | "STCHEND1"
 //! ```
 //!
-//! Records of one (tenant, device) are sorted by time and cut into blocks of
-//! at most [`BLOCK_RECORDS`], so a query reads only the blocks of its device
-//! whose time range overlaps, and decompressing one block has a bounded cost.
-//! The footer is read once at open; after that the index lives in memory.
+//! A block holds at most [`BLOCK_RECORDS`] records of one (tenant, device),
+//! in no particular order (queries sort), with their time range in the
+//! footer, so a query reads only the blocks of its device whose range
+//! overlaps, and decompressing one block has a bounded cost. A device may
+//! have many blocks in one file: merging copies blocks verbatim (see
+//! `merge`). The footer is read once at open; after that the index lives in
+//! memory.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -108,15 +111,39 @@ pub(super) fn record_order(a: &TelemetryRecord, b: &TelemetryRecord) -> std::cmp
         .then_with(|| (&a.tenant, &a.device).cmp(&(&b.tenant, &b.device)))
 }
 
+/// The bincode configuration of blocks, memtables and footers.
+pub(super) const BINCODE: bincode::config::Configuration = bincode::config::standard();
+
 /// Compresses one block.
+#[cfg(test)]
 pub(super) fn encode_block(records: &[TelemetryRecord]) -> Vec<u8> {
     // Encoding plain data into a Vec cannot fail.
-    let raw = bincode::encode_to_vec(records, bincode::config::standard()).unwrap_or_default();
+    let raw = bincode::encode_to_vec(records, BINCODE).unwrap_or_default();
     lz4_flex::compress_prepend_size(&raw)
 }
 
-/// Decompresses one block (whose integrity the caller has checked).
-pub(super) fn decode_block(bytes: &[u8]) -> Result<Vec<TelemetryRecord>, String> {
+/// Compresses `count` records already encoded back to back in `body`. A
+/// bincode `Vec<T>` is its length (a varint) followed by the elements, so
+/// the result is byte for byte what [`decode_block`] reads.
+pub(super) fn raw_block(count: u32, body: &[u8]) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(body.len() + 9);
+    // Encoding an integer into a Vec cannot fail.
+    let _ = bincode::encode_into_std_write(u64::from(count), &mut raw, BINCODE);
+    raw.extend_from_slice(body);
+    lz4_flex::compress_prepend_size(&raw)
+}
+
+/// Decompresses one block into its record count and its records' encoded
+/// bytes (the inverse of [`raw_block`]), without decoding any record.
+pub(super) fn block_body(bytes: &[u8]) -> Result<(u64, Vec<u8>), String> {
+    let mut raw = decompress(bytes)?;
+    let (count, used): (u64, usize) =
+        bincode::decode_from_slice(&raw, BINCODE).map_err(|e| e.to_string())?;
+    raw.drain(..used);
+    Ok((count, raw))
+}
+
+fn decompress(bytes: &[u8]) -> Result<Vec<u8>, String> {
     let size = bytes
         .get(..4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
@@ -126,8 +153,13 @@ pub(super) fn decode_block(bytes: &[u8]) -> Result<Vec<TelemetryRecord>, String>
             "block claims {size} bytes, limit {MAX_BLOCK_BYTES}"
         ));
     }
-    let raw = lz4_flex::decompress_size_prepended(bytes).map_err(|e| e.to_string())?;
-    let cfg = bincode::config::standard().with_limit::<MAX_BLOCK_BYTES>();
+    lz4_flex::decompress_size_prepended(bytes).map_err(|e| e.to_string())
+}
+
+/// Decompresses one block (whose integrity the caller has checked).
+pub(super) fn decode_block(bytes: &[u8]) -> Result<Vec<TelemetryRecord>, String> {
+    let raw = decompress(bytes)?;
+    let cfg = BINCODE.with_limit::<MAX_BLOCK_BYTES>();
     let (records, used): (Vec<TelemetryRecord>, usize) =
         bincode::decode_from_slice(&raw, cfg).map_err(|e| e.to_string())?;
     if used != raw.len() {
@@ -159,31 +191,6 @@ impl ChunkWriter {
                 blocks: Vec::new(),
             },
         })
-    }
-
-    /// Appends one device's records (sorted here) as one or more blocks.
-    pub fn add_device(
-        &mut self,
-        tenant: &str,
-        device: &str,
-        records: &mut [TelemetryRecord],
-    ) -> Result<(), StoreError> {
-        records.sort_by(record_order);
-        for block in records.chunks(BLOCK_RECORDS) {
-            let (Some(first), Some(last)) = (block.first(), block.last()) else {
-                continue;
-            };
-            let bytes = encode_block(block);
-            self.add_raw_block(
-                tenant,
-                device,
-                &bytes,
-                block.len() as u32,
-                first.ts_ms,
-                last.ts_ms,
-            )?;
-        }
-        Ok(())
     }
 
     /// Appends an already-compressed block.
@@ -219,8 +226,7 @@ impl ChunkWriter {
 
     /// Writes the footer and fsyncs. Returns the index and the file size.
     pub fn finish(mut self) -> Result<(FileIndex, u64), StoreError> {
-        let footer =
-            bincode::encode_to_vec(&self.index, bincode::config::standard()).unwrap_or_default();
+        let footer = bincode::encode_to_vec(&self.index, BINCODE).unwrap_or_default();
         let footer_len =
             u32::try_from(footer.len()).map_err(|_| corrupt(&self.path, "footer too large"))?;
         let mut trailer = Vec::with_capacity(TRAILER_LEN as usize);
@@ -296,7 +302,7 @@ pub(super) fn read_index(path: &Path) -> Result<FileIndex, StoreError> {
     if crc32fast::hash(&footer) != footer_crc {
         return Err(corrupt(path, "footer checksum mismatch"));
     }
-    let cfg = bincode::config::standard().with_limit::<{ MAX_FOOTER_BYTES as usize }>();
+    let cfg = BINCODE.with_limit::<{ MAX_FOOTER_BYTES as usize }>();
     let (index, _): (FileIndex, usize) = bincode::decode_from_slice(&footer, cfg)
         .map_err(|e| corrupt(path, format!("footer: {e}")))?;
     let data_end = size - TRAILER_LEN - footer_len;

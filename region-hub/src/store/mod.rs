@@ -2,40 +2,60 @@
 //!
 //! The Raft log is the store's write-ahead log: [`TelemetryStore::insert`]
 //! only appends to an in-memory memtable (no syscall, no fsync), and
-//! durability comes from [`TelemetryStore::checkpoint`], which the Raft
-//! driver calls every few seconds or when [`TelemetryStore::needs_checkpoint`]
-//! says so. A checkpoint writes the memtable as compressed chunk files,
-//! fsyncs them, and then atomically replaces the manifest, which pairs the
-//! live files with the applied Raft index and the encoded region state. After
-//! a crash, [`TelemetryStore::open`] returns that index and state, and the
-//! driver replays Raft entries after it; records inserted after the last
+//! durability comes from checkpoints, which the Raft driver starts every few
+//! seconds or when [`TelemetryStore::needs_checkpoint`] says so. A
+//! checkpoint writes the memtable as compressed chunk files, fsyncs them,
+//! and then atomically replaces the manifest, which pairs the live files
+//! with the applied Raft index and the encoded region state. After a crash,
+//! [`TelemetryStore::open`] returns that index and state, and the driver
+//! replays Raft entries after it; records inserted after the last completed
 //! checkpoint are lost from the store by design and come back from the log.
+//!
+//! Checkpoints run in the background so the Raft thread never waits for
+//! compression, merging or fsync: [`TelemetryStore::begin_checkpoint`]
+//! only freezes the memtable (a pointer swap per device) and starts a
+//! thread; [`TelemetryStore::finish_checkpoint`] later swaps the written
+//! files into the index and reports the index that is now durable. Reads
+//! see the memtable, the frozen memtable and the files throughout.
 //!
 //! # Layout
 //! - this file: config, errors, the in-memory index, open / insert / retention.
-//! - [`checkpoint`](self::checkpoint): checkpoint, chunk merging, snapshot and restore.
+//! - [`checkpoint`](self::checkpoint): begin / finish / checkpoint, snapshot and restore.
+//! - `job`: the background part of a checkpoint; `merge`: which files to
+//!   merge (size-tiered) and merging by block copy.
 //! - [`query`](self::query): raw and downsampled reads.
-//! - `chunk`: the chunk file format; `manifest`: the atomic manifest.
+//! - `memtable`: encoded per-device memtables; `chunk`: the chunk file
+//!   format; `manifest`: the atomic manifest.
 //!
 //! Data is time-partitioned (`partition-ms`); inside a partition each
 //! (tenant, device) has a memtable and a list of compressed blocks in chunk
 //! files, so retention drops whole partitions and a query reads only its
 //! device's blocks in the partitions it overlaps.
 
+#[cfg(test)]
+mod background_tests;
+#[cfg(test)]
+mod bench;
 mod checkpoint;
 mod chunk;
+mod job;
 mod manifest;
+mod memtable;
+mod merge;
 mod query;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use strata_protocol::{DeviceInfo, TelemetryRecord};
 
 use manifest::FileMeta;
+use memtable::MemBuf;
 
 /// Telemetry store configuration (`[store]` in the hub's TOML).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +164,14 @@ pub enum StoreError {
         /// What is wrong.
         detail: String,
     },
+    /// The background checkpoint thread died or was stopped.
+    #[error("background checkpoint of the store in {} failed: {detail}", dir.display())]
+    Checkpoint {
+        /// The store directory.
+        dir: PathBuf,
+        /// What happened.
+        detail: String,
+    },
     /// The query is invalid.
     #[error("bad query: {detail}")]
     BadQuery {
@@ -176,8 +204,10 @@ struct BlockRef {
 /// One device's data in one partition.
 #[derive(Debug, Default)]
 struct DeviceData {
-    /// Not yet checkpointed, in insertion order.
-    mem: Vec<TelemetryRecord>,
+    /// Not yet checkpointed.
+    mem: MemBuf,
+    /// Being written by the background checkpoint; shared with it.
+    frozen: Option<Arc<MemBuf>>,
     /// Checkpointed blocks.
     blocks: Vec<BlockRef>,
     records: u64,
@@ -224,12 +254,33 @@ fn with_device<R>(
 /// One time partition `[start, start + partition-ms)`.
 #[derive(Debug, Default)]
 struct Partition {
+    /// Unique per partition object, so a background checkpoint does not
+    /// install files into a partition retention dropped and inserts
+    /// recreated meanwhile.
+    gen: u64,
     devices: Devices,
     /// Live chunk files, oldest first.
     files: Vec<FileMeta>,
-    /// Approximate memtable bytes.
+    /// Memtable bytes (encoded).
     mem_bytes: u64,
+    /// Frozen memtable bytes (a background checkpoint is writing them).
+    frozen_bytes: u64,
     records: u64,
+}
+
+/// The partition starting at `start`, created (with a fresh `gen`) if needed.
+fn partition_mut<'a>(
+    partitions: &'a mut BTreeMap<i64, Partition>,
+    next_gen: &mut u64,
+    start: i64,
+) -> &'a mut Partition {
+    partitions.entry(start).or_insert_with(|| {
+        *next_gen += 1;
+        Partition {
+            gen: *next_gen,
+            ..Partition::default()
+        }
+    })
 }
 
 /// Start of the partition (or bucket) of width `width` holding `ts`, aligned
@@ -239,18 +290,6 @@ fn align(ts: i64, width: i64) -> i64 {
     ts.div_euclid(width).checked_mul(width).unwrap_or(i64::MIN)
 }
 
-/// Rough heap + inline size of a record, for the flush threshold.
-fn approx_size(r: &TelemetryRecord) -> u64 {
-    let metrics: usize = r.metrics.iter().map(|m| 32 + m.name.len()).sum();
-    let tags: usize = r
-        .tags
-        .iter()
-        .map(|t| 48 + t.key.len() + t.value.len())
-        .sum();
-    (std::mem::size_of::<TelemetryRecord>() + r.tenant.len() + r.device.len() + metrics + tags)
-        as u64
-}
-
 /// The store. One per replica; owned by the Raft driver.
 #[derive(Debug)]
 pub struct TelemetryStore {
@@ -258,10 +297,29 @@ pub struct TelemetryStore {
     partitions: BTreeMap<i64, Partition>,
     mem_bytes: u64,
     stored: u64,
-    next_file_id: u64,
+    /// Shared with the background checkpoint, which allocates ids too.
+    next_file_id: Arc<AtomicU64>,
+    next_gen: u64,
     /// Files dropped from the index (merged or expired); deleted once a
     /// manifest without them is durable.
     obsolete: Vec<u64>,
+    /// The background checkpoint, if one is running or finished but not
+    /// yet installed.
+    inflight: Option<checkpoint::Inflight>,
+    /// Tests hold a background checkpoint before its manifest with this.
+    #[cfg(test)]
+    gate: Option<Arc<job::Gate>>,
+}
+
+impl Drop for TelemetryStore {
+    /// Stops a background checkpoint before its manifest if it has not got
+    /// there yet (as a crash would) and waits for its thread, so no writer
+    /// outlives the store and races a reopened one.
+    fn drop(&mut self) {
+        if let Some(inflight) = self.inflight.take() {
+            inflight.cancel();
+        }
+    }
 }
 
 impl TelemetryStore {
@@ -281,8 +339,12 @@ impl TelemetryStore {
             partitions: BTreeMap::new(),
             mem_bytes: 0,
             stored: 0,
-            next_file_id: 1,
+            next_file_id: Arc::new(AtomicU64::new(1)),
+            next_gen: 0,
             obsolete: Vec::new(),
+            inflight: None,
+            #[cfg(test)]
+            gate: None,
         };
         let mut recovered = Recovered::default();
         let mut live = std::collections::HashSet::new();
@@ -294,7 +356,7 @@ impl TelemetryStore {
                     configured: store.cfg.partition_ms,
                 });
             }
-            store.next_file_id = m.next_file_id;
+            store.next_file_id.store(m.next_file_id, Ordering::Relaxed);
             for meta in &m.files {
                 let path = chunk::chunk_path(&dir, meta.id);
                 let index = chunk::read_index(&path)?;
@@ -352,7 +414,7 @@ impl TelemetryStore {
 
     /// Adds a written chunk file to the in-memory index.
     fn add_file(&mut self, meta: FileMeta, index: chunk::FileIndex) {
-        let part = self.partitions.entry(meta.partition).or_default();
+        let part = partition_mut(&mut self.partitions, &mut self.next_gen, meta.partition);
         for b in index.blocks {
             with_device(&mut part.devices, &b.tenant, &b.device, |dev| {
                 dev.note(u64::from(b.count), b.min_ts, b.max_ts);
@@ -373,41 +435,37 @@ impl TelemetryStore {
     }
 
     /// Adds records to the memtable: no IO, no fsync (the Raft log is the
-    /// write-ahead log). Clones each record; prefer
-    /// [`TelemetryStore::insert_owned`] when the records can be moved.
+    /// write-ahead log). Records are encoded into their device's buffer, so
+    /// nothing is cloned or allocated per record.
     pub fn insert(&mut self, records: &[TelemetryRecord]) {
-        for r in records {
-            self.insert_one(r.clone());
-        }
-    }
-
-    /// Like [`TelemetryStore::insert`] but moves the records in.
-    pub fn insert_owned(&mut self, records: Vec<TelemetryRecord>) {
         for r in records {
             self.insert_one(r);
         }
     }
 
-    fn insert_one(&mut self, r: TelemetryRecord) {
+    /// Like [`TelemetryStore::insert`], taking the records by value.
+    pub fn insert_owned(&mut self, records: Vec<TelemetryRecord>) {
+        self.insert(&records);
+    }
+
+    fn insert_one(&mut self, r: &TelemetryRecord) {
         // partition-ms fits in i64: checked by validate().
         let start = align(r.ts_ms, self.cfg.partition_ms as i64);
-        let part = self.partitions.entry(start).or_default();
-        let size = approx_size(&r);
-        // Borrow the names out of the record only for the lookup, then move it in.
-        let devs = match part.devices.get_mut(r.tenant.as_str()) {
-            Some(d) => d,
-            None => part.devices.entry(r.tenant.clone()).or_default(),
-        };
-        let dev = match devs.get_mut(r.device.as_str()) {
-            Some(d) => d,
-            None => devs.entry(r.device.clone()).or_default(),
-        };
-        dev.note(1, r.ts_ms, r.ts_ms);
-        dev.mem.push(r);
-        part.mem_bytes += size;
-        part.records += 1;
-        self.mem_bytes += size;
-        self.stored += 1;
+        let part = partition_mut(&mut self.partitions, &mut self.next_gen, start);
+        // Look up by &str; the names are copied only for a new device.
+        let size = with_device(&mut part.devices, &r.tenant, &r.device, |dev| {
+            let size = dev.mem.push(r) as u64;
+            if size > 0 {
+                dev.note(1, r.ts_ms, r.ts_ms);
+            }
+            size
+        });
+        if size > 0 {
+            part.mem_bytes += size;
+            part.records += 1;
+            self.mem_bytes += size;
+            self.stored += 1;
+        }
     }
 
     /// Devices with stored data, optionally of one tenant, sorted by tenant

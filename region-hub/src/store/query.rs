@@ -1,8 +1,8 @@
 //! Reads: raw records in time order, or per-metric buckets aligned to the
 //! Unix epoch.
 //!
-//! Records are gathered from the memtable and from the blocks whose time
-//! range overlaps the query, then sorted with the deterministic
+//! Records are gathered from the memtable, the frozen memtable (during a
+//! background checkpoint) and the blocks whose time range overlaps the query, then sorted with the deterministic
 //! [`chunk::record_order`] before they are cut or aggregated, so every
 //! replica (whatever its chunk layout) returns identical answers — down to
 //! the floating-point sums behind `avg`.
@@ -143,7 +143,14 @@ impl TelemetryStore {
                 let recs = chunk::read_block(f, path, r.offset, r.len, r.crc)?;
                 out.extend(recs.into_iter().filter(|r| in_range(r.ts_ms)));
             }
-            out.extend(data.mem.iter().filter(|r| in_range(r.ts_ms)).cloned());
+            // The memtable, and the frozen one a background checkpoint is writing.
+            for mem in data.frozen.as_deref().into_iter().chain([&data.mem]) {
+                mem.decode_into(&mut out, q.from_ms..q.to_ms)
+                    .map_err(|detail| StoreError::Corrupt {
+                        path: self.cfg.dir.clone(),
+                        detail,
+                    })?;
+            }
             if raw && out.len() >= q.limit as usize {
                 break;
             }

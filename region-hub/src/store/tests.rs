@@ -5,7 +5,7 @@ use super::*;
 use proptest::prelude::*;
 use strata_protocol::{Metric, QueryResult, Tag, TelemetryQuery};
 
-fn rec(device: &str, ts_ms: i64, metrics: &[(&str, f64)]) -> TelemetryRecord {
+pub(super) fn rec(device: &str, ts_ms: i64, metrics: &[(&str, f64)]) -> TelemetryRecord {
     TelemetryRecord {
         tenant: "acme".into(),
         device: device.into(),
@@ -25,7 +25,7 @@ fn rec(device: &str, ts_ms: i64, metrics: &[(&str, f64)]) -> TelemetryRecord {
     }
 }
 
-fn cfg(dir: &std::path::Path, partition_ms: u64) -> StoreConfig {
+pub(super) fn cfg(dir: &std::path::Path, partition_ms: u64) -> StoreConfig {
     StoreConfig {
         dir: dir.to_path_buf(),
         partition_ms,
@@ -34,7 +34,13 @@ fn cfg(dir: &std::path::Path, partition_ms: u64) -> StoreConfig {
     }
 }
 
-fn q(device: &str, from_ms: i64, to_ms: i64, step_ms: Option<u64>, limit: u32) -> TelemetryQuery {
+pub(super) fn q(
+    device: &str,
+    from_ms: i64,
+    to_ms: i64,
+    step_ms: Option<u64>,
+    limit: u32,
+) -> TelemetryQuery {
     TelemetryQuery {
         tenant: "acme".into(),
         device: device.into(),
@@ -65,7 +71,7 @@ fn buckets(
     }
 }
 
-fn chunk_files(dir: &std::path::Path) -> usize {
+pub(super) fn chunk_files(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
         .filter(|e| {
@@ -350,7 +356,10 @@ fn needs_checkpoint_tracks_memtable_size() {
     c.flush_bytes = 1000;
     let (mut store, _) = TelemetryStore::open(c).unwrap();
     assert!(!store.needs_checkpoint());
-    let recs: Vec<_> = (0..20).map(|i| rec("d", i, &[("t", 1.0)])).collect();
+    // The memtable holds records encoded (about 25 bytes each here).
+    store.insert_owned(vec![rec("d", 0, &[("t", 1.0)])]);
+    assert!(!store.needs_checkpoint());
+    let recs: Vec<_> = (1..100).map(|i| rec("d", i, &[("t", 1.0)])).collect();
     store.insert_owned(recs);
     assert!(store.needs_checkpoint());
     store.checkpoint(1, b"").unwrap();
