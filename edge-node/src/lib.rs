@@ -13,6 +13,8 @@
 //! - [`sched`]: the pure local scheduler for device-monitor instances:
 //!   admission and preemption, restart backoff, crash-loop detection,
 //!   resizing, reconcile by spec generation.
+//! - [`runtime`]: sandboxes for monitor instances behind a driver trait:
+//!   the wasmtime driver (fuel, epoch deadlines, memory limiter, host ABI).
 //! - [`config`]: the TOML config, validated as a whole.
 //! - [`node`]: wiring; [`run`] is what the binary calls.
 //!
@@ -22,6 +24,7 @@
 pub mod config;
 pub mod ingress;
 pub mod node;
+pub mod runtime;
 pub mod sched;
 pub mod spool;
 pub mod uplink;

@@ -321,7 +321,10 @@ async fn process_loop<S: IngestSink>(
                 inflight_records -= n;
                 match result {
                     Ok(()) => {
-                        for p in &publishes {
+                        // Spelled out: with wasmtime's dependencies in the crate
+                        // graph, inferring `&publishes` as an iterator overflows.
+                        let publishes: &Vec<Publish> = &publishes;
+                        for p in publishes {
                             // Only fails when the event loop is gone (shutdown).
                             if client.ack(p).await.is_ok() {
                                 metrics.acks_sent.inc();

@@ -1,0 +1,652 @@
+//! The wasmtime driver: one [`Engine`] (fuel + epoch interruption), a
+//! bounded module cache keyed by hash, one [`Store`] per instance.
+//!
+//! CPU is bounded twice per callback: fuel (deterministic work, derived from
+//! millicores x the callback time budget) and an epoch deadline (wall clock,
+//! for time spent where fuel does not tick, and slow machines). One ticker
+//! thread per driver advances the epoch. Memory is bounded by the store's
+//! [`ResourceLimiter`](wasmtime::ResourceLimiter). A fault kills only its
+//! instance: stores share nothing mutable but the engine's epoch counter.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bincode::config::standard;
+use strata_protocol::workload::RuntimeKind;
+use strata_protocol::TelemetryRecord;
+use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store, Trap, TypedFunc};
+
+use super::driver::{
+    BatchOutput, InstanceConfig, InstanceFault, KvState, PreparedModule, RuntimeError,
+    SandboxDriver, SandboxInstance,
+};
+use super::host::{self, HostState};
+use crate::sched::model::MIB;
+use crate::sched::{millicores_from_fuel, Budget, InstanceKey, InstanceUsage};
+
+/// The ABI version this host implements.
+pub const ABI_VERSION: i32 = 1;
+
+/// Driver-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WasmDriverConfig {
+    /// Compiled modules kept in the cache (least recently prepared evicted).
+    /// Default 64.
+    pub module_cache_entries: usize,
+    /// Epoch tick, ms: the granularity of wall-clock deadlines. Default 10.
+    pub epoch_tick_ms: u64,
+}
+
+impl Default for WasmDriverConfig {
+    fn default() -> Self {
+        WasmDriverConfig {
+            module_cache_entries: 64,
+            epoch_tick_ms: 10,
+        }
+    }
+}
+
+impl WasmDriverConfig {
+    /// Every problem at once, as `field: message` lines.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut errs = Vec::new();
+        if self.module_cache_entries == 0 {
+            errs.push("module-cache-entries: must be at least 1".to_owned());
+        }
+        if !(1..=1000).contains(&self.epoch_tick_ms) {
+            errs.push(format!(
+                "epoch-tick-ms: {} must be 1-1000",
+                self.epoch_tick_ms
+            ));
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    }
+}
+
+/// A compiled module with its imports resolved.
+struct Compiled {
+    pre: InstancePre<HostState>,
+}
+
+struct CacheEntry {
+    module: PreparedModule,
+    last_used: u64,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<String, CacheEntry>,
+    clock: u64,
+}
+
+/// The wasmtime [`SandboxDriver`].
+pub struct WasmDriver {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cfg: WasmDriverConfig,
+    cache: Mutex<Cache>,
+    /// Dropping the sender stops the ticker.
+    ticker_stop: Option<mpsc::Sender<()>>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl WasmDriver {
+    /// Builds the engine and starts the epoch ticker thread.
+    pub fn new(cfg: WasmDriverConfig) -> Result<Self, RuntimeError> {
+        cfg.validate()
+            .map_err(|p| RuntimeError::Setup(format!("wasm driver config: {}", p.join("; "))))?;
+        let mut c = Config::new();
+        c.consume_fuel(true);
+        c.epoch_interruption(true);
+        let engine = Engine::new(&c).map_err(|e| RuntimeError::Setup(format!("engine: {e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        host::add_to_linker(&mut linker)
+            .map_err(|e| RuntimeError::Setup(format!("linker: {e:#}")))?;
+        let (tx, rx) = mpsc::channel::<()>();
+        let tick = Duration::from_millis(cfg.epoch_tick_ms);
+        let eng = engine.clone();
+        let ticker = std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || loop {
+                match rx.recv_timeout(tick) {
+                    Err(RecvTimeoutError::Timeout) => eng.increment_epoch(),
+                    _ => return,
+                }
+            })
+            .map_err(|e| RuntimeError::Setup(format!("epoch ticker thread: {e}")))?;
+        Ok(WasmDriver {
+            engine,
+            linker,
+            cfg,
+            cache: Mutex::new(Cache::default()),
+            ticker_stop: Some(tx),
+            ticker: Some(ticker),
+        })
+    }
+
+    /// Modules currently cached.
+    pub fn cached_modules(&self) -> usize {
+        self.lock_cache().entries.len()
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        // The cache holds no invariant a panicking holder could break
+        // (insert/remove are single calls), so a poisoned lock is usable.
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn compile(&self, sha256: &str, artifact: &[u8]) -> Result<Compiled, RuntimeError> {
+        let invalid = |reason: String| RuntimeError::InvalidArtifact {
+            sha256: sha256.to_owned(),
+            reason,
+        };
+        // Binary modules start with "\0asm"; the text format is accepted too
+        // (it is the same module), anything else gets a plain answer.
+        if !artifact.starts_with(b"\0asm") && std::str::from_utf8(artifact).is_err() {
+            return Err(invalid(
+                "not a WebAssembly module (no \\0asm header and not text format)".to_owned(),
+            ));
+        }
+        let module = Module::new(&self.engine, artifact)
+            .map_err(|e| invalid(format!("does not validate: {e:#}")))?;
+        check_exports(&module).map_err(invalid)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| invalid(format!("imports: {e:#}")))?;
+        Ok(Compiled { pre })
+    }
+}
+
+impl Drop for WasmDriver {
+    fn drop(&mut self) {
+        self.ticker_stop.take();
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Checks the ABI's required exports and their types.
+fn check_exports(module: &Module) -> Result<(), String> {
+    use wasmtime::ValType::I32;
+    let want: [(&str, &[wasmtime::ValType], &[wasmtime::ValType]); 4] = [
+        ("strata_abi_version", &[], &[I32]),
+        ("strata_alloc", &[I32], &[I32]),
+        ("strata_init", &[I32, I32], &[I32]),
+        ("strata_on_batch", &[I32, I32], &[I32]),
+    ];
+    let mut problems = Vec::new();
+    match module.get_export("memory") {
+        Some(wasmtime::ExternType::Memory(m)) if !m.is_64() && !m.is_shared() => {}
+        Some(_) => problems.push("export `memory` is not a 32-bit unshared memory".to_owned()),
+        None => problems.push("missing export `memory`".to_owned()),
+    }
+    for (name, params, results) in want {
+        match module.get_export(name) {
+            Some(wasmtime::ExternType::Func(f)) => {
+                let p: Vec<_> = f.params().collect();
+                let r: Vec<_> = f.results().collect();
+                let same = |a: &[wasmtime::ValType], b: &[wasmtime::ValType]| {
+                    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| wasmtime::ValType::eq(x, y))
+                };
+                if !same(&p, params) || !same(&r, results) {
+                    problems.push(format!(
+                        "export `{name}` has type ({p:?}) -> ({r:?}), ABI wants ({params:?}) -> ({results:?})"
+                    ));
+                }
+            }
+            Some(_) => problems.push(format!("export `{name}` is not a function")),
+            None => problems.push(format!("missing export `{name}`")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+impl SandboxDriver for WasmDriver {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Wasm
+    }
+
+    fn prepare(&self, sha256: &str, artifact: &[u8]) -> Result<PreparedModule, RuntimeError> {
+        {
+            let mut c = self.lock_cache();
+            c.clock += 1;
+            let now = c.clock;
+            if let Some(e) = c.entries.get_mut(sha256) {
+                e.last_used = now;
+                return Ok(e.module.clone());
+            }
+        }
+        let actual = super::driver::sha256_hex(artifact);
+        if actual != sha256 {
+            return Err(RuntimeError::HashMismatch {
+                sha256: sha256.to_owned(),
+                actual,
+            });
+        }
+        // Compile outside the lock: it takes milliseconds to seconds. Two
+        // concurrent prepares of one new hash both compile; the last wins.
+        let compiled = self.compile(sha256, artifact)?;
+        let module = PreparedModule::new(
+            sha256.to_owned(),
+            RuntimeKind::Wasm,
+            artifact.len() as u64,
+            Arc::new(compiled),
+        );
+        let mut c = self.lock_cache();
+        c.clock += 1;
+        let now = c.clock;
+        while c.entries.len() >= self.cfg.module_cache_entries {
+            let Some(victim) = c
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            c.entries.remove(&victim);
+        }
+        c.entries.insert(
+            sha256.to_owned(),
+            CacheEntry {
+                module: module.clone(),
+                last_used: now,
+            },
+        );
+        Ok(module)
+    }
+
+    fn instantiate(
+        &self,
+        module: &PreparedModule,
+        cfg: InstanceConfig,
+    ) -> Result<Box<dyn SandboxInstance>, RuntimeError> {
+        let Some(compiled) = module.inner::<Compiled>() else {
+            return Err(RuntimeError::ForeignModule {
+                sha256: module.sha256.clone(),
+                kind: module.kind,
+            });
+        };
+        let mut problems = cfg.limits.validate().err().unwrap_or_default();
+        if cfg.budget.memory_mib == 0 {
+            problems.push("budget memory-mib: must be greater than 0".to_owned());
+        }
+        if cfg.budget.cpu_millicores == 0 {
+            problems.push("budget cpu-millicores: must be greater than 0".to_owned());
+        }
+        if !problems.is_empty() {
+            return Err(RuntimeError::InvalidConfig {
+                instance: cfg.key,
+                problems,
+            });
+        }
+        WasmInstance::start(self, compiled, module, cfg).map(|i| Box::new(i) as _)
+    }
+}
+
+/// One wasm monitor instance.
+pub struct WasmInstance {
+    key: InstanceKey,
+    sha256: String,
+    store: Store<HostState>,
+    alloc: TypedFunc<i32, i32>,
+    on_batch: TypedFunc<(i32, i32), i32>,
+    budget: Budget,
+    epoch_tick_ms: u64,
+    dead: Option<InstanceFault>,
+    fuel_total: u64,
+    /// (when, fuel_total) at the previous `usage` call.
+    last_sample: std::cell::Cell<(Instant, u64)>,
+    /// Reused encode buffer for batches.
+    buf: Vec<u8>,
+}
+
+fn mem_bytes(b: Budget) -> usize {
+    usize::try_from(u64::from(b.memory_mib) * MIB).unwrap_or(usize::MAX)
+}
+
+impl WasmInstance {
+    fn start(
+        driver: &WasmDriver,
+        compiled: &Compiled,
+        module: &PreparedModule,
+        cfg: InstanceConfig,
+    ) -> Result<Self, RuntimeError> {
+        let key = cfg.key;
+        let sha256 = module.sha256.clone();
+        let state = HostState::new(cfg.limits, mem_bytes(cfg.budget), cfg.state);
+        let mut store = Store::new(&driver.engine, state);
+        store.limiter(|s: &mut HostState| -> &mut dyn wasmtime::ResourceLimiter { &mut s.limiter });
+        store.epoch_deadline_trap();
+        let inst = WasmInstanceBuilder {
+            key: &key,
+            sha256: &sha256,
+        };
+        // Instantiation runs the guest's start function: it needs a budget.
+        arm(&mut store, cfg.budget, driver.cfg.epoch_tick_ms);
+        let instance = compiled.pre.instantiate(&mut store).map_err(|e| {
+            let fault = classify(e, &mut store, cfg.budget);
+            match fault {
+                InstanceFault::Trap(reason) => inst.instantiate_err(reason),
+                fault => inst.fault(fault),
+            }
+        })?;
+        // Export presence and types were checked at prepare.
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| inst.instantiate_err("no memory export".into()))?;
+        store.data_mut().memory = Some(memory);
+        let typed = |store: &mut Store<HostState>, name: &str| {
+            instance
+                .get_func(&mut *store, name)
+                .ok_or_else(|| format!("missing export {name}"))
+        };
+        let version = typed(&mut store, "strata_abi_version")
+            .and_then(|f| f.typed::<(), i32>(&store).map_err(|e| format!("{e:#}")))
+            .map_err(|r| inst.instantiate_err(r))?;
+        let alloc = typed(&mut store, "strata_alloc")
+            .and_then(|f| f.typed::<i32, i32>(&store).map_err(|e| format!("{e:#}")))
+            .map_err(|r| inst.instantiate_err(r))?;
+        let init = typed(&mut store, "strata_init")
+            .and_then(|f| {
+                f.typed::<(i32, i32), i32>(&store)
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .map_err(|r| inst.instantiate_err(r))?;
+        let on_batch = typed(&mut store, "strata_on_batch")
+            .and_then(|f| {
+                f.typed::<(i32, i32), i32>(&store)
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .map_err(|r| inst.instantiate_err(r))?;
+
+        let found = version
+            .call(&mut store, ())
+            .map_err(|e| inst.fault(classify(e, &mut store, cfg.budget)))?;
+        if found != ABI_VERSION {
+            return Err(RuntimeError::AbiVersion {
+                instance: key,
+                sha256,
+                found,
+                expected: ABI_VERSION,
+            });
+        }
+        let mut me = WasmInstance {
+            key: key.clone(),
+            sha256: sha256.clone(),
+            store,
+            alloc,
+            on_batch,
+            budget: cfg.budget,
+            epoch_tick_ms: driver.cfg.epoch_tick_ms,
+            dead: None,
+            fuel_total: 0,
+            last_sample: std::cell::Cell::new((Instant::now(), 0)),
+            buf: Vec::new(),
+        };
+        let params = cfg.params_json.into_bytes();
+        match me.call_with_bytes(init, &params) {
+            Ok(0) => Ok(me),
+            Ok(code) => Err(inst.fault(InstanceFault::InitFailed(code))),
+            Err(f) => Err(inst.fault(f)),
+        }
+    }
+
+    /// Copies `bytes` into guest memory (through `strata_alloc`) and calls
+    /// `f(ptr, len)` under a fresh budget. Classifies any failure.
+    fn call_with_bytes(
+        &mut self,
+        f: TypedFunc<(i32, i32), i32>,
+        bytes: &[u8],
+    ) -> Result<i32, InstanceFault> {
+        arm(&mut self.store, self.budget, self.epoch_tick_ms);
+        self.store.data_mut().begin_callback();
+        let r = self.call_inner(f, bytes);
+        let left = self.store.get_fuel().unwrap_or(0);
+        let fuel = self
+            .store
+            .data()
+            .limits
+            .fuel_per_callback(self.budget.cpu_millicores);
+        self.fuel_total = self.fuel_total.saturating_add(fuel.saturating_sub(left));
+        r.map_err(|e| {
+            let fault = match e {
+                CallError::Fault(f) => f,
+                CallError::Wasm(e) => classify(e, &mut self.store, self.budget),
+            };
+            self.store.data_mut().rollback_kv();
+            self.dead = Some(fault.clone());
+            fault
+        })
+    }
+
+    fn call_inner(
+        &mut self,
+        f: TypedFunc<(i32, i32), i32>,
+        bytes: &[u8],
+    ) -> Result<i32, CallError> {
+        let len = i32::try_from(bytes.len()).map_err(|_| {
+            CallError::Fault(InstanceFault::AbiViolation(format!(
+                "input of {} bytes does not fit a wasm32 length",
+                bytes.len()
+            )))
+        })?;
+        let ptr = self
+            .alloc
+            .call(&mut self.store, len)
+            .map_err(CallError::Wasm)?;
+        let Some(mem) = self.store.data().memory else {
+            return Err(CallError::Fault(InstanceFault::AbiViolation(
+                "no memory".into(),
+            )));
+        };
+        let data = mem.data_mut(&mut self.store);
+        let r = host::guest_range(data.len(), ptr, len, "strata_alloc result")
+            .map_err(|m| CallError::Fault(InstanceFault::AbiViolation(m)))?;
+        data[r].copy_from_slice(bytes);
+        f.call(&mut self.store, (ptr, len)).map_err(CallError::Wasm)
+    }
+
+    fn dead_err(&self) -> Option<RuntimeError> {
+        self.dead.as_ref().map(|f| RuntimeError::Dead {
+            instance: self.key.clone(),
+            fault: f.clone(),
+        })
+    }
+}
+
+enum CallError {
+    Fault(InstanceFault),
+    Wasm(wasmtime::Error),
+}
+
+/// Names the instance in instantiation errors.
+struct WasmInstanceBuilder<'a> {
+    key: &'a InstanceKey,
+    sha256: &'a str,
+}
+
+impl WasmInstanceBuilder<'_> {
+    fn instantiate_err(&self, reason: String) -> RuntimeError {
+        RuntimeError::Instantiate {
+            instance: self.key.clone(),
+            sha256: self.sha256.to_owned(),
+            reason,
+        }
+    }
+
+    fn fault(&self, fault: InstanceFault) -> RuntimeError {
+        RuntimeError::Fault {
+            instance: self.key.clone(),
+            sha256: self.sha256.to_owned(),
+            fault,
+        }
+    }
+}
+
+/// Sets a callback's fuel and wall-clock deadline.
+fn arm(store: &mut Store<HostState>, budget: Budget, tick_ms: u64) {
+    let limits = &store.data().limits;
+    let fuel = limits.fuel_per_callback(budget.cpu_millicores);
+    let deadline = limits.deadline_ms(budget.cpu_millicores);
+    // Fuel is enabled on the engine, so set_fuel cannot fail.
+    let _ = store.set_fuel(fuel);
+    // +1: the current tick may be about to end.
+    store.set_epoch_deadline(deadline.div_ceil(tick_ms) + 1);
+}
+
+/// Turns a wasmtime error into the fault that caused it.
+fn classify(err: wasmtime::Error, store: &mut Store<HostState>, budget: Budget) -> InstanceFault {
+    let st = store.data_mut();
+    let fault = if let Some(f) = st.fault.take() {
+        f
+    } else {
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => InstanceFault::FuelExhausted {
+                fuel: st.limits.fuel_per_callback(budget.cpu_millicores),
+            },
+            Some(Trap::Interrupt) => InstanceFault::Timeout {
+                deadline_ms: st.limits.deadline_ms(budget.cpu_millicores),
+            },
+            Some(t) => InstanceFault::Trap(t.to_string()),
+            None => InstanceFault::Trap(format!("{err:#}")),
+        }
+    };
+    // A refused growth explains whatever the guest did next (trap, spin
+    // until out of fuel): report the cause, not the symptom.
+    let memory_cause = matches!(
+        fault,
+        InstanceFault::FuelExhausted { .. }
+            | InstanceFault::Timeout { .. }
+            | InstanceFault::Trap(_)
+    );
+    if st.limiter.memory_denied && memory_cause {
+        return InstanceFault::MemoryLimit {
+            limit_bytes: st.limiter.memory_max_bytes as u64,
+            detail: fault.to_string(),
+        };
+    }
+    fault
+}
+
+impl SandboxInstance for WasmInstance {
+    fn on_batch(&mut self, records: &[TelemetryRecord]) -> Result<BatchOutput, InstanceFault> {
+        if let Some(f) = &self.dead {
+            return Err(f.clone());
+        }
+        let started = Instant::now();
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        if let Err(e) = bincode::encode_into_std_write(records, &mut buf, standard()) {
+            // Encoding into a Vec only fails on a broken Encode impl.
+            self.buf = buf;
+            return Err(InstanceFault::AbiViolation(format!(
+                "encoding the batch: {e}"
+            )));
+        }
+        let fuel_before = self.fuel_total;
+        // A TypedFunc clone is a handle copy.
+        let r = self.call_with_bytes(self.on_batch.clone(), &buf);
+        self.buf = buf;
+        match r {
+            Ok(0) => {
+                let mut out = std::mem::take(&mut self.store.data_mut().out);
+                out.fuel_used = self.fuel_total - fuel_before;
+                out.wall_time = started.elapsed();
+                Ok(out)
+            }
+            Ok(code) => {
+                let f = InstanceFault::BatchFailed(code);
+                self.store.data_mut().rollback_kv();
+                self.dead = Some(f.clone());
+                Err(f)
+            }
+            Err(f) => Err(f),
+        }
+    }
+
+    fn resize(&mut self, budget: Budget) -> Result<(), RuntimeError> {
+        if let Some(e) = self.dead_err() {
+            return Err(e);
+        }
+        if budget.memory_mib == 0 || budget.cpu_millicores == 0 {
+            return Err(RuntimeError::Resize {
+                instance: self.key.clone(),
+                reason: format!("budget {budget:?} has a zero dimension"),
+            });
+        }
+        let used = self
+            .store
+            .data()
+            .memory
+            .map_or(0, |m| m.data_size(&self.store));
+        let want = mem_bytes(budget);
+        if want < used {
+            return Err(RuntimeError::Resize {
+                instance: self.key.clone(),
+                reason: format!(
+                    "memory {} MiB is below the {used} bytes of linear memory in use (wasm memory cannot shrink)",
+                    budget.memory_mib
+                ),
+            });
+        }
+        self.store.data_mut().limiter.memory_max_bytes = want;
+        self.budget = budget;
+        Ok(())
+    }
+
+    fn state(&self) -> KvState {
+        self.store.data().kv.clone()
+    }
+
+    fn usage(&self) -> InstanceUsage {
+        let now = Instant::now();
+        let (then, fuel_then) = self.last_sample.replace((now, self.fuel_total));
+        let us = now.duration_since(then).as_micros().max(1);
+        let fuel_per_s = u128::from(self.fuel_total - fuel_then) * 1_000_000 / us;
+        let per_core_s = self
+            .store
+            .data()
+            .limits
+            .fuel_per_core_ms
+            .saturating_mul(1000);
+        let st = self.store.data();
+        let mem = st.memory.map_or(0, |m| m.data_size(&self.store)) as u64;
+        InstanceUsage {
+            cpu_millicores: millicores_from_fuel(
+                u64::try_from(fuel_per_s).unwrap_or(u64::MAX),
+                per_core_s,
+            ),
+            memory_bytes: mem + st.kv_bytes as u64,
+        }
+    }
+
+    fn fuel_consumed(&self) -> u64 {
+        self.fuel_total
+    }
+}
+
+impl std::fmt::Debug for WasmInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmInstance")
+            .field("key", &self.key)
+            .field("sha256", &self.sha256)
+            .field("budget", &self.budget)
+            .field("dead", &self.dead)
+            .finish_non_exhaustive()
+    }
+}
