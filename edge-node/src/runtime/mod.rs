@@ -11,7 +11,7 @@
 //! # Layout
 //! - [`driver`]: the traits, instance config and limits, outputs, faults, errors.
 //! - `wasm`: the wasmtime driver (engine, module cache, stores, epoch ticker).
-//! - `host`: the host side of the monitor ABI (`/work/notes/ABI.md`,
+//! - `host`: the host side of the monitor ABI (`docs/monitor-abi.md`,
 //!   version 1): bounds-checked `strata.*` imports, limiter, kv quota.
 //! - [`conformance`]: the suite every driver must pass, generic over
 //!   `&dyn SandboxDriver` and a driver-supplied [`conformance::Fixtures`].

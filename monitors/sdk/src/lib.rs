@@ -28,7 +28,7 @@
 //! strata_monitor_sdk::strata_monitor!(Hot);
 //! ```
 //!
-//! # The ABI (version 1; the contract is /work/notes/ABI.md)
+//! # The ABI (version 1; the contract is docs/monitor-abi.md)
 //! All pointers and lengths are i32 offsets into the exported `memory`;
 //! strings are UTF-8.
 //!
