@@ -122,7 +122,7 @@ pub struct InstanceConfig {
     pub limits: RuntimeLimits,
 }
 
-/// Host-enforced limits (ABI.md "Limits enforced by the host").
+/// Host-enforced limits (docs/monitor-abi.md, "Limits enforced by the host").
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RuntimeLimits {

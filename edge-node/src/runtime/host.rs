@@ -1,4 +1,4 @@
-//! Host side of the monitor ABI (ABI.md, version 1): per-store state, the
+//! Host side of the monitor ABI (docs/monitor-abi.md, version 1): per-store state, the
 //! memory/table limiter and the `strata.*` imports.
 //!
 //! Every guest pointer goes through [`guest_range`]: a bad pointer or length
