@@ -107,7 +107,6 @@ impl NodeTls {
 /// The cluster CA, able to issue node certificates.
 pub struct Pki {
     dir: PathBuf,
-    ca_params: CertificateParams,
     ca_key: KeyPair,
     ca_cert: rcgen::Certificate,
 }
@@ -169,10 +168,7 @@ impl Pki {
         };
         // Re-deriving the CA certificate from the same key and subject keeps
         // already-issued certificates valid: issuers match by name and key.
-        let ca_cert = params
-            .clone()
-            .self_signed(&ca_key)
-            .map_err(|e| gen_err("ca", e))?;
+        let ca_cert = params.self_signed(&ca_key).map_err(|e| gen_err("ca", e))?;
         if !cert_path.exists() {
             std::fs::write(&cert_path, ca_cert.pem()).map_err(|e| NetError::TlsFile {
                 path: cert_path.display().to_string(),
@@ -181,7 +177,6 @@ impl Pki {
         }
         Ok(Pki {
             dir: dir.to_owned(),
-            ca_params: params,
             ca_key,
             ca_cert,
         })
@@ -226,11 +221,6 @@ impl Pki {
             .signed_by(&key, &self.ca_cert, &self.ca_key)
             .map_err(|e| gen_err(name, e))?;
         Ok((cert.pem(), key.serialize_pem()))
-    }
-
-    /// The CA parameters (for tests that build a second, foreign CA).
-    pub fn ca_params(&self) -> &CertificateParams {
-        &self.ca_params
     }
 }
 

@@ -273,13 +273,6 @@ impl UplinkCore {
         }
     }
 
-    /// The hub answered a heartbeat on `conn`: it is alive.
-    pub fn handle_heartbeat_ack(&mut self, conn: u64) {
-        if self.is_current(conn) {
-            self.heartbeat_outstanding = None;
-        }
-    }
-
     /// Any answer to a heartbeat: an ack proves the link; a redirect is
     /// followed (an idle edge learns of a new leader this way); anything
     /// else leaves the heartbeat unanswered, so silence rules apply.

@@ -273,7 +273,7 @@ fn run_sim(seed: u64, rng: &mut ChaCha8Rng, hub_rng: &mut ChaCha8Rng) {
                 Command::SendHeartbeat { conn } => {
                     // A hub under faults sometimes stays silent.
                     if calm || hub_rng.gen_bool(0.9) {
-                        core.handle_heartbeat_ack(conn);
+                        core.handle_heartbeat_response(conn, &EdgeResponse::HeartbeatAck, now, rng);
                     }
                 }
                 Command::Trim { upto } => {
@@ -331,7 +331,9 @@ fn run_sim(seed: u64, rng: &mut ChaCha8Rng, hub_rng: &mut ChaCha8Rng) {
                     trimmed = upto;
                 }
                 Command::Disconnect => conn_up = None,
-                Command::SendHeartbeat { conn } => core.handle_heartbeat_ack(conn),
+                Command::SendHeartbeat { conn } => {
+                    core.handle_heartbeat_response(conn, &EdgeResponse::HeartbeatAck, now, rng)
+                }
             }
         }
         for (conn, first, _end, resp) in std::mem::take(&mut pending) {
@@ -355,7 +357,7 @@ fn a_silent_hub_is_declared_dead_after_the_heartbeat_timeout() {
     let conn = c.handle_connected(0);
     assert_eq!(drain(&mut c), vec![Command::SendHeartbeat { conn }]);
     // Answered: the link stays up through the next heartbeat.
-    c.handle_heartbeat_ack(conn);
+    c.handle_heartbeat_response(conn, &EdgeResponse::HeartbeatAck, 0, &mut rng);
     c.handle_timeout(1_000, &mut rng);
     assert_eq!(drain(&mut c), vec![Command::SendHeartbeat { conn }]);
     // Not answered: the deadline is 1_000 + 1_500.
