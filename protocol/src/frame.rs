@@ -212,7 +212,8 @@ mod tests {
         #[test]
         fn batch_round_trips(edge in "[a-z0-9]{1,10}", epoch: u64, first_seq: u64,
                              records in proptest::collection::vec(arb_record(), 0..20)) {
-            let msg = EdgeRequest::Batch(TelemetryBatch { edge, epoch, first_seq, records });
+            let entries = records.into_iter().map(crate::SpoolEntry::Telemetry).collect();
+            let msg = EdgeRequest::Batch(TelemetryBatch { edge, epoch, first_seq, entries });
             let bytes = frame_to_vec(&msg).unwrap();
             let (back, used): (EdgeRequest, usize) = decode_frame(&bytes).unwrap();
             prop_assert_eq!(used, bytes.len());

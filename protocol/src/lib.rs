@@ -12,18 +12,22 @@
 //!   checked before anything is allocated, and bincode 2 bodies.
 //! - [`messages`]: the versioned handshake and the request/response types for
 //!   edge ↔ hub, hub ↔ hub (Raft) and central/CLI ↔ hub.
+//! - [`monitoring`]: spool entries (telemetry, alerts, derived metrics),
+//!   the alert query and what edges report about monitor instances.
 //! - [`workload`]: the device-monitor spec (TOML/JSON/bincode), its
 //!   field-level validation and the device selector's glob matcher.
 
 pub mod frame;
 pub mod messages;
+pub mod monitoring;
 pub mod telemetry;
 pub mod workload;
 
 pub use frame::{decode_frame, encode_frame, FrameError, MAX_FRAME_LEN};
 pub use messages::*;
+pub use monitoring::{AlertRecord, Severity, SpoolEntry};
 pub use telemetry::{DeviceRef, Metric, PayloadError, RejectReason, Tag, TelemetryRecord};
 
 /// The wire protocol version spoken by this build. Bumped on any incompatible
 /// change; the handshake refuses peers that speak another version.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;

@@ -17,7 +17,12 @@
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
+use crate::monitoring::{
+    AlertQuery, AlertRecord, InstanceStatus, MonitorCapacity, MonitorInfo, NodeResources,
+    SpoolEntry,
+};
 use crate::telemetry::TelemetryRecord;
+use crate::workload::{MonitorSpec, SpecErrors};
 
 /// What kind of process is speaking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
@@ -97,7 +102,7 @@ pub enum HelloReply {
     Refused(RefuseReason),
 }
 
-/// A run of spooled records from one edge. Record `i` of `records` has edge
+/// A run of spool entries from one edge. Entry `i` of `entries` has edge
 /// sequence number `first_seq + i`. `(edge, epoch, seq)` identifies a record
 /// exactly, so a hub stores each at most once however often it is resent.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
@@ -110,14 +115,14 @@ pub struct TelemetryBatch {
     pub epoch: u64,
     /// Spool sequence number of the first record.
     pub first_seq: u64,
-    /// The records, in spool order.
-    pub records: Vec<TelemetryRecord>,
+    /// Telemetry, alerts and derived metrics, in spool order.
+    pub entries: Vec<SpoolEntry>,
 }
 
 impl TelemetryBatch {
     /// One past the last sequence number in the batch.
     pub fn end_seq(&self) -> u64 {
-        self.first_seq + self.records.len() as u64
+        self.first_seq + self.entries.len() as u64
     }
 }
 
@@ -136,6 +141,16 @@ pub struct EdgeStatus {
     pub connected_clients: u32,
     /// Milliseconds since the edge process started.
     pub uptime_ms: u64,
+    /// CPU and memory set aside for monitors.
+    pub capacity: MonitorCapacity,
+    /// Budgets of the instances that hold capacity.
+    pub reserved: MonitorCapacity,
+    /// Measured use of the machine.
+    pub node: NodeResources,
+    /// Every monitor instance assigned to the edge.
+    pub instances: Vec<InstanceStatus>,
+    /// Region assignments version the edge has applied.
+    pub assignments_version: u64,
 }
 
 /// Edge → hub request.
@@ -145,6 +160,16 @@ pub enum EdgeRequest {
     Batch(TelemetryBatch),
     /// Liveness and backlog report.
     Heartbeat(EdgeStatus),
+    /// The monitors assigned to `edge`.
+    FetchAssignments {
+        /// Edge node name.
+        edge: String,
+    },
+    /// A module's bytes.
+    FetchArtifact {
+        /// Its sha256 (64 lowercase hex digits).
+        sha256: String,
+    },
 }
 
 /// Where the current Raft leader can be reached.
@@ -168,7 +193,11 @@ pub enum EdgeResponse {
         count: u32,
     },
     /// The heartbeat was recorded.
-    HeartbeatAck,
+    HeartbeatAck {
+        /// The region's current assignments version; an edge whose applied
+        /// version differs fetches its assignments.
+        assignments_version: u64,
+    },
     /// This replica is not the leader; retry at `leader` when known.
     NotLeader {
         /// The leader, if this replica knows one.
@@ -184,6 +213,20 @@ pub enum EdgeResponse {
     Rejected {
         /// Why.
         reason: String,
+    },
+    /// Answer to [`EdgeRequest::FetchAssignments`].
+    Assignments {
+        /// Region assignments version these reflect.
+        version: u64,
+        /// Specs of the monitors assigned to the edge.
+        monitors: Vec<MonitorSpec>,
+    },
+    /// Answer to [`EdgeRequest::FetchArtifact`].
+    Artifact {
+        /// Its sha256.
+        sha256: String,
+        /// The module bytes.
+        bytes: Vec<u8>,
     },
 }
 
@@ -339,9 +382,40 @@ pub enum HubRequest {
         /// Raft id to remove.
         id: u64,
     },
+    /// Store a module (validated first). Leader only.
+    PutArtifact {
+        /// Module bytes.
+        bytes: Vec<u8>,
+    },
+    /// Create or update a monitor (validated, placed, replicated). Leader only.
+    SubmitMonitor(MonitorSpec),
+    /// Monitors in the region, optionally of one tenant.
+    ListMonitors {
+        /// Restrict to this tenant.
+        tenant: Option<String>,
+    },
+    /// One monitor.
+    GetMonitor {
+        /// Tenant.
+        tenant: String,
+        /// Monitor name.
+        name: String,
+    },
+    /// Delete a monitor. Leader only.
+    DeleteMonitor {
+        /// Tenant.
+        tenant: String,
+        /// Monitor name.
+        name: String,
+    },
+    /// Read alerts.
+    QueryAlerts(AlertQuery),
 }
 
 /// Hub → central / CLI response.
+// One short-lived value per request, never stored in bulk: boxing the large
+// monitor variant would cost every caller an indirection for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub enum HubResponse {
     /// Answer to [`HubRequest::Status`].
@@ -367,4 +441,28 @@ pub enum HubResponse {
         /// Why.
         message: String,
     },
+    /// Answer to [`HubRequest::PutArtifact`].
+    ArtifactStored {
+        /// Its sha256.
+        sha256: String,
+        /// Its size, bytes.
+        size_bytes: u64,
+        /// False when it was already stored.
+        created: bool,
+    },
+    /// The spec or module is invalid; every bad field is listed.
+    Invalid(SpecErrors),
+    /// Answer to [`HubRequest::SubmitMonitor`] and [`HubRequest::GetMonitor`].
+    Monitor(MonitorInfo),
+    /// Answer to [`HubRequest::ListMonitors`].
+    Monitors(Vec<MonitorInfo>),
+    /// Answer to [`HubRequest::DeleteMonitor`].
+    MonitorDeleted,
+    /// The named monitor does not exist.
+    NotFound {
+        /// What was not found.
+        what: String,
+    },
+    /// Answer to [`HubRequest::QueryAlerts`], newest first.
+    Alerts(Vec<AlertRecord>),
 }

@@ -48,8 +48,9 @@ pub const MAX_MONITOR_NAME_LEN: usize = 64;
 pub const MAX_TENANT_LEN: usize = crate::telemetry::MAX_NAME_LEN;
 /// Largest `params` JSON text, in bytes.
 pub const MAX_PARAMS_LEN: usize = 64 * 1024;
-/// Largest accepted artifact (module), in bytes.
-pub const MAX_ARTIFACT_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest accepted artifact (module), in bytes (8 MiB): it travels in one
+/// frame ([`crate::MAX_FRAME_LEN`]) and one Raft entry.
+pub const MAX_ARTIFACT_BYTES: u64 = 8 * 1024 * 1024;
 /// Most device globs in one selector.
 pub const MAX_GLOBS: usize = 64;
 /// Most tags in one selector.

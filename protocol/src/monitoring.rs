@@ -1,0 +1,318 @@
+//! What device monitors produce and report, and how their specs travel.
+//!
+//! - [`SpoolEntry`]: one entry of an edge's durable spool. Telemetry, alerts
+//!   and derived metrics share the spool, its sequence numbers and its
+//!   exactly-once path to the region (spool → QUIC → Raft), so an alert
+//!   raised offline is delivered like any reading.
+//! - [`AlertRecord`] / [`DerivedMetricRecord`]: a monitor's outputs, stamped
+//!   by the edge with tenant, monitor and time. The tenant always comes from
+//!   the instance, never from the guest, so a monitor cannot write into
+//!   another tenant.
+//! - [`AlertQuery`]: the alert read (tenant, device, minimum severity, time).
+//! - [`InstanceStatus`], [`NodeResources`], [`MonitorCapacity`]: what an edge
+//!   reports about its instances and its machine in every heartbeat, so the
+//!   region sees measured use, not only requests.
+//! - [`MonitorInfo`]: a submitted monitor as stored in the region.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bincode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+
+use crate::telemetry::{Metric, Tag, TelemetryRecord};
+use crate::workload::MonitorSpec;
+
+/// Alert severity, ordered: `info < warning < critical`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Encode, Decode,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    /// Informational.
+    Info,
+    /// Needs attention.
+    Warning,
+    /// Needs action now.
+    Critical,
+}
+
+impl Severity {
+    /// From the guest ABI code (0 info, 1 warning, 2 critical).
+    pub fn from_abi(code: i32) -> Option<Severity> {
+        match code {
+            0 => Some(Severity::Info),
+            1 => Some(Severity::Warning),
+            2 => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+
+    /// Stable kebab-case label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "info" => Ok(Severity::Info),
+            "warning" => Ok(Severity::Warning),
+            "critical" => Ok(Severity::Critical),
+            other => Err(format!(
+                "unknown severity {other:?}: expected info, warning or critical"
+            )),
+        }
+    }
+}
+
+/// An alert raised by a monitor instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct AlertRecord {
+    /// Tenant of the monitor (and so of the device).
+    pub tenant: String,
+    /// Device the alert is about.
+    pub device: String,
+    /// Monitor name within the tenant.
+    pub monitor: String,
+    /// Edge node whose instance raised it.
+    pub edge: String,
+    /// How bad.
+    pub severity: Severity,
+    /// Machine-readable code (`"anomaly"`).
+    pub code: String,
+    /// Human-readable text.
+    pub message: String,
+    /// When the edge received it from the guest, ms since the Unix epoch.
+    pub ts_ms: i64,
+}
+
+/// A metric derived by a monitor instance. The region stores it as telemetry
+/// of `device`, named `<monitor>/<name>` and tagged `monitor=<monitor>`, so
+/// the ordinary telemetry queries (raw and downsampled) read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+pub struct DerivedMetricRecord {
+    /// Tenant of the monitor.
+    pub tenant: String,
+    /// Device the metric is about.
+    pub device: String,
+    /// Monitor name.
+    pub monitor: String,
+    /// Metric name as the guest gave it.
+    pub name: String,
+    /// Finite value.
+    pub value: f64,
+    /// ms since the Unix epoch.
+    pub ts_ms: i64,
+}
+
+impl DerivedMetricRecord {
+    /// The telemetry record the region stores for this metric.
+    pub fn to_telemetry(&self) -> TelemetryRecord {
+        TelemetryRecord {
+            tenant: self.tenant.clone(),
+            device: self.device.clone(),
+            ts_ms: self.ts_ms,
+            seq: None,
+            metrics: vec![Metric {
+                name: format!("{}/{}", self.monitor, self.name),
+                value: self.value,
+            }],
+            tags: vec![Tag {
+                key: "monitor".to_owned(),
+                value: self.monitor.clone(),
+            }],
+        }
+    }
+}
+
+/// One entry of an edge's spool, and so of a [`crate::TelemetryBatch`].
+/// Variants only ever grow at the end (bincode writes the variant index).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "data")]
+pub enum SpoolEntry {
+    /// A device reading.
+    Telemetry(TelemetryRecord),
+    /// A monitor's alert.
+    Alert(AlertRecord),
+    /// A monitor's derived metric.
+    Metric(DerivedMetricRecord),
+}
+
+impl From<TelemetryRecord> for SpoolEntry {
+    fn from(r: TelemetryRecord) -> Self {
+        SpoolEntry::Telemetry(r)
+    }
+}
+
+/// An alert read. Every `None` filter matches everything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct AlertQuery {
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// Only this device.
+    pub device: Option<String>,
+    /// Only this monitor.
+    pub monitor: Option<String>,
+    /// Only this severity or worse.
+    pub min_severity: Option<Severity>,
+    /// Inclusive start, ms since the Unix epoch.
+    pub from_ms: i64,
+    /// Exclusive end, ms since the Unix epoch.
+    pub to_ms: i64,
+    /// Most alerts to return (newest first).
+    pub limit: u32,
+}
+
+/// CPU and memory set aside for monitors on one node.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode,
+)]
+pub struct MonitorCapacity {
+    /// Memory, MiB.
+    pub memory_mib: u32,
+    /// CPU, millicores (1000 = one core).
+    pub cpu_millicores: u32,
+}
+
+/// A node's measured use of its machine, from /proc and statvfs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct NodeResources {
+    /// CPU busy across all cores, millicores.
+    pub cpu_used_millicores: u32,
+    /// CPU of the whole machine, millicores.
+    pub cpu_total_millicores: u32,
+    /// Memory in use (MemTotal - MemAvailable), bytes.
+    pub memory_used_bytes: u64,
+    /// Memory of the machine, bytes.
+    pub memory_total_bytes: u64,
+    /// Used bytes on the data directory's filesystem.
+    pub disk_used_bytes: u64,
+    /// Size of the data directory's filesystem, bytes.
+    pub disk_total_bytes: u64,
+    /// Received, bytes per second (all interfaces but loopback).
+    pub net_rx_bytes_per_s: u64,
+    /// Sent, bytes per second.
+    pub net_tx_bytes_per_s: u64,
+    /// This edge process's resident memory, bytes.
+    pub process_rss_bytes: u64,
+}
+
+/// One monitor instance on an edge, as reported in heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, Encode, Decode)]
+pub struct InstanceStatus {
+    /// Tenant.
+    pub tenant: String,
+    /// Monitor name.
+    pub name: String,
+    /// Spec generation the instance runs (or waits to run).
+    pub generation: u64,
+    /// `running`, `pending`, `backoff`, `crash-looping`, `stopped`,
+    /// `preempted` or `refused`.
+    pub state: String,
+    /// Why it is not running, or the last fault, when there is one.
+    pub reason: Option<String>,
+    /// Restarts since this generation was applied.
+    pub restarts: u64,
+    /// Memory budget, MiB.
+    pub memory_mib: u32,
+    /// CPU budget, millicores.
+    pub cpu_millicores: u32,
+    /// Measured memory, bytes.
+    pub used_memory_bytes: u64,
+    /// Measured CPU, millicores (from fuel per second).
+    pub used_cpu_millicores: u32,
+    /// Records handed to the instance.
+    pub records_in: u64,
+    /// Records dropped because its queue was full (it was too slow).
+    pub records_dropped: u64,
+    /// Alerts it raised.
+    pub alerts: u64,
+    /// Derived metrics it emitted.
+    pub metrics: u64,
+    /// The last lifecycle event (start, fault, resize), with its reason.
+    pub last_event: Option<String>,
+}
+
+/// A monitor as stored in the region's replicated state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+pub struct MonitorInfo {
+    /// The spec, with the generation the hub assigned.
+    pub spec: MonitorSpec,
+    /// Region.
+    pub region: String,
+    /// Edge node it is assigned to.
+    pub edge: String,
+    /// First submitted, ms since the Unix epoch (leader clock).
+    pub created_ms: i64,
+    /// Last changed, ms since the Unix epoch.
+    pub updated_ms: i64,
+    /// The instance as its edge last reported it, when it has.
+    pub status: Option<InstanceStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severity_orders_and_parses() {
+        assert!(Severity::Info < Severity::Warning && Severity::Warning < Severity::Critical);
+        for s in [Severity::Info, Severity::Warning, Severity::Critical] {
+            assert_eq!(s.as_str().parse::<Severity>().unwrap(), s);
+        }
+        assert!("fatal".parse::<Severity>().unwrap_err().contains("fatal"));
+        assert_eq!(Severity::from_abi(2), Some(Severity::Critical));
+        assert_eq!(Severity::from_abi(3), None);
+    }
+
+    #[test]
+    fn telemetry_entry_encodes_as_variant_zero_then_the_record() {
+        // The uplink frames spool bytes verbatim, so the entry's encoding
+        // must be the variant index followed by the record's own encoding.
+        let r = TelemetryRecord {
+            tenant: "t".into(),
+            device: "d".into(),
+            ts_ms: 5,
+            seq: None,
+            metrics: vec![Metric {
+                name: "x".into(),
+                value: 1.0,
+            }],
+            tags: vec![],
+        };
+        let cfg = bincode::config::standard();
+        let e = bincode::encode_to_vec(SpoolEntry::Telemetry(r.clone()), cfg).unwrap();
+        let mut expect = vec![0u8];
+        expect.extend(bincode::encode_to_vec(&r, cfg).unwrap());
+        assert_eq!(e, expect);
+    }
+
+    #[test]
+    fn derived_metric_becomes_tagged_telemetry() {
+        let m = DerivedMetricRecord {
+            tenant: "acme".into(),
+            device: "b-1".into(),
+            monitor: "z".into(),
+            name: "score".into(),
+            value: 2.5,
+            ts_ms: 9,
+        };
+        let t = m.to_telemetry();
+        assert_eq!(t.metrics[0].name, "z/score");
+        assert_eq!(t.tags[0].value, "z");
+        assert_eq!(t.seq, None);
+    }
+}
