@@ -69,6 +69,15 @@ pub enum Command {
         /// Exclusive bound.
         upto: u64,
     },
+    /// The region's monitor assignments moved to `version`, which this edge
+    /// has not applied: fetch them (and any missing modules) on `conn`, hand
+    /// them to the workload host, then answer with `handle_sync_done`.
+    SyncAssignments {
+        /// Connection to use.
+        conn: u64,
+        /// The version the hub announced.
+        version: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +136,10 @@ pub struct UplinkCore {
     next_heartbeat: u64,
     /// When the oldest unanswered heartbeat of this connection was sent.
     heartbeat_outstanding: Option<u64>,
+    /// Assignments version the workload host has applied.
+    applied_assignments: u64,
+    /// A `SyncAssignments` is outstanding.
+    sync_inflight: bool,
     /// Time before which no new batch is sent (after `Unavailable`).
     pause_until: u64,
     commands: VecDeque<Command>,
@@ -152,6 +165,8 @@ impl UplinkCore {
             sent_high: first_unacked,
             next_heartbeat: now,
             heartbeat_outstanding: None,
+            applied_assignments: 0,
+            sync_inflight: false,
             pause_until: 0,
             commands: VecDeque::new(),
             stats: CoreStats::default(),
@@ -287,9 +302,37 @@ impl UplinkCore {
             return;
         }
         match resp {
-            EdgeResponse::HeartbeatAck => self.heartbeat_outstanding = None,
+            EdgeResponse::HeartbeatAck {
+                assignments_version,
+            } => {
+                self.heartbeat_outstanding = None;
+                // Any difference means "fetch": a rebuilt region may count
+                // from a lower version than the one this edge persisted.
+                if *assignments_version != self.applied_assignments && !self.sync_inflight {
+                    self.sync_inflight = true;
+                    self.commands.push_back(Command::SyncAssignments {
+                        conn,
+                        version: *assignments_version,
+                    });
+                }
+            }
             EdgeResponse::NotLeader { leader } => self.redirect(leader.as_ref(), now, rng),
             _ => {}
+        }
+    }
+
+    /// The workload host's applied assignments version (at boot, from its
+    /// persisted state).
+    pub fn set_applied_assignments(&mut self, version: u64) {
+        self.applied_assignments = version;
+    }
+
+    /// A `SyncAssignments` finished: `applied` is the version now applied
+    /// (`None` when the fetch failed; the next heartbeat ack retries).
+    pub fn handle_sync_done(&mut self, applied: Option<u64>) {
+        self.sync_inflight = false;
+        if let Some(v) = applied {
+            self.applied_assignments = v;
         }
     }
 
@@ -357,7 +400,9 @@ impl UplinkCore {
                 self.attempt = self.attempt.saturating_add(1);
                 self.pause_until = now + self.backoff(rng);
             }
-            EdgeResponse::HeartbeatAck => {}
+            EdgeResponse::HeartbeatAck { .. }
+            | EdgeResponse::Assignments { .. }
+            | EdgeResponse::Artifact { .. } => {}
         }
         self.fill_window();
     }

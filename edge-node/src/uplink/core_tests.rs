@@ -237,6 +237,7 @@ fn run_sim(seed: u64, rng: &mut ChaCha8Rng, hub_rng: &mut ChaCha8Rng) {
         }
         while let Some(cmd) = core.poll_command() {
             match cmd {
+                Command::SyncAssignments { .. } => core.handle_sync_done(None),
                 Command::Connect { .. } => {
                     if calm || hub_rng.gen_bool(0.7) {
                         conn_up = Some(core.handle_connected(now));
@@ -273,7 +274,14 @@ fn run_sim(seed: u64, rng: &mut ChaCha8Rng, hub_rng: &mut ChaCha8Rng) {
                 Command::SendHeartbeat { conn } => {
                     // A hub under faults sometimes stays silent.
                     if calm || hub_rng.gen_bool(0.9) {
-                        core.handle_heartbeat_response(conn, &EdgeResponse::HeartbeatAck, now, rng);
+                        core.handle_heartbeat_response(
+                            conn,
+                            &EdgeResponse::HeartbeatAck {
+                                assignments_version: 0,
+                            },
+                            now,
+                            rng,
+                        );
                     }
                 }
                 Command::Trim { upto } => {
@@ -310,6 +318,7 @@ fn run_sim(seed: u64, rng: &mut ChaCha8Rng, hub_rng: &mut ChaCha8Rng) {
         core.handle_timeout(now, rng);
         while let Some(cmd) = core.poll_command() {
             match cmd {
+                Command::SyncAssignments { .. } => core.handle_sync_done(None),
                 Command::Connect { .. } => conn_up = Some(core.handle_connected(now)),
                 Command::SendBatch {
                     conn,
@@ -331,9 +340,14 @@ fn run_sim(seed: u64, rng: &mut ChaCha8Rng, hub_rng: &mut ChaCha8Rng) {
                     trimmed = upto;
                 }
                 Command::Disconnect => conn_up = None,
-                Command::SendHeartbeat { conn } => {
-                    core.handle_heartbeat_response(conn, &EdgeResponse::HeartbeatAck, now, rng)
-                }
+                Command::SendHeartbeat { conn } => core.handle_heartbeat_response(
+                    conn,
+                    &EdgeResponse::HeartbeatAck {
+                        assignments_version: 0,
+                    },
+                    now,
+                    rng,
+                ),
             }
         }
         for (conn, first, _end, resp) in std::mem::take(&mut pending) {
@@ -357,7 +371,14 @@ fn a_silent_hub_is_declared_dead_after_the_heartbeat_timeout() {
     let conn = c.handle_connected(0);
     assert_eq!(drain(&mut c), vec![Command::SendHeartbeat { conn }]);
     // Answered: the link stays up through the next heartbeat.
-    c.handle_heartbeat_response(conn, &EdgeResponse::HeartbeatAck, 0, &mut rng);
+    c.handle_heartbeat_response(
+        conn,
+        &EdgeResponse::HeartbeatAck {
+            assignments_version: 0,
+        },
+        0,
+        &mut rng,
+    );
     c.handle_timeout(1_000, &mut rng);
     assert_eq!(drain(&mut c), vec![Command::SendHeartbeat { conn }]);
     // Not answered: the deadline is 1_000 + 1_500.
@@ -435,8 +456,61 @@ fn a_heartbeat_redirect_moves_an_idle_edge_to_the_leader() {
         &mut rng,
     );
     assert_eq!(c.poll_timeout(), Some(1_005));
-    c.handle_heartbeat_response(conn2, &EdgeResponse::HeartbeatAck, 7, &mut rng);
+    c.handle_heartbeat_response(
+        conn2,
+        &EdgeResponse::HeartbeatAck {
+            assignments_version: 0,
+        },
+        7,
+        &mut rng,
+    );
     c.handle_timeout(1_005, &mut rng);
     assert_eq!(drain(&mut c), vec![Command::SendHeartbeat { conn: conn2 }]);
     assert!(c.is_connected());
+}
+
+#[test]
+fn heartbeat_ack_with_a_new_assignments_version_asks_for_one_sync() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut c = UplinkCore::new(cfg(), 1, 1, 0);
+    c.set_applied_assignments(3);
+    c.handle_timeout(0, &mut rng);
+    let conn = c.handle_connected(0);
+    drain(&mut c);
+    let ack = |v| EdgeResponse::HeartbeatAck {
+        assignments_version: v,
+    };
+    // Same version: nothing to do.
+    c.handle_heartbeat_response(conn, &ack(3), 1, &mut rng);
+    assert!(drain(&mut c)
+        .iter()
+        .all(|x| !matches!(x, Command::SyncAssignments { .. })));
+    // A new version: exactly one sync, even if acks keep coming.
+    c.handle_heartbeat_response(conn, &ack(5), 2, &mut rng);
+    c.handle_heartbeat_response(conn, &ack(5), 3, &mut rng);
+    let syncs: Vec<_> = drain(&mut c)
+        .into_iter()
+        .filter(|x| matches!(x, Command::SyncAssignments { .. }))
+        .collect();
+    assert_eq!(syncs, vec![Command::SyncAssignments { conn, version: 5 }]);
+    // A failed sync is retried on the next ack; a done one is not.
+    c.handle_sync_done(None);
+    c.handle_heartbeat_response(conn, &ack(5), 4, &mut rng);
+    assert_eq!(
+        drain(&mut c)
+            .iter()
+            .filter(|x| matches!(x, Command::SyncAssignments { .. }))
+            .count(),
+        1
+    );
+    c.handle_sync_done(Some(5));
+    c.handle_heartbeat_response(conn, &ack(5), 5, &mut rng);
+    assert!(drain(&mut c)
+        .iter()
+        .all(|x| !matches!(x, Command::SyncAssignments { .. })));
+    // Lower than applied (a rebuilt region) also syncs.
+    c.handle_heartbeat_response(conn, &ack(1), 6, &mut rng);
+    assert!(drain(&mut c)
+        .iter()
+        .any(|x| matches!(x, Command::SyncAssignments { version: 1, .. })));
 }

@@ -24,6 +24,7 @@ use strata_protocol::{frame, EdgeRequest, EdgeResponse, EdgeStatus, NodeIdentity
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::assign::{self, SharedTarget};
 use super::core::{Command, CoreConfig, CoreStats, UplinkCore};
 use crate::spool::Spool;
 
@@ -235,6 +236,7 @@ enum Event {
     Dialed(Result<quinn::Connection, NetError>),
     Lost(u64),
     Heartbeat(u64, EdgeResponse),
+    Synced(Option<u64>),
     Batch {
         conn: u64,
         first_seq: u64,
@@ -251,6 +253,7 @@ pub struct UplinkDriver {
     spool: Spool,
     status: StatusFn,
     metrics: UplinkMetrics,
+    assignments: Option<SharedTarget>,
 }
 
 impl UplinkDriver {
@@ -272,7 +275,15 @@ impl UplinkDriver {
             spool,
             status,
             metrics,
+            assignments: None,
         }
+    }
+
+    /// Keeps `target` (the workload host) in step with the region's
+    /// monitor assignments.
+    pub fn with_assignments(mut self, target: SharedTarget) -> Self {
+        self.assignments = Some(target);
+        self
     }
 
     /// Runs until `shutdown`. Unsent records stay in the spool for next time.
@@ -303,6 +314,9 @@ impl UplinkDriver {
             stats.next_seq,
             now(),
         );
+        if let Some(t) = &self.assignments {
+            core.set_applied_assignments(t.applied_version());
+        }
         let mut known_end = stats.next_seq;
         let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
         let mut conn: Option<(u64, quinn::Connection)> = None;
@@ -400,6 +414,33 @@ impl UplinkDriver {
                             });
                         }
                     }
+                    Command::SyncAssignments { conn: id, version } => {
+                        let target = self.assignments.clone();
+                        let c = conn
+                            .as_ref()
+                            .filter(|(cid, _)| *cid == id)
+                            .map(|(_, c)| c.clone());
+                        let (Some(target), Some(c)) = (target, c) else {
+                            // Nobody to apply them (or the link is gone):
+                            // record the version so the core stops asking.
+                            core.handle_sync_done(self.assignments.is_none().then_some(version));
+                            continue;
+                        };
+                        let (tx, e) = (tx.clone(), edge.clone());
+                        tokio::spawn(async move {
+                            let r = match assign::fetch(&c, &e, &target).await {
+                                Ok(v) => {
+                                    tracing::info!(edge = %e, version = v, "monitor assignments applied");
+                                    Some(v)
+                                }
+                                Err(err) => {
+                                    tracing::warn!(error = %err, "monitor assignment sync failed; will retry");
+                                    None
+                                }
+                            };
+                            let _ = tx.send(Event::Synced(r));
+                        });
+                    }
                     Command::Trim { upto } => {
                         self.spool.trim(upto).map_err(|e| UplinkError::Spool {
                             edge: edge.clone(),
@@ -442,6 +483,7 @@ impl UplinkDriver {
                             tracing::warn!(%edge, error = %e, "uplink dial failed");
                             core.handle_connect_failed(now(), &mut rng);
                         }
+                        Event::Synced(v) => core.handle_sync_done(v),
                         Event::Heartbeat(id, resp) => {
                             core.handle_heartbeat_response(id, &resp, now(), &mut rng)
                         }
@@ -511,16 +553,27 @@ pub fn batch_frame(edge: &str, epoch: u64, first_seq: u64, records: &[(u64, Byte
     out
 }
 
-/// Encodes a record the way the spool stores it (and `batch_frame` expects).
+/// Encodes a telemetry record the way the spool stores it (and
+/// `batch_frame` expects): a [`strata_protocol::SpoolEntry::Telemetry`],
+/// i.e. variant index 0 followed by the record, written without cloning it.
 pub fn encode_record(r: &strata_protocol::TelemetryRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.push(0); // bincode varint of variant index 0 (SpoolEntry::Telemetry)
+                 // Encoding plain owned data into a Vec cannot fail.
+    let _ = bincode::encode_into_std_write(r, &mut out, bincode::config::standard());
+    out
+}
+
+/// Encodes any spool entry (alerts and derived metrics from monitors).
+pub fn encode_entry(e: &strata_protocol::SpoolEntry) -> Vec<u8> {
     // Encoding plain owned data into a Vec cannot fail.
-    bincode::encode_to_vec(r, bincode::config::standard()).unwrap_or_default()
+    bincode::encode_to_vec(e, bincode::config::standard()).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_protocol::{Metric, TelemetryBatch, TelemetryRecord};
+    use strata_protocol::{Metric, SpoolEntry, TelemetryBatch, TelemetryRecord};
 
     #[test]
     fn batch_frame_decodes_as_a_normal_batch() {
@@ -551,7 +604,7 @@ mod tests {
                 edge: "edge-1".into(),
                 epoch: 42,
                 first_seq: 300,
-                records: recs,
+                entries: recs.into_iter().map(SpoolEntry::Telemetry).collect(),
             })
         );
     }

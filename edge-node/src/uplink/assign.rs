@@ -1,0 +1,163 @@
+//! Fetching monitor assignments and their modules from the hub.
+//!
+//! The hub announces its assignments version in every heartbeat ack; when it
+//! differs from what the workload host applied, the core commands a sync and
+//! the driver runs [`fetch`]: the edge's specs, then every module the host
+//! does not hold yet, each checked against its sha256 before it is handed
+//! over. Nothing is applied half way: a failed fetch leaves the applied
+//! version unchanged and the next heartbeat ack retries.
+
+use std::sync::Arc;
+
+use strata_net::{rpc, NetError};
+use strata_protocol::workload::MonitorSpec;
+use strata_protocol::{EdgeRequest, EdgeResponse};
+
+use crate::runtime::sha256_hex;
+
+/// A complete, verified assignment set for this edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssignmentUpdate {
+    /// Region assignments version it reflects.
+    pub version: u64,
+    /// Every monitor assigned to this edge (the full desired set).
+    pub monitors: Vec<MonitorSpec>,
+    /// Modules the host lacked: `(sha256, bytes)`, hashes verified.
+    pub artifacts: Vec<(String, Vec<u8>)>,
+}
+
+/// The workload host, as the uplink sees it.
+pub trait AssignmentTarget: Send + Sync + 'static {
+    /// Version applied (persisted) so far; 0 when none.
+    fn applied_version(&self) -> u64;
+    /// Whether the module with this hash is stored locally.
+    fn has_artifact(&self, sha256: &str) -> bool;
+    /// Persists and applies an update. Returns the version now applied, or
+    /// an error message (the update is then retried later).
+    fn apply(&self, update: AssignmentUpdate) -> Result<u64, String>;
+}
+
+/// Shared handle to the workload host.
+pub type SharedTarget = Arc<dyn AssignmentTarget>;
+
+/// Why a sync failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The request failed on the wire.
+    #[error("assignment sync of edge {edge}: {source}")]
+    Net {
+        /// This edge.
+        edge: String,
+        /// Cause.
+        source: NetError,
+    },
+    /// The hub answered something else than expected.
+    #[error("assignment sync of edge {edge}: unexpected answer: {answer}")]
+    Unexpected {
+        /// This edge.
+        edge: String,
+        /// What came back.
+        answer: String,
+    },
+    /// A module did not hash to its announced sha256.
+    #[error("assignment sync of edge {edge}: module {sha256} arrived with hash {actual}")]
+    HashMismatch {
+        /// This edge.
+        edge: String,
+        /// Expected hash.
+        sha256: String,
+        /// Hash of the bytes received.
+        actual: String,
+    },
+    /// The host could not persist or apply the update.
+    #[error("assignment sync of edge {edge}: {reason}")]
+    Apply {
+        /// This edge.
+        edge: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Fetches the edge's assignments and missing modules over `conn`, verifies
+/// them, and hands them to `target`. Returns the version applied.
+pub async fn fetch(
+    conn: &quinn::Connection,
+    edge: &str,
+    target: &SharedTarget,
+) -> Result<u64, SyncError> {
+    let net = |source| SyncError::Net {
+        edge: edge.to_owned(),
+        source,
+    };
+    let resp: EdgeResponse = rpc::call(
+        conn,
+        &EdgeRequest::FetchAssignments {
+            edge: edge.to_owned(),
+        },
+    )
+    .await
+    .map_err(net)?;
+    let (version, monitors) = match resp {
+        EdgeResponse::Assignments { version, monitors } => (version, monitors),
+        other => {
+            return Err(SyncError::Unexpected {
+                edge: edge.to_owned(),
+                answer: format!("{other:?}"),
+            })
+        }
+    };
+    let mut wanted: Vec<String> = monitors
+        .iter()
+        .map(|m| m.artifact.sha256.clone())
+        .filter(|h| !target.has_artifact(h))
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    let mut artifacts = Vec::with_capacity(wanted.len());
+    for sha256 in wanted {
+        let resp: EdgeResponse = rpc::call(
+            conn,
+            &EdgeRequest::FetchArtifact {
+                sha256: sha256.clone(),
+            },
+        )
+        .await
+        .map_err(net)?;
+        let bytes = match resp {
+            EdgeResponse::Artifact { sha256: s, bytes } if s == sha256 => bytes,
+            other => {
+                return Err(SyncError::Unexpected {
+                    edge: edge.to_owned(),
+                    answer: format!("{:.200}", format!("{other:?}")),
+                })
+            }
+        };
+        let actual = sha256_hex(&bytes);
+        if actual != sha256 {
+            return Err(SyncError::HashMismatch {
+                edge: edge.to_owned(),
+                sha256,
+                actual,
+            });
+        }
+        artifacts.push((sha256, bytes));
+    }
+    let update = AssignmentUpdate {
+        version,
+        monitors,
+        artifacts,
+    };
+    // The host persists files: keep that off the async workers.
+    let t = target.clone();
+    tokio::task::spawn_blocking(move || t.apply(update))
+        .await
+        .map_err(|e| SyncError::Apply {
+            edge: edge.to_owned(),
+            reason: e.to_string(),
+        })?
+        .map_err(|reason| SyncError::Apply {
+            edge: edge.to_owned(),
+            reason,
+        })
+}
