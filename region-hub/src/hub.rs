@@ -246,12 +246,7 @@ pub async fn start(
         tx,
         services.clone(),
     ));
-    let svc = Service {
-        me,
-        node: handle.clone(),
-        metrics: metrics.clone(),
-        handshakes,
-    };
+    let svc = Service::new(me, handle.clone(), metrics.clone(), handshakes);
     tokio::spawn(svc.serve(client_ep.clone(), services.clone()));
     let metrics_addr = match cfg.metrics_listen {
         Some(addr) => {

@@ -15,16 +15,22 @@
 //!   driver thread, and the peer transport (QUIC, plus fault-injection
 //!   filters for tests).
 //! - [`service`]: the client-facing QUIC server (edges, central, tools).
+//! - [`admission`]: validation of a submitted monitor against the region,
+//!   then [`placement`] (pure, nomad-style) onto an edge.
+//! - [`artifact`]: monitor module validation (wasmparser) and hashing.
 //! - [`config`]: `hub.toml` and its validation.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`hub`]: wiring; [`run`] is the entry point of the binary.
 //!
 //! The `fsm` module must not depend on Raft, IO or the clock.
 
+pub mod admission;
+pub mod artifact;
 pub mod config;
 pub mod fsm;
 pub mod hub;
 pub mod metrics;
+pub mod placement;
 pub mod raft;
 pub mod service;
 pub mod store;

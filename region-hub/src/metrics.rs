@@ -11,8 +11,11 @@ use prometheus_client::registry::Registry;
 /// Label of [`HubMetrics::requests`] and [`HubMetrics::request_errors`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
-    /// Request kind: `batch`, `heartbeat`, `status`, `list_edges`,
-    /// `list_devices`, `query`, `add_replica`, `remove_replica`, `decode`.
+    /// Request kind: `batch`, `heartbeat`, `fetch_assignments`,
+    /// `fetch_artifact`, `status`, `list_edges`, `list_devices`, `query`,
+    /// `add_replica`, `remove_replica`, `put_artifact`, `submit_monitor`,
+    /// `list_monitors`, `get_monitor`, `delete_monitor`, `query_alerts`,
+    /// `decode`.
     pub kind: &'static str,
 }
 
@@ -41,6 +44,20 @@ pub struct HubMetrics {
     pub records_stored: Counter,
     /// Records dropped as duplicates by the FSM.
     pub duplicates: Counter,
+    /// New alerts stored in the alert index.
+    pub alerts_stored: Counter,
+    /// New derived metrics stored as telemetry.
+    pub derived_metrics_stored: Counter,
+    /// Alerts held in the replicated alert index.
+    pub alerts_held: Gauge,
+    /// Alerts evicted from the full alert index (oldest first).
+    pub alerts_evicted: Gauge,
+    /// Monitors in the region.
+    pub monitors: Gauge,
+    /// Artifact bytes stored in the region state.
+    pub artifact_bytes: Gauge,
+    /// The region's assignments version.
+    pub assignments_version: Gauge,
     /// Edge heartbeats applied.
     pub heartbeats: Counter,
     /// Raft snapshots sent to followers.
@@ -70,6 +87,13 @@ impl Default for HubMetrics {
             batches_stored: Counter::default(),
             records_stored: Counter::default(),
             duplicates: Counter::default(),
+            alerts_stored: Counter::default(),
+            derived_metrics_stored: Counter::default(),
+            alerts_held: Gauge::default(),
+            alerts_evicted: Gauge::default(),
+            monitors: Gauge::default(),
+            artifact_bytes: Gauge::default(),
+            assignments_version: Gauge::default(),
             heartbeats: Counter::default(),
             snapshots_sent: Counter::default(),
             snapshots_received: Counter::default(),
@@ -131,6 +155,37 @@ impl HubMetrics {
             "duplicate_records",
             "Records dropped as duplicates",
             m.duplicates.clone(),
+        );
+        r.register(
+            "alerts_stored",
+            "New alerts stored",
+            m.alerts_stored.clone(),
+        );
+        r.register(
+            "derived_metrics_stored",
+            "New derived metrics stored",
+            m.derived_metrics_stored.clone(),
+        );
+        r.register(
+            "alerts_held",
+            "Alerts in the replicated alert index",
+            m.alerts_held.clone(),
+        );
+        r.register(
+            "alerts_evicted",
+            "Alerts evicted from the full alert index",
+            m.alerts_evicted.clone(),
+        );
+        r.register("monitors", "Monitors in the region", m.monitors.clone());
+        r.register(
+            "artifact_bytes",
+            "Artifact bytes in the region state",
+            m.artifact_bytes.clone(),
+        );
+        r.register(
+            "assignments_version",
+            "The region's monitor assignments version",
+            m.assignments_version.clone(),
         );
         r.register(
             "heartbeats",

@@ -7,13 +7,23 @@
 //! are served concurrently; thousands of batches in flight become a few
 //! Raft Readies on the node.
 //!
-//! Writes (batches, heartbeats, membership) go through the leader; a
-//! follower answers `NotLeader` with the leader's client address. Reads
-//! (`ListEdges`, `ListDevices`, `Query`, `Status`) are answered by whichever
-//! replica is asked, from its applied state: a follower may lag the leader
-//! by the replication delay (usually milliseconds). Central should ask the
-//! leader when it needs read-your-writes freshness.
+//! Writes (batches, heartbeats, membership, artifacts, monitor submits and
+//! deletes) go through the leader; a follower answers `NotLeader` with the
+//! leader's client address. Reads (`ListEdges`, `ListDevices`, `Query`,
+//! `Status`, monitors, alerts, an edge's assignments and artifacts) are
+//! answered by whichever replica is asked, from its applied state: a
+//! follower may lag the leader by the replication delay (usually
+//! milliseconds). Central should ask the leader when it needs
+//! read-your-writes freshness.
+//!
+//! The monitor and artifact handlers live in [`workloads`].
 
+#[cfg(test)]
+mod tests;
+mod workloads;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use strata_net::handshake::HandshakeMetrics;
@@ -63,9 +73,42 @@ pub struct Service {
     pub metrics: HubMetrics,
     /// Handshake counters.
     pub handshakes: HandshakeMetrics,
+    /// Serialises monitor submits and deletes on this replica, so two
+    /// concurrent submits cannot both place into the same free room.
+    submit_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The last assignments version seen in an applied entry, for
+    /// heartbeats answered before their own commit.
+    assignments_version: Arc<AtomicU64>,
 }
 
 impl Service {
+    /// A service for this replica.
+    pub fn new(
+        me: NodeIdentity,
+        node: NodeHandle,
+        metrics: HubMetrics,
+        handshakes: HandshakeMetrics,
+    ) -> Self {
+        Service {
+            me,
+            node,
+            metrics,
+            handshakes,
+            submit_lock: Arc::new(tokio::sync::Mutex::new(())),
+            assignments_version: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn note_version(&self, version: u64) {
+        self.assignments_version.store(version, Ordering::Relaxed);
+    }
+
+    fn ack(&self) -> EdgeResponse {
+        EdgeResponse::HeartbeatAck {
+            assignments_version: self.assignments_version.load(Ordering::Relaxed),
+        }
+    }
+
     /// Accepts client connections on `endpoint` until `shutdown`.
     pub async fn serve(self, endpoint: quinn::Endpoint, shutdown: CancellationToken) {
         loop {
@@ -173,7 +216,15 @@ impl Service {
         let mut commit =
             Box::pin(async move { tokio::time::timeout(COMMIT_TIMEOUT, node.propose(data)).await });
         match tokio::time::timeout(HEARTBEAT_ANSWER, &mut commit).await {
-            Ok(Ok(Ok(_))) => EdgeResponse::HeartbeatAck,
+            Ok(Ok(Ok(Outcome::HeartbeatRecorded {
+                assignments_version,
+            }))) => {
+                self.note_version(assignments_version);
+                EdgeResponse::HeartbeatAck {
+                    assignments_version,
+                }
+            }
+            Ok(Ok(Ok(_))) => self.ack(),
             Ok(Ok(Err(ProposeError::NotLeader { leader, .. }))) => {
                 EdgeResponse::NotLeader { leader }
             }
@@ -193,7 +244,7 @@ impl Service {
                 // The commit is slow but this replica is serving: keep the
                 // edge's link, let the record land when Raft catches up.
                 tokio::spawn(commit);
-                EdgeResponse::HeartbeatAck
+                self.ack()
             }
         }
     }
@@ -204,13 +255,15 @@ impl Service {
             EdgeRequest::Batch(batch) => (
                 "batch",
                 batch.first_seq,
-                batch.records.len() as u32,
+                batch.entries.len() as u32,
                 Command::StoreBatch {
                     batch,
                     received_ms: now_ms(),
                 },
             ),
             EdgeRequest::Heartbeat(status) => return self.heartbeat(status).await,
+            EdgeRequest::FetchAssignments { edge } => return self.fetch_assignments(edge).await,
+            EdgeRequest::FetchArtifact { sha256 } => return self.fetch_artifact(sha256).await,
         };
         self.metrics.request(kind);
         match self.propose(&cmd).await {
@@ -218,10 +271,8 @@ impl Service {
                 first_seq, count, ..
             }) => EdgeResponse::Committed { first_seq, count },
             // Skipped cannot happen for a fresh entry; answer for what was
-            // sent. (A heartbeat never reaches here.)
-            Ok(Outcome::Skipped | Outcome::HeartbeatRecorded) => {
-                EdgeResponse::Committed { first_seq, count }
-            }
+            // sent. (Other outcomes belong to other commands.)
+            Ok(_) => EdgeResponse::Committed { first_seq, count },
             Err(e) => {
                 self.metrics.request_error(kind);
                 match e {
@@ -237,6 +288,39 @@ impl Service {
 
     /// Serves one central / tool request.
     pub async fn hub(&self, req: HubRequest) -> HubResponse {
+        let (kind, resp) = match req {
+            HubRequest::PutArtifact { bytes } => ("put_artifact", self.put_artifact(bytes).await),
+            HubRequest::SubmitMonitor(spec) => ("submit_monitor", self.submit_monitor(spec).await),
+            HubRequest::ListMonitors { tenant } => {
+                ("list_monitors", self.list_monitors(tenant).await)
+            }
+            HubRequest::GetMonitor { tenant, name } => {
+                ("get_monitor", self.get_monitor(tenant, name).await)
+            }
+            HubRequest::DeleteMonitor { tenant, name } => {
+                ("delete_monitor", self.delete_monitor(tenant, name).await)
+            }
+            HubRequest::QueryAlerts(q) => ("query_alerts", self.query_alerts(q).await),
+            other => return self.hub_core(other).await,
+        };
+        self.metrics.request(kind);
+        match &resp {
+            HubResponse::Invalid(e) => {
+                self.metrics.request_error(kind);
+                tracing::info!(kind, error = %e, "invalid request refused");
+            }
+            HubResponse::Error { message } => {
+                self.metrics.request_error(kind);
+                tracing::warn!(kind, %message, "request failed");
+            }
+            HubResponse::NotLeader { .. } => self.metrics.request_error(kind),
+            _ => {}
+        }
+        resp
+    }
+
+    /// Status, reads of edges, devices and telemetry, and membership.
+    async fn hub_core(&self, req: HubRequest) -> HubResponse {
         let (kind, result) = match req {
             HubRequest::Status => ("status", self.node.status().await.map(HubResponse::Status)),
             HubRequest::ListEdges => ("list_edges", self.node.read(ReadRequest::ListEdges).await),
@@ -267,6 +351,18 @@ impl Service {
                     .await
                     .map(|replicas| HubResponse::ConfChanged { replicas }),
             ),
+            // Served by `hub`.
+            HubRequest::PutArtifact { .. }
+            | HubRequest::SubmitMonitor(_)
+            | HubRequest::ListMonitors { .. }
+            | HubRequest::GetMonitor { .. }
+            | HubRequest::DeleteMonitor { .. }
+            | HubRequest::QueryAlerts(_) => (
+                "decode",
+                Ok(HubResponse::Error {
+                    message: "internal: request routed to the wrong handler".into(),
+                }),
+            ),
         };
         self.metrics.request(kind);
         match result {
@@ -281,32 +377,5 @@ impl Service {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ident(kind: NodeKind, region: &str) -> NodeIdentity {
-        NodeIdentity {
-            kind,
-            id: "x".into(),
-            region: region.into(),
-        }
-    }
-
-    #[test]
-    fn client_policy_checks_kind_and_region() {
-        assert!(client_policy(&ident(NodeKind::Edge, "r1"), "r1").is_ok());
-        assert!(matches!(
-            client_policy(&ident(NodeKind::Edge, "r2"), "r1"),
-            Err(RefuseReason::WrongRegion { .. })
-        ));
-        assert!(client_policy(&ident(NodeKind::Central, ""), "r1").is_ok());
-        assert!(matches!(
-            client_policy(&ident(NodeKind::Hub, "r1"), "r1"),
-            Err(RefuseReason::KindNotAllowed { .. })
-        ));
     }
 }

@@ -14,7 +14,7 @@ use region_hub::{HubConfig, Listeners, RunningHub};
 use strata_net::{Pki, TlsFiles};
 use strata_protocol::{
     EdgeRequest, EdgeResponse, HubRequest, HubResponse, Metric, NodeIdentity, NodeKind,
-    QueryResult, RaftRole, TelemetryBatch, TelemetryQuery, TelemetryRecord,
+    QueryResult, RaftRole, SpoolEntry, TelemetryBatch, TelemetryQuery, TelemetryRecord,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -52,17 +52,19 @@ fn batch(edge: &str, first_seq: u64, n: u64, now_ms: i64) -> EdgeRequest {
         edge: edge.into(),
         epoch: 7,
         first_seq,
-        records: (0..n)
-            .map(|i| TelemetryRecord {
-                tenant: "t".into(),
-                device: "d".into(),
-                ts_ms: now_ms - 1_000_000 + (first_seq + i) as i64,
-                seq: None,
-                metrics: vec![Metric {
-                    name: "v".into(),
-                    value: i as f64,
-                }],
-                tags: vec![],
+        entries: (0..n)
+            .map(|i| {
+                SpoolEntry::Telemetry(TelemetryRecord {
+                    tenant: "t".into(),
+                    device: "d".into(),
+                    ts_ms: now_ms - 1_000_000 + (first_seq + i) as i64,
+                    seq: None,
+                    metrics: vec![Metric {
+                        name: "v".into(),
+                        value: i as f64,
+                    }],
+                    tags: vec![],
+                })
             })
             .collect(),
     })

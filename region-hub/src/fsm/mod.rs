@@ -8,7 +8,10 @@
 //! # Layout
 //! - this file: the versioned [`CommandEnvelope`], [`Command`] encoding and [`apply`].
 //! - [`state`]: [`RegionState`] — edges, devices and the dedup state.
+//! - [`alerts`]: [`AlertIndex`], the bounded, queryable alerts of the region.
+//! - [`workloads`]: [`Workloads`] — monitors, artifacts, assignments version.
 //! - [`interval`]: [`IntervalSet`], the compact "which sequence numbers are stored" set.
+//! - `legacy`: decoding of protocol-version-1 entries and state format 1.
 //!
 //! # Exactly-once
 //! Two layers, both inside [`apply`], so every replica drops the same records:
@@ -22,6 +25,11 @@
 //!    restarted its counter, so it is stored and the device's seq set starts
 //!    afresh — a rare duplicate is preferred over dropping new data.
 //!
+//! Every spool entry kind passes layer 1. Telemetry then passes layer 2;
+//! derived metrics (no device seq) go to the store as telemetry
+//! (`DerivedMetricRecord::to_telemetry`); alerts go to the replicated
+//! [`AlertIndex`]. So a resent alert is indexed once, like a reading.
+//!
 //! Both sets are bounded ([`DEDUP_MAX_INTERVALS`]); see
 //! [`IntervalSet::enforce_cap`] for the trade-off, counted in
 //! [`RegionState::dedup_gaps_merged`].
@@ -31,20 +39,41 @@
 //! replica that does not know `kind` skips the entry when `ignorable` is set
 //! and otherwise halts with [`FsmError::UnknownCommand`] (nomad `fsm.go`), so
 //! a mixed-version group never silently diverges on data-bearing commands.
+//! A kind's body layout never changes: when a body type changed (protocol
+//! version 2: batches of spool entries, richer heartbeats) the command got a
+//! new kind and the old kind is still decoded (`legacy`).
 
+pub mod alerts;
 pub mod interval;
+mod legacy;
 pub mod state;
+pub mod workloads;
 
 use bincode::{Decode, Encode};
+use strata_protocol::workload::MonitorSpec;
 use strata_protocol::{EdgeStatus, TelemetryBatch, TelemetryRecord};
 
+pub use alerts::AlertIndex;
 pub use interval::IntervalSet;
-pub use state::{RegionState, DEDUP_MAX_INTERVALS};
+pub use state::{EdgeView, RegionState, DEDUP_MAX_INTERVALS};
+pub use workloads::{MonitorEntry, Workloads};
 
-/// Envelope kind of [`Command::StoreBatch`].
+/// Envelope kind of a protocol-version-1 store batch (telemetry records
+/// only); decoded into [`Command::StoreBatch`], no longer written.
 pub const KIND_STORE_BATCH: u16 = 1;
-/// Envelope kind of [`Command::EdgeHeartbeat`].
+/// Envelope kind of a protocol-version-1 heartbeat; decoded into
+/// [`Command::EdgeHeartbeat`], no longer written.
 pub const KIND_EDGE_HEARTBEAT: u16 = 2;
+/// Envelope kind of [`Command::StoreBatch`] (spool entries). Not ignorable.
+pub const KIND_STORE_ENTRIES: u16 = 3;
+/// Envelope kind of [`Command::EdgeHeartbeat`] (version-2 status). Ignorable.
+pub const KIND_EDGE_STATUS: u16 = 4;
+/// Envelope kind of [`Command::PutArtifact`]. Not ignorable.
+pub const KIND_PUT_ARTIFACT: u16 = 5;
+/// Envelope kind of [`Command::PutMonitor`]. Not ignorable.
+pub const KIND_PUT_MONITOR: u16 = 6;
+/// Envelope kind of [`Command::DeleteMonitor`]. Not ignorable.
+pub const KIND_DELETE_MONITOR: u16 = 7;
 
 /// Largest envelope or body decoded, in bytes (64 MiB): an allocation limit so
 /// a corrupt length inside an entry cannot exhaust memory.
@@ -86,6 +115,30 @@ pub enum Command {
         /// Leader's clock when the heartbeat arrived, ms since the Unix epoch.
         received_ms: i64,
     },
+    /// Store a validated module.
+    PutArtifact {
+        /// Its sha256, 64 lowercase hex digits (computed by the leader).
+        sha256: String,
+        /// The module.
+        bytes: Vec<u8>,
+    },
+    /// Create or update a validated, placed monitor.
+    PutMonitor {
+        /// The spec (its `generation` is assigned on apply). Boxed: it is
+        /// far larger than the other commands.
+        spec: Box<MonitorSpec>,
+        /// The edge it was placed on.
+        edge: String,
+        /// Leader's clock when submitted, ms since the Unix epoch.
+        now_ms: i64,
+    },
+    /// Delete a monitor.
+    DeleteMonitor {
+        /// Tenant.
+        tenant: String,
+        /// Monitor name.
+        name: String,
+    },
 }
 
 #[derive(Encode, Decode)]
@@ -98,6 +151,25 @@ struct StoreBatchBody {
 struct HeartbeatBody {
     status: EdgeStatus,
     received_ms: i64,
+}
+
+#[derive(Encode, Decode)]
+struct PutArtifactBody {
+    sha256: String,
+    bytes: Vec<u8>,
+}
+
+#[derive(Encode, Decode)]
+struct PutMonitorBody {
+    spec: MonitorSpec,
+    edge: String,
+    now_ms: i64,
+}
+
+#[derive(Encode, Decode)]
+struct DeleteMonitorBody {
+    tenant: String,
+    name: String,
 }
 
 /// Result of [`decode_command`].
@@ -128,17 +200,75 @@ pub enum Outcome {
     Committed {
         /// The batch's first edge sequence number.
         first_seq: u64,
-        /// Records in the batch.
+        /// Entries in the batch.
         count: u32,
-        /// Records stored for the first time.
+        /// Entries (of any kind) stored for the first time.
         new_records: u32,
-        /// Records already stored before (resends and device retransmissions).
+        /// Entries already stored before (resends and device retransmissions).
         duplicates: u32,
+        /// New alerts (part of `new_records`), now in the alert index.
+        new_alerts: u32,
+        /// New derived metrics (part of `new_records`), stored as telemetry.
+        new_metrics: u32,
     },
     /// A heartbeat updated the edge's status.
-    HeartbeatRecorded,
+    HeartbeatRecorded {
+        /// The region's assignments version after the entry.
+        assignments_version: u64,
+    },
+    /// An artifact is stored.
+    ArtifactStored {
+        /// False when it already was.
+        created: bool,
+    },
+    /// A monitor put was applied.
+    MonitorPut {
+        /// Its generation now.
+        generation: u64,
+        /// False for an identical resubmit (nothing changed).
+        changed: bool,
+        /// True when the monitor is new.
+        created: bool,
+        /// First put, ms since the Unix epoch.
+        created_ms: i64,
+        /// Last change, ms since the Unix epoch.
+        updated_ms: i64,
+    },
+    /// A monitor delete was applied.
+    MonitorDeleted {
+        /// False when there was no such monitor.
+        existed: bool,
+    },
+    /// A write was refused by the state machine (deterministically, on
+    /// every replica); the state is unchanged.
+    Refused(Refusal),
     /// Nothing happened: an already-applied index or an ignorable unknown command.
     Skipped,
+}
+
+/// Why the state machine refused a write that validation let through
+/// (a concurrent change came first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The module is empty or above `MAX_ARTIFACT_BYTES`.
+    ArtifactSize,
+    /// The artifact store is full of artifacts monitors still reference.
+    ArtifactStoreFull,
+    /// The monitor's artifact is not stored (it was evicted meanwhile).
+    ArtifactMissing,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refusal::ArtifactSize => "the module is empty or too large",
+            Refusal::ArtifactStoreFull => {
+                "the region's artifact store is full of modules that monitors still use; \
+                 delete monitors or reuse an uploaded module"
+            }
+            Refusal::ArtifactMissing => "the module is no longer stored; upload it again",
+        })
+    }
 }
 
 /// Why a command or the state could not be decoded or applied.
@@ -202,7 +332,7 @@ pub fn encode_command(cmd: &Command) -> Vec<u8> {
     let (kind, ignorable, body) = match cmd {
         // Data-bearing: an old replica must not skip it.
         Command::StoreBatch { batch, received_ms } => (
-            KIND_STORE_BATCH,
+            KIND_STORE_ENTRIES,
             false,
             encode_body(&StoreBatchBodyRef {
                 batch,
@@ -214,12 +344,34 @@ pub fn encode_command(cmd: &Command) -> Vec<u8> {
             status,
             received_ms,
         } => (
-            KIND_EDGE_HEARTBEAT,
+            KIND_EDGE_STATUS,
             true,
             encode_body(&HeartbeatBodyRef {
                 status,
                 received_ms: *received_ms,
             }),
+        ),
+        // Data-bearing (monitors depend on it): not ignorable.
+        Command::PutArtifact { sha256, bytes } => (
+            KIND_PUT_ARTIFACT,
+            false,
+            encode_body(&PutArtifactBodyRef { sha256, bytes }),
+        ),
+        // Assignments: a replica skipping them would serve edges other
+        // monitors than its peers. Not ignorable.
+        Command::PutMonitor { spec, edge, now_ms } => (
+            KIND_PUT_MONITOR,
+            false,
+            encode_body(&PutMonitorBodyRef {
+                spec,
+                edge,
+                now_ms: *now_ms,
+            }),
+        ),
+        Command::DeleteMonitor { tenant, name } => (
+            KIND_DELETE_MONITOR,
+            false,
+            encode_body(&DeleteMonitorBodyRef { tenant, name }),
         ),
     };
     encode_body(&CommandEnvelope {
@@ -242,6 +394,25 @@ struct HeartbeatBodyRef<'a> {
     received_ms: i64,
 }
 
+#[derive(Encode)]
+struct PutArtifactBodyRef<'a> {
+    sha256: &'a String,
+    bytes: &'a Vec<u8>,
+}
+
+#[derive(Encode)]
+struct PutMonitorBodyRef<'a> {
+    spec: &'a MonitorSpec,
+    edge: &'a String,
+    now_ms: i64,
+}
+
+#[derive(Encode)]
+struct DeleteMonitorBodyRef<'a> {
+    tenant: &'a String,
+    name: &'a String,
+}
+
 fn decode_exact<T: Decode<()>>(bytes: &[u8]) -> Result<T, String> {
     let (v, used) =
         bincode::decode_from_slice(bytes, bincode_config()).map_err(|e| e.to_string())?;
@@ -257,24 +428,61 @@ pub fn decode_command(data: &[u8]) -> Result<Decoded, FsmError> {
         decode_exact(data).map_err(|detail| FsmError::MalformedEnvelope { detail })?;
     let kind = env.kind;
     let body_err = |detail| FsmError::MalformedBody { kind, detail };
-    match kind {
+    let cmd = match kind {
         KIND_STORE_BATCH => {
-            let b: StoreBatchBody = decode_exact(&env.body).map_err(body_err)?;
-            Ok(Decoded::Command(Command::StoreBatch {
-                batch: b.batch,
+            let b: legacy::StoreBatchBodyV1 = decode_exact(&env.body).map_err(body_err)?;
+            Command::StoreBatch {
+                batch: b.batch.into(),
                 received_ms: b.received_ms,
-            }))
+            }
         }
         KIND_EDGE_HEARTBEAT => {
+            let b: legacy::HeartbeatBodyV1 = decode_exact(&env.body).map_err(body_err)?;
+            Command::EdgeHeartbeat {
+                status: b.status.into(),
+                received_ms: b.received_ms,
+            }
+        }
+        KIND_STORE_ENTRIES => {
+            let b: StoreBatchBody = decode_exact(&env.body).map_err(body_err)?;
+            Command::StoreBatch {
+                batch: b.batch,
+                received_ms: b.received_ms,
+            }
+        }
+        KIND_EDGE_STATUS => {
             let b: HeartbeatBody = decode_exact(&env.body).map_err(body_err)?;
-            Ok(Decoded::Command(Command::EdgeHeartbeat {
+            Command::EdgeHeartbeat {
                 status: b.status,
                 received_ms: b.received_ms,
-            }))
+            }
         }
-        _ if env.ignorable => Ok(Decoded::SkipIgnorable { kind }),
-        _ => Err(FsmError::UnknownCommand { kind }),
-    }
+        KIND_PUT_ARTIFACT => {
+            let b: PutArtifactBody = decode_exact(&env.body).map_err(body_err)?;
+            Command::PutArtifact {
+                sha256: b.sha256,
+                bytes: b.bytes,
+            }
+        }
+        KIND_PUT_MONITOR => {
+            let b: PutMonitorBody = decode_exact(&env.body).map_err(body_err)?;
+            Command::PutMonitor {
+                spec: Box::new(b.spec),
+                edge: b.edge,
+                now_ms: b.now_ms,
+            }
+        }
+        KIND_DELETE_MONITOR => {
+            let b: DeleteMonitorBody = decode_exact(&env.body).map_err(body_err)?;
+            Command::DeleteMonitor {
+                tenant: b.tenant,
+                name: b.name,
+            }
+        }
+        _ if env.ignorable => return Ok(Decoded::SkipIgnorable { kind }),
+        _ => return Err(FsmError::UnknownCommand { kind }),
+    };
+    Ok(Decoded::Command(cmd))
 }
 
 /// Applies the committed entry `index` holding `data`.
@@ -309,13 +517,30 @@ pub fn apply(state: &mut RegionState, index: u64, data: &[u8]) -> Result<Applied
             received_ms,
         }) => {
             state.record_heartbeat(status, received_ms);
-            Applied {
-                records: Vec::new(),
-                outcome: Outcome::HeartbeatRecorded,
-            }
+            no_records(Outcome::HeartbeatRecorded {
+                assignments_version: state.workloads().assignments_version(),
+            })
+        }
+        Decoded::Command(Command::PutArtifact { sha256, bytes }) => {
+            no_records(state.workloads_mut().put_artifact(sha256, bytes, index))
+        }
+        Decoded::Command(Command::PutMonitor { spec, edge, now_ms }) => {
+            no_records(state.workloads_mut().put_monitor(*spec, edge, now_ms))
+        }
+        Decoded::Command(Command::DeleteMonitor { tenant, name }) => {
+            no_records(state.workloads_mut().delete_monitor(&tenant, &name))
         }
     })
 }
 
+fn no_records(outcome: Outcome) -> Applied {
+    Applied {
+        records: Vec::new(),
+        outcome,
+    }
+}
+
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod workload_tests;

@@ -1,6 +1,7 @@
 //! [`RegionState`]: what every replica of a region agrees on besides the
-//! telemetry itself — edges, devices, and the dedup state that makes the
-//! telemetry store exactly-once.
+//! telemetry itself — edges, devices (with their last tags), the dedup
+//! state that makes the telemetry store exactly-once, alerts
+//! ([`AlertIndex`]) and monitors with their artifacts ([`Workloads`]).
 //!
 //! Maps are `BTreeMap`s so the encoded state (snapshots, checkpoints) is
 //! byte-identical across replicas, which makes divergence easy to detect.
@@ -8,9 +9,15 @@
 use std::collections::BTreeMap;
 
 use bincode::{Decode, Encode};
-use strata_protocol::{DeviceInfo, EdgeInfo, EdgeStatus, TelemetryBatch, TelemetryRecord};
+use strata_protocol::workload::KnownDevice;
+use strata_protocol::{
+    monitoring::MonitorInfo, DeviceInfo, EdgeInfo, EdgeStatus, SpoolEntry, Tag, TelemetryBatch,
+    TelemetryRecord,
+};
 
+use super::alerts::AlertIndex;
 use super::interval::IntervalSet;
+use super::workloads::{MonitorEntry, Workloads};
 use super::{Applied, FsmError, Outcome};
 
 /// Most intervals kept per dedup set (per edge epoch and per device). See
@@ -19,32 +26,42 @@ use super::{Applied, FsmError, Outcome};
 /// stays at one or two intervals, so 1024 is only reached by a broken sender.
 pub const DEDUP_MAX_INTERVALS: usize = 1024;
 
+/// Most tags remembered per device (the rest of a longer list is cut).
+pub const MAX_DEVICE_TAGS: usize = 32;
+
 /// Format byte leading [`RegionState::encode`]; bump on incompatible change.
-const STATE_FORMAT: u8 = 1;
+/// Format 1 (before monitors and alerts) is still read, see `legacy.rs`.
+const STATE_FORMAT: u8 = 2;
+const STATE_FORMAT_V1: u8 = 1;
 
 /// Allocation limit when decoding state (1 GiB): state is local or comes
 /// from a peer's CRC-checked snapshot, but a bound keeps a corrupt length
-/// field from aborting the process.
+/// field from aborting the process. The state's big parts are bounded far
+/// below it: artifacts by `MAX_ARTIFACT_STORE_BYTES` (64 MiB), alerts by
+/// `MAX_ALERT_BYTES` (64 MiB).
 const MAX_STATE_BYTES: usize = 1 << 30;
 
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
-struct EdgeEntry {
-    last_seen_ms: i64,
-    status: EdgeStatus,
-    records_stored: u64,
+pub(super) struct EdgeEntry {
+    pub(super) last_seen_ms: i64,
+    pub(super) status: EdgeStatus,
+    pub(super) records_stored: u64,
     /// Edge sequence numbers stored, per spool epoch. Epochs are kept for
     /// ever: an edge gets a new one only when its spool is wiped, which is
     /// rare, and each costs a few dozen bytes.
-    epochs: BTreeMap<u64, IntervalSet>,
+    pub(super) epochs: BTreeMap<u64, IntervalSet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
-struct DeviceEntry {
-    records: u64,
-    first_ts_ms: i64,
-    last_ts_ms: i64,
+pub(super) struct DeviceEntry {
+    pub(super) records: u64,
+    pub(super) first_ts_ms: i64,
+    pub(super) last_ts_ms: i64,
     /// Device `seq`s stored (since the device's last detected seq restart).
-    seqs: IntervalSet,
+    pub(super) seqs: IntervalSet,
+    /// Tags of the newest tagged reading (at most [`MAX_DEVICE_TAGS`]), so
+    /// monitor selectors can be checked against known devices.
+    pub(super) tags: Vec<Tag>,
 }
 
 /// The replicated region state. Encoded with [`RegionState::encode`] into
@@ -57,9 +74,112 @@ pub struct RegionState {
     devices: BTreeMap<String, BTreeMap<String, DeviceEntry>>,
     dedup_gaps_merged: u64,
     device_seq_restarts: u64,
+    alerts: AlertIndex,
+    workloads: Workloads,
+}
+
+/// One edge as placement and validation see it.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeView<'a> {
+    /// Edge name.
+    pub edge: &'a str,
+    /// Hub time of its last heartbeat or batch, ms since the Unix epoch.
+    pub last_seen_ms: i64,
+    /// Its last reported status.
+    pub status: &'a EdgeStatus,
 }
 
 impl RegionState {
+    pub(super) fn from_v1(
+        applied_index: u64,
+        edges: BTreeMap<String, EdgeEntry>,
+        devices: BTreeMap<String, BTreeMap<String, DeviceEntry>>,
+        dedup_gaps_merged: u64,
+        device_seq_restarts: u64,
+    ) -> Self {
+        RegionState {
+            applied_index,
+            edges,
+            devices,
+            dedup_gaps_merged,
+            device_seq_restarts,
+            alerts: AlertIndex::default(),
+            workloads: Workloads::default(),
+        }
+    }
+
+    /// The alert index.
+    pub fn alerts(&self) -> &AlertIndex {
+        &self.alerts
+    }
+
+    /// Monitors, artifacts and the assignments version.
+    pub fn workloads(&self) -> &Workloads {
+        &self.workloads
+    }
+
+    pub(super) fn workloads_mut(&mut self) -> &mut Workloads {
+        &mut self.workloads
+    }
+
+    /// Every edge with its last status, sorted by name.
+    pub fn edge_views(&self) -> impl Iterator<Item = EdgeView<'_>> {
+        self.edges.iter().map(|(edge, e)| EdgeView {
+            edge,
+            last_seen_ms: e.last_seen_ms,
+            status: &e.status,
+        })
+    }
+
+    /// One edge.
+    pub fn edge_view(&self, edge: &str) -> Option<EdgeView<'_>> {
+        self.edges.get_key_value(edge).map(|(edge, e)| EdgeView {
+            edge,
+            last_seen_ms: e.last_seen_ms,
+            status: &e.status,
+        })
+    }
+
+    /// Tenants with at least one device in the region, sorted.
+    pub fn tenants(&self) -> Vec<String> {
+        self.devices.keys().cloned().collect()
+    }
+
+    /// Devices of `tenant` with their last tags, for selector validation.
+    pub fn known_devices<'a>(&'a self, tenant: &'a str) -> Vec<KnownDevice<'a>> {
+        self.devices
+            .get_key_value(tenant)
+            .into_iter()
+            .flat_map(|(t, devs)| {
+                devs.iter().map(move |(d, e)| KnownDevice {
+                    tenant: t,
+                    device: d,
+                    tags: &e.tags,
+                })
+            })
+            .collect()
+    }
+
+    /// A stored monitor as clients see it, with the instance status its
+    /// edge last reported.
+    pub fn monitor_info(&self, region: &str, m: &MonitorEntry) -> MonitorInfo {
+        let status = self.edges.get(&m.edge).and_then(|e| {
+            e.status
+                .instances
+                .iter()
+                .find(|i| i.tenant == m.spec.tenant && i.name == m.spec.name)
+                .cloned()
+        });
+        MonitorInfo {
+            spec: m.spec.clone(),
+            region: region.to_owned(),
+            edge: m.edge.clone(),
+            created_ms: m.created_ms,
+            updated_ms: m.updated_ms,
+            status,
+        }
+    }
+
     /// Highest Raft index applied (0 when new).
     pub fn applied_index(&self) -> u64 {
         self.applied_index
@@ -132,6 +252,9 @@ impl RegionState {
         let Some((&format, body)) = bytes.split_first() else {
             return Ok(RegionState::default());
         };
+        if format == STATE_FORMAT_V1 {
+            return decode_body::<super::legacy::RegionStateV1>(body).map(RegionState::from);
+        }
         if format != STATE_FORMAT {
             return Err(FsmError::CorruptState {
                 detail: format!(
@@ -139,19 +262,10 @@ impl RegionState {
                 ),
             });
         }
-        let cfg = bincode::config::standard().with_limit::<MAX_STATE_BYTES>();
-        let (state, used): (RegionState, usize) =
-            bincode::decode_from_slice(body, cfg).map_err(|e| FsmError::CorruptState {
-                detail: e.to_string(),
-            })?;
-        if used != body.len() {
-            return Err(FsmError::CorruptState {
-                detail: format!("{} trailing bytes", body.len() - used),
-            });
-        }
-        Ok(state)
+        decode_body(body)
     }
 
+    /// Applies a heartbeat.
     pub(super) fn record_heartbeat(&mut self, status: EdgeStatus, received_ms: i64) {
         let e = edge_entry(&mut self.edges, status.edge.clone());
         // max: a new leader's clock may be slightly behind the old one's.
@@ -159,15 +273,17 @@ impl RegionState {
         e.status = status;
     }
 
-    /// Layer 1 (edge seq) then layer 2 (device seq) dedup; returns what to store.
+    /// Layer 1 (edge seq) dedup for every entry, then per kind: telemetry
+    /// through layer 2 (device seq) into the store, derived metrics into
+    /// the store as telemetry (no device seq), alerts into the alert index.
     pub(super) fn store_batch(&mut self, batch: TelemetryBatch, received_ms: i64) -> Applied {
         let TelemetryBatch {
             edge,
             epoch,
             first_seq,
-            records,
+            entries,
         } = batch;
-        let count = records.len();
+        let count = entries.len();
         // Saturating: a batch reaching past u64::MAX cannot come from a real
         // spool; records beyond it bypass edge dedup (stored, never dropped).
         let end = first_seq.saturating_add(count as u64);
@@ -178,6 +294,7 @@ impl RegionState {
             devices,
             dedup_gaps_merged,
             device_seq_restarts,
+            alerts,
             ..
         } = self;
         let e = edge_entry(edges, edge);
@@ -189,7 +306,8 @@ impl RegionState {
         let new_at_edge: u64 = new_ranges.iter().map(|r| r.end - r.start).sum();
         let mut out = Vec::with_capacity(new_at_edge as usize + (count - representable));
         let mut next_range = new_ranges.iter().peekable();
-        for (i, rec) in records.into_iter().enumerate() {
+        let (mut new_entries, mut new_alerts, mut new_metrics) = (0usize, 0u32, 0u32);
+        for (i, entry) in entries.into_iter().enumerate() {
             if i < representable {
                 let seq = first_seq + i as u64;
                 while next_range.peek().is_some_and(|r| r.end <= seq) {
@@ -199,18 +317,34 @@ impl RegionState {
                     continue; // layer 1: this edge already stored it
                 }
             }
-            if device_accepts(devices, dedup_gaps_merged, device_seq_restarts, &rec) {
-                out.push(rec);
+            match entry {
+                SpoolEntry::Telemetry(rec) => {
+                    if device_accepts(devices, dedup_gaps_merged, device_seq_restarts, &rec) {
+                        out.push(rec);
+                        new_entries += 1;
+                    }
+                }
+                SpoolEntry::Metric(m) => {
+                    out.push(m.to_telemetry());
+                    new_entries += 1;
+                    new_metrics += 1;
+                }
+                SpoolEntry::Alert(a) => {
+                    alerts.insert(a);
+                    new_entries += 1;
+                    new_alerts += 1;
+                }
             }
         }
-        let new_records = out.len();
-        e.records_stored += new_records as u64;
+        e.records_stored += new_entries as u64;
         Applied {
             outcome: Outcome::Committed {
                 first_seq,
                 count: count as u32,
-                new_records: new_records as u32,
-                duplicates: (count - new_records) as u32,
+                new_records: new_entries as u32,
+                duplicates: (count - new_entries) as u32,
+                new_alerts,
+                new_metrics,
             },
             records: out,
         }
@@ -247,6 +381,7 @@ fn device_accepts(
             first_ts_ms: rec.ts_ms,
             last_ts_ms: rec.ts_ms,
             seqs: IntervalSet::new(),
+            tags: Vec::new(),
         }),
     };
     if let Some(seq) = rec.seq {
@@ -265,7 +400,29 @@ fn device_accepts(
         *dedup_gaps_merged += dev.seqs.enforce_cap(DEDUP_MAX_INTERVALS);
     }
     dev.records += 1;
+    // The newest tagged reading's tags; compared first so the hot path
+    // (same tags as last time) does not allocate.
+    if !rec.tags.is_empty() && rec.ts_ms >= dev.last_ts_ms {
+        let tags = &rec.tags[..rec.tags.len().min(MAX_DEVICE_TAGS)];
+        if dev.tags != tags {
+            dev.tags = tags.to_vec();
+        }
+    }
     dev.first_ts_ms = dev.first_ts_ms.min(rec.ts_ms);
     dev.last_ts_ms = dev.last_ts_ms.max(rec.ts_ms);
     true
+}
+
+fn decode_body<T: Decode<()>>(body: &[u8]) -> Result<T, FsmError> {
+    let cfg = bincode::config::standard().with_limit::<MAX_STATE_BYTES>();
+    let (state, used): (T, usize) =
+        bincode::decode_from_slice(body, cfg).map_err(|e| FsmError::CorruptState {
+            detail: e.to_string(),
+        })?;
+    if used != body.len() {
+        return Err(FsmError::CorruptState {
+            detail: format!("{} trailing bytes", body.len() - used),
+        });
+    }
+    Ok(state)
 }

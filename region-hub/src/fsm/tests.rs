@@ -3,7 +3,7 @@
 
 use super::*;
 use proptest::prelude::*;
-use strata_protocol::Metric;
+use strata_protocol::{Metric, SpoolEntry};
 
 fn rec(device: &str, ts_ms: i64, seq: Option<u64>) -> TelemetryRecord {
     TelemetryRecord {
@@ -20,12 +20,21 @@ fn rec(device: &str, ts_ms: i64, seq: Option<u64>) -> TelemetryRecord {
 }
 
 fn batch_cmd(edge: &str, epoch: u64, first_seq: u64, records: Vec<TelemetryRecord>) -> Vec<u8> {
+    entries_cmd(
+        edge,
+        epoch,
+        first_seq,
+        records.into_iter().map(SpoolEntry::Telemetry).collect(),
+    )
+}
+
+fn entries_cmd(edge: &str, epoch: u64, first_seq: u64, entries: Vec<SpoolEntry>) -> Vec<u8> {
     encode_command(&Command::StoreBatch {
         batch: TelemetryBatch {
             edge: edge.into(),
             epoch,
             first_seq,
-            records,
+            entries,
         },
         received_ms: 1_000,
     })
@@ -51,7 +60,10 @@ fn command_round_trip() {
                 edge: "e1".into(),
                 epoch: 9,
                 first_seq: 4,
-                records: vec![rec("d", 5, Some(1)), rec("d", 6, None)],
+                entries: vec![
+                    SpoolEntry::Telemetry(rec("d", 5, Some(1))),
+                    SpoolEntry::Telemetry(rec("d", 6, None)),
+                ],
             },
             received_ms: 77,
         },
@@ -86,7 +98,9 @@ fn resend_stores_nothing_and_old_index_is_skipped() {
             first_seq: 0,
             count: 2,
             new_records: 0,
-            duplicates: 2
+            duplicates: 2,
+            new_alerts: 0,
+            new_metrics: 0,
         }
     );
     // Replaying an already applied index does nothing, even with other bytes.
@@ -224,7 +238,9 @@ fn heartbeat_updates_edge() {
     });
     assert_eq!(
         apply(&mut s, 1, &cmd).unwrap().outcome,
-        Outcome::HeartbeatRecorded
+        Outcome::HeartbeatRecorded {
+            assignments_version: 0
+        }
     );
     let edges = s.edges();
     assert_eq!(edges[0].status, status);

@@ -287,19 +287,33 @@ impl<S: HubStore> RaftNode<S> {
         })?;
         match applied.outcome {
             Outcome::Committed {
-                new_records,
                 duplicates,
+                new_alerts,
+                new_metrics,
                 ..
             } => {
                 self.metrics.batches_stored.inc();
-                self.metrics.records_stored.inc_by(u64::from(new_records));
+                self.metrics
+                    .records_stored
+                    .inc_by(applied.records.len() as u64);
+                self.metrics.alerts_stored.inc_by(u64::from(new_alerts));
+                self.metrics
+                    .derived_metrics_stored
+                    .inc_by(u64::from(new_metrics));
                 self.metrics.duplicates.inc_by(u64::from(duplicates));
             }
-            Outcome::HeartbeatRecorded => {
+            Outcome::HeartbeatRecorded { .. } => {
                 self.metrics.heartbeats.inc();
             }
-            Outcome::Skipped => {}
+            Outcome::Refused(r) => {
+                tracing::warn!(hub = self.cfg.id, index, refusal = %r, "state machine refused a write");
+            }
+            Outcome::ArtifactStored { .. }
+            | Outcome::MonitorPut { .. }
+            | Outcome::MonitorDeleted { .. }
+            | Outcome::Skipped => {}
         }
+        self.update_state_gauges();
         if !applied.records.is_empty() {
             self.unflushed.extend(applied.records);
             self.flush_records(false);

@@ -16,7 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::apply::{HubStore, SharedStore, StoreReader};
-use super::node::{Inbox, MemberChange, NodeError, ProposeError, RaftNode, ReadRequest};
+use super::node::{
+    Inbox, MemberChange, NodeError, ProposeError, RaftNode, ReadRequest, StateFn, StateView,
+};
 use crate::fsm::Outcome;
 
 /// Inbox capacity: senders wait (backpressure) when the node falls behind.
@@ -82,6 +84,20 @@ impl NodeHandle {
     /// The replica's status.
     pub async fn status(&self) -> Result<HubStatus, ProposeError> {
         self.ask(Inbox::Status).await
+    }
+
+    /// Runs `f` on the Raft thread over the applied region state and
+    /// returns its result. `f` must be quick: the Raft loop waits for it.
+    pub async fn with_state<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(StateView<'_>) -> R + Send + 'static,
+    ) -> Result<R, ProposeError> {
+        self.ask(|reply: oneshot::Sender<R>| {
+            Inbox::WithState(StateFn(Box::new(move |view| {
+                let _ = reply.send(f(view));
+            })))
+        })
+        .await
     }
 
     /// A read from the replica's local state. Store reads run on the

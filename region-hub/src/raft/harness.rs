@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use raft::eraftpb::{Message, MessageType};
 use strata_protocol::{
-    DeviceInfo, HubStatus, Metric, QueryResult, ReplicaInfo, TelemetryBatch, TelemetryQuery,
-    TelemetryRecord,
+    DeviceInfo, HubStatus, Metric, QueryResult, ReplicaInfo, SpoolEntry, TelemetryBatch,
+    TelemetryQuery, TelemetryRecord,
 };
 use tokio::sync::oneshot;
 
@@ -231,17 +231,19 @@ pub fn member(id: u64) -> ReplicaInfo {
 
 /// A StoreBatch command of `n` records from edge `e1`, starting at `first_seq`.
 pub fn batch_cmd(first_seq: u64, n: u64) -> Vec<u8> {
-    let records = (0..n)
-        .map(|i| TelemetryRecord {
-            tenant: "t".into(),
-            device: "d".into(),
-            ts_ms: (first_seq + i) as i64,
-            seq: None,
-            metrics: vec![Metric {
-                name: "v".into(),
-                value: (first_seq + i) as f64,
-            }],
-            tags: vec![],
+    let entries = (0..n)
+        .map(|i| {
+            SpoolEntry::Telemetry(TelemetryRecord {
+                tenant: "t".into(),
+                device: "d".into(),
+                ts_ms: (first_seq + i) as i64,
+                seq: None,
+                metrics: vec![Metric {
+                    name: "v".into(),
+                    value: (first_seq + i) as f64,
+                }],
+                tags: vec![],
+            })
         })
         .collect();
     fsm::encode_command(&Command::StoreBatch {
@@ -249,7 +251,7 @@ pub fn batch_cmd(first_seq: u64, n: u64) -> Vec<u8> {
             edge: "e1".into(),
             epoch: 1,
             first_seq,
-            records,
+            entries,
         },
         received_ms: 1,
     })

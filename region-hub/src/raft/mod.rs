@@ -16,7 +16,7 @@ pub mod transport;
 pub use apply::{HubStore, SnapshotData};
 pub use node::{
     ConfChangeReply, Inbox, MemberChange, NodeConfig, NodeError, ProposeError, ProposeReply,
-    RaftNode, ReadRequest,
+    RaftNode, ReadRequest, StateFn, StateView,
 };
 pub use storage::{RaftLogStorage, StorageError};
 pub use transport::{Filter, FilteredTransport, Filters, Transport};

@@ -138,6 +138,31 @@ pub enum ReadRequest {
     Query(TelemetryQuery),
 }
 
+/// What a [`StateFn`] sees: the applied region state and this replica's
+/// role, on the Raft thread.
+#[derive(Clone, Copy)]
+pub struct StateView<'a> {
+    /// Region name.
+    pub region: &'a str,
+    /// The region state as of the applied index.
+    pub state: &'a RegionState,
+    /// True while this replica leads (writes may be proposed here).
+    pub is_leader: bool,
+    /// Where the leader is, when known (for `NotLeader` answers).
+    pub leader: Option<&'a LeaderHint>,
+}
+
+/// A read of the region state, run on the Raft thread. It must be quick
+/// (no IO, no blocking): the Raft loop waits for it. It answers through a
+/// channel it captured.
+pub struct StateFn(pub Box<dyn FnOnce(StateView<'_>) + Send>);
+
+impl std::fmt::Debug for StateFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateFn")
+    }
+}
+
 /// A membership change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberChange {
@@ -179,6 +204,8 @@ pub enum Inbox {
     Status(oneshot::Sender<HubStatus>),
     /// Answer a read from local state.
     Query(ReadRequest, oneshot::Sender<HubResponse>),
+    /// Run a read of the region state (monitors, alerts, placement input).
+    WithState(StateFn),
     /// The transport could not reach this peer.
     Unreachable(u64),
     /// A snapshot to this peer was delivered (`true`) or failed.
@@ -480,6 +507,15 @@ impl<S: HubStore> RaftNode<S> {
             Inbox::Query(req, reply) => {
                 let _ = reply.send(self.read(req));
             }
+            Inbox::WithState(f) => {
+                let leader = self.leader_hint();
+                (f.0)(StateView {
+                    region: &self.cfg.region,
+                    state: &self.state,
+                    is_leader: self.is_leader(),
+                    leader: leader.as_ref(),
+                });
+            }
             Inbox::Unreachable(id) => self.raw.report_unreachable(id),
             Inbox::SnapshotStatus { to, delivered } => {
                 let status = if delivered {
@@ -716,6 +752,17 @@ impl<S: HubStore> RaftNode<S> {
         self.metrics.applied_index.set(self.applied as i64);
         self.metrics.last_index.set(r.raft_log.last_index() as i64);
         self.metrics.leader.set(i64::from(self.is_leader()));
+    }
+
+    /// Region-state gauges (alerts, monitors, artifacts), after an apply.
+    pub(super) fn update_state_gauges(&self) {
+        let w = self.state.workloads();
+        let m = &self.metrics;
+        m.alerts_held.set(self.state.alerts().len() as i64);
+        m.alerts_evicted.set(self.state.alerts().evicted() as i64);
+        m.monitors.set(w.monitor_count() as i64);
+        m.artifact_bytes.set(w.artifact_usage().1 as i64);
+        m.assignments_version.set(w.assignments_version() as i64);
     }
 
     /// This replica's status.

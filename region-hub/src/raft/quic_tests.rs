@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use strata_protocol::{
     EdgeRequest, EdgeResponse, HubRequest, HubResponse, Metric, NodeIdentity, NodeKind,
-    ReplicaInfo, TelemetryBatch, TelemetryRecord,
+    ReplicaInfo, SpoolEntry, TelemetryBatch, TelemetryRecord,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -77,27 +77,31 @@ async fn added_replica_catches_up_by_chunked_snapshot() {
     };
     let edge = connect(NodeKind::Edge, "edge-1").await;
     let now = crate::raft::driver::now_ms();
-    let records: Vec<TelemetryRecord> = (0..20_000)
-        .map(|i| TelemetryRecord {
-            tenant: "t".into(),
-            device: format!("d{}", i % 50),
-            ts_ms: now - 100_000 + i,
-            seq: None,
-            metrics: vec![Metric {
-                name: "v".into(),
-                value: i as f64,
-            }],
-            tags: vec![],
+    let entries: Vec<SpoolEntry> = (0..20_000)
+        .map(|i| {
+            SpoolEntry::Telemetry(TelemetryRecord {
+                tenant: "t".into(),
+                device: format!("d{}", i % 50),
+                ts_ms: now - 100_000 + i,
+                seq: None,
+                metrics: vec![Metric {
+                    name: "v".into(),
+                    value: i as f64,
+                }],
+                tags: vec![],
+            })
         })
         .collect();
     let req = EdgeRequest::Batch(TelemetryBatch {
         edge: "edge-1".into(),
         epoch: 1,
         first_seq: 0,
-        records,
+        entries,
     });
     // A single-replica group elects itself; retry until it has.
-    let mut resp = EdgeResponse::HeartbeatAck;
+    let mut resp = EdgeResponse::HeartbeatAck {
+        assignments_version: 0,
+    };
     until("the batch to commit", async || {
         resp = strata_net::rpc::call(&edge, &req).await.unwrap();
         matches!(resp, EdgeResponse::Committed { .. })

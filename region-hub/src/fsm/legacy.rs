@@ -1,0 +1,148 @@
+//! Decoding of what protocol-version-1 hubs wrote: Raft entries of command
+//! kinds 1 and 2 and region state format 1. A replica upgraded in place
+//! replays its log after the last checkpoint, so these stay readable.
+//!
+//! The layouts below are frozen copies of the old wire types; never edit
+//! them.
+
+use std::collections::BTreeMap;
+
+use bincode::{Decode, Encode};
+use strata_protocol::{EdgeStatus, SpoolEntry, TelemetryBatch, TelemetryRecord};
+
+use super::interval::IntervalSet;
+use super::state::{DeviceEntry, EdgeEntry, RegionState};
+
+/// `EdgeStatus` of protocol version 1.
+#[derive(Encode, Decode)]
+pub(super) struct EdgeStatusV1 {
+    edge: String,
+    spool_records: u64,
+    spool_bytes: u64,
+    ingest_rate: f64,
+    connected_clients: u32,
+    uptime_ms: u64,
+}
+
+impl From<EdgeStatusV1> for EdgeStatus {
+    fn from(s: EdgeStatusV1) -> Self {
+        EdgeStatus {
+            edge: s.edge,
+            spool_records: s.spool_records,
+            spool_bytes: s.spool_bytes,
+            ingest_rate: s.ingest_rate,
+            connected_clients: s.connected_clients,
+            uptime_ms: s.uptime_ms,
+            ..EdgeStatus::default()
+        }
+    }
+}
+
+/// `TelemetryBatch` of protocol version 1 (telemetry only).
+#[derive(Encode, Decode)]
+pub(super) struct TelemetryBatchV1 {
+    edge: String,
+    epoch: u64,
+    first_seq: u64,
+    records: Vec<TelemetryRecord>,
+}
+
+impl From<TelemetryBatchV1> for TelemetryBatch {
+    fn from(b: TelemetryBatchV1) -> Self {
+        TelemetryBatch {
+            edge: b.edge,
+            epoch: b.epoch,
+            first_seq: b.first_seq,
+            entries: b.records.into_iter().map(SpoolEntry::Telemetry).collect(),
+        }
+    }
+}
+
+/// Body of command kind 1.
+#[derive(Encode, Decode)]
+pub(super) struct StoreBatchBodyV1 {
+    pub(super) batch: TelemetryBatchV1,
+    pub(super) received_ms: i64,
+}
+
+/// Body of command kind 2.
+#[derive(Encode, Decode)]
+pub(super) struct HeartbeatBodyV1 {
+    pub(super) status: EdgeStatusV1,
+    pub(super) received_ms: i64,
+}
+
+#[derive(Encode, Decode)]
+struct EdgeEntryV1 {
+    last_seen_ms: i64,
+    status: EdgeStatusV1,
+    records_stored: u64,
+    epochs: BTreeMap<u64, IntervalSet>,
+}
+
+#[derive(Encode, Decode)]
+struct DeviceEntryV1 {
+    records: u64,
+    first_ts_ms: i64,
+    last_ts_ms: i64,
+    seqs: IntervalSet,
+}
+
+/// Region state format 1.
+#[derive(Encode, Decode)]
+pub(super) struct RegionStateV1 {
+    applied_index: u64,
+    edges: BTreeMap<String, EdgeEntryV1>,
+    devices: BTreeMap<String, BTreeMap<String, DeviceEntryV1>>,
+    dedup_gaps_merged: u64,
+    device_seq_restarts: u64,
+}
+
+impl From<RegionStateV1> for RegionState {
+    fn from(s: RegionStateV1) -> Self {
+        let edges = s
+            .edges
+            .into_iter()
+            .map(|(k, e)| {
+                (
+                    k,
+                    EdgeEntry {
+                        last_seen_ms: e.last_seen_ms,
+                        status: e.status.into(),
+                        records_stored: e.records_stored,
+                        epochs: e.epochs,
+                    },
+                )
+            })
+            .collect();
+        let devices = s
+            .devices
+            .into_iter()
+            .map(|(t, devs)| {
+                let devs = devs
+                    .into_iter()
+                    .map(|(d, e)| {
+                        (
+                            d,
+                            DeviceEntry {
+                                records: e.records,
+                                first_ts_ms: e.first_ts_ms,
+                                last_ts_ms: e.last_ts_ms,
+                                seqs: e.seqs,
+                                tags: Vec::new(),
+                            },
+                        )
+                    })
+                    .collect();
+                (t, devs)
+            })
+            .collect();
+        RegionState::from_v1(
+            s.applied_index,
+            edges,
+            devices,
+            s.dedup_gaps_merged,
+            s.device_seq_restarts,
+        )
+    }
+}
