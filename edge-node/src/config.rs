@@ -9,6 +9,9 @@
 //! metrics-listen = "127.0.0.1:9101"
 //! [ingress]
 //! listen = "0.0.0.0:1883"
+//! [monitors]
+//! memory-mib = 256
+//! cpu-millicores = 1000
 //! ```
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -18,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use strata_net::TlsFiles;
 
 use crate::ingress::{BridgeConfig, IngressConfig};
+use crate::monitor::MonitorsConfig;
 use crate::spool::SpoolConfig;
 use crate::uplink::UplinkConfig;
 
@@ -51,6 +55,9 @@ pub struct EdgeConfig {
     pub uplink: UplinkConfig,
     /// Address for `/metrics` and `/health`. Default: none (disabled).
     pub metrics_listen: Option<SocketAddr>,
+    /// The device-monitor host (capacity, queues, workers, runtime limits,
+    /// scheduler tuning). Its files live in `<data-dir>/monitors`.
+    pub monitors: MonitorsConfig,
 }
 
 impl Default for EdgeConfig {
@@ -67,6 +74,7 @@ impl Default for EdgeConfig {
             spool: SpoolConfig::default(),
             uplink: UplinkConfig::default(),
             metrics_listen: None,
+            monitors: MonitorsConfig::default(),
         }
     }
 }
@@ -122,7 +130,13 @@ impl EdgeConfig {
             p.push(format!("spool: {e}"));
         }
         p.extend(self.uplink.problems());
+        p.extend(self.monitors.problems());
         p
+    }
+
+    /// Where the monitor host keeps assignments, modules and state.
+    pub fn monitors_dir(&self) -> PathBuf {
+        self.data_dir.join("monitors")
     }
 
     /// Hub addresses resolved to socket addresses (unresolvable ones are
@@ -162,11 +176,22 @@ mod tests {
         let err = toml::from_str::<EdgeConfig>("name = \"e\"\nhubz = []\n").unwrap_err();
         assert!(err.to_string().contains("hubz"), "{err}");
         let cfg: EdgeConfig = toml::from_str(
-            "name = \"bad name\"\nhubs = [\"nowhere\"]\n[uplink]\nmax-inflight = 0\n",
+            "name = \"bad name\"\nhubs = [\"nowhere\"]\n[uplink]\nmax-inflight = 0\n\
+             [monitors]\nqueue-records = 0\n[monitors.limits]\nmax-deadline-ms = 0\n",
         )
         .unwrap();
         let p = cfg.problems();
-        assert!(p.len() >= 4, "{p:?}");
+        assert!(p.len() >= 6, "{p:?}");
+        assert!(
+            p.iter()
+                .any(|l| l == "monitors.queue-records: must be greater than 0"),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|l| l.starts_with("monitors.limits.max-deadline-ms")),
+            "{p:?}"
+        );
     }
 
     /// docs/config/edge.toml is the reference users copy: it must parse,
@@ -185,6 +210,7 @@ mod tests {
         assert_eq!(doc.uplink, d.uplink);
         assert_eq!(doc.region, d.region);
         assert_eq!(doc.data_dir, d.data_dir);
+        assert_eq!(doc.monitors, d.monitors);
         assert!(doc.bridge.is_none());
     }
 }

@@ -15,6 +15,12 @@
 //!   resizing, reconcile by spec generation.
 //! - [`runtime`]: sandboxes for monitor instances behind a driver trait:
 //!   the wasmtime driver (fuel, epoch deadlines, memory limiter, host ABI).
+//! - [`sysinfo`]: the node's CPU, memory, disk and network use from /proc
+//!   and statvfs, for heartbeats and resize decisions.
+//! - [`monitor`]: the device-monitor host: routes durable telemetry to
+//!   monitor instances (bounded queues), runs them on a worker pool, spools
+//!   their alerts and derived metrics, drives the local scheduler and
+//!   persists assignments, modules and state for offline restarts.
 //! - [`config`]: the TOML config, validated as a whole.
 //! - [`node`]: wiring; [`run`] is what the binary calls.
 //!
@@ -23,10 +29,12 @@
 
 pub mod config;
 pub mod ingress;
+pub mod monitor;
 pub mod node;
 pub mod runtime;
 pub mod sched;
 pub mod spool;
+pub mod sysinfo;
 pub mod uplink;
 
 pub use config::EdgeConfig;

@@ -1,5 +1,8 @@
-//! Wiring: opens the spool, binds the MQTT server, starts the uplink and the
-//! metrics endpoint, and shuts them down in an order that loses nothing.
+//! Wiring: opens the spool, starts the device-monitor host (persisted
+//! monitors run before any hub is reachable), binds the MQTT server, starts
+//! the uplink and the metrics endpoint, and shuts them down in an order that
+//! loses nothing: ingress, then the monitor host (drains into the spool),
+//! then the uplink, then the spool.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -14,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::EdgeConfig;
 use crate::ingress::{run_bridge, BridgeMetrics, IngestSink, IngressServer, SinkError};
+use crate::monitor::{HostMetrics, HostOptions, MonitorHost};
 use crate::spool::Spool;
 use crate::uplink::driver::{encode_record, StatusFn};
 use crate::uplink::{UplinkDriver, UplinkMetrics};
@@ -56,13 +60,18 @@ pub enum EdgeError {
     /// The uplink failed fatally.
     #[error(transparent)]
     Uplink(#[from] crate::uplink::UplinkError),
+    /// The device-monitor host could not start.
+    #[error(transparent)]
+    Monitor(#[from] crate::monitor::MonitorError),
 }
 
 /// The ingest sink: records become spool payloads in their wire encoding,
-/// so the uplink can frame them without re-encoding.
+/// so the uplink can frame them without re-encoding. Once durable, the batch
+/// is routed to the monitor instances that select it (never blocking).
 struct SpoolSink {
     spool: Spool,
     accepted: Arc<AtomicU64>,
+    monitors: MonitorHost,
 }
 
 impl IngestSink for SpoolSink {
@@ -78,6 +87,7 @@ impl IngestSink for SpoolSink {
                 .await
                 .map_err(|e| SinkError::Failed(e.to_string()))?;
             self.accepted.fetch_add(n, Ordering::Relaxed);
+            self.monitors.route(&records);
             Ok(())
         }
     }
@@ -90,11 +100,13 @@ pub struct EdgeNode {
     spool: Spool,
     tls: Arc<NodeTls>,
     ingress: Option<IngressServer>,
+    monitors: MonitorHost,
 }
 
 impl EdgeNode {
-    /// Validates the config, opens the spool (replaying it) and binds the
-    /// MQTT listener, so callers learn bound addresses before [`run`].
+    /// Validates the config, opens the spool (replaying it), starts the
+    /// monitor host with the persisted assignments (no hub needed) and binds
+    /// the MQTT listener, so callers learn bound addresses before [`run`].
     ///
     /// [`run`]: EdgeNode::run
     pub async fn start(cfg: EdgeConfig) -> Result<EdgeNode, EdgeError> {
@@ -122,15 +134,28 @@ impl EdgeNode {
             next_seq = stats.next_seq,
             "spool open"
         );
+        let data_dir = cfg.data_dir.clone();
+        let mut sampler = crate::sysinfo::NodeSampler::new(&data_dir);
+        let monitors = MonitorHost::start(HostOptions {
+            edge: edge.clone(),
+            dir: cfg.monitors_dir(),
+            cfg: cfg.monitors.clone(),
+            spool: spool.clone(),
+            sampler: Box::new(move |now| sampler.sample(now)),
+            metrics: HostMetrics::register(&mut registry),
+        })
+        .await?;
         let ingress = if cfg.serve_mqtt {
-            Some(
-                IngressServer::bind(cfg.ingress.clone(), &mut registry)
-                    .await
-                    .map_err(|source| EdgeError::Ingress {
+            match IngressServer::bind(cfg.ingress.clone(), &mut registry).await {
+                Ok(i) => Some(i),
+                Err(source) => {
+                    monitors.shutdown().await;
+                    return Err(EdgeError::Ingress {
                         edge: edge.clone(),
                         source,
-                    })?,
-            )
+                    });
+                }
+            }
         } else {
             None
         };
@@ -140,7 +165,14 @@ impl EdgeNode {
             spool,
             tls,
             ingress,
+            monitors,
         })
+    }
+
+    /// The device-monitor host (status, routing; tests read instance status
+    /// through it).
+    pub fn monitors(&self) -> &MonitorHost {
+        &self.monitors
     }
 
     /// The MQTT address devices connect to, when serving MQTT.
@@ -149,8 +181,10 @@ impl EdgeNode {
     }
 
     /// Runs until `shutdown`, then stops the ingress first (in-flight
-    /// publishes finish and are acknowledged), then the uplink, then closes
-    /// the spool. `on_ready` is called once the metrics address is known.
+    /// publishes finish and are acknowledged), then drains the monitor host
+    /// (kv state persisted, pending alerts and metrics spooled), then the
+    /// uplink, then closes the spool. `on_ready` is called once the metrics
+    /// address is known.
     pub async fn run_with(
         mut self,
         shutdown: CancellationToken,
@@ -161,6 +195,7 @@ impl EdgeNode {
         let sink = Arc::new(SpoolSink {
             spool: self.spool.clone(),
             accepted: accepted.clone(),
+            monitors: self.monitors.clone(),
         });
         let clients = self
             .ingress
@@ -173,14 +208,19 @@ impl EdgeNode {
         let registry = Arc::new(std::mem::take(&mut self.registry));
 
         let metrics_addr = match self.cfg.metrics_listen {
-            Some(addr) => Some(
-                strata_net::metrics::serve(addr, registry, shutdown.clone())
-                    .await
-                    .map_err(|source| EdgeError::Net {
-                        edge: edge.clone(),
-                        source,
-                    })?,
-            ),
+            Some(addr) => {
+                match strata_net::metrics::serve(addr, registry, shutdown.clone()).await {
+                    Ok(a) => Some(a),
+                    Err(source) => {
+                        self.monitors.shutdown().await;
+                        self.spool.close().await;
+                        return Err(EdgeError::Net {
+                            edge: edge.clone(),
+                            source,
+                        });
+                    }
+                }
+            }
             None => None,
         };
         on_ready(self.mqtt_addr(), metrics_addr);
@@ -207,7 +247,13 @@ impl EdgeNode {
             });
         }
 
-        let status = status_fn(&edge, self.spool.clone(), accepted, clients);
+        let status = status_fn(
+            &edge,
+            self.spool.clone(),
+            accepted,
+            clients,
+            self.monitors.clone(),
+        );
         let uplink = UplinkDriver::new(
             self.cfg.uplink.clone(),
             self.cfg.hub_addrs(),
@@ -220,7 +266,8 @@ impl EdgeNode {
             self.spool.clone(),
             status,
             uplink_metrics,
-        );
+        )
+        .with_assignments(Arc::new(self.monitors.clone()));
         let uplink_stop = CancellationToken::new();
         let uplink_task = tokio::spawn(uplink.run(uplink_stop.clone()));
 
@@ -253,6 +300,10 @@ impl EdgeNode {
                 tracing::warn!(%edge, error = %e, "ingress stopped with error");
             }
         }
+        // Ingress is stopped: nothing more is routed. Let the monitors finish
+        // what is queued and put their outputs into the spool while the
+        // uplink still runs.
+        self.monitors.shutdown().await;
         uplink_stop.cancel();
         match uplink_task.await {
             Ok(Err(e)) => result = result.and(Err(e.into())),
@@ -280,6 +331,7 @@ fn status_fn(
     spool: Spool,
     accepted: Arc<AtomicU64>,
     clients: Arc<AtomicU32>,
+    monitors: MonitorHost,
 ) -> StatusFn {
     let edge = edge.to_owned();
     let started = Instant::now();
@@ -302,8 +354,14 @@ fn status_fn(
             }
             Err(_) => 0.0,
         };
+        let m = monitors.status();
         EdgeStatus {
             edge: edge.clone(),
+            capacity: m.capacity,
+            reserved: m.reserved,
+            node: m.node,
+            instances: m.instances,
+            assignments_version: m.assignments_version,
             spool_records: s.records,
             spool_bytes: s.bytes_on_disk,
             ingest_rate: rate,

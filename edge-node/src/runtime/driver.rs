@@ -223,28 +223,9 @@ impl RuntimeLimits {
     }
 }
 
-/// Alert severity (ABI: 0 info, 1 warning, 2 critical).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Severity {
-    /// Informational.
-    Info,
-    /// Needs attention.
-    Warning,
-    /// Needs action now.
-    Critical,
-}
-
-impl Severity {
-    /// From the ABI code; `None` for anything else.
-    pub fn from_abi(code: i32) -> Option<Severity> {
-        match code {
-            0 => Some(Severity::Info),
-            1 => Some(Severity::Warning),
-            2 => Some(Severity::Critical),
-            _ => None,
-        }
-    }
-}
+/// Alert severity (ABI: 0 info, 1 warning, 2 critical): the protocol's
+/// type, so an alert crosses from the guest to the spool without mapping.
+pub use strata_protocol::monitoring::Severity;
 
 /// Guest log level (ABI: 0 debug … 3 error; others are clamped to error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

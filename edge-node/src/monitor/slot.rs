@@ -1,0 +1,238 @@
+//! One admitted instance as the router and the workers see it: its selector,
+//! its bounded record queue, the sandbox (absent while it restarts) and its
+//! counters.
+//!
+//! Locks, in the only order they are ever nested: `instance`, then `queue`.
+//! The router takes only `queue`, briefly, so ingest never waits for a
+//! callback. A slot is on the executor's run queue at most once
+//! (`scheduled`), which is what makes a worker the single owner of the
+//! sandbox for the length of a callback.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use strata_protocol::workload::DeviceSelector;
+use strata_protocol::TelemetryRecord;
+
+use crate::runtime::{KvState, SandboxInstance};
+use crate::sched::{Budget, InstanceKey};
+
+/// Locks a mutex whose data stays consistent even if a holder panicked
+/// (every critical section here is a few plain assignments).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counters of one instance key; they survive restarts of the instance and
+/// are reported in heartbeats.
+#[derive(Debug, Default)]
+pub struct InstanceStats {
+    /// Records handed to `on_batch`.
+    pub records_in: AtomicU64,
+    /// Records dropped because the queue was full (or discarded at stop).
+    pub records_dropped: AtomicU64,
+    /// Alerts raised.
+    pub alerts: AtomicU64,
+    /// Derived metrics emitted.
+    pub metrics: AtomicU64,
+    /// Successful instantiations in this process.
+    pub starts: AtomicU64,
+    /// Faults and failed starts.
+    pub faults: AtomicU64,
+    /// Last lifecycle event with its reason.
+    pub last_event: Mutex<Option<String>>,
+    /// Last fault, reported while the instance runs again.
+    pub last_fault: Mutex<Option<String>>,
+}
+
+impl InstanceStats {
+    /// Records an event line.
+    pub fn event(&self, text: String) {
+        *lock(&self.last_event) = Some(text);
+    }
+}
+
+#[derive(Debug, Default)]
+struct SlotQueue {
+    records: VecDeque<TelemetryRecord>,
+    /// On the run queue or being run by a worker.
+    scheduled: bool,
+    /// Has a live sandbox (false while pending or in backoff).
+    runnable: bool,
+    /// Stopped: accepts nothing more.
+    closed: bool,
+}
+
+/// The sandbox of a running instance.
+#[derive(Debug)]
+pub(crate) struct Live {
+    pub inst: Box<dyn SandboxInstance>,
+}
+
+/// One admitted instance.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub key: InstanceKey,
+    pub generation: u64,
+    pub selector: DeviceSelector,
+    pub stats: Arc<InstanceStats>,
+    pub capacity: usize,
+    pub dropped_counter: Counter,
+    queue: Mutex<SlotQueue>,
+    /// The sandbox; `None` while it is (re)starting.
+    pub instance: Mutex<Option<Live>>,
+    /// State of the last sandbox, kept across a fault for the restart.
+    pub saved_state: Mutex<Option<KvState>>,
+    /// State as last persisted, to skip writing an unchanged one.
+    pub persisted: Mutex<Option<KvState>>,
+    /// A callback succeeded since the last state flush.
+    pub dirty: AtomicBool,
+    /// A resize the driver could not apply because a callback was running.
+    pub pending_resize: Mutex<Option<Budget>>,
+    /// Last time a drop was logged, for rate limiting.
+    last_drop_log: Mutex<Option<Instant>>,
+    /// Fuel burnt by this slot's sandboxes so far (all incarnations),
+    /// updated by the worker after each callback, so the sampler measures a
+    /// busy instance without waiting for it.
+    pub fuel_total: AtomicU64,
+    /// The sandbox's memory (linear memory + kv state) after its last
+    /// callback, bytes.
+    pub memory_bytes: AtomicU64,
+}
+
+/// What an enqueue did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Enqueued {
+    pub accepted: usize,
+    pub dropped: usize,
+    /// The caller must put the slot on the run queue.
+    pub wake: bool,
+}
+
+impl Slot {
+    pub fn new(
+        key: InstanceKey,
+        generation: u64,
+        selector: DeviceSelector,
+        capacity: usize,
+        stats: Arc<InstanceStats>,
+        dropped_counter: Counter,
+    ) -> Self {
+        Slot {
+            key,
+            generation,
+            selector,
+            stats,
+            capacity,
+            dropped_counter,
+            queue: Mutex::default(),
+            instance: Mutex::new(None),
+            saved_state: Mutex::new(None),
+            persisted: Mutex::new(None),
+            dirty: AtomicBool::new(false),
+            pending_resize: Mutex::new(None),
+            last_drop_log: Mutex::new(None),
+            fuel_total: AtomicU64::new(0),
+            memory_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Queues `records[i]` for every `i` in `picks`, up to the capacity;
+    /// the rest are dropped and counted. Never blocks beyond the queue lock.
+    pub fn enqueue(&self, records: &[TelemetryRecord], picks: &[u32]) -> Enqueued {
+        let (accepted, wake) = {
+            let mut q = lock(&self.queue);
+            let room = if q.closed {
+                0
+            } else {
+                self.capacity.saturating_sub(q.records.len())
+            };
+            let accepted = room.min(picks.len());
+            q.records.extend(
+                picks[..accepted]
+                    .iter()
+                    .filter_map(|&i| records.get(i as usize).cloned()),
+            );
+            let wake = accepted > 0 && q.runnable && !q.scheduled;
+            if wake {
+                q.scheduled = true;
+            }
+            (accepted, wake)
+        };
+        let dropped = picks.len() - accepted;
+        if dropped > 0 {
+            self.count_dropped(dropped as u64, "queue full");
+        }
+        Enqueued {
+            accepted,
+            dropped,
+            wake,
+        }
+    }
+
+    /// Counts dropped records and logs at most every 10 s per instance.
+    pub fn count_dropped(&self, n: u64, why: &str) {
+        let total = self.stats.records_dropped.fetch_add(n, Ordering::Relaxed) + n;
+        self.dropped_counter.inc_by(n);
+        let now = Instant::now();
+        let mut last = lock(&self.last_drop_log);
+        if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
+            *last = Some(now);
+            tracing::warn!(
+                instance = %self.key,
+                dropped = n,
+                total_dropped = total,
+                capacity = self.capacity,
+                "monitor records dropped: {why} (the instance is too slow or not running)"
+            );
+        }
+    }
+
+    /// Takes up to `max` queued records for one callback.
+    pub fn take_batch(&self, max: usize) -> Vec<TelemetryRecord> {
+        let mut q = lock(&self.queue);
+        let n = q.records.len().min(max);
+        q.records.drain(..n).collect()
+    }
+
+    /// After a callback: whether the slot goes back on the run queue (it
+    /// stays scheduled) or leaves it.
+    pub fn finish_turn(&self) -> bool {
+        let mut q = lock(&self.queue);
+        let again = q.runnable && !q.closed && !q.records.is_empty();
+        q.scheduled = again;
+        again
+    }
+
+    /// Marks the sandbox present or gone. Returns whether the caller must
+    /// put the slot on the run queue.
+    pub fn set_runnable(&self, runnable: bool) -> bool {
+        let mut q = lock(&self.queue);
+        q.runnable = runnable;
+        let wake = runnable && !q.closed && !q.scheduled && !q.records.is_empty();
+        if wake {
+            q.scheduled = true;
+        }
+        wake
+    }
+
+    /// Stops accepting records; returns how many were still queued (they
+    /// are discarded).
+    pub fn close(&self) -> usize {
+        let mut q = lock(&self.queue);
+        q.closed = true;
+        q.runnable = false;
+        let n = q.records.len();
+        q.records.clear();
+        n
+    }
+
+    /// Records waiting.
+    #[cfg(test)]
+    pub fn queued(&self) -> usize {
+        lock(&self.queue).records.len()
+    }
+}
