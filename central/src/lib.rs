@@ -1,5 +1,6 @@
 //! Strata central: federates the regions and serves the HTTP JSON API that
-//! users, `strata` and tests use to see the cluster and read telemetry.
+//! users, `strata` and tests use to see the cluster, read telemetry, submit
+//! device monitors (modules and specs) and read their alerts.
 //!
 //! Central holds no state of its own: every answer comes from the regions'
 //! hubs, dialed over mutual-TLS QUIC. Reads go to each region's Raft leader

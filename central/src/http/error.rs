@@ -1,12 +1,15 @@
 //! [`AppError`]: every failed API request answers with a 4xx/5xx status and
 //! the body `{"error": {"code": "...", "message": "..."}}` (the shape of
 //! axum's `examples/error-handling`), including axum's own extractor
-//! rejections, which are converted here.
+//! rejections, which are converted here. An invalid monitor spec or module
+//! (422 `invalid-spec`) adds `"fields": [{"field", "message"}]`.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+
+use strata_protocol::workload::{FieldError, SpecErrors};
 
 use crate::region::RegionError;
 
@@ -19,6 +22,8 @@ pub struct AppError {
     pub code: &'static str,
     /// What went wrong, naming the parameter / region / device involved.
     pub message: String,
+    /// The bad fields of an invalid spec; serialized only when present.
+    pub fields: Option<Vec<FieldError>>,
 }
 
 impl AppError {
@@ -28,6 +33,19 @@ impl AppError {
             status,
             code,
             message: message.into(),
+            fields: None,
+        }
+    }
+
+    /// 422 `invalid-spec`: every bad field of a monitor spec or module;
+    /// `context` says whose check found them (`monitor acme/boiler`,
+    /// `region west`).
+    pub fn invalid_spec(context: &str, errors: SpecErrors) -> AppError {
+        AppError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid-spec",
+            message: format!("{context}: {errors}"),
+            fields: Some(errors.0),
         }
     }
 
@@ -69,6 +87,10 @@ impl AppError {
 impl From<RegionError> for AppError {
     fn from(e: RegionError) -> AppError {
         let (status, code) = match &e {
+            RegionError::Invalid { region, errors } => {
+                return AppError::invalid_spec(&format!("region {region}"), errors.clone())
+            }
+            RegionError::NotFound { .. } => (StatusCode::NOT_FOUND, "not-found"),
             RegionError::Unreachable { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "region-unreachable")
             }
@@ -106,9 +128,11 @@ impl IntoResponse for AppError {
         } else {
             tracing::debug!(status = %self.status, code = self.code, message = %self.message, "API request rejected");
         }
-        let body = serde_json::json!({
-            "error": { "code": self.code, "message": self.message }
-        });
+        let mut error = serde_json::json!({ "code": self.code, "message": self.message });
+        if let Some(fields) = self.fields {
+            error["fields"] = serde_json::json!(fields);
+        }
+        let body = serde_json::json!({ "error": error });
         (self.status, Json(body)).into_response()
     }
 }

@@ -20,10 +20,10 @@ use super::views::{
 use super::AppState;
 use crate::region::{RegionApi, RegionError};
 
-type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
+pub(super) type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
 type ApiResult<T> = Result<Json<T>, AppError>;
 /// Per-region answers (region name, value) and the regions that failed.
-type Federated<T> = (Vec<(String, T)>, Vec<RegionFailure>);
+pub(super) type Federated<T> = (Vec<(String, T)>, Vec<RegionFailure>);
 
 /// `GET /api/v1/regions`.
 #[derive(Debug, Serialize)]
@@ -51,7 +51,7 @@ pub async fn region(
 }
 
 /// The regions a `?region=` filter selects (all without one).
-fn select<'a>(
+pub(super) fn select<'a>(
     state: &'a AppState,
     region: Option<&str>,
 ) -> Result<Vec<&'a std::sync::Arc<dyn RegionApi>>, AppError> {
@@ -64,7 +64,7 @@ fn select<'a>(
 /// Splits per-region results into successes and failures. With a region
 /// filter, or when every region failed, the request fails with the first
 /// error; otherwise failures are reported next to the partial answer.
-fn federate<T>(
+pub(super) fn federate<T>(
     names: Vec<String>,
     results: Vec<Result<T, RegionError>>,
     filtered: bool,

@@ -6,12 +6,14 @@
 //! - [`error`]: the JSON error body and rejection conversions.
 //! - [`params`]: query-string parsing (pure).
 //! - [`views`]: response and request bodies.
-//! - [`handlers`]: one async fn per route.
+//! - [`handlers`]: one async fn per route (cluster, devices, telemetry).
+//! - [`monitors`]: artifact, monitor and alert routes; [`monitor_views`]
+//!   their bodies.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -24,9 +26,15 @@ use crate::region::RegionApi;
 
 pub mod error;
 pub mod handlers;
+pub mod monitor_views;
+pub mod monitors;
 pub mod params;
 pub mod views;
 
+#[cfg(test)]
+mod monitor_tests;
+#[cfg(test)]
+mod test_support;
 #[cfg(test)]
 mod tests;
 
@@ -169,6 +177,23 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/telemetry/{tenant}/{device}",
             get(handlers::telemetry),
         )
+        .route(
+            "/api/v1/regions/{region}/artifacts",
+            // axum's default 2 MiB would refuse most real modules.
+            post(monitors::upload_artifact).layer(DefaultBodyLimit::max(
+                strata_protocol::workload::MAX_ARTIFACT_BYTES as usize,
+            )),
+        )
+        .route(
+            "/api/v1/regions/{region}/monitors",
+            post(monitors::submit_monitor),
+        )
+        .route(
+            "/api/v1/regions/{region}/monitors/{tenant}/{name}",
+            get(monitors::get_monitor).delete(monitors::delete_monitor),
+        )
+        .route("/api/v1/monitors", get(monitors::list_monitors))
+        .route("/api/v1/alerts", get(monitors::alerts))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))

@@ -3,6 +3,9 @@
 //! `?form=` must not silently fall back to a default), and every error names
 //! its parameter.
 
+use strata_protocol::monitoring::AlertQuery;
+use strata_protocol::Severity;
+
 use super::error::AppError;
 
 /// Window of a telemetry read when `from` is not given, ms.
@@ -11,6 +14,13 @@ pub const DEFAULT_WINDOW_MS: i64 = 3_600_000;
 pub const DEFAULT_LIMIT: u32 = 10_000;
 /// Largest accepted `limit`.
 pub const MAX_LIMIT: u32 = 100_000;
+
+/// Alerts returned when `limit` is not given.
+pub const DEFAULT_ALERT_LIMIT: u32 = 1_000;
+/// Largest accepted alert `limit`.
+pub const MAX_ALERT_LIMIT: u32 = 10_000;
+/// How far past now the default alert window reaches, ms.
+pub const ALERT_CLOCK_SLACK_MS: i64 = 60_000;
 
 /// A parsed telemetry read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,32 +91,102 @@ pub fn telemetry(pairs: &[(String, String)], now_ms: i64) -> Result<TelemetryPar
             }
         },
     };
-    let limit = match get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(v) => match v.parse::<u64>() {
-            Ok(0) => return Err(AppError::bad_param("limit", "must be at least 1")),
-            Ok(n) if n > u64::from(MAX_LIMIT) => {
-                return Err(AppError::bad_param(
-                    "limit",
-                    format!("{n} is too large (at most {MAX_LIMIT})"),
-                ))
-            }
-            // In range, so it fits in u32.
-            Ok(n) => n as u32,
-            Err(_) => {
-                return Err(AppError::bad_param(
-                    "limit",
-                    format!("{v:?} is not a whole number"),
-                ))
-            }
-        },
-    };
+    let limit = parse_limit(get("limit"), DEFAULT_LIMIT, MAX_LIMIT)?;
     Ok(TelemetryParams {
         from_ms,
         to_ms,
         step_ms,
         limit,
         region: get("region").map(str::to_owned),
+    })
+}
+
+/// `limit`: 1..=`max`, `default` when absent.
+fn parse_limit(v: Option<&str>, default: u32, max: u32) -> Result<u32, AppError> {
+    let Some(v) = v else {
+        return Ok(default);
+    };
+    match v.parse::<u64>() {
+        Ok(0) => Err(AppError::bad_param("limit", "must be at least 1")),
+        Ok(n) if n > u64::from(max) => Err(AppError::bad_param(
+            "limit",
+            format!("{n} is too large (at most {max})"),
+        )),
+        // In range, so it fits in u32.
+        Ok(n) => Ok(n as u32),
+        Err(_) => Err(AppError::bad_param(
+            "limit",
+            format!("{v:?} is not a whole number"),
+        )),
+    }
+}
+
+/// A parsed alert read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertParams {
+    /// The query sent to every selected region.
+    pub query: AlertQuery,
+    /// Only this region.
+    pub region: Option<String>,
+}
+
+/// Parses `GET /api/v1/alerts` parameters: `tenant`, `device`, `monitor`
+/// (exact, non-empty), `severity` (minimum), `from` / `to` (ms or RFC 3339;
+/// default the last hour up to one minute ahead, so alerts stamped by an
+/// edge whose clock runs slightly fast are not missed), `limit`, `region`.
+pub fn alerts(pairs: &[(String, String)], now_ms: i64) -> Result<AlertParams, AppError> {
+    let get = check(
+        pairs,
+        &[
+            "tenant", "device", "monitor", "severity", "from", "to", "limit", "region",
+        ],
+    )?;
+    let text = |name: &str| -> Result<Option<String>, AppError> {
+        match get(name) {
+            Some("") => Err(AppError::bad_param(name, "must not be empty")),
+            v => Ok(v.map(str::to_owned)),
+        }
+    };
+    let (tenant, device, monitor, region) = (
+        text("tenant")?,
+        text("device")?,
+        text("monitor")?,
+        text("region")?,
+    );
+    let min_severity = match get("severity") {
+        None => None,
+        Some(v) => Some(
+            v.parse::<Severity>()
+                .map_err(|e| AppError::bad_param("severity", e))?,
+        ),
+    };
+    let to_ms = match get("to") {
+        Some(v) => parse_time(v).map_err(|e| AppError::bad_param("to", e))?,
+        None => now_ms.saturating_add(ALERT_CLOCK_SLACK_MS),
+    };
+    let from_ms = match (get("from"), get("to")) {
+        (Some(v), _) => parse_time(v).map_err(|e| AppError::bad_param("from", e))?,
+        (None, Some(_)) => to_ms.saturating_sub(DEFAULT_WINDOW_MS),
+        (None, None) => now_ms.saturating_sub(DEFAULT_WINDOW_MS),
+    };
+    if from_ms >= to_ms {
+        return Err(AppError::bad_param(
+            "from",
+            format!("must be before `to` (from = {from_ms} ms, to = {to_ms} ms)"),
+        ));
+    }
+    let limit = parse_limit(get("limit"), DEFAULT_ALERT_LIMIT, MAX_ALERT_LIMIT)?;
+    Ok(AlertParams {
+        query: AlertQuery {
+            tenant,
+            device,
+            monitor,
+            min_severity,
+            from_ms,
+            to_ms,
+            limit,
+        },
+        region,
     })
 }
 
@@ -261,6 +341,79 @@ mod tests {
                 limit: MAX_LIMIT,
                 region: Some("west".into()),
             }
+        );
+    }
+
+    #[test]
+    fn alert_defaults_and_filters() {
+        let p = alerts(&[], 10_000_000).unwrap();
+        assert_eq!(
+            p,
+            AlertParams {
+                query: AlertQuery {
+                    tenant: None,
+                    device: None,
+                    monitor: None,
+                    min_severity: None,
+                    from_ms: 10_000_000 - DEFAULT_WINDOW_MS,
+                    to_ms: 10_000_000 + ALERT_CLOCK_SLACK_MS,
+                    limit: DEFAULT_ALERT_LIMIT,
+                },
+                region: None,
+            }
+        );
+        let p = alerts(
+            &pairs(&[
+                ("tenant", "acme"),
+                ("device", "d1"),
+                ("monitor", "z"),
+                ("severity", "warning"),
+                ("to", "5000000"),
+                ("limit", "10000"),
+                ("region", "west"),
+            ]),
+            10_000_000,
+        )
+        .unwrap();
+        assert_eq!(p.query.tenant.as_deref(), Some("acme"));
+        assert_eq!(p.query.device.as_deref(), Some("d1"));
+        assert_eq!(p.query.monitor.as_deref(), Some("z"));
+        assert_eq!(p.query.min_severity, Some(Severity::Warning));
+        // `to` alone: the hour before it.
+        assert_eq!(
+            (p.query.from_ms, p.query.to_ms),
+            (5_000_000 - DEFAULT_WINDOW_MS, 5_000_000)
+        );
+        assert_eq!(
+            (p.query.limit, p.region.as_deref()),
+            (MAX_ALERT_LIMIT, Some("west"))
+        );
+    }
+
+    #[test]
+    fn every_bad_alert_parameter_is_named() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("severity", "fatal")], "`severity`"),
+            (&[("severity", "Critical")], "`severity`"),
+            (&[("from", "20"), ("to", "10")], "`from`"),
+            (&[("from", "soon")], "`from`"),
+            (&[("limit", "10001")], "`limit`"),
+            (&[("limit", "0")], "`limit`"),
+            (&[("tenant", "")], "`tenant`"),
+            (&[("device", "")], "`device`"),
+            (&[("sevrity", "info")], "`sevrity`"),
+            (&[("monitor", "a"), ("monitor", "b")], "`monitor`"),
+        ];
+        for (q, name) in cases {
+            let e = alerts(&pairs(q), 5_000_000).unwrap_err();
+            assert_eq!(e.status, 400, "{q:?}");
+            assert!(e.message.contains(name), "{q:?}: {}", e.message);
+        }
+        let e = alerts(&pairs(&[("severity", "fatal")]), 0).unwrap_err();
+        assert!(
+            e.message.contains("expected info, warning or critical"),
+            "{}",
+            e.message
         );
     }
 

@@ -15,14 +15,16 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
+use strata_protocol::monitoring::{AlertQuery, MonitorInfo};
+use strata_protocol::workload::MonitorSpec;
 use strata_protocol::{
-    DeviceInfo, EdgeInfo, HubRequest, HubResponse, NodeIdentity, NodeKind, QueryResult, RaftRole,
-    ReplicaInfo, TelemetryQuery,
+    AlertRecord, DeviceInfo, EdgeInfo, HubRequest, HubResponse, NodeIdentity, NodeKind,
+    QueryResult, RaftRole, ReplicaInfo, TelemetryQuery,
 };
 use tokio::time::Instant;
 
 use super::tracker::{LeaderTracker, Mode, Route, Step};
-use super::{RegionApi, RegionError, RegionStatus, ReplicaStatus, Served};
+use super::{ArtifactStored, RegionApi, RegionError, RegionStatus, ReplicaStatus, Served};
 use crate::metrics::HubMetrics;
 
 /// How long a hub that failed to dial is left alone before the next dial.
@@ -82,6 +84,12 @@ fn request_kind(req: &HubRequest) -> &'static str {
         HubRequest::Query(_) => "query",
         HubRequest::AddReplica(_) => "add-replica",
         HubRequest::RemoveReplica { .. } => "remove-replica",
+        HubRequest::PutArtifact { .. } => "put-artifact",
+        HubRequest::SubmitMonitor(_) => "submit-monitor",
+        HubRequest::ListMonitors { .. } => "monitors",
+        HubRequest::GetMonitor { .. } => "monitor",
+        HubRequest::DeleteMonitor { .. } => "delete-monitor",
+        HubRequest::QueryAlerts(_) => "alerts",
     }
 }
 
@@ -94,6 +102,13 @@ fn response_kind(resp: &HubResponse) -> &'static str {
         HubResponse::ConfChanged { .. } => "conf-changed",
         HubResponse::NotLeader { .. } => "not-leader",
         HubResponse::Error { .. } => "error",
+        HubResponse::ArtifactStored { .. } => "artifact-stored",
+        HubResponse::Invalid(_) => "invalid",
+        HubResponse::Monitor(_) => "monitor",
+        HubResponse::Monitors(_) => "monitors",
+        HubResponse::MonitorDeleted => "monitor-deleted",
+        HubResponse::NotFound { .. } => "not-found",
+        HubResponse::Alerts(_) => "alerts",
     }
 }
 
@@ -384,28 +399,65 @@ impl RegionClient {
     }
 
     fn unexpected(&self, addr: String, resp: &HubResponse) -> RegionError {
+        self.unexpected_kind(addr, response_kind(resp))
+    }
+
+    fn unexpected_kind(&self, addr: String, got: &'static str) -> RegionError {
         self.metrics.error(&self.region, "protocol");
         RegionError::Protocol {
             region: self.region.clone(),
             addr,
-            got: response_kind(resp),
+            got,
+        }
+    }
+
+    /// Runs `req` along `mode` and picks the expected answer out of the
+    /// response. The hub's refusals (`Invalid`, `NotFound`) become errors
+    /// naming the region; anything else `pick` rejects is a protocol error.
+    async fn op<T>(
+        &self,
+        req: HubRequest,
+        mode: Mode,
+        pick: impl FnOnce(HubResponse) -> Option<T>,
+    ) -> Result<Served<T>, RegionError> {
+        let served = self.routed(req, mode).await?;
+        let region = self.region.clone();
+        match served.value {
+            HubResponse::Invalid(errors) => Err(RegionError::Invalid { region, errors }),
+            HubResponse::NotFound { what } => Err(RegionError::NotFound { region, what }),
+            value => {
+                let got = response_kind(&value);
+                match pick(value) {
+                    Some(value) => Ok(Served {
+                        value,
+                        addr: served.addr,
+                        stale: served.stale,
+                    }),
+                    None => Err(self.unexpected_kind(served.addr, got)),
+                }
+            }
         }
     }
 
     async fn read<T>(
         &self,
         req: HubRequest,
-        pick: impl FnOnce(HubResponse) -> Result<T, HubResponse>,
+        pick: impl FnOnce(HubResponse) -> Option<T>,
     ) -> Result<Served<T>, RegionError> {
-        let served = self.routed(req, Mode::Read).await?;
-        match pick(served.value) {
-            Ok(value) => Ok(Served {
-                value,
-                addr: served.addr,
-                stale: served.stale,
-            }),
-            Err(other) => Err(self.unexpected(served.addr, &other)),
-        }
+        self.op(req, Mode::Read, pick).await
+    }
+
+    /// A write: the leader only. Writes are idempotent in effect
+    /// (content-addressed artifacts; an identical spec resubmitted is a
+    /// no-op; a delete resent after a lost answer finds nothing and says
+    /// `NotFound`), so the one redial of a broken reused connection may
+    /// resend them.
+    async fn write<T>(
+        &self,
+        req: HubRequest,
+        pick: impl FnOnce(HubResponse) -> Option<T>,
+    ) -> Result<T, RegionError> {
+        Ok(self.op(req, Mode::LeaderOnly, pick).await?.value)
     }
 
     async fn conf_change(&self, req: HubRequest) -> Result<Vec<ReplicaInfo>, RegionError> {
@@ -445,8 +497,8 @@ impl RegionApi for RegionClient {
 
     fn edges(&self) -> BoxFuture<'_, Result<Served<Vec<EdgeInfo>>, RegionError>> {
         self.read(HubRequest::ListEdges, |r| match r {
-            HubResponse::Edges(v) => Ok(v),
-            other => Err(other),
+            HubResponse::Edges(v) => Some(v),
+            _ => None,
         })
         .boxed()
     }
@@ -456,8 +508,8 @@ impl RegionApi for RegionClient {
         tenant: Option<String>,
     ) -> BoxFuture<'_, Result<Served<Vec<DeviceInfo>>, RegionError>> {
         self.read(HubRequest::ListDevices { tenant }, |r| match r {
-            HubResponse::Devices(v) => Ok(v),
-            other => Err(other),
+            HubResponse::Devices(v) => Some(v),
+            _ => None,
         })
         .boxed()
     }
@@ -467,8 +519,8 @@ impl RegionApi for RegionClient {
         query: TelemetryQuery,
     ) -> BoxFuture<'_, Result<Served<QueryResult>, RegionError>> {
         self.read(HubRequest::Query(query), |r| match r {
-            HubResponse::Telemetry(v) => Ok(v),
-            other => Err(other),
+            HubResponse::Telemetry(v) => Some(v),
+            _ => None,
         })
         .boxed()
     }
@@ -482,5 +534,75 @@ impl RegionApi for RegionClient {
 
     fn remove_replica(&self, id: u64) -> BoxFuture<'_, Result<Vec<ReplicaInfo>, RegionError>> {
         self.conf_change(HubRequest::RemoveReplica { id }).boxed()
+    }
+
+    fn put_artifact(&self, bytes: Vec<u8>) -> BoxFuture<'_, Result<ArtifactStored, RegionError>> {
+        self.write(HubRequest::PutArtifact { bytes }, |r| match r {
+            HubResponse::ArtifactStored {
+                sha256,
+                size_bytes,
+                created,
+            } => Some(ArtifactStored {
+                sha256,
+                size_bytes,
+                created,
+            }),
+            _ => None,
+        })
+        .boxed()
+    }
+
+    fn submit_monitor(&self, spec: MonitorSpec) -> BoxFuture<'_, Result<MonitorInfo, RegionError>> {
+        self.write(HubRequest::SubmitMonitor(spec), |r| match r {
+            HubResponse::Monitor(m) => Some(m),
+            _ => None,
+        })
+        .boxed()
+    }
+
+    fn monitors(
+        &self,
+        tenant: Option<String>,
+    ) -> BoxFuture<'_, Result<Served<Vec<MonitorInfo>>, RegionError>> {
+        self.read(HubRequest::ListMonitors { tenant }, |r| match r {
+            HubResponse::Monitors(v) => Some(v),
+            _ => None,
+        })
+        .boxed()
+    }
+
+    fn monitor(
+        &self,
+        tenant: String,
+        name: String,
+    ) -> BoxFuture<'_, Result<Served<MonitorInfo>, RegionError>> {
+        self.read(HubRequest::GetMonitor { tenant, name }, |r| match r {
+            HubResponse::Monitor(m) => Some(m),
+            _ => None,
+        })
+        .boxed()
+    }
+
+    fn delete_monitor(
+        &self,
+        tenant: String,
+        name: String,
+    ) -> BoxFuture<'_, Result<(), RegionError>> {
+        self.write(HubRequest::DeleteMonitor { tenant, name }, |r| match r {
+            HubResponse::MonitorDeleted => Some(()),
+            _ => None,
+        })
+        .boxed()
+    }
+
+    fn alerts(
+        &self,
+        query: AlertQuery,
+    ) -> BoxFuture<'_, Result<Served<Vec<AlertRecord>>, RegionError>> {
+        self.read(HubRequest::QueryAlerts(query), |r| match r {
+            HubResponse::Alerts(v) => Some(v),
+            _ => None,
+        })
+        .boxed()
     }
 }

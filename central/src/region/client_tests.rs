@@ -17,6 +17,9 @@ use strata_protocol::{
     RefuseReason, ReplicaInfo, TelemetryQuery,
 };
 
+use strata_protocol::monitoring::AlertQuery;
+use strata_protocol::workload::{FieldError, SpecErrors};
+
 use super::client::{RegionClient, Timeouts};
 use super::{RegionApi, RegionError};
 use crate::metrics::{HubErrorLabel, HubMetrics};
@@ -122,6 +125,35 @@ fn answer(group: &Group, id: u64, region: &str, req: &HubRequest) -> HubResponse
         HubRequest::RemoveReplica { id } if i_lead => HubResponse::Error {
             message: format!("replica {id} is not a member"),
         },
+        HubRequest::PutArtifact { bytes } if i_lead => HubResponse::ArtifactStored {
+            sha256: format!("{id}").repeat(64),
+            size_bytes: bytes.len() as u64,
+            created: true,
+        },
+        HubRequest::SubmitMonitor(spec) if i_lead => {
+            HubResponse::Invalid(SpecErrors(vec![FieldError {
+                field: "tenant".into(),
+                message: format!("unknown tenant {:?} (checked by {id})", spec.tenant),
+            }]))
+        }
+        HubRequest::GetMonitor { tenant, name } if i_lead || leader == 0 => HubResponse::NotFound {
+            what: format!("monitor {tenant}/{name}"),
+        },
+        HubRequest::DeleteMonitor { .. } if i_lead => HubResponse::MonitorDeleted,
+        HubRequest::QueryAlerts(q) if i_lead || leader == 0 => {
+            HubResponse::Alerts(vec![strata_protocol::AlertRecord {
+                tenant: q.tenant.clone().unwrap_or_default(),
+                device: "d1".into(),
+                monitor: "z".into(),
+                edge: format!("answered-by-{id}"),
+                severity: strata_protocol::Severity::Critical,
+                code: "anomaly".into(),
+                message: "spike".into(),
+                ts_ms: q.from_ms,
+            }])
+        }
+        // A read answered with the wrong kind: a protocol error.
+        HubRequest::ListMonitors { .. } => HubResponse::MonitorDeleted,
         _ => HubResponse::NotLeader {
             leader: group.hint(),
         },
@@ -136,6 +168,12 @@ fn kind(req: &HubRequest) -> &'static str {
         HubRequest::Query(_) => "query",
         HubRequest::AddReplica(_) => "add",
         HubRequest::RemoveReplica { .. } => "remove",
+        HubRequest::PutArtifact { .. } => "put-artifact",
+        HubRequest::SubmitMonitor(_) => "submit",
+        HubRequest::ListMonitors { .. } => "monitors",
+        HubRequest::GetMonitor { .. } => "monitor",
+        HubRequest::DeleteMonitor { .. } => "delete",
+        HubRequest::QueryAlerts(_) => "alerts",
     }
 }
 
@@ -429,4 +467,95 @@ async fn whole_operation_times_out() {
     );
     let addr: SocketAddr = s.hubs[0].addr.parse().unwrap();
     assert!(addr.port() > 0);
+}
+
+#[tokio::test]
+async fn monitor_writes_follow_the_leader_and_refusals_become_errors() {
+    let s = setup(2, 1).await;
+    s.client.status().await;
+    s.group.leader.store(2, Ordering::SeqCst);
+    // The client still believes 1 leads; 1 redirects the write to 2.
+    let stored = s.client.put_artifact(b"\0asm".to_vec()).await.unwrap();
+    assert_eq!((stored.sha256, stored.size_bytes), ("2".repeat(64), 4));
+    assert_eq!(s.hubs[1].log().last(), Some(&"put-artifact"));
+    // 1 saw it too and answered NotLeader with the hint.
+    assert!(s.hubs[0].log().contains(&"put-artifact"));
+
+    let spec = strata_protocol::workload::MonitorSpec::from_json_str(&format!(
+        r#"{{"name":"m","tenant":"ghost","artifact":{{"sha256":"{}","size-bytes":4}},
+            "selector":{{"tenant":"ghost","device-globs":["*"]}},
+            "resources":{{"memory-mib":1,"cpu-millicores":1}}}}"#,
+        "a".repeat(64)
+    ))
+    .unwrap();
+    let err = s.client.submit_monitor(spec).await.unwrap_err();
+    let RegionError::Invalid { region, errors } = &err else {
+        panic!("expected Invalid, got {err}");
+    };
+    assert_eq!(region, "west");
+    assert_eq!(errors.fields(), vec!["tenant"]);
+    assert!(err.to_string().contains("checked by 2"), "{err}");
+
+    let err = s
+        .client
+        .monitor("acme".into(), "nope".into())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        RegionError::NotFound {
+            region: "west".into(),
+            what: "monitor acme/nope".into()
+        }
+    );
+    s.client
+        .delete_monitor("acme".into(), "m".into())
+        .await
+        .unwrap();
+    assert_eq!(s.hubs[1].log().last(), Some(&"delete"));
+
+    let alerts = s
+        .client
+        .alerts(AlertQuery {
+            tenant: Some("acme".into()),
+            device: None,
+            monitor: None,
+            min_severity: None,
+            from_ms: 5,
+            to_ms: 10,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(alerts.value[0].edge, "answered-by-2");
+    assert_eq!((alerts.value[0].ts_ms, alerts.stale), (5, false));
+
+    // A response of the wrong kind is a protocol error naming it.
+    let err = s.client.monitors(None).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            RegionError::Protocol {
+                got: "monitor-deleted",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn monitor_writes_without_a_leader_fail() {
+    let s = setup(2, 0).await;
+    let err = s.client.put_artifact(vec![1]).await.unwrap_err();
+    assert_eq!(
+        err,
+        RegionError::NoLeader {
+            region: "west".into()
+        }
+    );
+    assert!(s.hubs.iter().all(|h| !h.log().contains(&"put-artifact")));
+    // Reads still work, marked stale.
+    let err = s.client.monitor("a".into(), "b".into()).await.unwrap_err();
+    assert!(matches!(err, RegionError::NotFound { .. }), "{err}");
 }

@@ -8,7 +8,11 @@
 //! - [`client`]: the QUIC driver (connections, timeouts, metrics).
 
 use futures::future::BoxFuture;
-use strata_protocol::{DeviceInfo, EdgeInfo, HubStatus, QueryResult, ReplicaInfo, TelemetryQuery};
+use strata_protocol::monitoring::{AlertQuery, MonitorInfo};
+use strata_protocol::workload::{MonitorSpec, SpecErrors};
+use strata_protocol::{
+    AlertRecord, DeviceInfo, EdgeInfo, HubStatus, QueryResult, ReplicaInfo, TelemetryQuery,
+};
 
 pub mod client;
 pub mod tracker;
@@ -140,6 +144,33 @@ pub enum RegionError {
         /// The configured deadline.
         timeout_ms: u64,
     },
+    /// The hub refused a monitor spec or module; every bad field is listed.
+    #[error("region {region}: {errors}")]
+    Invalid {
+        /// Region name.
+        region: String,
+        /// The hub's field errors.
+        errors: SpecErrors,
+    },
+    /// The hub does not know the named object (a monitor).
+    #[error("region {region}: {what} not found")]
+    NotFound {
+        /// Region name.
+        region: String,
+        /// What was not found, as the hub named it.
+        what: String,
+    },
+}
+
+/// A module stored by a region ([`RegionApi::put_artifact`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactStored {
+    /// Its sha256, 64 lowercase hex digits.
+    pub sha256: String,
+    /// Its size, bytes.
+    pub size_bytes: u64,
+    /// False when the region already had it.
+    pub created: bool,
 }
 
 /// Everything the HTTP API needs from one region.
@@ -170,6 +201,33 @@ pub trait RegionApi: Send + Sync {
     ) -> BoxFuture<'_, Result<Vec<ReplicaInfo>, RegionError>>;
     /// Removes a replica through the leader; returns the new membership.
     fn remove_replica(&self, id: u64) -> BoxFuture<'_, Result<Vec<ReplicaInfo>, RegionError>>;
+    /// Stores a module through the leader (validated by the hub;
+    /// [`RegionError::Invalid`] names the field `artifact`).
+    fn put_artifact(&self, bytes: Vec<u8>) -> BoxFuture<'_, Result<ArtifactStored, RegionError>>;
+    /// Creates or updates a monitor through the leader.
+    fn submit_monitor(&self, spec: MonitorSpec) -> BoxFuture<'_, Result<MonitorInfo, RegionError>>;
+    /// Monitors of the region, optionally of one tenant, read from the leader.
+    fn monitors(
+        &self,
+        tenant: Option<String>,
+    ) -> BoxFuture<'_, Result<Served<Vec<MonitorInfo>>, RegionError>>;
+    /// One monitor, read from the leader ([`RegionError::NotFound`] if unknown).
+    fn monitor(
+        &self,
+        tenant: String,
+        name: String,
+    ) -> BoxFuture<'_, Result<Served<MonitorInfo>, RegionError>>;
+    /// Deletes a monitor through the leader ([`RegionError::NotFound`] if unknown).
+    fn delete_monitor(
+        &self,
+        tenant: String,
+        name: String,
+    ) -> BoxFuture<'_, Result<(), RegionError>>;
+    /// Alerts matching `query`, newest first, read from the leader.
+    fn alerts(
+        &self,
+        query: AlertQuery,
+    ) -> BoxFuture<'_, Result<Served<Vec<AlertRecord>>, RegionError>>;
 }
 
 #[cfg(test)]

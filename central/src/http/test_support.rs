@@ -1,0 +1,518 @@
+//! The in-memory region ([`Fake`]) and request helpers shared by the
+//! handler tests ([`super::tests`], [`super::monitor_tests`]).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use http_body_util::BodyExt;
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+use strata_protocol::monitoring::{AlertQuery, MonitorInfo};
+use strata_protocol::workload::{FieldError, MonitorSpec, SpecErrors};
+use strata_protocol::{
+    AlertRecord, Bucket, DeviceInfo, EdgeInfo, EdgeStatus, HubStatus, Metric, QueryResult,
+    RaftRole, ReplicaInfo, Tag, TelemetryQuery, TelemetryRecord,
+};
+use tower::ServiceExt;
+
+use super::{app, AppState};
+use crate::region::{ArtifactStored, RegionApi, RegionError, RegionStatus, ReplicaStatus, Served};
+
+pub const NOW: i64 = 1_700_000_000_000;
+
+/// An in-memory region. `fail` makes every read and write fail with it.
+pub struct Fake {
+    pub name: String,
+    pub devices: Vec<DeviceInfo>,
+    pub fail: Option<RegionError>,
+    pub stale: bool,
+    pub queries: Mutex<Vec<TelemetryQuery>>,
+    pub changes: Mutex<Vec<String>>,
+    /// The membership: changed by add/remove, reported by the leader's
+    /// status (unless `fail`, so that requests reach the failing call).
+    pub members: Mutex<Vec<ReplicaInfo>>,
+    /// Stored modules by hash.
+    pub artifacts: Mutex<BTreeMap<String, usize>>,
+    /// Monitors by (tenant, name).
+    pub monitors: Mutex<BTreeMap<(String, String), MonitorInfo>>,
+    /// Alerts the region answers every alert query with (newest first).
+    pub alerts: Vec<AlertRecord>,
+    /// Alert queries received.
+    pub alert_queries: Mutex<Vec<AlertQuery>>,
+    /// Write requests received, in order (`put-artifact`, `submit a/b`, …).
+    pub writes: Mutex<Vec<String>>,
+}
+
+impl Fake {
+    pub fn new(name: &str, devices: &[(&str, &str)]) -> Fake {
+        Fake {
+            name: name.into(),
+            devices: devices
+                .iter()
+                .map(|(t, d)| DeviceInfo {
+                    tenant: (*t).into(),
+                    device: (*d).into(),
+                    records: 42,
+                    first_ts_ms: NOW - 10_000,
+                    last_ts_ms: NOW - 1000,
+                })
+                .collect(),
+            fail: None,
+            stale: false,
+            queries: Mutex::new(Vec::new()),
+            changes: Mutex::new(Vec::new()),
+            members: Mutex::new(vec![ReplicaInfo {
+                id: 1,
+                peer_addr: "p1:7001".into(),
+                client_addr: "c1:7000".into(),
+                voter: true,
+            }]),
+            artifacts: Mutex::new(BTreeMap::new()),
+            monitors: Mutex::new(BTreeMap::new()),
+            alerts: Vec::new(),
+            alert_queries: Mutex::new(Vec::new()),
+            writes: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A stand-in content hash: 64 hex digits determined by the bytes.
+    pub fn fake_sha256(bytes: &[u8]) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+        format!("{h:016x}").repeat(4)
+    }
+
+    /// The hub's checks, simplified: the tenant must own a device here and
+    /// the artifact must be stored.
+    fn hub_validate(&self, spec: &MonitorSpec) -> Result<(), SpecErrors> {
+        // Like the real hub: every offline check, then the region's facts.
+        let mut errs = spec
+            .validate(&Default::default())
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default();
+        if !self.devices.iter().any(|d| d.tenant == spec.tenant) {
+            errs.push(FieldError {
+                field: "tenant".into(),
+                message: format!("unknown tenant {:?}", spec.tenant),
+            });
+        }
+        if !self
+            .artifacts
+            .lock()
+            .unwrap()
+            .contains_key(&spec.artifact.sha256)
+        {
+            errs.push(FieldError {
+                field: "artifact.sha256".into(),
+                message: format!("no artifact {} has been uploaded", spec.artifact.sha256),
+            });
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecErrors(errs))
+        }
+    }
+
+    fn not_found(&self, tenant: &str, name: &str) -> RegionError {
+        RegionError::NotFound {
+            region: self.name.clone(),
+            what: format!("monitor {tenant}/{name}"),
+        }
+    }
+
+    pub fn failing(mut self, e: RegionError) -> Fake {
+        self.fail = Some(e);
+        self
+    }
+
+    fn served<T>(&self, value: T) -> Result<Served<T>, RegionError> {
+        match &self.fail {
+            Some(e) => Err(e.clone()),
+            None => Ok(Served {
+                value,
+                addr: format!("{}-hub-1:7000", self.name),
+                stale: self.stale,
+            }),
+        }
+    }
+
+    fn members(&self) -> Vec<ReplicaInfo> {
+        self.members.lock().unwrap().clone()
+    }
+}
+
+fn hub_status(region: &str, id: u64, role: RaftRole) -> HubStatus {
+    HubStatus {
+        region: region.into(),
+        id,
+        role,
+        term: 3,
+        leader: Some(1),
+        commit_index: 100,
+        applied_index: 99,
+        last_index: 101,
+        replicas: vec![],
+        stored_records: 5000,
+    }
+}
+
+impl RegionApi for Fake {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn status(&self) -> BoxFuture<'_, RegionStatus> {
+        let replicas = vec![
+            ReplicaStatus {
+                addr: "h1:7000".into(),
+                status: Ok(HubStatus {
+                    replicas: if self.fail.is_none() {
+                        self.members()
+                    } else {
+                        vec![]
+                    },
+                    ..hub_status(&self.name, 1, RaftRole::Leader)
+                }),
+            },
+            ReplicaStatus {
+                addr: "h2:7000".into(),
+                status: Ok(hub_status(&self.name, 2, RaftRole::Follower)),
+            },
+            ReplicaStatus {
+                addr: "h3:7000".into(),
+                status: Err("connect to h3:7000: no answer within 2000 ms".into()),
+            },
+        ];
+        futures::future::ready(RegionStatus::from_replicas(self.name.clone(), replicas)).boxed()
+    }
+
+    fn edges(&self) -> BoxFuture<'_, Result<Served<Vec<EdgeInfo>>, RegionError>> {
+        let edges = vec![EdgeInfo {
+            edge: format!("{}-edge-1", self.name),
+            last_seen_ms: NOW - 1500,
+            status: EdgeStatus {
+                edge: format!("{}-edge-1", self.name),
+                spool_records: 7,
+                spool_bytes: 700,
+                ingest_rate: 12.5,
+                connected_clients: 3,
+                uptime_ms: 60_000,
+                ..EdgeStatus::default()
+            },
+            records_stored: 900,
+        }];
+        futures::future::ready(self.served(edges)).boxed()
+    }
+
+    fn devices(
+        &self,
+        tenant: Option<String>,
+    ) -> BoxFuture<'_, Result<Served<Vec<DeviceInfo>>, RegionError>> {
+        let list = self
+            .devices
+            .iter()
+            .filter(|d| tenant.as_ref().is_none_or(|t| *t == d.tenant))
+            .cloned()
+            .collect();
+        futures::future::ready(self.served(list)).boxed()
+    }
+
+    fn query(
+        &self,
+        query: TelemetryQuery,
+    ) -> BoxFuture<'_, Result<Served<QueryResult>, RegionError>> {
+        let result = if let Some(step) = query.step_ms {
+            QueryResult::Downsampled(vec![Bucket {
+                metric: "temp".into(),
+                start_ms: query.from_ms,
+                min: 1.0,
+                max: 3.0,
+                avg: 2.0,
+                count: step.min(4),
+            }])
+        } else {
+            QueryResult::Raw(vec![TelemetryRecord {
+                tenant: query.tenant.clone(),
+                device: query.device.clone(),
+                ts_ms: query.from_ms + 1,
+                seq: Some(9),
+                metrics: vec![Metric {
+                    name: "temp".into(),
+                    value: 21.5,
+                }],
+                tags: vec![Tag {
+                    key: "site".into(),
+                    value: "a".into(),
+                }],
+            }])
+        };
+        self.queries.lock().unwrap().push(query);
+        futures::future::ready(self.served(result)).boxed()
+    }
+
+    fn add_replica(
+        &self,
+        replica: ReplicaInfo,
+    ) -> BoxFuture<'_, Result<Vec<ReplicaInfo>, RegionError>> {
+        self.changes
+            .lock()
+            .unwrap()
+            .push(format!("add {}", replica.id));
+        let mut m = self.members.lock().unwrap();
+        m.retain(|r| r.id != replica.id);
+        m.push(replica);
+        futures::future::ready(self.served(m.clone()).map(|s| s.value)).boxed()
+    }
+
+    fn remove_replica(&self, id: u64) -> BoxFuture<'_, Result<Vec<ReplicaInfo>, RegionError>> {
+        self.changes.lock().unwrap().push(format!("remove {id}"));
+        self.members.lock().unwrap().retain(|r| r.id != id);
+        futures::future::ready(self.served(self.members()).map(|s| s.value)).boxed()
+    }
+
+    fn put_artifact(&self, bytes: Vec<u8>) -> BoxFuture<'_, Result<ArtifactStored, RegionError>> {
+        self.writes.lock().unwrap().push("put-artifact".into());
+        let res = self.served(()).and_then(|_| {
+            if !bytes.starts_with(b"\0asm") {
+                return Err(RegionError::Invalid {
+                    region: self.name.clone(),
+                    errors: SpecErrors(vec![FieldError {
+                        field: "artifact".into(),
+                        message: "not a WebAssembly module (bad magic)".into(),
+                    }]),
+                });
+            }
+            let sha256 = Fake::fake_sha256(&bytes);
+            let created = self
+                .artifacts
+                .lock()
+                .unwrap()
+                .insert(sha256.clone(), bytes.len())
+                .is_none();
+            Ok(ArtifactStored {
+                sha256,
+                size_bytes: bytes.len() as u64,
+                created,
+            })
+        });
+        futures::future::ready(res).boxed()
+    }
+
+    fn submit_monitor(
+        &self,
+        mut spec: MonitorSpec,
+    ) -> BoxFuture<'_, Result<MonitorInfo, RegionError>> {
+        self.writes
+            .lock()
+            .unwrap()
+            .push(format!("submit {}/{}", spec.tenant, spec.name));
+        let res = self.served(()).and_then(|_| {
+            self.hub_validate(&spec)
+                .map_err(|errors| RegionError::Invalid {
+                    region: self.name.clone(),
+                    errors,
+                })?;
+            let mut all = self.monitors.lock().unwrap();
+            let key = (spec.tenant.clone(), spec.name.clone());
+            let info = match all.get(&key) {
+                Some(old) => {
+                    spec.generation = old.spec.generation;
+                    let changed = old.spec != spec;
+                    if changed {
+                        spec.generation += 1;
+                    }
+                    MonitorInfo {
+                        spec,
+                        updated_ms: if changed { NOW + 1 } else { old.updated_ms },
+                        ..old.clone()
+                    }
+                }
+                None => {
+                    spec.generation = 1;
+                    MonitorInfo {
+                        spec,
+                        region: self.name.clone(),
+                        edge: format!("{}-edge-1", self.name),
+                        created_ms: NOW,
+                        updated_ms: NOW,
+                        status: None,
+                    }
+                }
+            };
+            all.insert(key, info.clone());
+            Ok(info)
+        });
+        futures::future::ready(res).boxed()
+    }
+
+    fn monitors(
+        &self,
+        tenant: Option<String>,
+    ) -> BoxFuture<'_, Result<Served<Vec<MonitorInfo>>, RegionError>> {
+        // Reverse order: the handler must sort.
+        let list = self
+            .monitors
+            .lock()
+            .unwrap()
+            .values()
+            .rev()
+            .filter(|m| tenant.as_ref().is_none_or(|t| *t == m.spec.tenant))
+            .cloned()
+            .collect();
+        futures::future::ready(self.served(list)).boxed()
+    }
+
+    fn monitor(
+        &self,
+        tenant: String,
+        name: String,
+    ) -> BoxFuture<'_, Result<Served<MonitorInfo>, RegionError>> {
+        let found = self
+            .monitors
+            .lock()
+            .unwrap()
+            .get(&(tenant.clone(), name.clone()))
+            .cloned();
+        let res = self.served(()).and_then(|_| match found {
+            Some(m) => self.served(m),
+            None => Err(self.not_found(&tenant, &name)),
+        });
+        futures::future::ready(res).boxed()
+    }
+
+    fn delete_monitor(
+        &self,
+        tenant: String,
+        name: String,
+    ) -> BoxFuture<'_, Result<(), RegionError>> {
+        self.writes
+            .lock()
+            .unwrap()
+            .push(format!("delete {tenant}/{name}"));
+        let res = self.served(()).and_then(|_| {
+            match self
+                .monitors
+                .lock()
+                .unwrap()
+                .remove(&(tenant.clone(), name.clone()))
+            {
+                Some(_) => Ok(()),
+                None => Err(self.not_found(&tenant, &name)),
+            }
+        });
+        futures::future::ready(res).boxed()
+    }
+
+    fn alerts(
+        &self,
+        query: AlertQuery,
+    ) -> BoxFuture<'_, Result<Served<Vec<AlertRecord>>, RegionError>> {
+        let list = self
+            .alerts
+            .iter()
+            .filter(|a| query.tenant.as_ref().is_none_or(|t| *t == a.tenant))
+            .take(query.limit as usize)
+            .cloned()
+            .collect();
+        self.alert_queries.lock().unwrap().push(query);
+        futures::future::ready(self.served(list)).boxed()
+    }
+}
+
+/// Sends `body` with an optional Content-Type; returns status and JSON (or
+/// the text as a JSON string).
+pub async fn send_raw(
+    state: &AppState,
+    method: &str,
+    uri: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let resp = app(state.clone())
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, json)
+}
+
+pub struct Harness {
+    pub state: AppState,
+    pub west: Arc<Fake>,
+    pub east: Arc<Fake>,
+}
+
+pub fn harness(east: Fake) -> Harness {
+    harness2(Fake::new("west", &[("acme", "d1"), ("other", "x")]), east)
+}
+
+/// Regions `west` and `east` as given.
+pub fn harness2(west: Fake, east: Fake) -> Harness {
+    let (west, east) = (Arc::new(west), Arc::new(east));
+    let regions: Vec<Arc<dyn RegionApi>> = vec![west.clone(), east.clone()];
+    let state = AppState::with_clock(regions, Registry::default(), Arc::new(|| NOW));
+    Harness { state, west, east }
+}
+
+pub fn healthy() -> Harness {
+    harness(Fake::new("east", &[("acme", "d2")]))
+}
+
+pub fn down(region: &str) -> RegionError {
+    RegionError::Unreachable {
+        region: region.into(),
+        errors: vec!["h1:7000: connection refused".into()],
+    }
+}
+
+pub async fn send(
+    state: &AppState,
+    method: &str,
+    uri: &str,
+    body: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req
+        .body(
+            body.map(|b| Body::from(b.to_owned()))
+                .unwrap_or_else(Body::empty),
+        )
+        .unwrap();
+    let resp = app(state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, json)
+}
+
+pub async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
+    send(state, "GET", uri, None).await
+}
+
+/// Asserts the JSON error shape and returns the message.
+pub fn error(status: StatusCode, body: &Value, want: StatusCode, code: &str) -> String {
+    assert_eq!(status, want, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    let obj = body["error"].as_object().unwrap();
+    assert_eq!(obj.len(), 2, "{body}");
+    body["error"]["message"].as_str().unwrap().to_owned()
+}
