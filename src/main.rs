@@ -1,11 +1,16 @@
 //! `strata`: the one command that runs a whole cluster on a laptop.
-//! Wiring only; see `up.rs` and `bench.rs`.
+//! Wiring only; see `up.rs`, `bench.rs` and `monitor_cli.rs`.
 
 mod bench;
+mod bench_monitors;
+mod monitor_cli;
+mod monitor_spec;
+mod monitor_table;
 mod up;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -52,6 +57,9 @@ enum Cmd {
     /// Measure ingest: Strata's durable committed rate and PUBACK latency,
     /// and Mosquitto's with the same load generator.
     Bench(bench::BenchArgs),
+    /// Measure device monitors: cold start, dispatch overhead, instances
+    /// per edge at a telemetry rate, and the edge binary's size and memory.
+    BenchMonitors(bench_monitors::MonitorBenchArgs),
     /// Create the cluster CA (if needed) and certificates for named nodes.
     Pki {
         /// Directory for the CA and certificates.
@@ -61,18 +69,29 @@ enum Cmd {
         #[arg(long = "node")]
         nodes: Vec<String>,
     },
+    /// Submit, list, inspect and delete device monitors (via central's API).
+    #[command(subcommand)]
+    Monitor(monitor_cli::MonitorCmd),
+    /// Alerts raised by device monitors, newest first (via central's API).
+    Alerts(monitor_cli::AlertsArgs),
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.cmd, Cmd::Bench(_)) {
-        // Only problems: the benchmark's own progress goes to stderr.
+    if matches!(
+        cli.cmd,
+        Cmd::Bench(_) | Cmd::BenchMonitors(_) | Cmd::Monitor(_) | Cmd::Alerts(_)
+    ) {
+        // Only problems: output is the command's own (stdout / stderr).
         quiet_tracing();
     } else {
         strata_net::process::init_tracing();
     }
-    match cli.cmd {
+    let result = match cli.cmd {
+        // Their own messages and exit codes (2: fix the input, 1: retry).
+        Cmd::Monitor(cmd) => return monitor_cli::monitor(cmd).await,
+        Cmd::Alerts(args) => return monitor_cli::alerts(args).await,
         Cmd::Up {
             data_dir,
             region,
@@ -84,30 +103,42 @@ async fn main() -> anyhow::Result<()> {
             mqtt_port,
             quic_base,
         } => {
-            anyhow::ensure!(hubs % 2 == 1, "--hubs must be 1, 3 or 5, got {hubs}");
-            anyhow::ensure!(
-                rate > 0.0 && rate <= 1000.0,
-                "--rate must be in (0, 1000], got {rate}"
-            );
-            let shutdown = strata_net::process::shutdown_on_signals();
-            up::up(
-                up::UpOptions {
-                    data_dir,
-                    region,
-                    hubs,
-                    edges,
-                    devices,
-                    rate,
-                    http,
-                    mqtt_port,
-                    quic_base,
-                },
-                shutdown,
-            )
+            async {
+                anyhow::ensure!(hubs % 2 == 1, "--hubs must be 1, 3 or 5, got {hubs}");
+                anyhow::ensure!(
+                    rate > 0.0 && rate <= 1000.0,
+                    "--rate must be in (0, 1000], got {rate}"
+                );
+                let shutdown = strata_net::process::shutdown_on_signals();
+                up::up(
+                    up::UpOptions {
+                        data_dir,
+                        region,
+                        hubs,
+                        edges,
+                        devices,
+                        rate,
+                        http,
+                        mqtt_port,
+                        quic_base,
+                    },
+                    shutdown,
+                )
+                .await
+            }
             .await
         }
         Cmd::Bench(args) => bench::bench(args, strata_net::process::shutdown_on_signals()).await,
+        Cmd::BenchMonitors(args) => bench_monitors::bench_monitors(args).await,
         Cmd::Pki { dir, nodes } => up::pki(&dir, &nodes),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // As `main() -> anyhow::Result` used to print it.
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -373,12 +373,28 @@ pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()>
             "  Devices  : {} simulated (tenant \"demo\"), {} reading/s each; try\n             curl 'http://{api}/api/v1/telemetry/demo/dev-0?step=10000'",
             o.devices, o.rate
         );
+        println!(
+            "  Monitors : temperature spikes hit 0.5% of devices at readings 120, 300 and 600; watch for them with\n             ./monitors/build.sh && cargo run --release -- monitor submit --api {api} --region {} \\\n               --module target/monitors/wasm/zscore.wasm docs/monitors/zscore.toml\n             cargo run --release -- alerts --api {api} --tenant demo",
+            o.region
+        );
+        // A demo fleet with something for monitors to find.
+        let anomalies = [120, 300, 600]
+            .iter()
+            .map(|at| {
+                format!(
+                    "spike:fraction=0.005,start={at},duration=1,metric=temperature,magnitude=40"
+                )
+                .parse()
+                .map_err(|e| anyhow::anyhow!("demo anomaly: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<firmware_sim::AnomalySpec>>>()?;
         let fleet = firmware_sim::FleetConfig {
             tenant: "demo".into(),
             devices: o.devices,
             endpoints: mqtt,
             rate_per_device: o.rate,
             seed: 1,
+            anomalies,
             ..Default::default()
         };
         let s = shutdown.clone();
