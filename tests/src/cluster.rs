@@ -360,6 +360,37 @@ impl Api {
         Ok((status, body))
     }
 
+    /// POST `body` with `content_type` to `path`: status and JSON body.
+    pub async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let body = r.json::<Value>().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    /// DELETE `path`: status and JSON body.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        let r = self
+            .http
+            .delete(format!("{}{path}", self.base))
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let body = r.json::<Value>().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
     /// The region's leader id, if central sees one.
     pub async fn leader(&self, region: &str) -> anyhow::Result<Option<u64>> {
         let (status, body) = self.get(&format!("/api/v1/regions/{region}")).await?;

@@ -14,6 +14,7 @@
 
 pub mod cluster;
 pub mod fleet;
+pub mod monitors;
 pub mod proc;
 pub mod wait;
 

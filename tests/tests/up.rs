@@ -48,7 +48,39 @@ fn free_layout() -> Ports {
     panic!("no free port layout found");
 }
 
-async fn up(dir: &std::path::Path, p: &Ports) -> Child {
+/// Where run `n`'s stderr (its tracing log) goes.
+fn log_path(dir: &std::path::Path, n: u32) -> std::path::PathBuf {
+    dir.join(format!("up-{n}.log"))
+}
+
+/// The last `lines` lines of a run's log, for a failure message.
+fn log_tail(dir: &std::path::Path, n: u32, lines: usize) -> String {
+    let text = std::fs::read_to_string(log_path(dir, n)).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Waits for a clean exit after SIGINT, or fails with the log's tail.
+async fn stop(child: &mut Child, logs: &std::path::Path, n: u32) {
+    interrupt(child);
+    match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
+        Ok(exit) => {
+            let exit = exit.unwrap();
+            assert!(
+                exit.success(),
+                "strata up run {n} exited with {exit}; log tail:\n{}",
+                log_tail(logs, n, 60)
+            );
+        }
+        Err(_) => panic!(
+            "strata up run {n} did not stop within 30 s of SIGINT; log tail:\n{}",
+            log_tail(logs, n, 80)
+        ),
+    }
+}
+
+async fn up(dir: &std::path::Path, p: &Ports, log: std::path::PathBuf) -> Child {
+    let log = std::fs::File::create(log).unwrap();
     let mut child = Command::new(bin_path("strata").unwrap())
         .args([
             "up",
@@ -67,7 +99,7 @@ async fn up(dir: &std::path::Path, p: &Ports) -> Child {
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(log))
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -103,10 +135,11 @@ async fn stored(api: &Api) -> Option<u64> {
 async fn up_runs_the_whole_cluster_stops_cleanly_and_resumes() {
     let _g = serial().await;
     let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
     let ports = free_layout();
     let api = Api::new(&format!("127.0.0.1:{}", ports.http));
 
-    let mut child = up(dir.path(), &ports).await;
+    let mut child = up(dir.path(), &ports, log_path(logs.path(), 1)).await;
     let first = wait_until(
         "simulated telemetry stored",
         Duration::from_secs(60),
@@ -116,16 +149,11 @@ async fn up_runs_the_whole_cluster_stops_cleanly_and_resumes() {
     .unwrap();
     let (status, region) = api.get("/api/v1/regions/local").await.unwrap();
     assert_eq!(status, 200, "{region}");
-    interrupt(&child);
-    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("clean stop within 30 s")
-        .unwrap();
-    assert!(exit.success(), "strata up exited with {exit}");
+    stop(&mut child, logs.path(), 1).await;
     assert!(dir.path().join("pki/ca.pem").exists());
 
     // Same data dir: the stored readings are still there, and more arrive.
-    let mut child = up(dir.path(), &ports).await;
+    let mut child = up(dir.path(), &ports, log_path(logs.path(), 2)).await;
     let after = wait_until(
         "resumed and storing more",
         Duration::from_secs(60),
@@ -134,10 +162,5 @@ async fn up_runs_the_whole_cluster_stops_cleanly_and_resumes() {
     .await
     .unwrap();
     assert!(after > first);
-    interrupt(&child);
-    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("clean stop within 30 s")
-        .unwrap();
-    assert!(exit.success(), "second run exited with {exit}");
+    stop(&mut child, logs.path(), 2).await;
 }
