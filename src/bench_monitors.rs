@@ -10,8 +10,9 @@
 //! 3. **Instances per edge at a telemetry rate**: z-score instances that each
 //!    watch every device (the worst case: every record fans out to every
 //!    instance), fed `--rate` records/s for `--step`; the count doubles until
-//!    an instance drops records or the backlog does not drain. Reports the
-//!    largest count that kept up and the memory it took.
+//!    an instance drops records or the backlog left when the feed stops
+//!    takes more than 250 ms to drain. Reports the largest count that kept
+//!    up and the memory it took.
 //! 4. **The edge binary**: its size on disk and its resident memory, idle
 //!    with no monitor and with 100 persisted monitors running (no hub
 //!    reachable), against KubeEdge EdgeCore's published ~70 MB footprint.
@@ -170,7 +171,11 @@ pub async fn bench_monitors(args: MonitorBenchArgs) -> anyhow::Result<()> {
     println!(
         "| instances per edge at {} records/s, all devices watched | {} |",
         args.rate,
-        best.map_or("none kept up".to_owned(), |b| format!("≥ {b}"))
+        match (best, steps.last().filter(|s| !s.kept_up)) {
+            (Some(b), Some(f)) => format!("{b} ({} fell behind)", f.instances),
+            (Some(b), None) => format!("at least {b} (the most tried)"),
+            (None, _) => "none kept up".to_owned(),
+        }
     );
     if let Some(p) = &process {
         println!("| edge-node binary size | {:.1} MiB |", mib(p.binary_bytes));
@@ -361,7 +366,9 @@ async fn capacity_step(
         dropped,
         drain,
         rss_delta_bytes,
-        kept_up: dropped == 0 && drained && drain < Duration::from_secs(1),
+        // Kept up: nothing dropped, and the backlog at the end of the feed
+        // was gone within a quarter second of input.
+        kept_up: dropped == 0 && drained && drain < Duration::from_millis(250),
     })
 }
 
@@ -374,7 +381,12 @@ struct ProcessRun {
 async fn process_run(root: &Path, exe_dir: &Path, module: &[u8]) -> anyhow::Result<ProcessRun> {
     let bin = exe_dir.join("edge-node");
     let binary_bytes = std::fs::metadata(&bin)
-        .with_context(|| format!("{}: build it with cargo build --release", bin.display()))?
+        .with_context(|| {
+            format!(
+                "{}: build it with cargo build --release --workspace --bins",
+                bin.display()
+            )
+        })?
         .len();
     let pki = strata_net::Pki::ensure(&root.join("pki"))?;
     let tls = pki.node("edge-bench")?;
@@ -484,7 +496,9 @@ fn spec(name: &str, module: &[u8], params: &str) -> MonitorSpec {
         params: params.into(),
         resources: Resources {
             memory_mib: 4,
-            cpu_millicores: 10,
+            // A full core's callback budget: this measures the host, not
+            // how a tight budget shrinks batches.
+            cpu_millicores: 1000,
             min_memory_mib: None,
             max_memory_mib: None,
             min_cpu_millicores: None,

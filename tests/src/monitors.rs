@@ -14,16 +14,21 @@ use crate::wait::wait_until;
 /// Tenant the fleets in these tests use (same as [`crate::fleet`]).
 pub const TENANT: &str = crate::fleet::TENANT;
 
-/// The built sample monitor `name` (`zscore`, `threshold`, …).
-pub fn sample_module(name: &str) -> anyhow::Result<Vec<u8>> {
+/// Where the built sample monitor `name` is.
+pub fn sample_module_path(name: &str) -> anyhow::Result<PathBuf> {
     let bin = crate::proc::bin_path("edge-node")?;
     // target/<profile>/edge-node → target/monitors/wasm/<name>.wasm
-    let p: PathBuf = bin
+    Ok(bin
         .parent()
         .and_then(|d| d.parent())
         .context("target dir")?
         .join("monitors/wasm")
-        .join(format!("{name}.wasm"));
+        .join(format!("{name}.wasm")))
+}
+
+/// The built sample monitor `name` (`zscore`, `threshold`, …).
+pub fn sample_module(name: &str) -> anyhow::Result<Vec<u8>> {
+    let p = sample_module_path(name)?;
     std::fs::read(&p).with_context(|| {
         format!(
             "sample monitor {} missing: build it with monitors/build.sh (./scripts/test does)",
@@ -136,4 +141,22 @@ pub async fn alerts(api: &Api, query: &str) -> anyhow::Result<Vec<Value>> {
         .await?;
     anyhow::ensure!(status == 200, "alerts: {status} {body}");
     Ok(body["alerts"].as_array().cloned().unwrap_or_default())
+}
+
+/// Runs the `strata` CLI against the cluster's central; returns stdout, or
+/// fails with stderr.
+pub async fn cli(central_http: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = tokio::process::Command::new(crate::proc::bin_path("strata")?)
+        .args(args)
+        .args(["--api", central_http])
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "strata {} failed ({}): {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
 }

@@ -26,6 +26,22 @@ fn spiked(prefix: &str, seed: u64, c: &Cluster) -> firmware_sim::FleetConfig {
     f
 }
 
+const ZS_OFF_TOML: &str = r#"
+name = "zs-off"
+tenant = "acme"
+target = { node = "edge-1" }
+params = { metrics = ["temperature"], window = 40, min-samples = 30 }
+[selector]
+tenant = "acme"
+device-globs = ["off-*"]
+[resources]
+memory-mib = 16
+cpu-millicores = 100
+[restart]
+initial-backoff-ms = 200
+max-backoff-ms = 2000
+"#;
+
 /// Submits a spec that must be refused; returns the fields at fault.
 async fn refused_fields(c: &Cluster, spec: &serde_json::Value) -> anyhow::Result<Vec<String>> {
     let (status, body) = c
@@ -315,17 +331,30 @@ async fn edge_reboot_with_no_hub_runs_its_monitors_from_disk() -> anyhow::Result
     .await?;
     let r = async {
         warm_up(&c, "off-w", seed).await?;
-        let (sha, size) = monitors::upload(&c.api, REGION, sample_module("zscore")?).await?;
-        let spec = monitors::spec(
-            "zs-off",
-            &sha,
-            size,
-            &["off-*"],
-            json!({"metrics": ["temperature"], "window": 40, "min-samples": 30}),
-            Some("edge-1"),
-        );
-        let doc = monitors::submit(&c.api, REGION, &spec).await?;
+        // Submitted with the CLI, as a user would: it uploads the module and
+        // fills in the spec's artifact.
+        let http = c.central.ready_field("http").context("central http")?;
+        let spec_path = c.root().join("zs-off.toml");
+        std::fs::write(&spec_path, ZS_OFF_TOML)?;
+        let module = monitors::sample_module_path("zscore")?;
+        let out = monitors::cli(
+            &http,
+            &[
+                "monitor",
+                "submit",
+                "--region",
+                REGION,
+                "--module",
+                &module.display().to_string(),
+                "--json",
+                &spec_path.display().to_string(),
+            ],
+        )
+        .await?;
+        let doc: serde_json::Value = serde_json::from_str(&out).context(out.clone())?;
         let d = doc.get("monitor").unwrap_or(&doc);
+        // The stored spec, as JSON, for the update below.
+        let spec = d["spec"].clone();
         let generation = d["spec"]["generation"].as_u64().context("generation")?;
         wait_running(
             &c.api,
@@ -394,6 +423,14 @@ async fn edge_reboot_with_no_hub_runs_its_monitors_from_disk() -> anyhow::Result
         )
         .await?;
         println!("offline alert: {}", found[0]);
+        let table =
+            monitors::cli(&http, &["alerts", "--tenant", "acme", "--device", "off-2"]).await?;
+        assert!(table.contains("zs-off"), "strata alerts table:\n{table}");
+        let list = monitors::cli(&http, &["monitor", "list", "--tenant", "acme"]).await?;
+        assert!(
+            list.contains("zs-off") && list.contains("edge-1"),
+            "strata monitor list:\n{list}"
+        );
         let st = wait_running(
             &c.api,
             REGION,
@@ -411,7 +448,8 @@ async fn edge_reboot_with_no_hub_runs_its_monitors_from_disk() -> anyhow::Result
 
         // A changed spec (new generation) is applied: exactly one restart.
         let mut changed = spec.clone();
-        changed["params"]["threshold"] = json!(5.0);
+        changed["params"] =
+            json!(r#"{"metrics":["temperature"],"window":40,"min-samples":30,"threshold":5.0}"#);
         let doc = monitors::submit(&c.api, REGION, &changed).await?;
         let d = doc.get("monitor").unwrap_or(&doc);
         let g2 = d["spec"]["generation"].as_u64().context("generation")?;

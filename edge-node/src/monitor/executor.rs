@@ -179,7 +179,8 @@ fn run_turn(slot: &Slot, cx: &WorkerCtx) -> bool {
             tracing::warn!(instance = %slot.key, error = %e, "deferred resize failed");
         }
     }
-    let batch = slot.take_batch(cx.max_batch);
+    let limit = slot.batch_limit(cx.max_batch, live.inst.fuel_per_callback());
+    let batch = slot.take_batch(limit);
     if batch.is_empty() {
         drop(guard);
         return slot.finish_turn();
@@ -191,6 +192,7 @@ fn run_turn(slot: &Slot, cx: &WorkerCtx) -> bool {
         Ok(out) => {
             slot.dirty.store(true, Ordering::Relaxed);
             slot.fuel_total.fetch_add(out.fuel_used, Ordering::Relaxed);
+            slot.record_fuel(batch.len(), out.fuel_used);
             slot.memory_bytes
                 .store(live.inst.usage().memory_bytes, Ordering::Relaxed);
             drop(guard);

@@ -101,6 +101,9 @@ pub(crate) struct Slot {
     /// The sandbox's memory (linear memory + kv state) after its last
     /// callback, bytes.
     pub memory_bytes: AtomicU64,
+    /// Recent fuel per record (0 = not measured yet), to size batches so a
+    /// callback stays well inside its fuel budget.
+    fuel_per_record: AtomicU64,
 }
 
 /// What an enqueue did.
@@ -137,6 +140,7 @@ impl Slot {
             last_drop_log: Mutex::new(None),
             fuel_total: AtomicU64::new(0),
             memory_bytes: AtomicU64::new(0),
+            fuel_per_record: AtomicU64::new(0),
         }
     }
 
@@ -192,6 +196,30 @@ impl Slot {
     }
 
     /// Takes up to `max` queued records for one callback.
+    /// How many records the next callback may take: `max`, or fewer so the
+    /// measured fuel per record times the batch stays within half of
+    /// `fuel_budget`. Batching amortises the call, but one callback that
+    /// runs out of fuel kills the instance; the headroom absorbs records
+    /// that cost more than the recent average.
+    pub fn batch_limit(&self, max: usize, fuel_budget: u64) -> usize {
+        let per = self.fuel_per_record.load(Ordering::Relaxed);
+        if per == 0 {
+            // Unmeasured: start small, then grow from the measurement.
+            return max.clamp(1, 64);
+        }
+        let fit = (fuel_budget / 2 / per).max(1);
+        max.min(usize::try_from(fit).unwrap_or(usize::MAX)).max(1)
+    }
+
+    /// Records a callback's cost. Rises at once (a costlier input must not
+    /// overrun the next batch), falls slowly.
+    pub fn record_fuel(&self, records: usize, fuel: u64) {
+        let now = (fuel / records.max(1) as u64).max(1);
+        let old = self.fuel_per_record.load(Ordering::Relaxed);
+        let next = if now >= old { now } else { (old * 7 + now) / 8 };
+        self.fuel_per_record.store(next.max(1), Ordering::Relaxed);
+    }
+
     pub fn take_batch(&self, max: usize) -> Vec<TelemetryRecord> {
         let mut q = lock(&self.queue);
         let n = q.records.len().min(max);
@@ -234,5 +262,47 @@ impl Slot {
     #[cfg(test)]
     pub fn queued(&self) -> usize {
         lock(&self.queue).records.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot() -> Slot {
+        Slot::new(
+            InstanceKey::new("t", "m"),
+            1,
+            DeviceSelector {
+                tenant: "t".into(),
+                device_globs: vec!["*".into()],
+                tags: Default::default(),
+            },
+            100,
+            Arc::new(InstanceStats::default()),
+            Counter::default(),
+        )
+    }
+
+    #[test]
+    fn batches_start_small_then_fit_half_the_fuel_budget() {
+        let s = slot();
+        assert_eq!(s.batch_limit(1000, 1_000_000), 64, "unmeasured");
+        assert_eq!(s.batch_limit(10, 1_000_000), 10, "never above max");
+        // 64 records cost 64 000 fuel: 1000 per record; half of 1 M fits 500.
+        s.record_fuel(64, 64_000);
+        assert_eq!(s.batch_limit(1000, 1_000_000), 500);
+        assert_eq!(s.batch_limit(100, 1_000_000), 100);
+        // A costlier batch takes effect at once...
+        s.record_fuel(10, 50_000);
+        assert_eq!(s.batch_limit(1000, 1_000_000), 100);
+        // ...a cheaper one only slowly.
+        s.record_fuel(100, 100_000);
+        let after = s.batch_limit(1000, 1_000_000);
+        assert!(after > 100 && after < 500, "{after}");
+        // A budget too small for even one record still makes progress.
+        assert_eq!(s.batch_limit(1000, 10), 1);
+        // No fuel accounting (u64::MAX): the configured maximum.
+        assert_eq!(s.batch_limit(1000, u64::MAX), 1000);
     }
 }

@@ -55,6 +55,12 @@ pub trait SandboxInstance: Send + fmt::Debug {
     fn usage(&self) -> InstanceUsage;
     /// Fuel (abstract CPU work units) consumed since instantiation.
     fn fuel_consumed(&self) -> u64;
+    /// Fuel one callback may burn at the current budget, so the caller can
+    /// size batches to fit it. Drivers without fuel accounting keep the
+    /// default (no limit).
+    fn fuel_per_callback(&self) -> u64 {
+        u64::MAX
+    }
 }
 
 /// A validated, compiled artifact. Cheap to clone; opaque to callers.

@@ -638,6 +638,13 @@ impl SandboxInstance for WasmInstance {
     fn fuel_consumed(&self) -> u64 {
         self.fuel_total
     }
+
+    fn fuel_per_callback(&self) -> u64 {
+        self.store
+            .data()
+            .limits
+            .fuel_per_callback(self.budget.cpu_millicores)
+    }
 }
 
 impl std::fmt::Debug for WasmInstance {
