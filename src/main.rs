@@ -8,7 +8,6 @@ mod monitor_spec;
 mod monitor_table;
 mod up;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,35 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Start central, one region of hubs, edge nodes and a simulated fleet.
-    Up {
-        /// Where state, configs and certificates live.
-        #[arg(long, default_value = "strata-data")]
-        data_dir: PathBuf,
-        /// Region name.
-        #[arg(long, default_value = "local")]
-        region: String,
-        /// Hub replicas (1, 3 or 5).
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=5))]
-        hubs: u64,
-        /// Edge nodes.
-        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=50))]
-        edges: u16,
-        /// Simulated devices (0 disables the simulator).
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
-        devices: u32,
-        /// Readings per second per simulated device.
-        #[arg(long, default_value_t = 1.0)]
-        rate: f64,
-        /// Central's HTTP API address.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        http: SocketAddr,
-        /// MQTT port of the first edge (the others follow).
-        #[arg(long, default_value_t = 1883)]
-        mqtt_port: u16,
-        /// Base port of the hubs' QUIC listeners.
-        #[arg(long, default_value_t = 7100)]
-        quic_base: u16,
-    },
+    Up(up::UpOptions),
     /// Measure ingest: Strata's durable committed rate and PUBACK latency,
     /// and Mosquitto's with the same load generator.
     Bench(bench::BenchArgs),
@@ -92,42 +63,10 @@ async fn main() -> ExitCode {
         // Their own messages and exit codes (2: fix the input, 1: retry).
         Cmd::Monitor(cmd) => return monitor_cli::monitor(cmd).await,
         Cmd::Alerts(args) => return monitor_cli::alerts(args).await,
-        Cmd::Up {
-            data_dir,
-            region,
-            hubs,
-            edges,
-            devices,
-            rate,
-            http,
-            mqtt_port,
-            quic_base,
-        } => {
-            async {
-                anyhow::ensure!(hubs % 2 == 1, "--hubs must be 1, 3 or 5, got {hubs}");
-                anyhow::ensure!(
-                    rate > 0.0 && rate <= 1000.0,
-                    "--rate must be in (0, 1000], got {rate}"
-                );
-                let shutdown = strata_net::process::shutdown_on_signals();
-                up::up(
-                    up::UpOptions {
-                        data_dir,
-                        region,
-                        hubs,
-                        edges,
-                        devices,
-                        rate,
-                        http,
-                        mqtt_port,
-                        quic_base,
-                    },
-                    shutdown,
-                )
-                .await
-            }
-            .await
-        }
+        Cmd::Up(o) => match o.check() {
+            Ok(()) => up::up(o, strata_net::process::shutdown_on_signals()).await,
+            Err(e) => Err(e),
+        },
         Cmd::Bench(args) => bench::bench(args, strata_net::process::shutdown_on_signals()).await,
         Cmd::BenchMonitors(args) => bench_monitors::bench_monitors(args).await,
         Cmd::Pki { dir, nodes } => up::pki(&dir, &nodes),

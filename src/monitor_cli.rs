@@ -176,6 +176,22 @@ struct Api {
     http: reqwest::Client,
 }
 
+/// The client and URL of one monitor.
+fn monitor_url(
+    api: &ApiArgs,
+    env: Option<&str>,
+    region: &str,
+    tenant: &str,
+    name: &str,
+) -> Result<(Api, reqwest::Url), CliError> {
+    let client = Api::new(api, env)?;
+    let url = client.url(
+        &["api", "v1", "regions", region, "monitors", tenant, name],
+        &[],
+    );
+    Ok((client, url))
+}
+
 impl Api {
     fn new(args: &ApiArgs, env: Option<&str>) -> Result<Api, CliError> {
         let base = monitor_spec::resolve_api(args.api.as_deref(), env)?;
@@ -327,11 +343,7 @@ pub async fn run_monitor(
             tenant,
             name,
         } => {
-            let client = Api::new(&api, env_api)?;
-            let url = client.url(
-                &["api", "v1", "regions", &region, "monitors", &tenant, &name],
-                &[],
-            );
+            let (client, url) = monitor_url(&api, env_api, &region, &tenant, &name)?;
             let (_, body) = client.call(reqwest::Method::GET, url, None).await?;
             if api.json {
                 print_json(out, &body)
@@ -345,11 +357,7 @@ pub async fn run_monitor(
             tenant,
             name,
         } => {
-            let client = Api::new(&api, env_api)?;
-            let url = client.url(
-                &["api", "v1", "regions", &region, "monitors", &tenant, &name],
-                &[],
-            );
+            let (client, url) = monitor_url(&api, env_api, &region, &tenant, &name)?;
             let (_, body) = client.call(reqwest::Method::DELETE, url, None).await?;
             if api.json {
                 print_json(out, &body)

@@ -18,28 +18,54 @@ use strata_protocol::{HubStatus, RaftRole};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// What to start.
-#[derive(Debug, Clone)]
+/// What to start: `strata up`'s flags.
+#[derive(Debug, Clone, clap::Args)]
 pub struct UpOptions {
-    /// Data directory (configs are generated, state persists here).
+    /// Where state, configs and certificates live.
+    #[arg(long, default_value = "strata-data")]
     pub data_dir: PathBuf,
     /// Region name.
+    #[arg(long, default_value = "local")]
     pub region: String,
-    /// Hub replicas: 1, 3 or 5.
+    /// Hub replicas (1, 3 or 5).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=5))]
     pub hubs: u64,
     /// Edge nodes.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=50))]
     pub edges: u16,
-    /// Simulated devices (0 = no simulator).
+    /// Simulated devices (0 disables the simulator).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub devices: u32,
-    /// Readings per device per second.
+    /// Readings per second per simulated device.
+    #[arg(long, default_value_t = 1.0)]
     pub rate: f64,
-    /// Central's HTTP address.
+    /// Central's HTTP API address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
     pub http: SocketAddr,
-    /// First MQTT port; edge i listens on `mqtt_port + i - 1`.
+    /// MQTT port of the first edge; edge i listens on `mqtt-port + i - 1`.
+    #[arg(long, default_value_t = 1883)]
     pub mqtt_port: u16,
-    /// Base of the hubs' QUIC ports: hub i uses `base + i` (peers) and
-    /// `base + 100 + i` (edges and central).
+    /// Base port of the hubs' QUIC listeners: hub i uses `base + i` (peers)
+    /// and `base + 100 + i` (edges and central).
+    #[arg(long, default_value_t = 7100)]
     pub quic_base: u16,
+}
+
+impl UpOptions {
+    /// Checks what clap's ranges cannot express.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.hubs % 2 == 1,
+            "--hubs must be 1, 3 or 5, got {}",
+            self.hubs
+        );
+        anyhow::ensure!(
+            self.rate > 0.0 && self.rate <= 1000.0,
+            "--rate must be in (0, 1000], got {}",
+            self.rate
+        );
+        Ok(())
+    }
 }
 
 /// Where a [`LocalCluster`] listens.
