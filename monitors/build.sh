@@ -11,7 +11,7 @@ cargo build --release --target wasm32-unknown-unknown --manifest-path monitors/C
 
 out="$CARGO_TARGET_DIR/wasm"
 mkdir -p "$out"
-for m in threshold zscore stuck rate; do
+for m in threshold zscore stuck rate chaos; do
   src="$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/strata_monitor_$m.wasm"
   cp "$src" "$out/$m.wasm"
   echo "monitors: $out/$m.wasm ($(wc -c <"$src") bytes)"

@@ -110,3 +110,55 @@ fn bad_parameters_fail_init_with_a_clear_error() {
         .unwrap_err();
     assert!(err.to_string().contains("init"), "{err}");
 }
+
+/// A record of `device` carrying one metric `name`.
+fn tagged(device: &str, name: &str) -> TelemetryRecord {
+    TelemetryRecord {
+        tenant: "acme".into(),
+        device: device.into(),
+        ts_ms: 1_700_000_000_000,
+        seq: None,
+        metrics: vec![Metric {
+            name: name.into(),
+            value: 1.0,
+        }],
+        tags: Vec::new(),
+    }
+}
+
+/// The chaos monitor (a real Rust guest built with the SDK) panicking,
+/// leaking and spinning: each ends only that instance, with its reason, and
+/// a neighbour instance of the same module keeps working.
+#[test]
+fn a_misbehaving_rust_guest_faults_alone_with_its_reason() {
+    let driver = WasmDriver::new(WasmDriverConfig::default()).unwrap();
+    let bytes = module("chaos");
+    let prepared = driver.prepare(&sha256_hex(&bytes), &bytes).unwrap();
+    let params = r#"{"panic-on":"boom","leak-on":"hoard","spin-on":"forever"}"#;
+    let mut calm = driver
+        .instantiate(&prepared, config("calm", params, KvState::new()))
+        .unwrap();
+    for (trigger, want) in [
+        ("boom", "trap"),
+        ("hoard", "memory-limit"),
+        ("forever", "fuel-exhausted"),
+    ] {
+        let mut bad = driver
+            .instantiate(&prepared, config(trigger, params, KvState::new()))
+            .unwrap();
+        // Working until told otherwise.
+        let ok = bad.on_batch(&[tagged("d1", "x")]).unwrap();
+        assert_eq!(ok.metrics.len(), 1, "{trigger}");
+        let batch: Vec<TelemetryRecord> = (0..64).map(|_| tagged("d1", trigger)).collect();
+        let fault = bad.on_batch(&batch).unwrap_err();
+        let label = fault.label();
+        // A spin ends on fuel or, on a slow machine, on the wall clock.
+        let matches = label == want || (want == "fuel-exhausted" && label == "timeout");
+        assert!(matches, "{trigger}: got {label}: {fault}");
+        // Dead stays dead, with the same reason.
+        assert_eq!(bad.on_batch(&[tagged("d1", "x")]).unwrap_err(), fault);
+        // The neighbour did not notice.
+        let out = calm.on_batch(&[tagged("d2", "x")]).unwrap();
+        assert_eq!(out.metrics.len(), 1, "neighbour after {trigger}");
+    }
+}
