@@ -421,6 +421,10 @@ pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()>
             rate_per_device: o.rate,
             seed: 1,
             anomalies,
+            // On Ctrl-C the edges stop together with the fleet, so a publish
+            // in flight then can never be acknowledged: give up on it
+            // quickly instead of holding the exit for the default 30 s.
+            ack_deadline: Duration::from_secs(2),
             ..Default::default()
         };
         let s = shutdown.clone();
