@@ -87,7 +87,7 @@ impl IngestSink for SpoolSink {
                 .await
                 .map_err(|e| SinkError::Failed(e.to_string()))?;
             self.accepted.fetch_add(n, Ordering::Relaxed);
-            self.monitors.route(&records);
+            self.monitors.route_owned(records);
             Ok(())
         }
     }

@@ -188,7 +188,7 @@ fn run_turn(slot: &Slot, cx: &WorkerCtx) -> bool {
     let n = batch.len() as u64;
     slot.stats.records_in.fetch_add(n, Ordering::Relaxed);
     cx.metrics.processed.inc_by(n);
-    match live.inst.on_batch(&batch) {
+    match live.inst.on_shared_batch(&batch) {
         Ok(out) => {
             slot.dirty.store(true, Ordering::Relaxed);
             slot.fuel_total.fetch_add(out.fuel_used, Ordering::Relaxed);

@@ -232,9 +232,46 @@ impl MonitorHost {
 
     /// Hands durable records to the instances that select them. Never
     /// blocks on a callback and never awaits.
+    /// A selected record is copied once, however many instances watch it.
     pub fn route(&self, records: &[TelemetryRecord]) -> RouteStats {
+        self.route_with(records, &mut |i| Arc::new(records[i].clone()))
+    }
+
+    /// [`MonitorHost::route`] for records the caller is done with (ingest,
+    /// after the spool append): selected records are moved, not copied.
+    pub fn route_owned(&self, records: Vec<TelemetryRecord>) -> RouteStats {
+        let plan = self.inner.router.plan(&records);
+        if plan.is_empty() {
+            return RouteStats::default();
+        }
+        let len = records.len();
+        let mut owned: Vec<Option<TelemetryRecord>> = records.into_iter().map(Some).collect();
         let mut wake = Vec::new();
-        let stats = self.inner.router.route(records, &mut |s| wake.push(s));
+        let stats = self.inner.router.deliver(
+            &plan,
+            len,
+            &mut |i| {
+                // The router asks for each index at most once (it keeps the
+                // Arc), so the record is still here.
+                Arc::new(owned[i].take().expect("each record is shared once"))
+            },
+            &mut |s| wake.push(s),
+        );
+        self.inner.metrics.routed.inc_by(stats.queued);
+        self.inner.executor.schedule(wake);
+        stats
+    }
+
+    fn route_with(
+        &self,
+        records: &[TelemetryRecord],
+        share: &mut dyn FnMut(usize) -> Arc<TelemetryRecord>,
+    ) -> RouteStats {
+        let mut wake = Vec::new();
+        let stats = self
+            .inner
+            .router
+            .route(records, share, &mut |s| wake.push(s));
         self.inner.metrics.routed.inc_by(stats.queued);
         self.inner.executor.schedule(wake);
         stats

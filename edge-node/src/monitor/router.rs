@@ -72,6 +72,20 @@ pub struct RouteStats {
     pub dropped: u64,
 }
 
+/// What [`Router::plan`] decided: per slot of `table`, the indices of the
+/// records it selected.
+pub(crate) struct Plan {
+    table: Arc<Table>,
+    picks: Vec<Vec<u32>>,
+}
+
+impl Plan {
+    /// Whether no slot selected anything.
+    pub fn is_empty(&self) -> bool {
+        self.picks.iter().all(Vec::is_empty)
+    }
+}
+
 /// The routing table, swapped as a whole when instances come and go.
 pub(crate) struct Router {
     table: RwLock<Arc<Table>>,
@@ -105,15 +119,61 @@ impl Router {
     /// Queues each record on every slot that selects it. Never blocks on a
     /// callback and never awaits: full queues drop and count. Slots that
     /// need a worker are passed to `wake`.
+    ///
+    /// `share(i)` turns record `i` into the `Arc` the queues hold; it is
+    /// called at most once per record, and only for records some slot
+    /// selected, so a record watched by N instances is shared, not copied
+    /// N times, and an unwatched one costs nothing.
     pub fn route(
         &self,
         records: &[TelemetryRecord],
+        share: &mut dyn FnMut(usize) -> Arc<TelemetryRecord>,
         wake: &mut dyn FnMut(Arc<Slot>),
     ) -> RouteStats {
-        let table = self.current();
+        let plan = self.plan(records);
+        self.deliver(&plan, records.len(), share, wake)
+    }
+
+    /// Second half of [`Router::route`], for callers that must release their
+    /// borrow of the records between matching and queueing (to move them).
+    pub fn deliver(
+        &self,
+        plan: &Plan,
+        len: usize,
+        share: &mut dyn FnMut(usize) -> Arc<TelemetryRecord>,
+        wake: &mut dyn FnMut(Arc<Slot>),
+    ) -> RouteStats {
         let mut stats = RouteStats::default();
+        let mut shared: Vec<Option<Arc<TelemetryRecord>>> = vec![None; len];
+        let mut get = |i: u32| {
+            shared[i as usize]
+                .get_or_insert_with(|| share(i as usize))
+                .clone()
+        };
+        for (si, p) in plan.picks.iter().enumerate() {
+            if p.is_empty() {
+                continue;
+            }
+            let slot = &plan.table.slots[si];
+            let e = slot.enqueue(p, &mut get);
+            stats.queued += e.accepted as u64;
+            stats.dropped += e.dropped as u64;
+            if e.wake {
+                wake(slot.clone());
+            }
+        }
+        stats
+    }
+
+    /// Which records each slot selects (indices per slot), so each queue is
+    /// then locked once per batch.
+    pub fn plan(&self, records: &[TelemetryRecord]) -> Plan {
+        let table = self.current();
         if table.slots.is_empty() || records.is_empty() {
-            return stats;
+            return Plan {
+                table,
+                picks: Vec::new(),
+            };
         }
         // Record indices per slot, so each queue is locked once.
         let mut picks: Vec<Vec<u32>> = vec![Vec::new(); table.slots.len()];
@@ -153,19 +213,7 @@ impl Router {
                 }
             }
         }
-        for (si, p) in picks.iter().enumerate() {
-            if p.is_empty() {
-                continue;
-            }
-            let slot = &table.slots[si];
-            let e = slot.enqueue(records, p);
-            stats.queued += e.accepted as u64;
-            stats.dropped += e.dropped as u64;
-            if e.wake {
-                wake(slot.clone());
-            }
-        }
-        stats
+        Plan { table, picks }
     }
 }
 
@@ -174,6 +222,11 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
+
+    /// Routes with a copying `share`, as `MonitorHost::route` does.
+    fn route(r: &Router, recs: &[TelemetryRecord], wake: &mut dyn FnMut(Arc<Slot>)) -> RouteStats {
+        r.route(recs, &mut |i| Arc::new(recs[i].clone()), wake)
+    }
     use crate::monitor::slot::InstanceStats;
     use crate::sched::InstanceKey;
     use prometheus_client::metrics::counter::Counter;
@@ -219,7 +272,7 @@ mod tests {
     fn drain(s: &Slot) -> Vec<(String, String)> {
         s.take_batch(usize::MAX)
             .into_iter()
-            .map(|r| (r.tenant, r.device))
+            .map(|r| (r.tenant.clone(), r.device.clone()))
             .collect()
     }
 
@@ -238,7 +291,7 @@ mod tests {
             rec("b", "other", &[]),
             rec("c", "dev-1", &[]),
         ];
-        let stats = r.route(&recs, &mut |_| {});
+        let stats = route(&r, &recs, &mut |_| {});
         assert_eq!(
             stats,
             RouteStats {
@@ -267,7 +320,7 @@ mod tests {
             rec("a", "d", &[("site", "p1"), ("x", "y")]),
             rec("a", "d", &[("site", "p1")]),
         ];
-        assert_eq!(r.route(&recs, &mut |_| {}).queued, 3);
+        assert_eq!(route(&r, &recs, &mut |_| {}).queued, 3);
         assert_eq!(r.cache_entries(), 3);
     }
 
@@ -300,7 +353,7 @@ mod tests {
                 })
                 .collect();
             offered += recs.iter().filter(|r| r.device.len() == 5).count() as u64;
-            let st = r.route(&recs, &mut |_| {});
+            let st = route(&r, &recs, &mut |_| {});
             queued += st.queued;
             dropped += st.dropped;
             if rng.gen_bool(0.3) {
@@ -326,17 +379,17 @@ mod tests {
         let old = slot("a", "m", "a", &["dev-1"], 100);
         r.set_slots(vec![old.clone()]);
         let recs = vec![rec("a", "dev-1", &[]), rec("a", "dev-2", &[])];
-        assert_eq!(r.route(&recs, &mut |_| {}).queued, 1);
+        assert_eq!(route(&r, &recs, &mut |_| {}).queued, 1);
         assert_eq!(r.cache_entries(), 2);
         // Generation 2 of the monitor selects dev-2 only.
         let new = slot("a", "m", "a", &["dev-2"], 100);
         r.set_slots(vec![new.clone()]);
         assert_eq!(r.cache_entries(), 0);
-        assert_eq!(r.route(&recs, &mut |_| {}).queued, 1);
+        assert_eq!(route(&r, &recs, &mut |_| {}).queued, 1);
         assert_eq!(drain(&new), vec![("a".into(), "dev-2".into())]);
         assert_eq!(drain(&old), vec![("a".into(), "dev-1".into())]);
         r.set_slots(Vec::new());
-        assert_eq!(r.route(&recs, &mut |_| {}), RouteStats::default());
+        assert_eq!(route(&r, &recs, &mut |_| {}), RouteStats::default());
     }
 
     #[test]
@@ -344,7 +397,7 @@ mod tests {
         let r = Router::new(4);
         r.set_slots(vec![slot("a", "m", "a", &["*"], 1000)]);
         let recs: Vec<_> = (0..10).map(|i| rec("a", &format!("d{i}"), &[])).collect();
-        assert_eq!(r.route(&recs, &mut |_| {}).queued, 10);
+        assert_eq!(route(&r, &recs, &mut |_| {}).queued, 10);
         assert!(r.cache_entries() <= 4, "{}", r.cache_entries());
     }
 
@@ -354,15 +407,45 @@ mod tests {
         let s = slot("a", "m", "a", &["*"], 10);
         r.set_slots(vec![s.clone()]);
         let mut woken = 0;
-        r.route(&[rec("a", "d", &[])], &mut |_| woken += 1);
+        route(&r, &[rec("a", "d", &[])], &mut |_| woken += 1);
         assert_eq!(woken, 0, "no sandbox yet: nothing to wake");
         assert!(s.set_runnable(true), "queued records wake it once it runs");
-        r.route(&[rec("a", "d", &[])], &mut |_| woken += 1);
+        route(&r, &[rec("a", "d", &[])], &mut |_| woken += 1);
         assert_eq!(woken, 0, "already scheduled");
         assert!(s.finish_turn(), "records left: it stays on the run queue");
         assert_eq!(s.take_batch(10).len(), 2);
         assert!(!s.finish_turn(), "nothing left: it leaves the run queue");
-        r.route(&[rec("a", "d", &[])], &mut |_| woken += 1);
+        route(&r, &[rec("a", "d", &[])], &mut |_| woken += 1);
         assert_eq!(woken, 1, "idle and runnable: woken by new records");
+    }
+
+    #[test]
+    fn a_record_two_instances_select_is_shared_not_copied() {
+        let r = Router::new(100);
+        let (a, b) = (
+            slot("acme", "a", "acme", &["d*"], 10),
+            slot("acme", "b", "acme", &["*"], 10),
+        );
+        r.set_slots(vec![a.clone(), b.clone()]);
+        let recs = vec![
+            rec("acme", "d1", &[]),
+            rec("acme", "x", &[]),
+            rec("other", "d1", &[]),
+        ];
+        let mut asked = Vec::new();
+        let st = r.route(
+            &recs,
+            &mut |i| {
+                asked.push(i);
+                Arc::new(recs[i].clone())
+            },
+            &mut |_| {},
+        );
+        assert_eq!(st.queued, 3);
+        // Only selected records are materialised, each once.
+        assert_eq!(asked, vec![0, 1]);
+        let (qa, qb) = (a.take_batch(10), b.take_batch(10));
+        assert_eq!((qa.len(), qb.len()), (1, 2));
+        assert!(Arc::ptr_eq(&qa[0], &qb[0]), "d1 is one shared record");
     }
 }

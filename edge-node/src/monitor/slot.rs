@@ -57,7 +57,8 @@ impl InstanceStats {
 
 #[derive(Debug, Default)]
 struct SlotQueue {
-    records: VecDeque<TelemetryRecord>,
+    /// Shared with every other instance that selected the same record.
+    records: VecDeque<Arc<TelemetryRecord>>,
     /// On the run queue or being run by a worker.
     scheduled: bool,
     /// Has a live sandbox (false while pending or in backoff).
@@ -146,7 +147,11 @@ impl Slot {
 
     /// Queues `records[i]` for every `i` in `picks`, up to the capacity;
     /// the rest are dropped and counted. Never blocks beyond the queue lock.
-    pub fn enqueue(&self, records: &[TelemetryRecord], picks: &[u32]) -> Enqueued {
+    pub fn enqueue(
+        &self,
+        picks: &[u32],
+        record: &mut dyn FnMut(u32) -> Arc<TelemetryRecord>,
+    ) -> Enqueued {
         let (accepted, wake) = {
             let mut q = lock(&self.queue);
             let room = if q.closed {
@@ -155,11 +160,8 @@ impl Slot {
                 self.capacity.saturating_sub(q.records.len())
             };
             let accepted = room.min(picks.len());
-            q.records.extend(
-                picks[..accepted]
-                    .iter()
-                    .filter_map(|&i| records.get(i as usize).cloned()),
-            );
+            q.records
+                .extend(picks[..accepted].iter().map(|&i| record(i)));
             let wake = accepted > 0 && q.runnable && !q.scheduled;
             if wake {
                 q.scheduled = true;
@@ -220,7 +222,7 @@ impl Slot {
         self.fuel_per_record.store(next.max(1), Ordering::Relaxed);
     }
 
-    pub fn take_batch(&self, max: usize) -> Vec<TelemetryRecord> {
+    pub fn take_batch(&self, max: usize) -> Vec<Arc<TelemetryRecord>> {
         let mut q = lock(&self.queue);
         let n = q.records.len().min(max);
         q.records.drain(..n).collect()

@@ -43,6 +43,17 @@ pub trait SandboxInstance: Send + fmt::Debug {
     /// been returned yet comes with the first batch. After an `Err` the
     /// instance is dead and returns the same fault forever.
     fn on_batch(&mut self, records: &[TelemetryRecord]) -> Result<BatchOutput, InstanceFault>;
+    /// [`SandboxInstance::on_batch`] for records shared between instances:
+    /// the monitor host queues `Arc`s, so N instances watching one device
+    /// do not each copy its readings. The default copies them once here;
+    /// drivers that serialise the batch should encode straight from them.
+    fn on_shared_batch(
+        &mut self,
+        records: &[Arc<TelemetryRecord>],
+    ) -> Result<BatchOutput, InstanceFault> {
+        let owned: Vec<TelemetryRecord> = records.iter().map(|r| (**r).clone()).collect();
+        self.on_batch(&owned)
+    }
     /// Changes memory and CPU budget in place (the caller keeps it within
     /// the spec's min/max).
     fn resize(&mut self, budget: Budget) -> Result<(), RuntimeError>;

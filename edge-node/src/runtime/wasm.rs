@@ -320,6 +320,45 @@ fn mem_bytes(b: Budget) -> usize {
 }
 
 impl WasmInstance {
+    /// One `strata_on_batch` call over any encodable run of records.
+    fn run_batch<R: bincode::Encode + ?Sized>(
+        &mut self,
+        records: &R,
+    ) -> Result<BatchOutput, InstanceFault> {
+        if let Some(f) = &self.dead {
+            return Err(f.clone());
+        }
+        let started = Instant::now();
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        if let Err(e) = bincode::encode_into_std_write(records, &mut buf, standard()) {
+            // Encoding into a Vec only fails on a broken Encode impl.
+            self.buf = buf;
+            return Err(InstanceFault::AbiViolation(format!(
+                "encoding the batch: {e}"
+            )));
+        }
+        let fuel_before = self.fuel_total;
+        // A TypedFunc clone is a handle copy.
+        let r = self.call_with_bytes(self.on_batch.clone(), &buf);
+        self.buf = buf;
+        match r {
+            Ok(0) => {
+                let mut out = std::mem::take(&mut self.store.data_mut().out);
+                out.fuel_used = self.fuel_total - fuel_before;
+                out.wall_time = started.elapsed();
+                Ok(out)
+            }
+            Ok(code) => {
+                let f = InstanceFault::BatchFailed(code);
+                self.store.data_mut().rollback_kv();
+                self.dead = Some(f.clone());
+                Err(f)
+            }
+            Err(f) => Err(f),
+        }
+    }
+
     fn start(
         driver: &WasmDriver,
         compiled: &Compiled,
@@ -545,38 +584,15 @@ fn classify(err: wasmtime::Error, store: &mut Store<HostState>, budget: Budget) 
 
 impl SandboxInstance for WasmInstance {
     fn on_batch(&mut self, records: &[TelemetryRecord]) -> Result<BatchOutput, InstanceFault> {
-        if let Some(f) = &self.dead {
-            return Err(f.clone());
-        }
-        let started = Instant::now();
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        if let Err(e) = bincode::encode_into_std_write(records, &mut buf, standard()) {
-            // Encoding into a Vec only fails on a broken Encode impl.
-            self.buf = buf;
-            return Err(InstanceFault::AbiViolation(format!(
-                "encoding the batch: {e}"
-            )));
-        }
-        let fuel_before = self.fuel_total;
-        // A TypedFunc clone is a handle copy.
-        let r = self.call_with_bytes(self.on_batch.clone(), &buf);
-        self.buf = buf;
-        match r {
-            Ok(0) => {
-                let mut out = std::mem::take(&mut self.store.data_mut().out);
-                out.fuel_used = self.fuel_total - fuel_before;
-                out.wall_time = started.elapsed();
-                Ok(out)
-            }
-            Ok(code) => {
-                let f = InstanceFault::BatchFailed(code);
-                self.store.data_mut().rollback_kv();
-                self.dead = Some(f.clone());
-                Err(f)
-            }
-            Err(f) => Err(f),
-        }
+        self.run_batch(records)
+    }
+
+    fn on_shared_batch(
+        &mut self,
+        records: &[Arc<TelemetryRecord>],
+    ) -> Result<BatchOutput, InstanceFault> {
+        // `Arc<T>` encodes as `T`: the guest sees the same bytes.
+        self.run_batch(records)
     }
 
     fn resize(&mut self, budget: Budget) -> Result<(), RuntimeError> {
