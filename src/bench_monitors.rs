@@ -287,9 +287,11 @@ async fn dispatch_run(
     let routed_before = host.metrics().routed.get();
     let t0 = Instant::now();
     let mut route_time = Duration::ZERO;
-    for b in &batches {
+    // As ingest does: the batch is handed over after the spool append and
+    // its records are moved into the queues, not copied.
+    for b in batches {
         let t = Instant::now();
-        let st = host.route(b);
+        let st = host.route_owned(b);
         route_time += t.elapsed();
         anyhow::ensure!(st.dropped == 0, "dispatch run dropped {}", st.dropped);
     }
@@ -346,9 +348,9 @@ async fn capacity_step(
     let mut dropped = 0u64;
     let processed0 = host.metrics().processed.get();
     let routed0 = host.metrics().routed.get();
-    for b in &batches {
+    for b in batches {
         tick.tick().await;
-        dropped += host.route(b).dropped;
+        dropped += host.route_owned(b).dropped;
     }
     let ended = Instant::now();
     let routed = host.metrics().routed.get() - routed0;
