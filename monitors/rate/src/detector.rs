@@ -11,7 +11,7 @@
 use bincode::{Decode, Encode};
 use serde::Deserialize;
 use strata_monitor_sdk::{
-    parse_params, watches, Detector, Event, SeriesStore, Severity, TelemetryRecord,
+    parse_params, watches, Detector, Event, Metric, SeriesStore, Severity, TelemetryRecord,
 };
 
 /// Alert code: the rate of change went over `max-rate`.
@@ -143,62 +143,60 @@ impl Detector for Rate {
         watches(&self.params.metrics, name)
     }
 
-    fn step(&mut self, record: &TelemetryRecord) -> Vec<Event> {
+    fn step_metric(
+        &self,
+        record: &TelemetryRecord,
+        m: &Metric,
+        st: &mut RateState,
+        out: &mut Vec<Event>,
+    ) {
         let p = &self.params;
-        let mut out = Vec::new();
-        for m in &record.metrics {
-            if !watches(&p.metrics, &m.name) {
-                continue;
-            }
-            let st = self.series.get_mut(&record.device, &m.name);
-            let (x, ts) = (m.value, record.ts_ms);
-            if st.seen && ts <= st.ts_ms {
-                continue;
-            }
-            let prev = *st;
-            *st = RateState {
-                seen: true,
-                value: x,
-                ts_ms: ts,
-                active: prev.active,
-            };
-            if !prev.seen {
-                continue;
-            }
-            let dt_s = (ts - prev.ts_ms) as f64 / 1000.0;
-            let rate = (x - prev.value) / dt_s;
-            let signed = match p.direction {
-                Direction::Both => rate.abs(),
-                Direction::Rising => rate,
-                Direction::Falling => -rate,
-            };
-            out.push(Event::Metric {
-                device: record.device.clone(),
-                name: format!("{}.rate", m.name),
-                value: rate,
-            });
-            if !st.active && signed > self.max {
-                st.active = true;
-                out.push(Event::Alert {
-                    severity: p.severity,
-                    device: record.device.clone(),
-                    code: CODE_EXCEEDED,
-                    message: format!(
-                        "{} changed {} -> {x} in {dt_s} s: {rate:.3}/s, limit {}/s",
-                        m.name, prev.value, self.max
-                    ),
-                });
-            } else if st.active && signed <= self.clear {
-                st.active = false;
-                out.push(Event::Alert {
-                    severity: Severity::Info,
-                    device: record.device.clone(),
-                    code: CODE_RECOVERED,
-                    message: format!("{} rate {rate:.3}/s is back under {}/s", m.name, self.clear),
-                });
-            }
+        let (x, ts) = (m.value, record.ts_ms);
+        if st.seen && ts <= st.ts_ms {
+            return;
         }
-        out
+        let prev = *st;
+        *st = RateState {
+            seen: true,
+            value: x,
+            ts_ms: ts,
+            active: prev.active,
+        };
+        if !prev.seen {
+            return;
+        }
+        let dt_s = (ts - prev.ts_ms) as f64 / 1000.0;
+        let rate = (x - prev.value) / dt_s;
+        let signed = match p.direction {
+            Direction::Both => rate.abs(),
+            Direction::Rising => rate,
+            Direction::Falling => -rate,
+        };
+        out.push(Event::Metric {
+            device: record.device.clone(),
+            name: format!("{}.rate", m.name),
+            value: rate,
+        });
+        if !st.active && signed > self.max {
+            st.active = true;
+            out.push(Event::Alert {
+                severity: p.severity,
+                device: record.device.clone(),
+                code: CODE_EXCEEDED,
+                message: format!(
+                    "{} changed {} -> {x} in {dt_s} s: {rate:.3}/s, limit {}/s",
+                    m.name, prev.value, self.max
+                ),
+            });
+        } else if st.active && signed <= self.clear {
+            st.active = false;
+            out.push(Event::Alert {
+                severity: Severity::Info,
+                device: record.device.clone(),
+                code: CODE_RECOVERED,
+                message: format!("{} rate {rate:.3}/s is back under {}/s", m.name, self.clear),
+            });
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use strata_protocol::telemetry::TelemetryRecord;
+use strata_protocol::telemetry::{Metric, TelemetryRecord};
 
 use crate::ctx::{Ctx, Kv};
 use crate::{Event, LogLevel, MAX_KEY_LEN};
@@ -23,8 +23,31 @@ pub trait Detector {
     /// Whether the detector looks at metric `name` (unwatched metrics get
     /// no state).
     fn watches(&self, name: &str) -> bool;
-    /// Decides what one record means; reads and writes only `self`.
-    fn step(&mut self, record: &TelemetryRecord) -> Vec<Event>;
+    /// Decides what one reading of one watched metric means, given (and
+    /// updating) that series' state. Pure: reads only `self`'s parameters.
+    fn step_metric(
+        &self,
+        record: &TelemetryRecord,
+        metric: &Metric,
+        state: &mut Self::State,
+        out: &mut Vec<Event>,
+    );
+    /// Decides what one record means: [`Detector::step_metric`] for each
+    /// watched metric, with its series' state.
+    fn step(&mut self, record: &TelemetryRecord) -> Vec<Event> {
+        let mut out = Vec::new();
+        for m in &record.metrics {
+            if !self.watches(&m.name) {
+                continue;
+            }
+            // Taken out and put back so step_metric can read `self` while
+            // it changes the state.
+            let mut st = std::mem::take(self.series().get_mut(&record.device, &m.name));
+            self.step_metric(record, m, &mut st, &mut out);
+            *self.series().get_mut(&record.device, &m.name) = st;
+        }
+        out
+    }
 }
 
 /// Feeds a batch through a detector: load state, step, emit, persist.

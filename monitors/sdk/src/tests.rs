@@ -214,14 +214,19 @@ impl Detector for Count {
     fn watches(&self, name: &str) -> bool {
         name == "t"
     }
-    fn step(&mut self, r: &TelemetryRecord) -> Vec<Event> {
-        let n = self.0.get_mut(&r.device, "t");
+    fn step_metric(
+        &self,
+        r: &TelemetryRecord,
+        _m: &crate::Metric,
+        n: &mut u32,
+        out: &mut Vec<Event>,
+    ) {
         *n += 1;
-        vec![Event::Metric {
+        out.push(Event::Metric {
             device: r.device.clone(),
             name: "count".into(),
             value: f64::from(*n),
-        }]
+        });
     }
 }
 

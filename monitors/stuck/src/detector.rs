@@ -9,7 +9,7 @@
 use bincode::{Decode, Encode};
 use serde::Deserialize;
 use strata_monitor_sdk::{
-    parse_params, watches, Detector, Event, SeriesStore, Severity, TelemetryRecord,
+    parse_params, watches, Detector, Event, Metric, SeriesStore, Severity, TelemetryRecord,
 };
 
 /// Alert code: the same value `count` times in a row.
@@ -117,54 +117,52 @@ impl Detector for Stuck {
         watches(&self.params.metrics, name)
     }
 
-    fn step(&mut self, record: &TelemetryRecord) -> Vec<Event> {
+    fn step_metric(
+        &self,
+        record: &TelemetryRecord,
+        m: &Metric,
+        st: &mut StuckState,
+        out: &mut Vec<Event>,
+    ) {
         let p = &self.params;
-        let mut out = Vec::new();
-        for m in &record.metrics {
-            if !watches(&p.metrics, &m.name) {
-                continue;
-            }
-            let st = self.series.get_mut(&record.device, &m.name);
-            let x = m.value;
-            if st.run > 0 && (x - st.anchor).abs() <= p.tolerance {
-                st.run = st.run.saturating_add(1);
-            } else {
-                if st.alerted {
-                    out.push(Event::Alert {
-                        severity: Severity::Info,
-                        device: record.device.clone(),
-                        code: CODE_RECOVERED,
-                        message: format!(
-                            "{} moved to {x} after {} readings at {}",
-                            m.name, st.run, st.anchor
-                        ),
-                    });
-                }
-                *st = StuckState {
-                    anchor: x,
-                    run: 1,
-                    alerted: false,
-                };
-            }
-            if st.run >= p.count && !st.alerted {
-                st.alerted = true;
+        let x = m.value;
+        if st.run > 0 && (x - st.anchor).abs() <= p.tolerance {
+            st.run = st.run.saturating_add(1);
+        } else {
+            if st.alerted {
                 out.push(Event::Alert {
-                    severity: p.severity,
+                    severity: Severity::Info,
                     device: record.device.clone(),
-                    code: CODE_STUCK,
+                    code: CODE_RECOVERED,
                     message: format!(
-                        "{} has read {} for {} readings in a row",
-                        m.name, st.anchor, st.run
+                        "{} moved to {x} after {} readings at {}",
+                        m.name, st.run, st.anchor
                     ),
                 });
             }
-            out.push(Event::Metric {
+            *st = StuckState {
+                anchor: x,
+                run: 1,
+                alerted: false,
+            };
+        }
+        if st.run >= p.count && !st.alerted {
+            st.alerted = true;
+            out.push(Event::Alert {
+                severity: p.severity,
                 device: record.device.clone(),
-                name: format!("{}.stuck_run", m.name),
-                value: f64::from(st.run),
+                code: CODE_STUCK,
+                message: format!(
+                    "{} has read {} for {} readings in a row",
+                    m.name, st.anchor, st.run
+                ),
             });
         }
-        out
+        out.push(Event::Metric {
+            device: record.device.clone(),
+            name: format!("{}.stuck_run", m.name),
+            value: f64::from(st.run),
+        });
     }
 }
 

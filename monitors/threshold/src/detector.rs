@@ -13,7 +13,7 @@
 use bincode::{Decode, Encode};
 use serde::Deserialize;
 use strata_monitor_sdk::{
-    parse_params, watches, Detector, Event, SeriesStore, Severity, TelemetryRecord,
+    parse_params, watches, Detector, Event, Metric, SeriesStore, Severity, TelemetryRecord,
 };
 
 /// Alert code: the value went above `above`.
@@ -131,61 +131,59 @@ impl Detector for Threshold {
         watches(&self.params.metrics, name)
     }
 
-    fn step(&mut self, record: &TelemetryRecord) -> Vec<Event> {
+    fn step_metric(
+        &self,
+        record: &TelemetryRecord,
+        m: &Metric,
+        st: &mut ThState,
+        out: &mut Vec<Event>,
+    ) {
         let p = &self.params;
-        let mut out = Vec::new();
-        for m in &record.metrics {
-            if !watches(&p.metrics, &m.name) {
-                continue;
-            }
-            let st = self.series.get_mut(&record.device, &m.name);
-            let x = m.value;
-            let is_high = p.above.is_some_and(|a| x > a);
-            let is_low = p.below.is_some_and(|b| x < b);
-            let next = match st.level {
-                _ if is_high => HIGH,
-                _ if is_low => LOW,
-                HIGH if p.above.is_some_and(|a| x > a - p.hysteresis) => HIGH,
-                LOW if p.below.is_some_and(|b| x < b + p.hysteresis) => LOW,
-                _ => NORMAL,
+        let x = m.value;
+        let is_high = p.above.is_some_and(|a| x > a);
+        let is_low = p.below.is_some_and(|b| x < b);
+        let next = match st.level {
+            _ if is_high => HIGH,
+            _ if is_low => LOW,
+            HIGH if p.above.is_some_and(|a| x > a - p.hysteresis) => HIGH,
+            LOW if p.below.is_some_and(|b| x < b + p.hysteresis) => LOW,
+            _ => NORMAL,
+        };
+        if next != st.level {
+            let (severity, code, message) = match next {
+                HIGH => (
+                    p.severity,
+                    CODE_HIGH,
+                    format!("{} = {x} is above {}", m.name, p.above.unwrap_or_default()),
+                ),
+                LOW => (
+                    p.severity,
+                    CODE_LOW,
+                    format!("{} = {x} is below {}", m.name, p.below.unwrap_or_default()),
+                ),
+                _ => (
+                    Severity::Info,
+                    CODE_CLEARED,
+                    format!("{} = {x} is back within its thresholds", m.name),
+                ),
             };
-            if next != st.level {
-                let (severity, code, message) = match next {
-                    HIGH => (
-                        p.severity,
-                        CODE_HIGH,
-                        format!("{} = {x} is above {}", m.name, p.above.unwrap_or_default()),
-                    ),
-                    LOW => (
-                        p.severity,
-                        CODE_LOW,
-                        format!("{} = {x} is below {}", m.name, p.below.unwrap_or_default()),
-                    ),
-                    _ => (
-                        Severity::Info,
-                        CODE_CLEARED,
-                        format!("{} = {x} is back within its thresholds", m.name),
-                    ),
-                };
-                out.push(Event::Alert {
-                    severity,
-                    device: record.device.clone(),
-                    code,
-                    message,
-                });
-                st.level = next;
-            }
-            out.push(Event::Metric {
+            out.push(Event::Alert {
+                severity,
                 device: record.device.clone(),
-                name: format!("{}.threshold_state", m.name),
-                value: match next {
-                    HIGH => 1.0,
-                    LOW => -1.0,
-                    _ => 0.0,
-                },
+                code,
+                message,
             });
+            st.level = next;
         }
-        out
+        out.push(Event::Metric {
+            device: record.device.clone(),
+            name: format!("{}.threshold_state", m.name),
+            value: match next {
+                HIGH => 1.0,
+                LOW => -1.0,
+                _ => 0.0,
+            },
+        });
     }
 }
 

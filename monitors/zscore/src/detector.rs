@@ -18,7 +18,7 @@
 use bincode::{Decode, Encode};
 use serde::Deserialize;
 use strata_monitor_sdk::{
-    parse_params, watches, Detector, Event, SeriesStore, Severity, TelemetryRecord,
+    parse_params, watches, Detector, Event, Metric, SeriesStore, Severity, TelemetryRecord,
 };
 
 /// Alert code: a reading far from its series' baseline.
@@ -172,69 +172,67 @@ impl Detector for ZScore {
         watches(&self.params.metrics, name)
     }
 
-    fn step(&mut self, record: &TelemetryRecord) -> Vec<Event> {
+    fn step_metric(
+        &self,
+        record: &TelemetryRecord,
+        m: &Metric,
+        st: &mut ZState,
+        out: &mut Vec<Event>,
+    ) {
         let p = &self.params;
-        let mut out = Vec::new();
-        for m in &record.metrics {
-            if !watches(&p.metrics, &m.name) {
-                continue;
-            }
-            let st = self.series.get_mut(&record.device, &m.name);
-            let x = m.value;
-            if st.n >= p.min_samples {
-                let std = st.var.max(0.0).sqrt().max(p.min_std);
-                let z = (x - st.mean) / std;
-                out.push(Event::Metric {
-                    device: record.device.clone(),
-                    name: format!("{}.zscore", m.name),
-                    value: z,
-                });
-                if z.abs() >= p.threshold {
-                    st.outliers = st.outliers.saturating_add(1);
-                    if !st.anomalous {
-                        st.anomalous = true;
-                        out.push(Event::Alert {
-                            severity: if z.abs() >= p.critical { Severity::Critical } else { Severity::Warning },
-                            device: record.device.clone(),
-                            code: CODE_ANOMALY,
-                            message: format!(
-                                "{} = {x} is {z:.1} standard deviations from its mean {:.3} (std {std:.3}, ts {})",
-                                m.name, st.mean, record.ts_ms
-                            ),
-                        });
-                    }
-                    if st.outliers >= p.adapt_after {
-                        out.push(Event::Alert {
-                            severity: Severity::Info,
-                            device: record.device.clone(),
-                            code: CODE_LEVEL_SHIFT,
-                            message: format!(
-                                "{} stayed anomalous for {} readings; accepting {x} as the new level and relearning",
-                                m.name, st.outliers
-                            ),
-                        });
-                        *st = ZState::default();
-                        st.learn(x, p.window);
-                    }
-                    continue;
+        let x = m.value;
+        if st.n >= p.min_samples {
+            let std = st.var.max(0.0).sqrt().max(p.min_std);
+            let z = (x - st.mean) / std;
+            out.push(Event::Metric {
+                device: record.device.clone(),
+                name: format!("{}.zscore", m.name),
+                value: z,
+            });
+            if z.abs() >= p.threshold {
+                st.outliers = st.outliers.saturating_add(1);
+                if !st.anomalous {
+                    st.anomalous = true;
+                    out.push(Event::Alert {
+                        severity: if z.abs() >= p.critical { Severity::Critical } else { Severity::Warning },
+                        device: record.device.clone(),
+                        code: CODE_ANOMALY,
+                        message: format!(
+                            "{} = {x} is {z:.1} standard deviations from its mean {:.3} (std {std:.3}, ts {})",
+                            m.name, st.mean, record.ts_ms
+                        ),
+                    });
                 }
-                if st.anomalous {
+                if st.outliers >= p.adapt_after {
                     out.push(Event::Alert {
                         severity: Severity::Info,
                         device: record.device.clone(),
-                        code: CODE_RECOVERED,
+                        code: CODE_LEVEL_SHIFT,
                         message: format!(
-                            "{} = {x} is back within {} standard deviations (z {z:.1})",
-                            m.name, p.threshold
+                            "{} stayed anomalous for {} readings; accepting {x} as the new level and relearning",
+                            m.name, st.outliers
                         ),
                     });
-                    st.anomalous = false;
+                    *st = ZState::default();
+                    st.learn(x, p.window);
                 }
-                st.outliers = 0;
+                return;
             }
-            st.learn(x, p.window);
+            if st.anomalous {
+                out.push(Event::Alert {
+                    severity: Severity::Info,
+                    device: record.device.clone(),
+                    code: CODE_RECOVERED,
+                    message: format!(
+                        "{} = {x} is back within {} standard deviations (z {z:.1})",
+                        m.name, p.threshold
+                    ),
+                });
+                st.anomalous = false;
+            }
+            st.outliers = 0;
         }
-        out
+        st.learn(x, p.window);
     }
 }
 
