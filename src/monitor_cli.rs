@@ -288,8 +288,16 @@ fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
         .map_err(|e| CliError::Input(format!("cannot read {what} {}: {e}", path.display())))
 }
 
+/// Writes `text`, ending it with a newline if it has none (tables are
+/// built without one; a shell prompt must not land on their last line).
 fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
+    let nl: &[u8] = if text.is_empty() || text.ends_with('\n') {
+        b""
+    } else {
+        b"\n"
+    };
     out.write_all(text.as_bytes())
+        .and_then(|()| out.write_all(nl))
         .map_err(|e| CliError::Transport(format!("cannot write output: {e}")))
 }
 

@@ -289,6 +289,7 @@ async fn list_inspect_delete_send_the_right_requests() {
     .await;
     r.unwrap();
     assert!(out.starts_with("REGION") && out.contains("boiler"), "{out}");
+    assert!(out.ends_with('\n'), "a table ends its last line: {out:?}");
     assert!(err.contains("region east did not answer"), "{err}");
     let (r, out, _) = run(MonitorCmd::Inspect {
         api: ApiArgs {
