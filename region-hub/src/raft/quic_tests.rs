@@ -61,9 +61,8 @@ async fn added_replica_catches_up_by_chunked_snapshot() {
     };
     let stop = CancellationToken::new();
     let leader = crate::start(cfg(1, false), l1, stop.clone()).await.unwrap();
-    let connect = |kind: NodeKind, name: &'static str| {
+    let connect_to = |addr: std::net::SocketAddr, kind: NodeKind, name: &'static str| {
         let pki = &pki;
-        let addr = leader.client_addr;
         async move {
             let tls = strata_net::NodeTls::load(&pki.node(name).unwrap()).unwrap();
             let ep = strata_net::client_endpoint(&tls).unwrap();
@@ -75,6 +74,7 @@ async fn added_replica_catches_up_by_chunked_snapshot() {
             strata_net::connect(&ep, addr, &me).await.unwrap().0
         }
     };
+    let connect = |kind: NodeKind, name: &'static str| connect_to(leader.client_addr, kind, name);
     let edge = connect(NodeKind::Edge, "edge-1").await;
     let now = crate::raft::driver::now_ms();
     let entries: Vec<SpoolEntry> = (0..20_000)
@@ -142,9 +142,25 @@ async fn added_replica_catches_up_by_chunked_snapshot() {
         unreachable!()
     };
     b.first_seq = 20_000;
-    let resp: EdgeResponse = strata_net::rpc::call(&edge, &EdgeRequest::Batch(b))
-        .await
-        .unwrap();
+    let req = EdgeRequest::Batch(b);
+    // On a loaded machine the leader of this 2-voter group can step down
+    // (check-quorum) while the new replica is busy installing the snapshot;
+    // an edge then retries at whichever replica leads, and so does this.
+    let edge2 = connect_to(late.client_addr, NodeKind::Edge, "edge-1").await;
+    let mut resp = EdgeResponse::HeartbeatAck {
+        assignments_version: 0,
+    };
+    until("the second batch to commit", async || {
+        let mut r: EdgeResponse = strata_net::rpc::call(&edge, &req).await.unwrap();
+        if let EdgeResponse::NotLeader { leader: Some(h) } = &r {
+            if h.hub_id == 2 {
+                r = strata_net::rpc::call(&edge2, &req).await.unwrap();
+            }
+        }
+        resp = r;
+        matches!(resp, EdgeResponse::Committed { .. })
+    })
+    .await;
     assert_eq!(
         resp,
         EdgeResponse::Committed {
