@@ -110,7 +110,12 @@ pub fn admit(
     if !errs.is_empty() {
         return Err(SpecErrors(errs));
     }
-    let plan = placement::place(&PlacementSnapshot::from_state(state), spec, now_ms, rng)?;
+    let plan = placement::place(
+        &PlacementSnapshot::from_state(state, spec),
+        spec,
+        now_ms,
+        rng,
+    )?;
     let others: usize = state
         .workloads()
         .monitors(None)

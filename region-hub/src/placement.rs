@@ -6,8 +6,12 @@
 //!   not required: an edge that is down picks its assignments up when it
 //!   returns (offline autonomy), and the spec's capacity check is done by
 //!   validation against that edge's reported capacity.
-//! - `least-loaded`: among live edges (heartbeat within [`LIVE_WINDOW_MS`])
-//!   whose free room fits the request, the one with the most room, measured
+//! - `least-loaded`: a monitor sees only the telemetry of devices connected
+//!   to its edge, so the candidates are the live edges (heartbeat within
+//!   [`LIVE_WINDOW_MS`]) whose free room fits the request and through which
+//!   at least one selected device last sent telemetry; only when no such
+//!   edge fits does any fitting live edge qualify. Among the candidates, the
+//!   one with the most room wins, measured
 //!   as how many more copies of this request it could take (the smaller of
 //!   the memory and CPU ratios), so both dimensions count and no unit wins
 //!   by magnitude. Exact ties are broken by the seeded `rng`.
@@ -21,7 +25,7 @@
 //! submissions on the leader, so two concurrent submits cannot both count
 //! the same free room.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rand::Rng;
 use strata_protocol::monitoring::MonitorCapacity;
@@ -69,11 +73,18 @@ pub struct PlacementSnapshot {
     pub edges: Vec<EdgeLoad>,
     /// Monitors already assigned.
     pub assigned: Vec<Assigned>,
+    /// Per edge, how many devices the spec being placed selects last sent
+    /// their telemetry through it.
+    pub carriers: BTreeMap<String, usize>,
 }
 
 impl PlacementSnapshot {
-    /// Extracts the snapshot from the applied region state.
-    pub fn from_state(state: &RegionState) -> Self {
+    /// Extracts the snapshot for placing `spec` from the applied region state.
+    pub fn from_state(state: &RegionState, spec: &MonitorSpec) -> Self {
+        let sel = &spec.selector;
+        let carriers = state.device_edges(&spec.tenant, |device, tags| {
+            sel.matches(&spec.tenant, device, tags)
+        });
         let edges = state
             .edge_views()
             .map(|e| EdgeLoad {
@@ -100,7 +111,11 @@ impl PlacementSnapshot {
                 budget: budget(&m.spec),
             })
             .collect();
-        PlacementSnapshot { edges, assigned }
+        PlacementSnapshot {
+            edges,
+            assigned,
+            carriers,
+        }
     }
 
     /// Live edges at `now_ms`.
@@ -215,6 +230,13 @@ fn least_loaded(
     // The roomiest edge overall, for the error message.
     let mut roomiest: Option<(&EdgeLoad, MonitorCapacity)> = None;
     let mut live = 0usize;
+    let fits = |e: &EdgeLoad| {
+        let free = snap.free(e, &spec.tenant, &spec.name);
+        free.memory_mib >= want.memory_mib && free.cpu_millicores >= want.cpu_millicores
+    };
+    let carries = |e: &EdgeLoad| snap.carriers.get(&e.edge).is_some_and(|n| *n > 0);
+    // Prefer edges that see the selected devices; fall back to any.
+    let need_carrier = snap.live(now_ms).any(|e| carries(e) && fits(e));
     for e in snap.live(now_ms) {
         live += 1;
         let free = snap.free(e, &spec.tenant, &spec.name);
@@ -224,6 +246,9 @@ fn least_loaded(
             roomiest = Some((e, free));
         }
         if free.memory_mib < want.memory_mib || free.cpu_millicores < want.cpu_millicores {
+            continue;
+        }
+        if need_carrier && !carries(e) {
             continue;
         }
         // Requests are > 0 (validated); max(1) keeps a bad one from dividing by 0.
@@ -349,6 +374,7 @@ mod tests {
                 edge("d", 0, cap(128, 1000), cap(0, 0)),         // 128 MiB free
             ],
             assigned: vec![],
+            ..Default::default()
         };
         let s = spec("m", 32, 100, Placement::LeastLoaded);
         let p = place(&snap, &s, NOW, &mut rng(1)).unwrap();
@@ -369,6 +395,7 @@ mod tests {
                 edge("b", 0, cap(200, 1000), cap(0, 0)),
             ],
             assigned: vec![assigned("x", "a", cap(128, 100))],
+            ..Default::default()
         };
         let s = spec("m", 32, 100, Placement::LeastLoaded);
         assert_eq!(place(&snap, &s, NOW, &mut rng(1)).unwrap().edge, "b");
@@ -385,6 +412,7 @@ mod tests {
                 .map(|n| edge(n, 0, cap(100, 100), cap(0, 0)))
                 .collect(),
             assigned: vec![],
+            ..Default::default()
         };
         let s = spec("m", 10, 10, Placement::LeastLoaded);
         let mut seen = BTreeSet::new();
@@ -405,6 +433,7 @@ mod tests {
                 edge("b", 0, cap(48, 1000), cap(0, 0)),
             ],
             assigned: vec![],
+            ..Default::default()
         };
         let s = spec("m", 64, 100, Placement::LeastLoaded);
         let e = place(&snap, &s, NOW, &mut rng(1)).unwrap_err();
@@ -416,6 +445,7 @@ mod tests {
         let none = PlacementSnapshot {
             edges: vec![edge("a", 20_000, cap(64, 1000), cap(0, 0))],
             assigned: vec![],
+            ..Default::default()
         };
         let e = place(&none, &s, NOW, &mut rng(1)).unwrap_err();
         assert!(e.0[0].message.contains("no live edge node"), "{e}");
@@ -426,6 +456,7 @@ mod tests {
         let snap = PlacementSnapshot {
             edges: vec![edge("a", 3_600_000, cap(0, 0), cap(0, 0))],
             assigned: vec![],
+            ..Default::default()
         };
         let ok = spec("m", 8, 8, Placement::Node("a".into()));
         assert_eq!(place(&snap, &ok, NOW, &mut rng(1)).unwrap().edge, "a");
@@ -443,6 +474,7 @@ mod tests {
                 edge("b", 0, cap(1024, 1000), cap(0, 0)),
             ],
             assigned: vec![assigned("m", "a", cap(64, 100))],
+            ..Default::default()
         };
         let s = spec("m", 64, 100, Placement::LeastLoaded);
         assert_eq!(
@@ -460,5 +492,32 @@ mod tests {
                 kept: false
             }
         );
+    }
+
+    #[test]
+    fn least_loaded_prefers_edges_that_see_the_selected_devices() {
+        let mut snap = PlacementSnapshot {
+            edges: vec![
+                edge("roomy", 1_000, cap(1024, 4000), cap(0, 0)),
+                edge("carrier", 1_000, cap(256, 1000), cap(128, 500)),
+                edge("full-carrier", 1_000, cap(64, 100), cap(64, 100)),
+            ],
+            assigned: vec![],
+            carriers: [("carrier".to_owned(), 3), ("full-carrier".to_owned(), 9)]
+                .into_iter()
+                .collect(),
+        };
+        let s = spec("m", 32, 100, Placement::LeastLoaded);
+        // The roomiest edge sees none of the devices: the one that does and
+        // fits wins; the one with the most devices has no room.
+        assert_eq!(place(&snap, &s, NOW, &mut rng(3)).unwrap().edge, "carrier");
+        // No carrier fits: any fitting live edge, the roomiest.
+        snap.carriers.remove("carrier");
+        assert_eq!(place(&snap, &s, NOW, &mut rng(3)).unwrap().edge, "roomy");
+        // A dead carrier does not count either.
+        snap.carriers.insert("dead".into(), 5);
+        snap.edges
+            .push(edge("dead", 60_000, cap(4096, 4000), cap(0, 0)));
+        assert_eq!(place(&snap, &s, NOW, &mut rng(3)).unwrap().edge, "roomy");
     }
 }

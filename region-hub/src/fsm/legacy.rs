@@ -130,6 +130,7 @@ impl From<RegionStateV1> for RegionState {
                                 last_ts_ms: e.last_ts_ms,
                                 seqs: e.seqs,
                                 tags: Vec::new(),
+                                edge: String::new(),
                             },
                         )
                     })

@@ -62,6 +62,9 @@ pub(super) struct DeviceEntry {
     /// Tags of the newest tagged reading (at most [`MAX_DEVICE_TAGS`]), so
     /// monitor selectors can be checked against known devices.
     pub(super) tags: Vec<Tag>,
+    /// Edge whose batch last carried a reading of the device: where a
+    /// monitor watching it must run to see its telemetry.
+    pub(super) edge: String,
 }
 
 /// The replicated region state. Encoded with [`RegionState::encode`] into
@@ -158,6 +161,22 @@ impl RegionState {
                 })
             })
             .collect()
+    }
+
+    /// Per edge, how many of `tenant`'s devices matching `selects` last sent
+    /// their telemetry through it.
+    pub fn device_edges(
+        &self,
+        tenant: &str,
+        selects: impl Fn(&str, &[Tag]) -> bool,
+    ) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for (d, e) in self.devices.get(tenant).into_iter().flatten() {
+            if !e.edge.is_empty() && selects(d, &e.tags) {
+                *out.entry(e.edge.clone()).or_insert(0) += 1;
+            }
+        }
+        out
     }
 
     /// A stored monitor as clients see it, with the instance status its
@@ -297,6 +316,7 @@ impl RegionState {
             alerts,
             ..
         } = self;
+        let edge_name = edge.clone();
         let e = edge_entry(edges, edge);
         e.last_seen_ms = e.last_seen_ms.max(received_ms);
         let set = e.epochs.entry(epoch).or_default();
@@ -319,7 +339,13 @@ impl RegionState {
             }
             match entry {
                 SpoolEntry::Telemetry(rec) => {
-                    if device_accepts(devices, dedup_gaps_merged, device_seq_restarts, &rec) {
+                    if device_accepts(
+                        devices,
+                        dedup_gaps_merged,
+                        device_seq_restarts,
+                        &rec,
+                        &edge_name,
+                    ) {
                         out.push(rec);
                         new_entries += 1;
                     }
@@ -369,6 +395,7 @@ fn device_accepts(
     dedup_gaps_merged: &mut u64,
     device_seq_restarts: &mut u64,
     rec: &TelemetryRecord,
+    edge: &str,
 ) -> bool {
     let devs = match devices.get_mut(rec.tenant.as_str()) {
         Some(d) => d,
@@ -382,6 +409,7 @@ fn device_accepts(
             last_ts_ms: rec.ts_ms,
             seqs: IntervalSet::new(),
             tags: Vec::new(),
+            edge: String::new(),
         }),
     };
     if let Some(seq) = rec.seq {
@@ -407,6 +435,10 @@ fn device_accepts(
         if dev.tags != tags {
             dev.tags = tags.to_vec();
         }
+    }
+    // Compared first: a device stays on one edge, so this rarely allocates.
+    if dev.edge != edge && rec.ts_ms >= dev.last_ts_ms {
+        dev.edge = edge.to_owned();
     }
     dev.first_ts_ms = dev.first_ts_ms.min(rec.ts_ms);
     dev.last_ts_ms = dev.last_ts_ms.max(rec.ts_ms);

@@ -216,6 +216,36 @@ fn devices_remember_their_newest_tags_bounded() {
 }
 
 #[test]
+fn devices_remember_the_edge_their_telemetry_comes_through() {
+    let mut s = RegionState::default();
+    let from = |edge: &str, first_seq: u64, entries: Vec<SpoolEntry>| {
+        encode_command(&Command::StoreBatch {
+            batch: TelemetryBatch {
+                edge: edge.into(),
+                epoch: 1,
+                first_seq,
+                entries,
+            },
+            received_ms: 1_000,
+        })
+    };
+    let t = |d: &str, ts: i64| SpoolEntry::Telemetry(rec(d, ts, None, &[]));
+    apply(&mut s, 1, &from("e1", 0, vec![t("a", 10), t("b", 10)])).unwrap();
+    apply(&mut s, 2, &from("e2", 0, vec![t("c", 10), t("a", 5)])).unwrap();
+    let all = |_: &str, _: &[Tag]| true;
+    // `a`'s reading through e2 is older than the one through e1: still e1.
+    let want: BTreeMap<String, usize> = [("e1".into(), 2), ("e2".into(), 1)].into();
+    assert_eq!(s.device_edges("acme", all), want);
+    // The device moves to e2 with a newer reading; the selector filters.
+    apply(&mut s, 3, &from("e2", 2, vec![t("a", 20)])).unwrap();
+    let want: BTreeMap<String, usize> = [("e1".into(), 1), ("e2".into(), 2)].into();
+    assert_eq!(s.device_edges("acme", all), want);
+    let only_a = |d: &str, _: &[Tag]| d == "a";
+    assert_eq!(s.device_edges("acme", only_a), [("e2".into(), 1)].into());
+    assert!(s.device_edges("globex", all).is_empty());
+}
+
+#[test]
 fn generation_and_assignments_version_rules() {
     let mut s = RegionState::default();
     run(&mut s, &[put_artifact(1, 3), put_artifact(2, 3)]);
