@@ -11,7 +11,8 @@
 //! - [`AlertQuery`]: the alert read (tenant, device, minimum severity, time).
 //! - [`InstanceStatus`], [`NodeResources`], [`MonitorCapacity`]: what an edge
 //!   reports about its instances and its machine in every heartbeat, so the
-//!   region sees measured use, not only requests.
+//!   region sees measured use, not only requests. Their JSON (kebab-case) is
+//!   what central's API serves as is.
 //! - [`MonitorInfo`]: a submitted monitor as stored in the region.
 
 use std::fmt;
@@ -180,6 +181,7 @@ pub struct AlertQuery {
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode,
 )]
+#[serde(rename_all = "kebab-case")]
 pub struct MonitorCapacity {
     /// Memory, MiB.
     pub memory_mib: u32,
@@ -189,6 +191,7 @@ pub struct MonitorCapacity {
 
 /// A node's measured use of its machine, from /proc and statvfs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
 pub struct NodeResources {
     /// CPU busy across all cores, millicores.
     pub cpu_used_millicores: u32,
@@ -212,6 +215,7 @@ pub struct NodeResources {
 
 /// One monitor instance on an edge, as reported in heartbeats.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
 pub struct InstanceStatus {
     /// Tenant.
     pub tenant: String,

@@ -156,6 +156,23 @@ async fn zscore_monitor_from_the_api_alerts_on_an_injected_spike() -> anyhow::Re
         wait_running(&c.api, REGION, "zs", generation, Duration::from_secs(30)).await?;
         println!("zscore monitor running {:?} after submit", t0.elapsed());
 
+        // The region sees the edge's measured machine and its instances.
+        let edge = wait_until(
+            "edge resources reported",
+            Duration::from_secs(20),
+            || async {
+                let (_, body) = c.api.get("/api/v1/edges").await.ok()?;
+                let e = body["edges"][0].clone();
+                (e["node"]["cpu-total-millicores"].as_u64()? >= 1000
+                    && e["node"]["memory-total-bytes"].as_u64()? > 0
+                    && e["node"]["process-rss-bytes"].as_u64()? > 0
+                    && e["instances"].to_string().contains("\"zs\""))
+                .then_some(e)
+            },
+        )
+        .await?;
+        assert_eq!(edge["monitor-reserved"]["memory-mib"], 16, "{edge}");
+
         // The same spec again changes nothing: same generation.
         let again = monitors::submit(&c.api, REGION, &spec).await?;
         let a = again.get("monitor").unwrap_or(&again);

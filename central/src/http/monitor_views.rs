@@ -38,59 +38,6 @@ impl ArtifactView {
     }
 }
 
-/// A monitor instance as its edge last reported it.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct InstanceView {
-    /// Spec generation the instance runs (or waits to run).
-    pub generation: u64,
-    /// `running`, `pending`, `backoff`, `crash-looping`, `stopped`,
-    /// `preempted` or `refused`.
-    pub state: String,
-    /// Why it is not running, or the last fault.
-    pub reason: Option<String>,
-    /// Restarts since this generation was applied.
-    pub restarts: u64,
-    /// Memory budget, MiB.
-    pub memory_mib: u32,
-    /// CPU budget, millicores.
-    pub cpu_millicores: u32,
-    /// Measured memory, bytes.
-    pub used_memory_bytes: u64,
-    /// Measured CPU, millicores.
-    pub used_cpu_millicores: u32,
-    /// Records handed to the instance.
-    pub records_in: u64,
-    /// Records dropped because its queue was full.
-    pub records_dropped: u64,
-    /// Alerts raised.
-    pub alerts: u64,
-    /// Derived metrics emitted.
-    pub metrics: u64,
-    /// The last lifecycle event, with its reason.
-    pub last_event: Option<String>,
-}
-
-impl From<InstanceStatus> for InstanceView {
-    fn from(s: InstanceStatus) -> InstanceView {
-        InstanceView {
-            generation: s.generation,
-            state: s.state,
-            reason: s.reason,
-            restarts: s.restarts,
-            memory_mib: s.memory_mib,
-            cpu_millicores: s.cpu_millicores,
-            used_memory_bytes: s.used_memory_bytes,
-            used_cpu_millicores: s.used_cpu_millicores,
-            records_in: s.records_in,
-            records_dropped: s.records_dropped,
-            alerts: s.alerts,
-            metrics: s.metrics,
-            last_event: s.last_event,
-        }
-    }
-}
-
 /// One monitor (inspect, submit answer, list entry).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -112,7 +59,7 @@ pub struct MonitorView {
     /// The spec as stored.
     pub spec: MonitorSpec,
     /// The instance as its edge last reported it; `null` before it has.
-    pub status: Option<InstanceView>,
+    pub status: Option<InstanceStatus>,
 }
 
 impl MonitorView {
@@ -127,7 +74,7 @@ impl MonitorView {
             created_ms: m.created_ms,
             updated_ms: m.updated_ms,
             spec: m.spec,
-            status: m.status.map(Into::into),
+            status: m.status,
         }
     }
 }

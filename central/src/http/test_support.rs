@@ -11,7 +11,9 @@ use futures::FutureExt;
 use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
-use strata_protocol::monitoring::{AlertQuery, MonitorInfo};
+use strata_protocol::monitoring::{
+    AlertQuery, InstanceStatus, MonitorCapacity, MonitorInfo, NodeResources,
+};
 use strata_protocol::workload::{FieldError, MonitorSpec, SpecErrors};
 use strata_protocol::{
     AlertRecord, Bucket, DeviceInfo, EdgeInfo, EdgeStatus, HubStatus, Metric, QueryResult,
@@ -205,6 +207,34 @@ impl RegionApi for Fake {
                 ingest_rate: 12.5,
                 connected_clients: 3,
                 uptime_ms: 60_000,
+                capacity: MonitorCapacity {
+                    memory_mib: 256,
+                    cpu_millicores: 1000,
+                },
+                reserved: MonitorCapacity {
+                    memory_mib: 16,
+                    cpu_millicores: 100,
+                },
+                node: NodeResources {
+                    cpu_used_millicores: 400,
+                    cpu_total_millicores: 2000,
+                    memory_used_bytes: 1 << 30,
+                    memory_total_bytes: 4 << 30,
+                    disk_used_bytes: 5 << 30,
+                    disk_total_bytes: 20 << 30,
+                    net_rx_bytes_per_s: 1000,
+                    net_tx_bytes_per_s: 2000,
+                    process_rss_bytes: 12 << 20,
+                },
+                instances: vec![InstanceStatus {
+                    tenant: "acme".into(),
+                    name: "boiler".into(),
+                    generation: 2,
+                    state: "running".into(),
+                    used_cpu_millicores: 30,
+                    records_dropped: 4,
+                    ..InstanceStatus::default()
+                }],
                 ..EdgeStatus::default()
             },
             records_stored: 900,

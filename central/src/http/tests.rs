@@ -66,14 +66,32 @@ async fn edges_with_ages_and_partial_failure() {
     let h = healthy();
     let (status, body) = get(&h.state, "/api/v1/edges").await;
     assert_eq!(status, StatusCode::OK);
+    let e = &body["edges"][0];
+    let mut plain = e.clone();
+    for k in ["monitor-capacity", "monitor-reserved", "node", "instances"] {
+        plain.as_object_mut().unwrap().remove(k);
+    }
     assert_eq!(
-        body["edges"][0],
+        plain,
         json!({
             "region": "west", "name": "west-edge-1", "last-seen-ms": NOW - 1500,
             "age-ms": 1500, "spool-records": 7, "spool-bytes": 700, "ingest-rate": 12.5,
             "connected-clients": 3, "records-stored": 900, "uptime-ms": 60_000
         })
     );
+    // Measured use and monitor capacity, as the edge's heartbeat said.
+    assert_eq!(
+        (e["monitor-capacity"].clone(), e["monitor-reserved"].clone()),
+        (
+            json!({"memory-mib": 256, "cpu-millicores": 1000}),
+            json!({"memory-mib": 16, "cpu-millicores": 100})
+        )
+    );
+    assert_eq!(e["node"]["cpu-used-millicores"], 400);
+    assert_eq!(e["node"]["disk-total-bytes"], 20u64 << 30);
+    assert_eq!(e["node"]["process-rss-bytes"], 12 << 20);
+    assert_eq!(e["instances"][0]["name"], "boiler");
+    assert_eq!(e["instances"][0]["records-dropped"], 4);
     assert_eq!(body["edges"].as_array().unwrap().len(), 2);
     assert_eq!(
         (body["stale"].clone(), body["errors"].clone()),

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use strata_protocol::monitoring::{InstanceStatus, MonitorCapacity, NodeResources};
 use strata_protocol::{
     Bucket, DeviceInfo, EdgeInfo, HubStatus, RaftRole, ReplicaInfo, TelemetryRecord,
 };
@@ -144,6 +145,14 @@ pub struct EdgeView {
     pub records_stored: u64,
     /// Edge process uptime, ms.
     pub uptime_ms: u64,
+    /// CPU and memory the edge sets aside for monitors.
+    pub monitor_capacity: MonitorCapacity,
+    /// Budgets of the monitor instances holding capacity.
+    pub monitor_reserved: MonitorCapacity,
+    /// Measured use of the machine (CPU, memory, disk, network, process RSS).
+    pub node: NodeResources,
+    /// Monitor instances assigned to the edge, as it last reported them.
+    pub instances: Vec<InstanceStatus>,
 }
 
 impl EdgeView {
@@ -160,6 +169,10 @@ impl EdgeView {
             connected_clients: e.status.connected_clients,
             records_stored: e.records_stored,
             uptime_ms: e.status.uptime_ms,
+            monitor_capacity: e.status.capacity,
+            monitor_reserved: e.status.reserved,
+            node: e.status.node,
+            instances: e.status.instances,
         }
     }
 }
