@@ -215,18 +215,20 @@ fn readings(tenant: &str, device: &str, n: u64, spike_at: Option<u64>) -> Vec<Te
         .collect()
 }
 
-/// Every entry in the spool so far.
-fn entries(spool: &Spool) -> Vec<SpoolEntry> {
-    spool
-        .read(0, 1_000_000, usize::MAX)
-        .unwrap()
+/// Every durable entry in the spool so far, and the sequence number the
+/// next durable one will have.
+fn entries_and_next(spool: &Spool) -> (Vec<SpoolEntry>, u64) {
+    let recs = spool.read(0, 1_000_000, usize::MAX).unwrap();
+    let next = recs.last().map_or(1, |(seq, _)| seq + 1);
+    let entries = recs
         .into_iter()
         .map(|(_, b)| {
             bincode::decode_from_slice::<SpoolEntry, _>(&b, bincode::config::standard())
                 .unwrap()
                 .0
         })
-        .collect()
+        .collect();
+    (entries, next)
 }
 
 /// Waits (on the spool's durable sequence, not by sleeping) until `pred`
@@ -238,11 +240,13 @@ async fn wait_spool(
 ) -> Vec<SpoolEntry> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let e = entries(spool);
+        // Wait for the record after the last one read, not for
+        // `stats().next_seq`: that counts appends still being fsynced, and
+        // waiting past it would miss entries that became durable meanwhile.
+        let (e, next) = entries_and_next(spool);
         if pred(&e) {
             return e;
         }
-        let next = spool.stats().next_seq;
         if tokio::time::timeout_at(deadline, spool.wait_for(next))
             .await
             .is_err()
