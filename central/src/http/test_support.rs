@@ -163,6 +163,7 @@ fn hub_status(region: &str, id: u64, role: RaftRole) -> HubStatus {
         last_index: 101,
         replicas: vec![],
         stored_records: 5000,
+        peers: vec![],
     }
 }
 

@@ -109,6 +109,7 @@ fn response_kind(resp: &HubResponse) -> &'static str {
         HubResponse::MonitorDeleted => "monitor-deleted",
         HubResponse::NotFound { .. } => "not-found",
         HubResponse::Alerts(_) => "alerts",
+        HubResponse::MembershipRefused(_) => "membership-refused",
     }
 }
 

@@ -106,6 +106,7 @@ fn answer(group: &Group, id: u64, region: &str, req: &HubRequest) -> HubResponse
             last_index: 10 + id,
             replicas: group.members(),
             stored_records: 100 * id,
+            peers: vec![],
         }),
         HubRequest::Query(q) if i_lead || leader == 0 => {
             HubResponse::Telemetry(QueryResult::Raw(vec![strata_protocol::TelemetryRecord {

@@ -249,6 +249,7 @@ mod tests {
                 last_index: 0,
                 replicas: vec![],
                 stored_records: 0,
+                peers: vec![],
             }),
         }
     }
