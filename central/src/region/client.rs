@@ -37,6 +37,9 @@ pub struct Timeouts {
     pub request: Duration,
     /// Dialing one hub (QUIC, TLS, hello).
     pub connect: Duration,
+    /// Whole membership change: adding a replica waits for it to catch up
+    /// as a learner, which takes longer than any other request.
+    pub membership: Duration,
 }
 
 /// State of the connection to one hub address.
@@ -325,14 +328,24 @@ impl RegionClient {
         out
     }
 
-    /// Runs `req` along a [`Route`]: the answer, who gave it, and whether it
-    /// may be stale.
+    /// Runs `req` along a [`Route`] within the request timeout: the answer,
+    /// who gave it, and whether it may be stale.
     async fn routed(
         &self,
         req: HubRequest,
         mode: Mode,
     ) -> Result<Served<HubResponse>, RegionError> {
-        let deadline = Instant::now() + self.timeouts.request;
+        self.routed_within(req, mode, self.timeouts.request).await
+    }
+
+    /// [`Self::routed`] with its own deadline.
+    async fn routed_within(
+        &self,
+        req: HubRequest,
+        mode: Mode,
+        timeout: Duration,
+    ) -> Result<Served<HubResponse>, RegionError> {
+        let deadline = Instant::now() + timeout;
         let walk = async {
             let mut route = Route::new(mode);
             let mut errors: BTreeMap<String, String> = BTreeMap::new();
@@ -393,7 +406,7 @@ impl RegionClient {
                 self.metrics.error(&self.region, "timeout");
                 Err(RegionError::Timeout {
                     region: self.region.clone(),
-                    timeout_ms: self.timeouts.request.as_millis() as u64,
+                    timeout_ms: timeout.as_millis() as u64,
                 })
             }
         }
@@ -461,10 +474,19 @@ impl RegionClient {
         Ok(self.op(req, Mode::LeaderOnly, pick).await?.value)
     }
 
+    /// A membership change, under the membership deadline (an add waits
+    /// for the new replica to catch up). The leader's refusal becomes
+    /// [`RegionError::Refused`].
     async fn conf_change(&self, req: HubRequest) -> Result<Vec<ReplicaInfo>, RegionError> {
-        let served = self.routed(req, Mode::LeaderOnly).await?;
+        let served = self
+            .routed_within(req, Mode::LeaderOnly, self.timeouts.membership)
+            .await?;
         match served.value {
             HubResponse::ConfChanged { replicas } => Ok(replicas),
+            HubResponse::MembershipRefused(refusal) => Err(RegionError::Refused {
+                region: self.region.clone(),
+                refusal,
+            }),
             other => Err(self.unexpected(served.addr, &other)),
         }
     }
