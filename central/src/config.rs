@@ -82,7 +82,7 @@ pub struct CentralConfig {
     pub request_timeout_ms: u64,
     /// Deadline for dialing one hub (QUIC, TLS and hello), in milliseconds.
     /// Kept below the request timeout so a dead hub leaves time to try the
-    /// others. Default 2000.
+    /// others. Also bounds one replica's status in a region view. Default 2000.
     pub connect_timeout_ms: u64,
     /// Deadline for one membership change (`POST`/`DELETE` on
     /// `/api/v1/regions/{region}/replicas`). Adding a replica waits until

@@ -275,18 +275,15 @@ impl RegionClient {
         }
     }
 
-    /// Status of one replica, bounded by `deadline` when given; the answer
+    /// Status of one replica, bounded by `budget` when given; the answer
     /// is fed to the tracker.
-    async fn status_of(&self, addr: String, deadline: Option<Instant>) -> ReplicaStatus {
+    async fn status_of(&self, addr: String, budget: Option<Duration>) -> ReplicaStatus {
         let call = self.call_tracked(&addr, &HubRequest::Status);
-        let res = match deadline {
+        let res = match budget {
             None => call.await,
-            Some(d) => tokio::time::timeout_at(d, call).await.unwrap_or_else(|_| {
+            Some(b) => tokio::time::timeout(b, call).await.unwrap_or_else(|_| {
                 self.metrics.error(&self.region, "timeout");
-                Err(format!(
-                    "{addr}: no answer within {} ms",
-                    self.timeouts.request.as_millis()
-                ))
+                Err(format!("{addr}: no answer within {} ms", b.as_millis()))
             }),
         };
         let status = match res {
@@ -311,11 +308,11 @@ impl RegionClient {
     /// `until_leader`, stops at the first replica that says it leads, so a
     /// slow or dead replica does not delay requests that only need the
     /// leader (unfinished calls are dropped).
-    async fn discover(&self, deadline: Option<Instant>, until_leader: bool) -> Vec<ReplicaStatus> {
+    async fn discover(&self, budget: Option<Duration>, until_leader: bool) -> Vec<ReplicaStatus> {
         let targets = self.tracker().targets();
         let mut pending: FuturesUnordered<_> = targets
             .into_iter()
-            .map(|addr| self.status_of(addr, deadline))
+            .map(|addr| self.status_of(addr, budget))
             .collect();
         let mut out = Vec::new();
         while let Some(r) = pending.next().await {
@@ -511,8 +508,13 @@ impl RegionApi for RegionClient {
 
     fn status(&self) -> BoxFuture<'_, RegionStatus> {
         async move {
-            let deadline = Instant::now() + self.timeouts.request;
-            let replicas = self.discover(Some(deadline), false).await;
+            // A status is one small call: a replica that cannot dial and
+            // answer it within the dial deadline counts as unreachable now,
+            // so one dead hub (whose cached connection only times out
+            // later) does not hold the whole region view for the request
+            // timeout.
+            let budget = self.timeouts.request.min(self.timeouts.connect);
+            let replicas = self.discover(Some(budget), false).await;
             RegionStatus::from_replicas(self.region.clone(), replicas)
         }
         .boxed()
