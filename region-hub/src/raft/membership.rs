@@ -221,11 +221,33 @@ impl<S: HubStore> RaftNode<S> {
         Ok(self.raw.raft.raft_log.last_index())
     }
 
-    /// Advances the add in progress (called at every `on_ready`).
+    /// Advances the add in progress and refreshes the unreachable-members
+    /// gauge (called at every `on_ready`, so kept cheap).
     pub(super) fn poll_join(&mut self, now: Instant) {
-        self.metrics
-            .peers_unreachable
-            .set(self.peer_view(now).iter().filter(|p| !p.reachable).count() as i64);
+        let unreachable = if self.is_leader() {
+            let limit = self.cfg.membership.unreachable_after;
+            let prs = self.raw.raft.prs();
+            prs.iter()
+                .filter(|(id, _)| **id != self.cfg.id && self.silence(**id, now) > limit)
+                .count()
+        } else {
+            0
+        };
+        self.metrics.peers_unreachable.set(unreachable as i64);
+        if self.join.is_some() {
+            self.advance_join(now);
+        }
+    }
+
+    /// How long the leader has not heard from `id`: since this leader took
+    /// over if it never did.
+    fn silence(&self, id: u64, now: Instant) -> Duration {
+        let since = self.leader_since.unwrap_or(now);
+        let heard = self.last_heard.get(&id).map_or(since, |t| (*t).max(since));
+        now.saturating_duration_since(heard)
+    }
+
+    fn advance_join(&mut self, now: Instant) {
         let Some(mut j) = self.join.take() else {
             return;
         };
@@ -243,7 +265,7 @@ impl<S: HubStore> RaftNode<S> {
                 j.step = JoinStep::CatchUp { floor: index };
                 self.join = Some(j);
                 // It may already be caught up (a tiny log): look now.
-                return self.poll_join(now);
+                return self.advance_join(now);
             }
             JoinStep::Learner { .. } => {
                 // raft turned the entry into a no-op: another change was
@@ -308,7 +330,7 @@ impl<S: HubStore> RaftNode<S> {
                         refusal,
                     };
                     self.join = Some(j);
-                    return self.poll_join(now);
+                    return self.advance_join(now);
                 }
             }
             JoinStep::Promote { floor, .. } => {
@@ -451,19 +473,16 @@ impl<S: HubStore> RaftNode<S> {
         let r = &self.raw.raft;
         let last = r.raft_log.last_index();
         let cs = self.raw.store().conf_state();
-        let since = self.leader_since.unwrap_or(now);
         let m = self.cfg.membership;
         let mut out: Vec<PeerProgress> = r
             .prs()
             .iter()
             .map(|(&id, pr)| {
                 let me = id == self.cfg.id;
-                // Never heard since this leader took over: silent since then.
-                let heard = self.last_heard.get(&id).map_or(since, |t| (*t).max(since));
                 let silent = if me {
                     Duration::ZERO
                 } else {
-                    now.saturating_duration_since(heard)
+                    self.silence(id, now)
                 };
                 let matched = if me { last } else { pr.matched };
                 let lag = last.saturating_sub(matched);
