@@ -487,6 +487,7 @@ mod tests {
             last_index: 0,
             replicas: Vec::new(),
             stored_records: stored,
+            peers: vec![],
         }
     }
 

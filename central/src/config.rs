@@ -4,6 +4,7 @@
 //! ```toml
 //! listen = "127.0.0.1:8080"
 //! request-timeout-ms = 5000
+//! membership-timeout = "60s"
 //! tls = { ca = "pki/ca.pem", cert = "pki/central.pem", key = "pki/central.key" }
 //!
 //! [[regions]]
@@ -24,6 +25,9 @@ use strata_net::TlsFiles;
 const MAX_HUBS_PER_REGION: usize = 64;
 /// Longest accepted timeout: longer only hides a dead hub from the user.
 const MAX_TIMEOUT_MS: u64 = 600_000;
+/// Longest accepted membership deadline (a catch-up of a large region may
+/// take minutes, not hours).
+const MAX_MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Errors loading or validating the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +82,15 @@ pub struct CentralConfig {
     pub request_timeout_ms: u64,
     /// Deadline for dialing one hub (QUIC, TLS and hello), in milliseconds.
     /// Kept below the request timeout so a dead hub leaves time to try the
-    /// others. Default 2000.
+    /// others. Also bounds one replica's status in a region view. Default 2000.
     pub connect_timeout_ms: u64,
+    /// Deadline for one membership change (`POST`/`DELETE` on
+    /// `/api/v1/regions/{region}/replicas`). Adding a replica waits until
+    /// the leader promoted it or refused it, which can take the hubs'
+    /// `membership.catch-up-timeout`: keep this longer than that.
+    /// Humantime (e.g. "60s"). Default "60s".
+    #[serde(with = "humantime_serde")]
+    pub membership_timeout: Duration,
 }
 
 /// One region: a name and the client-facing QUIC addresses of its hubs.
@@ -102,6 +113,7 @@ impl Default for CentralConfig {
             regions: Vec::new(),
             request_timeout_ms: 5000,
             connect_timeout_ms: 2000,
+            membership_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -197,6 +209,14 @@ impl CentralConfig {
                 problems.push(format!("{key}: {v} must be in 1..={MAX_TIMEOUT_MS}"));
             }
         }
+        if self.membership_timeout < Duration::from_secs(1)
+            || self.membership_timeout > MAX_MEMBERSHIP_TIMEOUT
+        {
+            problems.push(format!(
+                "membership-timeout: {} must be between 1s and 1h",
+                humantime_serde::re::humantime::format_duration(self.membership_timeout)
+            ));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -233,6 +253,7 @@ mod tests {
         let tls = tls_in(dir.path());
         let text = format!(
             "listen = \"127.0.0.1:0\"\nrequest-timeout-ms = 750\n\
+             membership-timeout = \"90s\"\n\
              tls = {{ ca = {:?}, cert = {:?}, key = {:?} }}\n\
              [[regions]]\nname = \"west\"\nhubs = [\"127.0.0.1:7101\", \"hub-2.local:7102\"]\n",
             tls.ca, tls.cert, tls.key
@@ -242,6 +263,7 @@ mod tests {
         let cfg = CentralConfig::load(&path).unwrap();
         assert_eq!(cfg.request_timeout_ms, 750);
         assert_eq!(cfg.connect_timeout_ms, 2000);
+        assert_eq!(cfg.membership_timeout, Duration::from_secs(90));
         assert_eq!(cfg.regions[0].hubs.len(), 2);
         assert_eq!(CentralConfig::default().listen.port(), 8080);
     }
@@ -274,6 +296,7 @@ mod tests {
                 },
             ],
             request_timeout_ms: 0,
+            membership_timeout: Duration::from_millis(10),
             ..CentralConfig::default()
         };
         let Err(ConfigError::Invalid { problems, .. }) = cfg.validate() else {
@@ -290,6 +313,7 @@ mod tests {
             "regions[2].name",
             "regions[2].hubs[0]: \":80\": host is empty",
             "request-timeout-ms",
+            "membership-timeout",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
@@ -307,6 +331,7 @@ mod tests {
         assert_eq!(doc.listen, d.listen);
         assert_eq!(doc.request_timeout_ms, d.request_timeout_ms);
         assert_eq!(doc.connect_timeout_ms, d.connect_timeout_ms);
+        assert_eq!(doc.membership_timeout, d.membership_timeout);
         assert_eq!(doc.regions.len(), 1);
     }
 }

@@ -88,6 +88,7 @@ pub async fn bind(cfg: CentralConfig) -> Result<Central, CentralError> {
     let timeouts = region::client::Timeouts {
         request: cfg.request_timeout(),
         connect: cfg.connect_timeout(),
+        membership: cfg.membership_timeout,
     };
     let clients: Vec<Arc<RegionClient>> = cfg
         .regions

@@ -12,22 +12,26 @@
 //!   checked before anything is allocated, and bincode 2 bodies.
 //! - [`messages`]: the versioned handshake and the request/response types for
 //!   edge ↔ hub, hub ↔ hub (Raft) and central/CLI ↔ hub.
+//! - [`membership`]: the leader's view of each member in a hub status, and
+//!   why a membership change was refused.
 //! - [`monitoring`]: spool entries (telemetry, alerts, derived metrics),
 //!   the alert query and what edges report about monitor instances.
 //! - [`workload`]: the device-monitor spec (TOML/JSON/bincode), its
 //!   field-level validation and the device selector's glob matcher.
 
 pub mod frame;
+pub mod membership;
 pub mod messages;
 pub mod monitoring;
 pub mod telemetry;
 pub mod workload;
 
 pub use frame::{decode_frame, encode_frame, FrameError, MAX_FRAME_LEN};
+pub use membership::{MembershipRefusal, PeerProgress};
 pub use messages::*;
 pub use monitoring::{AlertRecord, Severity, SpoolEntry};
 pub use telemetry::{DeviceRef, Metric, PayloadError, RejectReason, Tag, TelemetryRecord};
 
 /// The wire protocol version spoken by this build. Bumped on any incompatible
 /// change; the handshake refuses peers that speak another version.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;

@@ -17,6 +17,7 @@
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
+use crate::membership::{MembershipRefusal, PeerProgress};
 use crate::monitoring::{
     AlertQuery, AlertRecord, InstanceStatus, MonitorCapacity, MonitorInfo, NodeResources,
     SpoolEntry,
@@ -287,6 +288,9 @@ pub struct HubStatus {
     pub replicas: Vec<ReplicaInfo>,
     /// Records stored by this replica's telemetry store.
     pub stored_records: u64,
+    /// The leader's view of every member (reachability, replication lag,
+    /// voter or learner); empty unless this replica leads.
+    pub peers: Vec<PeerProgress>,
 }
 
 /// One edge node as recorded in replicated region state.
@@ -375,7 +379,10 @@ pub enum HubRequest {
     },
     /// Read telemetry.
     Query(TelemetryQuery),
-    /// Add a replica (as a voter) through a Raft conf change. Leader only.
+    /// Add a replica as a voter, through a Raft conf change. Leader only.
+    /// It joins as a learner and is promoted once it has caught up; the
+    /// answer (`ConfChanged`, or `MembershipRefused` with the reason) comes
+    /// only then.
     AddReplica(ReplicaInfo),
     /// Remove a replica through a Raft conf change. Leader only.
     RemoveReplica {
@@ -465,4 +472,6 @@ pub enum HubResponse {
     },
     /// Answer to [`HubRequest::QueryAlerts`], newest first.
     Alerts(Vec<AlertRecord>),
+    /// A membership change was refused, with the reason.
+    MembershipRefused(MembershipRefusal),
 }

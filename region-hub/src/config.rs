@@ -15,6 +15,8 @@
 //! tls = { ca = "pki/ca.pem", cert = "pki/hub-1.pem", key = "pki/hub-1.key" }
 //! [raft]
 //! tick-ms = 100
+//! [membership]
+//! catch-up-timeout = "30s"
 //! ```
 
 use std::net::SocketAddr;
@@ -25,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use strata_net::TlsFiles;
 use strata_protocol::ReplicaInfo;
 
-use crate::raft::NodeConfig;
+use crate::raft::{MembershipConfig, NodeConfig};
 use crate::store::StoreConfig;
 
 /// The configuration was invalid; every problem is listed.
@@ -82,6 +84,40 @@ impl Default for RaftTuning {
     }
 }
 
+/// Membership safety (`[membership]`): a new replica joins as a learner
+/// and is promoted to voter only once it has caught up; the leader reports
+/// members it cannot hear from. See `raft/membership.rs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MembershipTuning {
+    /// Deadline for a new replica to answer the leader and catch up as a
+    /// learner; past it the add is refused with the reason and the learner
+    /// removed. Raise it for regions whose snapshot takes longer to send.
+    /// Humantime (e.g. "30s", "2m"). Default "30s".
+    #[serde(with = "humantime_serde")]
+    pub catch_up_timeout: Duration,
+    /// A learner is caught up when its matched log index is within this
+    /// many entries of the leader's last index; a member further behind is
+    /// reported as lagging. Entries. Default 1000.
+    pub max_lag_entries: u64,
+    /// A member the leader has not heard from for this long is reported
+    /// unreachable (the region is then degraded), and a learner is not
+    /// caught up. Humantime; more than two heartbeat intervals. Default "2s".
+    #[serde(with = "humantime_serde")]
+    pub unreachable_after: Duration,
+}
+
+impl Default for MembershipTuning {
+    fn default() -> Self {
+        let d = MembershipConfig::default();
+        MembershipTuning {
+            catch_up_timeout: d.catch_up_timeout,
+            max_lag_entries: d.max_lag_entries,
+            unreachable_after: d.unreachable_after,
+        }
+    }
+}
+
 /// The whole `hub.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -115,6 +151,8 @@ pub struct HubConfig {
     pub checkpoint_interval_ms: u64,
     /// Telemetry store settings.
     pub store: StoreConfig,
+    /// Membership safety.
+    pub membership: MembershipTuning,
 }
 
 impl Default for HubConfig {
@@ -132,9 +170,13 @@ impl Default for HubConfig {
             raft: RaftTuning::default(),
             checkpoint_interval_ms: 2000,
             store: StoreConfig::default(),
+            membership: MembershipTuning::default(),
         }
     }
 }
+
+/// Longest accepted catch-up deadline: longer only hides a dead replica.
+const MAX_CATCH_UP: Duration = Duration::from_secs(3600);
 
 fn valid_addr(s: &str) -> bool {
     match s.rsplit_once(':') {
@@ -235,6 +277,26 @@ impl HubConfig {
         if r.max_inflight_msgs == 0 {
             p.push("raft.max-inflight-msgs: must be at least 1".to_owned());
         }
+        let m = &self.membership;
+        if m.catch_up_timeout < Duration::from_secs(1) || m.catch_up_timeout > MAX_CATCH_UP {
+            p.push(format!(
+                "membership.catch-up-timeout: {} must be between 1s and 1h",
+                humantime_serde::re::humantime::format_duration(m.catch_up_timeout)
+            ));
+        }
+        if m.max_lag_entries == 0 {
+            p.push("membership.max-lag-entries: must be at least 1".to_owned());
+        }
+        let heartbeats =
+            Duration::from_millis(r.tick_ms.saturating_mul(2 * r.heartbeat_ticks as u64));
+        if m.unreachable_after <= heartbeats {
+            p.push(format!(
+                "membership.unreachable-after: {} must exceed two heartbeat intervals ({} ms): \
+                 a healthy member would flap to unreachable",
+                humantime_serde::re::humantime::format_duration(m.unreachable_after),
+                heartbeats.as_millis()
+            ));
+        }
         if self.checkpoint_interval_ms < 100 {
             p.push(format!(
                 "checkpoint-interval-ms: {} must be at least 100",
@@ -275,6 +337,11 @@ impl HubConfig {
             max_inflight_msgs: self.raft.max_inflight_msgs,
             checkpoint_interval: Duration::from_millis(self.checkpoint_interval_ms),
             log_retain_entries: self.raft.log_retain_entries,
+            membership: MembershipConfig {
+                catch_up_timeout: self.membership.catch_up_timeout,
+                max_lag_entries: self.membership.max_lag_entries,
+                unreachable_after: self.membership.unreachable_after,
+            },
         }
     }
 
@@ -321,6 +388,9 @@ checkpoint-interval-ms = 500
 tick-ms = 50
 [store]
 retention-ms = 0
+[membership]
+catch-up-timeout = "2m"
+unreachable-after = "1500ms"
 "#,
             d = dir.path().display(),
             ca = tls.ca.display(),
@@ -333,6 +403,10 @@ retention-ms = 0
         assert_eq!(cfg.raft.election_ticks, 10);
         assert_eq!(cfg.store_config().dir, dir.path().join("store"));
         assert_eq!(cfg.node_config().initial_members.len(), 3);
+        let m = cfg.node_config().membership;
+        assert_eq!(m.catch_up_timeout, Duration::from_secs(120));
+        assert_eq!(m.unreachable_after, Duration::from_millis(1500));
+        assert_eq!(m.max_lag_entries, 1000);
     }
 
     #[test]
@@ -361,6 +435,11 @@ retention-ms = 0
                 election_ticks: 2,
                 ..RaftTuning::default()
             },
+            membership: MembershipTuning {
+                catch_up_timeout: Duration::from_millis(10),
+                max_lag_entries: 0,
+                unreachable_after: Duration::from_millis(400),
+            },
             ..HubConfig::default()
         };
         let problems = cfg.validate().unwrap_err().problems;
@@ -373,6 +452,9 @@ retention-ms = 0
             "peers[1].client-addr",
             "tls.ca",
             "election-ticks",
+            "membership.catch-up-timeout",
+            "membership.max-lag-entries",
+            "membership.unreachable-after",
         ] {
             assert!(
                 problems.iter().any(|p| p.contains(want)),
@@ -394,6 +476,7 @@ retention-ms = 0
         assert_eq!(doc.client_listen, d.client_listen);
         assert_eq!(doc.join, d.join);
         assert_eq!(doc.checkpoint_interval_ms, d.checkpoint_interval_ms);
+        assert_eq!(doc.membership, d.membership);
         assert_eq!(doc.peers.len(), 3);
     }
 }

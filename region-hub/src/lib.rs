@@ -11,7 +11,8 @@
 //! # Layout
 //! - [`fsm`]: the pure replicated state machine `apply(state, index, bytes)`.
 //! - [`store`]: the per-replica telemetry store (memtable + checkpoints).
-//! - [`raft`]: raft-engine storage, the node core and its Ready loop, the
+//! - [`raft`]: raft-engine storage, the node core and its Ready loop,
+//!   membership changes (learner first, promoted once caught up), the
 //!   driver thread, and the peer transport (QUIC, plus fault-injection
 //!   filters for tests).
 //! - [`service`]: the client-facing QUIC server (edges, central, tools).

@@ -19,6 +19,14 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+/// Label of [`HubMetrics::membership_refusals`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabel {
+    /// `MembershipRefusal::kind`: `no_answer`, `behind`, `leader_changed`,
+    /// `busy`, `conflict`.
+    pub reason: &'static str,
+}
+
 /// Every metric of one replica. Cloning shares the underlying values.
 #[derive(Clone)]
 pub struct HubMetrics {
@@ -70,6 +78,13 @@ pub struct HubMetrics {
     pub requests: Family<KindLabel, Counter>,
     /// Client requests that failed or were refused, by kind.
     pub request_errors: Family<KindLabel, Counter>,
+    /// Membership changes refused, by reason.
+    pub membership_refusals: Family<RefusalLabel, Counter>,
+    /// Learners promoted to voter after catching up.
+    pub learners_promoted: Counter,
+    /// Members the leader has not heard from within `unreachable-after`
+    /// (0 on followers).
+    pub peers_unreachable: Gauge,
 }
 
 impl Default for HubMetrics {
@@ -100,6 +115,9 @@ impl Default for HubMetrics {
             checkpoints: Counter::default(),
             requests: Family::default(),
             request_errors: Family::default(),
+            membership_refusals: Family::default(),
+            learners_promoted: Counter::default(),
+            peers_unreachable: Gauge::default(),
         }
     }
 }
@@ -213,6 +231,21 @@ impl HubMetrics {
             "Client requests failed",
             m.request_errors.clone(),
         );
+        r.register(
+            "membership_refusals",
+            "Membership changes refused, by reason",
+            m.membership_refusals.clone(),
+        );
+        r.register(
+            "learners_promoted",
+            "Learners promoted to voter after catching up",
+            m.learners_promoted.clone(),
+        );
+        r.register(
+            "raft_peers_unreachable",
+            "Members the leader has not heard from recently (0 on followers)",
+            m.peers_unreachable.clone(),
+        );
         m
     }
 
@@ -224,6 +257,13 @@ impl HubMetrics {
     /// Counts one failed request of `kind`.
     pub fn request_error(&self, kind: &'static str) {
         self.request_errors.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// Counts one refused membership change.
+    pub fn membership_refused(&self, reason: &'static str) {
+        self.membership_refusals
+            .get_or_create(&RefusalLabel { reason })
+            .inc();
     }
 }
 

@@ -281,6 +281,9 @@ impl Service {
                         EdgeResponse::Unavailable { reason }
                     }
                     ProposeError::Rejected { reason, .. } => EdgeResponse::Rejected { reason },
+                    e @ ProposeError::Refused { .. } => EdgeResponse::Rejected {
+                        reason: e.to_string(),
+                    },
                 }
             }
         }
@@ -371,6 +374,9 @@ impl Service {
                 self.metrics.request_error(kind);
                 match e {
                     ProposeError::NotLeader { leader, .. } => HubResponse::NotLeader { leader },
+                    ProposeError::Refused { refusal, .. } => {
+                        HubResponse::MembershipRefused(refusal)
+                    }
                     e => HubResponse::Error {
                         message: e.to_string(),
                     },

@@ -31,6 +31,9 @@ pub struct ClusterOpts {
     pub region: String,
     /// Extra TOML appended to every edge config (top-level keys first).
     pub edge_extra: String,
+    /// Extra TOML appended to every hub config, after `[[peers]]`: start
+    /// it with a table header (e.g. `[membership]`).
+    pub hub_extra: String,
 }
 
 impl Default for ClusterOpts {
@@ -40,6 +43,7 @@ impl Default for ClusterOpts {
             edges: 2,
             region: "local".into(),
             edge_extra: String::new(),
+            hub_extra: String::new(),
         }
     }
 }
@@ -143,7 +147,7 @@ impl Cluster {
                 h.client,
                 tls_toml(&pki, &name)?,
                 peers
-            );
+            ) + &opts.hub_extra;
             hubs.push(spawn_with_config(&root, &name, "region-hub", &cfg).await?);
         }
         let hub_list: Vec<String> = hub_addrs

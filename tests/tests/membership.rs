@@ -1,18 +1,22 @@
 //! Raft membership changes end to end, through central's HTTP API, with
-//! real processes: a fourth hub joins a running 3-hub region, catches up by
-//! snapshot and log, survives a SIGKILL and restart from its own disk, and
-//! is removed again; bad requests get clear JSON errors. Every phase checks
-//! that each device has exactly the readings it sent.
+//! real processes: a fourth hub joins a running 3-hub region (as a learner,
+//! promoted once caught up), catches up by snapshot and log, survives a
+//! SIGKILL and restart from its own disk, and is removed again; bad
+//! requests get clear JSON errors. Every phase checks that each device has
+//! exactly the readings it sent. Membership safety: a voter at an
+//! unreachable address is refused with the reason and the region keeps its
+//! three voters; a SIGKILLed hub makes the region degraded, naming it, and
+//! healthy again once it is back.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::{json, Value};
 use strata_protocol::{HubRequest, HubResponse, HubStatus, NodeIdentity, NodeKind, RaftRole};
-use strata_tests::cluster::{free_udp_ports, serial};
+use strata_tests::cluster::{free_udp_ports, metric_value, scrape, serial};
 use strata_tests::fleet::{self, run_fleet, Phase, TENANT};
 use strata_tests::{wait_until, Cluster, ClusterOpts, Proc};
 
@@ -247,7 +251,12 @@ async fn membership(c: &Cluster, seed: u64, slot: &mut Option<NewHub>) -> anyhow
     let body =
         json!({"id": NEW_ID, "peer-addr": peer.to_string(), "client-addr": client.to_string()})
             .to_string();
+    let t = Instant::now();
     let added = send(&http, &base, post.clone(), &replicas, Some(&body)).await?;
+    eprintln!(
+        "hub-4 added (learner, caught up by snapshot, promoted) in {:?}",
+        t.elapsed()
+    );
     assert_eq!(added.0, 200, "add: {}", added.1);
     assert_eq!(added.1["region"], c.opts.region.as_str());
     assert_eq!(member_ids(&added.1), vec![1, 2, 3, NEW_ID], "{}", added.1);
@@ -259,6 +268,15 @@ async fn membership(c: &Cluster, seed: u64, slot: &mut Option<NewHub>) -> anyhow
     assert_eq!(me["peer-addr"], peer.to_string());
     assert_eq!(me["client-addr"], client.to_string());
     assert_eq!(me["voter"], true);
+    // It went through the learner stage: the leader promoted it.
+    let leader = leader_status(c).await.context("no leader")?;
+    let leader_metrics = scrape(&c.hub_metrics_addr(leader.id)?).await?;
+    assert_eq!(
+        metric_value(&leader_metrics, "strata_hub_learners_promoted_total"),
+        Some(1.0),
+        "hub {} promoted no learner",
+        leader.id
+    );
 
     // 3. It catches up: by snapshot (its log is empty), then by log.
     let s = wait_caught_up(c, client, 4, before.applied_index).await?;
@@ -398,4 +416,191 @@ fn region_ids(body: &Value) -> Vec<u64> {
         .as_array()
         .map(|rs| rs.iter().filter_map(|r| r["id"].as_u64()).collect())
         .unwrap_or_default()
+}
+
+/// Hubs give a new replica 3 s to answer and catch up (default 30 s).
+const CATCH_UP: &str = "[membership]\ncatch-up-timeout = \"3s\"\n";
+
+/// Voter ids and learner ids in a hub status.
+fn voters_and_learners(s: &HubStatus) -> (Vec<u64>, Vec<u64>) {
+    let ids = |voter: bool| {
+        s.replicas
+            .iter()
+            .filter(|r| r.voter == voter)
+            .map(|r| r.id)
+            .collect()
+    };
+    (ids(true), ids(false))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_at_an_unreachable_address_is_refused_and_the_region_keeps_three_voters(
+) -> anyhow::Result<()> {
+    let _g = serial().await;
+    let c = Cluster::start(ClusterOpts {
+        edges: 1,
+        hub_extra: CATCH_UP.into(),
+        ..ClusterOpts::default()
+    })
+    .await?;
+    let r = unreachable_voter(&c).await;
+    c.finish(r)
+}
+
+async fn unreachable_voter(c: &Cluster) -> anyhow::Result<()> {
+    // Nothing listens at these ports: held, never read, so datagrams vanish.
+    let silent: Vec<std::net::UdpSocket> = (0..2)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    let peer = silent[0].local_addr()?.to_string();
+    let client = silent[1].local_addr()?.to_string();
+    let path = format!("/api/v1/regions/{}/replicas", c.opts.region);
+    let body = json!({"id": 5, "peer-addr": peer, "client-addr": client}).to_string();
+    let t = Instant::now();
+    let (status, resp) = c
+        .api
+        .send_raw(
+            reqwest::Method::POST,
+            &path,
+            Some("application/json"),
+            &body,
+        )
+        .await?;
+    eprintln!(
+        "unreachable replica 5 refused after {:?}: {resp}",
+        t.elapsed()
+    );
+    assert_error(
+        &(status, resp.clone()),
+        409,
+        "replica-unreachable",
+        "replica 5",
+    );
+    let msg = resp["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(&peer) && msg.contains("never answered"),
+        "{msg}"
+    );
+
+    // Exactly three voters and no learner, in the API and in a hub status.
+    let region = format!("/api/v1/regions/{}", c.opts.region);
+    let (st, view) = c.api.get(&region).await?;
+    assert_eq!(st, 200, "{view}");
+    let members: Vec<(u64, bool)> = view["members"]
+        .as_array()
+        .context("members")?
+        .iter()
+        .filter_map(|m| Some((m["id"].as_u64()?, m["voter"].as_bool()?)))
+        .collect();
+    assert_eq!(members, vec![(1, true), (2, true), (3, true)], "{view}");
+    let leader = leader_status(c).await.context("no leader")?;
+    assert_eq!(voters_and_learners(&leader), (vec![1, 2, 3], vec![]));
+    assert_eq!(leader.peers.len(), 3, "{:?}", leader.peers);
+    let metrics = scrape(&c.hub_metrics_addr(leader.id)?).await?;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "strata_hub_membership_refusals_total{reason=\"no_answer\"}"
+        ),
+        Some(1.0)
+    );
+    // The removal reaches the followers too, and the region is healthy.
+    for h in &c.hub_addrs {
+        wait_until(
+            &format!("hub {} to drop the learner", h.id),
+            Duration::from_secs(10),
+            || async {
+                let s = c.hub_status(h.id, Duration::from_secs(2)).await.ok()?;
+                (voters_and_learners(&s) == (vec![1, 2, 3], vec![])).then_some(())
+            },
+        )
+        .await?;
+    }
+    wait_until("region healthy", Duration::from_secs(10), || async {
+        let (_, v) = c.api.get(&region).await.ok()?;
+        (v["status"] == "healthy" && v["healthy"] == true).then_some(())
+    })
+    .await?;
+    drop(silent);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_hub_makes_the_region_degraded_naming_it_until_it_is_back() -> anyhow::Result<()> {
+    let _g = serial().await;
+    let mut c = Cluster::start(ClusterOpts {
+        edges: 1,
+        ..ClusterOpts::default()
+    })
+    .await?;
+    let r = killed_hub(&mut c).await;
+    c.finish(r)
+}
+
+async fn killed_hub(c: &mut Cluster) -> anyhow::Result<()> {
+    let region = format!("/api/v1/regions/{}", c.opts.region);
+    wait_until("region healthy", Duration::from_secs(15), || async {
+        let (_, v) = c.api.get(&region).await.ok()?;
+        (v["status"] == "healthy").then_some(())
+    })
+    .await?;
+    // A follower, so the leader's view covers it from the start.
+    let leader = leader_status(c).await.context("no leader")?;
+    let victim = c
+        .hub_addrs
+        .iter()
+        .find(|h| h.id != leader.id)
+        .copied()
+        .context("a follower")?;
+    let named = format!("replica {} ({})", victim.id, victim.client);
+    let i = c.hub_index(victim.id);
+    let t = Instant::now();
+    c.hubs[i].kill().await;
+    let problems = wait_until(
+        "the region degraded, naming the killed hub",
+        Duration::from_secs(15),
+        || async {
+            let (_, all) = c.api.get("/api/v1/regions").await.ok()?;
+            let v = all["regions"].as_array()?.first()?.clone();
+            // Named, with the leader's view (central's own may come first).
+            let named_it = v["problems"].as_array()?.iter().any(|p| {
+                p.as_str()
+                    .is_some_and(|p| p.starts_with(&named) && p.contains("unreachable for"))
+            });
+            (v["status"] == "degraded" && v["healthy"] == false && named_it)
+                .then(|| v["problems"].clone())
+        },
+    )
+    .await?;
+    eprintln!(
+        "hub {} SIGKILLed: region degraded after {:?}: {problems}",
+        victim.id,
+        t.elapsed()
+    );
+    // The leader's own status says the same.
+    let s = c.hub_status(leader.id, Duration::from_secs(2)).await?;
+    let p = s
+        .peers
+        .iter()
+        .find(|p| p.id == victim.id)
+        .context("victim in the leader's view")?;
+    assert!(p.voter && !p.reachable, "{p:?}");
+
+    let t = Instant::now();
+    c.hubs[i].start().await?;
+    wait_until(
+        "the region healthy again",
+        Duration::from_secs(20),
+        || async {
+            let (_, v) = c.api.get(&region).await.ok()?;
+            (v["status"] == "healthy" && v["healthy"] == true).then_some(())
+        },
+    )
+    .await?;
+    eprintln!(
+        "hub {} restarted: region healthy again after {:?}",
+        victim.id,
+        t.elapsed()
+    );
+    Ok(())
 }

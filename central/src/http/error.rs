@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use strata_protocol::workload::{FieldError, SpecErrors};
+use strata_protocol::MembershipRefusal;
 
 use crate::region::RegionError;
 
@@ -84,6 +85,21 @@ impl AppError {
     }
 }
 
+/// Status and code of a refused membership change: 409 for what the
+/// request asked of the group's current state, 503 when leadership moved
+/// (retry).
+fn refusal_status(r: &MembershipRefusal) -> (StatusCode, &'static str) {
+    match r {
+        MembershipRefusal::NoAnswer { .. } => (StatusCode::CONFLICT, "replica-unreachable"),
+        MembershipRefusal::Behind { .. } => (StatusCode::CONFLICT, "replica-behind"),
+        MembershipRefusal::Busy { .. } => (StatusCode::CONFLICT, "membership-busy"),
+        MembershipRefusal::Conflict { .. } => (StatusCode::CONFLICT, "membership-conflict"),
+        MembershipRefusal::LeaderChanged { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "leader-changed")
+        }
+    }
+}
+
 impl From<RegionError> for AppError {
     fn from(e: RegionError) -> AppError {
         let (status, code) = match &e {
@@ -98,6 +114,7 @@ impl From<RegionError> for AppError {
             RegionError::Timeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "hub-timeout"),
             RegionError::Hub { .. } => (StatusCode::BAD_GATEWAY, "hub-error"),
             RegionError::Protocol { .. } => (StatusCode::BAD_GATEWAY, "hub-protocol"),
+            RegionError::Refused { refusal, .. } => refusal_status(refusal),
         };
         AppError::new(status, code, e.to_string())
     }

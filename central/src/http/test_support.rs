@@ -16,8 +16,8 @@ use strata_protocol::monitoring::{
 };
 use strata_protocol::workload::{FieldError, MonitorSpec, SpecErrors};
 use strata_protocol::{
-    AlertRecord, Bucket, DeviceInfo, EdgeInfo, EdgeStatus, HubStatus, Metric, QueryResult,
-    RaftRole, ReplicaInfo, Tag, TelemetryQuery, TelemetryRecord,
+    AlertRecord, Bucket, DeviceInfo, EdgeInfo, EdgeStatus, HubStatus, Metric, PeerProgress,
+    QueryResult, RaftRole, ReplicaInfo, Tag, TelemetryQuery, TelemetryRecord,
 };
 use tower::ServiceExt;
 
@@ -37,6 +37,8 @@ pub struct Fake {
     /// The membership: changed by add/remove, reported by the leader's
     /// status (unless `fail`, so that requests reach the failing call).
     pub members: Mutex<Vec<ReplicaInfo>>,
+    /// The leader's view of the members, reported in its status.
+    pub peers: Mutex<Vec<PeerProgress>>,
     /// Stored modules by hash.
     pub artifacts: Mutex<BTreeMap<String, usize>>,
     /// Monitors by (tenant, name).
@@ -73,6 +75,7 @@ impl Fake {
                 client_addr: "c1:7000".into(),
                 voter: true,
             }]),
+            peers: Mutex::new(Vec::new()),
             artifacts: Mutex::new(BTreeMap::new()),
             monitors: Mutex::new(BTreeMap::new()),
             alerts: Vec::new(),
@@ -163,6 +166,7 @@ fn hub_status(region: &str, id: u64, role: RaftRole) -> HubStatus {
         last_index: 101,
         replicas: vec![],
         stored_records: 5000,
+        peers: vec![],
     }
 }
 
@@ -181,6 +185,7 @@ impl RegionApi for Fake {
                     } else {
                         vec![]
                     },
+                    peers: self.peers.lock().unwrap().clone(),
                     ..hub_status(&self.name, 1, RaftRole::Leader)
                 }),
             },

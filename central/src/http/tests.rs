@@ -4,7 +4,7 @@
 
 use axum::http::StatusCode;
 use serde_json::json;
-use strata_protocol::TelemetryQuery;
+use strata_protocol::{MembershipRefusal, PeerProgress, ReplicaInfo, TelemetryQuery};
 
 use super::test_support::*;
 use crate::region::RegionError;
@@ -29,6 +29,8 @@ async fn regions_list_every_replica() {
     assert_eq!(west["name"], "west");
     assert_eq!(west["leader"], 1);
     assert_eq!(west["healthy"], true);
+    assert_eq!(west["status"], "healthy");
+    assert_eq!(west["problems"], json!([]));
     assert_eq!(west["reachable-replicas"], 2);
     assert_eq!(
         west["replicas"][0],
@@ -45,6 +47,97 @@ async fn regions_list_every_replica() {
         dead["error"].as_str().unwrap().contains("h3:7000"),
         "{dead}"
     );
+}
+
+#[tokio::test]
+async fn a_region_with_an_unreachable_voter_is_degraded_naming_it() {
+    let h = healthy();
+    *h.west.members.lock().unwrap() = (1..=3)
+        .map(|id| ReplicaInfo {
+            id,
+            peer_addr: format!("p{id}:7001"),
+            client_addr: format!("h{id}:7000"),
+            voter: true,
+        })
+        .collect();
+    let peer = |id: u64, reachable: bool, silent_ms: u64| PeerProgress {
+        id,
+        voter: true,
+        reachable,
+        silent_ms,
+        matched: 101,
+        lag: 0,
+        lagging: false,
+        joining: false,
+    };
+    *h.west.peers.lock().unwrap() =
+        vec![peer(1, true, 0), peer(2, true, 150), peer(3, false, 4000)];
+    let (status, body) = get(&h.state, "/api/v1/regions/west").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["healthy"], false);
+    assert_eq!(
+        body["problems"],
+        json!([
+            "replica 3 (h3:7000) unreachable for 4 s (the leader has not heard from it); \
+             does not answer central: connect to h3:7000: no answer within 2000 ms"
+        ])
+    );
+    assert_eq!(
+        body["members"][2],
+        json!({"id": 3, "client-addr": "h3:7000", "voter": true, "reachable": false,
+               "silent-ms": 4000, "matched": 101, "lag": 0, "lagging": false, "joining": false})
+    );
+    // The list says the same.
+    let (_, all) = get(&h.state, "/api/v1/regions").await;
+    assert_eq!(all["regions"][0]["status"], "degraded");
+    assert_eq!(all["regions"][1]["status"], "healthy");
+}
+
+#[tokio::test]
+async fn refused_membership_changes_are_4xx_with_the_reason() {
+    let ok = r#"{"id": 4, "peer-addr": "a:1", "client-addr": "b:2"}"#;
+    let url = "/api/v1/regions/east/replicas";
+    let cases = [
+        (
+            MembershipRefusal::NoAnswer {
+                id: 4,
+                peer_addr: "a:1".into(),
+                waited_ms: 30_000,
+            },
+            StatusCode::CONFLICT,
+            "replica-unreachable",
+            "replica 4 (a:1) never answered the leader within 30.0 s",
+        ),
+        (
+            MembershipRefusal::Behind {
+                id: 4,
+                peer_addr: "a:1".into(),
+                matched: 7,
+                last_index: 700,
+                silent_ms: 100,
+                waited_ms: 30_000,
+            },
+            StatusCode::CONFLICT,
+            "replica-behind",
+            "matched 7 of 700",
+        ),
+        (
+            MembershipRefusal::LeaderChanged { id: 4 },
+            StatusCode::SERVICE_UNAVAILABLE,
+            "leader-changed",
+            "retry the same request",
+        ),
+    ];
+    for (refusal, want, code, needle) in cases {
+        let h = harness(Fake::new("east", &[]).failing(RegionError::Refused {
+            region: "east".into(),
+            refusal,
+        }));
+        let (status, resp) = send(&h.state, "POST", url, Some(ok)).await;
+        let msg = error(status, &resp, want, code);
+        assert!(msg.contains(needle) && msg.contains("region east"), "{msg}");
+    }
 }
 
 #[tokio::test]

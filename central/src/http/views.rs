@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use strata_protocol::monitoring::{InstanceStatus, MonitorCapacity, NodeResources};
 use strata_protocol::{
-    Bucket, DeviceInfo, EdgeInfo, HubStatus, RaftRole, ReplicaInfo, TelemetryRecord,
+    Bucket, DeviceInfo, EdgeInfo, HubStatus, PeerProgress, RaftRole, ReplicaInfo, TelemetryRecord,
 };
 
+use crate::region::health::{assess, leader_status, Health};
 use crate::region::{RegionStatus, ReplicaStatus};
 
 /// One replica in `GET /api/v1/regions`.
@@ -80,6 +81,50 @@ impl ReplicaView {
     }
 }
 
+/// One member as the leader sees it, in `GET /api/v1/regions`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PeerView {
+    /// Raft id.
+    pub id: u64,
+    /// Client-facing address (empty if the leader knows none).
+    pub client_addr: String,
+    /// Voter (true) or learner.
+    pub voter: bool,
+    /// The leader heard from it recently.
+    pub reachable: bool,
+    /// Ms since the leader last heard from it.
+    pub silent_ms: u64,
+    /// Highest log index replicated to it.
+    pub matched: u64,
+    /// Entries behind the leader's last index.
+    pub lag: u64,
+    /// Further behind than the leader tolerates.
+    pub lagging: bool,
+    /// A learner being added right now.
+    pub joining: bool,
+}
+
+impl PeerView {
+    fn new(p: PeerProgress, members: &[ReplicaInfo]) -> PeerView {
+        PeerView {
+            id: p.id,
+            client_addr: members
+                .iter()
+                .find(|m| m.id == p.id)
+                .map(|m| m.client_addr.clone())
+                .unwrap_or_default(),
+            voter: p.voter,
+            reachable: p.reachable,
+            silent_ms: p.silent_ms,
+            matched: p.matched,
+            lag: p.lag,
+            lagging: p.lagging,
+            joining: p.joining,
+        }
+    }
+}
+
 /// One region in `GET /api/v1/regions`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -88,23 +133,42 @@ pub struct RegionView {
     pub name: String,
     /// Raft id of the leader, if a replica reports itself leader.
     pub leader: Option<u64>,
-    /// True when a leader exists (the region accepts writes).
+    /// `healthy`, `degraded` (a leader, but a member is unreachable,
+    /// lagging or a learner) or `unavailable` (no leader: no writes).
+    pub status: Health,
+    /// True only when `status` is `healthy`.
     pub healthy: bool,
+    /// Why the region is not healthy, one sentence per replica.
+    pub problems: Vec<String>,
     /// Replicas that answered / total known.
     pub reachable_replicas: usize,
-    /// Every known replica.
+    /// Every known replica, as central reached it.
     pub replicas: Vec<ReplicaView>,
+    /// Every member as the leader sees it (empty without a leader).
+    pub members: Vec<PeerView>,
 }
 
 impl From<RegionStatus> for RegionView {
     fn from(s: RegionStatus) -> RegionView {
+        let assessment = assess(&s);
+        let members = leader_status(&s)
+            .map(|l| {
+                l.peers
+                    .iter()
+                    .map(|p| PeerView::new(p.clone(), &l.replicas))
+                    .collect()
+            })
+            .unwrap_or_default();
         let replicas: Vec<ReplicaView> = s.replicas.into_iter().map(Into::into).collect();
         RegionView {
             name: s.region,
             leader: s.leader,
-            healthy: s.leader.is_some(),
+            status: assessment.health,
+            healthy: assessment.health == Health::Healthy,
+            problems: assessment.problems,
             reachable_replicas: replicas.iter().filter(|r| r.reachable).count(),
             replicas,
+            members,
         }
     }
 }

@@ -37,6 +37,9 @@ pub struct Timeouts {
     pub request: Duration,
     /// Dialing one hub (QUIC, TLS, hello).
     pub connect: Duration,
+    /// Whole membership change: adding a replica waits for it to catch up
+    /// as a learner, which takes longer than any other request.
+    pub membership: Duration,
 }
 
 /// State of the connection to one hub address.
@@ -109,6 +112,7 @@ fn response_kind(resp: &HubResponse) -> &'static str {
         HubResponse::MonitorDeleted => "monitor-deleted",
         HubResponse::NotFound { .. } => "not-found",
         HubResponse::Alerts(_) => "alerts",
+        HubResponse::MembershipRefused(_) => "membership-refused",
     }
 }
 
@@ -271,18 +275,15 @@ impl RegionClient {
         }
     }
 
-    /// Status of one replica, bounded by `deadline` when given; the answer
+    /// Status of one replica, bounded by `budget` when given; the answer
     /// is fed to the tracker.
-    async fn status_of(&self, addr: String, deadline: Option<Instant>) -> ReplicaStatus {
+    async fn status_of(&self, addr: String, budget: Option<Duration>) -> ReplicaStatus {
         let call = self.call_tracked(&addr, &HubRequest::Status);
-        let res = match deadline {
+        let res = match budget {
             None => call.await,
-            Some(d) => tokio::time::timeout_at(d, call).await.unwrap_or_else(|_| {
+            Some(b) => tokio::time::timeout(b, call).await.unwrap_or_else(|_| {
                 self.metrics.error(&self.region, "timeout");
-                Err(format!(
-                    "{addr}: no answer within {} ms",
-                    self.timeouts.request.as_millis()
-                ))
+                Err(format!("{addr}: no answer within {} ms", b.as_millis()))
             }),
         };
         let status = match res {
@@ -307,11 +308,11 @@ impl RegionClient {
     /// `until_leader`, stops at the first replica that says it leads, so a
     /// slow or dead replica does not delay requests that only need the
     /// leader (unfinished calls are dropped).
-    async fn discover(&self, deadline: Option<Instant>, until_leader: bool) -> Vec<ReplicaStatus> {
+    async fn discover(&self, budget: Option<Duration>, until_leader: bool) -> Vec<ReplicaStatus> {
         let targets = self.tracker().targets();
         let mut pending: FuturesUnordered<_> = targets
             .into_iter()
-            .map(|addr| self.status_of(addr, deadline))
+            .map(|addr| self.status_of(addr, budget))
             .collect();
         let mut out = Vec::new();
         while let Some(r) = pending.next().await {
@@ -324,14 +325,24 @@ impl RegionClient {
         out
     }
 
-    /// Runs `req` along a [`Route`]: the answer, who gave it, and whether it
-    /// may be stale.
+    /// Runs `req` along a [`Route`] within the request timeout: the answer,
+    /// who gave it, and whether it may be stale.
     async fn routed(
         &self,
         req: HubRequest,
         mode: Mode,
     ) -> Result<Served<HubResponse>, RegionError> {
-        let deadline = Instant::now() + self.timeouts.request;
+        self.routed_within(req, mode, self.timeouts.request).await
+    }
+
+    /// [`Self::routed`] with its own deadline.
+    async fn routed_within(
+        &self,
+        req: HubRequest,
+        mode: Mode,
+        timeout: Duration,
+    ) -> Result<Served<HubResponse>, RegionError> {
+        let deadline = Instant::now() + timeout;
         let walk = async {
             let mut route = Route::new(mode);
             let mut errors: BTreeMap<String, String> = BTreeMap::new();
@@ -392,7 +403,7 @@ impl RegionClient {
                 self.metrics.error(&self.region, "timeout");
                 Err(RegionError::Timeout {
                     region: self.region.clone(),
-                    timeout_ms: self.timeouts.request.as_millis() as u64,
+                    timeout_ms: timeout.as_millis() as u64,
                 })
             }
         }
@@ -460,10 +471,19 @@ impl RegionClient {
         Ok(self.op(req, Mode::LeaderOnly, pick).await?.value)
     }
 
+    /// A membership change, under the membership deadline (an add waits
+    /// for the new replica to catch up). The leader's refusal becomes
+    /// [`RegionError::Refused`].
     async fn conf_change(&self, req: HubRequest) -> Result<Vec<ReplicaInfo>, RegionError> {
-        let served = self.routed(req, Mode::LeaderOnly).await?;
+        let served = self
+            .routed_within(req, Mode::LeaderOnly, self.timeouts.membership)
+            .await?;
         match served.value {
             HubResponse::ConfChanged { replicas } => Ok(replicas),
+            HubResponse::MembershipRefused(refusal) => Err(RegionError::Refused {
+                region: self.region.clone(),
+                refusal,
+            }),
             other => Err(self.unexpected(served.addr, &other)),
         }
     }
@@ -488,8 +508,13 @@ impl RegionApi for RegionClient {
 
     fn status(&self) -> BoxFuture<'_, RegionStatus> {
         async move {
-            let deadline = Instant::now() + self.timeouts.request;
-            let replicas = self.discover(Some(deadline), false).await;
+            // A status is one small call: a replica that cannot dial and
+            // answer it within the dial deadline counts as unreachable now,
+            // so one dead hub (whose cached connection only times out
+            // later) does not hold the whole region view for the request
+            // timeout.
+            let budget = self.timeouts.request.min(self.timeouts.connect);
+            let replicas = self.discover(Some(budget), false).await;
             RegionStatus::from_replicas(self.region.clone(), replicas)
         }
         .boxed()

@@ -13,8 +13,8 @@ use strata_net::handshake::{accept, HandshakeMetrics};
 use strata_net::rpc::{read_frame, write_frame};
 use strata_net::{client_endpoint, server_endpoint, NodeTls, Pki};
 use strata_protocol::{
-    HubRequest, HubResponse, HubStatus, LeaderHint, NodeIdentity, NodeKind, QueryResult, RaftRole,
-    RefuseReason, ReplicaInfo, TelemetryQuery,
+    HubRequest, HubResponse, HubStatus, LeaderHint, MembershipRefusal, NodeIdentity, NodeKind,
+    QueryResult, RaftRole, RefuseReason, ReplicaInfo, TelemetryQuery,
 };
 
 use strata_protocol::monitoring::AlertQuery;
@@ -62,6 +62,12 @@ impl Group {
     }
 }
 
+/// Adding this replica id takes [`SLOW_ADD`] and is then refused.
+const SLOW_REFUSED: u64 = 13;
+/// Longer than a request timeout of the membership test, shorter than its
+/// membership timeout.
+const SLOW_ADD: Duration = Duration::from_millis(800);
+
 /// One in-test hub replica.
 struct Hub {
     addr: String,
@@ -106,6 +112,7 @@ fn answer(group: &Group, id: u64, region: &str, req: &HubRequest) -> HubResponse
             last_index: 10 + id,
             replicas: group.members(),
             stored_records: 100 * id,
+            peers: vec![],
         }),
         HubRequest::Query(q) if i_lead || leader == 0 => {
             HubResponse::Telemetry(QueryResult::Raw(vec![strata_protocol::TelemetryRecord {
@@ -116,6 +123,17 @@ fn answer(group: &Group, id: u64, region: &str, req: &HubRequest) -> HubResponse
                 metrics: vec![],
                 tags: vec![],
             }]))
+        }
+        // The unlucky id: the leader takes a while, then refuses it.
+        HubRequest::AddReplica(r) if i_lead && r.id == SLOW_REFUSED => {
+            HubResponse::MembershipRefused(MembershipRefusal::Behind {
+                id: r.id,
+                peer_addr: r.peer_addr.clone(),
+                matched: 3,
+                last_index: 900,
+                silent_ms: 100,
+                waited_ms: 30_000,
+            })
         }
         HubRequest::AddReplica(r) if i_lead => {
             let mut m = group.members();
@@ -215,6 +233,9 @@ async fn spawn_hub(pki: &Pki, group: &Group, region: &str, id: u64) -> Hub {
                         break;
                     };
                     log.lock().unwrap().push(kind(&req));
+                    if matches!(&req, HubRequest::AddReplica(r) if r.id == SLOW_REFUSED) {
+                        tokio::time::sleep(SLOW_ADD).await;
+                    }
                     let resp = answer(&group, id, &region, &req);
                     let _ = write_frame(&mut send, &resp, "central").await;
                     let _ = send.finish();
@@ -266,6 +287,7 @@ async fn setup(n: u64, leader: u64) -> Setup {
         Timeouts {
             request: Duration::from_secs(5),
             connect: Duration::from_millis(300),
+            membership: Duration::from_secs(5),
         },
         metrics.clone(),
     );
@@ -428,6 +450,7 @@ async fn nothing_reachable_is_an_error_naming_each_hub() {
         Timeouts {
             request: Duration::from_secs(5),
             connect: Duration::from_millis(200),
+            membership: Duration::from_secs(5),
         },
         HubMetrics::default(),
     );
@@ -454,6 +477,7 @@ async fn whole_operation_times_out() {
         Timeouts {
             request: Duration::from_millis(150),
             connect: Duration::from_secs(5),
+            membership: Duration::from_secs(5),
         },
         HubMetrics::default(),
     );
@@ -558,4 +582,68 @@ async fn monitor_writes_without_a_leader_fail() {
     // Reads still work, marked stale.
     let err = s.client.monitor("a".into(), "b".into()).await.unwrap_err();
     assert!(matches!(err, RegionError::NotFound { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn membership_changes_have_their_own_deadline_and_refusals_name_the_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::ensure(dir.path()).unwrap();
+    let group = Group::default();
+    group.leader.store(1, Ordering::SeqCst);
+    let hub = spawn_hub(&pki, &group, "west", 1).await;
+    let tls = NodeTls::load(&pki.node("central").unwrap()).unwrap();
+    // The add takes longer than a request may, but within the membership
+    // deadline: it is answered with the leader's refusal, not a timeout.
+    let client = RegionClient::new(
+        "west",
+        vec![hub.addr.clone()],
+        client_endpoint(&tls).unwrap(),
+        Timeouts {
+            request: Duration::from_millis(300),
+            connect: Duration::from_millis(300),
+            membership: Duration::from_secs(5),
+        },
+        HubMetrics::default(),
+    );
+    let replica = ReplicaInfo {
+        id: SLOW_REFUSED,
+        peer_addr: "10.9.9.9:1".into(),
+        client_addr: "10.9.9.9:2".into(),
+        voter: true,
+    };
+    let err = client.add_replica(replica.clone()).await.unwrap_err();
+    let RegionError::Refused { region, refusal } = &err else {
+        panic!("expected Refused, got {err}");
+    };
+    assert_eq!(region, "west");
+    assert!(
+        matches!(refusal, MembershipRefusal::Behind { id: 13, .. }),
+        "{refusal:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("replica 13 (10.9.9.9:1)") && msg.contains("matched 3 of 900"),
+        "{msg}"
+    );
+    // With a membership deadline shorter than the add, the deadline is
+    // reported as the membership one.
+    let short = RegionClient::new(
+        "west",
+        vec![hub.addr.clone()],
+        client_endpoint(&tls).unwrap(),
+        Timeouts {
+            request: Duration::from_secs(5),
+            connect: Duration::from_millis(300),
+            membership: Duration::from_millis(200),
+        },
+        HubMetrics::default(),
+    );
+    let err = short.add_replica(replica).await.unwrap_err();
+    assert_eq!(
+        err,
+        RegionError::Timeout {
+            region: "west".into(),
+            timeout_ms: 200
+        }
+    );
 }

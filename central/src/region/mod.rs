@@ -6,15 +6,19 @@
 //!
 //! - [`tracker`]: the sans-IO leader tracker and per-request route planner.
 //! - [`client`]: the QUIC driver (connections, timeouts, metrics).
+//! - [`health`]: healthy / degraded / unavailable, with the problems, from
+//!   one status fan-out.
 
 use futures::future::BoxFuture;
 use strata_protocol::monitoring::{AlertQuery, MonitorInfo};
 use strata_protocol::workload::{MonitorSpec, SpecErrors};
 use strata_protocol::{
-    AlertRecord, DeviceInfo, EdgeInfo, HubStatus, QueryResult, ReplicaInfo, TelemetryQuery,
+    AlertRecord, DeviceInfo, EdgeInfo, HubStatus, MembershipRefusal, QueryResult, ReplicaInfo,
+    TelemetryQuery,
 };
 
 pub mod client;
+pub mod health;
 pub mod tracker;
 
 #[cfg(test)]
@@ -160,6 +164,15 @@ pub enum RegionError {
         /// What was not found, as the hub named it.
         what: String,
     },
+    /// The leader refused a membership change; the refusal names the
+    /// replica and says why (never answered, too far behind, busy, …).
+    #[error("region {region}: {refusal}")]
+    Refused {
+        /// Region name.
+        region: String,
+        /// The hub's reason.
+        refusal: MembershipRefusal,
+    },
 }
 
 /// A module stored by a region ([`RegionApi::put_artifact`]).
@@ -194,7 +207,9 @@ pub trait RegionApi: Send + Sync {
         &self,
         query: TelemetryQuery,
     ) -> BoxFuture<'_, Result<Served<QueryResult>, RegionError>>;
-    /// Adds a replica through the leader; returns the new membership.
+    /// Adds a replica through the leader, which makes it a learner and
+    /// promotes it once caught up (or refuses: [`RegionError::Refused`]);
+    /// returns the new membership.
     fn add_replica(
         &self,
         replica: ReplicaInfo,
@@ -249,6 +264,7 @@ mod tests {
                 last_index: 0,
                 replicas: vec![],
                 stored_records: 0,
+                peers: vec![],
             }),
         }
     }

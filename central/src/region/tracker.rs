@@ -248,6 +248,7 @@ mod tests {
                 })
                 .collect(),
             stored_records: 0,
+            peers: vec![],
         }
     }
 

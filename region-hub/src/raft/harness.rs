@@ -20,6 +20,7 @@ use strata_protocol::{
 use tokio::sync::oneshot;
 
 use super::apply::{HubStore, SharedStore};
+use super::membership::MembershipConfig;
 use super::node::{Inbox, MemberChange, NodeConfig, ProposeError, RaftNode};
 use super::transport::{FilteredTransport, Filters, Transport};
 use crate::fsm::{self, Command, Outcome};
@@ -168,8 +169,8 @@ impl NodeThread {
         self.with(|n| n.applied())
     }
     /// See [`RaftNode::status`].
-    pub fn status(&self) -> HubStatus {
-        self.with(|n| n.status())
+    pub fn status(&self, now: Instant) -> HubStatus {
+        self.with(move |n| n.status(now))
     }
     /// See [`RaftNode::members`].
     pub fn members(&self) -> Vec<ReplicaInfo> {
@@ -216,8 +217,18 @@ pub struct Cluster {
     pub filters: Filters,
     members: Vec<ReplicaInfo>,
     retain: u64,
+    /// Membership settings of nodes started from now on.
+    pub membership: MembershipConfig,
     now: Instant,
 }
+
+/// Membership settings of the harness, in its 100 ms ticks: 30 ticks to
+/// catch up, 10 ticks of silence make a member unreachable.
+pub const MEMBERSHIP: MembershipConfig = MembershipConfig {
+    catch_up_timeout: Duration::from_secs(3),
+    max_lag_entries: 5,
+    unreachable_after: Duration::from_secs(1),
+};
 
 /// Address record of replica `id`.
 pub fn member(id: u64) -> ReplicaInfo {
@@ -270,6 +281,7 @@ impl Cluster {
             filters: Filters::default(),
             members: (1..=n).map(member).collect(),
             retain,
+            membership: MEMBERSHIP,
             now: Instant::now(),
         };
         for id in 1..=n {
@@ -305,6 +317,7 @@ impl Cluster {
             max_inflight_msgs: 64,
             checkpoint_interval: Duration::from_secs(3600),
             log_retain_entries: self.retain,
+            membership: self.membership,
         };
         let metrics = self.metrics.entry(id).or_default().clone();
         let transport =
@@ -438,6 +451,16 @@ impl Cluster {
         let now = self.now;
         self.nodes[&id].handle(Inbox::ConfChange { change, reply: tx }, now);
         rx
+    }
+
+    /// Status of node `id` at the harness's time.
+    pub fn status(&self, id: u64) -> HubStatus {
+        self.nodes[&id].status(self.now)
+    }
+
+    /// The harness's logical time.
+    pub fn now(&self) -> Instant {
+        self.now
     }
 
     /// Checkpoints node `id` (and compacts its log).

@@ -12,17 +12,25 @@
 //! at that index means the entry was overwritten by a new leader. Pending
 //! proposals fail with `Unavailable` when leadership is lost; the FSM's
 //! exactly-once dedup makes the client's retry safe.
+//!
+//! Membership changes live in `membership.rs`: a replica is added as a
+//! learner and promoted to voter only once it has caught up, or refused
+//! and removed again; the same file gives the leader's view of each member
+//! (reachable, lag) for [`RaftNode::status`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use raft::eraftpb::{ConfChange, ConfChangeType, ConfState, Message};
+use raft::eraftpb::{ConfState, Message};
 use raft::{RawNode, StateRole};
-use strata_protocol::{HubResponse, HubStatus, LeaderHint, RaftRole, ReplicaInfo, TelemetryQuery};
+use strata_protocol::{
+    HubResponse, HubStatus, LeaderHint, MembershipRefusal, RaftRole, ReplicaInfo, TelemetryQuery,
+};
 use tokio::sync::oneshot;
 
 use super::apply::{read, HubStore, SharedStore};
+use super::membership::{Join, MembershipConfig};
 use super::storage::{RaftLogStorage, StorageError, BOOTSTRAP_INDEX};
 use super::transport::Transport;
 use crate::fsm::{Outcome, RegionState};
@@ -56,6 +64,8 @@ pub struct NodeConfig {
     /// Entries kept in the Raft log behind the checkpoint, so briefly lagging
     /// followers catch up from the log instead of a snapshot.
     pub log_retain_entries: u64,
+    /// Adding replicas safely, and when a member counts as unreachable.
+    pub membership: MembershipConfig,
 }
 
 /// Why a proposal or membership change did not complete.
@@ -86,6 +96,14 @@ pub enum ProposeError {
         region: String,
         /// Why.
         reason: String,
+    },
+    /// A membership change was refused; the refusal names the replica.
+    #[error("region {region}: {refusal}")]
+    Refused {
+        /// Region.
+        region: String,
+        /// Why, as answered to the caller.
+        refusal: MembershipRefusal,
     },
 }
 
@@ -166,9 +184,11 @@ impl std::fmt::Debug for StateFn {
 /// A membership change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberChange {
-    /// Add a voter. Refused for an id that is a member at other addresses;
-    /// answered at once, without a log entry, when it already is a voter at
-    /// these addresses (a retried request).
+    /// Add a voter: as a learner first, promoted once caught up, or
+    /// refused and removed again (see `membership.rs`). Refused for an id
+    /// that is a member at other addresses; answered at once, without a log
+    /// entry, when it already is a voter at these addresses (a retried
+    /// request).
     Add(ReplicaInfo),
     /// Remove a member. Refused for a non-member and for the leader itself.
     Remove(u64),
@@ -246,6 +266,12 @@ pub struct RaftNode<S: HubStore> {
     pub(super) was_leader: bool,
     /// Ticks each follower has spent waiting for a snapshot.
     pub(super) snapshot_ticks: BTreeMap<u64, usize>,
+    /// The add in progress, on the leader (one at a time).
+    pub(super) join: Option<Join>,
+    /// When each member was last heard from (any Raft message).
+    pub(super) last_heard: BTreeMap<u64, Instant>,
+    /// When this replica last became leader.
+    pub(super) leader_since: Option<Instant>,
 }
 
 /// A follower waiting this many election timeouts for a snapshot whose
@@ -377,6 +403,9 @@ impl<S: HubStore> RaftNode<S> {
             last_checkpoint_at: None,
             was_leader: false,
             snapshot_ticks: BTreeMap::new(),
+            join: None,
+            last_heard: BTreeMap::new(),
+            leader_since: None,
         };
         node.transport.update_peers(&transport_members);
         node.update_gauges();
@@ -429,7 +458,7 @@ impl<S: HubStore> RaftNode<S> {
         })
     }
 
-    fn not_leader(&self) -> ProposeError {
+    pub(super) fn not_leader(&self) -> ProposeError {
         ProposeError::NotLeader {
             region: self.cfg.region.clone(),
             id: self.cfg.id,
@@ -494,6 +523,7 @@ impl<S: HubStore> RaftNode<S> {
     pub fn handle(&mut self, msg: Inbox, now: Instant) {
         match msg {
             Inbox::Step(m) => {
+                self.note_heard(m.from, now);
                 if let Err(e) = self.raw.step(m) {
                     tracing::debug!(hub = self.cfg.id, error = %e, "dropped raft message");
                 }
@@ -502,7 +532,7 @@ impl<S: HubStore> RaftNode<S> {
             Inbox::ConfChange { change, reply } => self.propose_conf_change(change, reply, now),
             Inbox::Tick => self.tick(),
             Inbox::Status(reply) => {
-                let _ = reply.send(self.status());
+                let _ = reply.send(self.status(now));
             }
             Inbox::Query(req, reply) => {
                 let _ = reply.send(self.read(req));
@@ -554,98 +584,8 @@ impl<S: HubStore> RaftNode<S> {
         }
     }
 
-    fn propose_conf_change(&mut self, change: MemberChange, reply: ConfChangeReply, now: Instant) {
-        if !self.is_leader() {
-            let _ = reply.send(Err(self.not_leader()));
-            return;
-        }
-        if let Err(reason) = self.check_change(&change) {
-            let _ = reply.send(Err(ProposeError::Rejected {
-                region: self.cfg.region.clone(),
-                reason,
-            }));
-            return;
-        }
-        let mut cc = ConfChange::default();
-        match &change {
-            MemberChange::Add(info) if self.is_voter_at(info) => {
-                // Already a voter at these addresses: a retried request
-                // (its first answer was lost) succeeds without a new entry.
-                let _ = reply.send(Ok(self.members().to_vec()));
-                return;
-            }
-            MemberChange::Add(info) => {
-                cc.set_change_type(ConfChangeType::AddNode);
-                cc.node_id = info.id;
-                cc.context = super::apply::encode_member(info).into();
-            }
-            MemberChange::Remove(id) => {
-                if *id == self.cfg.id {
-                    let _ = reply.send(Err(ProposeError::Rejected {
-                        region: self.cfg.region.clone(),
-                        reason: format!(
-                            "replica {id} is the leader and cannot remove itself; retry once \
-                             another replica leads (stopping hub {id} moves the leadership)"
-                        ),
-                    }));
-                    return;
-                }
-                cc.set_change_type(ConfChangeType::RemoveNode);
-                cc.node_id = *id;
-            }
-        }
-        if cc.node_id == 0 {
-            let _ = reply.send(Err(ProposeError::Rejected {
-                region: self.cfg.region.clone(),
-                reason: "replica id must be at least 1".into(),
-            }));
-            return;
-        }
-        match self.raw.propose_conf_change(vec![], cc) {
-            Ok(()) => self.track(PendingReply::ConfChange(reply), now),
-            Err(e) => {
-                let _ = reply.send(Err(self.unavailable(format!("conf change dropped: {e}"))));
-            }
-        }
-    }
-
-    /// True when `info` is already a voter with exactly these addresses.
-    fn is_voter_at(&self, info: &ReplicaInfo) -> bool {
-        let voters = &self.raw.store().conf_state().voters;
-        self.members().iter().any(|m| {
-            m.id == info.id
-                && voters.contains(&m.id)
-                && m.peer_addr == info.peer_addr
-                && m.client_addr == info.client_addr
-        })
-    }
-
-    /// Refuses changes that cannot be what the operator meant: adding an id
-    /// that is already a member at other addresses (that would silently
-    /// re-address a live replica: its messages would go to the newcomer),
-    /// and removing an id that is not a member (raft would commit a no-op).
-    fn check_change(&self, change: &MemberChange) -> Result<(), String> {
-        let region = &self.cfg.region;
-        match change {
-            MemberChange::Add(info) => match self.members().iter().find(|m| m.id == info.id) {
-                Some(m) if m.peer_addr != info.peer_addr || m.client_addr != info.client_addr => {
-                    Err(format!(
-                        "replica {} is already a member of region {region} (peer-addr {}, \
-                         client-addr {}); remove it first to give its id to another replica",
-                        m.id, m.peer_addr, m.client_addr
-                    ))
-                }
-                _ => Ok(()),
-            },
-            MemberChange::Remove(id) if !self.members().iter().any(|m| m.id == *id) => {
-                Err(format!("replica {id} is not a member of region {region}"))
-            }
-            MemberChange::Remove(_) => Ok(()),
-        }
-    }
-
     /// Remembers the entry just appended by a successful propose.
-    fn track(&mut self, reply: PendingReply, now: Instant) {
+    pub(super) fn track(&mut self, reply: PendingReply, now: Instant) {
         self.metrics.proposals.inc();
         let index = self.raw.raft.raft_log.last_index();
         let term = self.raw.raft.term;
@@ -659,9 +599,13 @@ impl<S: HubStore> RaftNode<S> {
         );
     }
 
-    /// Fails every pending proposal (leadership lost or shutdown).
+    /// Fails every pending proposal and an add in progress (leadership lost
+    /// or shutdown).
     pub(super) fn fail_pending(&mut self, reason: &str) {
         let err = self.unavailable(reason);
+        if let Some(join) = self.join.take() {
+            self.finish_join(join, Err(err.clone()));
+        }
         for (_, p) in std::mem::take(&mut self.pending) {
             self.metrics.proposals_failed.inc();
             match p.reply {
@@ -677,12 +621,15 @@ impl<S: HubStore> RaftNode<S> {
 
     /// Processes one Ready, in exactly raft-rs's documented order.
     pub fn on_ready(&mut self, now: Instant) -> Result<(), NodeError> {
+        // An add in progress looks at what was applied so far and may
+        // propose (like an inbox message, before the Ready is taken).
+        self.poll_join(now);
         if !self.raw.has_ready() {
             return Ok(());
         }
         let mut ready = self.raw.ready();
         if ready.ss().is_some() {
-            self.on_role_change();
+            self.on_role_change(now);
         }
         // 1. Send messages first: a leader's appends can go out in parallel
         //    with its own fsync (raft thesis 10.2.1); these never depend on
@@ -734,12 +681,14 @@ impl<S: HubStore> RaftNode<S> {
         Ok(())
     }
 
-    fn on_role_change(&mut self) {
+    fn on_role_change(&mut self, now: Instant) {
         let leader = self.is_leader();
         if self.was_leader && !leader {
             tracing::info!(hub = self.cfg.id, region = %self.cfg.region, "lost leadership");
+            self.abort_join();
             self.fail_pending("leadership lost; retry");
         } else if leader && !self.was_leader {
+            self.leader_since = Some(now);
             tracing::info!(hub = self.cfg.id, region = %self.cfg.region, term = self.raw.raft.term, "became leader");
         }
         self.was_leader = leader;
@@ -765,8 +714,9 @@ impl<S: HubStore> RaftNode<S> {
         m.assignments_version.set(w.assignments_version() as i64);
     }
 
-    /// This replica's status.
-    pub fn status(&self) -> HubStatus {
+    /// This replica's status at `now` (the leader adds its view of every
+    /// member).
+    pub fn status(&self, now: Instant) -> HubStatus {
         let r = &self.raw.raft;
         let role = match r.state {
             StateRole::Follower => RaftRole::Follower,
@@ -795,6 +745,7 @@ impl<S: HubStore> RaftNode<S> {
             replicas,
             // Only this thread writes, so this read never waits.
             stored_records: read(&self.store).stored_records(),
+            peers: self.peer_view(now),
         }
     }
 

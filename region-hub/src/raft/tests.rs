@@ -6,6 +6,7 @@ use super::harness::{batch_cmd, member, Cluster};
 use super::node::{MemberChange, ProposeError};
 use super::transport::{Isolate, Partition};
 use crate::fsm::Outcome;
+use strata_protocol::MembershipRefusal;
 
 fn committed(rx: &mut tokio::sync::oneshot::Receiver<Result<Outcome, ProposeError>>) -> Outcome {
     rx.try_recv().expect("reply ready").expect("committed")
@@ -66,7 +67,7 @@ fn follower_refuses_with_a_leader_hint() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    let st = c.nodes[&1].status();
+    let st = c.status(1);
     assert_eq!(st.leader, Some(2));
     assert_eq!(st.replicas.len(), 3);
 }
@@ -218,8 +219,7 @@ fn add_and_remove_replicas() {
     c.settle();
     c.start(4, true);
     let mut rx = c.change(1, MemberChange::Add(member(4)));
-    c.settle();
-    let members = rx.try_recv().unwrap().unwrap();
+    let members = super::membership_tests::answer(&mut c, &mut rx).unwrap();
     assert_eq!(
         members.iter().map(|m| m.id).collect::<Vec<_>>(),
         vec![1, 2, 3, 4]
@@ -240,12 +240,15 @@ fn add_and_remove_replicas() {
         members.iter().map(|m| m.id).collect::<Vec<_>>(),
         vec![1, 3, 4]
     );
-    assert_eq!(c.nodes[&1].status().replicas.len(), 3);
+    assert_eq!(c.status(1).replicas.len(), 3);
     // The leader refuses to remove itself.
     let mut rx = c.change(1, MemberChange::Remove(1));
     assert!(matches!(
         rx.try_recv().unwrap(),
-        Err(ProposeError::Rejected { .. })
+        Err(ProposeError::Refused {
+            refusal: MembershipRefusal::Conflict { .. },
+            ..
+        })
     ));
 }
 
@@ -253,9 +256,12 @@ fn add_and_remove_replicas() {
 fn conflicting_membership_changes_are_refused() {
     let mut c = Cluster::new(3, 1000);
     c.elect(1);
-    let before = c.nodes[&1].status();
+    let before = c.status(1);
     let rejected = |rx: &mut tokio::sync::oneshot::Receiver<_>| match rx.try_recv().unwrap() {
-        Err(ProposeError::Rejected { reason, .. }) => reason,
+        Err(ProposeError::Refused {
+            refusal: MembershipRefusal::Conflict { reason },
+            ..
+        }) => reason,
         other => panic!("expected a rejection, got {other:?}"),
     };
     // Id 2 at another replica's addresses would re-address a live member.
@@ -278,7 +284,7 @@ fn conflicting_membership_changes_are_refused() {
     let members = rx.try_recv().unwrap().unwrap();
     assert_eq!(members, before.replicas);
     c.settle();
-    let after = c.nodes[&1].status();
+    let after = c.status(1);
     assert_eq!(after.last_index, before.last_index);
     assert_eq!(after.replicas, before.replicas);
 }

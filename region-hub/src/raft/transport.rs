@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use strata_protocol::ReplicaInfo;
@@ -34,6 +34,21 @@ pub struct DropTo(pub HashSet<u64>);
 impl Filter for DropTo {
     fn before(&self, msgs: &mut Vec<Message>) {
         msgs.retain(|m| !self.0.contains(&m.to));
+    }
+}
+
+/// Drops messages of the given types to one peer: with appends and
+/// snapshots dropped, a peer still answers heartbeats but never catches up.
+pub struct DropTypes {
+    /// The peer.
+    pub to: u64,
+    /// Message types lost on the way to it.
+    pub types: Vec<MessageType>,
+}
+
+impl Filter for DropTypes {
+    fn before(&self, msgs: &mut Vec<Message>) {
+        msgs.retain(|m| m.to != self.to || !self.types.contains(&m.get_msg_type()));
     }
 }
 
@@ -188,6 +203,17 @@ mod tests {
         DropTo([2].into()).before(&mut v);
         assert!(v.iter().all(|m| m.to != 2));
         assert_eq!(v.len(), 4);
+
+        let mut v = all();
+        v[0].set_msg_type(MessageType::MsgAppend);
+        let first = (v[0].from, v[0].to);
+        DropTypes {
+            to: first.1,
+            types: vec![MessageType::MsgAppend],
+        }
+        .before(&mut v);
+        assert_eq!(v.len(), 5);
+        assert!(v.iter().any(|m| m.to == first.1), "other types still pass");
 
         let mut v: Vec<Message> = (0..1000).map(|_| msg(1, 2)).collect();
         DropRandom::new(0.5, 7).before(&mut v);
