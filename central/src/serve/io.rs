@@ -121,18 +121,25 @@ impl GuardedIo {
         }
     }
 
-    /// After an operation returned `Pending`: arms the timer at the core's
-    /// deadline so that the task wakes up for it.
-    fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        let Some((at, limit)) = self.core.deadline() else {
-            return Poll::Pending;
-        };
+    /// Arms the timer at the core's deadline and registers this task with
+    /// it, after every operation: the phase may have changed (a response
+    /// finished while hyper waited on the service, so that no read is
+    /// pending with a timer), and the task must wake up for the new
+    /// deadline. Returns the limit if it has passed.
+    fn arm(&mut self, cx: &mut Context<'_>) -> Option<Limit> {
+        let (at, limit) = self.core.deadline()?;
         if self.timer.deadline() != at {
             self.timer.as_mut().reset(at);
         }
-        match self.timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(self.fire(limit))),
-            Poll::Pending => Poll::Pending,
+        self.timer.as_mut().poll(cx).is_ready().then_some(limit)
+    }
+
+    /// After an operation returned `Pending`: closes the connection if its
+    /// deadline has passed, else waits for the socket or the timer.
+    fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        match self.arm(cx) {
+            Some(limit) => Poll::Ready(Err(self.fire(limit))),
+            None => Poll::Pending,
         }
     }
 
@@ -200,7 +207,10 @@ impl AsyncRead for GuardedIo {
                     this.core
                         .on_read(now, &buf.filled()[before..], this.activity.snapshot());
                 match verdict {
-                    Verdict::Pass => Poll::Ready(Ok(())),
+                    Verdict::Pass => {
+                        this.arm(cx);
+                        Poll::Ready(Ok(()))
+                    }
                     Verdict::HeadTooLarge => {
                         // Hyper never sees these bytes.
                         buf.set_filled(before);
@@ -235,6 +245,7 @@ impl AsyncWrite for GuardedIo {
         match Pin::new(&mut this.inner).poll_write(cx, data) {
             Poll::Ready(Ok(n)) => {
                 this.core.on_write(now, n);
+                this.arm(cx);
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -247,7 +258,10 @@ impl AsyncWrite for GuardedIo {
         this.check(Instant::now())?;
         match Pin::new(&mut this.inner).poll_flush(cx) {
             Poll::Pending => this.pending(cx),
-            done => done,
+            done => {
+                this.arm(cx);
+                done
+            }
         }
     }
 

@@ -30,6 +30,9 @@ pub mod core;
 pub mod io;
 pub mod service;
 
+#[cfg(test)]
+mod tests;
+
 use self::core::{ConnCore, ConnLimits};
 use self::io::GuardedIo;
 use self::service::{Activity, RequestService};
