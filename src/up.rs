@@ -395,6 +395,13 @@ pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()>
     );
     println!("  HTTP API : http://{api}/api/v1/regions   (metrics at /metrics)");
     let token_file = cluster.token_file.clone().unwrap_or_default();
+    // The CLI finds the token under its own --data-dir, `strata-data` by
+    // default: name ours when it differs.
+    let dd = if o.data_dir == Path::new("strata-data") {
+        String::new()
+    } else {
+        format!(" --data-dir {}", o.data_dir.display())
+    };
     let bearer = format!(
         "-H \"Authorization: Bearer $(cat {})\"",
         token_file.display()
@@ -414,7 +421,7 @@ pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()>
             o.devices, o.rate
         );
         println!(
-            "  Monitors : temperature spikes hit 0.5% of devices at readings 120, 300 and 600; watch for them with\n             ./monitors/build.sh && cargo run --release -- monitor submit --api {api} --region {} \\\n               --module target/monitors/wasm/zscore.wasm docs/monitors/zscore.toml\n             cargo run --release -- alerts --api {api} --tenant demo",
+            "  Monitors : temperature spikes hit 0.5% of devices at readings 120, 300 and 600; watch for them with\n             ./monitors/build.sh && cargo run --release -- monitor submit --api {api}{dd} --region {} \\\n               --module target/monitors/wasm/zscore.wasm docs/monitors/zscore.toml\n             cargo run --release -- alerts --api {api}{dd} --tenant demo",
             o.region
         );
         // A demo fleet with something for monitors to find.
