@@ -1,6 +1,7 @@
 //! `strata`: the one command that runs a whole cluster on a laptop.
 //! Wiring only; see `up.rs`, `bench.rs` and `monitor_cli.rs`.
 
+mod api_token;
 mod bench;
 mod bench_monitors;
 mod monitor_cli;

@@ -16,6 +16,7 @@ use serde_json::Value;
 use strata_protocol::workload::MAX_ARTIFACT_BYTES;
 use strata_protocol::Severity;
 
+use crate::api_token::{self, TokenSource, TOKEN_ENV};
 use crate::monitor_spec::{self, CliError, API_ENV};
 use crate::monitor_table;
 
@@ -33,6 +34,34 @@ pub struct ApiArgs {
     /// Print central's JSON answer instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Central's operator token. Default: $STRATA_TOKEN, else the token
+    /// file of `strata up`, <data-dir>/central/operator.token.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// The `strata up` data dir whose token file is used when neither
+    /// --token nor $STRATA_TOKEN is given.
+    #[arg(long, value_name = "DIR", default_value = "strata-data")]
+    pub data_dir: PathBuf,
+}
+
+/// What the commands read from the environment: read once in `main`,
+/// passed in elsewhere, so tests never touch the process environment.
+#[derive(Debug, Clone, Default)]
+pub struct CliEnv {
+    /// `$STRATA_API`.
+    pub api: Option<String>,
+    /// `$STRATA_TOKEN`.
+    pub token: Option<String>,
+}
+
+impl CliEnv {
+    /// The process environment.
+    pub fn from_process() -> CliEnv {
+        CliEnv {
+            api: std::env::var(API_ENV).ok(),
+            token: std::env::var(TOKEN_ENV).ok(),
+        }
+    }
 }
 
 /// Exit status, shown in `--help`.
@@ -129,21 +158,13 @@ pub struct AlertsArgs {
 
 /// Runs a `monitor` command; prints the error and picks the exit code.
 pub async fn monitor(cmd: MonitorCmd) -> ExitCode {
-    let env = std::env::var(API_ENV).ok();
-    finish(
-        run_monitor(
-            cmd,
-            env.as_deref(),
-            &mut std::io::stdout(),
-            &mut std::io::stderr(),
-        )
-        .await,
-    )
+    let env = CliEnv::from_process();
+    finish(run_monitor(cmd, &env, &mut std::io::stdout(), &mut std::io::stderr()).await)
 }
 
 /// Runs `alerts`; prints the error and picks the exit code.
 pub async fn alerts(args: AlertsArgs) -> ExitCode {
-    let env = std::env::var(API_ENV).ok();
+    let env = CliEnv::from_process();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -151,7 +172,7 @@ pub async fn alerts(args: AlertsArgs) -> ExitCode {
     finish(
         run_alerts(
             args,
-            env.as_deref(),
+            &env,
             now,
             &mut std::io::stdout(),
             &mut std::io::stderr(),
@@ -174,12 +195,14 @@ fn finish(r: Result<(), CliError>) -> ExitCode {
 struct Api {
     base: reqwest::Url,
     http: reqwest::Client,
+    /// Where the token it sends came from, for the 401 message.
+    token_source: TokenSource,
 }
 
 /// The client and URL of one monitor.
 fn monitor_url(
     api: &ApiArgs,
-    env: Option<&str>,
+    env: &CliEnv,
     region: &str,
     tenant: &str,
     name: &str,
@@ -193,13 +216,28 @@ fn monitor_url(
 }
 
 impl Api {
-    fn new(args: &ApiArgs, env: Option<&str>) -> Result<Api, CliError> {
-        let base = monitor_spec::resolve_api(args.api.as_deref(), env)?;
+    fn new(args: &ApiArgs, env: &CliEnv) -> Result<Api, CliError> {
+        let base = monitor_spec::resolve_api(args.api.as_deref(), env.api.as_deref())?;
+        let token =
+            api_token::resolve(args.token.as_deref(), env.token.as_deref(), &args.data_dir)?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = &token.token {
+            let mut value =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.expose()))
+                    .map_err(|_| CliError::Input(format!("{} is not a token", token.source)))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
+            .default_headers(headers)
             .build()
             .map_err(|e| CliError::Transport(format!("cannot create an HTTP client: {e}")))?;
-        Ok(Api { base, http })
+        Ok(Api {
+            base,
+            http,
+            token_source: token.source,
+        })
     }
 
     /// `base` plus path segments (each percent-encoded) and query pairs.
@@ -248,11 +286,18 @@ impl Api {
         }
         let err = json.as_ref().map(|j| &j["error"]);
         let field = |k: &str| err.and_then(|e| e[k].as_str()).map(str::to_owned);
+        let mut message =
+            field("message").unwrap_or_else(|| format!("{method} {url} failed: {}", text.trim()));
+        if status == 401 {
+            message = format!(
+                "{message}\n{}",
+                api_token::unauthorized_hint(&self.token_source)
+            );
+        }
         Err(CliError::Api {
             status,
             code: field("code").unwrap_or_else(|| "http-error".into()),
-            message: field("message")
-                .unwrap_or_else(|| format!("{method} {url} failed: {}", text.trim())),
+            message,
             fields: err
                 .and_then(|e| e["fields"].as_array())
                 .into_iter()
@@ -316,7 +361,7 @@ fn print_warnings(err: &mut dyn Write, body: &Value) -> Result<(), CliError> {
 /// Runs one `monitor` command; output to `out`, notes to `err`.
 pub async fn run_monitor(
     cmd: MonitorCmd,
-    env_api: Option<&str>,
+    env: &CliEnv,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), CliError> {
@@ -326,13 +371,13 @@ pub async fn run_monitor(
             region,
             module,
             spec,
-        } => submit(&api, env_api, &region, module.as_deref(), &spec, out, err).await,
+        } => submit(&api, env, &region, module.as_deref(), &spec, out, err).await,
         MonitorCmd::List {
             api,
             tenant,
             region,
         } => {
-            let client = Api::new(&api, env_api)?;
+            let client = Api::new(&api, env)?;
             let mut query = Vec::new();
             query.extend(tenant.map(|t| ("tenant", t)));
             query.extend(region.map(|r| ("region", r)));
@@ -351,7 +396,7 @@ pub async fn run_monitor(
             tenant,
             name,
         } => {
-            let (client, url) = monitor_url(&api, env_api, &region, &tenant, &name)?;
+            let (client, url) = monitor_url(&api, env, &region, &tenant, &name)?;
             let (_, body) = client.call(reqwest::Method::GET, url, None).await?;
             if api.json {
                 print_json(out, &body)
@@ -365,7 +410,7 @@ pub async fn run_monitor(
             tenant,
             name,
         } => {
-            let (client, url) = monitor_url(&api, env_api, &region, &tenant, &name)?;
+            let (client, url) = monitor_url(&api, env, &region, &tenant, &name)?;
             let (_, body) = client.call(reqwest::Method::DELETE, url, None).await?;
             if api.json {
                 print_json(out, &body)
@@ -383,14 +428,14 @@ pub async fn run_monitor(
 /// fill the artifact, submit.
 async fn submit(
     api: &ApiArgs,
-    env_api: Option<&str>,
+    env: &CliEnv,
     region: &str,
     module: Option<&Path>,
     spec_path: &Path,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let client = Api::new(api, env_api)?;
+    let client = Api::new(api, env)?;
     let text = read_file(spec_path, "monitor spec")?;
     let text = String::from_utf8(text).map_err(|_| {
         CliError::Input(format!(
@@ -501,12 +546,12 @@ async fn submit(
 /// `alerts`: query central, print newest first.
 pub async fn run_alerts(
     args: AlertsArgs,
-    env_api: Option<&str>,
+    env: &CliEnv,
     now_ms: i64,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let client = Api::new(&args.api, env_api)?;
+    let client = Api::new(&args.api, env)?;
     let mut query: Vec<(&str, String)> = Vec::new();
     query.extend(args.tenant.map(|v| ("tenant", v)));
     query.extend(args.device.map(|v| ("device", v)));

@@ -19,6 +19,7 @@ struct Seen {
     /// Path and query, as sent.
     target: String,
     content_type: Option<String>,
+    authorization: Option<String>,
     body: Vec<u8>,
 }
 
@@ -65,6 +66,7 @@ async fn fake_central(script: Script) -> (String, Arc<Mutex<Vec<Seen>>>) {
                 method: method.clone(),
                 target,
                 content_type: header("content-type"),
+                authorization: header("authorization"),
                 body: buf[body_start..body_start + len].to_vec(),
             });
             let (status, body) = script
@@ -95,10 +97,15 @@ memory-mib = 16
 cpu-millicores = 50
 "#;
 
+/// A token the tests send.
+const TOKEN: &str = "cli-test-token-0123456789abcdef0123";
+
 fn api(base: &str) -> ApiArgs {
     ApiArgs {
         api: Some(base.to_owned()),
         json: false,
+        token: Some(TOKEN.to_owned()),
+        data_dir: "/nonexistent/strata-data".into(),
     }
 }
 
@@ -110,7 +117,7 @@ fn stored_doc() -> Value {
 /// Runs a monitor command, returning (result, stdout, stderr).
 async fn run(cmd: MonitorCmd) -> (Result<(), CliError>, String, String) {
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let r = run_monitor(cmd, None, &mut out, &mut err).await;
+    let r = run_monitor(cmd, &CliEnv::default(), &mut out, &mut err).await;
     (
         r,
         String::from_utf8(out).unwrap(),
@@ -293,8 +300,8 @@ async fn list_inspect_delete_send_the_right_requests() {
     assert!(err.contains("region east did not answer"), "{err}");
     let (r, out, _) = run(MonitorCmd::Inspect {
         api: ApiArgs {
-            api: Some(base.clone()),
             json: true,
+            ..api(&base)
         },
         region: "west".into(),
         tenant: "acme".into(),
@@ -352,7 +359,7 @@ async fn alerts_send_every_filter_and_print_a_table() {
         region: Some("west".into()),
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    run_alerts(args, None, 1_000_000, &mut out, &mut err)
+    run_alerts(args, &CliEnv::default(), 1_000_000, &mut out, &mut err)
         .await
         .unwrap();
     let out = String::from_utf8(out).unwrap();
@@ -385,6 +392,84 @@ async fn unreachable_central_is_exit_1_and_says_where() {
     );
     // The OS reason, not only reqwest's summary.
     assert!(msg.contains("refused"), "{msg}");
+}
+
+#[tokio::test]
+async fn the_token_comes_from_the_data_dir_and_a_401_says_how_to_send_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("central")).unwrap();
+    std::fs::write(
+        dir.path().join("central/operator.token"),
+        format!("{TOKEN}\n"),
+    )
+    .unwrap();
+    let script: Script = [(
+        ("GET", "/api/v1/monitors"),
+        (
+            401,
+            json!({"error": {"code": "unauthorized", "message": "the bearer token is not valid"}}),
+        ),
+    )]
+    .into();
+    let (base, seen) = fake_central(script).await;
+    let args = ApiArgs {
+        token: None,
+        data_dir: dir.path().to_owned(),
+        ..api(&base)
+    };
+    let (r, _, _) = run(MonitorCmd::List {
+        api: args.clone(),
+        tenant: None,
+        region: None,
+    })
+    .await;
+    let e = r.unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    let msg = e.to_string();
+    for needle in [
+        "HTTP 401 unauthorized",
+        "not valid",
+        "--token",
+        "$STRATA_TOKEN",
+        "operator.token",
+    ] {
+        assert!(msg.contains(needle), "{needle:?} not in {msg}");
+    }
+    assert!(!msg.contains(TOKEN), "the token was printed: {msg}");
+    assert_eq!(
+        seen.lock().unwrap()[0].authorization.as_deref(),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    // $STRATA_TOKEN (passed in) wins over the file; --token over both.
+    let env = CliEnv {
+        api: None,
+        token: Some("env-token-0123456789abcdef0123456789".into()),
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let cmd = MonitorCmd::List {
+        api: args.clone(),
+        tenant: None,
+        region: None,
+    };
+    assert!(run_monitor(cmd, &env, &mut out, &mut err).await.is_err());
+    assert_eq!(
+        seen.lock().unwrap()[1].authorization.as_deref(),
+        Some("Bearer env-token-0123456789abcdef0123456789")
+    );
+    // No token anywhere: nothing sent, and the message says so.
+    let nowhere = ApiArgs {
+        data_dir: dir.path().join("missing"),
+        ..args
+    };
+    let (r, _, _) = run(MonitorCmd::List {
+        api: nowhere,
+        tenant: None,
+        region: None,
+    })
+    .await;
+    let msg = r.unwrap_err().to_string();
+    assert!(msg.contains("sent no token"), "{msg}");
+    assert_eq!(seen.lock().unwrap()[2].authorization, None);
 }
 
 /// clap's view of the arguments.

@@ -111,6 +111,8 @@ pub struct LocalCluster {
     pub mqtt: Vec<SocketAddr>,
     /// Central's HTTP address, when started.
     pub api: Option<SocketAddr>,
+    /// Central's operator token file, when started.
+    pub token_file: Option<PathBuf>,
     /// One handle per hub replica, hub 1 first.
     pub hubs: Vec<NodeHandle>,
     /// Each hub replica's metrics, hub 1 first.
@@ -229,6 +231,7 @@ impl LocalCluster {
                 };
                 let central_cfg = central::CentralConfig {
                     listen,
+                    data_dir: o.data_dir.join("central"),
                     tls: pki.node("central")?,
                     regions: vec![central::RegionConfig {
                         name: o.region.clone(),
@@ -239,12 +242,13 @@ impl LocalCluster {
                 let server = central::bind(central_cfg).await.with_context(|| {
                     format!("starting central on {listen} (port in use? try --http)")
                 })?;
-                let api = server.local_addr();
+                let api = (server.local_addr(), server.token_file().to_owned());
                 let s = shutdown.clone();
                 tasks.spawn(async move { server.run(s).await.context("central") });
                 Some(api)
             }
         };
+        let (api, token_file) = api.unzip();
 
         let mut mqtt = Vec::new();
         for i in 1..=o.edges {
@@ -285,6 +289,7 @@ impl LocalCluster {
         Ok(LocalCluster {
             mqtt,
             api,
+            token_file,
             hubs,
             hub_metrics,
             tasks,
@@ -389,6 +394,22 @@ pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()>
         o.hubs, o.region, o.edges
     );
     println!("  HTTP API : http://{api}/api/v1/regions   (metrics at /metrics)");
+    let token_file = cluster.token_file.clone().unwrap_or_default();
+    // The CLI finds the token under its own --data-dir, `strata-data` by
+    // default: name ours when it differs.
+    let dd = if o.data_dir == Path::new("strata-data") {
+        String::new()
+    } else {
+        format!(" --data-dir {}", o.data_dir.display())
+    };
+    let bearer = format!(
+        "-H \"Authorization: Bearer $(cat {})\"",
+        token_file.display()
+    );
+    println!(
+        "  API token: {}   (send it as `Authorization: Bearer <token>`; `strata` reads it there)",
+        token_file.display()
+    );
     println!(
         "  MQTT     : {}   (topic strata/<tenant>/<device>/telemetry)",
         mqtt.join(", ")
@@ -396,11 +417,11 @@ pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()>
     println!("  Data     : {}", o.data_dir.display());
     if o.devices > 0 {
         println!(
-            "  Devices  : {} simulated (tenant \"demo\"), {} reading/s each; try\n             curl 'http://{api}/api/v1/telemetry/demo/dev-0?step=10000'",
+            "  Devices  : {} simulated (tenant \"demo\"), {} reading/s each; try\n             curl {bearer} 'http://{api}/api/v1/telemetry/demo/dev-0?step=10000'",
             o.devices, o.rate
         );
         println!(
-            "  Monitors : temperature spikes hit 0.5% of devices at readings 120, 300 and 600; watch for them with\n             ./monitors/build.sh && cargo run --release -- monitor submit --api {api} --region {} \\\n               --module target/monitors/wasm/zscore.wasm docs/monitors/zscore.toml\n             cargo run --release -- alerts --api {api} --tenant demo",
+            "  Monitors : temperature spikes hit 0.5% of devices at readings 120, 300 and 600; watch for them with\n             ./monitors/build.sh && cargo run --release -- monitor submit --api {api}{dd} --region {} \\\n               --module target/monitors/wasm/zscore.wasm docs/monitors/zscore.toml\n             cargo run --release -- alerts --api {api}{dd} --tenant demo",
             o.region
         );
         // A demo fleet with something for monitors to find.

@@ -1,11 +1,17 @@
 //! The `central.toml` file: HTTP listen address, TLS material for dialing
-//! hubs, the regions to federate and the hub request deadlines.
+//! hubs, the regions to federate, the hub request deadlines, central's data
+//! directory, who may call the API (`[auth]`) and the HTTP connection limits
+//! (`[http]`).
 //!
 //! ```toml
 //! listen = "127.0.0.1:8080"
+//! data-dir = "strata-data/central"
 //! request-timeout-ms = 5000
 //! membership-timeout = "60s"
 //! tls = { ca = "pki/ca.pem", cert = "pki/central.pem", key = "pki/central.key" }
+//!
+//! [http]
+//! header-read-timeout = "10s"
 //!
 //! [[regions]]
 //! name = "west"
@@ -91,6 +97,153 @@ pub struct CentralConfig {
     /// Humantime (e.g. "60s"). Default "60s".
     #[serde(with = "humantime_serde")]
     pub membership_timeout: Duration,
+    /// Central's own directory: it holds the operator token
+    /// (`operator.token`). Created with mode 0700 if missing; refused if
+    /// group or others may access it. Default `strata-data/central`
+    /// (relative to the working directory).
+    pub data_dir: PathBuf,
+    /// Who may call the API: `[auth]`.
+    pub auth: AuthConfig,
+    /// HTTP connection and request limits: `[http]`.
+    pub http: HttpConfig,
+}
+
+/// `[auth]`: the operator token and what is open without it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AuthConfig {
+    /// The operator token file. Created (random 256-bit token, mode 0600)
+    /// if missing; refused if group or others may read it. Default
+    /// `<data-dir>/operator.token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Accept API requests that carry no token, as the operator, for labs.
+    /// A request with a wrong token is still refused. Logs a warning at
+    /// start. Default false.
+    pub allow_anonymous: bool,
+    /// Serve `/metrics` without a token (Prometheus scrapers usually have
+    /// none). Set false to require the operator token there too. `/health`
+    /// is always open. Default true.
+    pub open_metrics: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            token_file: None,
+            allow_anonymous: false,
+            open_metrics: true,
+        }
+    }
+}
+
+/// `[http]`: limits of the API's HTTP/1.1 server. Each one that fires is
+/// counted in `strata_central_http_limits_total{limit=...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpConfig {
+    /// Time a client has to send a whole request head (request line and
+    /// headers), from its first byte, or from the accept for a new
+    /// connection. Stops slowloris clients. Default "10s".
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Time an open keep-alive connection may sit without a request (and a
+    /// response may sit unread) before it is closed. Default "60s".
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Time one request may take from its complete head to its response,
+    /// body upload included; then it answers 408 and the connection closes.
+    /// Must exceed `request-timeout-ms` and `membership-timeout` (a replica
+    /// add legitimately waits that long). Default "90s".
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Most open connections; a connection beyond it is closed at once.
+    /// Default 1024.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers), in bytes; larger
+    /// answers 431. Default 16384 (16 KiB).
+    pub max_header_bytes: usize,
+    /// Largest JSON or TOML request body, in bytes; larger answers 413.
+    /// Module uploads have their own limit (8 MiB). Default 1048576 (1 MiB).
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(90),
+            max_connections: 1024,
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Bounds of the `[http]` values: below them a normal client fails, above
+/// them a limit no longer protects anything.
+const HTTP_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(3600));
+const MAX_CONNECTIONS_RANGE: (usize, usize) = (1, 1 << 20);
+/// Over 64 KiB hyper's own URI limit would answer first (without our body).
+const MAX_HEADER_BYTES_RANGE: (usize, usize) = (1024, 64 * 1024);
+const MAX_BODY_BYTES_RANGE: (usize, usize) = (1024, 64 * 1024 * 1024);
+
+impl HttpConfig {
+    /// Every problem of the `[http]` table, keys prefixed with `http.`.
+    fn problems(&self, hub_request_timeout: Duration, membership_timeout: Duration) -> Vec<String> {
+        let mut problems = Vec::new();
+        let (lo, hi) = HTTP_TIMEOUT_RANGE;
+        for (key, v) in [
+            ("header-read-timeout", self.header_read_timeout),
+            ("idle-timeout", self.idle_timeout),
+            ("request-timeout", self.request_timeout),
+        ] {
+            if v < lo || v > hi {
+                problems.push(format!(
+                    "http.{key}: {} must be between {} and {}",
+                    humantime::format_duration(v),
+                    humantime::format_duration(lo),
+                    humantime::format_duration(hi)
+                ));
+            }
+        }
+        if self.request_timeout <= hub_request_timeout {
+            problems.push(format!(
+                "http.request-timeout: {} must be longer than request-timeout-ms ({} ms), or \
+                 slow hubs would end requests with 408 instead of their own error",
+                humantime::format_duration(self.request_timeout),
+                hub_request_timeout.as_millis()
+            ));
+        }
+        if self.request_timeout <= membership_timeout {
+            problems.push(format!(
+                "http.request-timeout: {} must be longer than membership-timeout ({}), or a \
+                 replica add that is still catching up would end with 408",
+                humantime::format_duration(self.request_timeout),
+                humantime::format_duration(membership_timeout)
+            ));
+        }
+        for (key, v, (lo, hi)) in [
+            (
+                "max-connections",
+                self.max_connections,
+                MAX_CONNECTIONS_RANGE,
+            ),
+            (
+                "max-header-bytes",
+                self.max_header_bytes,
+                MAX_HEADER_BYTES_RANGE,
+            ),
+            ("max-body-bytes", self.max_body_bytes, MAX_BODY_BYTES_RANGE),
+        ] {
+            if v < lo || v > hi {
+                problems.push(format!("http.{key}: {v} must be in {lo}..={hi}"));
+            }
+        }
+        problems
+    }
 }
 
 /// One region: a name and the client-facing QUIC addresses of its hubs.
@@ -114,6 +267,9 @@ impl Default for CentralConfig {
             request_timeout_ms: 5000,
             connect_timeout_ms: 2000,
             membership_timeout: Duration::from_secs(60),
+            data_dir: PathBuf::from("strata-data/central"),
+            auth: AuthConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -209,14 +365,29 @@ impl CentralConfig {
                 problems.push(format!("{key}: {v} must be in 1..={MAX_TIMEOUT_MS}"));
             }
         }
-        if self.membership_timeout < Duration::from_secs(1)
+        if self.membership_timeout < Duration::from_millis(100)
             || self.membership_timeout > MAX_MEMBERSHIP_TIMEOUT
         {
             problems.push(format!(
-                "membership-timeout: {} must be between 1s and 1h",
+                "membership-timeout: {} must be between 100ms and 1h",
                 humantime_serde::re::humantime::format_duration(self.membership_timeout)
             ));
         }
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push("data-dir: must not be empty".into());
+        }
+        if self
+            .auth
+            .token_file
+            .as_ref()
+            .is_some_and(|f| f.as_os_str().is_empty() || f.file_name().is_none())
+        {
+            problems.push("auth.token-file: must name a file".into());
+        }
+        problems.extend(
+            self.http
+                .problems(self.request_timeout(), self.membership_timeout),
+        );
         if problems.is_empty() {
             Ok(())
         } else {
@@ -236,6 +407,15 @@ impl CentralConfig {
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
     }
+
+    /// The operator token file: `auth.token-file`, else
+    /// `<data-dir>/operator.token`.
+    pub fn token_file(&self) -> PathBuf {
+        self.auth
+            .token_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(crate::auth::TOKEN_FILE_NAME))
+    }
 }
 
 #[cfg(test)]
@@ -253,7 +433,7 @@ mod tests {
         let tls = tls_in(dir.path());
         let text = format!(
             "listen = \"127.0.0.1:0\"\nrequest-timeout-ms = 750\n\
-             membership-timeout = \"90s\"\n\
+             membership-timeout = \"80s\"\n\
              tls = {{ ca = {:?}, cert = {:?}, key = {:?} }}\n\
              [[regions]]\nname = \"west\"\nhubs = [\"127.0.0.1:7101\", \"hub-2.local:7102\"]\n",
             tls.ca, tls.cert, tls.key
@@ -263,7 +443,7 @@ mod tests {
         let cfg = CentralConfig::load(&path).unwrap();
         assert_eq!(cfg.request_timeout_ms, 750);
         assert_eq!(cfg.connect_timeout_ms, 2000);
-        assert_eq!(cfg.membership_timeout, Duration::from_secs(90));
+        assert_eq!(cfg.membership_timeout, Duration::from_secs(80));
         assert_eq!(cfg.regions[0].hubs.len(), 2);
         assert_eq!(CentralConfig::default().listen.port(), 8080);
     }
@@ -297,6 +477,19 @@ mod tests {
             ],
             request_timeout_ms: 0,
             membership_timeout: Duration::from_millis(10),
+            data_dir: PathBuf::new(),
+            auth: AuthConfig {
+                token_file: Some("/".into()),
+                ..AuthConfig::default()
+            },
+            http: HttpConfig {
+                header_read_timeout: Duration::ZERO,
+                idle_timeout: Duration::from_secs(7200),
+                max_connections: 0,
+                max_header_bytes: 100,
+                max_body_bytes: usize::MAX,
+                ..HttpConfig::default()
+            },
             ..CentralConfig::default()
         };
         let Err(ConfigError::Invalid { problems, .. }) = cfg.validate() else {
@@ -314,6 +507,13 @@ mod tests {
             "regions[2].hubs[0]: \":80\": host is empty",
             "request-timeout-ms",
             "membership-timeout",
+            "data-dir",
+            "auth.token-file",
+            "http.header-read-timeout: 0s",
+            "http.idle-timeout: 2h",
+            "http.max-connections",
+            "http.max-header-bytes",
+            "http.max-body-bytes",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
@@ -332,6 +532,32 @@ mod tests {
         assert_eq!(doc.request_timeout_ms, d.request_timeout_ms);
         assert_eq!(doc.connect_timeout_ms, d.connect_timeout_ms);
         assert_eq!(doc.membership_timeout, d.membership_timeout);
+        assert_eq!(doc.data_dir, d.data_dir);
+        assert_eq!(doc.auth, d.auth);
+        assert_eq!(doc.http, d.http);
         assert_eq!(doc.regions.len(), 1);
+    }
+
+    #[test]
+    fn http_durations_are_humantime_and_request_timeout_exceeds_the_hubs() {
+        let mut cfg: CentralConfig = toml::from_str(
+            "request-timeout-ms = 5000\n[http]\nheader-read-timeout = \"1500ms\"\n\
+             request-timeout = \"5s\"\n[auth]\ntoken-file = \"/etc/strata/op.token\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.http.header_read_timeout, Duration::from_millis(1500));
+        assert_eq!(cfg.token_file(), PathBuf::from("/etc/strata/op.token"));
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("http.request-timeout: 5s must be longer than request-timeout-ms"),
+            "{err}"
+        );
+        cfg.auth.token_file = None;
+        assert_eq!(
+            cfg.token_file(),
+            PathBuf::from("strata-data/central/operator.token")
+        );
+        let bad = toml::from_str::<CentralConfig>("[http]\nidle-timeout = 60\n");
+        assert!(bad.is_err(), "a bare number is not a duration");
     }
 }

@@ -2,20 +2,32 @@
 //! users, `strata` and tests use to see the cluster, read telemetry, submit
 //! device monitors (modules and specs) and read their alerts.
 //!
-//! Central holds no state of its own: every answer comes from the regions'
-//! hubs, dialed over mutual-TLS QUIC. Reads go to each region's Raft leader
-//! (or, with no leader, to any replica, marked `stale`); status fans out to
-//! every replica, and an unreachable one is listed, not fatal.
+//! Central holds no cluster state of its own: every answer comes from the
+//! regions' hubs, dialed over mutual-TLS QUIC. Reads go to each region's
+//! Raft leader (or, with no leader, to any replica, marked `stale`); status
+//! fans out to every replica, and an unreachable one is listed, not fatal.
+//! Its data dir holds only the operator token.
+//!
+//! Every `/api/v1` route needs the operator token (`Authorization: Bearer`,
+//! created on first start in `<data-dir>/operator.token`, mode 0600);
+//! `/health` is open, `/metrics` open unless configured otherwise.
 //!
 //! # Layout
-//! - [`config`]: `central.toml` (listen address, TLS, regions, timeouts),
-//!   validated with every problem reported at once.
+//! - [`config`]: `central.toml` (listen address, TLS, regions, timeouts,
+//!   data dir, `[auth]`, `[http]` limits), validated with every problem
+//!   reported at once.
+//! - [`auth`]: principals, actions and the pure policy; the token file and
+//!   `Bearer` parsing.
 //! - [`region`]: the [`region::RegionApi`] trait the HTTP layer talks to, its
 //!   QUIC implementation [`region::RegionClient`], and the sans-IO leader
 //!   tracker / request router it drives ([`region::tracker`]).
 //! - [`http`]: [`http::app`] builds the axum router from an
-//!   [`http::AppState`]: routes, JSON error body, query parsing, views.
-//! - [`metrics`]: Prometheus metrics (HTTP requests, hub latency and errors).
+//!   [`http::AppState`]: the route table with each route's action, the
+//!   per-route guard, JSON error body, query parsing, views.
+//! - [`serve`]: the HTTP/1.1 accept loop with connection limits (header and
+//!   idle timeouts, connection cap, 431) and the request timeout.
+//! - [`metrics`]: Prometheus metrics (HTTP requests, refused requests,
+//!   limits that fired, hub latency and errors).
 //! - `main.rs`: the thin `central --config central.toml` binary.
 //!
 //! This crate must not depend on `region-hub` or `edge-node`: it speaks to
@@ -28,12 +40,14 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod region;
+pub mod serve;
 
-pub use config::{CentralConfig, ConfigError, RegionConfig};
+pub use config::{AuthConfig, CentralConfig, ConfigError, HttpConfig, RegionConfig};
 pub use http::{app, AppError, AppState};
 pub use region::{RegionApi, RegionClient, RegionError};
 
@@ -57,14 +71,9 @@ pub enum CentralError {
         /// OS error.
         error: std::io::Error,
     },
-    /// The HTTP server failed while running.
-    #[error("HTTP server on {addr}: {error}")]
-    Serve {
-        /// The bound address.
-        addr: SocketAddr,
-        /// OS error.
-        error: std::io::Error,
-    },
+    /// The data dir or the operator token file could not be set up.
+    #[error(transparent)]
+    Token(#[from] auth::TokenError),
 }
 
 /// A bound, not yet serving, central server.
@@ -72,15 +81,34 @@ pub struct Central {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     router: axum::Router,
+    limits: serve::ServeLimits,
+    limit_metrics: metrics::LimitMetrics,
+    token_file: std::path::PathBuf,
     endpoint: quinn::Endpoint,
     clients: Vec<Arc<RegionClient>>,
 }
 
-/// Validates `cfg`, loads TLS, creates the QUIC endpoint and the region
-/// clients, and binds the HTTP listener. Hubs are dialed lazily, so central
-/// starts even while every hub is down.
+/// Validates `cfg`, sets up the data dir and operator token, loads TLS,
+/// creates the QUIC endpoint and the region clients, and binds the HTTP
+/// listener. Hubs are dialed lazily, so central starts even while every hub
+/// is down.
 pub async fn bind(cfg: CentralConfig) -> Result<Central, CentralError> {
     cfg.validate()?;
+    let auth = auth::setup(&cfg)?;
+    match auth.origin {
+        auth::TokenOrigin::Created => {
+            tracing::info!(token_file = %auth.token_file.display(), "created the operator token")
+        }
+        auth::TokenOrigin::Loaded => {
+            tracing::info!(token_file = %auth.token_file.display(), "operator token loaded")
+        }
+    }
+    if cfg.auth.allow_anonymous {
+        tracing::warn!(
+            "auth.allow-anonymous = true: central's API serves requests without a token as the \
+             operator; use this only in a lab"
+        );
+    }
     let tls = strata_net::NodeTls::load(&cfg.tls)?;
     let endpoint = strata_net::client_endpoint(&tls)?;
     let mut registry = Registry::default();
@@ -107,7 +135,12 @@ pub async fn bind(cfg: CentralConfig) -> Result<Central, CentralError> {
         .iter()
         .map(|c| c.clone() as Arc<dyn RegionApi>)
         .collect();
-    let state = AppState::new(regions, registry);
+    let options = http::AppOptions {
+        access: auth.access,
+        max_body_bytes: cfg.http.max_body_bytes,
+    };
+    let state = AppState::with_options(regions, registry, http::system_clock(), options);
+    let limit_metrics = state.limit_metrics().clone();
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|error| CentralError::Bind {
@@ -122,6 +155,9 @@ pub async fn bind(cfg: CentralConfig) -> Result<Central, CentralError> {
         listener,
         addr,
         router: app(state),
+        limits: serve::ServeLimits::from(&cfg.http),
+        limit_metrics,
+        token_file: auth.token_file,
         endpoint,
         clients,
     })
@@ -133,19 +169,28 @@ impl Central {
         self.addr
     }
 
-    /// Serves the API until `shutdown` is cancelled, then closes the hub
-    /// connections.
+    /// The operator token file (its path; never log the token).
+    pub fn token_file(&self) -> &std::path::Path {
+        &self.token_file
+    }
+
+    /// Serves the API until `shutdown` is cancelled, drains the requests in
+    /// flight, then closes the hub connections.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), CentralError> {
         let addr = self.addr;
         tracing::info!(%addr, regions = self.clients.len(), "central API listening");
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
+        serve::serve(
+            self.listener,
+            self.router,
+            self.limits,
+            self.limit_metrics,
+            shutdown,
+        )
+        .await;
         for c in &self.clients {
             c.close();
         }
         let _ = tokio::time::timeout(CLOSE_GRACE, self.endpoint.wait_idle()).await;
-        served.map_err(|error| CentralError::Serve { addr, error })?;
         tracing::info!(%addr, "central stopped");
         Ok(())
     }
@@ -166,6 +211,7 @@ mod tests {
         let pki = strata_net::Pki::ensure(dir.path()).unwrap();
         let cfg = CentralConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("central"),
             tls: pki.node("central").unwrap(),
             regions: vec![RegionConfig {
                 name: "west".into(),
@@ -176,6 +222,10 @@ mod tests {
         let central = bind(cfg).await.unwrap();
         let addr = central.local_addr();
         assert_ne!(addr.port(), 0);
+        assert_eq!(
+            central.token_file(),
+            dir.path().join("central/operator.token")
+        );
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(central.run(shutdown.clone()));
 

@@ -1,5 +1,6 @@
 //! Prometheus metrics of the central server: HTTP requests by route and
-//! status, hub call latency, and hub errors by reason.
+//! status, refused API requests by reason, HTTP limits that fired, hub call
+//! latency, and hub errors by reason.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -36,6 +37,108 @@ impl HttpMetrics {
             m.requests.clone(),
         );
         m
+    }
+}
+
+/// Label of [`AuthMetrics::failures`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `missing` (no token), `malformed` (not `Bearer <token>`), `repeated`
+    /// (several Authorization headers), `bad-token`, `forbidden`.
+    pub reason: &'static str,
+}
+
+/// Refused API requests.
+#[derive(Clone, Debug, Default)]
+pub struct AuthMetrics {
+    /// Requests refused by authentication or authorization, by reason.
+    pub failures: Family<ReasonLabel, Counter>,
+}
+
+impl AuthMetrics {
+    /// Creates the metrics and registers them as `strata_central_auth_*`.
+    pub fn register(registry: &mut Registry) -> AuthMetrics {
+        let m = AuthMetrics::default();
+        registry.register(
+            "strata_central_auth_failures",
+            "API requests refused before their handler: no, malformed or invalid token, or not allowed",
+            m.failures.clone(),
+        );
+        m
+    }
+
+    /// Counts one refusal.
+    pub fn failure(&self, reason: &'static str) {
+        self.failures.get_or_create(&ReasonLabel { reason }).inc();
+    }
+}
+
+/// An HTTP limit of `[http]` (the `limit` label).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Limit {
+    /// A request head not complete within `http.header-read-timeout`.
+    HeaderReadTimeout,
+    /// A connection idle for `http.idle-timeout`.
+    IdleTimeout,
+    /// A request not answered within `http.request-timeout` (408).
+    RequestTimeout,
+    /// A connection beyond `http.max-connections`, closed at once.
+    MaxConnections,
+    /// A request head over `http.max-header-bytes` or with too many
+    /// header lines (431).
+    MaxHeaderBytes,
+    /// A body over the route's limit (413).
+    MaxBodyBytes,
+}
+
+impl Limit {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::HeaderReadTimeout => "header-read-timeout",
+            Limit::IdleTimeout => "idle-timeout",
+            Limit::RequestTimeout => "request-timeout",
+            Limit::MaxConnections => "max-connections",
+            Limit::MaxHeaderBytes => "max-header-bytes",
+            Limit::MaxBodyBytes => "max-body-bytes",
+        }
+    }
+}
+
+/// Label of [`LimitMetrics::fired`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    /// [`Limit::as_str`].
+    pub limit: &'static str,
+}
+
+/// HTTP connection and request limits that fired.
+#[derive(Clone, Debug, Default)]
+pub struct LimitMetrics {
+    /// Times each limit closed a connection or refused a request.
+    pub fired: Family<LimitLabel, Counter>,
+}
+
+impl LimitMetrics {
+    /// Creates the metrics and registers them as
+    /// `strata_central_http_limits_total`.
+    pub fn register(registry: &mut Registry) -> LimitMetrics {
+        let m = LimitMetrics::default();
+        registry.register(
+            "strata_central_http_limits",
+            "HTTP limits that closed a connection or refused a request, by limit",
+            m.fired.clone(),
+        );
+        m
+    }
+
+    /// Counts one firing of `limit`.
+    pub fn fired(&self, limit: Limit) {
+        self.fired
+            .get_or_create(&LimitLabel {
+                limit: limit.as_str(),
+            })
+            .inc();
     }
 }
 

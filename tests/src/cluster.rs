@@ -155,7 +155,8 @@ impl Cluster {
             .map(|h| format!("\"{}\"", h.client))
             .collect();
         let central_cfg = format!(
-            "listen = \"127.0.0.1:0\"\n{}[[regions]]\nname = \"{}\"\nhubs = [{}]\n",
+            "listen = \"127.0.0.1:0\"\ndata-dir = {:?}\n{}[[regions]]\nname = \"{}\"\nhubs = [{}]\n",
+            root.join("central").display().to_string(),
             tls_toml(&pki, "central")?,
             opts.region,
             hub_list.join(", ")
@@ -164,7 +165,7 @@ impl Cluster {
         let http = central
             .ready_field("http")
             .context("central ready line has no http address")?;
-        let api = Api::new(&http);
+        let api = Api::new(&http).with_token(&central_token(&central)?);
         let mut edges = Vec::new();
         // Fixed per edge, so a restarted edge is found by its devices again.
         let mqtt_ports = free_tcp_ports(opts.edges)?;
@@ -344,15 +345,50 @@ pub struct Api {
     http: reqwest::Client,
 }
 
+/// The operator token in `path` (central's `operator.token`).
+pub fn read_token(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the operator token {}", path.display()))?;
+    Ok(text.trim().to_owned())
+}
+
+/// The operator token of a running central, from the token file its
+/// ready line names.
+pub fn central_token(central: &Proc) -> anyhow::Result<String> {
+    let file = central
+        .ready_field("token-file")
+        .context("central ready line has no token-file")?;
+    read_token(Path::new(&file))
+}
+
+fn http_client(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+            .expect("a token is a valid header value");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .default_headers(headers)
+        .build()
+        .expect("reqwest client")
+}
+
 impl Api {
-    /// Client for `http://addr`.
+    /// Client for `http://addr`, sending no token.
     pub fn new(addr: &str) -> Api {
         Api {
             base: format!("http://{addr}"),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("reqwest client"),
+            http: http_client(None),
+        }
+    }
+
+    /// The same client sending `Authorization: Bearer <token>`.
+    pub fn with_token(self, token: &str) -> Api {
+        Api {
+            base: self.base,
+            http: http_client(Some(token)),
         }
     }
 
@@ -546,6 +582,11 @@ impl Cluster {
         self.hubs[self.hub_index(id)]
             .ready_field("metrics")
             .with_context(|| format!("hub-{id} ready line has no metrics address"))
+    }
+
+    /// Central's operator token.
+    pub fn operator_token(&self) -> anyhow::Result<String> {
+        central_token(&self.central)
     }
 
     /// Central serves `/metrics` and `/health` on its API address.

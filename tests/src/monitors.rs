@@ -143,12 +143,14 @@ pub async fn alerts(api: &Api, query: &str) -> anyhow::Result<Vec<Value>> {
     Ok(body["alerts"].as_array().cloned().unwrap_or_default())
 }
 
-/// Runs the `strata` CLI against the cluster's central; returns stdout, or
-/// fails with stderr.
-pub async fn cli(central_http: &str, args: &[&str]) -> anyhow::Result<String> {
+/// Runs the `strata` CLI against the cluster's central, with its operator
+/// `token` in the child's `$STRATA_TOKEN`; returns stdout, or fails with
+/// stderr.
+pub async fn cli(central_http: &str, token: &str, args: &[&str]) -> anyhow::Result<String> {
     let out = tokio::process::Command::new(crate::proc::bin_path("strata")?)
         .args(args)
         .args(["--api", central_http])
+        .env("STRATA_TOKEN", token)
         .output()
         .await?;
     anyhow::ensure!(

@@ -737,7 +737,7 @@ const API_CASES: &[&str] = &[
     r#"POST /api/v1/regions/{r}/replicas json {"id":9,"peer-addr":"x:1","client-addr":"y:2","extra":1} -> 400 invalid-body"#,
     r#"POST /api/v1/regions/{r}/replicas json {"id":0,"peer-addr":"127.0.0.1:1","client-addr":"127.0.0.1:2"} -> 400 invalid-body"#,
     r#"POST /api/v1/regions/{r}/replicas json {"id":9,"peer-addr":"nowhere","client-addr":"127.0.0.1:2"} -> 400 invalid-body"#,
-    r#"POST /api/v1/regions/{r}/replicas text {"id":9,"peer-addr":"127.0.0.1:1","client-addr":"127.0.0.1:2"} -> 400 invalid-body"#,
+    r#"POST /api/v1/regions/{r}/replicas text {"id":9,"peer-addr":"127.0.0.1:1","client-addr":"127.0.0.1:2"} -> 415 unsupported-media-type"#,
     "DELETE /api/v1/regions/{r}/replicas/abc -> 400 invalid-parameter",
     "GET /api/v1/nothing-here -> 404 not-found",
     "PUT /api/v1/regions -> 405 method-not-allowed",

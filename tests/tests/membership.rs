@@ -228,8 +228,14 @@ async fn a_replica_joins_catches_up_restarts_and_leaves_through_the_api() -> any
 }
 
 async fn membership(c: &Cluster, seed: u64, slot: &mut Option<NewHub>) -> anyhow::Result<()> {
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", c.operator_token()?).parse()?,
+    );
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
+        .default_headers(auth)
         .build()?;
     let base = format!(
         "http://{}",

@@ -351,11 +351,13 @@ async fn edge_reboot_with_no_hub_runs_its_monitors_from_disk() -> anyhow::Result
         // Submitted with the CLI, as a user would: it uploads the module and
         // fills in the spec's artifact.
         let http = c.central.ready_field("http").context("central http")?;
+        let token = c.operator_token()?;
         let spec_path = c.root().join("zs-off.toml");
         std::fs::write(&spec_path, ZS_OFF_TOML)?;
         let module = monitors::sample_module_path("zscore")?;
         let out = monitors::cli(
             &http,
+            &token,
             &[
                 "monitor",
                 "submit",
@@ -440,10 +442,14 @@ async fn edge_reboot_with_no_hub_runs_its_monitors_from_disk() -> anyhow::Result
         )
         .await?;
         println!("offline alert: {}", found[0]);
-        let table =
-            monitors::cli(&http, &["alerts", "--tenant", "acme", "--device", "off-2"]).await?;
+        let table = monitors::cli(
+            &http,
+            &token,
+            &["alerts", "--tenant", "acme", "--device", "off-2"],
+        )
+        .await?;
         assert!(table.contains("zs-off"), "strata alerts table:\n{table}");
-        let list = monitors::cli(&http, &["monitor", "list", "--tenant", "acme"]).await?;
+        let list = monitors::cli(&http, &token, &["monitor", "list", "--tenant", "acme"]).await?;
         assert!(
             list.contains("zs-off") && list.contains("edge-1"),
             "strata monitor list:\n{list}"

@@ -3,10 +3,11 @@
 //! that resumes from the data directory.
 #![allow(clippy::unwrap_used)] // a test: unwrapping is the assertion
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::Duration;
 
-use strata_tests::cluster::{free_tcp_ports, free_udp_ports, serial};
+use strata_tests::cluster::{free_tcp_ports, free_udp_ports, read_token, serial};
 use strata_tests::proc::bin_path;
 use strata_tests::{wait_until, Api};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -137,9 +138,15 @@ async fn up_runs_the_whole_cluster_stops_cleanly_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
     let ports = free_layout();
-    let api = Api::new(&format!("127.0.0.1:{}", ports.http));
 
     let mut child = up(dir.path(), &ports, log_path(logs.path(), 1)).await;
+    // `strata up` made central's token in <data-dir>/central, private.
+    let central_dir = dir.path().join("central");
+    let token_file = central_dir.join("operator.token");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&central_dir), mode(&token_file)), (0o700, 0o600));
+    let api = Api::new(&format!("127.0.0.1:{}", ports.http))
+        .with_token(&read_token(&token_file).unwrap());
     let first = wait_until(
         "simulated telemetry stored",
         Duration::from_secs(60),

@@ -122,6 +122,10 @@ impl From<RegionError> for AppError {
 
 impl From<JsonRejection> for AppError {
     fn from(r: JsonRejection) -> AppError {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            // The route's guard answers with the limit in the message.
+            return AppError::new(r.status(), "body-too-large", r.body_text());
+        }
         AppError::bad_body(r.body_text())
     }
 }
@@ -138,6 +142,19 @@ impl From<QueryRejection> for AppError {
     }
 }
 
+impl AppError {
+    /// The JSON body, `{"error": {"code", "message"[, "fields"]}}`. Also
+    /// written by the connection layer, for answers it gives before a
+    /// request reaches the router (431).
+    pub fn body(&self) -> serde_json::Value {
+        let mut error = serde_json::json!({ "code": self.code, "message": self.message });
+        if let Some(fields) = &self.fields {
+            error["fields"] = serde_json::json!(fields);
+        }
+        serde_json::json!({ "error": error })
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
@@ -145,11 +162,6 @@ impl IntoResponse for AppError {
         } else {
             tracing::debug!(status = %self.status, code = self.code, message = %self.message, "API request rejected");
         }
-        let mut error = serde_json::json!({ "code": self.code, "message": self.message });
-        if let Some(fields) = self.fields {
-            error["fields"] = serde_json::json!(fields);
-        }
-        let body = serde_json::json!({ "error": error });
-        (self.status, Json(body)).into_response()
+        (self.status, Json(self.body())).into_response()
     }
 }

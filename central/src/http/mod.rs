@@ -1,8 +1,12 @@
 //! The HTTP JSON API (axum): routes, shared state and request metrics.
 //!
 //! [`app`] builds the whole router from an [`AppState`], so tests drive it
-//! with `tower::ServiceExt::oneshot` and an in-memory [`RegionApi`].
+//! with `tower::ServiceExt::oneshot` and an in-memory [`RegionApi`]. Its
+//! route table is the one place that says which [`Action`] each API route
+//! needs and which body it takes.
 //!
+//! - [`guard`]: the per-route middleware: token, policy, body type and
+//!   size, before the handler.
 //! - [`error`]: the JSON error body and rejection conversions.
 //! - [`params`]: query-string parsing (pure).
 //! - [`views`]: response and request bodies.
@@ -17,20 +21,26 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
+use strata_protocol::workload::MAX_ARTIFACT_BYTES;
 
-use crate::metrics::{HttpLabel, HttpMetrics};
+use crate::auth::{Access, Action};
+use crate::metrics::{AuthMetrics, HttpLabel, HttpMetrics, LimitMetrics};
 use crate::region::RegionApi;
+use guard::{Guard, Media};
 
 pub mod error;
+pub mod guard;
 pub mod handlers;
 pub mod monitor_views;
 pub mod monitors;
 pub mod params;
 pub mod views;
 
+#[cfg(test)]
+mod auth_tests;
 #[cfg(test)]
 mod monitor_tests;
 #[cfg(test)]
@@ -57,6 +67,9 @@ struct Inner {
     regions: Vec<Arc<dyn RegionApi>>,
     registry: Registry,
     http: HttpMetrics,
+    auth: AuthMetrics,
+    limits: LimitMetrics,
+    options: AppOptions,
     clock: Clock,
     /// (tenant, device) → index into `regions`.
     device_regions: Mutex<HashMap<(String, String), usize>>,
@@ -72,29 +85,79 @@ pub fn system_clock() -> Clock {
     })
 }
 
+/// Who may call the API and how large bodies may be.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// The operator token and the policy. The default knows no token, so
+    /// every API route answers 401 (only `/health` and `/metrics` open).
+    pub access: Access,
+    /// Largest JSON or TOML body, bytes (`http.max-body-bytes`).
+    pub max_body_bytes: usize,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions {
+            access: Access::new(None, crate::auth::Policy::new(false, true)),
+            max_body_bytes: crate::config::HttpConfig::default().max_body_bytes,
+        }
+    }
+}
+
 impl AppState {
     /// State over `regions`, serving `registry` (plus the HTTP metrics
-    /// registered into it here) on `/metrics`.
+    /// registered into it here) on `/metrics`, with default
+    /// [`AppOptions`] (no valid token).
     pub fn new(regions: Vec<Arc<dyn RegionApi>>, registry: Registry) -> AppState {
-        AppState::with_clock(regions, registry, system_clock())
+        AppState::with_options(regions, registry, system_clock(), AppOptions::default())
     }
 
     /// Like [`AppState::new`] with a given clock.
     pub fn with_clock(
         regions: Vec<Arc<dyn RegionApi>>,
-        mut registry: Registry,
+        registry: Registry,
         clock: Clock,
     ) -> AppState {
+        AppState::with_options(regions, registry, clock, AppOptions::default())
+    }
+
+    /// State with a clock and the access rules and limits of `options`.
+    pub fn with_options(
+        regions: Vec<Arc<dyn RegionApi>>,
+        mut registry: Registry,
+        clock: Clock,
+        options: AppOptions,
+    ) -> AppState {
         let http = HttpMetrics::register(&mut registry);
+        let auth = AuthMetrics::register(&mut registry);
+        let limits = LimitMetrics::register(&mut registry);
         AppState {
             inner: Arc::new(Inner {
                 regions,
                 registry,
                 http,
+                auth,
+                limits,
+                options,
                 clock,
                 device_regions: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The access rules.
+    pub fn access(&self) -> &Access {
+        &self.inner.options.access
+    }
+
+    /// Refused requests, by reason.
+    pub fn auth_metrics(&self) -> &AuthMetrics {
+        &self.inner.auth
+    }
+
+    /// HTTP limits that fired (also counted by the server's connections).
+    pub fn limit_metrics(&self) -> &LimitMetrics {
+        &self.inner.limits
     }
 
     /// Every region, in configuration order.
@@ -156,44 +219,126 @@ impl AppState {
     }
 }
 
+/// Builds the API routes: each one declares the [`Action`] it needs and
+/// the body it takes, and gets a [`Guard`] and a body limit from them.
+struct Routes {
+    router: Router<AppState>,
+    state: AppState,
+}
+
+impl Routes {
+    /// A route with a JSON or TOML body (or none).
+    fn route(self, path: &str, action: Action, handler: MethodRouter<AppState>) -> Routes {
+        let max_body = self.state.inner.options.max_body_bytes;
+        self.add(path, action, Media::Text, max_body, handler)
+    }
+
+    /// A route that takes a WebAssembly module.
+    fn upload(self, path: &str, action: Action, handler: MethodRouter<AppState>) -> Routes {
+        self.add(
+            path,
+            action,
+            Media::Module,
+            MAX_ARTIFACT_BYTES as usize,
+            handler,
+        )
+    }
+
+    fn add(
+        mut self,
+        path: &str,
+        action: Action,
+        media: Media,
+        max_body: usize,
+        handler: MethodRouter<AppState>,
+    ) -> Routes {
+        let guard = Guard {
+            state: self.state.clone(),
+            action,
+            media,
+            max_body,
+        };
+        // route_layer: only the methods given here are guarded, so another
+        // method on the same path (declared separately) gets its own guard,
+        // and a wrong method still answers 405.
+        let handler = handler
+            .layer(DefaultBodyLimit::max(max_body))
+            .route_layer(axum::middleware::from_fn_with_state(guard, guard::guard));
+        self.router = self.router.route(path, handler);
+        self
+    }
+}
+
 /// The whole HTTP API.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/regions", get(handlers::regions))
-        .route("/api/v1/regions/{region}", get(handlers::region))
+    let routes = Routes {
+        router: Router::new().route("/health", get(health)),
+        state: state.clone(),
+    };
+    // The route table: path, what it needs, handler. `/health` (above) is
+    // the only route without a guard; `/metrics` is open unless
+    // `auth.open-metrics = false` (the policy decides).
+    let routes = routes
+        .route("/metrics", Action::ReadMetrics, get(metrics))
+        .route(
+            "/api/v1/regions",
+            Action::ReadCluster,
+            get(handlers::regions),
+        )
+        .route(
+            "/api/v1/regions/{region}",
+            Action::ReadCluster,
+            get(handlers::region),
+        )
         .route(
             "/api/v1/regions/{region}/replicas",
+            Action::ChangeMembership,
             post(handlers::add_replica),
         )
         .route(
             "/api/v1/regions/{region}/replicas/{id}",
+            Action::ChangeMembership,
             delete(handlers::remove_replica),
         )
-        .route("/api/v1/edges", get(handlers::edges))
-        .route("/api/v1/devices", get(handlers::devices))
+        .route("/api/v1/edges", Action::ReadEdges, get(handlers::edges))
         .route(
-            "/api/v1/telemetry/{tenant}/{device}",
-            get(handlers::telemetry),
+            "/api/v1/devices",
+            Action::ReadDevices,
+            get(handlers::devices),
         )
         .route(
+            "/api/v1/telemetry/{tenant}/{device}",
+            Action::ReadTelemetry,
+            get(handlers::telemetry),
+        )
+        .upload(
             "/api/v1/regions/{region}/artifacts",
-            // axum's default 2 MiB would refuse most real modules.
-            post(monitors::upload_artifact).layer(DefaultBodyLimit::max(
-                strata_protocol::workload::MAX_ARTIFACT_BYTES as usize,
-            )),
+            Action::UploadArtifact,
+            post(monitors::upload_artifact),
         )
         .route(
             "/api/v1/regions/{region}/monitors",
+            Action::WriteMonitors,
             post(monitors::submit_monitor),
         )
         .route(
             "/api/v1/regions/{region}/monitors/{tenant}/{name}",
-            get(monitors::get_monitor).delete(monitors::delete_monitor),
+            Action::ReadMonitors,
+            get(monitors::get_monitor),
         )
-        .route("/api/v1/monitors", get(monitors::list_monitors))
-        .route("/api/v1/alerts", get(monitors::alerts))
+        .route(
+            "/api/v1/regions/{region}/monitors/{tenant}/{name}",
+            Action::WriteMonitors,
+            delete(monitors::delete_monitor),
+        )
+        .route(
+            "/api/v1/monitors",
+            Action::ReadMonitors,
+            get(monitors::list_monitors),
+        )
+        .route("/api/v1/alerts", Action::ReadAlerts, get(monitors::alerts));
+    routes
+        .router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))

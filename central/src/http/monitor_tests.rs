@@ -87,14 +87,28 @@ fn spec_error(status: StatusCode, body: &Value) -> Vec<String> {
 async fn artifact_upload_created_then_existing() {
     let h = healthy();
     let url = "/api/v1/regions/west/artifacts";
-    let (status, body) = send_raw(&h.state, "POST", url, None, WASM.to_vec()).await;
+    let (status, body) = send_raw(
+        &h.state,
+        "POST",
+        url,
+        Some("application/wasm"),
+        WASM.to_vec(),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let sha = Fake::fake_sha256(WASM);
     assert_eq!(
         body,
         json!({"region": "west", "sha256": sha, "size-bytes": 8, "created": true})
     );
-    let (status, body) = send_raw(&h.state, "POST", url, None, WASM.to_vec()).await;
+    let (status, body) = send_raw(
+        &h.state,
+        "POST",
+        url,
+        Some("application/octet-stream"),
+        WASM.to_vec(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["created"], false);
     assert!(h.east.artifacts.lock().unwrap().is_empty());
@@ -108,7 +122,14 @@ async fn artifact_upload_errors() {
     let msg = error(status, &body, StatusCode::BAD_REQUEST, "invalid-body");
     assert!(msg.contains("empty"), "{msg}");
     // The hub's module validation: a 422 naming the field `artifact`.
-    let (status, body) = send_raw(&h.state, "POST", url, None, b"MZ\x90\0".to_vec()).await;
+    let (status, body) = send_raw(
+        &h.state,
+        "POST",
+        url,
+        Some("application/wasm"),
+        b"MZ\x90\0".to_vec(),
+    )
+    .await;
     assert_eq!(spec_error(status, &body), vec!["artifact"]);
     assert!(
         body["error"]["message"]
@@ -121,7 +142,7 @@ async fn artifact_upload_errors() {
         &h.state,
         "POST",
         "/api/v1/regions/mars/artifacts",
-        None,
+        Some("application/wasm"),
         WASM.to_vec(),
     )
     .await;
@@ -131,7 +152,7 @@ async fn artifact_upload_errors() {
         &h.state,
         "POST",
         "/api/v1/regions/east/artifacts",
-        None,
+        Some("application/wasm"),
         WASM.to_vec(),
     )
     .await;
@@ -150,19 +171,20 @@ async fn artifact_body_limit_is_the_protocol_maximum() {
     // Exactly the maximum passes (well above axum's 2 MiB default) …
     let mut max = vec![0u8; MAX_ARTIFACT_BYTES as usize];
     max[..4].copy_from_slice(b"\0asm");
-    let (status, body) = send_raw(&h.state, "POST", url, None, max.clone()).await;
+    let (status, body) =
+        send_raw(&h.state, "POST", url, Some("application/wasm"), max.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["size-bytes"], MAX_ARTIFACT_BYTES);
     // … one byte more is a 413 with the JSON body, and never reaches the hub.
     max.push(0);
-    let (status, body) = send_raw(&h.state, "POST", url, None, max).await;
+    let (status, body) = send_raw(&h.state, "POST", url, Some("application/wasm"), max).await;
     let msg = error(
         status,
         &body,
         StatusCode::PAYLOAD_TOO_LARGE,
         "body-too-large",
     );
-    assert!(msg.contains("8388608 bytes (8 MiB)"), "{msg}");
+    assert!(msg.contains("limit of 8388608 bytes (8 MiB)"), "{msg}");
     assert_eq!(h.west.writes.lock().unwrap().len(), 1);
     let (_, metrics) = get(&h.state, "/metrics").await;
     let line = r#"strata_central_http_requests_total{method="POST",route="/api/v1/regions/{region}/artifacts",status="413"} 1"#;
@@ -236,27 +258,45 @@ async fn submit_json_creates_then_updates_by_generation() {
 }
 
 #[tokio::test]
-async fn submit_toml_by_content_type_or_sniffed() {
+async fn submit_takes_toml_or_json_by_content_type_and_nothing_else() {
     let h = healthy();
     let sha = upload(&h, "west").await;
     let (status, body) = submit(&h, "west", Some("application/toml"), &spec_toml("t1", &sha)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["spec"]["target"], json!({"node": "west-edge-1"}));
     assert_eq!(body["spec"]["selector"]["tags"], json!({"site": "plant-1"}));
-    // No Content-Type, or curl's form default: sniffed.
-    let (status, _) = submit(&h, "west", None, &spec_toml("t2", &sha)).await;
+    let ct = Some("text/toml; charset=utf-8");
+    let (status, _) = submit(&h, "west", ct, &spec_toml("t2", &sha)).await;
     assert_eq!(status, StatusCode::CREATED);
-    let form = Some("application/x-www-form-urlencoded");
-    let (status, _) = submit(&h, "west", form, &spec_json("t3", &sha, 16)).await;
+    let (status, _) = submit(
+        &h,
+        "west",
+        Some("application/json"),
+        &spec_json("t3", &sha, 16),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, body) = submit(&h, "west", Some("text/html"), &spec_toml("t4", &sha)).await;
-    let msg = error(
-        status,
-        &body,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported-media-type",
-    );
-    assert!(msg.contains("application/toml"), "{msg}");
+    // What a web page can send cross-site without a preflight (a form,
+    // text/plain, no type), and anything else, is refused before the
+    // handler: nothing reaches the region.
+    let writes = h.west.writes.lock().unwrap().len();
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("text/html"),
+    ] {
+        let (status, body) = submit(&h, "west", ct, &spec_json("t4", &sha, 16)).await;
+        let msg = error(
+            status,
+            &body,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+        );
+        assert!(msg.contains("application/toml"), "{ct:?}: {msg}");
+    }
+    assert_eq!(h.west.writes.lock().unwrap().len(), writes);
 }
 
 #[tokio::test]
@@ -292,7 +332,7 @@ async fn submit_parse_errors_carry_line_and_column() {
         &h.state,
         "POST",
         "/api/v1/regions/west/monitors",
-        None,
+        Some("application/toml"),
         vec![0xff, 0xfe],
     )
     .await;
@@ -359,7 +399,8 @@ async fn list_inspect_delete() {
     for region in ["west", "east"] {
         let sha = upload(&h, region).await;
         for name in ["b", "a"] {
-            let (status, body) = submit(&h, region, None, &spec_json(name, &sha, 16)).await;
+            let ct = Some("application/json");
+            let (status, body) = submit(&h, region, ct, &spec_json(name, &sha, 16)).await;
             assert_eq!(status, StatusCode::CREATED, "{body}");
         }
     }

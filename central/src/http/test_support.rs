@@ -21,10 +21,28 @@ use strata_protocol::{
 };
 use tower::ServiceExt;
 
-use super::{app, AppState};
+use super::{app, AppOptions, AppState};
+use crate::auth::{Access, Policy, Token};
 use crate::region::{ArtifactStored, RegionApi, RegionError, RegionStatus, ReplicaStatus, Served};
 
 pub const NOW: i64 = 1_700_000_000_000;
+
+/// The operator token of every test harness.
+pub const TOKEN: &str = "test-operator-token-0123456789abcdef";
+
+/// The `Authorization` value that carries [`TOKEN`].
+pub fn bearer() -> String {
+    format!("Bearer {TOKEN}")
+}
+
+/// Options with [`TOKEN`] as the operator token and `policy`.
+pub fn options(policy: Policy) -> AppOptions {
+    let token = Token::parse(TOKEN).expect("TOKEN is a valid token");
+    AppOptions {
+        access: Access::new(Some(&token), policy),
+        ..AppOptions::default()
+    }
+}
 
 /// An in-memory region. `fail` makes every read and write fail with it.
 pub struct Fake {
@@ -462,8 +480,8 @@ impl RegionApi for Fake {
     }
 }
 
-/// Sends `body` with an optional Content-Type; returns status and JSON (or
-/// the text as a JSON string).
+/// Sends `body` with an optional Content-Type, as the operator; returns
+/// status and JSON (or the text as a JSON string).
 pub async fn send_raw(
     state: &AppState,
     method: &str,
@@ -471,19 +489,43 @@ pub async fn send_raw(
     content_type: Option<&str>,
     body: Vec<u8>,
 ) -> (StatusCode, Value) {
+    let auth = bearer();
+    let (status, _, json) = send_as(state, method, uri, Some(&auth), content_type, body).await;
+    (status, json)
+}
+
+/// Sends a request with an optional `Authorization` value and
+/// Content-Type; returns status, headers and JSON (or the text as a JSON
+/// string).
+pub async fn send_as(
+    state: &AppState,
+    method: &str,
+    uri: &str,
+    authorization: Option<&str>,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
     let mut req = Request::builder().method(method).uri(uri);
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
+    }
     if let Some(ct) = content_type {
         req = req.header("content-type", ct);
+    }
+    if !body.is_empty() {
+        // As a real client sends it (oneshot does not add it).
+        req = req.header("content-length", body.len());
     }
     let resp = app(state.clone())
         .oneshot(req.body(Body::from(body)).unwrap())
         .await
         .unwrap();
     let status = resp.status();
+    let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     let json = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    (status, json)
+    (status, headers, json)
 }
 
 pub struct Harness {
@@ -500,7 +542,12 @@ pub fn harness(east: Fake) -> Harness {
 pub fn harness2(west: Fake, east: Fake) -> Harness {
     let (west, east) = (Arc::new(west), Arc::new(east));
     let regions: Vec<Arc<dyn RegionApi>> = vec![west.clone(), east.clone()];
-    let state = AppState::with_clock(regions, Registry::default(), Arc::new(|| NOW));
+    let state = AppState::with_options(
+        regions,
+        Registry::default(),
+        Arc::new(|| NOW),
+        options(Policy::new(false, true)),
+    );
     Harness { state, west, east }
 }
 
@@ -515,28 +562,16 @@ pub fn down(region: &str) -> RegionError {
     }
 }
 
+/// Sends a request as the operator, with a JSON body if any.
 pub async fn send(
     state: &AppState,
     method: &str,
     uri: &str,
     body: Option<&str>,
 ) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if body.is_some() {
-        req = req.header("content-type", "application/json");
-    }
-    let req = req
-        .body(
-            body.map(|b| Body::from(b.to_owned()))
-                .unwrap_or_else(Body::empty),
-        )
-        .unwrap();
-    let resp = app(state.clone()).oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let json = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    (status, json)
+    let ct = body.map(|_| "application/json");
+    let bytes = body.map(|b| b.as_bytes().to_vec()).unwrap_or_default();
+    send_raw(state, method, uri, ct, bytes).await
 }
 
 pub async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
