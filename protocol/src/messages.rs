@@ -300,6 +300,10 @@ pub struct EdgeInfo {
     pub status: EdgeStatus,
     /// Records from this edge stored in the region.
     pub records_stored: u64,
+    /// Records from this edge dropped because it had sent them before
+    /// (resent or re-cut batches; the region stored them once).
+    #[serde(default)]
+    pub resends_dropped: u64,
 }
 
 /// One device known to the region.
@@ -315,6 +319,14 @@ pub struct DeviceInfo {
     pub first_ts_ms: i64,
     /// Latest reading, ms since the Unix epoch.
     pub last_ts_ms: i64,
+    /// Readings dropped because the region had already stored the same
+    /// reading (same seq, timestamp and content): MQTT retransmissions.
+    #[serde(default)]
+    pub retransmissions_dropped: u64,
+    /// Readings stored although their seq had recently been used by another
+    /// reading of the device (counter restart, clock jump or spoofing).
+    #[serde(default)]
+    pub seq_reuses: u64,
 }
 
 /// A telemetry read.

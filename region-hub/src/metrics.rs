@@ -19,6 +19,20 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+/// Label of [`HubMetrics::duplicates`]: which dedup layer dropped a record.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DuplicateLabel {
+    /// `edge_resend` (layer 1: the same edge, epoch and edge sequence
+    /// number already stored) or `device_retransmission` (layer 2: the same
+    /// reading of the device already stored).
+    pub reason: &'static str,
+}
+
+/// [`DuplicateLabel`] of layer 1.
+pub const EDGE_RESEND: &str = "edge_resend";
+/// [`DuplicateLabel`] of layer 2.
+pub const DEVICE_RETRANSMISSION: &str = "device_retransmission";
+
 /// Every metric of one replica. Cloning shares the underlying values.
 #[derive(Clone)]
 pub struct HubMetrics {
@@ -42,8 +56,13 @@ pub struct HubMetrics {
     pub batches_stored: Counter,
     /// New records stored.
     pub records_stored: Counter,
-    /// Records dropped as duplicates by the FSM.
-    pub duplicates: Counter,
+    /// Records dropped as already stored by the FSM, by reason
+    /// ([`DuplicateLabel`]; both reasons are always exported).
+    pub duplicates: Family<DuplicateLabel, Counter>,
+    /// Readings stored although their device seq was recently used by
+    /// another reading of the device (counter restarts, clock jumps,
+    /// spoofing).
+    pub seq_reuses: Counter,
     /// New alerts stored in the alert index.
     pub alerts_stored: Counter,
     /// New derived metrics stored as telemetry.
@@ -86,7 +105,8 @@ impl Default for HubMetrics {
             commit_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             batches_stored: Counter::default(),
             records_stored: Counter::default(),
-            duplicates: Counter::default(),
+            duplicates: Family::default(),
+            seq_reuses: Counter::default(),
             alerts_stored: Counter::default(),
             derived_metrics_stored: Counter::default(),
             alerts_held: Gauge::default(),
@@ -151,10 +171,19 @@ impl HubMetrics {
             "New telemetry records stored",
             m.records_stored.clone(),
         );
+        // Pre-created so both series exist (at 0) before the first drop.
+        for reason in [EDGE_RESEND, DEVICE_RETRANSMISSION] {
+            drop(m.duplicates.get_or_create(&DuplicateLabel { reason }));
+        }
         r.register(
             "duplicate_records",
-            "Records dropped as duplicates",
+            "Records dropped as already stored, by dedup layer",
             m.duplicates.clone(),
+        );
+        r.register(
+            "device_seq_reuses",
+            "Readings stored although their device seq was recently used by another reading",
+            m.seq_reuses.clone(),
         );
         r.register(
             "alerts_stored",
@@ -225,6 +254,27 @@ impl HubMetrics {
     pub fn request_error(&self, kind: &'static str) {
         self.request_errors.get_or_create(&KindLabel { kind }).inc();
     }
+
+    /// Counts `n` records dropped as already stored, for `reason`.
+    pub fn duplicate(&self, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.duplicates
+                .get_or_create(&DuplicateLabel { reason })
+                .inc_by(n);
+        }
+    }
+
+    /// Records dropped as already stored, both reasons together.
+    pub fn duplicates_total(&self) -> u64 {
+        [EDGE_RESEND, DEVICE_RETRANSMISSION]
+            .into_iter()
+            .map(|reason| {
+                self.duplicates
+                    .get_or_create(&DuplicateLabel { reason })
+                    .get()
+            })
+            .sum()
+    }
 }
 
 #[cfg(test)]
@@ -243,5 +293,13 @@ mod tests {
             text.contains("strata_hub_requests_total{kind=\"batch\"} 1"),
             "{text}"
         );
+        // Both dedup reasons exist before anything is dropped.
+        for reason in ["edge_resend", "device_retransmission"] {
+            let series = format!("strata_hub_duplicate_records_total{{reason=\"{reason}\"}} 0");
+            assert!(text.contains(&series), "{text}");
+        }
+        m.duplicate(DEVICE_RETRANSMISSION, 2);
+        m.duplicate(EDGE_RESEND, 3);
+        assert_eq!(m.duplicates_total(), 5);
     }
 }

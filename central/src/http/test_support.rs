@@ -61,6 +61,8 @@ impl Fake {
                     records: 42,
                     first_ts_ms: NOW - 10_000,
                     last_ts_ms: NOW - 1000,
+                    retransmissions_dropped: 3,
+                    seq_reuses: 1,
                 })
                 .collect(),
             fail: None,
@@ -238,6 +240,7 @@ impl RegionApi for Fake {
                 ..EdgeStatus::default()
             },
             records_stored: 900,
+            resends_dropped: 12,
         }];
         futures::future::ready(self.served(edges)).boxed()
     }

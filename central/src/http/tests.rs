@@ -76,7 +76,8 @@ async fn edges_with_ages_and_partial_failure() {
         json!({
             "region": "west", "name": "west-edge-1", "last-seen-ms": NOW - 1500,
             "age-ms": 1500, "spool-records": 7, "spool-bytes": 700, "ingest-rate": 12.5,
-            "connected-clients": 3, "records-stored": 900, "uptime-ms": 60_000
+            "connected-clients": 3, "records-stored": 900, "resends-dropped": 12,
+            "uptime-ms": 60_000
         })
     );
     // Measured use and monitor capacity, as the edge's heartbeat said.
@@ -144,9 +145,11 @@ async fn devices_filtered_by_tenant_and_region() {
         body["devices"],
         json!([
             {"region": "west", "tenant": "acme", "device": "d1", "records": 42,
-             "first-ts-ms": NOW - 10_000, "last-ts-ms": NOW - 1000},
+             "first-ts-ms": NOW - 10_000, "last-ts-ms": NOW - 1000,
+             "retransmissions-dropped": 3, "seq-reuses": 1},
             {"region": "east", "tenant": "acme", "device": "d2", "records": 42,
-             "first-ts-ms": NOW - 10_000, "last-ts-ms": NOW - 1000},
+             "first-ts-ms": NOW - 10_000, "last-ts-ms": NOW - 1000,
+             "retransmissions-dropped": 3, "seq-reuses": 1},
         ])
     );
     assert_eq!(body["stale"], true);

@@ -143,6 +143,9 @@ pub struct EdgeView {
     pub connected_clients: u32,
     /// Records from this edge stored in the region.
     pub records_stored: u64,
+    /// Records from this edge the region dropped because it had sent them
+    /// before (resent batches; stored once).
+    pub resends_dropped: u64,
     /// Edge process uptime, ms.
     pub uptime_ms: u64,
     /// CPU and memory the edge sets aside for monitors.
@@ -168,6 +171,7 @@ impl EdgeView {
             ingest_rate: e.status.ingest_rate,
             connected_clients: e.status.connected_clients,
             records_stored: e.records_stored,
+            resends_dropped: e.resends_dropped,
             uptime_ms: e.status.uptime_ms,
             monitor_capacity: e.status.capacity,
             monitor_reserved: e.status.reserved,
@@ -193,6 +197,12 @@ pub struct DeviceView {
     pub first_ts_ms: i64,
     /// Latest reading, ms since the epoch.
     pub last_ts_ms: i64,
+    /// Readings dropped because the region had already stored the same
+    /// reading (same seq, time and content): MQTT retransmissions.
+    pub retransmissions_dropped: u64,
+    /// Readings stored although their seq had recently been used by another
+    /// reading of the device: a counter restart, a clock jump or spoofing.
+    pub seq_reuses: u64,
 }
 
 impl DeviceView {
@@ -205,6 +215,8 @@ impl DeviceView {
             records: d.records,
             first_ts_ms: d.first_ts_ms,
             last_ts_ms: d.last_ts_ms,
+            retransmissions_dropped: d.retransmissions_dropped,
+            seq_reuses: d.seq_reuses,
         }
     }
 }

@@ -27,6 +27,7 @@ use strata_protocol::{DeviceInfo, QueryResult, ReplicaInfo, TelemetryQuery, Tele
 
 use super::node::{NodeError, PendingReply, ProposeError, RaftNode};
 use crate::fsm::{self, Outcome, RegionState};
+use crate::metrics::{DEVICE_RETRANSMISSION, EDGE_RESEND};
 use crate::store::{StoreError, TelemetryStore};
 
 /// The telemetry store as the node sees it. Implemented by
@@ -287,7 +288,9 @@ impl<S: HubStore> RaftNode<S> {
         })?;
         match applied.outcome {
             Outcome::Committed {
-                duplicates,
+                edge_resends,
+                device_retransmissions,
+                seq_reuses,
                 new_alerts,
                 new_metrics,
                 ..
@@ -300,7 +303,10 @@ impl<S: HubStore> RaftNode<S> {
                 self.metrics
                     .derived_metrics_stored
                     .inc_by(u64::from(new_metrics));
-                self.metrics.duplicates.inc_by(u64::from(duplicates));
+                self.metrics.duplicate(EDGE_RESEND, u64::from(edge_resends));
+                self.metrics
+                    .duplicate(DEVICE_RETRANSMISSION, u64::from(device_retransmissions));
+                self.metrics.seq_reuses.inc_by(u64::from(seq_reuses));
             }
             Outcome::HeartbeatRecorded { .. } => {
                 self.metrics.heartbeats.inc();

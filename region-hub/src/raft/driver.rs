@@ -19,7 +19,7 @@ use super::apply::{HubStore, SharedStore, StoreReader};
 use super::node::{
     Inbox, MemberChange, NodeError, ProposeError, RaftNode, ReadRequest, StateFn, StateView,
 };
-use crate::fsm::Outcome;
+use crate::fsm::{add_device_dedup, Outcome};
 
 /// Inbox capacity: senders wait (backpressure) when the node falls behind.
 pub const INBOX_CAPACITY: usize = 8192;
@@ -106,9 +106,19 @@ impl NodeHandle {
         let reader = self.reader.clone();
         let job = match req {
             ReadRequest::ListEdges => return self.ask(|reply| Inbox::Query(req, reply)).await,
-            ReadRequest::ListDevices { tenant } => tokio::task::spawn_blocking(move || {
-                HubResponse::Devices(reader.devices(tenant.as_deref()))
-            }),
+            ReadRequest::ListDevices { tenant } => {
+                // The store knows what is stored; the region state what
+                // dedup dropped (replicated): merge them.
+                let filter = tenant.clone();
+                let counts = self
+                    .with_state(move |v| v.state.device_dedup_nonzero(filter.as_deref()))
+                    .await?;
+                tokio::task::spawn_blocking(move || {
+                    let mut devices = reader.devices(tenant.as_deref());
+                    add_device_dedup(&mut devices, &counts);
+                    HubResponse::Devices(devices)
+                })
+            }
             ReadRequest::Query(q) => tokio::task::spawn_blocking(move || match reader.query(&q) {
                 Ok(r) => HubResponse::Telemetry(r),
                 Err(message) => HubResponse::Error { message },

@@ -487,6 +487,10 @@ impl TelemetryStore {
                         records: 0,
                         first_ts_ms: data.first_ts,
                         last_ts_ms: data.last_ts,
+                        // Replicated counters; the hub adds them from the
+                        // region state (`fsm::add_device_dedup`).
+                        retransmissions_dropped: 0,
+                        seq_reuses: 0,
                     });
                     info.records += data.records;
                     info.first_ts_ms = info.first_ts_ms.min(data.first_ts);
