@@ -329,6 +329,33 @@ pub struct DeviceInfo {
     pub seq_reuses: u64,
 }
 
+/// Records of one tenant that a replica's retention dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct TenantRetention {
+    /// Tenant.
+    pub tenant: String,
+    /// Records that reached the region for a time partition retention had
+    /// already dropped (older than retention on arrival): acknowledged by
+    /// the edge, never stored.
+    pub expired_on_arrival: u64,
+    /// Records dropped with their time partition when it expired.
+    pub expired: u64,
+}
+
+/// Answer to [`HubRequest::Retention`]: what retention dropped on the
+/// replica that answers, per tenant, since its store was created (counts
+/// are checkpointed with the store, and come with a Raft snapshot).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct RetentionReport {
+    /// The replica's `store.retention-ms` (0 keeps data for ever).
+    pub retention_ms: u64,
+    /// Readings before this time (ms since the Unix epoch) are dropped on
+    /// arrival; `None` until retention first ran since the replica started.
+    pub retained_from_ms: Option<i64>,
+    /// Tenants with drops, sorted.
+    pub tenants: Vec<TenantRetention>,
+}
+
 /// A telemetry read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct TelemetryQuery {
@@ -422,6 +449,11 @@ pub enum HubRequest {
     },
     /// Read alerts.
     QueryAlerts(AlertQuery),
+    /// What this replica's retention dropped, optionally of one tenant.
+    Retention {
+        /// Restrict to this tenant.
+        tenant: Option<String>,
+    },
 }
 
 /// Hub → central / CLI response.
@@ -477,4 +509,6 @@ pub enum HubResponse {
     },
     /// Answer to [`HubRequest::QueryAlerts`], newest first.
     Alerts(Vec<AlertRecord>),
+    /// Answer to [`HubRequest::Retention`].
+    Retention(RetentionReport),
 }

@@ -15,7 +15,7 @@ pub struct KindLabel {
     /// `fetch_artifact`, `status`, `list_edges`, `list_devices`, `query`,
     /// `add_replica`, `remove_replica`, `put_artifact`, `submit_monitor`,
     /// `list_monitors`, `get_monitor`, `delete_monitor`, `query_alerts`,
-    /// `decode`.
+    /// `retention`, `decode`.
     pub kind: &'static str,
 }
 
@@ -32,6 +32,16 @@ pub struct DuplicateLabel {
 pub const EDGE_RESEND: &str = "edge_resend";
 /// [`DuplicateLabel`] of layer 2.
 pub const DEVICE_RETRANSMISSION: &str = "device_retransmission";
+
+/// Label of [`HubMetrics::retention_dropped`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetentionLabel {
+    /// Tenant of the dropped records.
+    pub tenant: String,
+    /// `expired_on_arrival` (arrived for a partition retention had
+    /// dropped; never stored) or `expired` (dropped with its partition).
+    pub reason: &'static str,
+}
 
 /// Every metric of one replica. Cloning shares the underlying values.
 #[derive(Clone)]
@@ -63,6 +73,8 @@ pub struct HubMetrics {
     /// another reading of the device (counter restarts, clock jumps,
     /// spoofing).
     pub seq_reuses: Counter,
+    /// Records retention dropped on this replica, by tenant and reason.
+    pub retention_dropped: Family<RetentionLabel, Counter>,
     /// New alerts stored in the alert index.
     pub alerts_stored: Counter,
     /// New derived metrics stored as telemetry.
@@ -107,6 +119,7 @@ impl Default for HubMetrics {
             records_stored: Counter::default(),
             duplicates: Family::default(),
             seq_reuses: Counter::default(),
+            retention_dropped: Family::default(),
             alerts_stored: Counter::default(),
             derived_metrics_stored: Counter::default(),
             alerts_held: Gauge::default(),
@@ -184,6 +197,11 @@ impl HubMetrics {
             "device_seq_reuses",
             "Readings stored although their device seq was recently used by another reading",
             m.seq_reuses.clone(),
+        );
+        r.register(
+            "retention_dropped_records",
+            "Records retention dropped on this replica, by tenant and reason",
+            m.retention_dropped.clone(),
         );
         r.register(
             "alerts_stored",
@@ -275,6 +293,24 @@ impl HubMetrics {
             })
             .sum()
     }
+
+    /// Counts what a retention report says was dropped.
+    pub fn retention_drops(&self, drops: &[strata_protocol::TenantRetention]) {
+        for d in drops {
+            for (reason, n) in [
+                ("expired_on_arrival", d.expired_on_arrival),
+                ("expired", d.expired),
+            ] {
+                if n > 0 {
+                    let label = RetentionLabel {
+                        tenant: d.tenant.clone(),
+                        reason,
+                    };
+                    self.retention_dropped.get_or_create(&label).inc_by(n);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -301,5 +337,18 @@ mod tests {
         m.duplicate(DEVICE_RETRANSMISSION, 2);
         m.duplicate(EDGE_RESEND, 3);
         assert_eq!(m.duplicates_total(), 5);
+        m.retention_drops(&[strata_protocol::TenantRetention {
+            tenant: "acme".into(),
+            expired_on_arrival: 4,
+            expired: 0,
+        }]);
+        let text = strata_net::metrics::render(&reg);
+        assert!(
+            text.contains(
+                "strata_hub_retention_dropped_records_total{tenant=\"acme\",reason=\"expired_on_arrival\"} 4"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("reason=\"expired\""), "{text}");
     }
 }

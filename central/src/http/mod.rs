@@ -194,6 +194,10 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/monitors", get(monitors::list_monitors))
         .route("/api/v1/alerts", get(monitors::alerts))
+        .route(
+            "/api/v1/regions/{region}/retention",
+            get(handlers::retention),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))

@@ -458,6 +458,29 @@ impl RegionApi for Fake {
         self.alert_queries.lock().unwrap().push(query);
         futures::future::ready(self.served(list)).boxed()
     }
+
+    fn retention(
+        &self,
+        tenant: Option<String>,
+    ) -> BoxFuture<'_, Result<Served<strata_protocol::RetentionReport>, RegionError>> {
+        let tenants = [("acme", 2, 40), ("globex", 0, 7)]
+            .into_iter()
+            .filter(|(t, _, _)| tenant.as_deref().is_none_or(|want| want == *t))
+            .map(
+                |(t, on_arrival, expired)| strata_protocol::TenantRetention {
+                    tenant: t.into(),
+                    expired_on_arrival: on_arrival,
+                    expired,
+                },
+            )
+            .collect();
+        let report = strata_protocol::RetentionReport {
+            retention_ms: 604_800_000,
+            retained_from_ms: Some(NOW - 604_800_000),
+            tenants,
+        };
+        futures::future::ready(self.served(report)).boxed()
+    }
 }
 
 /// Sends `body` with an optional Content-Type; returns status and JSON (or

@@ -159,6 +159,34 @@ async fn devices_filtered_by_tenant_and_region() {
 }
 
 #[tokio::test]
+async fn retention_per_tenant_and_reason() {
+    let h = healthy();
+    let (status, body) = get(&h.state, "/api/v1/regions/west/retention").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({
+            "region": "west", "served-by": "west-hub-1:7000", "stale": false,
+            "retention-ms": 604_800_000, "retained-from-ms": NOW - 604_800_000,
+            "tenants": [
+                {"tenant": "acme", "expired-on-arrival": 2, "expired": 40},
+                {"tenant": "globex", "expired-on-arrival": 0, "expired": 7},
+            ]
+        })
+    );
+    let (_, body) = get(&h.state, "/api/v1/regions/west/retention?tenant=globex").await;
+    assert_eq!(body["tenants"].as_array().unwrap().len(), 1);
+    assert_eq!(body["tenants"][0]["tenant"], "globex");
+    let (status, body) = get(&h.state, "/api/v1/regions/mars/retention").await;
+    error(status, &body, StatusCode::NOT_FOUND, "unknown-region");
+    let (status, body) = get(&h.state, "/api/v1/regions/west/retention?tenat=x").await;
+    error(status, &body, StatusCode::BAD_REQUEST, "invalid-parameter");
+    let h = harness(Fake::new("east", &[]).failing(down("east")));
+    let (status, body) = get(&h.state, "/api/v1/regions/east/retention").await;
+    assert!(status.is_server_error(), "{status} {body}");
+}
+
+#[tokio::test]
 async fn telemetry_raw_with_defaults_finds_the_region() {
     let h = healthy();
     let (status, body) = get(&h.state, "/api/v1/telemetry/acme/d1").await;

@@ -221,6 +221,64 @@ impl DeviceView {
     }
 }
 
+/// `GET /api/v1/regions/{region}/retention`: what retention dropped.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RetentionView {
+    /// Region.
+    pub region: String,
+    /// Replica that answered (each counts its own drops).
+    pub served_by: String,
+    /// True when no leader could be reached and a follower answered.
+    pub stale: bool,
+    /// The replica's `store.retention-ms` (0 keeps data for ever).
+    pub retention_ms: u64,
+    /// Readings before this (ms since the epoch) are dropped on arrival;
+    /// null until retention first ran since the replica started.
+    pub retained_from_ms: Option<i64>,
+    /// Tenants with drops, sorted.
+    pub tenants: Vec<TenantRetentionView>,
+}
+
+/// One tenant in [`RetentionView`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TenantRetentionView {
+    /// Tenant.
+    pub tenant: String,
+    /// Acknowledged readings that reached the region already older than
+    /// retention: never stored.
+    pub expired_on_arrival: u64,
+    /// Readings dropped when their time partition expired.
+    pub expired: u64,
+}
+
+impl RetentionView {
+    /// View of `r`, served by `served_by` of `region`.
+    pub fn new(
+        region: &str,
+        served: crate::region::Served<strata_protocol::RetentionReport>,
+    ) -> RetentionView {
+        let r = served.value;
+        RetentionView {
+            region: region.to_owned(),
+            served_by: served.addr,
+            stale: served.stale,
+            retention_ms: r.retention_ms,
+            retained_from_ms: r.retained_from_ms,
+            tenants: r
+                .tenants
+                .into_iter()
+                .map(|t| TenantRetentionView {
+                    tenant: t.tenant,
+                    expired_on_arrival: t.expired_on_arrival,
+                    expired: t.expired,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// `GET /api/v1/edges`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "kebab-case")]

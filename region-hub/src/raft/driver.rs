@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use strata_protocol::{HubResponse, HubStatus, ReplicaInfo};
+use strata_protocol::{HubResponse, HubStatus, ReplicaInfo, RetentionReport};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -128,6 +128,20 @@ impl NodeHandle {
             region: self.region.clone(),
             reason: format!("read failed: {e}"),
         })
+    }
+}
+
+impl NodeHandle {
+    /// What this replica's retention dropped, per tenant (optionally one).
+    /// A store read: on the blocking pool, not the Raft thread.
+    pub async fn retention(&self, tenant: Option<String>) -> Result<RetentionReport, ProposeError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || reader.retention(tenant.as_deref()))
+            .await
+            .map_err(|e| ProposeError::Unavailable {
+                region: self.region.clone(),
+                reason: format!("read failed: {e}"),
+            })
     }
 }
 
