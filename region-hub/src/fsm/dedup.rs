@@ -34,11 +34,18 @@
 //!   edge that was down while the device re-published through another edge
 //!   and kept sending) is stored a second time. The region prefers a rare
 //!   duplicate to a lost reading.
-//! - Cost: 24 bytes per key in memory and about 12 encoded (below), so
-//!   ~400 bytes per device in every checkpoint; 100 000 devices add ~40 MB.
+//! - Cost: 24 bytes per key in memory (one allocation per device) and
+//!   about 12 encoded (below): a device's entry in the encoded state grows
+//!   from ~54 to ~445 bytes, so 100 000 devices add ~40 MB to every
+//!   checkpoint (`fsm::bench` measures it). Halving the window halves that.
+//!
+//! The window size is part of the replicated state machine: replicas with
+//! different sizes would drop different readings. Changing it needs a new
+//! state format and all replicas upgraded together.
 //!
 //! The fast path is one comparison: a reading whose seq is above every seq
-//! in the window (a device counting up, the usual case) cannot match and
+//! in the window (a device counting up, the usual case), or, without a seq,
+//! whose timestamp is above that of every seq-less key, cannot match and
 //! skips the scan. Otherwise the window is scanned (32 keys).
 //!
 //! A stored reading whose seq is in the window with another timestamp or
@@ -160,6 +167,9 @@ pub struct RecentReadings {
     next: u8,
     /// Highest seq in the window (derived, not encoded): the fast path.
     max_seq: Option<u64>,
+    /// Highest timestamp of the keys without seq (derived): the fast path
+    /// of readings without seq.
+    max_unseq_ts: Option<i64>,
 }
 
 impl RecentReadings {
@@ -167,8 +177,10 @@ impl RecentReadings {
     /// remembers it (evicting the oldest key when full).
     pub fn admit(&mut self, key: ReadingKey) -> Admission {
         let verdict = match key.seq {
-            // Above every seq in the window: nothing can match.
+            // Above every seq (or seq-less timestamp) in the window: nothing
+            // can match.
             Some(s) if self.max_seq.is_none_or(|m| s > m) => Admission::New,
+            None if self.max_unseq_ts.is_none_or(|m| key.ts_ms > m) => Admission::New,
             _ => self.classify(&key),
         };
         if verdict != Admission::Retransmission {
@@ -206,15 +218,18 @@ impl RecentReadings {
             ts_ms: key.ts_ms,
             fp: key.fp,
         };
-        let mut evicted_seq = None;
+        let mut evicted = None;
         let i = if self.slots.len() < DEVICE_DEDUP_WINDOW {
+            if self.slots.capacity() == 0 {
+                // One allocation per device rather than one per doubling:
+                // with many devices the growth churned the allocator.
+                self.slots.reserve_exact(DEVICE_DEDUP_WINDOW);
+            }
             self.slots.push(slot);
             self.slots.len() - 1
         } else {
             let i = usize::from(self.next);
-            if self.has_seq & (1 << i) != 0 {
-                evicted_seq = Some(self.slots[i].seq);
-            }
+            evicted = Some((self.has_seq & (1 << i) != 0, self.slots[i]));
             self.slots[i] = slot;
             // Fits: the window is at most 64 slots.
             self.next = ((i + 1) % DEVICE_DEDUP_WINDOW) as u8;
@@ -225,24 +240,32 @@ impl RecentReadings {
         } else {
             self.has_seq &= !(1 << i);
         }
-        if let Some(s) = key.seq {
-            if self.max_seq.is_none_or(|m| s >= m) {
-                self.max_seq = Some(s);
-                return;
+        match key.seq {
+            Some(s) => self.max_seq = Some(self.max_seq.map_or(s, |m| m.max(s))),
+            None => {
+                self.max_unseq_ts = Some(self.max_unseq_ts.map_or(key.ts_ms, |m| m.max(key.ts_ms)))
             }
         }
-        if evicted_seq.is_some() && evicted_seq == self.max_seq {
-            self.max_seq = self.compute_max_seq();
+        // The evicted key may have been a bound: then recompute it (32 keys;
+        // never on the fast path, where the new key is the bound).
+        match evicted {
+            Some((true, e)) if self.max_seq == Some(e.seq) => {
+                self.max_seq = self.slots_with_seq(true).map(|s| s.seq).max();
+            }
+            Some((false, e)) if self.max_unseq_ts == Some(e.ts_ms) => {
+                self.max_unseq_ts = self.slots_with_seq(false).map(|s| s.ts_ms).max();
+            }
+            _ => {}
         }
     }
 
-    fn compute_max_seq(&self) -> Option<u64> {
+    /// The slots that have (or lack) a seq.
+    fn slots_with_seq(&self, with_seq: bool) -> impl Iterator<Item = &Slot> {
         self.slots
             .iter()
             .enumerate()
-            .filter(|(i, _)| self.has_seq & (1 << i) != 0)
-            .map(|(_, s)| s.seq)
-            .max()
+            .filter(move |(i, _)| (self.has_seq & (1 << i) != 0) == with_seq)
+            .map(|(_, s)| s)
     }
 
     /// Keys held, oldest first.

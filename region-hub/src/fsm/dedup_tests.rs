@@ -147,9 +147,28 @@ fn fast_path_bound_follows_evictions() {
         w.admit(key(None, t, 0));
     }
     assert_eq!(w.max_seq, Some(7));
+    assert_eq!(w.max_unseq_ts, Some(n as i64 - 2));
     w.admit(key(None, -1, 0));
     assert_eq!(w.max_seq, None);
     assert_eq!(w.admit(key(Some(0), 0, 0)), Admission::New);
+    // Without seq the bound is the timestamp: a clock jump back means
+    // scanning (and a newer timestamp never matches) until it leaves.
+    let mut w = RecentReadings::default();
+    w.admit(key(None, 1_000_000, 0));
+    assert_eq!(w.admit(key(None, 5, 0)), Admission::New);
+    assert_eq!(w.admit(key(None, 5, 0)), Admission::Retransmission);
+    assert_eq!(w.max_unseq_ts, Some(1_000_000));
+    for t in 10..10 + n as i64 - 2 {
+        w.admit(key(None, t, 0));
+    }
+    assert_eq!(w.max_unseq_ts, Some(1_000_000));
+    w.admit(key(Some(3), 0, 0));
+    assert_eq!(
+        w.max_unseq_ts,
+        Some(n as i64 + 7),
+        "recomputed once 1 000 000 left"
+    );
+    assert_eq!(w.admit(key(None, 5, 0)), Admission::Retransmission);
 }
 
 #[test]

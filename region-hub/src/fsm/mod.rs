@@ -563,6 +563,8 @@ fn no_records(outcome: Outcome) -> Applied {
 }
 
 #[cfg(test)]
+mod bench;
+#[cfg(test)]
 mod dedup_prop_tests;
 #[cfg(test)]
 mod tests;
