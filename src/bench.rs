@@ -422,7 +422,7 @@ async fn measure_strata(
         let max = |f: fn(&region_hub::metrics::HubMetrics) -> u64| {
             c.hub_metrics.iter().map(f).max().unwrap_or(0)
         };
-        (max(|m| m.duplicates.get()), max(|m| m.checkpoints.get()))
+        (max(|m| m.duplicates_total()), max(|m| m.checkpoints.get()))
     };
     let (dup0, ckpt0) = counts(cluster);
     probe.max_status_us.store(0, Relaxed);

@@ -304,6 +304,10 @@ pub struct EdgeInfo {
     pub status: EdgeStatus,
     /// Records from this edge stored in the region.
     pub records_stored: u64,
+    /// Records from this edge dropped because it had sent them before
+    /// (resent or re-cut batches; the region stored them once).
+    #[serde(default)]
+    pub resends_dropped: u64,
 }
 
 /// One device known to the region.
@@ -319,6 +323,41 @@ pub struct DeviceInfo {
     pub first_ts_ms: i64,
     /// Latest reading, ms since the Unix epoch.
     pub last_ts_ms: i64,
+    /// Readings dropped because the region had already stored the same
+    /// reading (same seq, timestamp and content): MQTT retransmissions.
+    #[serde(default)]
+    pub retransmissions_dropped: u64,
+    /// Readings stored although their seq had recently been used by another
+    /// reading of the device (counter restart, clock jump or spoofing).
+    #[serde(default)]
+    pub seq_reuses: u64,
+}
+
+/// Records of one tenant that a replica's retention dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct TenantRetention {
+    /// Tenant.
+    pub tenant: String,
+    /// Records that reached the region for a time partition retention had
+    /// already dropped (older than retention on arrival): acknowledged by
+    /// the edge, never stored.
+    pub expired_on_arrival: u64,
+    /// Records dropped with their time partition when it expired.
+    pub expired: u64,
+}
+
+/// Answer to [`HubRequest::Retention`]: what retention dropped on the
+/// replica that answers, per tenant, since its store was created (counts
+/// are checkpointed with the store, and come with a Raft snapshot).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct RetentionReport {
+    /// The replica's `store.retention-ms` (0 keeps data for ever).
+    pub retention_ms: u64,
+    /// Readings before this time (ms since the Unix epoch) are dropped on
+    /// arrival; `None` until retention first ran since the replica started.
+    pub retained_from_ms: Option<i64>,
+    /// Tenants with drops, sorted.
+    pub tenants: Vec<TenantRetention>,
 }
 
 /// A telemetry read.
@@ -417,6 +456,11 @@ pub enum HubRequest {
     },
     /// Read alerts.
     QueryAlerts(AlertQuery),
+    /// What this replica's retention dropped, optionally of one tenant.
+    Retention {
+        /// Restrict to this tenant.
+        tenant: Option<String>,
+    },
 }
 
 /// Hub → central / CLI response.
@@ -474,4 +518,6 @@ pub enum HubResponse {
     Alerts(Vec<AlertRecord>),
     /// A membership change was refused, with the reason.
     MembershipRefused(MembershipRefusal),
+    /// Answer to [`HubRequest::Retention`].
+    Retention(RetentionReport),
 }

@@ -15,7 +15,7 @@ pub struct KindLabel {
     /// `fetch_artifact`, `status`, `list_edges`, `list_devices`, `query`,
     /// `add_replica`, `remove_replica`, `put_artifact`, `submit_monitor`,
     /// `list_monitors`, `get_monitor`, `delete_monitor`, `query_alerts`,
-    /// `decode`.
+    /// `retention`, `decode`.
     pub kind: &'static str,
 }
 
@@ -24,6 +24,30 @@ pub struct KindLabel {
 pub struct RefusalLabel {
     /// `MembershipRefusal::kind`: `no_answer`, `behind`, `leader_changed`,
     /// `busy`, `conflict`.
+    pub reason: &'static str,
+}
+
+/// Label of [`HubMetrics::duplicates`]: which dedup layer dropped a record.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DuplicateLabel {
+    /// `edge_resend` (layer 1: the same edge, epoch and edge sequence
+    /// number already stored) or `device_retransmission` (layer 2: the same
+    /// reading of the device already stored).
+    pub reason: &'static str,
+}
+
+/// [`DuplicateLabel`] of layer 1.
+pub const EDGE_RESEND: &str = "edge_resend";
+/// [`DuplicateLabel`] of layer 2.
+pub const DEVICE_RETRANSMISSION: &str = "device_retransmission";
+
+/// Label of [`HubMetrics::retention_dropped`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetentionLabel {
+    /// Tenant of the dropped records.
+    pub tenant: String,
+    /// `expired_on_arrival` (arrived for a partition retention had
+    /// dropped; never stored) or `expired` (dropped with its partition).
     pub reason: &'static str,
 }
 
@@ -50,8 +74,15 @@ pub struct HubMetrics {
     pub batches_stored: Counter,
     /// New records stored.
     pub records_stored: Counter,
-    /// Records dropped as duplicates by the FSM.
-    pub duplicates: Counter,
+    /// Records dropped as already stored by the FSM, by reason
+    /// ([`DuplicateLabel`]; both reasons are always exported).
+    pub duplicates: Family<DuplicateLabel, Counter>,
+    /// Readings stored although their device seq was recently used by
+    /// another reading of the device (counter restarts, clock jumps,
+    /// spoofing).
+    pub seq_reuses: Counter,
+    /// Records retention dropped on this replica, by tenant and reason.
+    pub retention_dropped: Family<RetentionLabel, Counter>,
     /// New alerts stored in the alert index.
     pub alerts_stored: Counter,
     /// New derived metrics stored as telemetry.
@@ -101,7 +132,9 @@ impl Default for HubMetrics {
             commit_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             batches_stored: Counter::default(),
             records_stored: Counter::default(),
-            duplicates: Counter::default(),
+            duplicates: Family::default(),
+            seq_reuses: Counter::default(),
+            retention_dropped: Family::default(),
             alerts_stored: Counter::default(),
             derived_metrics_stored: Counter::default(),
             alerts_held: Gauge::default(),
@@ -169,10 +202,24 @@ impl HubMetrics {
             "New telemetry records stored",
             m.records_stored.clone(),
         );
+        // Pre-created so both series exist (at 0) before the first drop.
+        for reason in [EDGE_RESEND, DEVICE_RETRANSMISSION] {
+            drop(m.duplicates.get_or_create(&DuplicateLabel { reason }));
+        }
         r.register(
             "duplicate_records",
-            "Records dropped as duplicates",
+            "Records dropped as already stored, by dedup layer",
             m.duplicates.clone(),
+        );
+        r.register(
+            "device_seq_reuses",
+            "Readings stored although their device seq was recently used by another reading",
+            m.seq_reuses.clone(),
+        );
+        r.register(
+            "retention_dropped_records",
+            "Records retention dropped on this replica, by tenant and reason",
+            m.retention_dropped.clone(),
         );
         r.register(
             "alerts_stored",
@@ -265,6 +312,45 @@ impl HubMetrics {
             .get_or_create(&RefusalLabel { reason })
             .inc();
     }
+
+    /// Counts `n` records dropped as already stored, for `reason`.
+    pub fn duplicate(&self, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.duplicates
+                .get_or_create(&DuplicateLabel { reason })
+                .inc_by(n);
+        }
+    }
+
+    /// Records dropped as already stored, both reasons together.
+    pub fn duplicates_total(&self) -> u64 {
+        [EDGE_RESEND, DEVICE_RETRANSMISSION]
+            .into_iter()
+            .map(|reason| {
+                self.duplicates
+                    .get_or_create(&DuplicateLabel { reason })
+                    .get()
+            })
+            .sum()
+    }
+
+    /// Counts what a retention report says was dropped.
+    pub fn retention_drops(&self, drops: &[strata_protocol::TenantRetention]) {
+        for d in drops {
+            for (reason, n) in [
+                ("expired_on_arrival", d.expired_on_arrival),
+                ("expired", d.expired),
+            ] {
+                if n > 0 {
+                    let label = RetentionLabel {
+                        tenant: d.tenant.clone(),
+                        reason,
+                    };
+                    self.retention_dropped.get_or_create(&label).inc_by(n);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -283,5 +369,26 @@ mod tests {
             text.contains("strata_hub_requests_total{kind=\"batch\"} 1"),
             "{text}"
         );
+        // Both dedup reasons exist before anything is dropped.
+        for reason in ["edge_resend", "device_retransmission"] {
+            let series = format!("strata_hub_duplicate_records_total{{reason=\"{reason}\"}} 0");
+            assert!(text.contains(&series), "{text}");
+        }
+        m.duplicate(DEVICE_RETRANSMISSION, 2);
+        m.duplicate(EDGE_RESEND, 3);
+        assert_eq!(m.duplicates_total(), 5);
+        m.retention_drops(&[strata_protocol::TenantRetention {
+            tenant: "acme".into(),
+            expired_on_arrival: 4,
+            expired: 0,
+        }]);
+        let text = strata_net::metrics::render(&reg);
+        assert!(
+            text.contains(
+                "strata_hub_retention_dropped_records_total{tenant=\"acme\",reason=\"expired_on_arrival\"} 4"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("reason=\"expired\""), "{text}");
     }
 }

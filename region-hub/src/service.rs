@@ -332,6 +332,13 @@ impl Service {
                 self.node.read(ReadRequest::ListDevices { tenant }).await,
             ),
             HubRequest::Query(q) => ("query", self.node.read(ReadRequest::Query(q)).await),
+            HubRequest::Retention { tenant } => (
+                "retention",
+                self.node
+                    .retention(tenant)
+                    .await
+                    .map(HubResponse::Retention),
+            ),
             HubRequest::AddReplica(info) => {
                 let r = if info.id == 0 || info.peer_addr.is_empty() || info.client_addr.is_empty()
                 {

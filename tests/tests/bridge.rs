@@ -195,7 +195,10 @@ async fn bridge_sigkill(c: &mut Cluster, broker: &Mosquitto, seed: u64) -> anyho
         let mut sum = 0.0;
         for h in &c.hub_addrs {
             let a = c.hub_metrics_addr(h.id)?;
-            sum += c.metric(&a, "strata_hub_duplicate_records_total").await?;
+            for reason in ["edge_resend", "device_retransmission"] {
+                let series = format!("strata_hub_duplicate_records_total{{reason=\"{reason}\"}}");
+                sum += c.metric(&a, &series).await?;
+            }
         }
         sum
     };

@@ -231,6 +231,11 @@ async fn metrics(c: &Cluster) -> anyhow::Result<()> {
             "{who}: no commit latency histogram buckets"
         );
         latency_samples += value(&who, &text, "strata_hub_commit_latency_seconds_count")?;
+        // What dedup drops is counted by reason; both series always exist.
+        for reason in ["edge_resend", "device_retransmission"] {
+            let series = format!("strata_hub_duplicate_records_total{{reason=\"{reason}\"}}");
+            value(&who, &text, &series)?;
+        }
         leaders += value(&who, &text, "strata_hub_raft_leader")?;
         ensure!(
             text.contains("# TYPE strata_handshake_failures counter"),

@@ -354,3 +354,19 @@ fn check_remove(
     }
     Ok(())
 }
+
+/// `GET /api/v1/regions/{region}/retention[?tenant=]`: what the region's
+/// retention dropped, per tenant and reason (acknowledged readings that are
+/// gone: older than retention on arrival, or expired with their partition).
+pub async fn retention(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Pairs,
+) -> ApiResult<super::views::RetentionView> {
+    let Path(name) = path?;
+    let Query(pairs) = query?;
+    let get = params::check(&pairs, &["tenant"])?;
+    let region = state.region(&name)?;
+    let served = region.retention(get("tenant").map(str::to_owned)).await?;
+    Ok(Json(super::views::RetentionView::new(&name, served)))
+}

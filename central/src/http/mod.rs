@@ -336,7 +336,12 @@ pub fn app(state: AppState) -> Router {
             Action::ReadMonitors,
             get(monitors::list_monitors),
         )
-        .route("/api/v1/alerts", Action::ReadAlerts, get(monitors::alerts));
+        .route("/api/v1/alerts", Action::ReadAlerts, get(monitors::alerts))
+        .route(
+            "/api/v1/regions/{region}/retention",
+            Action::ReadDevices,
+            get(handlers::retention),
+        );
     routes
         .router
         .fallback(not_found)

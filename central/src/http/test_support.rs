@@ -81,6 +81,8 @@ impl Fake {
                     records: 42,
                     first_ts_ms: NOW - 10_000,
                     last_ts_ms: NOW - 1000,
+                    retransmissions_dropped: 3,
+                    seq_reuses: 1,
                 })
                 .collect(),
             fail: None,
@@ -261,6 +263,7 @@ impl RegionApi for Fake {
                 ..EdgeStatus::default()
             },
             records_stored: 900,
+            resends_dropped: 12,
         }];
         futures::future::ready(self.served(edges)).boxed()
     }
@@ -477,6 +480,29 @@ impl RegionApi for Fake {
             .collect();
         self.alert_queries.lock().unwrap().push(query);
         futures::future::ready(self.served(list)).boxed()
+    }
+
+    fn retention(
+        &self,
+        tenant: Option<String>,
+    ) -> BoxFuture<'_, Result<Served<strata_protocol::RetentionReport>, RegionError>> {
+        let tenants = [("acme", 2, 40), ("globex", 0, 7)]
+            .into_iter()
+            .filter(|(t, _, _)| tenant.as_deref().is_none_or(|want| want == *t))
+            .map(
+                |(t, on_arrival, expired)| strata_protocol::TenantRetention {
+                    tenant: t.into(),
+                    expired_on_arrival: on_arrival,
+                    expired,
+                },
+            )
+            .collect();
+        let report = strata_protocol::RetentionReport {
+            retention_ms: 604_800_000,
+            retained_from_ms: Some(NOW - 604_800_000),
+            tenants,
+        };
+        futures::future::ready(self.served(report)).boxed()
     }
 }
 

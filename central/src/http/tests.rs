@@ -169,7 +169,8 @@ async fn edges_with_ages_and_partial_failure() {
         json!({
             "region": "west", "name": "west-edge-1", "last-seen-ms": NOW - 1500,
             "age-ms": 1500, "spool-records": 7, "spool-bytes": 700, "ingest-rate": 12.5,
-            "connected-clients": 3, "records-stored": 900, "uptime-ms": 60_000
+            "connected-clients": 3, "records-stored": 900, "resends-dropped": 12,
+            "uptime-ms": 60_000
         })
     );
     // Measured use and monitor capacity, as the edge's heartbeat said.
@@ -237,15 +238,45 @@ async fn devices_filtered_by_tenant_and_region() {
         body["devices"],
         json!([
             {"region": "west", "tenant": "acme", "device": "d1", "records": 42,
-             "first-ts-ms": NOW - 10_000, "last-ts-ms": NOW - 1000},
+             "first-ts-ms": NOW - 10_000, "last-ts-ms": NOW - 1000,
+             "retransmissions-dropped": 3, "seq-reuses": 1},
             {"region": "east", "tenant": "acme", "device": "d2", "records": 42,
-             "first-ts-ms": NOW - 10_000, "last-ts-ms": NOW - 1000},
+             "first-ts-ms": NOW - 10_000, "last-ts-ms": NOW - 1000,
+             "retransmissions-dropped": 3, "seq-reuses": 1},
         ])
     );
     assert_eq!(body["stale"], true);
     let (_, body) = get(&h.state, "/api/v1/devices?region=west").await;
     assert_eq!(body["devices"].as_array().unwrap().len(), 2);
     assert_eq!(body["stale"], false);
+}
+
+#[tokio::test]
+async fn retention_per_tenant_and_reason() {
+    let h = healthy();
+    let (status, body) = get(&h.state, "/api/v1/regions/west/retention").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({
+            "region": "west", "served-by": "west-hub-1:7000", "stale": false,
+            "retention-ms": 604_800_000, "retained-from-ms": NOW - 604_800_000,
+            "tenants": [
+                {"tenant": "acme", "expired-on-arrival": 2, "expired": 40},
+                {"tenant": "globex", "expired-on-arrival": 0, "expired": 7},
+            ]
+        })
+    );
+    let (_, body) = get(&h.state, "/api/v1/regions/west/retention?tenant=globex").await;
+    assert_eq!(body["tenants"].as_array().unwrap().len(), 1);
+    assert_eq!(body["tenants"][0]["tenant"], "globex");
+    let (status, body) = get(&h.state, "/api/v1/regions/mars/retention").await;
+    error(status, &body, StatusCode::NOT_FOUND, "unknown-region");
+    let (status, body) = get(&h.state, "/api/v1/regions/west/retention?tenat=x").await;
+    error(status, &body, StatusCode::BAD_REQUEST, "invalid-parameter");
+    let h = harness(Fake::new("east", &[]).failing(down("east")));
+    let (status, body) = get(&h.state, "/api/v1/regions/east/retention").await;
+    assert!(status.is_server_error(), "{status} {body}");
 }
 
 #[tokio::test]

@@ -207,6 +207,9 @@ pub struct EdgeView {
     pub connected_clients: u32,
     /// Records from this edge stored in the region.
     pub records_stored: u64,
+    /// Records from this edge the region dropped because it had sent them
+    /// before (resent batches; stored once).
+    pub resends_dropped: u64,
     /// Edge process uptime, ms.
     pub uptime_ms: u64,
     /// CPU and memory the edge sets aside for monitors.
@@ -232,6 +235,7 @@ impl EdgeView {
             ingest_rate: e.status.ingest_rate,
             connected_clients: e.status.connected_clients,
             records_stored: e.records_stored,
+            resends_dropped: e.resends_dropped,
             uptime_ms: e.status.uptime_ms,
             monitor_capacity: e.status.capacity,
             monitor_reserved: e.status.reserved,
@@ -257,6 +261,12 @@ pub struct DeviceView {
     pub first_ts_ms: i64,
     /// Latest reading, ms since the epoch.
     pub last_ts_ms: i64,
+    /// Readings dropped because the region had already stored the same
+    /// reading (same seq, time and content): MQTT retransmissions.
+    pub retransmissions_dropped: u64,
+    /// Readings stored although their seq had recently been used by another
+    /// reading of the device: a counter restart, a clock jump or spoofing.
+    pub seq_reuses: u64,
 }
 
 impl DeviceView {
@@ -269,6 +279,66 @@ impl DeviceView {
             records: d.records,
             first_ts_ms: d.first_ts_ms,
             last_ts_ms: d.last_ts_ms,
+            retransmissions_dropped: d.retransmissions_dropped,
+            seq_reuses: d.seq_reuses,
+        }
+    }
+}
+
+/// `GET /api/v1/regions/{region}/retention`: what retention dropped.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RetentionView {
+    /// Region.
+    pub region: String,
+    /// Replica that answered (each counts its own drops).
+    pub served_by: String,
+    /// True when no leader could be reached and a follower answered.
+    pub stale: bool,
+    /// The replica's `store.retention-ms` (0 keeps data for ever).
+    pub retention_ms: u64,
+    /// Readings before this (ms since the epoch) are dropped on arrival;
+    /// null until retention first ran since the replica started.
+    pub retained_from_ms: Option<i64>,
+    /// Tenants with drops, sorted.
+    pub tenants: Vec<TenantRetentionView>,
+}
+
+/// One tenant in [`RetentionView`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TenantRetentionView {
+    /// Tenant.
+    pub tenant: String,
+    /// Acknowledged readings that reached the region already older than
+    /// retention: never stored.
+    pub expired_on_arrival: u64,
+    /// Readings dropped when their time partition expired.
+    pub expired: u64,
+}
+
+impl RetentionView {
+    /// View of `r`, served by `served_by` of `region`.
+    pub fn new(
+        region: &str,
+        served: crate::region::Served<strata_protocol::RetentionReport>,
+    ) -> RetentionView {
+        let r = served.value;
+        RetentionView {
+            region: region.to_owned(),
+            served_by: served.addr,
+            stale: served.stale,
+            retention_ms: r.retention_ms,
+            retained_from_ms: r.retained_from_ms,
+            tenants: r
+                .tenants
+                .into_iter()
+                .map(|t| TenantRetentionView {
+                    tenant: t.tenant,
+                    expired_on_arrival: t.expired_on_arrival,
+                    expired: t.expired,
+                })
+                .collect(),
         }
     }
 }

@@ -93,6 +93,7 @@ fn request_kind(req: &HubRequest) -> &'static str {
         HubRequest::GetMonitor { .. } => "monitor",
         HubRequest::DeleteMonitor { .. } => "delete-monitor",
         HubRequest::QueryAlerts(_) => "alerts",
+        HubRequest::Retention { .. } => "retention",
     }
 }
 
@@ -113,6 +114,7 @@ fn response_kind(resp: &HubResponse) -> &'static str {
         HubResponse::NotFound { .. } => "not-found",
         HubResponse::Alerts(_) => "alerts",
         HubResponse::MembershipRefused(_) => "membership-refused",
+        HubResponse::Retention(_) => "retention",
     }
 }
 
@@ -626,6 +628,17 @@ impl RegionApi for RegionClient {
     ) -> BoxFuture<'_, Result<Served<Vec<AlertRecord>>, RegionError>> {
         self.read(HubRequest::QueryAlerts(query), |r| match r {
             HubResponse::Alerts(v) => Some(v),
+            _ => None,
+        })
+        .boxed()
+    }
+
+    fn retention(
+        &self,
+        tenant: Option<String>,
+    ) -> BoxFuture<'_, Result<Served<strata_protocol::RetentionReport>, RegionError>> {
+        self.read(HubRequest::Retention { tenant }, |r| match r {
+            HubResponse::Retention(v) => Some(v),
             _ => None,
         })
         .boxed()

@@ -192,6 +192,7 @@ fn kind(req: &HubRequest) -> &'static str {
         HubRequest::GetMonitor { .. } => "monitor",
         HubRequest::DeleteMonitor { .. } => "delete",
         HubRequest::QueryAlerts(_) => "alerts",
+        HubRequest::Retention { .. } => "retention",
     }
 }
 

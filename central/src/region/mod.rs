@@ -243,6 +243,13 @@ pub trait RegionApi: Send + Sync {
         &self,
         query: AlertQuery,
     ) -> BoxFuture<'_, Result<Served<Vec<AlertRecord>>, RegionError>>;
+    /// What retention dropped, per tenant (optionally one), read from the
+    /// leader (each replica counts its own; they agree but for drops near
+    /// the retention bound).
+    fn retention(
+        &self,
+        tenant: Option<String>,
+    ) -> BoxFuture<'_, Result<Served<strata_protocol::RetentionReport>, RegionError>>;
 }
 
 #[cfg(test)]

@@ -1,6 +1,14 @@
-//! Decoding of what protocol-version-1 hubs wrote: Raft entries of command
-//! kinds 1 and 2 and region state format 1. A replica upgraded in place
-//! replays its log after the last checkpoint, so these stay readable.
+//! Decoding of what older hubs wrote: Raft entries of command kinds 1 and 2
+//! (protocol version 1) and region state formats 1 and 2. A replica
+//! upgraded in place replays its log after the last checkpoint, so these
+//! stay readable.
+//!
+//! State format 2 kept, per device, the set of device `seq`s stored; format
+//! 3 keeps the exact keys of recent readings instead ([`super::dedup`]). The
+//! old sets say nothing about timestamps or content, so a device's window
+//! starts empty: after an upgrade, a retransmission of a reading stored
+//! before it is stored a second time (never is a reading dropped). The
+//! region-wide count of "seq restarts" of the old heuristic is dropped.
 //!
 //! The layouts below are frozen copies of the old wire types; never edit
 //! them.
@@ -8,10 +16,13 @@
 use std::collections::BTreeMap;
 
 use bincode::{Decode, Encode};
-use strata_protocol::{EdgeStatus, SpoolEntry, TelemetryBatch, TelemetryRecord};
+use strata_protocol::{EdgeStatus, SpoolEntry, Tag, TelemetryBatch, TelemetryRecord};
 
+use super::alerts::AlertIndex;
+use super::dedup::RecentReadings;
 use super::interval::IntervalSet;
 use super::state::{DeviceEntry, EdgeEntry, RegionState};
+use super::workloads::Workloads;
 
 /// `EdgeStatus` of protocol version 1.
 #[derive(Encode, Decode)]
@@ -85,7 +96,7 @@ struct DeviceEntryV1 {
     records: u64,
     first_ts_ms: i64,
     last_ts_ms: i64,
-    seqs: IntervalSet,
+    _seqs: IntervalSet,
 }
 
 /// Region state format 1.
@@ -95,7 +106,7 @@ pub(super) struct RegionStateV1 {
     edges: BTreeMap<String, EdgeEntryV1>,
     devices: BTreeMap<String, BTreeMap<String, DeviceEntryV1>>,
     dedup_gaps_merged: u64,
-    device_seq_restarts: u64,
+    _device_seq_restarts: u64,
 }
 
 impl From<RegionStateV1> for RegionState {
@@ -110,6 +121,7 @@ impl From<RegionStateV1> for RegionState {
                         last_seen_ms: e.last_seen_ms,
                         status: e.status.into(),
                         records_stored: e.records_stored,
+                        resends_dropped: 0,
                         epochs: e.epochs,
                     },
                 )
@@ -128,7 +140,10 @@ impl From<RegionStateV1> for RegionState {
                                 records: e.records,
                                 first_ts_ms: e.first_ts_ms,
                                 last_ts_ms: e.last_ts_ms,
-                                seqs: e.seqs,
+                                // The seq set converts to an empty window.
+                                recent: RecentReadings::default(),
+                                retransmissions_dropped: 0,
+                                seq_reuses: 0,
                                 tags: Vec::new(),
                                 edge: String::new(),
                             },
@@ -138,12 +153,94 @@ impl From<RegionStateV1> for RegionState {
                 (t, devs)
             })
             .collect();
-        RegionState::from_v1(
+        RegionState::from_parts(
             s.applied_index,
             edges,
             devices,
             s.dedup_gaps_merged,
-            s.device_seq_restarts,
+            AlertIndex::default(),
+            Workloads::default(),
+        )
+    }
+}
+
+#[derive(Decode)]
+struct EdgeEntryV2 {
+    last_seen_ms: i64,
+    status: EdgeStatus,
+    records_stored: u64,
+    epochs: BTreeMap<u64, IntervalSet>,
+}
+
+#[derive(Decode)]
+struct DeviceEntryV2 {
+    records: u64,
+    first_ts_ms: i64,
+    last_ts_ms: i64,
+    /// Device seqs stored: dropped on conversion (see the module doc).
+    _seqs: IntervalSet,
+    tags: Vec<Tag>,
+    edge: String,
+}
+
+/// Region state format 2.
+#[derive(Decode)]
+pub(super) struct RegionStateV2 {
+    applied_index: u64,
+    edges: BTreeMap<String, EdgeEntryV2>,
+    devices: BTreeMap<String, BTreeMap<String, DeviceEntryV2>>,
+    dedup_gaps_merged: u64,
+    _device_seq_restarts: u64,
+    alerts: AlertIndex,
+    workloads: Workloads,
+}
+
+impl From<RegionStateV2> for RegionState {
+    fn from(s: RegionStateV2) -> Self {
+        let edges = s
+            .edges
+            .into_iter()
+            .map(|(k, e)| {
+                let entry = EdgeEntry {
+                    last_seen_ms: e.last_seen_ms,
+                    status: e.status,
+                    records_stored: e.records_stored,
+                    resends_dropped: 0,
+                    epochs: e.epochs,
+                };
+                (k, entry)
+            })
+            .collect();
+        let devices = s
+            .devices
+            .into_iter()
+            .map(|(t, devs)| {
+                let devs = devs
+                    .into_iter()
+                    .map(|(d, e)| {
+                        let entry = DeviceEntry {
+                            records: e.records,
+                            first_ts_ms: e.first_ts_ms,
+                            last_ts_ms: e.last_ts_ms,
+                            recent: RecentReadings::default(),
+                            retransmissions_dropped: 0,
+                            seq_reuses: 0,
+                            tags: e.tags,
+                            edge: e.edge,
+                        };
+                        (d, entry)
+                    })
+                    .collect();
+                (t, devs)
+            })
+            .collect();
+        RegionState::from_parts(
+            s.applied_index,
+            edges,
+            devices,
+            s.dedup_gaps_merged,
+            s.alerts,
+            s.workloads,
         )
     }
 }

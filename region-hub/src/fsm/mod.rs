@@ -8,29 +8,41 @@
 //! # Layout
 //! - this file: the versioned [`CommandEnvelope`], [`Command`] encoding and [`apply`].
 //! - [`state`]: [`RegionState`] — edges, devices and the dedup state.
+//! - [`dedup`]: the per-device window of recent readings and the reading
+//!   fingerprint (layer 2 below).
 //! - [`alerts`]: [`AlertIndex`], the bounded, queryable alerts of the region.
 //! - [`workloads`]: [`Workloads`] — monitors, artifacts, assignments version.
 //! - [`interval`]: [`IntervalSet`], the compact "which sequence numbers are stored" set.
-//! - `legacy`: decoding of protocol-version-1 entries and state format 1.
+//! - `legacy`: decoding of protocol-version-1 entries and state formats 1 and 2.
 //!
 //! # Exactly-once
 //! Two layers, both inside [`apply`], so every replica drops the same records:
-//! 1. per `(edge, spool epoch)`, the edge sequence numbers already stored: a
-//!    resent or re-cut batch stores only its new records, in any arrival order;
-//! 2. per `(tenant, device)`, the device `seq`s already stored: a device's MQTT
-//!    QoS 1 retransmission is dropped even when it reaches the region through
-//!    another edge. Records without `seq` skip this layer. A known seq with a
-//!    timestamp *newer* than every stored reading of the device cannot be a
-//!    retransmission (which repeats a stored reading): it means the device
-//!    restarted its counter, so it is stored and the device's seq set starts
-//!    afresh — a rare duplicate is preferred over dropping new data.
+//! 1. **Edge resends.** Per `(edge, spool epoch)`, the edge sequence numbers
+//!    already stored: a resent or re-cut batch stores only its new records,
+//!    in any arrival order, however late.
+//! 2. **Device retransmissions.** Per `(tenant, device)`, the exact keys of
+//!    the device's last [`DEVICE_DEDUP_WINDOW`] stored readings: `seq`
+//!    (or its absence), `ts_ms` and a 64-bit fingerprint of the content. A
+//!    reading is dropped only when all of them match a stored reading, so a
+//!    device's MQTT QoS 1 retransmission is dropped even when it reaches the
+//!    region through another edge (as a new spool record), while a counter
+//!    restart, a clock jump or a spoofed reading with the device's upcoming
+//!    seqs can never make the region drop a different reading. A
+//!    retransmission whose original has left the window is stored twice;
+//!    [`dedup`] says why the window is enough.
 //!
 //! Every spool entry kind passes layer 1. Telemetry then passes layer 2;
 //! derived metrics (no device seq) go to the store as telemetry
 //! (`DerivedMetricRecord::to_telemetry`); alerts go to the replicated
 //! [`AlertIndex`]. So a resent alert is indexed once, like a reading.
 //!
-//! Both sets are bounded ([`DEDUP_MAX_INTERVALS`]); see
+//! What each layer drops is counted per reason in [`Outcome::Committed`]
+//! (the hub's `strata_hub_duplicate_records_total{reason}`), per edge
+//! (`EdgeInfo::resends_dropped`) and per device
+//! (`DeviceInfo::retransmissions_dropped`, and `seq_reuses` for readings
+//! stored although their seq was recently used by another reading).
+//!
+//! The edge sets are bounded ([`DEDUP_MAX_INTERVALS`]); see
 //! [`IntervalSet::enforce_cap`] for the trade-off, counted in
 //! [`RegionState::dedup_gaps_merged`].
 //!
@@ -44,6 +56,7 @@
 //! new kind and the old kind is still decoded (`legacy`).
 
 pub mod alerts;
+pub mod dedup;
 pub mod interval;
 mod legacy;
 pub mod state;
@@ -54,8 +67,9 @@ use strata_protocol::workload::MonitorSpec;
 use strata_protocol::{EdgeStatus, TelemetryBatch, TelemetryRecord};
 
 pub use alerts::AlertIndex;
+pub use dedup::DEVICE_DEDUP_WINDOW;
 pub use interval::IntervalSet;
-pub use state::{EdgeView, RegionState, DEDUP_MAX_INTERVALS};
+pub use state::{add_device_dedup, DeviceDedup, EdgeView, RegionState, DEDUP_MAX_INTERVALS};
 pub use workloads::{MonitorEntry, Workloads};
 
 /// Envelope kind of a protocol-version-1 store batch (telemetry records
@@ -204,8 +218,16 @@ pub enum Outcome {
         count: u32,
         /// Entries (of any kind) stored for the first time.
         new_records: u32,
-        /// Entries already stored before (resends and device retransmissions).
-        duplicates: u32,
+        /// Entries dropped by layer 1: this edge had stored them already
+        /// (a resent or re-cut batch).
+        edge_resends: u32,
+        /// Readings dropped by layer 2: the region had stored the same
+        /// reading (a device retransmission). `count = new_records +
+        /// edge_resends + device_retransmissions`.
+        device_retransmissions: u32,
+        /// New readings (part of `new_records`) whose device seq was in the
+        /// device's window with another timestamp or content.
+        seq_reuses: u32,
         /// New alerts (part of `new_records`), now in the alert index.
         new_alerts: u32,
         /// New derived metrics (part of `new_records`), stored as telemetry.
@@ -540,6 +562,10 @@ fn no_records(outcome: Outcome) -> Applied {
     }
 }
 
+#[cfg(test)]
+mod bench;
+#[cfg(test)]
+mod dedup_prop_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! [`RegionState`]: what every replica of a region agrees on besides the
 //! telemetry itself — edges, devices (with their last tags), the dedup
-//! state that makes the telemetry store exactly-once, alerts
+//! state that makes the telemetry store exactly-once (layer 1 here, layer 2
+//! in [`dedup`](super::dedup)) with what it dropped, alerts
 //! ([`AlertIndex`]) and monitors with their artifacts ([`Workloads`]).
 //!
 //! Maps are `BTreeMap`s so the encoded state (snapshots, checkpoints) is
@@ -16,11 +17,12 @@ use strata_protocol::{
 };
 
 use super::alerts::AlertIndex;
+use super::dedup::{Admission, ReadingKey, RecentReadings};
 use super::interval::IntervalSet;
 use super::workloads::{MonitorEntry, Workloads};
 use super::{Applied, FsmError, Outcome};
 
-/// Most intervals kept per dedup set (per edge epoch and per device). See
+/// Most intervals kept per edge epoch's dedup set. See
 /// [`IntervalSet::enforce_cap`] for what is traded when it is exceeded: with
 /// in-order spools and a bounded number of batches in flight an edge set
 /// stays at one or two intervals, so 1024 is only reached by a broken sender.
@@ -30,9 +32,11 @@ pub const DEDUP_MAX_INTERVALS: usize = 1024;
 pub const MAX_DEVICE_TAGS: usize = 32;
 
 /// Format byte leading [`RegionState::encode`]; bump on incompatible change.
-/// Format 1 (before monitors and alerts) is still read, see `legacy.rs`.
-const STATE_FORMAT: u8 = 2;
+/// Formats 1 (before monitors and alerts) and 2 (device seq sets, before
+/// exact dedup) are still read, see `legacy.rs`.
+const STATE_FORMAT: u8 = 3;
 const STATE_FORMAT_V1: u8 = 1;
+const STATE_FORMAT_V2: u8 = 2;
 
 /// Allocation limit when decoding state (1 GiB): state is local or comes
 /// from a peer's CRC-checked snapshot, but a bound keeps a corrupt length
@@ -46,6 +50,9 @@ pub(super) struct EdgeEntry {
     pub(super) last_seen_ms: i64,
     pub(super) status: EdgeStatus,
     pub(super) records_stored: u64,
+    /// Entries dropped by layer 1: this edge had stored them already
+    /// (batches resent or re-cut).
+    pub(super) resends_dropped: u64,
     /// Edge sequence numbers stored, per spool epoch. Epochs are kept for
     /// ever: an edge gets a new one only when its spool is wiped, which is
     /// rare, and each costs a few dozen bytes.
@@ -57,8 +64,13 @@ pub(super) struct DeviceEntry {
     pub(super) records: u64,
     pub(super) first_ts_ms: i64,
     pub(super) last_ts_ms: i64,
-    /// Device `seq`s stored (since the device's last detected seq restart).
-    pub(super) seqs: IntervalSet,
+    /// Keys of the device's most recent stored readings (layer 2).
+    pub(super) recent: RecentReadings,
+    /// Readings dropped because the region had stored the same reading.
+    pub(super) retransmissions_dropped: u64,
+    /// Readings stored although their seq was in the window with another
+    /// timestamp or content (counter restarts, clock jumps, spoofing).
+    pub(super) seq_reuses: u64,
     /// Tags of the newest tagged reading (at most [`MAX_DEVICE_TAGS`]), so
     /// monitor selectors can be checked against known devices.
     pub(super) tags: Vec<Tag>,
@@ -76,9 +88,18 @@ pub struct RegionState {
     /// tenant → device → entry; nested so lookups by `&str` do not allocate.
     devices: BTreeMap<String, BTreeMap<String, DeviceEntry>>,
     dedup_gaps_merged: u64,
-    device_seq_restarts: u64,
     alerts: AlertIndex,
     workloads: Workloads,
+}
+
+/// What layer 2 dropped and noticed for one device ([`RegionState::device_dedup`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceDedup {
+    /// Readings dropped because the region had stored the same reading.
+    pub retransmissions_dropped: u64,
+    /// Readings stored although their seq was recently used by another
+    /// reading of the device.
+    pub seq_reuses: u64,
 }
 
 /// One edge as placement and validation see it.
@@ -93,21 +114,22 @@ pub struct EdgeView<'a> {
 }
 
 impl RegionState {
-    pub(super) fn from_v1(
+    /// A state from its parts (decoding older formats).
+    pub(super) fn from_parts(
         applied_index: u64,
         edges: BTreeMap<String, EdgeEntry>,
         devices: BTreeMap<String, BTreeMap<String, DeviceEntry>>,
         dedup_gaps_merged: u64,
-        device_seq_restarts: u64,
+        alerts: AlertIndex,
+        workloads: Workloads,
     ) -> Self {
         RegionState {
             applied_index,
             edges,
             devices,
             dedup_gaps_merged,
-            device_seq_restarts,
-            alerts: AlertIndex::default(),
-            workloads: Workloads::default(),
+            alerts,
+            workloads,
         }
     }
 
@@ -217,6 +239,7 @@ impl RegionState {
                 last_seen_ms: e.last_seen_ms,
                 status: e.status.clone(),
                 records_stored: e.records_stored,
+                resends_dropped: e.resends_dropped,
             })
             .collect()
     }
@@ -234,9 +257,48 @@ impl RegionState {
                     records: e.records,
                     first_ts_ms: e.first_ts_ms,
                     last_ts_ms: e.last_ts_ms,
+                    retransmissions_dropped: e.retransmissions_dropped,
+                    seq_reuses: e.seq_reuses,
                 })
             })
             .collect()
+    }
+
+    /// What layer 2 dropped and noticed for one device (`None` when the
+    /// region has no reading of it).
+    pub fn device_dedup(&self, tenant: &str, device: &str) -> Option<DeviceDedup> {
+        self.devices.get(tenant)?.get(device).map(|e| DeviceDedup {
+            retransmissions_dropped: e.retransmissions_dropped,
+            seq_reuses: e.seq_reuses,
+        })
+    }
+
+    /// [`RegionState::device_dedup`] of every device (optionally of one
+    /// tenant) for which it is not all zero: what a device list needs to
+    /// add to the store's view. Cheap enough for the Raft thread: one pass,
+    /// and most devices are skipped without allocating.
+    pub fn device_dedup_nonzero(
+        &self,
+        tenant: Option<&str>,
+    ) -> BTreeMap<(String, String), DeviceDedup> {
+        let mut out = BTreeMap::new();
+        for (t, devs) in &self.devices {
+            if tenant.is_some_and(|want| want != t) {
+                continue;
+            }
+            for (d, e) in devs {
+                if e.retransmissions_dropped != 0 || e.seq_reuses != 0 {
+                    out.insert(
+                        (t.clone(), d.clone()),
+                        DeviceDedup {
+                            retransmissions_dropped: e.retransmissions_dropped,
+                            seq_reuses: e.seq_reuses,
+                        },
+                    );
+                }
+            }
+        }
+        out
     }
 
     /// Number of devices with at least one stored record.
@@ -244,17 +306,12 @@ impl RegionState {
         self.devices.values().map(BTreeMap::len).sum()
     }
 
-    /// Gaps filled in dedup sets to bound their size (see
-    /// [`IntervalSet::enforce_cap`]); non-zero means a very late record may
-    /// have been dropped as a duplicate.
+    /// Gaps filled in edge dedup sets to bound their size (see
+    /// [`IntervalSet::enforce_cap`]); non-zero means an edge sent so
+    /// scattered a set of spool sequence numbers that a very late record of
+    /// it may have been dropped as a resend.
     pub fn dedup_gaps_merged(&self) -> u64 {
         self.dedup_gaps_merged
-    }
-
-    /// Times a device's seq was seen again with a newer timestamp than any
-    /// stored reading, taken as a device seq restart (reboot).
-    pub fn device_seq_restarts(&self) -> u64 {
-        self.device_seq_restarts
     }
 
     /// Versioned bytes for snapshots and checkpoints.
@@ -273,6 +330,9 @@ impl RegionState {
         };
         if format == STATE_FORMAT_V1 {
             return decode_body::<super::legacy::RegionStateV1>(body).map(RegionState::from);
+        }
+        if format == STATE_FORMAT_V2 {
+            return decode_body::<super::legacy::RegionStateV2>(body).map(RegionState::from);
         }
         if format != STATE_FORMAT {
             return Err(FsmError::CorruptState {
@@ -293,8 +353,9 @@ impl RegionState {
     }
 
     /// Layer 1 (edge seq) dedup for every entry, then per kind: telemetry
-    /// through layer 2 (device seq) into the store, derived metrics into
-    /// the store as telemetry (no device seq), alerts into the alert index.
+    /// through layer 2 (the device's recent readings) into the store,
+    /// derived metrics into the store as telemetry (they have no device
+    /// seq; layer 1 covers them), alerts into the alert index.
     pub(super) fn store_batch(&mut self, batch: TelemetryBatch, received_ms: i64) -> Applied {
         let TelemetryBatch {
             edge,
@@ -312,7 +373,6 @@ impl RegionState {
             edges,
             devices,
             dedup_gaps_merged,
-            device_seq_restarts,
             alerts,
             ..
         } = self;
@@ -327,6 +387,9 @@ impl RegionState {
         let mut out = Vec::with_capacity(new_at_edge as usize + (count - representable));
         let mut next_range = new_ranges.iter().peekable();
         let (mut new_entries, mut new_alerts, mut new_metrics) = (0usize, 0u32, 0u32);
+        let (mut retransmissions, mut seq_reuses) = (0u32, 0u32);
+        // Reused for every fingerprint of the batch.
+        let mut scratch = Vec::new();
         for (i, entry) in entries.into_iter().enumerate() {
             if i < representable {
                 let seq = first_seq + i as u64;
@@ -339,16 +402,16 @@ impl RegionState {
             }
             match entry {
                 SpoolEntry::Telemetry(rec) => {
-                    if device_accepts(
-                        devices,
-                        dedup_gaps_merged,
-                        device_seq_restarts,
-                        &rec,
-                        &edge_name,
-                    ) {
-                        out.push(rec);
-                        new_entries += 1;
+                    match device_accepts(devices, &rec, &edge_name, &mut scratch) {
+                        Admission::Retransmission => {
+                            retransmissions += 1;
+                            continue;
+                        }
+                        Admission::SeqReuse => seq_reuses += 1,
+                        Admission::New => {}
                     }
+                    out.push(rec);
+                    new_entries += 1;
                 }
                 SpoolEntry::Metric(m) => {
                     out.push(m.to_telemetry());
@@ -362,17 +425,47 @@ impl RegionState {
                 }
             }
         }
+        // Everything not stored and not a device retransmission was a resend.
+        let edge_resends = (count - new_entries) as u32 - retransmissions;
         e.records_stored += new_entries as u64;
+        e.resends_dropped += u64::from(edge_resends);
         Applied {
             outcome: Outcome::Committed {
                 first_seq,
                 count: count as u32,
                 new_records: new_entries as u32,
-                duplicates: (count - new_entries) as u32,
+                edge_resends,
+                device_retransmissions: retransmissions,
+                seq_reuses,
                 new_alerts,
                 new_metrics,
             },
             records: out,
+        }
+    }
+}
+
+/// Fills the dedup counters of `devices` (sorted by tenant then device, as
+/// the store lists them) from [`RegionState::device_dedup_nonzero`]: a
+/// merge of two sorted lists, no lookups.
+pub fn add_device_dedup(
+    devices: &mut [DeviceInfo],
+    counts: &BTreeMap<(String, String), DeviceDedup>,
+) {
+    let mut counts = counts.iter().peekable();
+    for d in devices.iter_mut() {
+        let me = (d.tenant.as_str(), d.device.as_str());
+        while counts
+            .peek()
+            .is_some_and(|((t, dev), _)| (t.as_str(), dev.as_str()) < me)
+        {
+            counts.next();
+        }
+        if let Some(((t, dev), c)) = counts.peek() {
+            if (t.as_str(), dev.as_str()) == me {
+                d.retransmissions_dropped = c.retransmissions_dropped;
+                d.seq_reuses = c.seq_reuses;
+            }
         }
     }
 }
@@ -385,18 +478,19 @@ fn edge_entry(edges: &mut BTreeMap<String, EdgeEntry>, edge: String) -> &mut Edg
             ..EdgeStatus::default()
         },
         records_stored: 0,
+        resends_dropped: 0,
         epochs: BTreeMap::new(),
     })
 }
 
-/// Layer 2: device seq dedup and device stats. Returns whether to store.
+/// Layer 2: drops the reading if the region stored the same one recently
+/// (see [`super::dedup`]), else updates the device's stats.
 fn device_accepts(
     devices: &mut BTreeMap<String, BTreeMap<String, DeviceEntry>>,
-    dedup_gaps_merged: &mut u64,
-    device_seq_restarts: &mut u64,
     rec: &TelemetryRecord,
     edge: &str,
-) -> bool {
+    scratch: &mut Vec<u8>,
+) -> Admission {
     let devs = match devices.get_mut(rec.tenant.as_str()) {
         Some(d) => d,
         None => devices.entry(rec.tenant.clone()).or_default(),
@@ -407,25 +501,21 @@ fn device_accepts(
             records: 0,
             first_ts_ms: rec.ts_ms,
             last_ts_ms: rec.ts_ms,
-            seqs: IntervalSet::new(),
+            recent: RecentReadings::default(),
+            retransmissions_dropped: 0,
+            seq_reuses: 0,
             tags: Vec::new(),
             edge: String::new(),
         }),
     };
-    if let Some(seq) = rec.seq {
-        if dev.seqs.contains(seq) {
-            // A retransmission repeats a stored reading, so its ts is at
-            // most the newest stored ts. A *newer* reading with a known
-            // seq means the device restarted its counter (reboot): keep
-            // it and start a fresh seq set rather than drop new data.
-            if rec.ts_ms <= dev.last_ts_ms {
-                return false;
-            }
-            dev.seqs = IntervalSet::new();
-            *device_seq_restarts += 1;
+    let verdict = dev.recent.admit(ReadingKey::of(rec, scratch));
+    match verdict {
+        Admission::Retransmission => {
+            dev.retransmissions_dropped += 1;
+            return verdict;
         }
-        dev.seqs.insert_one(seq);
-        *dedup_gaps_merged += dev.seqs.enforce_cap(DEDUP_MAX_INTERVALS);
+        Admission::SeqReuse => dev.seq_reuses += 1,
+        Admission::New => {}
     }
     dev.records += 1;
     // The newest tagged reading's tags; compared first so the hot path
@@ -442,7 +532,7 @@ fn device_accepts(
     }
     dev.first_ts_ms = dev.first_ts_ms.min(rec.ts_ms);
     dev.last_ts_ms = dev.last_ts_ms.max(rec.ts_ms);
-    true
+    verdict
 }
 
 fn decode_body<T: Decode<()>>(body: &[u8]) -> Result<T, FsmError> {

@@ -1,9 +1,10 @@
 //! Tests of the pure state machine: determinism, exactly-once under resend,
-//! re-cut, reorder and device retransmission, and versioned commands.
+//! re-cut, reorder and device retransmission, and versioned commands. The
+//! adversarial dedup properties are in `dedup_prop_tests`.
 
 use super::*;
 use proptest::prelude::*;
-use strata_protocol::{Metric, SpoolEntry};
+use strata_protocol::{DeviceInfo, Metric, SpoolEntry};
 
 fn rec(device: &str, ts_ms: i64, seq: Option<u64>) -> TelemetryRecord {
     TelemetryRecord {
@@ -98,7 +99,9 @@ fn resend_stores_nothing_and_old_index_is_skipped() {
             first_seq: 0,
             count: 2,
             new_records: 0,
-            duplicates: 2,
+            edge_resends: 2,
+            device_retransmissions: 0,
+            seq_reuses: 0,
             new_alerts: 0,
             new_metrics: 0,
         }
@@ -143,15 +146,29 @@ fn device_retransmission_through_another_edge_is_dropped() {
         &batch_cmd("e2", 1, 0, vec![rec("d", 10, Some(5))]),
     )
     .unwrap();
-    assert!(b.records.is_empty(), "same device seq via another edge");
-    // Without a seq there is nothing to recognise a retransmission by.
+    assert!(b.records.is_empty(), "same reading via another edge");
+    assert!(matches!(
+        b.outcome,
+        Outcome::Committed {
+            new_records: 0,
+            edge_resends: 0,
+            device_retransmissions: 1,
+            ..
+        }
+    ));
+    // Without a seq the reading is recognised by its time and content.
     apply(&mut s, 3, &batch_cmd("e1", 1, 1, vec![rec("d", 11, None)])).unwrap();
     let c = apply(&mut s, 4, &batch_cmd("e2", 1, 1, vec![rec("d", 11, None)])).unwrap();
+    assert!(c.records.is_empty());
+    // Another value at the same time is another reading.
+    let mut other = rec("d", 11, None);
+    other.metrics[0].value = 42.0;
+    let c = apply(&mut s, 44, &batch_cmd("e2", 1, 2, vec![other])).unwrap();
     assert_eq!(c.records.len(), 1);
     // Same device seq inside one batch: the second copy is a duplicate.
     let d = apply(
         &mut s,
-        5,
+        45,
         &batch_cmd(
             "e1",
             1,
@@ -164,13 +181,23 @@ fn device_retransmission_through_another_edge_is_dropped() {
     let devs = s.devices(Some("acme"));
     assert_eq!(devs.len(), 1);
     assert_eq!(devs[0].records, 4);
+    assert_eq!(devs[0].retransmissions_dropped, 3);
+    assert_eq!(devs[0].seq_reuses, 0);
     assert_eq!((devs[0].first_ts_ms, devs[0].last_ts_ms), (10, 20));
+    assert_eq!(
+        s.device_dedup("acme", "d"),
+        Some(DeviceDedup {
+            retransmissions_dropped: 3,
+            seq_reuses: 0
+        })
+    );
+    assert_eq!(s.edges()[1].resends_dropped, 0);
     assert_eq!(s.device_count(), 1);
     assert!(s.devices(Some("other")).is_empty());
 }
 
 #[test]
-fn device_seq_restart_with_newer_reading_is_kept() {
+fn counter_restarts_and_clock_jumps_never_drop_a_reading() {
     let mut s = RegionState::default();
     apply(
         &mut s,
@@ -183,23 +210,54 @@ fn device_seq_restart_with_newer_reading_is_kept() {
         ),
     )
     .unwrap();
-    // Device rebooted: seq 0 again, but a newer reading.
+    // Device rebooted: seq 0 again with a newer reading, then with an
+    // older one (its clock is behind). Both are readings of their own.
     let a = apply(
         &mut s,
         2,
-        &batch_cmd("e", 1, 2, vec![rec("d", 200, Some(0))]),
+        &batch_cmd(
+            "e",
+            1,
+            2,
+            vec![rec("d", 200, Some(0)), rec("d", 50, Some(1))],
+        ),
     )
     .unwrap();
-    assert_eq!(a.records.len(), 1);
-    assert_eq!(s.device_seq_restarts(), 1);
-    // Its retransmission is still recognised.
+    assert_eq!(a.records.len(), 2);
+    assert!(matches!(
+        a.outcome,
+        Outcome::Committed {
+            new_records: 2,
+            seq_reuses: 2,
+            ..
+        }
+    ));
+    // Retransmissions of old and new readings are all still recognised.
     let b = apply(
         &mut s,
         3,
-        &batch_cmd("e2", 1, 0, vec![rec("d", 200, Some(0))]),
+        &batch_cmd(
+            "e2",
+            1,
+            0,
+            vec![
+                rec("d", 200, Some(0)),
+                rec("d", 100, Some(0)),
+                rec("d", 50, Some(1)),
+                rec("d", 101, Some(1)),
+            ],
+        ),
     )
     .unwrap();
     assert!(b.records.is_empty());
+    assert_eq!(
+        s.device_dedup("acme", "d"),
+        Some(DeviceDedup {
+            retransmissions_dropped: 4,
+            seq_reuses: 2
+        })
+    );
+    assert_eq!(s.devices(None)[0].records, 4);
 }
 
 #[test]
@@ -364,4 +422,39 @@ proptest! {
         prop_assert_eq!(s1.encode(), s2.encode());
         prop_assert_eq!(sorted(stored), sorted(all));
     }
+}
+
+/// The store's device list (sorted) gets the replicated dedup counters of
+/// the devices that have any; others keep zeros.
+#[test]
+fn device_lists_get_dedup_counters() {
+    let mut s = RegionState::default();
+    let data = batch_cmd("e1", 1, 0, vec![rec("b", 1, Some(1)), rec("d", 1, Some(1))]);
+    apply(&mut s, 1, &data).unwrap();
+    let again = batch_cmd("e2", 1, 0, vec![rec("d", 1, Some(1)), rec("d", 2, Some(1))]);
+    apply(&mut s, 2, &again).unwrap();
+    let counts = s.device_dedup_nonzero(Some("acme"));
+    assert_eq!(counts.len(), 1, "{counts:?}");
+    assert!(s.device_dedup_nonzero(Some("other")).is_empty());
+    let info = |tenant: &str, device: &str| DeviceInfo {
+        tenant: tenant.into(),
+        device: device.into(),
+        records: 1,
+        first_ts_ms: 0,
+        last_ts_ms: 0,
+        retransmissions_dropped: 0,
+        seq_reuses: 0,
+    };
+    let mut listed = vec![
+        info("acme", "a"),
+        info("acme", "d"),
+        info("acme", "e"),
+        info("zeta", "d"),
+    ];
+    add_device_dedup(&mut listed, &counts);
+    let got: Vec<(u64, u64)> = listed
+        .iter()
+        .map(|d| (d.retransmissions_dropped, d.seq_reuses))
+        .collect();
+    assert_eq!(got, vec![(0, 0), (1, 1), (0, 0), (0, 0)]);
 }

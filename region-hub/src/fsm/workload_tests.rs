@@ -68,6 +68,18 @@ fn batch(first_seq: u64, entries: Vec<SpoolEntry>) -> Vec<u8> {
     })
 }
 
+fn entries_cmd(edge: &str, epoch: u64, first_seq: u64, records: Vec<TelemetryRecord>) -> Vec<u8> {
+    encode_command(&Command::StoreBatch {
+        batch: TelemetryBatch {
+            edge: edge.into(),
+            epoch,
+            first_seq,
+            entries: records.into_iter().map(SpoolEntry::Telemetry).collect(),
+        },
+        received_ms: 1_000,
+    })
+}
+
 fn all_alerts() -> AlertQuery {
     AlertQuery {
         tenant: None,
@@ -157,7 +169,9 @@ fn alerts_and_metrics_ride_the_exactly_once_path() {
             first_seq: 0,
             count: 4,
             new_records: 4,
-            duplicates: 0,
+            edge_resends: 0,
+            device_retransmissions: 0,
+            seq_reuses: 0,
             new_alerts: 1,
             new_metrics: 2,
         }
@@ -174,7 +188,8 @@ fn alerts_and_metrics_ride_the_exactly_once_path() {
     assert!(matches!(
         b.outcome,
         Outcome::Committed {
-            duplicates: 4,
+            edge_resends: 4,
+            device_retransmissions: 0,
             new_alerts: 0,
             ..
         }
@@ -530,5 +545,66 @@ fn version_1_entries_and_state_are_still_read() {
     assert_eq!(v1.edges()[0].records_stored, 1);
     assert_eq!(v1.workloads().assignments_version(), 0);
     // It re-encodes in the current format.
-    assert_eq!(v1.encode()[0], 2);
+    assert_eq!(v1.encode()[0], 3);
+}
+
+/// State format 2 (device seq sets) still decodes: the seq sets become
+/// empty windows, so a retransmission of a reading stored before the
+/// upgrade is stored again (never is a reading dropped).
+#[test]
+fn state_format_2_is_still_read() {
+    let cfg = bincode::config::standard();
+    let mut seqs = IntervalSet::new();
+    seqs.insert(0..5);
+    let mut epochs = BTreeMap::new();
+    epochs.insert(1u64, seqs.clone());
+    let status = EdgeStatus {
+        edge: "e1".into(),
+        spool_records: 3,
+        ..EdgeStatus::default()
+    };
+    let mut edges = BTreeMap::new();
+    edges.insert("e1".to_owned(), (99i64, status.clone(), 5u64, epochs));
+    let tags = vec![Tag {
+        key: "site".into(),
+        value: "lab".into(),
+    }];
+    let mut devs = BTreeMap::new();
+    devs.insert(
+        "d".to_owned(),
+        (5u64, 0i64, 4i64, seqs, tags.clone(), "e1".to_owned()),
+    );
+    let mut devices = BTreeMap::new();
+    devices.insert("acme".to_owned(), devs);
+    let v2 = (
+        42u64,
+        edges,
+        devices,
+        0u64,
+        7u64, // device seq restarts of the old heuristic: dropped
+        AlertIndex::default(),
+        Workloads::default(),
+    );
+    let mut bytes = vec![2u8];
+    bytes.extend(bincode::encode_to_vec(&v2, cfg).unwrap());
+    let mut s = RegionState::decode(&bytes).unwrap();
+    assert_eq!(s.applied_index(), 42);
+    assert_eq!(s.edges()[0].status, status);
+    assert_eq!(s.edges()[0].records_stored, 5);
+    let d = &s.devices(None)[0];
+    assert_eq!((d.records, d.first_ts_ms, d.last_ts_ms), (5, 0, 4));
+    assert_eq!(s.known_devices("acme")[0].tags, tags.as_slice());
+    assert_eq!(s.device_dedup("acme", "d"), Some(DeviceDedup::default()));
+    // Layer 1 kept its sets: the edge's old records are still resends.
+    let old = vec![rec("d", 3, Some(3), &[])];
+    let a = apply(&mut s, 43, &entries_cmd("e1", 1, 3, old.clone())).unwrap();
+    assert!(a.records.is_empty());
+    // The device window starts empty: the same reading via another edge is
+    // stored again, once.
+    let b = apply(&mut s, 44, &entries_cmd("e2", 1, 0, old.clone())).unwrap();
+    assert_eq!(b.records, old);
+    let c = apply(&mut s, 45, &entries_cmd("e2", 1, 1, old)).unwrap();
+    assert!(c.records.is_empty());
+    assert_eq!(s.encode()[0], 3);
+    assert_eq!(RegionState::decode(&s.encode()).unwrap(), s);
 }

@@ -23,10 +23,14 @@ use std::time::Instant;
 use bincode::{Decode, Encode};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Snapshot};
-use strata_protocol::{DeviceInfo, QueryResult, ReplicaInfo, TelemetryQuery, TelemetryRecord};
+use strata_protocol::{
+    DeviceInfo, QueryResult, ReplicaInfo, RetentionReport, TelemetryQuery, TelemetryRecord,
+    TenantRetention,
+};
 
 use super::node::{NodeError, PendingReply, ProposeError, RaftNode};
 use crate::fsm::{self, Outcome, RegionState};
+use crate::metrics::{DEVICE_RETRANSMISSION, EDGE_RESEND};
 use crate::store::{StoreError, TelemetryStore};
 
 /// The telemetry store as the node sees it. Implemented by
@@ -82,6 +86,19 @@ pub trait HubStore: Send + Sync + 'static {
     ) -> Result<(), Self::Error>;
     /// Drops data past retention.
     fn enforce_retention(&mut self, now_ms: i64) -> Result<(), Self::Error>;
+    /// What retention dropped and was not reported yet, per tenant (for
+    /// metrics and the log); rate-limited by the store. None by default.
+    fn take_retention_drops(&mut self, _now_ms: i64) -> Vec<TenantRetention> {
+        Vec::new()
+    }
+    /// What retention dropped, per tenant. Nothing by default.
+    fn retention_report(&self, _tenant: Option<&str>) -> RetentionReport {
+        RetentionReport {
+            retention_ms: 0,
+            retained_from_ms: None,
+            tenants: Vec::new(),
+        }
+    }
 }
 
 /// How [`HubStore::begin_checkpoint`] went.
@@ -145,6 +162,12 @@ impl HubStore for TelemetryStore {
     fn enforce_retention(&mut self, now_ms: i64) -> Result<(), StoreError> {
         TelemetryStore::enforce_retention(self, now_ms).map(|_| ())
     }
+    fn take_retention_drops(&mut self, now_ms: i64) -> Vec<TenantRetention> {
+        TelemetryStore::take_retention_drops(self, now_ms)
+    }
+    fn retention_report(&self, tenant: Option<&str>) -> RetentionReport {
+        TelemetryStore::retention_report(self, tenant)
+    }
 }
 
 /// The store shared between the node (sole writer) and readers.
@@ -156,6 +179,8 @@ pub trait StoreReader: Send + Sync {
     fn query(&self, q: &TelemetryQuery) -> Result<QueryResult, String>;
     /// Devices with stored data.
     fn devices(&self, tenant: Option<&str>) -> Vec<DeviceInfo>;
+    /// What retention dropped, per tenant.
+    fn retention(&self, tenant: Option<&str>) -> RetentionReport;
 }
 
 /// Read lock; a poisoned lock still holds consistent data (the node only
@@ -174,6 +199,9 @@ impl<S: HubStore> StoreReader for RwLock<S> {
     }
     fn devices(&self, tenant: Option<&str>) -> Vec<DeviceInfo> {
         read(self).devices(tenant)
+    }
+    fn retention(&self, tenant: Option<&str>) -> RetentionReport {
+        read(self).retention_report(tenant)
     }
 }
 
@@ -287,7 +315,9 @@ impl<S: HubStore> RaftNode<S> {
         })?;
         match applied.outcome {
             Outcome::Committed {
-                duplicates,
+                edge_resends,
+                device_retransmissions,
+                seq_reuses,
                 new_alerts,
                 new_metrics,
                 ..
@@ -300,7 +330,10 @@ impl<S: HubStore> RaftNode<S> {
                 self.metrics
                     .derived_metrics_stored
                     .inc_by(u64::from(new_metrics));
-                self.metrics.duplicates.inc_by(u64::from(duplicates));
+                self.metrics.duplicate(EDGE_RESEND, u64::from(edge_resends));
+                self.metrics
+                    .duplicate(DEVICE_RETRANSMISSION, u64::from(device_retransmissions));
+                self.metrics.seq_reuses.inc_by(u64::from(seq_reuses));
             }
             Outcome::HeartbeatRecorded { .. } => {
                 self.metrics.heartbeats.inc();
@@ -609,7 +642,12 @@ impl<S: HubStore> RaftNode<S> {
                 tracing::warn!(hub = self.cfg.id, error = %e, "retention failed");
             }
         }
+        let retention_drops = st.take_retention_drops(now_ms);
         drop(st);
+        if !retention_drops.is_empty() {
+            self.metrics.retention_drops(&retention_drops);
+            warn_retention_drops(self.cfg.id, &retention_drops);
+        }
         // Only up to the durable checkpoint: entries after it exist nowhere
         // else on this replica (the memtable is lost on a crash).
         let compact_index = (self.checkpointed + 1).saturating_sub(self.cfg.log_retain_entries);
@@ -618,4 +656,40 @@ impl<S: HubStore> RaftNode<S> {
         }
         Ok(())
     }
+}
+
+/// Most tenants named in one retention warning (the rest are summed).
+const WARN_TENANTS: usize = 20;
+
+/// One WARN line for what retention dropped since the last one (the store
+/// reports at most once per 10 s): acknowledged readings that are gone.
+fn warn_retention_drops(hub: u64, drops: &[TenantRetention]) {
+    let mut tenants: Vec<String> = drops
+        .iter()
+        .take(WARN_TENANTS)
+        .map(|d| {
+            format!(
+                "{}: {} expired on arrival, {} expired",
+                d.tenant, d.expired_on_arrival, d.expired
+            )
+        })
+        .collect();
+    if drops.len() > WARN_TENANTS {
+        let rest: u64 = drops[WARN_TENANTS..]
+            .iter()
+            .map(|d| d.expired_on_arrival + d.expired)
+            .sum();
+        tenants.push(format!(
+            "{} more tenants: {rest} records",
+            drops.len() - WARN_TENANTS
+        ));
+    }
+    let records: u64 = drops.iter().map(|d| d.expired_on_arrival + d.expired).sum();
+    tracing::warn!(
+        hub,
+        records,
+        tenants = %tenants.join("; "),
+        "retention dropped acknowledged records (older than store.retention-ms; \
+         see GET /api/v1/regions/<region>/retention)"
+    );
 }

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use strata_protocol::{HubResponse, HubStatus, ReplicaInfo};
+use strata_protocol::{HubResponse, HubStatus, ReplicaInfo, RetentionReport};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +19,7 @@ use super::apply::{HubStore, SharedStore, StoreReader};
 use super::node::{
     Inbox, MemberChange, NodeError, ProposeError, RaftNode, ReadRequest, StateFn, StateView,
 };
-use crate::fsm::Outcome;
+use crate::fsm::{add_device_dedup, Outcome};
 
 /// Inbox capacity: senders wait (backpressure) when the node falls behind.
 pub const INBOX_CAPACITY: usize = 8192;
@@ -106,9 +106,19 @@ impl NodeHandle {
         let reader = self.reader.clone();
         let job = match req {
             ReadRequest::ListEdges => return self.ask(|reply| Inbox::Query(req, reply)).await,
-            ReadRequest::ListDevices { tenant } => tokio::task::spawn_blocking(move || {
-                HubResponse::Devices(reader.devices(tenant.as_deref()))
-            }),
+            ReadRequest::ListDevices { tenant } => {
+                // The store knows what is stored; the region state what
+                // dedup dropped (replicated): merge them.
+                let filter = tenant.clone();
+                let counts = self
+                    .with_state(move |v| v.state.device_dedup_nonzero(filter.as_deref()))
+                    .await?;
+                tokio::task::spawn_blocking(move || {
+                    let mut devices = reader.devices(tenant.as_deref());
+                    add_device_dedup(&mut devices, &counts);
+                    HubResponse::Devices(devices)
+                })
+            }
             ReadRequest::Query(q) => tokio::task::spawn_blocking(move || match reader.query(&q) {
                 Ok(r) => HubResponse::Telemetry(r),
                 Err(message) => HubResponse::Error { message },
@@ -118,6 +128,20 @@ impl NodeHandle {
             region: self.region.clone(),
             reason: format!("read failed: {e}"),
         })
+    }
+}
+
+impl NodeHandle {
+    /// What this replica's retention dropped, per tenant (optionally one).
+    /// A store read: on the blocking pool, not the Raft thread.
+    pub async fn retention(&self, tenant: Option<String>) -> Result<RetentionReport, ProposeError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || reader.retention(tenant.as_deref()))
+            .await
+            .map_err(|e| ProposeError::Unavailable {
+                region: self.region.clone(),
+                reason: format!("read failed: {e}"),
+            })
     }
 }
 

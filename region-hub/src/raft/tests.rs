@@ -45,12 +45,16 @@ fn elect_replicate_and_answer_proposers() {
     c.settle();
     assert!(matches!(
         committed(&mut rx),
-        Outcome::Committed { duplicates: 10, .. }
+        Outcome::Committed {
+            edge_resends: 10,
+            device_retransmissions: 0,
+            ..
+        }
     ));
     assert_eq!(c.stored(2), expect(5));
     let m = &c.metrics[&1];
     assert_eq!(m.batches_stored.get(), 6);
-    assert_eq!(m.duplicates.get(), 10);
+    assert_eq!(m.duplicates_total(), 10);
 }
 
 #[test]

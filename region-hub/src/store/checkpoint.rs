@@ -26,9 +26,13 @@ use strata_protocol::TelemetryRecord;
 
 use super::chunk::{self, BlockEntry};
 use super::job::{CheckpointDone, CheckpointJob, JobPartition};
+use super::retention::DurableCounts;
 use super::{with_device, BlockRef, StoreError, TelemetryStore};
 
-const SNAP_MAGIC: &[u8; 8] = b"STSNAP01";
+/// Snapshot format 2 carries the retention ledger; format 1 ("STSNAP01",
+/// without it) is still restored, keeping this replica's own counts.
+const SNAP_MAGIC: &[u8; 8] = b"STSNAP02";
+const SNAP_MAGIC_V1: &[u8; 8] = b"STSNAP01";
 /// Allocation limit when decoding a snapshot body (64 GiB): the CRC has been
 /// checked first, so this only guards against a buggy sender.
 const MAX_SNAPSHOT_BYTES: usize = 64 << 30;
@@ -43,6 +47,14 @@ struct SnapDevice {
 
 #[derive(Encode, Decode)]
 struct SnapshotBody {
+    devices: Vec<SnapDevice>,
+    /// The sender's retention ledger totals.
+    retention_dropped: DurableCounts,
+}
+
+/// Format 1 body: frozen, never edit.
+#[derive(Decode)]
+struct SnapshotBodyV1 {
     devices: Vec<SnapDevice>,
 }
 
@@ -159,6 +171,9 @@ impl TelemetryStore {
             dir: self.cfg.dir.clone(),
             applied_index,
             fsm_state,
+            // Every record up to `applied_index` is inserted (or counted)
+            // by now: the counts match the files this manifest will name.
+            retention_dropped: self.retention.durable(),
             partition_ms: self.cfg.partition_ms,
             next_file_id: self.next_file_id.clone(),
             parts,
@@ -327,8 +342,11 @@ impl TelemetryStore {
                 }
             }
         }
-        let body =
-            bincode::encode_to_vec(SnapshotBody { devices }, chunk::BINCODE).unwrap_or_default();
+        let body = SnapshotBody {
+            devices,
+            retention_dropped: self.retention.durable(),
+        };
+        let body = bincode::encode_to_vec(body, chunk::BINCODE).unwrap_or_default();
         let mut out = Vec::with_capacity(body.len() + 12);
         out.extend_from_slice(SNAP_MAGIC);
         out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
@@ -347,7 +365,7 @@ impl TelemetryStore {
         fsm_state: &[u8],
     ) -> Result<(), StoreError> {
         let bad = |detail: String| StoreError::BadSnapshot { detail };
-        if data.len() < 12 || &data[..8] != SNAP_MAGIC {
+        if data.len() < 12 || (&data[..8] != SNAP_MAGIC && &data[..8] != SNAP_MAGIC_V1) {
             return Err(bad("not a store snapshot (bad magic or too short)".into()));
         }
         let crc = u32::from_le_bytes([data[8], data[9], data[10], data[11]]);
@@ -356,11 +374,24 @@ impl TelemetryStore {
             return Err(bad("checksum mismatch".into()));
         }
         let cfg = chunk::BINCODE.with_limit::<MAX_SNAPSHOT_BYTES>();
-        let (snap, used): (SnapshotBody, usize) =
-            bincode::decode_from_slice(body, cfg).map_err(|e| bad(e.to_string()))?;
-        if used != body.len() {
-            return Err(bad(format!("{} trailing bytes", body.len() - used)));
-        }
+        let snap = if &data[..8] == SNAP_MAGIC_V1 {
+            let (v1, used): (SnapshotBodyV1, usize) =
+                bincode::decode_from_slice(body, cfg).map_err(|e| bad(e.to_string()))?;
+            if used != body.len() {
+                return Err(bad(format!("{} trailing bytes", body.len() - used)));
+            }
+            SnapshotBody {
+                devices: v1.devices,
+                retention_dropped: self.retention.durable(),
+            }
+        } else {
+            let (snap, used): (SnapshotBody, usize) =
+                bincode::decode_from_slice(body, cfg).map_err(|e| bad(e.to_string()))?;
+            if used != body.len() {
+                return Err(bad(format!("{} trailing bytes", body.len() - used)));
+            }
+            snap
+        };
         let mut records: Vec<TelemetryRecord> = Vec::new();
         for dev in &snap.devices {
             for block in &dev.blocks {
@@ -369,7 +400,8 @@ impl TelemetryStore {
                 records.extend(recs);
             }
         }
-        drop(snap);
+        let retention_dropped = snap.retention_dropped;
+        drop(snap.devices);
         // A checkpoint in flight must not write its older manifest after ours.
         if let Err(e) = self.finish_checkpoint(true) {
             tracing::warn!(error = %e, "background checkpoint failed before a restore replaced it");
@@ -379,6 +411,9 @@ impl TelemetryStore {
         }
         self.mem_bytes = 0;
         self.stored = 0;
+        // The sender's counts, then its records: those this replica's
+        // retention already dropped count on top, as expired on arrival.
+        self.retention.set_totals(retention_dropped);
         self.insert_owned(records);
         self.checkpoint(applied_index, fsm_state)
     }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use super::chunk::{self, ChunkWriter, FileIndex};
 use super::manifest::{self, FileMeta, Manifest};
 use super::memtable::MemBuf;
+use super::retention::DurableCounts;
 use super::{merge, StoreError};
 
 /// One partition with a frozen memtable.
@@ -35,6 +36,8 @@ pub(super) struct CheckpointJob {
     pub dir: PathBuf,
     pub applied_index: u64,
     pub fsm_state: Vec<u8>,
+    /// The retention ledger's totals when the checkpoint began.
+    pub retention_dropped: DurableCounts,
     pub partition_ms: u64,
     pub next_file_id: Arc<AtomicU64>,
     pub parts: Vec<JobPartition>,
@@ -156,6 +159,7 @@ impl CheckpointJob {
             partition_ms: self.partition_ms,
             next_file_id: self.next_file_id.load(Ordering::Relaxed),
             files: files_now,
+            retention_dropped: self.retention_dropped.clone(),
         };
         // From here on a failure may leave the new manifest durable, naming
         // the new files: they must stay (an unreferenced one is removed by `open`).

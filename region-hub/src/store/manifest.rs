@@ -7,8 +7,12 @@
 //! not name are leftovers of an interrupted checkpoint and are deleted.
 //!
 //! ```text
-//! "STMANIF1" | crc32 of body: u32 LE | body length: u64 LE | bincode Manifest
+//! "STMANIF2" | crc32 of body: u32 LE | body length: u64 LE | bincode Manifest
 //! ```
+//!
+//! Version 2 added what retention dropped per tenant (so those counts are
+//! exactly as durable as the files they describe). Version 1 ("STMANIF1",
+//! without them) is still read; the counts then start at zero.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -16,9 +20,11 @@ use std::path::{Path, PathBuf};
 
 use bincode::{Decode, Encode};
 
+use super::retention::DurableCounts;
 use super::StoreError;
 
-const MAGIC: &[u8; 8] = b"STMANIF1";
+const MAGIC: &[u8; 8] = b"STMANIF2";
+const MAGIC_V1: &[u8; 8] = b"STMANIF1";
 /// The manifest's file name.
 pub(super) const MANIFEST: &str = "MANIFEST";
 /// Temporary name while a new manifest is written.
@@ -43,6 +49,18 @@ pub(super) struct Manifest {
     pub partition_ms: u64,
     pub next_file_id: u64,
     pub files: Vec<FileMeta>,
+    /// What retention dropped, per tenant, up to `applied_index`.
+    pub retention_dropped: DurableCounts,
+}
+
+/// Version 1 layout: frozen, never edit.
+#[derive(Decode)]
+struct ManifestV1 {
+    applied_index: u64,
+    fsm_state: Vec<u8>,
+    partition_ms: u64,
+    next_file_id: u64,
+    files: Vec<FileMeta>,
 }
 
 fn corrupt(path: &Path, detail: impl Into<String>) -> StoreError {
@@ -67,7 +85,7 @@ pub(super) fn read(dir: &Path) -> Result<Option<Manifest>, StoreError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io(&path)(e)),
     };
-    if bytes.len() < 20 || &bytes[..8] != MAGIC {
+    if bytes.len() < 20 || (&bytes[..8] != MAGIC && &bytes[..8] != MAGIC_V1) {
         return Err(corrupt(
             &path,
             "not a store manifest (bad magic or too short)",
@@ -87,13 +105,28 @@ pub(super) fn read(dir: &Path) -> Result<Option<Manifest>, StoreError> {
     if crc32fast::hash(body) != crc {
         return Err(corrupt(&path, "checksum mismatch"));
     }
-    let cfg = bincode::config::standard().with_limit::<MAX_MANIFEST_BYTES>();
-    let (m, used): (Manifest, usize) =
-        bincode::decode_from_slice(body, cfg).map_err(|e| corrupt(&path, e.to_string()))?;
-    if used != body.len() {
-        return Err(corrupt(&path, "trailing bytes"));
+    if &bytes[..8] == MAGIC_V1 {
+        let m: ManifestV1 = decode_exact(&path, body)?;
+        return Ok(Some(Manifest {
+            applied_index: m.applied_index,
+            fsm_state: m.fsm_state,
+            partition_ms: m.partition_ms,
+            next_file_id: m.next_file_id,
+            files: m.files,
+            retention_dropped: Vec::new(),
+        }));
     }
-    Ok(Some(m))
+    decode_exact(&path, body).map(Some)
+}
+
+fn decode_exact<T: Decode<()>>(path: &Path, body: &[u8]) -> Result<T, StoreError> {
+    let cfg = bincode::config::standard().with_limit::<MAX_MANIFEST_BYTES>();
+    let (m, used): (T, usize) =
+        bincode::decode_from_slice(body, cfg).map_err(|e| corrupt(path, e.to_string()))?;
+    if used != body.len() {
+        return Err(corrupt(path, "trailing bytes"));
+    }
+    Ok(m)
 }
 
 /// fsyncs a directory so renames and new entries in it are durable.

@@ -26,11 +26,18 @@
 //! - [`query`](self::query): raw and downsampled reads.
 //! - `memtable`: encoded per-device memtables; `chunk`: the chunk file
 //!   format; `manifest`: the atomic manifest.
+//! - `retention`: the per-tenant ledger of what retention dropped.
 //!
 //! Data is time-partitioned (`partition-ms`); inside a partition each
 //! (tenant, device) has a memtable and a list of compressed blocks in chunk
 //! files, so retention drops whole partitions and a query reads only its
 //! device's blocks in the partitions it overlaps.
+//!
+//! Nothing retention drops goes unseen: readings that arrive for a
+//! partition it already dropped, and readings dropped with their partition,
+//! are counted per tenant (`retention`), checkpointed with the manifest and
+//! reported through [`TelemetryStore::retention_report`] and
+//! [`TelemetryStore::take_retention_drops`].
 
 #[cfg(test)]
 mod background_tests;
@@ -43,6 +50,9 @@ mod manifest;
 mod memtable;
 mod merge;
 mod query;
+mod retention;
+#[cfg(test)]
+mod retention_tests;
 #[cfg(test)]
 mod tests;
 
@@ -52,10 +62,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use strata_protocol::{DeviceInfo, TelemetryRecord};
+use strata_protocol::{DeviceInfo, RetentionReport, TelemetryRecord, TenantRetention};
 
 use manifest::FileMeta;
 use memtable::MemBuf;
+use retention::{RetentionCounts, RetentionLedger};
 
 /// Telemetry store configuration (`[store]` in the hub's TOML).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,8 +78,9 @@ pub struct StoreConfig {
     /// for the life of a store: opening a store with another value is refused.
     pub partition_ms: u64,
     /// Partitions entirely older than this many ms before "now" are dropped
-    /// by [`TelemetryStore::enforce_retention`]; 0 keeps data for ever.
-    /// Default 604 800 000 (7 days).
+    /// by [`TelemetryStore::enforce_retention`], and readings arriving for
+    /// them are not stored; both are counted per tenant. 0 keeps data for
+    /// ever. Default 604 800 000 (7 days).
     pub retention_ms: u64,
     /// Memtable size in bytes above which [`TelemetryStore::needs_checkpoint`]
     /// says a checkpoint is due. Default 33 554 432 (32 MiB).
@@ -306,6 +318,8 @@ pub struct TelemetryStore {
     /// The background checkpoint, if one is running or finished but not
     /// yet installed.
     inflight: Option<checkpoint::Inflight>,
+    /// What retention dropped, per tenant.
+    retention: RetentionLedger,
     /// Tests hold a background checkpoint before its manifest with this.
     #[cfg(test)]
     gate: Option<Arc<job::Gate>>,
@@ -343,6 +357,7 @@ impl TelemetryStore {
             next_gen: 0,
             obsolete: Vec::new(),
             inflight: None,
+            retention: RetentionLedger::default(),
             #[cfg(test)]
             gate: None,
         };
@@ -372,6 +387,7 @@ impl TelemetryStore {
                 store.add_file(*meta, index);
                 live.insert(meta.id);
             }
+            store.retention = RetentionLedger::from_durable(m.retention_dropped);
             recovered = Recovered {
                 applied_index: m.applied_index,
                 fsm_state: m.fsm_state,
@@ -449,6 +465,14 @@ impl TelemetryStore {
     }
 
     fn insert_one(&mut self, r: &TelemetryRecord) {
+        if self.retention.expired_on_arrival(r.ts_ms) {
+            let n = RetentionCounts {
+                expired_on_arrival: 1,
+                expired: 0,
+            };
+            self.retention.count(&r.tenant, n);
+            return;
+        }
         // partition-ms fits in i64: checked by validate().
         let start = align(r.ts_ms, self.cfg.partition_ms as i64);
         let part = partition_mut(&mut self.partitions, &mut self.next_gen, start);
@@ -487,6 +511,10 @@ impl TelemetryStore {
                         records: 0,
                         first_ts_ms: data.first_ts,
                         last_ts_ms: data.last_ts,
+                        // Replicated counters; the hub adds them from the
+                        // region state (`fsm::add_device_dedup`).
+                        retransmissions_dropped: 0,
+                        seq_reuses: 0,
                     });
                     info.records += data.records;
                     info.first_ts_ms = info.first_ts_ms.min(data.first_ts);
@@ -510,25 +538,41 @@ impl TelemetryStore {
     /// Drops every partition that ends at or before `now_ms - retention-ms`;
     /// returns how many. Their files are deleted after the next checkpoint
     /// (the durable manifest must stop naming them first); until then a
-    /// crash brings them back and the next call drops them again.
+    /// crash brings them back and the next call drops them again. Their
+    /// records are counted per tenant, and from now on a reading for a
+    /// dropped partition is counted as expired on arrival, not inserted.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, StoreError> {
         if self.cfg.retention_ms == 0 {
             return Ok(0);
         }
         let width = self.cfg.partition_ms as i64;
         let cutoff = now_ms.saturating_sub(self.cfg.retention_ms as i64);
+        // A partition ends at or before the cutoff iff it starts before the
+        // start of the partition holding the cutoff.
+        let retained_from = align(cutoff, width);
+        self.retention.retain_from(retained_from);
         let expired: Vec<i64> = self
             .partitions
             .keys()
             .copied()
-            .take_while(|start| start.saturating_add(width) <= cutoff)
+            .take_while(|start| *start < retained_from)
             .collect();
         for start in &expired {
             if let Some(part) = self.partitions.remove(start) {
                 self.mem_bytes -= part.mem_bytes;
                 self.stored -= part.records;
                 self.obsolete.extend(part.files.iter().map(|f| f.id));
-                tracing::info!(
+                for (tenant, devs) in &part.devices {
+                    let expired = devs.values().map(|d| d.records).sum();
+                    if expired > 0 {
+                        let n = RetentionCounts {
+                            expired_on_arrival: 0,
+                            expired,
+                        };
+                        self.retention.count(tenant, n);
+                    }
+                }
+                tracing::debug!(
                     partition_start_ms = start,
                     records = part.records,
                     "retention dropped partition"
@@ -536,5 +580,19 @@ impl TelemetryStore {
             }
         }
         Ok(expired.len())
+    }
+
+    /// What retention dropped since the store was created, per tenant
+    /// (optionally one), with the retention bound now in force.
+    pub fn retention_report(&self, tenant: Option<&str>) -> RetentionReport {
+        self.retention.report(tenant, self.cfg.retention_ms)
+    }
+
+    /// Drops not reported yet, per tenant, for metrics and the log: empty
+    /// unless there are some and the last report is at least 10 s before
+    /// `now_ms` (so a steady stream of expired readings is reported once
+    /// per 10 s).
+    pub fn take_retention_drops(&mut self, now_ms: i64) -> Vec<TenantRetention> {
+        self.retention.take_report(now_ms)
     }
 }
