@@ -115,6 +115,14 @@ impl EdgeConfig {
             if let Err(e) = self.ingress.validate() {
                 p.push(format!("ingress: {e}"));
             }
+        } else {
+            // The time bounds apply to the bridge path too.
+            p.extend(
+                self.ingress
+                    .time_bound_problems()
+                    .into_iter()
+                    .map(|e| format!("ingress: {e}")),
+            );
         }
         if let Some(b) = &self.bridge {
             if let Err(e) = b.validate() {
@@ -206,6 +214,14 @@ mod tests {
         assert_eq!(doc.ingress.subscriber_queue, d.ingress.subscriber_queue);
         assert_eq!(doc.ingress.connect_timeout_ms, d.ingress.connect_timeout_ms);
         assert_eq!(doc.ingress.write_timeout_ms, d.ingress.write_timeout_ms);
+        assert_eq!(
+            doc.ingress.max_connections_per_ip,
+            d.ingress.max_connections_per_ip
+        );
+        assert_eq!(doc.ingress.max_keep_alive, d.ingress.max_keep_alive);
+        assert_eq!(doc.ingress.max_future_skew, d.ingress.max_future_skew);
+        assert_eq!(doc.ingress.max_past_age, d.ingress.max_past_age);
+        assert_eq!(doc.ingress.v3_refusal, d.ingress.v3_refusal);
         assert_eq!(doc.spool, d.spool);
         assert_eq!(doc.uplink, d.uplink);
         assert_eq!(doc.region, d.region);

@@ -202,6 +202,13 @@ impl EdgeNode {
             .as_ref()
             .map(|i| i.connected_clients())
             .unwrap_or_else(|| Arc::new(AtomicU32::new(0)));
+        // The uplink writes the region's retention; the MQTT server and the
+        // bridge bound readings by it.
+        let retention = self
+            .ingress
+            .as_ref()
+            .map(|i| i.region_retention())
+            .unwrap_or_default();
         let uplink_metrics = UplinkMetrics::register(&mut self.registry);
         let spool_gauges = SpoolGauges::register(&mut self.registry);
         let bridge_metrics = BridgeMetrics::register(&mut self.registry);
@@ -240,8 +247,9 @@ impl EdgeNode {
         if let Some(bridge) = self.cfg.bridge.clone() {
             let (sink, stop) = (sink.clone(), ingress_stop.clone());
             let e = edge.clone();
+            let bounds = self.cfg.ingress.live_bounds(retention.clone());
             tasks.spawn(async move {
-                run_bridge(bridge, sink, bridge_metrics, stop)
+                run_bridge(bridge, sink, bridge_metrics, bounds, stop)
                     .await
                     .map_err(|source| EdgeError::Ingress { edge: e, source })
             });
@@ -267,7 +275,8 @@ impl EdgeNode {
             status,
             uplink_metrics,
         )
-        .with_assignments(Arc::new(self.monitors.clone()));
+        .with_assignments(Arc::new(self.monitors.clone()))
+        .with_region_retention(retention);
         let uplink_stop = CancellationToken::new();
         let uplink_task = tokio::spawn(uplink.run(uplink_stop.clone()));
 

@@ -30,4 +30,4 @@ pub use telemetry::{DeviceRef, Metric, PayloadError, RejectReason, Tag, Telemetr
 
 /// The wire protocol version spoken by this build. Bumped on any incompatible
 /// change; the handshake refuses peers that speak another version.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;

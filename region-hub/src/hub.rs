@@ -246,7 +246,8 @@ pub async fn start(
         tx,
         services.clone(),
     ));
-    let svc = Service::new(me, handle.clone(), metrics.clone(), handshakes);
+    let svc = Service::new(me, handle.clone(), metrics.clone(), handshakes)
+        .with_store_retention(cfg.store.retention_ms);
     tokio::spawn(svc.serve(client_ep.clone(), services.clone()));
     let metrics_addr = match cfg.metrics_listen {
         Some(addr) => {

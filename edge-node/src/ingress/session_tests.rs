@@ -5,12 +5,21 @@ use super::*;
 use proptest::prelude::*;
 
 const GOOD: &[u8] = br#"{"ts":1700000000000,"metrics":{"t":21.5}}"#;
+/// The wall clock of the tests: `GOOD` was stamped a minute ago.
+const WALL: i64 = 1_700_000_060_000;
 
 fn cfg(max_inflight: usize) -> SessionConfig {
     SessionConfig {
         max_inflight,
         max_packet_bytes: 4096,
         subscriber_queue: 2,
+        time_bounds: TimeBounds {
+            max_future_skew_ms: 300_000,
+            max_past_age_ms: 7 * 86_400_000,
+            past_from_region: false,
+        },
+        v3_refusal: V3Refusal::Drop,
+        max_keep_alive_s: 1200,
     }
 }
 
@@ -85,10 +94,10 @@ fn pubrec(pid: u16) -> Outbound {
 #[test]
 fn one_read_pass_is_one_submit_and_acks_wait_for_it() {
     let mut s = session(Version::V4, 100);
-    s.handle_packet(good(1, 1), 0);
-    s.handle_packet(publish(1, 2, "strata/acme/d1/telemetry", b"{nope"), 0);
-    s.handle_packet(good(1, 3), 0);
-    s.handle_packet(good(0, 0), 0);
+    s.handle_packet(good(1, 1), 0, WALL);
+    s.handle_packet(publish(1, 2, "strata/acme/d1/telemetry", b"{nope"), 0, WALL);
+    s.handle_packet(good(1, 3), 0, WALL);
+    s.handle_packet(good(0, 0), 0, WALL);
     s.end_of_read();
     assert_eq!(submits(&mut s), vec![(0, 3)]);
     // The rejected publish's ack (pid 2) must not overtake pid 1.
@@ -100,9 +109,9 @@ fn one_read_pass_is_one_submit_and_acks_wait_for_it() {
 #[test]
 fn acks_stay_in_order_when_submits_finish_out_of_order() {
     let mut s = session(Version::V4, 100);
-    s.handle_packet(good(1, 1), 0);
+    s.handle_packet(good(1, 1), 0, WALL);
     s.end_of_read();
-    s.handle_packet(good(1, 2), 0);
+    s.handle_packet(good(1, 2), 0, WALL);
     s.end_of_read();
     assert_eq!(submits(&mut s), vec![(0, 1), (1, 1)]);
     s.handle_submit_done(1, true, 1);
@@ -114,30 +123,30 @@ fn acks_stay_in_order_when_submits_finish_out_of_order() {
 #[test]
 fn control_packets_are_not_held_behind_acks() {
     let mut s = session(Version::V4, 100);
-    s.handle_packet(good(1, 1), 0);
-    s.handle_packet(Inbound::PingReq, 0);
+    s.handle_packet(good(1, 1), 0, WALL);
+    s.handle_packet(Inbound::PingReq, 0, WALL);
     assert_eq!(tx(&mut s), vec![Outbound::PingResp]);
 }
 
 #[test]
 fn qos2_retransmission_is_acked_but_stored_once() {
     let mut s = session(Version::V5, 100);
-    s.handle_packet(good(2, 5), 0);
+    s.handle_packet(good(2, 5), 0, WALL);
     s.end_of_read();
     assert_eq!(submits(&mut s), vec![(0, 1)]);
     // Retransmitted while the first submit is still in flight.
-    s.handle_packet(good(2, 5), 0);
+    s.handle_packet(good(2, 5), 0, WALL);
     s.end_of_read();
     assert_eq!(submits(&mut s), vec![], "duplicate must not be stored");
     assert_eq!(tx(&mut s), vec![], "PUBREC only after durable");
     s.handle_submit_done(0, true, 1);
     assert_eq!(tx(&mut s), vec![pubrec(5), pubrec(5)]);
     // Retransmitted again after PUBREC: acked at once, still not stored.
-    s.handle_packet(good(2, 5), 2);
+    s.handle_packet(good(2, 5), 2, WALL);
     s.end_of_read();
     assert_eq!(submits(&mut s), vec![]);
     assert_eq!(tx(&mut s), vec![pubrec(5)]);
-    s.handle_packet(Inbound::PubRel(5), 3);
+    s.handle_packet(Inbound::PubRel(5), 3, WALL);
     assert_eq!(
         tx(&mut s),
         vec![Outbound::PubComp {
@@ -146,11 +155,11 @@ fn qos2_retransmission_is_acked_but_stored_once() {
         }]
     );
     // After PUBREL the id is free: a new publish with it is new data.
-    s.handle_packet(good(2, 5), 4);
+    s.handle_packet(good(2, 5), 4, WALL);
     s.end_of_read();
     assert_eq!(submits(&mut s), vec![(1, 1)]);
     // Unknown PUBREL.
-    s.handle_packet(Inbound::PubRel(77), 5);
+    s.handle_packet(Inbound::PubRel(77), 5, WALL);
     assert_eq!(tx(&mut s), vec![]);
     s.handle_submit_done(1, true, 6);
     assert_eq!(
@@ -169,12 +178,12 @@ fn qos2_retransmission_is_acked_but_stored_once() {
 fn keepalive_is_one_and_a_half_times_and_paused_by_inflight_submits() {
     let mut s = session(Version::V5, 100);
     assert_eq!(s.poll_timeout(), Some(15_000));
-    s.handle_packet(Inbound::PingReq, 4_000);
+    s.handle_packet(Inbound::PingReq, 4_000, WALL);
     assert_eq!(s.poll_timeout(), Some(19_000));
     s.handle_timeout(18_999);
     assert!(s.is_open());
     // A slow submit: the client is not at fault.
-    s.handle_packet(good(1, 1), 5_000);
+    s.handle_packet(good(1, 1), 5_000, WALL);
     s.end_of_read();
     s.handle_timeout(40_000);
     assert!(s.is_open());
@@ -192,17 +201,217 @@ fn keepalive_is_one_and_a_half_times_and_paused_by_inflight_submits() {
 }
 
 #[test]
-fn keepalive_zero_disables_the_deadline() {
-    let s = Session::new(Version::V4, &info(0), cfg(10), 0);
-    assert_eq!(s.poll_timeout(), None);
+fn keepalive_zero_or_above_the_cap_gets_the_cap_and_is_counted_as_idle() {
+    for (version, asked) in [(Version::V4, 0), (Version::V5, 0), (Version::V5, 5000)] {
+        let mut s = Session::new(version, &info(asked), cfg(10), 0);
+        // 1.5 × max-keep-alive (1200 s), as for a client's own keep-alive.
+        assert_eq!(s.poll_timeout(), Some(1_800_000), "{version:?} {asked}");
+        s.handle_packet(Inbound::PingReq, 1_000_000, WALL);
+        let _ = tx(&mut s);
+        s.handle_timeout(2_799_999);
+        assert!(s.is_open());
+        s.handle_timeout(2_800_000);
+        assert!(s.is_done());
+        assert_eq!(rejects(&mut s), vec![IDLE_TIMEOUT]);
+        let close = match version {
+            Version::V5 => vec![Outbound::Disconnect(CloseReason::KeepAliveTimeout)],
+            Version::V4 => vec![],
+        };
+        assert_eq!(tx(&mut s), close);
+    }
+}
+
+#[test]
+fn v5_clients_are_told_the_capped_keep_alive() {
+    let c = cfg(10);
+    let keep_alive = |v, asked| match accept_connect(v, &info(asked), &c, 1).unwrap().connack {
+        Outbound::ConnAck {
+            server_keep_alive, ..
+        } => server_keep_alive,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(keep_alive(Version::V5, 0), Some(1200));
+    assert_eq!(keep_alive(Version::V5, 1201), Some(1200));
+    assert_eq!(keep_alive(Version::V5, 1200), None, "granted as asked");
+    assert_eq!(keep_alive(Version::V5, 30), None);
+    assert_eq!(
+        keep_alive(Version::V4, 0),
+        None,
+        "v3.1.1 has no way to say it"
+    );
+    assert_eq!(granted_keep_alive(0, 60), 60);
+    assert_eq!(granted_keep_alive(61, 60), 60);
+    assert_eq!(granted_keep_alive(59, 60), 59);
+}
+
+/// A reading stamped `ts` (ms).
+fn reading(qos: u8, pid: u16, ts: i64) -> Inbound {
+    publish(
+        qos,
+        pid,
+        "strata/acme/d1/telemetry",
+        format!(r#"{{"ts":{ts},"metrics":{{"t":1}}}}"#).as_bytes(),
+    )
+}
+
+const DAY: i64 = 86_400_000;
+
+#[test]
+fn v5_out_of_bounds_readings_are_refused_with_0x83_and_which_bound() {
+    let mut s = session(Version::V5, 100);
+    s.handle_packet(good(1, 1), 0, WALL);
+    s.handle_packet(reading(1, 2, WALL + 10 * 365 * DAY), 0, WALL);
+    s.handle_packet(reading(1, 3, WALL - 30 * DAY), 0, WALL);
+    s.handle_packet(reading(2, 4, i64::MAX), 0, WALL);
+    s.handle_packet(reading(0, 0, i64::MIN), 0, WALL);
+    // The inclusive edges are accepted.
+    s.handle_packet(reading(1, 5, WALL + 300_000), 0, WALL);
+    s.handle_packet(reading(1, 6, WALL - 7 * DAY), 0, WALL);
+    s.end_of_read();
+    let cmds: Vec<Command> = s.take_commands().collect();
+    let reasons: Vec<&str> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Command::Reject { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        vec!["too_far_future", "too_old", "too_far_future", "too_old"]
+    );
+    let stored: Vec<usize> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Command::Submit { records, .. } => Some(records.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stored, vec![3], "only pids 1, 5 and 6 are spooled");
+    assert_eq!(tx(&mut s), vec![], "every ack waits for pid 1's submit");
+    s.handle_submit_done(0, true, 1);
+    let out = tx(&mut s);
+    assert_eq!(out.len(), 6, "{out:?}");
+    assert_eq!(out[0], puback(1));
+    let refused = |o: &Outbound| match o {
+        Outbound::PubAck {
+            code: AckCode::ImplementationSpecificError,
+            reason: Some(r),
+            ..
+        }
+        | Outbound::PubRec {
+            code: AckCode::ImplementationSpecificError,
+            reason: Some(r),
+            ..
+        } => r.clone(),
+        other => panic!("expected a 0x83 refusal, got {other:?}"),
+    };
+    let future = refused(&out[1]);
+    assert!(
+        future.contains("ahead of the edge clock; max-future-skew is 5m"),
+        "{future}"
+    );
+    let old = refused(&out[2]);
+    assert!(
+        old.contains("is 30days old; the oldest accepted is 7days (max-past-age)"),
+        "{old}"
+    );
+    assert!(refused(&out[3]).contains("ahead"));
+    assert!(matches!(out[3], Outbound::PubRec { pid: 4, .. }));
+    assert_eq!(&out[4..], &[puback(5), puback(6)]);
+    // A refused QoS 2 ends its exchange.
+    s.handle_packet(Inbound::PubRel(4), 2, WALL);
+    assert_eq!(
+        tx(&mut s),
+        vec![Outbound::PubComp {
+            pid: 4,
+            found: false
+        }]
+    );
+}
+
+#[test]
+fn reason_strings_respect_problem_info_and_max_packet_size() {
+    for (problem_info, max_packet) in [(false, None), (true, Some(100))] {
+        let mut i = info(10);
+        i.request_problem_info = problem_info;
+        i.max_packet_size = max_packet;
+        let mut s = Session::new(Version::V5, &i, cfg(100), 0);
+        s.handle_packet(reading(1, 1, WALL + DAY), 0, WALL);
+        assert_eq!(
+            tx(&mut s),
+            vec![Outbound::PubAck {
+                pid: 1,
+                code: AckCode::ImplementationSpecificError,
+                reason: None
+            }]
+        );
+    }
+}
+
+#[test]
+fn v3_refusal_policy_drop_acks_and_discards() {
+    let mut s = session(Version::V4, 100);
+    s.handle_packet(reading(1, 1, WALL + DAY), 0, WALL);
+    s.handle_packet(good(1, 2), 0, WALL);
+    s.end_of_read();
+    let cmds: Vec<Command> = s.take_commands().collect();
+    assert!(matches!(
+        &cmds[0],
+        Command::Reject { reason: "too_far_future", detail } if detail.contains("max-future-skew")
+    ));
+    assert!(matches!(&cmds[2], Command::Submit { id: 0, records } if records.len() == 1));
+    s.handle_submit_done(0, true, 1);
+    assert_eq!(tx(&mut s), vec![puback(1), puback(2)]);
+    assert!(s.is_open());
+}
+
+#[test]
+fn v3_refusal_policy_disconnect_withholds_the_ack_and_closes() {
+    let mut c = cfg(100);
+    c.v3_refusal = V3Refusal::Disconnect;
+    let mut s = Session::new(Version::V4, &info(10), c, 0);
+    s.handle_packet(good(1, 1), 0, WALL);
+    s.handle_packet(reading(1, 2, WALL - 30 * DAY), 0, WALL);
+    // Already buffered behind it: not processed, so not acked either.
+    s.handle_packet(good(1, 3), 0, WALL);
+    s.end_of_read();
+    assert_eq!(rejects(&mut s), vec!["too_old"]);
+    assert!(!s.is_open());
+    s.handle_submit_done(0, true, 1);
+    assert!(s.is_done());
+    assert_eq!(tx(&mut s), vec![puback(1)], "no ack for pid 2 or 3");
+}
+
+#[test]
+fn the_region_retention_tightens_the_past_bound_mid_session() {
+    let mut s = session(Version::V5, 100);
+    s.handle_packet(reading(1, 1, WALL - 2 * DAY), 0, WALL);
+    s.end_of_read();
+    assert_eq!(submits(&mut s), vec![(0, 1)]);
+    s.set_time_bounds(TimeBounds {
+        max_future_skew_ms: 300_000,
+        max_past_age_ms: DAY as u64,
+        past_from_region: true,
+    });
+    s.handle_packet(reading(1, 2, WALL - 2 * DAY), 0, WALL);
+    s.end_of_read();
+    assert_eq!(submits(&mut s), vec![]);
+    s.handle_submit_done(0, true, 1);
+    let out = tx(&mut s);
+    assert_eq!(out[0], puback(1));
+    assert!(
+        matches!(&out[1], Outbound::PubAck { pid: 2, reason: Some(r), .. } if r.ends_with("(the region's retention)")),
+        "{out:?}"
+    );
 }
 
 #[test]
 fn backpressure_at_max_inflight() {
     let mut s = session(Version::V4, 2);
     assert!(s.can_read());
-    s.handle_packet(good(1, 1), 0);
-    s.handle_packet(good(0, 0), 0);
+    s.handle_packet(good(1, 1), 0, WALL);
+    s.handle_packet(good(0, 0), 0, WALL);
     assert!(!s.can_read());
     s.end_of_read();
     assert!(!s.can_read());
@@ -213,11 +422,11 @@ fn backpressure_at_max_inflight() {
 #[test]
 fn sink_failure_withholds_acks_and_closes_after_draining() {
     let mut s = session(Version::V5, 100);
-    s.handle_packet(good(1, 1), 0);
+    s.handle_packet(good(1, 1), 0, WALL);
     s.end_of_read();
-    s.handle_packet(good(1, 2), 0);
+    s.handle_packet(good(1, 2), 0, WALL);
     s.end_of_read();
-    s.handle_packet(good(1, 3), 0);
+    s.handle_packet(good(1, 3), 0, WALL);
     s.end_of_read();
     s.handle_submit_done(0, true, 1);
     assert_eq!(tx(&mut s), vec![puback(1)]);
@@ -236,9 +445,13 @@ fn sink_failure_withholds_acks_and_closes_after_draining() {
 #[test]
 fn v5_rejections_carry_reason_codes_v4_acks_anyway() {
     let mut s = session(Version::V5, 100);
-    s.handle_packet(publish(1, 1, "other/topic", GOOD), 0);
-    s.handle_packet(publish(1, 2, "strata/acme/d1/telemetry", br#"{"ts":1}"#), 0);
-    s.handle_packet(publish(2, 3, "strata/acme/d1/telemetry", b"[]"), 0);
+    s.handle_packet(publish(1, 1, "other/topic", GOOD), 0, WALL);
+    s.handle_packet(
+        publish(1, 2, "strata/acme/d1/telemetry", br#"{"ts":1}"#),
+        0,
+        WALL,
+    );
+    s.handle_packet(publish(2, 3, "strata/acme/d1/telemetry", b"[]"), 0, WALL);
     s.end_of_read();
     assert_eq!(
         rejects(&mut s),
@@ -270,7 +483,7 @@ fn v5_rejections_carry_reason_codes_v4_acks_anyway() {
         }
     ));
     // A refused v5 QoS 2 ends the exchange: the pid is not awaiting PUBREL.
-    s.handle_packet(Inbound::PubRel(3), 0);
+    s.handle_packet(Inbound::PubRel(3), 0, WALL);
     assert_eq!(
         tx(&mut s),
         vec![Outbound::PubComp {
@@ -280,10 +493,10 @@ fn v5_rejections_carry_reason_codes_v4_acks_anyway() {
     );
 
     let mut s = session(Version::V4, 100);
-    s.handle_packet(publish(1, 1, "other/topic", GOOD), 0);
-    s.handle_packet(publish(2, 2, "strata/acme/d1/telemetry", b"x"), 0);
+    s.handle_packet(publish(1, 1, "other/topic", GOOD), 0, WALL);
+    s.handle_packet(publish(2, 2, "strata/acme/d1/telemetry", b"x"), 0, WALL);
     assert_eq!(tx(&mut s), vec![puback(1), pubrec(2)]);
-    s.handle_packet(Inbound::PubRel(2), 0);
+    s.handle_packet(Inbound::PubRel(2), 0, WALL);
     assert_eq!(
         tx(&mut s),
         vec![Outbound::PubComp {
@@ -320,7 +533,7 @@ fn protocol_violations_close_with_reason() {
         ),
     ] {
         let mut s = session(Version::V5, 100);
-        s.handle_packet(pkt, 0);
+        s.handle_packet(pkt, 0, WALL);
         assert_eq!(rejects(&mut s), vec![reason]);
         assert!(s.is_done());
         assert_eq!(tx(&mut s), vec![Outbound::Disconnect(code)]);
@@ -335,7 +548,7 @@ fn protocol_violations_close_with_reason() {
 #[test]
 fn malformed_after_valid_publishes_still_stores_and_acks_them() {
     let mut s = session(Version::V5, 100);
-    s.handle_packet(good(1, 1), 0);
+    s.handle_packet(good(1, 1), 0, WALL);
     s.handle_decode_error(&DecodeError::Malformed("x".into()));
     assert_eq!(submits(&mut s), vec![(0, 1)]);
     assert!(!s.is_done());
@@ -353,8 +566,8 @@ fn malformed_after_valid_publishes_still_stores_and_acks_them() {
 #[test]
 fn client_disconnect_drains_without_server_disconnect() {
     let mut s = session(Version::V5, 100);
-    s.handle_packet(good(1, 1), 0);
-    s.handle_packet(Inbound::Disconnect(0), 0);
+    s.handle_packet(good(1, 1), 0, WALL);
+    s.handle_packet(Inbound::Disconnect(0), 0, WALL);
     assert_eq!(submits(&mut s), vec![(0, 1)]);
     s.handle_submit_done(0, true, 1);
     assert!(s.is_done());
@@ -386,6 +599,7 @@ fn subscribe_grants_are_truthful() {
             ],
         },
         0,
+        WALL,
     );
     let cmds: Vec<Command> = s.take_commands().collect();
     assert!(cmds.contains(&Command::Subscribe(vec![
@@ -432,7 +646,7 @@ fn delivery_window_bounds_unacked_qos1() {
         })
         .collect();
     assert_eq!(pids, vec![(1, 1), (2, 1), (0, 0)]);
-    s.handle_packet(Inbound::PubAck(1), 0);
+    s.handle_packet(Inbound::PubAck(1), 0, WALL);
     assert!(s.deliver(t, Bytes::from_static(b"5"), 1));
 }
 
@@ -495,10 +709,10 @@ proptest! {
             pid += 1;
             expected.push(pid);
             if valid {
-                s.handle_packet(good(1, pid), 0);
+                s.handle_packet(good(1, pid), 0, WALL);
                 open_pids.push(pid);
             } else {
-                s.handle_packet(publish(1, pid, "bad", GOOD), 0);
+                s.handle_packet(publish(1, pid, "bad", GOOD), 0, WALL);
             }
             if end_pass {
                 s.end_of_read();
