@@ -191,8 +191,9 @@ impl LocalCluster {
     /// Creates the data dir and PKI, then starts the hubs, central (if
     /// asked) and the edges. Everything stops when `shutdown` is cancelled.
     pub async fn start(o: &ClusterOptions, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&o.data_dir)
-            .with_context(|| format!("creating data dir {}", o.data_dir.display()))?;
+        // 0700, or refused with the fix when others can access it: it holds
+        // every tier's data and the cluster's keys.
+        strata_net::files::ensure_private_dir(&o.data_dir).context("strata data dir")?;
         let pki = Pki::ensure(&o.data_dir.join("pki")).context("cluster PKI")?;
         let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
 

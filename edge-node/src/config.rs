@@ -153,6 +153,17 @@ impl EdgeConfig {
         self.hubs.iter().filter_map(|h| resolve(h)).collect()
     }
 
+    /// Directories that must be private and are checked at start: the data
+    /// directory, and the spool's when it lies outside it.
+    pub fn private_dirs(&self) -> Vec<PathBuf> {
+        let spool = self.spool_config().dir;
+        let mut dirs = vec![self.data_dir.clone()];
+        if !spool.starts_with(&self.data_dir) {
+            dirs.push(spool);
+        }
+        dirs
+    }
+
     /// The spool config with its directory placed under `data-dir`.
     pub fn spool_config(&self) -> SpoolConfig {
         let mut s = self.spool.clone();
@@ -199,6 +210,20 @@ mod tests {
             p.iter()
                 .any(|l| l.starts_with("monitors.limits.max-deadline-ms")),
             "{p:?}"
+        );
+    }
+
+    #[test]
+    fn private_dirs_are_the_data_dir_and_an_outside_spool() {
+        let mut c = EdgeConfig {
+            data_dir: "/d/edge".into(),
+            ..Default::default()
+        };
+        assert_eq!(c.private_dirs(), vec![PathBuf::from("/d/edge")]);
+        c.spool.dir = "/fast/spool".into();
+        assert_eq!(
+            c.private_dirs(),
+            vec![PathBuf::from("/d/edge"), PathBuf::from("/fast/spool")]
         );
     }
 
