@@ -271,6 +271,10 @@ impl LocalCluster {
                 ..Default::default()
             };
             cfg.ingress.listen = listen;
+            // Every client of a local cluster (the simulator, the benchmark's
+            // load generator) connects from 127.0.0.1: one source, so its cap
+            // is the global one.
+            cfg.ingress.max_connections_per_ip = cfg.ingress.max_connections;
             let node = edge_node::EdgeNode::start(cfg).await.with_context(|| {
                 format!(
                     "starting {name} (MQTT port {} in use? try --mqtt-port)",
