@@ -214,6 +214,23 @@ mod tests {
     }
 
     #[test]
+    fn time_bounds_are_validated_for_a_bridge_only_edge() {
+        let cfg: EdgeConfig = toml::from_str(
+            "name = \"e\"\nhubs = [\"127.0.0.1:1\"]\nserve-mqtt = false\n\
+             [ingress]\nmax-future-skew = \"0s\"\nmax-packet-bytes = 1\n\
+             [bridge]\nbroker = \"127.0.0.1:1883\"\n",
+        )
+        .unwrap();
+        let p = cfg.problems();
+        assert!(
+            p.iter().any(|l| l.starts_with("ingress: max-future-skew")),
+            "{p:?}"
+        );
+        // The server's own limits do not matter when it is off.
+        assert!(!p.iter().any(|l| l.contains("max-packet-bytes")), "{p:?}");
+    }
+
+    #[test]
     fn private_dirs_are_the_data_dir_and_an_outside_spool() {
         let mut c = EdgeConfig {
             data_dir: "/d/edge".into(),
