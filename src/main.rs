@@ -50,6 +50,9 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `strata up` runs every tier in this process: whatever a library
+    // creates with default modes (raft-engine's log) is owner only.
+    strata_net::files::restrict_umask();
     let cli = Cli::parse();
     if matches!(
         cli.cmd,

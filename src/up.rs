@@ -193,8 +193,9 @@ impl LocalCluster {
     /// Creates the data dir and PKI, then starts the hubs, central (if
     /// asked) and the edges. Everything stops when `shutdown` is cancelled.
     pub async fn start(o: &ClusterOptions, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&o.data_dir)
-            .with_context(|| format!("creating data dir {}", o.data_dir.display()))?;
+        // 0700, or refused with the fix when others can access it: it holds
+        // every tier's data and the cluster's keys.
+        strata_net::files::ensure_private_dir(&o.data_dir).context("strata data dir")?;
         let pki = Pki::ensure(&o.data_dir.join("pki")).context("cluster PKI")?;
         let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
 
@@ -274,6 +275,10 @@ impl LocalCluster {
                 ..Default::default()
             };
             cfg.ingress.listen = listen;
+            // Every client of a local cluster (the simulator, the benchmark's
+            // load generator) connects from 127.0.0.1: one source, so its cap
+            // is the global one.
+            cfg.ingress.max_connections_per_ip = cfg.ingress.max_connections;
             let node = edge_node::EdgeNode::start(cfg).await.with_context(|| {
                 format!(
                     "starting {name} (MQTT port {} in use? try --mqtt-port)",

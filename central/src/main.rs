@@ -19,6 +19,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Before anything creates a file: nothing central writes is for others.
+    strata_net::files::restrict_umask();
     let args = Args::parse();
     process::init_tracing();
     // The error names the file and lists every problem.

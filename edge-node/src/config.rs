@@ -115,6 +115,14 @@ impl EdgeConfig {
             if let Err(e) = self.ingress.validate() {
                 p.push(format!("ingress: {e}"));
             }
+        } else {
+            // The time bounds apply to the bridge path too.
+            p.extend(
+                self.ingress
+                    .time_bound_problems()
+                    .into_iter()
+                    .map(|e| format!("ingress: {e}")),
+            );
         }
         if let Some(b) = &self.bridge {
             if let Err(e) = b.validate() {
@@ -143,6 +151,17 @@ impl EdgeConfig {
     /// reported by [`EdgeConfig::problems`]).
     pub fn hub_addrs(&self) -> Vec<SocketAddr> {
         self.hubs.iter().filter_map(|h| resolve(h)).collect()
+    }
+
+    /// Directories that must be private and are checked at start: the data
+    /// directory, and the spool's when it lies outside it.
+    pub fn private_dirs(&self) -> Vec<PathBuf> {
+        let spool = self.spool_config().dir;
+        let mut dirs = vec![self.data_dir.clone()];
+        if !spool.starts_with(&self.data_dir) {
+            dirs.push(spool);
+        }
+        dirs
     }
 
     /// The spool config with its directory placed under `data-dir`.
@@ -194,6 +213,37 @@ mod tests {
         );
     }
 
+    #[test]
+    fn time_bounds_are_validated_for_a_bridge_only_edge() {
+        let cfg: EdgeConfig = toml::from_str(
+            "name = \"e\"\nhubs = [\"127.0.0.1:1\"]\nserve-mqtt = false\n\
+             [ingress]\nmax-future-skew = \"0s\"\nmax-packet-bytes = 1\n\
+             [bridge]\nbroker = \"127.0.0.1:1883\"\n",
+        )
+        .unwrap();
+        let p = cfg.problems();
+        assert!(
+            p.iter().any(|l| l.starts_with("ingress: max-future-skew")),
+            "{p:?}"
+        );
+        // The server's own limits do not matter when it is off.
+        assert!(!p.iter().any(|l| l.contains("max-packet-bytes")), "{p:?}");
+    }
+
+    #[test]
+    fn private_dirs_are_the_data_dir_and_an_outside_spool() {
+        let mut c = EdgeConfig {
+            data_dir: "/d/edge".into(),
+            ..Default::default()
+        };
+        assert_eq!(c.private_dirs(), vec![PathBuf::from("/d/edge")]);
+        c.spool.dir = "/fast/spool".into();
+        assert_eq!(
+            c.private_dirs(),
+            vec![PathBuf::from("/d/edge"), PathBuf::from("/fast/spool")]
+        );
+    }
+
     /// docs/config/edge.toml is the reference users copy: it must parse,
     /// and the defaults it shows must be the real ones.
     #[test]
@@ -206,6 +256,14 @@ mod tests {
         assert_eq!(doc.ingress.subscriber_queue, d.ingress.subscriber_queue);
         assert_eq!(doc.ingress.connect_timeout_ms, d.ingress.connect_timeout_ms);
         assert_eq!(doc.ingress.write_timeout_ms, d.ingress.write_timeout_ms);
+        assert_eq!(
+            doc.ingress.max_connections_per_ip,
+            d.ingress.max_connections_per_ip
+        );
+        assert_eq!(doc.ingress.max_keep_alive, d.ingress.max_keep_alive);
+        assert_eq!(doc.ingress.max_future_skew, d.ingress.max_future_skew);
+        assert_eq!(doc.ingress.max_past_age, d.ingress.max_past_age);
+        assert_eq!(doc.ingress.v3_refusal, d.ingress.v3_refusal);
         assert_eq!(doc.spool, d.spool);
         assert_eq!(doc.uplink, d.uplink);
         assert_eq!(doc.region, d.region);

@@ -17,6 +17,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Whatever a library creates with default modes: owner only.
+    strata_net::files::restrict_umask();
     let args = Args::parse();
     process::init_tracing();
     // Exit code 2: the config is unusable; every problem is listed.

@@ -33,6 +33,15 @@ pub enum EdgeError {
         /// One line per problem.
         problems: Vec<String>,
     },
+    /// The data directory (or the spool directory, when it lies outside
+    /// it) could not be created private, or others can access it.
+    #[error("edge {edge}: data directory: {source}")]
+    DataDir {
+        /// Edge name.
+        edge: String,
+        /// Cause; names the path and, for an open directory, the fix.
+        source: strata_net::files::FilesError,
+    },
     /// The spool could not be opened.
     #[error("edge {edge}: spool: {source}")]
     Spool {
@@ -116,6 +125,14 @@ impl EdgeNode {
             return Err(EdgeError::Config { edge, problems });
         }
         let mut registry = Registry::default();
+        // Everything below lives in private directories: device data,
+        // monitor state. Directories inside a checked one are made 0700.
+        for dir in cfg.private_dirs() {
+            strata_net::files::ensure_private_dir(&dir).map_err(|source| EdgeError::DataDir {
+                edge: edge.clone(),
+                source,
+            })?;
+        }
         let tls = NodeTls::load(&cfg.tls).map_err(|source| EdgeError::Net {
             edge: edge.clone(),
             source,
@@ -202,6 +219,13 @@ impl EdgeNode {
             .as_ref()
             .map(|i| i.connected_clients())
             .unwrap_or_else(|| Arc::new(AtomicU32::new(0)));
+        // The uplink writes the region's retention; the MQTT server and the
+        // bridge bound readings by it.
+        let retention = self
+            .ingress
+            .as_ref()
+            .map(|i| i.region_retention())
+            .unwrap_or_default();
         let uplink_metrics = UplinkMetrics::register(&mut self.registry);
         let spool_gauges = SpoolGauges::register(&mut self.registry);
         let bridge_metrics = BridgeMetrics::register(&mut self.registry);
@@ -240,8 +264,9 @@ impl EdgeNode {
         if let Some(bridge) = self.cfg.bridge.clone() {
             let (sink, stop) = (sink.clone(), ingress_stop.clone());
             let e = edge.clone();
+            let bounds = self.cfg.ingress.live_bounds(retention.clone());
             tasks.spawn(async move {
-                run_bridge(bridge, sink, bridge_metrics, stop)
+                run_bridge(bridge, sink, bridge_metrics, bounds, stop)
                     .await
                     .map_err(|source| EdgeError::Ingress { edge: e, source })
             });
@@ -267,7 +292,8 @@ impl EdgeNode {
             status,
             uplink_metrics,
         )
-        .with_assignments(Arc::new(self.monitors.clone()));
+        .with_assignments(Arc::new(self.monitors.clone()))
+        .with_region_retention(retention);
         let uplink_stop = CancellationToken::new();
         let uplink_task = tokio::spawn(uplink.run(uplink_stop.clone()));
 
@@ -417,5 +443,42 @@ impl SpoolGauges {
         self.full.set(i64::from(s.full));
         self.fsyncs.set(s.fsyncs as i64);
         self.appended.set(s.appended_total as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A data directory others can enter is refused before anything is
+    /// opened, with the path and the fix in the error.
+    #[tokio::test]
+    async fn an_open_data_dir_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pki = strata_net::Pki::ensure(&tmp.path().join("pki")).unwrap();
+        let data = tmp.path().join("edge-1");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut cfg = EdgeConfig {
+            name: "edge-1".into(),
+            data_dir: data.clone(),
+            hubs: vec!["127.0.0.1:1".into()],
+            tls: pki.node("edge-1").unwrap(),
+            ..EdgeConfig::default()
+        };
+        cfg.ingress.listen = "127.0.0.1:0".parse().unwrap();
+        let err = EdgeNode::start(cfg).await.err().unwrap();
+        let msg = err.to_string();
+        assert!(matches!(err, EdgeError::DataDir { .. }), "{msg}");
+        assert!(
+            msg.contains(&data.display().to_string()) && msg.contains("chmod -R go-rwx"),
+            "{msg}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&data).unwrap().count(),
+            0,
+            "nothing created"
+        );
     }
 }

@@ -16,10 +16,13 @@
 //!   allocation) and one-request-one-response calls.
 //! - [`metrics`]: the `/metrics` and `/health` HTTP endpoint every process
 //!   serves.
+//! - [`files`]: private data directories (0700) and files (0600, mode set at
+//!   creation), the refusal of ones others can read, and the process umask.
 //!
 //! This crate holds no business logic; it must stay usable by any tier.
 
 pub mod endpoint;
+pub mod files;
 pub mod handshake;
 pub mod metrics;
 pub mod pki;
@@ -115,6 +118,10 @@ pub enum NetError {
     /// Plain IO (metrics listener).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// A key file or the PKI directory is not private, or could not be
+    /// created so.
+    #[error(transparent)]
+    Files(#[from] crate::files::FilesError),
 }
 
 /// The TLS server name every node certificate carries, so a client can

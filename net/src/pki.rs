@@ -4,6 +4,11 @@
 //! node certificates on first start and reuse them afterwards, so nobody has
 //! to run an external CA to try Strata. Production deployments point
 //! [`TlsFiles`] at certificates from their own CA instead.
+//!
+//! Keys are created 0600 (certificates too, so everything Strata writes is
+//! 0600) in a directory created 0700, and a key file that other users can
+//! read is refused at load with the command that fixes it (see
+//! [`crate::files`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +19,7 @@ use rcgen::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::files::{check_private_file, create_private_dir, write_private};
 use crate::{NetError, CLUSTER_SERVER_NAME};
 
 /// Paths to one node's TLS material (PEM). Used in every binary's config as
@@ -95,6 +101,7 @@ impl NodeTls {
         use rustls_pki_types::pem::PemObject;
         let ca = certs_from_pem(&files.ca)?;
         let chain = certs_from_pem(&files.cert)?;
+        check_private_file(&files.key)?;
         let key_pem = read_pem(&files.key)?;
         let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| NetError::TlsFile {
             path: files.key.display().to_string(),
@@ -132,30 +139,20 @@ fn ca_params() -> Result<CertificateParams, NetError> {
     Ok(params)
 }
 
-fn write_private(path: &Path, data: &str) -> Result<(), NetError> {
-    std::fs::write(path, data).map_err(|e| NetError::TlsFile {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-    }
-    Ok(())
+/// Writes a new PEM file, 0600 from its creation.
+fn write_pem(path: &Path, data: &str) -> Result<(), NetError> {
+    Ok(write_private(path, data.as_bytes())?)
 }
 
 impl Pki {
     /// Opens the CA in `dir`, creating it on first use.
     pub fn ensure(dir: &Path) -> Result<Pki, NetError> {
-        std::fs::create_dir_all(dir).map_err(|e| NetError::TlsFile {
-            path: dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        create_private_dir(dir)?;
         let cert_path = dir.join("ca.pem");
         let key_path = dir.join("ca.key");
         let params = ca_params()?;
         let ca_key = if key_path.exists() {
+            check_private_file(&key_path)?;
             let pem = String::from_utf8_lossy(&read_pem(&key_path)?).into_owned();
             KeyPair::from_pem(&pem).map_err(|e| NetError::TlsFile {
                 path: key_path.display().to_string(),
@@ -163,17 +160,14 @@ impl Pki {
             })?
         } else {
             let key = KeyPair::generate().map_err(|e| gen_err("ca", e))?;
-            write_private(&key_path, &key.serialize_pem())?;
+            write_pem(&key_path, &key.serialize_pem())?;
             key
         };
         // Re-deriving the CA certificate from the same key and subject keeps
         // already-issued certificates valid: issuers match by name and key.
         let ca_cert = params.self_signed(&ca_key).map_err(|e| gen_err("ca", e))?;
         if !cert_path.exists() {
-            std::fs::write(&cert_path, ca_cert.pem()).map_err(|e| NetError::TlsFile {
-                path: cert_path.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            write_pem(&cert_path, &ca_cert.pem())?;
         }
         Ok(Pki {
             dir: dir.to_owned(),
@@ -193,11 +187,8 @@ impl Pki {
         let key = self.dir.join(format!("{name}.key"));
         if !cert.exists() || !key.exists() {
             let (c, k) = self.issue(name)?;
-            write_private(&key, &k)?;
-            std::fs::write(&cert, c).map_err(|e| NetError::TlsFile {
-                path: cert.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            write_pem(&key, &k)?;
+            write_pem(&cert, &c)?;
         }
         Ok(TlsFiles {
             ca: self.ca_path(),
@@ -240,6 +231,30 @@ mod tests {
         assert_eq!(files, again);
         let tls = NodeTls::load(&files).unwrap();
         assert_eq!(tls.chain.len(), 1);
+    }
+
+    #[test]
+    fn keys_are_private_from_creation_and_open_keys_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pki_dir = dir.path().join("pki");
+        let pki = Pki::ensure(&pki_dir).unwrap();
+        let files = pki.node("hub-1").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&pki_dir), 0o700);
+        for p in [&files.key, &files.cert, &files.ca, &pki_dir.join("ca.key")] {
+            assert_eq!(mode(p), 0o600, "{}", p.display());
+        }
+        std::fs::set_permissions(&files.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = NodeTls::load(&files).unwrap_err().to_string();
+        assert!(
+            err.contains(&files.key.display().to_string()) && err.contains("chmod 600"),
+            "{err}"
+        );
+        let ca_key = pki_dir.join("ca.key");
+        std::fs::set_permissions(&ca_key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = Pki::ensure(&pki_dir).err().unwrap().to_string();
+        assert!(err.contains("ca.key") && err.contains("chmod 600"), "{err}");
     }
 
     #[test]

@@ -198,6 +198,10 @@ pub enum EdgeResponse {
         /// The region's current assignments version; an edge whose applied
         /// version differs fetches its assignments.
         assignments_version: u64,
+        /// The answering hub's telemetry store retention, ms (0: keeps data
+        /// for ever). The edge refuses readings older than this at ingress,
+        /// since the hub would drop them right after they were acknowledged.
+        store_retention_ms: u64,
     },
     /// This replica is not the leader; retry at `leader` when known.
     NotLeader {

@@ -345,6 +345,17 @@ impl HubConfig {
         }
     }
 
+    /// Directories that must be private and are checked at start: the data
+    /// directory, and the store's when it lies outside it.
+    pub fn private_dirs(&self) -> Vec<PathBuf> {
+        let store = self.store_config().dir;
+        let mut dirs = vec![self.data_dir.clone()];
+        if !store.starts_with(&self.data_dir) {
+            dirs.push(store);
+        }
+        dirs
+    }
+
     /// The store's configuration with its directory resolved.
     pub fn store_config(&self) -> StoreConfig {
         let mut s = self.store.clone();
@@ -363,6 +374,20 @@ impl HubConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_dirs_are_the_data_dir_and_an_outside_store() {
+        let mut c = HubConfig {
+            data_dir: "/d/hub".into(),
+            ..HubConfig::default()
+        };
+        assert_eq!(c.private_dirs(), vec![PathBuf::from("/d/hub")]);
+        c.store.dir = "/big/store".into();
+        assert_eq!(
+            c.private_dirs(),
+            vec![PathBuf::from("/d/hub"), PathBuf::from("/big/store")]
+        );
+    }
 
     #[test]
     fn a_full_file_parses_and_validates() {

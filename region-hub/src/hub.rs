@@ -46,6 +46,17 @@ pub enum HubError {
         /// Why.
         reason: String,
     },
+    /// A data directory could not be created private, or others can
+    /// access it.
+    #[error("hub {id} in region {region}: data directory: {source}")]
+    DataDir {
+        /// Region.
+        region: String,
+        /// Replica id.
+        id: u64,
+        /// Cause; names the path and, for an open directory, the fix.
+        source: strata_net::files::FilesError,
+    },
     /// The Raft node failed.
     #[error(transparent)]
     Node(#[from] NodeError),
@@ -175,6 +186,17 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningHub, HubError> {
     cfg.validate()?;
+    let data_dir = |source| HubError::DataDir {
+        region: cfg.region.clone(),
+        id: cfg.id,
+        source,
+    };
+    for dir in cfg.private_dirs() {
+        strata_net::files::ensure_private_dir(&dir).map_err(data_dir)?;
+    }
+    // raft-engine creates its directory and files with default modes (the
+    // umask is the belt); the directory is made 0700 here first.
+    strata_net::files::create_private_dir(&cfg.node_config().raft_dir).map_err(data_dir)?;
     let tls = NodeTls::load(&cfg.tls)?;
     let mut registry = Registry::default();
     let metrics = HubMetrics::register(&mut registry);
@@ -246,7 +268,8 @@ pub async fn start(
         tx,
         services.clone(),
     ));
-    let svc = Service::new(me, handle.clone(), metrics.clone(), handshakes);
+    let svc = Service::new(me, handle.clone(), metrics.clone(), handshakes)
+        .with_store_retention(cfg.store.retention_ms);
     tokio::spawn(svc.serve(client_ep.clone(), services.clone()));
     let metrics_addr = match cfg.metrics_listen {
         Some(addr) => {
@@ -349,5 +372,60 @@ mod tests {
             matches!(reason, quinn::ConnectionError::Reset),
             "{reason:?}"
         );
+    }
+
+    /// An existing data directory others can enter is refused before
+    /// anything is opened, naming it and the fix; a fresh one becomes a
+    /// 0700 directory holding a 0700 raft directory.
+    #[tokio::test]
+    async fn an_open_data_dir_is_refused_and_a_new_one_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pki = strata_net::Pki::ensure(&dir.path().join("pki")).unwrap();
+        let cfg = |data: &str| HubConfig {
+            region: "r1".into(),
+            id: 1,
+            data_dir: dir.path().join(data),
+            peers: vec![crate::config::PeerConfig {
+                id: 1,
+                peer_addr: "127.0.0.1:1".into(),
+                client_addr: "127.0.0.1:2".into(),
+            }],
+            tls: pki.node("hub-1").unwrap(),
+            ..HubConfig::default()
+        };
+        let listeners = || Listeners {
+            peer: UdpSocket::bind("127.0.0.1:0").unwrap(),
+            client: UdpSocket::bind("127.0.0.1:0").unwrap(),
+        };
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let stop = CancellationToken::new();
+        let err = start(cfg("open"), listeners(), stop.clone())
+            .await
+            .err()
+            .unwrap();
+        let msg = err.to_string();
+        assert!(matches!(err, HubError::DataDir { .. }), "{msg}");
+        assert!(
+            msg.contains(&open.display().to_string()) && msg.contains("chmod -R go-rwx"),
+            "{msg}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&open).unwrap().count(),
+            0,
+            "nothing created"
+        );
+
+        let hub = start(cfg("fresh"), listeners(), stop.clone())
+            .await
+            .unwrap();
+        stop.cancel();
+        hub.wait().await.unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("fresh")), 0o700);
+        assert_eq!(mode(&dir.path().join("fresh/raft")), 0o700);
+        assert_eq!(mode(&dir.path().join("fresh/store")), 0o700);
     }
 }

@@ -79,6 +79,9 @@ pub struct Service {
     /// The last assignments version seen in an applied entry, for
     /// heartbeats answered before their own commit.
     assignments_version: Arc<AtomicU64>,
+    /// This replica's store retention, ms (0: for ever), told to edges in
+    /// every heartbeat ack so they refuse readings it would drop at once.
+    store_retention_ms: u64,
 }
 
 impl Service {
@@ -96,7 +99,14 @@ impl Service {
             handshakes,
             submit_lock: Arc::new(tokio::sync::Mutex::new(())),
             assignments_version: Arc::new(AtomicU64::new(0)),
+            store_retention_ms: 0,
         }
+    }
+
+    /// Announces `retention_ms` (the store's `retention-ms`) to edges.
+    pub fn with_store_retention(mut self, retention_ms: u64) -> Self {
+        self.store_retention_ms = retention_ms;
+        self
     }
 
     fn note_version(&self, version: u64) {
@@ -106,6 +116,7 @@ impl Service {
     fn ack(&self) -> EdgeResponse {
         EdgeResponse::HeartbeatAck {
             assignments_version: self.assignments_version.load(Ordering::Relaxed),
+            store_retention_ms: self.store_retention_ms,
         }
     }
 
@@ -222,6 +233,7 @@ impl Service {
                 self.note_version(assignments_version);
                 EdgeResponse::HeartbeatAck {
                     assignments_version,
+                    store_retention_ms: self.store_retention_ms,
                 }
             }
             Ok(Ok(Ok(_))) => self.ack(),

@@ -135,13 +135,16 @@ async fn stored(api: &Api) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_runs_the_whole_cluster_stops_cleanly_and_resumes() {
     let _g = serial().await;
-    let dir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // A directory `strata up` creates: an existing one others can enter
+    // (a tempdir under a 022 umask) is refused.
+    let data = tmp.path().join("strata-data");
     let logs = tempfile::tempdir().unwrap();
     let ports = free_layout();
 
-    let mut child = up(dir.path(), &ports, log_path(logs.path(), 1)).await;
+    let mut child = up(&data, &ports, log_path(logs.path(), 1)).await;
     // `strata up` made central's token in <data-dir>/central, private.
-    let central_dir = dir.path().join("central");
+    let central_dir = data.join("central");
     let token_file = central_dir.join("operator.token");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!((mode(&central_dir), mode(&token_file)), (0o700, 0o600));
@@ -157,10 +160,15 @@ async fn up_runs_the_whole_cluster_stops_cleanly_and_resumes() {
     let (status, region) = api.get("/api/v1/regions/local").await.unwrap();
     assert_eq!(status, 200, "{region}");
     stop(&mut child, logs.path(), 1).await;
-    assert!(dir.path().join("pki/ca.pem").exists());
+    assert!(data.join("pki/ca.pem").exists());
+    // Everything `strata up` wrote (every tier's data, the PKI) is 0600 in
+    // 0700 directories.
+    let audit = strata_net::files::audit(&data).unwrap();
+    println!("{}: {} paths checked", data.display(), audit.checked.len());
+    assert_eq!(audit.wrong, vec![], "not private");
 
     // Same data dir: the stored readings are still there, and more arrive.
-    let mut child = up(dir.path(), &ports, log_path(logs.path(), 2)).await;
+    let mut child = up(&data, &ports, log_path(logs.path(), 2)).await;
     let after = wait_until(
         "resumed and storing more",
         Duration::from_secs(60),

@@ -9,7 +9,6 @@
 //! which are constant-time.
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ring::rand::SecureRandom;
@@ -27,29 +26,10 @@ const TOKEN_CHARS: std::ops::RangeInclusive<usize> = 32..=512;
 /// token.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    /// The data directory could not be created or inspected.
-    #[error("central data dir {path}: {error}")]
-    DataDir {
-        /// The directory.
-        path: PathBuf,
-        /// OS error.
-        error: std::io::Error,
-    },
-    /// A file or directory that must be private is not.
-    #[error(
-        "{path} has mode {mode:04o}: group and others must have no access to central's \
-         {what} (fix it with `chmod {want:o} {path}`)"
-    )]
-    NotPrivate {
-        /// The file or directory.
-        path: PathBuf,
-        /// `data dir` or `operator token file`.
-        what: &'static str,
-        /// Its permission bits.
-        mode: u32,
-        /// The mode to set.
-        want: u32,
-    },
+    /// The data directory or token file could not be made private, or is
+    /// accessible to other users (the error names the path and the fix).
+    #[error("central: {0}")]
+    Private(#[from] strata_net::files::FilesError),
     /// The token file could not be read, created or written.
     #[error("operator token file {path}: {error}")]
     Io {
@@ -197,35 +177,7 @@ pub fn parse_bearer(value: &[u8]) -> Result<&str, BearerError> {
 /// Creates `dir` (and missing parents) with mode 0700, or checks that an
 /// existing one is private. Fails loudly otherwise.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), TokenError> {
-    let err = |error| TokenError::DataDir {
-        path: dir.to_owned(),
-        error,
-    };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(err)?;
-    let meta = std::fs::metadata(dir).map_err(err)?;
-    if !meta.is_dir() {
-        return Err(err(std::io::Error::new(
-            std::io::ErrorKind::NotADirectory,
-            "not a directory",
-        )));
-    }
-    check_private(dir, "data dir", meta.permissions().mode(), 0o700)
-}
-
-fn check_private(path: &Path, what: &'static str, mode: u32, want: u32) -> Result<(), TokenError> {
-    if mode & 0o077 != 0 {
-        return Err(TokenError::NotPrivate {
-            path: path.to_owned(),
-            what,
-            mode: mode & 0o7777,
-            want,
-        });
-    }
-    Ok(())
+    Ok(strata_net::files::ensure_private_dir(dir)?)
 }
 
 /// Whether [`load_or_create`] made a new token.
@@ -251,10 +203,9 @@ pub fn load_or_create(path: &Path, fresh: Token) -> Result<(Token, TokenOrigin),
         Err(e) => return Err(io(e)),
     }
     let token = fresh;
-    let created = std::fs::OpenOptions::new()
+    let created = strata_net::files::private_options()
         .write(true)
         .create_new(true)
-        .mode(0o600)
         .open(path);
     let mut file = match created {
         Ok(f) => f,
@@ -295,12 +246,7 @@ pub fn load(path: &Path) -> Result<Token, TokenError> {
             path: path.to_owned(),
         });
     }
-    check_private(
-        path,
-        "operator token file",
-        meta.permissions().mode(),
-        0o600,
-    )?;
+    strata_net::files::check_private_file(path)?;
     let text = std::fs::read_to_string(path).map_err(io)?;
     Token::parse(&text).map_err(|why| TokenError::Format {
         path: path.to_owned(),
@@ -311,6 +257,7 @@ pub fn load(path: &Path) -> Result<Token, TokenError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 
     fn fixed(b: u8) -> Token {
         Token::from_bytes([b; TOKEN_BYTES])
@@ -430,7 +377,7 @@ mod tests {
             .unwrap();
         let err = ensure_private_dir(&open).unwrap_err().to_string();
         assert!(
-            err.contains("mode 0755") && err.contains("chmod 700"),
+            err.contains("mode 0755") && err.contains("chmod -R go-rwx"),
             "{err}"
         );
 

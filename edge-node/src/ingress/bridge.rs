@@ -9,6 +9,12 @@
 //! submit therefore forces a reconnect (with backoff) so the broker
 //! redelivers what we could not store.
 //!
+//! Readings outside the time bounds (`ingress.max-future-skew`, the past
+//! bound tightened by the region's retention) are refused like undecodable
+//! ones: counted in `strata_bridge_rejects_total{reason}`, logged, never
+//! submitted, and acked to the broker with their batch, since a broker has
+//! no way to hear "no" from a subscriber and would redeliver them forever.
+//!
 //! Two loops run concurrently in one task: the *poller* drives rumqttc's
 //! event loop (it must be polled continuously, also to send our acks and
 //! pings) and the *processor* batches publishes into submits, keeping up to
@@ -31,6 +37,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::bounds::{LiveBounds, TIME_BOUND_REASONS};
+use super::driver::wall_ms;
 use super::metrics::{LogLimiter, ReasonLabel};
 use super::{BridgeConfig, IngestSink, IngressError};
 
@@ -73,6 +81,9 @@ impl BridgeMetrics {
         };
         for r in RejectReason::ALL {
             let _ = m.rejects.get_or_create(&ReasonLabel { reason: r.as_str() });
+        }
+        for r in TIME_BOUND_REASONS {
+            let _ = m.rejects.get_or_create(&ReasonLabel { reason: r });
         }
         let reg = registry.sub_registry_with_prefix("strata_bridge");
         reg.register(
@@ -123,11 +134,13 @@ impl BridgeMetrics {
 
 /// Runs the bridge until `shutdown`; then finishes in-flight submits, sends
 /// their acks and disconnects. Only a bad configuration is an error;
-/// broker outages are retried forever with exponential backoff.
+/// broker outages are retried forever with exponential backoff. `bounds`
+/// are the time bounds on readings (the ingress's).
 pub async fn run_bridge<S: IngestSink>(
     cfg: BridgeConfig,
     sink: Arc<S>,
     metrics: BridgeMetrics,
+    bounds: LiveBounds,
     shutdown: CancellationToken,
 ) -> Result<(), IngressError> {
     cfg.validate()?;
@@ -166,6 +179,7 @@ pub async fn run_bridge<S: IngestSink>(
             prx,
             reconnect_tx,
             &metrics,
+            &bounds,
             &shutdown,
         )
         .await;
@@ -282,6 +296,7 @@ async fn sleep_or_cancel(d: Duration, token: &CancellationToken) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn process_loop<S: IngestSink>(
     cfg: &BridgeConfig,
     client: &AsyncClient,
@@ -289,6 +304,7 @@ async fn process_loop<S: IngestSink>(
     mut prx: mpsc::Receiver<Publish>,
     reconnect_tx: mpsc::Sender<()>,
     metrics: &BridgeMetrics,
+    bounds: &LiveBounds,
     shutdown: &CancellationToken,
 ) {
     let mut limiter = LogLimiter::new(10, 10_000);
@@ -348,20 +364,28 @@ async fn process_loop<S: IngestSink>(
                     }
                 }
                 let mut records = Vec::with_capacity(publishes.len());
+                let (window, wall) = (bounds.current(), wall_ms());
                 for p in &publishes {
                     let topic = p.topic.as_str();
-                    match parse_topic(topic).and_then(|d| decode_payload(&d, &p.payload)) {
+                    let checked = parse_topic(topic)
+                        .and_then(|d| decode_payload(&d, &p.payload))
+                        .map_err(|e| (e.reason.as_str(), e.detail))
+                        .and_then(|r| match window.check(r.ts_ms, wall) {
+                            Ok(()) => Ok(r),
+                            Err(oob) => Err((oob.reason(), oob.to_string())),
+                        });
+                    match checked {
                         Ok(r) => records.push(r),
-                        Err(e) => {
+                        Err((reason, detail)) => {
                             // Acked with the batch: a broker would otherwise
                             // redeliver a publish that can never be valid.
-                            metrics.rejects.get_or_create(&ReasonLabel { reason: e.reason.as_str() }).inc();
+                            metrics.rejects.get_or_create(&ReasonLabel { reason }).inc();
                             let (allow, suppressed) = limiter.allow(epoch.elapsed().as_millis() as u64);
                             if suppressed > 0 {
                                 tracing::warn!(suppressed, "suppressed further bridge reject log lines");
                             }
                             if allow {
-                                tracing::warn!(topic = %topic, reason = e.reason.as_str(), "bridge rejected publish: {}", e.detail);
+                                tracing::warn!(topic = %topic, reason, "bridge rejected publish: {detail}");
                             }
                         }
                     }

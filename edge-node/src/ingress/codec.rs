@@ -145,6 +145,8 @@ pub enum AckCode {
     TopicNameInvalid,
     /// 0x99: the payload failed decoding.
     PayloadFormatInvalid,
+    /// 0x83: valid, but refused (a reading outside the time bounds).
+    ImplementationSpecificError,
 }
 
 /// Why the server closes a v5 connection (DISCONNECT reason code).
@@ -215,6 +217,9 @@ pub enum Outbound {
         max_packet_size: u32,
         /// v5: our Receive Maximum (unacked QoS 1/2 publishes per client).
         receive_maximum: u16,
+        /// v5: Server Keep Alive, seconds, when it differs from the
+        /// client's (capped by `ingress.max-keep-alive`).
+        server_keep_alive: Option<u16>,
     },
     /// PUBACK.
     PubAck {
@@ -564,6 +569,7 @@ fn encode_v5(pkt: &Outbound, out: &mut BytesMut) -> Result<usize, rumqttc::v5::m
             assigned_client_id,
             max_packet_size,
             receive_maximum,
+            server_keep_alive,
         } => {
             let props = v5::ConnAckProperties {
                 session_expiry_interval: None,
@@ -578,7 +584,7 @@ fn encode_v5(pkt: &Outbound, out: &mut BytesMut) -> Result<usize, rumqttc::v5::m
                 wildcard_subscription_available: Some(1),
                 subscription_identifiers_available: Some(0),
                 shared_subscription_available: Some(0),
-                server_keep_alive: None,
+                server_keep_alive: *server_keep_alive,
                 response_information: None,
                 server_reference: None,
                 authentication_method: None,
@@ -606,6 +612,9 @@ fn encode_v5(pkt: &Outbound, out: &mut BytesMut) -> Result<usize, rumqttc::v5::m
                 AckCode::Success => v5::PubAckReason::Success,
                 AckCode::TopicNameInvalid => v5::PubAckReason::TopicNameInvalid,
                 AckCode::PayloadFormatInvalid => v5::PubAckReason::PayloadFormatInvalid,
+                AckCode::ImplementationSpecificError => {
+                    v5::PubAckReason::ImplementationSpecificError
+                }
             },
             properties: reason.as_ref().map(|r| v5::PubAckProperties {
                 reason_string: Some(r.clone()),
@@ -619,6 +628,9 @@ fn encode_v5(pkt: &Outbound, out: &mut BytesMut) -> Result<usize, rumqttc::v5::m
                 AckCode::Success => v5::PubRecReason::Success,
                 AckCode::TopicNameInvalid => v5::PubRecReason::TopicNameInvalid,
                 AckCode::PayloadFormatInvalid => v5::PubRecReason::PayloadFormatInvalid,
+                AckCode::ImplementationSpecificError => {
+                    v5::PubRecReason::ImplementationSpecificError
+                }
             },
             properties: reason.as_ref().map(|r| v5::PubRecProperties {
                 reason_string: Some(r.clone()),

@@ -166,6 +166,7 @@ fn acks_round_trip_through_rumqttc() {
             assigned_client_id: None,
             max_packet_size: 1000,
             receive_maximum: 10,
+            server_keep_alive: None,
         },
         &mut b,
     );
@@ -173,6 +174,48 @@ fn acks_round_trip_through_rumqttc() {
         v5::Packet::read(&mut b, None).unwrap(),
         v5::Packet::ConnAck(_)
     ));
+}
+
+#[test]
+fn server_keep_alive_and_refusal_code_reach_a_v5_client() {
+    let mut b = BytesMut::new();
+    encode(
+        Version::V5,
+        &Outbound::ConnAck {
+            code: ConnAckCode::Accepted,
+            assigned_client_id: None,
+            max_packet_size: 1000,
+            receive_maximum: 10,
+            server_keep_alive: Some(1200),
+        },
+        &mut b,
+    );
+    match v5::Packet::read(&mut b, None).unwrap() {
+        v5::Packet::ConnAck(a) => {
+            assert_eq!(a.properties.unwrap().server_keep_alive, Some(1200))
+        }
+        other => panic!("{other:?}"),
+    }
+    encode(
+        Version::V5,
+        &Outbound::PubAck {
+            pid: 7,
+            code: AckCode::ImplementationSpecificError,
+            reason: Some("too old".into()),
+        },
+        &mut b,
+    );
+    assert_eq!(b[2..5], [0, 7, 0x83]);
+    match v5::Packet::read(&mut b, None).unwrap() {
+        v5::Packet::PubAck(a) => {
+            assert_eq!(a.reason, v5::PubAckReason::ImplementationSpecificError);
+            assert_eq!(
+                a.properties.unwrap().reason_string.as_deref(),
+                Some("too old")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 proptest! {

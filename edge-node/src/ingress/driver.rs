@@ -12,7 +12,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::bounds::{RegionRetention, TimeBounds};
 use super::codec::{self, CloseReason, ConnAckCode, DecodeError, Inbound, Outbound, Version};
 use super::config::IngressConfig;
 use super::metrics::{IngressMetrics, LogLimiter};
@@ -55,6 +56,9 @@ pub struct Shared {
     pub conn_seq: AtomicU64,
     /// Clock origin for the sans-IO `now_ms`.
     pub epoch: Instant,
+    /// The region's retention (written by the uplink), which may tighten
+    /// the past bound on readings.
+    pub retention: RegionRetention,
 }
 
 impl Shared {
@@ -63,11 +67,27 @@ impl Shared {
             max_inflight: self.cfg.max_inflight,
             max_packet_bytes: self.cfg.max_packet_bytes,
             subscriber_queue: self.cfg.subscriber_queue,
+            time_bounds: self.time_bounds(),
+            v3_refusal: self.cfg.v3_refusal,
+            max_keep_alive_s: self.cfg.max_keep_alive_s(),
         }
     }
 
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn time_bounds(&self) -> TimeBounds {
+        self.cfg.time_bounds(self.retention.get())
+    }
+}
+
+/// The wall clock in ms since the Unix epoch, for the time bounds on
+/// readings (a clock before 1970 reads as negative).
+pub fn wall_ms() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
     }
 }
 
@@ -157,6 +177,7 @@ pub async fn run_connection<S: IngestSink>(
                     assigned_client_id: None,
                     max_packet_size: 0,
                     receive_maximum: 0,
+                    server_keep_alive: None,
                 };
                 codec::encode(Version::V4, &refuse, &mut out);
                 let _ = write_with_timeout(&mut wr, &out, &shared.cfg).await;
@@ -187,8 +208,15 @@ pub async fn run_connection<S: IngestSink>(
             r = rd.read_buf(&mut rbuf) => r,
             _ = tokio::time::sleep_until(connect_deadline) => {
                 // Bytes that never became a whole CONNECT are bad input;
-                // a connection that sent nothing is just idle.
-                if !rbuf.is_empty() {
+                // a connection that sent nothing held a slot for nothing.
+                if rbuf.is_empty() {
+                    log.reject(
+                        metrics,
+                        shared.now_ms(),
+                        "connect_timeout",
+                        &format!("no CONNECT within {} ms", shared.cfg.connect_timeout_ms),
+                    );
+                } else {
                     log.reject(
                         metrics,
                         shared.now_ms(),
@@ -274,9 +302,11 @@ pub async fn run_connection<S: IngestSink>(
         // 1. Decode what is buffered, as far as the in-flight limit allows.
         if session.is_open() {
             let now = shared.now_ms();
+            let wall = wall_ms();
+            session.set_time_bounds(shared.time_bounds());
             while session.can_read() {
                 match codec::decode(version, &mut rbuf, max) {
-                    Ok(Some(pkt)) => session.handle_packet(pkt, now),
+                    Ok(Some(pkt)) => session.handle_packet(pkt, now, wall),
                     Ok(None) => break,
                     Err(e) => {
                         session.handle_decode_error(&e);

@@ -26,6 +26,12 @@ pub const PROTOCOL_REASONS: [&str; 6] = [
     "bad_filter",
 ];
 
+/// Connection limits that close a connection when they fire, next to
+/// [`PROTOCOL_REASONS`]: the server's keep-alive cap
+/// (`ingress.max-keep-alive`) and `ingress.connect-timeout-ms` passing
+/// without a CONNECT.
+pub const LIMIT_REASONS: [&str; 2] = [super::session::IDLE_TIMEOUT, "connect_timeout"];
+
 /// Counters of the embedded server. Cheap to clone (shared handles).
 #[derive(Debug, Clone)]
 pub struct IngressMetrics {
@@ -51,6 +57,9 @@ pub struct IngressMetrics {
     pub subscriber_drops: Counter,
     /// Connections holding at least one subscription.
     pub subscribers: Gauge,
+    /// Connections refused because their source reached
+    /// `max-connections-per-ip`.
+    pub connections_refused_per_ip: Counter,
 }
 
 impl IngressMetrics {
@@ -68,12 +77,19 @@ impl IngressMetrics {
             submit_failures: Counter::default(),
             subscriber_drops: Counter::default(),
             subscribers: Gauge::default(),
+            connections_refused_per_ip: Counter::default(),
         };
         // Pre-create every label so dashboards see zeros, not gaps.
         for r in RejectReason::ALL {
             let _ = m.rejects.get_or_create(&ReasonLabel { reason: r.as_str() });
         }
         for r in PROTOCOL_REASONS {
+            let _ = m.rejects.get_or_create(&ReasonLabel { reason: r });
+        }
+        for r in super::bounds::TIME_BOUND_REASONS
+            .into_iter()
+            .chain(LIMIT_REASONS)
+        {
             let _ = m.rejects.get_or_create(&ReasonLabel { reason: r });
         }
         let reg = registry.sub_registry_with_prefix("strata_ingress");
@@ -131,6 +147,11 @@ impl IngressMetrics {
             "subscribers",
             "Connections holding at least one subscription",
             m.subscribers.clone(),
+        );
+        reg.register(
+            "connections_refused_per_ip",
+            "Connections refused at max-connections-per-ip",
+            m.connections_refused_per_ip.clone(),
         );
         m
     }
@@ -216,6 +237,18 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("strata_ingress_rejects_total{reason=\"malformed_packet\"} 0"));
+        for r in [
+            "too_far_future",
+            "too_old",
+            "idle_timeout",
+            "connect_timeout",
+        ] {
+            assert!(
+                out.contains(&format!("strata_ingress_rejects_total{{reason=\"{r}\"}} 0")),
+                "{r}: {out}"
+            );
+        }
+        assert!(out.contains("strata_ingress_connections_refused_per_ip_total 0"));
         assert!(out.contains("strata_ingress_connections "));
         assert!(out.contains("strata_ingress_connections_accepted_total"));
     }

@@ -12,7 +12,12 @@
 //! - [`codec`]: one version-agnostic packet vocabulary over rumqttc's v4 and
 //!   v5 codecs; protocol-level detection from the CONNECT.
 //! - [`session`]: the sans-IO per-connection state machine (ack ordering,
-//!   QoS 2 packet-id tracking, keep-alive deadline, backpressure).
+//!   QoS 2 packet-id tracking, keep-alive deadline, backpressure, time
+//!   bounds on readings).
+//! - [`bounds`]: the time bounds (`max-future-skew`, `max-past-age`
+//!   tightened by the region's retention) and [`RegionRetention`], the cell
+//!   the uplink publishes the hub's retention into.
+//! - [`limits`]: per-source connection accounting (`max-connections-per-ip`).
 //! - [`topic`]: topic filter validation and matching.
 //! - [`router`]: live fan-out to subscribers and client-id takeover.
 //! - [`metrics`]: prometheus counters.
@@ -20,12 +25,61 @@
 //! - [`server`]: [`IngressServer`], the accept loop.
 //! - [`bridge`]: [`run_bridge`], rumqttc subscriber to an external broker.
 //!
+//! # Time bounds
+//! A reading whose `ts` is more than `max-future-skew` (default 5m) ahead of
+//! the edge's clock, or older than the past bound, is refused before it is
+//! spooled and counted as `too_far_future` / `too_old`. The past bound is
+//! `max-past-age` (default 7 days, the hub's default retention), tightened
+//! to the region's store retention once a hub has announced it in a
+//! heartbeat ack: a reading the hub would drop as expired right after
+//! storing it must not be acknowledged. The bridge applies the same bounds.
+//!
 //! # v3.1.1 has no negative acknowledgement
-//! A v5 client gets PUBACK/PUBREC with reason 0x90 (topic name invalid) or
-//! 0x99 (payload format invalid) for a publish we refuse. MQTT 3.1.1 has no
-//! way to say "no": the refused publish is still PUBACKed (else the device
-//! would retransmit it forever), dropped as invalid, counted in
+//! A v5 client gets PUBACK/PUBREC with reason 0x90 (topic name invalid),
+//! 0x99 (payload format invalid) or 0x83 (implementation specific error: a
+//! valid reading outside the time bounds), with a reason string naming the
+//! bound and by how much, for a publish we refuse. MQTT 3.1.1 has no way to
+//! say "no". An undecodable publish is still PUBACKed (else the device would
+//! retransmit it forever), dropped as invalid, counted in
 //! `strata_ingress_rejects_total{reason}` and logged.
+//!
+//! A reading outside the time bounds follows `ingress.v3-refusal`:
+//! - `"drop"` (default): PUBACK, discard, count, log. The device moves on.
+//! - `"disconnect"`: no PUBACK for it (nor for anything after it on that
+//!   connection), close the connection; what came before is still stored
+//!   and acked.
+//!
+//! Why "drop" is the default for real devices with a bad clock: the usual
+//! cause is a clock that is not set yet (an RTC reset to 1970 or 2000 after
+//! a power loss, before NTP) or one that drifted. The reading's timestamp is
+//! wrong, and retransmitting it cannot fix that: every retry carries the
+//! same `ts`. Under "disconnect", a client that keeps unacked messages
+//! across reconnects (mosquitto_pub does; so do persistent-session device
+//! SDKs) resends the refused reading first after each reconnect and is
+//! refused again, for ever: one bad reading blocks every good one queued
+//! behind it, including those stamped after NTP fixed the clock. Under
+//! "drop" the bad readings are lost, but they were unusable (nobody can
+//! recover their true time), they are counted where an operator sees them,
+//! and the device's good readings keep flowing. "disconnect" suits fleets
+//! whose firmware treats a disconnect as "check your clock and discard",
+//! and operators who prefer a loud failure.
+//!
+//! # Connection hygiene
+//! Every limit is configurable and counted when it fires:
+//! - `max-connections` (global; `strata_ingress_connections_refused_total`)
+//!   and `max-connections-per-ip`
+//!   (`strata_ingress_connections_refused_per_ip_total`). Devices behind one
+//!   NAT share a source address, so the per-source default (1000) is a
+//!   guard against one host taking all 10,000 slots, not a per-device
+//!   limit: raise it for a gateway or carrier NAT fronting more devices.
+//! - `max-keep-alive` (default 20m, AWS IoT's longest): a client asking for
+//!   keep-alive 0 (none) or more than the cap is held to the cap (v5 clients
+//!   are told via Server Keep Alive) and closed after 1.5 × the cap of
+//!   silence, counted as `idle_timeout` (a client's own keep-alive firing is
+//!   `keep_alive_timeout`).
+//! - `connect-timeout-ms`: a connection that sends no CONNECT in time is
+//!   closed and counted as `connect_timeout` (a partial CONNECT as
+//!   `malformed_packet`).
 //!
 //! # Known limits
 //! - Sessions are not persisted across connections: CONNACK always says
@@ -38,10 +92,12 @@
 //! - Subscriptions are matched by a linear scan (fine for tens of
 //!   subscribers; devices normally only publish).
 
+pub mod bounds;
 pub mod bridge;
 pub mod codec;
 pub mod config;
 pub mod driver;
+pub mod limits;
 pub mod metrics;
 pub mod router;
 pub mod server;
@@ -55,8 +111,9 @@ mod tests_mosquitto;
 #[cfg(test)]
 mod tests_socket;
 
+pub use bounds::{RegionRetention, TimeBounds};
 pub use bridge::{run_bridge, BridgeMetrics};
-pub use config::{BridgeConfig, IngressConfig};
+pub use config::{BridgeConfig, IngressConfig, V3Refusal};
 pub use metrics::IngressMetrics;
 pub use server::IngressServer;
 

@@ -7,11 +7,15 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::bounds::RegionRetention;
 use super::driver::{run_connection, Shared};
+use super::limits::{SourceKey, SourceLimits, SourceSlot};
+use super::metrics::LogLimiter;
 use super::router::Router;
 use super::{IngestSink, IngressConfig, IngressError, IngressMetrics};
 
@@ -50,6 +54,7 @@ impl IngressServer {
             open_conns: AtomicUsize::new(0),
             conn_seq: AtomicU64::new(1),
             epoch: Instant::now(),
+            retention: RegionRetention::new(),
         });
         Ok(IngressServer {
             listener,
@@ -73,6 +78,12 @@ impl IngressServer {
         self.shared.metrics.clone()
     }
 
+    /// The region's retention as this server sees it: the uplink publishes
+    /// into it and every connection's past bound follows it.
+    pub fn region_retention(&self) -> RegionRetention {
+        self.shared.retention.clone()
+    }
+
     /// Serves until `shutdown` is cancelled; then stops accepting, lets every
     /// connection finish its in-flight submits and send their acks (v5
     /// clients get DISCONNECT 0x8B), and returns.
@@ -83,11 +94,24 @@ impl IngressServer {
     ) -> Result<(), IngressError> {
         let tracker = TaskTracker::new();
         tracing::info!(addr = %self.local, "MQTT ingress listening");
+        // This loop owns the per-source table; ended connections send their
+        // source back through `released` (see `limits`).
+        let mut sources = SourceLimits::new(self.shared.cfg.max_connections_per_ip);
+        let (released_tx, mut released) = mpsc::unbounded_channel::<SourceKey>();
+        let mut refusal_log = LogLimiter::new(10, 10_000);
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                Some(key) = released.recv() => {
+                    sources.release(key);
+                    continue;
+                }
                 r = self.listener.accept() => r,
             };
+            // A client that just left must not count against its successor.
+            while let Ok(key) = released.try_recv() {
+                sources.release(key);
+            }
             match accepted {
                 Ok((stream, peer)) => {
                     let shared = &self.shared;
@@ -97,16 +121,32 @@ impl IngressServer {
                         drop(stream);
                         continue;
                     }
+                    let key = SourceKey::of(peer.ip());
+                    if !sources.try_admit(key) {
+                        shared.metrics.connections_refused_per_ip.inc();
+                        let now_ms = shared.epoch.elapsed().as_millis() as u64;
+                        let (allow, suppressed) = refusal_log.allow(now_ms);
+                        if allow {
+                            tracing::warn!(%peer, source = %key, max = shared.cfg.max_connections_per_ip, suppressed, "refusing MQTT connection: max-connections-per-ip reached");
+                        }
+                        drop(stream);
+                        continue;
+                    }
+                    let slot = SourceSlot::new(key, released_tx.clone());
                     shared.open_conns.fetch_add(1, Ordering::AcqRel);
                     shared.metrics.connections.inc();
                     shared.metrics.connections_total.inc();
-                    tracker.spawn(run_connection(
+                    let conn = run_connection(
                         stream,
                         peer,
                         shared.clone(),
                         sink.clone(),
                         shutdown.clone(),
-                    ));
+                    );
+                    tracker.spawn(async move {
+                        conn.await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     // Usually EMFILE or a connection reset before accept:

@@ -3,7 +3,9 @@
 //! Events in (`handle_packet`, `handle_submit_done`, `handle_timeout`,
 //! `deliver`), commands and packets out (`take_commands`,
 //! `take_transmit`). No sockets, no clock: `now` is milliseconds passed in
-//! by the driver, so every rule below is unit-tested deterministically.
+//! by the driver (monotonic, for deadlines), and so is `wall_ms` (the wall
+//! clock, for the time bounds on readings), so every rule below is
+//! unit-tested deterministically.
 //!
 //! Rules:
 //! - Valid publishes join the *open batch*; the driver calls
@@ -18,6 +20,11 @@
 //!   records (or queued acks) are outstanding.
 //! - Closing drains: submits already made finish and their acks are sent
 //!   before the (v5) DISCONNECT.
+//! - Time bounds: a reading whose `ts` is outside [`TimeBounds`] at
+//!   `wall_ms` is refused before it joins a batch: v5 gets 0x83 with a reason
+//!   string, v3.1.1 follows [`V3Refusal`].
+//! - Keep-alive: the client's, capped at `max_keep_alive_s` (a client asking
+//!   for 0 gets the cap too), so no session can idle for ever.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -26,10 +33,12 @@ use bytes::Bytes;
 use strata_protocol::telemetry::{decode_payload, parse_topic};
 use strata_protocol::{RejectReason, TelemetryRecord};
 
+use super::bounds::{OutOfBounds, TimeBounds};
 use super::codec::{
     AckCode, CloseReason, ConnAckCode, ConnectInfo, DecodeError, InPublish, Inbound, Outbound,
     SubRequest, Version,
 };
+use super::config::V3Refusal;
 use super::topic::valid_filter;
 
 /// Limits a session enforces.
@@ -41,6 +50,23 @@ pub struct SessionConfig {
     pub max_packet_bytes: usize,
     /// Unacked QoS 1 deliveries to this client before copies are dropped.
     pub subscriber_queue: usize,
+    /// Time bounds on readings when the session starts (the driver updates
+    /// them with [`Session::set_time_bounds`]).
+    pub time_bounds: TimeBounds,
+    /// What a v3.1.1 client gets for a reading outside the time bounds.
+    pub v3_refusal: V3Refusal,
+    /// Longest keep-alive granted, seconds (≥ 1).
+    pub max_keep_alive_s: u16,
+}
+
+/// The keep-alive the server grants for a requested one: the request, or
+/// `max` when the client asked for none (0) or for more.
+pub fn granted_keep_alive(asked_s: u16, max_s: u16) -> u16 {
+    if asked_s == 0 || asked_s > max_s {
+        max_s
+    } else {
+        asked_s
+    }
 }
 
 /// Something the driver must do.
@@ -114,6 +140,7 @@ pub fn accept_connect(
         assigned_client_id: None,
         max_packet_size: 0,
         receive_maximum: 0,
+        server_keep_alive: None,
     };
     let mut assigned = None;
     let client_id = if info.client_id.is_empty() {
@@ -130,6 +157,8 @@ pub fn accept_connect(
     } else {
         info.client_id.clone()
     };
+    // A v5 client must use the Server Keep Alive when one is sent (§3.2.2.3.14).
+    let granted = granted_keep_alive(info.keep_alive_s, cfg.max_keep_alive_s);
     Ok(Accepted {
         client_id,
         connack: Outbound::ConnAck {
@@ -137,6 +166,8 @@ pub fn accept_connect(
             assigned_client_id: assigned,
             max_packet_size: u32::try_from(cfg.max_packet_bytes).unwrap_or(u32::MAX),
             receive_maximum: u16::try_from(cfg.max_inflight).unwrap_or(u16::MAX).max(1),
+            server_keep_alive: (version == Version::V5 && granted != info.keep_alive_s)
+                .then_some(granted),
         },
     })
 }
@@ -144,12 +175,18 @@ pub fn accept_connect(
 /// Longest reason string put into a v5 ack.
 const MAX_REASON_STRING: usize = 200;
 
+/// Counter label of a session closed by the server's keep-alive cap.
+pub const IDLE_TIMEOUT: &str = "idle_timeout";
+
 /// One connected client's protocol state.
 #[derive(Debug)]
 pub struct Session {
     version: Version,
     cfg: SessionConfig,
     keep_alive_ms: u64,
+    /// The server's cap replaced what the client asked for.
+    keep_alive_capped: bool,
+    bounds: TimeBounds,
     last_activity_ms: u64,
     problem_info: bool,
     client_max_packet: usize,
@@ -173,10 +210,13 @@ pub struct Session {
 impl Session {
     /// A session for an accepted CONNECT at time `now_ms`.
     pub fn new(version: Version, info: &ConnectInfo, cfg: SessionConfig, now_ms: u64) -> Self {
+        let keep_alive_s = granted_keep_alive(info.keep_alive_s, cfg.max_keep_alive_s);
         Session {
             version,
             cfg,
-            keep_alive_ms: u64::from(info.keep_alive_s) * 1000,
+            keep_alive_ms: u64::from(keep_alive_s) * 1000,
+            keep_alive_capped: keep_alive_s != info.keep_alive_s,
+            bounds: cfg.time_bounds,
             last_activity_ms: now_ms,
             problem_info: version == Version::V5 && info.request_problem_info,
             client_max_packet: info.max_packet_size.map_or(usize::MAX, |m| m as usize),
@@ -222,6 +262,12 @@ impl Session {
         self.inflight.len()
     }
 
+    /// The time bounds now in force (the region's retention may tighten
+    /// them while the session lives).
+    pub fn set_time_bounds(&mut self, bounds: TimeBounds) {
+        self.bounds = bounds;
+    }
+
     /// Drains the commands produced so far.
     pub fn take_commands(&mut self) -> std::vec::Drain<'_, Command> {
         self.commands.drain(..)
@@ -245,10 +291,24 @@ impl Session {
     pub fn handle_timeout(&mut self, now_ms: u64) {
         if let Some(deadline) = self.poll_timeout() {
             if now_ms >= deadline && self.inflight.is_empty() {
-                self.commands.push(Command::Reject {
-                    reason: CloseReason::KeepAliveTimeout.as_str(),
-                    detail: format!("no packet for {} ms", now_ms - self.last_activity_ms),
-                });
+                let idle = now_ms - self.last_activity_ms;
+                // Count which limit fired: the client's own keep-alive, or
+                // the server's cap on it (`ingress.max-keep-alive`).
+                let (reason, detail) = if self.keep_alive_capped {
+                    (
+                        IDLE_TIMEOUT,
+                        format!(
+                            "no packet for {idle} ms; max-keep-alive is {} s",
+                            self.keep_alive_ms / 1000
+                        ),
+                    )
+                } else {
+                    (
+                        CloseReason::KeepAliveTimeout.as_str(),
+                        format!("no packet for {idle} ms"),
+                    )
+                };
+                self.commands.push(Command::Reject { reason, detail });
                 self.begin_close(Some(CloseReason::KeepAliveTimeout));
             }
         }
@@ -305,14 +365,15 @@ impl Session {
         self.begin_close(Some(close));
     }
 
-    /// One packet from the client.
-    pub fn handle_packet(&mut self, pkt: Inbound, now_ms: u64) {
+    /// One packet from the client, at monotonic `now_ms` and wall-clock
+    /// `wall_ms` (ms since the Unix epoch).
+    pub fn handle_packet(&mut self, pkt: Inbound, now_ms: u64, wall_ms: i64) {
         if self.state != State::Open {
             return;
         }
         self.last_activity_ms = self.last_activity_ms.max(now_ms);
         match pkt {
-            Inbound::Publish(p) => self.handle_publish(p),
+            Inbound::Publish(p) => self.handle_publish(p, wall_ms),
             Inbound::PubRel(pid) => {
                 let (after, found) = match self.qos2.remove(&pid) {
                     Some(after) => (after, true),
@@ -354,7 +415,7 @@ impl Session {
         self.begin_close(Some(CloseReason::ProtocolError));
     }
 
-    fn handle_publish(&mut self, p: InPublish) {
+    fn handle_publish(&mut self, p: InPublish, wall_ms: i64) {
         if p.topic_alias.is_some() {
             // We advertise Topic Alias Maximum 0 (§3.3.2.3.4).
             self.commands.push(Command::Reject {
@@ -379,6 +440,12 @@ impl Session {
             }
         }
         let decoded = parse_topic(&p.topic).and_then(|dev| decode_payload(&dev, &p.payload));
+        if let Ok(record) = &decoded {
+            if let Err(oob) = self.bounds.check(record.ts_ms, wall_ms) {
+                self.refuse_out_of_bounds(p, &oob);
+                return;
+            }
+        }
         match decoded {
             Ok(record) => {
                 let id = self.open_id;
@@ -397,20 +464,7 @@ impl Session {
                     RejectReason::UnknownTopic | RejectReason::BadName => AckCode::TopicNameInvalid,
                     _ => AckCode::PayloadFormatInvalid,
                 };
-                // A reason string must not push the ack past the client's
-                // Maximum Packet Size.
-                let fits = self.client_max_packet >= MAX_REASON_STRING + 16;
-                let reason = (self.problem_info && fits).then(|| {
-                    let mut s = e.to_string();
-                    if s.len() > MAX_REASON_STRING {
-                        let mut cut = MAX_REASON_STRING;
-                        while !s.is_char_boundary(cut) {
-                            cut -= 1;
-                        }
-                        s.truncate(cut);
-                    }
-                    s
-                });
+                let reason = self.reason_string(e.to_string());
                 self.commands.push(Command::Reject {
                     reason: e.reason.as_str(),
                     detail: format!("topic {:?}: {}", p.topic, e.detail),
@@ -426,6 +480,53 @@ impl Session {
                 self.push_ack(p.qos, p.pid, None, code, reason);
             }
         }
+    }
+
+    /// A decoded reading outside the time bounds: counted, never stored.
+    /// v5 hears 0x83 (Implementation specific error: "the PUBLISH is valid
+    /// but the receiver is not willing to accept it", which is exactly this;
+    /// 0x99 would claim the payload is malformed, and it is not). v3.1.1
+    /// follows the configured policy (see the module docs of `ingress`).
+    fn refuse_out_of_bounds(&mut self, p: InPublish, oob: &OutOfBounds) {
+        self.commands.push(Command::Reject {
+            reason: oob.reason(),
+            detail: format!("topic {:?}: {oob}", p.topic),
+        });
+        match (self.version, self.cfg.v3_refusal) {
+            (Version::V5, _) => {
+                let reason = self.reason_string(oob.to_string());
+                self.push_ack(
+                    p.qos,
+                    p.pid,
+                    None,
+                    AckCode::ImplementationSpecificError,
+                    reason,
+                );
+            }
+            (Version::V4, V3Refusal::Drop) => {
+                self.push_ack(p.qos, p.pid, None, AckCode::Success, None)
+            }
+            // No ack for it and none for anything after it; what came
+            // before is still stored and acked while the session drains.
+            (Version::V4, V3Refusal::Disconnect) => self.begin_close(None),
+        }
+    }
+
+    /// The reason string for a v5 refusal, if the client accepts problem
+    /// information and it cannot push the ack past the client's Maximum
+    /// Packet Size.
+    fn reason_string(&self, mut s: String) -> Option<String> {
+        let fits = self.client_max_packet >= MAX_REASON_STRING + 16;
+        (self.problem_info && fits).then(|| {
+            if s.len() > MAX_REASON_STRING {
+                let mut cut = MAX_REASON_STRING;
+                while !s.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                s.truncate(cut);
+            }
+            s
+        })
     }
 
     /// Queues the ack for a QoS 1/2 publish. A QoS 2 acked with success

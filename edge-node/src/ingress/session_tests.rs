@@ -4,13 +4,25 @@
 use super::*;
 use proptest::prelude::*;
 
+#[path = "session_bounds_tests.rs"]
+mod bounds;
+
 const GOOD: &[u8] = br#"{"ts":1700000000000,"metrics":{"t":21.5}}"#;
+/// The wall clock of the tests: `GOOD` was stamped a minute ago.
+const WALL: i64 = 1_700_000_060_000;
 
 fn cfg(max_inflight: usize) -> SessionConfig {
     SessionConfig {
         max_inflight,
         max_packet_bytes: 4096,
         subscriber_queue: 2,
+        time_bounds: TimeBounds {
+            max_future_skew_ms: 300_000,
+            max_past_age_ms: 7 * 86_400_000,
+            past_from_region: false,
+        },
+        v3_refusal: V3Refusal::Drop,
+        max_keep_alive_s: 1200,
     }
 }
 
@@ -85,10 +97,10 @@ fn pubrec(pid: u16) -> Outbound {
 #[test]
 fn one_read_pass_is_one_submit_and_acks_wait_for_it() {
     let mut s = session(Version::V4, 100);
-    s.handle_packet(good(1, 1), 0);
-    s.handle_packet(publish(1, 2, "strata/acme/d1/telemetry", b"{nope"), 0);
-    s.handle_packet(good(1, 3), 0);
-    s.handle_packet(good(0, 0), 0);
+    s.handle_packet(good(1, 1), 0, WALL);
+    s.handle_packet(publish(1, 2, "strata/acme/d1/telemetry", b"{nope"), 0, WALL);
+    s.handle_packet(good(1, 3), 0, WALL);
+    s.handle_packet(good(0, 0), 0, WALL);
     s.end_of_read();
     assert_eq!(submits(&mut s), vec![(0, 3)]);
     // The rejected publish's ack (pid 2) must not overtake pid 1.
@@ -100,9 +112,9 @@ fn one_read_pass_is_one_submit_and_acks_wait_for_it() {
 #[test]
 fn acks_stay_in_order_when_submits_finish_out_of_order() {
     let mut s = session(Version::V4, 100);
-    s.handle_packet(good(1, 1), 0);
+    s.handle_packet(good(1, 1), 0, WALL);
     s.end_of_read();
-    s.handle_packet(good(1, 2), 0);
+    s.handle_packet(good(1, 2), 0, WALL);
     s.end_of_read();
     assert_eq!(submits(&mut s), vec![(0, 1), (1, 1)]);
     s.handle_submit_done(1, true, 1);
@@ -114,30 +126,30 @@ fn acks_stay_in_order_when_submits_finish_out_of_order() {
 #[test]
 fn control_packets_are_not_held_behind_acks() {
     let mut s = session(Version::V4, 100);
-    s.handle_packet(good(1, 1), 0);
-    s.handle_packet(Inbound::PingReq, 0);
+    s.handle_packet(good(1, 1), 0, WALL);
+    s.handle_packet(Inbound::PingReq, 0, WALL);
     assert_eq!(tx(&mut s), vec![Outbound::PingResp]);
 }
 
 #[test]
 fn qos2_retransmission_is_acked_but_stored_once() {
     let mut s = session(Version::V5, 100);
-    s.handle_packet(good(2, 5), 0);
+    s.handle_packet(good(2, 5), 0, WALL);
     s.end_of_read();
     assert_eq!(submits(&mut s), vec![(0, 1)]);
     // Retransmitted while the first submit is still in flight.
-    s.handle_packet(good(2, 5), 0);
+    s.handle_packet(good(2, 5), 0, WALL);
     s.end_of_read();
     assert_eq!(submits(&mut s), vec![], "duplicate must not be stored");
     assert_eq!(tx(&mut s), vec![], "PUBREC only after durable");
     s.handle_submit_done(0, true, 1);
     assert_eq!(tx(&mut s), vec![pubrec(5), pubrec(5)]);
     // Retransmitted again after PUBREC: acked at once, still not stored.
-    s.handle_packet(good(2, 5), 2);
+    s.handle_packet(good(2, 5), 2, WALL);
     s.end_of_read();
     assert_eq!(submits(&mut s), vec![]);
     assert_eq!(tx(&mut s), vec![pubrec(5)]);
-    s.handle_packet(Inbound::PubRel(5), 3);
+    s.handle_packet(Inbound::PubRel(5), 3, WALL);
     assert_eq!(
         tx(&mut s),
         vec![Outbound::PubComp {
@@ -146,11 +158,11 @@ fn qos2_retransmission_is_acked_but_stored_once() {
         }]
     );
     // After PUBREL the id is free: a new publish with it is new data.
-    s.handle_packet(good(2, 5), 4);
+    s.handle_packet(good(2, 5), 4, WALL);
     s.end_of_read();
     assert_eq!(submits(&mut s), vec![(1, 1)]);
     // Unknown PUBREL.
-    s.handle_packet(Inbound::PubRel(77), 5);
+    s.handle_packet(Inbound::PubRel(77), 5, WALL);
     assert_eq!(tx(&mut s), vec![]);
     s.handle_submit_done(1, true, 6);
     assert_eq!(
@@ -169,12 +181,12 @@ fn qos2_retransmission_is_acked_but_stored_once() {
 fn keepalive_is_one_and_a_half_times_and_paused_by_inflight_submits() {
     let mut s = session(Version::V5, 100);
     assert_eq!(s.poll_timeout(), Some(15_000));
-    s.handle_packet(Inbound::PingReq, 4_000);
+    s.handle_packet(Inbound::PingReq, 4_000, WALL);
     assert_eq!(s.poll_timeout(), Some(19_000));
     s.handle_timeout(18_999);
     assert!(s.is_open());
     // A slow submit: the client is not at fault.
-    s.handle_packet(good(1, 1), 5_000);
+    s.handle_packet(good(1, 1), 5_000, WALL);
     s.end_of_read();
     s.handle_timeout(40_000);
     assert!(s.is_open());
@@ -192,17 +204,11 @@ fn keepalive_is_one_and_a_half_times_and_paused_by_inflight_submits() {
 }
 
 #[test]
-fn keepalive_zero_disables_the_deadline() {
-    let s = Session::new(Version::V4, &info(0), cfg(10), 0);
-    assert_eq!(s.poll_timeout(), None);
-}
-
-#[test]
 fn backpressure_at_max_inflight() {
     let mut s = session(Version::V4, 2);
     assert!(s.can_read());
-    s.handle_packet(good(1, 1), 0);
-    s.handle_packet(good(0, 0), 0);
+    s.handle_packet(good(1, 1), 0, WALL);
+    s.handle_packet(good(0, 0), 0, WALL);
     assert!(!s.can_read());
     s.end_of_read();
     assert!(!s.can_read());
@@ -213,11 +219,11 @@ fn backpressure_at_max_inflight() {
 #[test]
 fn sink_failure_withholds_acks_and_closes_after_draining() {
     let mut s = session(Version::V5, 100);
-    s.handle_packet(good(1, 1), 0);
+    s.handle_packet(good(1, 1), 0, WALL);
     s.end_of_read();
-    s.handle_packet(good(1, 2), 0);
+    s.handle_packet(good(1, 2), 0, WALL);
     s.end_of_read();
-    s.handle_packet(good(1, 3), 0);
+    s.handle_packet(good(1, 3), 0, WALL);
     s.end_of_read();
     s.handle_submit_done(0, true, 1);
     assert_eq!(tx(&mut s), vec![puback(1)]);
@@ -236,9 +242,13 @@ fn sink_failure_withholds_acks_and_closes_after_draining() {
 #[test]
 fn v5_rejections_carry_reason_codes_v4_acks_anyway() {
     let mut s = session(Version::V5, 100);
-    s.handle_packet(publish(1, 1, "other/topic", GOOD), 0);
-    s.handle_packet(publish(1, 2, "strata/acme/d1/telemetry", br#"{"ts":1}"#), 0);
-    s.handle_packet(publish(2, 3, "strata/acme/d1/telemetry", b"[]"), 0);
+    s.handle_packet(publish(1, 1, "other/topic", GOOD), 0, WALL);
+    s.handle_packet(
+        publish(1, 2, "strata/acme/d1/telemetry", br#"{"ts":1}"#),
+        0,
+        WALL,
+    );
+    s.handle_packet(publish(2, 3, "strata/acme/d1/telemetry", b"[]"), 0, WALL);
     s.end_of_read();
     assert_eq!(
         rejects(&mut s),
@@ -270,7 +280,7 @@ fn v5_rejections_carry_reason_codes_v4_acks_anyway() {
         }
     ));
     // A refused v5 QoS 2 ends the exchange: the pid is not awaiting PUBREL.
-    s.handle_packet(Inbound::PubRel(3), 0);
+    s.handle_packet(Inbound::PubRel(3), 0, WALL);
     assert_eq!(
         tx(&mut s),
         vec![Outbound::PubComp {
@@ -280,10 +290,10 @@ fn v5_rejections_carry_reason_codes_v4_acks_anyway() {
     );
 
     let mut s = session(Version::V4, 100);
-    s.handle_packet(publish(1, 1, "other/topic", GOOD), 0);
-    s.handle_packet(publish(2, 2, "strata/acme/d1/telemetry", b"x"), 0);
+    s.handle_packet(publish(1, 1, "other/topic", GOOD), 0, WALL);
+    s.handle_packet(publish(2, 2, "strata/acme/d1/telemetry", b"x"), 0, WALL);
     assert_eq!(tx(&mut s), vec![puback(1), pubrec(2)]);
-    s.handle_packet(Inbound::PubRel(2), 0);
+    s.handle_packet(Inbound::PubRel(2), 0, WALL);
     assert_eq!(
         tx(&mut s),
         vec![Outbound::PubComp {
@@ -320,7 +330,7 @@ fn protocol_violations_close_with_reason() {
         ),
     ] {
         let mut s = session(Version::V5, 100);
-        s.handle_packet(pkt, 0);
+        s.handle_packet(pkt, 0, WALL);
         assert_eq!(rejects(&mut s), vec![reason]);
         assert!(s.is_done());
         assert_eq!(tx(&mut s), vec![Outbound::Disconnect(code)]);
@@ -335,7 +345,7 @@ fn protocol_violations_close_with_reason() {
 #[test]
 fn malformed_after_valid_publishes_still_stores_and_acks_them() {
     let mut s = session(Version::V5, 100);
-    s.handle_packet(good(1, 1), 0);
+    s.handle_packet(good(1, 1), 0, WALL);
     s.handle_decode_error(&DecodeError::Malformed("x".into()));
     assert_eq!(submits(&mut s), vec![(0, 1)]);
     assert!(!s.is_done());
@@ -353,8 +363,8 @@ fn malformed_after_valid_publishes_still_stores_and_acks_them() {
 #[test]
 fn client_disconnect_drains_without_server_disconnect() {
     let mut s = session(Version::V5, 100);
-    s.handle_packet(good(1, 1), 0);
-    s.handle_packet(Inbound::Disconnect(0), 0);
+    s.handle_packet(good(1, 1), 0, WALL);
+    s.handle_packet(Inbound::Disconnect(0), 0, WALL);
     assert_eq!(submits(&mut s), vec![(0, 1)]);
     s.handle_submit_done(0, true, 1);
     assert!(s.is_done());
@@ -386,6 +396,7 @@ fn subscribe_grants_are_truthful() {
             ],
         },
         0,
+        WALL,
     );
     let cmds: Vec<Command> = s.take_commands().collect();
     assert!(cmds.contains(&Command::Subscribe(vec![
@@ -432,7 +443,7 @@ fn delivery_window_bounds_unacked_qos1() {
         })
         .collect();
     assert_eq!(pids, vec![(1, 1), (2, 1), (0, 0)]);
-    s.handle_packet(Inbound::PubAck(1), 0);
+    s.handle_packet(Inbound::PubAck(1), 0, WALL);
     assert!(s.deliver(t, Bytes::from_static(b"5"), 1));
 }
 
@@ -495,10 +506,10 @@ proptest! {
             pid += 1;
             expected.push(pid);
             if valid {
-                s.handle_packet(good(1, pid), 0);
+                s.handle_packet(good(1, pid), 0, WALL);
                 open_pids.push(pid);
             } else {
-                s.handle_packet(publish(1, pid, "bad", GOOD), 0);
+                s.handle_packet(publish(1, pid, "bad", GOOD), 0, WALL);
             }
             if end_pass {
                 s.end_of_read();

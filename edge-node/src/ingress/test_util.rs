@@ -17,9 +17,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::{IngestSink, IngressConfig, IngressMetrics, IngressServer, SinkError};
 
-/// A good JSON payload.
+/// A good JSON payload, stamped now (within the ingress time bounds).
 pub fn good_payload(seq: u64) -> Vec<u8> {
-    format!(r#"{{"ts":1700000000000,"seq":{seq},"metrics":{{"t":21.5}}}}"#).into_bytes()
+    reading_at(super::driver::wall_ms(), seq)
+}
+
+/// A JSON payload stamped `ts` (ms since the Unix epoch).
+pub fn reading_at(ts: i64, seq: u64) -> Vec<u8> {
+    format!(r#"{{"ts":{ts},"seq":{seq},"metrics":{{"t":21.5}}}}"#).into_bytes()
 }
 
 /// Records what it is given; can hold submits behind a gate or fail them.

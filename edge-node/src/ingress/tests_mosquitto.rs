@@ -13,9 +13,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
+use super::driver::wall_ms;
 use super::metrics::ReasonLabel;
-use super::test_util::{good_payload, Harness, TestSink};
-use super::{run_bridge, BridgeConfig, BridgeMetrics};
+use super::test_util::{good_payload, reading_at, Harness, TestSink};
+use super::{run_bridge, BridgeConfig, BridgeMetrics, IngressConfig, RegionRetention, V3Refusal};
 
 const TOPIC: &str = "strata/acme/dev-9/telemetry";
 
@@ -30,9 +31,34 @@ fn require(bin: &str) -> String {
 }
 
 async fn mosquitto_pub(port: u16, version: &str, messages: &[Vec<u8>]) {
+    let out = mosquitto_pub_output(port, version, messages).await;
+    assert!(
+        out.status.success(),
+        "mosquitto_pub failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `mosquitto_pub -d` (debug: one line per packet, with reason codes)
+/// and returns what it printed and its exit status.
+async fn mosquitto_pub_output(
+    port: u16,
+    version: &str,
+    messages: &[Vec<u8>],
+) -> std::process::Output {
+    let child = spawn_mosquitto_pub(port, version, messages).await;
+    tokio::time::timeout(Duration::from_secs(8), child.wait_with_output())
+        .await
+        .expect("mosquitto_pub hung")
+        .unwrap()
+}
+
+/// Starts `mosquitto_pub -d -l` with `messages` on its stdin (closed).
+async fn spawn_mosquitto_pub(port: u16, version: &str, messages: &[Vec<u8>]) -> Child {
     // -l publishes each stdin line as one message over a single connection.
     let mut child = Command::new(require("mosquitto_pub"))
         .args([
+            "-d",
             "-h",
             "127.0.0.1",
             "-p",
@@ -46,7 +72,7 @@ async fn mosquitto_pub(port: u16, version: &str, messages: &[Vec<u8>]) {
             "-l",
         ])
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -57,15 +83,7 @@ async fn mosquitto_pub(port: u16, version: &str, messages: &[Vec<u8>]) {
         stdin.write_all(b"\n").await.unwrap();
     }
     drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(8), child.wait_with_output())
-        .await
-        .expect("mosquitto_pub hung")
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "mosquitto_pub failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    child
 }
 
 /// mosquitto_sub -C 3 on a wildcard filter receives what mosquitto_pub -q 1
@@ -128,6 +146,88 @@ async fn mosquitto_pub_and_sub_against_our_server() {
         assert_eq!(h.sink.records().len(), 3, "{version}");
         assert!(h.sink.records().iter().all(|r| r.device == "dev-9"));
     }
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Readings from the far future and the far past, published by
+/// `mosquitto_pub` over MQTT 5: refused with PUBACK 0x83 (the reason string
+/// names the bound), never stored, counted; the good reading between them is
+/// stored. Over 3.1.1 with the default policy ("drop") they are acked,
+/// counted and not stored; with "disconnect" the client is disconnected
+/// without an ack.
+#[tokio::test]
+async fn mosquitto_pub_far_past_and_future_readings_are_refused_and_counted() {
+    let now = wall_ms();
+    let msgs = vec![
+        reading_at(now + 10 * 365 * DAY_MS, 1),
+        good_payload(2),
+        reading_at(now - 30 * DAY_MS, 3),
+    ];
+
+    let h = Harness::default_open().await;
+    let out = mosquitto_pub_output(h.addr.port(), "mqttv5", &msgs).await;
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // -d prints each PUBACK with its reason code (131 = 0x83).
+    let rcs: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("received PUBACK"))
+        .collect();
+    assert_eq!(rcs.len(), 3, "{log}");
+    assert!(
+        rcs[0].contains("RC:131") && rcs[2].contains("RC:131"),
+        "{log}"
+    );
+    assert!(rcs[1].contains("RC:0"), "{log}");
+    // mosquitto_pub prints the reason strings: which bound, by how much.
+    assert!(
+        log.contains("ahead of the edge clock; max-future-skew is 5m"),
+        "{log}"
+    );
+    assert!(
+        log.contains("is 30days")
+            && log.contains("old; the oldest accepted is 7days (max-past-age)"),
+        "{log}"
+    );
+    h.sink.wait_records(1).await;
+    assert_eq!(h.sink.records().len(), 1);
+    assert_eq!(h.sink.records()[0].seq, Some(2));
+    assert_eq!(h.metrics.rejects_for("too_far_future"), 1);
+    assert_eq!(h.metrics.rejects_for("too_old"), 1);
+
+    // 3.1.1, default policy: acked (the device moves on), dropped, counted.
+    let h = Harness::default_open().await;
+    mosquitto_pub(h.addr.port(), "mqttv311", &msgs).await;
+    h.sink.wait_records(1).await;
+    assert_eq!(h.metrics.rejects_for("too_far_future"), 1);
+    assert_eq!(h.metrics.rejects_for("too_old"), 1);
+    assert_eq!(h.sink.records().len(), 1);
+
+    // 3.1.1, "disconnect": the reading is refused and the connection closed
+    // without its PUBACK. mosquitto_pub reconnects and sends it again, and
+    // again: the livelock that makes "drop" the default (see ingress docs).
+    let cfg = IngressConfig {
+        v3_refusal: V3Refusal::Disconnect,
+        ..Default::default()
+    };
+    let h = Harness::start(cfg, TestSink::new()).await;
+    let mut child = spawn_mosquitto_pub(h.addr.port(), "mqttv311", &msgs[..1]).await;
+    let m = h.metrics.clone();
+    let retried = tokio::time::timeout(Duration::from_secs(8), async move {
+        while m.rejects_for("too_far_future") < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    child.start_kill().unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(retried.is_ok(), "never refused twice: {log}");
+    assert!(!log.contains("received PUBACK"), "{log}");
+    assert!(h.metrics.connections_total.get() >= 2, "{log}");
+    assert!(h.sink.records().is_empty());
 }
 
 /// A real broker on a free port, killed on drop.
@@ -204,7 +304,14 @@ async fn start_bridge(port: u16, client_id: &str, sink: Arc<TestSink>) -> Runnin
     };
     let metrics = BridgeMetrics::unregistered();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run_bridge(cfg, sink, metrics.clone(), shutdown.clone()));
+    let bounds = IngressConfig::default().live_bounds(RegionRetention::new());
+    let task = tokio::spawn(run_bridge(
+        cfg,
+        sink,
+        metrics.clone(),
+        bounds,
+        shutdown.clone(),
+    ));
     let m = metrics.clone();
     let subscribed = tokio::time::timeout(Duration::from_secs(8), async move {
         while m.subscribed.get() != 1 {
@@ -240,7 +347,8 @@ fn seq_counts(sink: &TestSink) -> BTreeMap<u64, usize> {
 }
 
 /// Every message published to the broker reaches the sink exactly once and
-/// is acked; a bad one is counted, acked and not stored.
+/// is acked; a bad one, and readings outside the time bounds, are counted,
+/// acked and not stored.
 #[tokio::test]
 async fn bridge_delivers_each_message_once() {
     let broker = Broker::start().await;
@@ -248,11 +356,13 @@ async fn bridge_delivers_each_message_once() {
     let bridge = start_bridge(broker.port, "bridge-once", sink.clone()).await;
     let mut msgs: Vec<Vec<u8>> = (0..20).map(good_payload).collect();
     msgs.push(b"{broken".to_vec());
+    msgs.push(reading_at(wall_ms() + 10 * 365 * DAY_MS, 98));
+    msgs.push(reading_at(wall_ms() - 30 * DAY_MS, 99));
     mosquitto_pub(broker.port, "mqttv311", &msgs).await;
     sink.wait_records(20).await;
     let m = bridge.metrics.clone();
     let acked = tokio::time::timeout(Duration::from_secs(8), async move {
-        while m.acks_sent.get() < 21 {
+        while m.acks_sent.get() < 23 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
@@ -274,6 +384,10 @@ async fn bridge_delivers_each_message_once() {
         })
         .get();
     assert_eq!(invalid, 1);
+    for reason in ["too_far_future", "too_old"] {
+        let n = metrics.rejects.get_or_create(&ReasonLabel { reason }).get();
+        assert_eq!(n, 1, "{reason}");
+    }
 }
 
 /// A failing sink never acks, so the broker keeps the messages; after the

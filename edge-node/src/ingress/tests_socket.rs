@@ -503,3 +503,112 @@ async fn rumqttc_burst_is_pipelined_and_batched() {
     assert!(calls < N / 2, "{calls} submits for {N} publishes");
     eprintln!("{N} QoS 1 publishes in {took:?} with {calls} submits");
 }
+
+/// Keep-alive 0 (or one above the cap) is capped by `max-keep-alive`: an
+/// idle session is closed after 1.5 × the cap and counted as `idle_timeout`;
+/// a v5 client is told the cap in the CONNACK's Server Keep Alive.
+#[tokio::test]
+async fn idle_keep_alive_zero_clients_are_closed_after_the_cap() {
+    use rumqttc::v5::mqttbytes::v5;
+    use tokio::io::AsyncReadExt;
+    let cfg = IngressConfig {
+        max_keep_alive: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let h = Harness::start(cfg, TestSink::new()).await;
+
+    let mut v4 = RawClient::connect(h.addr, Proto::V4, "idle-v4", 0).await;
+    let started = std::time::Instant::now();
+    assert_eq!(v4.recv().await, None, "v3.1.1: closed without DISCONNECT");
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+
+    // v5, raw, to read the CONNACK's properties.
+    let mut v5c = RawClient::tcp(h.addr, Proto::V5).await;
+    let mut b = BytesMut::new();
+    let connect = v5::Connect {
+        keep_alive: 5000,
+        client_id: "idle-v5".into(),
+        clean_start: true,
+        properties: None,
+    };
+    v5::Packet::Connect(connect, None, None)
+        .write(&mut b, None)
+        .unwrap();
+    v5c.send_raw(&b).await;
+    let mut rb = BytesMut::new();
+    let connack = loop {
+        match v5::Packet::read(&mut rb, None) {
+            Ok(v5::Packet::ConnAck(a)) => break a,
+            Ok(other) => panic!("{other:?}"),
+            Err(_) => {
+                let n = tokio::time::timeout(Duration::from_secs(8), v5c.stream.read_buf(&mut rb))
+                    .await
+                    .expect("no CONNACK")
+                    .unwrap();
+                assert!(n > 0, "closed before CONNACK");
+            }
+        }
+    };
+    assert_eq!(connack.properties.unwrap().server_keep_alive, Some(1));
+    assert_eq!(v5c.recv().await, Some(Got::Disconnect(0x8d)));
+    assert_eq!(v5c.recv().await, None);
+    assert_eq!(h.metrics.rejects_for("idle_timeout"), 2);
+    assert_eq!(h.metrics.rejects_for("keep_alive_timeout"), 0);
+}
+
+/// One source may hold `max-connections-per-ip` connections; the next is
+/// closed at once and counted, and a slot freed by a leaving client is
+/// reused.
+#[tokio::test]
+async fn per_ip_cap_refuses_the_next_connection_and_counts_it() {
+    let cfg = IngressConfig {
+        max_connections_per_ip: 2,
+        ..Default::default()
+    };
+    let h = Harness::start(cfg, TestSink::new()).await;
+    let first = RawClient::connect(h.addr, Proto::V4, "ip-1", 30).await;
+    let mut second = RawClient::connect(h.addr, Proto::V5, "ip-2", 30).await;
+    let mut third = RawClient::tcp(h.addr, Proto::V4).await;
+    assert_eq!(third.recv().await, None, "refused at once");
+    assert_eq!(h.metrics.connections_refused_per_ip.get(), 1);
+    assert_eq!(h.metrics.connections_refused.get(), 0, "not the global cap");
+    // The two admitted connections still work.
+    second.publish(TOPIC, 1, 1, &good_payload(1)).await;
+    assert_eq!(second.recv().await, Some(Got::PubAck(1, 0)));
+    // Once a client leaves, its slot is free again.
+    drop(first);
+    let m = h.metrics.clone();
+    tokio::time::timeout(Duration::from_secs(8), async move {
+        while m.connections.get() != 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the closed connection was never released");
+    let mut again = RawClient::connect(h.addr, Proto::V4, "ip-3", 30).await;
+    again.send_raw(&[0xc0, 0x00]).await;
+    assert_eq!(again.recv().await, Some(Got::PingResp));
+    assert_eq!(h.metrics.connections_refused_per_ip.get(), 1);
+}
+
+/// A connection that never sends its CONNECT is closed at the connect
+/// timeout and counted as `connect_timeout`.
+#[tokio::test]
+async fn silent_connection_is_closed_at_the_connect_timeout_and_counted() {
+    let cfg = IngressConfig {
+        connect_timeout_ms: 200,
+        ..Default::default()
+    };
+    let h = Harness::start(cfg, TestSink::new()).await;
+    let mut silent = RawClient::tcp(h.addr, Proto::V4).await;
+    assert_eq!(silent.recv().await, None);
+    let m = h.metrics.clone();
+    tokio::time::timeout(Duration::from_secs(8), async move {
+        while m.rejects_for("connect_timeout") != 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("connect timeout not counted");
+    assert_eq!(h.metrics.rejects_for("malformed_packet"), 0);
+}

@@ -17,6 +17,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use strata_net::files;
 use strata_protocol::workload::MonitorSpec;
 
 use crate::runtime::{sha256_hex, KvState};
@@ -104,9 +105,11 @@ impl MonitorStore {
     /// Opens (creating) the store at `dir`.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let dir = dir.into();
+        // 0700 (files 0600): state and modules are tenants' data. The edge
+        // checked its data directory; this one is inside it.
         for sub in ["artifacts", "state"] {
             let p = dir.join(sub);
-            fs::create_dir_all(&p).map_err(io_err(&p))?;
+            files::create_private_dir(&p).map_err(|e| io_err(&p)(e.into()))?;
         }
         Ok(MonitorStore { dir })
     }
@@ -290,7 +293,7 @@ impl MonitorStore {
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let tmp = path.with_extension("tmp");
     let r = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = files::create_private(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
@@ -380,6 +383,29 @@ mod tests {
         assert!(s2.load_state(&key).unwrap().is_empty());
         assert_eq!(s2.retain_artifacts(&|_| false).unwrap(), 1);
         assert!(!s2.has_artifact(&sha));
+    }
+
+    /// Assignments, modules and kv state are 0600 in 0700 directories,
+    /// from creation (the test runs under the default umask, not 077).
+    #[test]
+    fn files_and_directories_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("monitors");
+        let s = MonitorStore::open(&root).unwrap();
+        let module = b"(module)".to_vec();
+        let sha = sha256_hex(&module);
+        s.save_assignments(&Assignments {
+            version: 1,
+            monitors: vec![spec("acme", "m1", &sha)],
+        })
+        .unwrap();
+        s.put_artifact(&sha, &module).unwrap();
+        let mut kv = KvState::new();
+        kv.insert("n".into(), vec![1]);
+        s.save_state(&InstanceKey::new("acme", "m1"), &kv).unwrap();
+        let audit = strata_net::files::audit(&root).unwrap();
+        assert_eq!(audit.checked.len(), 6, "{audit:?}");
+        assert_eq!(audit.wrong, vec![], "{audit:?}");
     }
 
     #[test]

@@ -4,12 +4,17 @@
 //! recovery, append, read and trim logic can run against [`super::MemFs`],
 //! which models what survives a crash (synced bytes, directory entries made
 //! durable by a directory fsync) and what does not.
+//!
+//! [`StdFs`] creates directories 0700 and files 0600, with the mode given
+//! at creation (`strata_net::files`): segments hold device data.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+use strata_net::files;
 
 /// Path-based file operations, in the vocabulary of an append-only log.
 ///
@@ -90,7 +95,10 @@ impl StdFs {
         match &mut *guard {
             Some((p, file)) if p == path => f(file),
             slot => {
-                let file = OpenOptions::new().create(true).append(true).open(path)?;
+                let file = files::private_options()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
                 let (_, file) = slot.insert((path.to_owned(), file));
                 f(file)
             }
@@ -118,7 +126,7 @@ impl SpoolFs for StdFs {
             created.push(d.to_owned());
             cur = d.parent();
         }
-        std::fs::create_dir_all(dir)?;
+        files::create_private_dir(dir)?;
         for d in created.iter().rev() {
             if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
                 self.sync_dir(parent)?;
@@ -197,6 +205,6 @@ impl SpoolFs for StdFs {
 
     fn write(&self, path: &Path, data: &[u8]) -> io::Result<()> {
         self.forget(path);
-        std::fs::write(path, data)
+        Ok(files::write_private(path, data)?)
     }
 }

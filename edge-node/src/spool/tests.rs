@@ -573,6 +573,30 @@ async fn std_fs_round_trip_and_torn_tail() {
     spool.close().await;
 }
 
+/// Segments and the meta file are 0600 and every directory the spool made
+/// 0700, from creation (the test runs under the default umask, not 077).
+#[tokio::test]
+async fn std_fs_files_and_directories_are_private() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = SpoolConfig {
+        dir: tmp.path().join("nested/spool"),
+        segment_bytes: 4096,
+        max_bytes: 1 << 20,
+        max_batch_records: 1024,
+    };
+    let spool = Spool::open_std(cfg.clone()).await.unwrap();
+    spool.append(recs(0, 20, 1000)).await.unwrap();
+    spool.trim(3).unwrap();
+    spool.close().await;
+    let audit = strata_net::files::audit(&tmp.path().join("nested")).unwrap();
+    assert!(
+        audit.checked.iter().any(|p| p.ends_with(META_NAME)),
+        "{audit:?}"
+    );
+    assert!(audit.checked.len() > 4, "{audit:?}");
+    assert_eq!(audit.wrong, vec![], "{audit:?}");
+}
+
 #[test]
 fn spool_handle_is_clone_send_sync() {
     fn assert_handle<T: Clone + Send + Sync + 'static>() {}

@@ -69,6 +69,13 @@ pub enum Command {
         /// Exclusive bound.
         upto: u64,
     },
+    /// The region announced a store retention other than the last one
+    /// heard: publish it to the ingress, whose past bound on readings
+    /// follows it (0: the region keeps data for ever).
+    RegionRetention {
+        /// Retention, ms.
+        retention_ms: u64,
+    },
     /// The region's monitor assignments moved to `version`, which this edge
     /// has not applied: fetch them (and any missing modules) on `conn`, hand
     /// them to the workload host, then answer with `handle_sync_done`.
@@ -140,6 +147,8 @@ pub struct UplinkCore {
     applied_assignments: u64,
     /// A `SyncAssignments` is outstanding.
     sync_inflight: bool,
+    /// The store retention the region announced last.
+    region_retention: Option<u64>,
     /// Time before which no new batch is sent (after `Unavailable`).
     pause_until: u64,
     commands: VecDeque<Command>,
@@ -167,6 +176,7 @@ impl UplinkCore {
             heartbeat_outstanding: None,
             applied_assignments: 0,
             sync_inflight: false,
+            region_retention: None,
             pause_until: 0,
             commands: VecDeque::new(),
             stats: CoreStats::default(),
@@ -304,8 +314,15 @@ impl UplinkCore {
         match resp {
             EdgeResponse::HeartbeatAck {
                 assignments_version,
+                store_retention_ms,
             } => {
                 self.heartbeat_outstanding = None;
+                if self.region_retention != Some(*store_retention_ms) {
+                    self.region_retention = Some(*store_retention_ms);
+                    self.commands.push_back(Command::RegionRetention {
+                        retention_ms: *store_retention_ms,
+                    });
+                }
                 // Any difference means "fetch": a rebuilt region may count
                 // from a lower version than the one this edge persisted.
                 if *assignments_version != self.applied_assignments && !self.sync_inflight {

@@ -278,12 +278,14 @@ fn run_sim(seed: u64, rng: &mut ChaCha8Rng, hub_rng: &mut ChaCha8Rng) {
                             conn,
                             &EdgeResponse::HeartbeatAck {
                                 assignments_version: 0,
+                                store_retention_ms: 0,
                             },
                             now,
                             rng,
                         );
                     }
                 }
+                Command::RegionRetention { .. } => {}
                 Command::Trim { upto } => {
                     assert!(upto >= trimmed, "seed {seed}: trim went backwards");
                     assert!(
@@ -340,10 +342,12 @@ fn run_sim(seed: u64, rng: &mut ChaCha8Rng, hub_rng: &mut ChaCha8Rng) {
                     trimmed = upto;
                 }
                 Command::Disconnect => conn_up = None,
+                Command::RegionRetention { .. } => {}
                 Command::SendHeartbeat { conn } => core.handle_heartbeat_response(
                     conn,
                     &EdgeResponse::HeartbeatAck {
                         assignments_version: 0,
+                        store_retention_ms: 0,
                     },
                     now,
                     rng,
@@ -375,9 +379,14 @@ fn a_silent_hub_is_declared_dead_after_the_heartbeat_timeout() {
         conn,
         &EdgeResponse::HeartbeatAck {
             assignments_version: 0,
+            store_retention_ms: 0,
         },
         0,
         &mut rng,
+    );
+    assert_eq!(
+        drain(&mut c),
+        vec![Command::RegionRetention { retention_ms: 0 }]
     );
     c.handle_timeout(1_000, &mut rng);
     assert_eq!(drain(&mut c), vec![Command::SendHeartbeat { conn }]);
@@ -460,9 +469,14 @@ fn a_heartbeat_redirect_moves_an_idle_edge_to_the_leader() {
         conn2,
         &EdgeResponse::HeartbeatAck {
             assignments_version: 0,
+            store_retention_ms: 0,
         },
         7,
         &mut rng,
+    );
+    assert_eq!(
+        drain(&mut c),
+        vec![Command::RegionRetention { retention_ms: 0 }]
     );
     c.handle_timeout(1_005, &mut rng);
     assert_eq!(drain(&mut c), vec![Command::SendHeartbeat { conn: conn2 }]);
@@ -479,6 +493,7 @@ fn heartbeat_ack_with_a_new_assignments_version_asks_for_one_sync() {
     drain(&mut c);
     let ack = |v| EdgeResponse::HeartbeatAck {
         assignments_version: v,
+        store_retention_ms: 0,
     };
     // Same version: nothing to do.
     c.handle_heartbeat_response(conn, &ack(3), 1, &mut rng);
@@ -513,4 +528,38 @@ fn heartbeat_ack_with_a_new_assignments_version_asks_for_one_sync() {
     assert!(drain(&mut c)
         .iter()
         .any(|x| matches!(x, Command::SyncAssignments { version: 1, .. })));
+}
+
+#[test]
+fn heartbeat_ack_publishes_the_region_retention_when_it_changes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let mut c = UplinkCore::new(cfg(), 1, 1, 0);
+    c.handle_timeout(0, &mut rng);
+    let conn = c.handle_connected(0);
+    drain(&mut c);
+    let ack = |r| EdgeResponse::HeartbeatAck {
+        assignments_version: 0,
+        store_retention_ms: r,
+    };
+    let retention = |c: &mut UplinkCore| -> Vec<Command> {
+        drain(c)
+            .into_iter()
+            .filter(|x| matches!(x, Command::RegionRetention { .. }))
+            .collect()
+    };
+    c.handle_heartbeat_response(conn, &ack(86_400_000), 1, &mut rng);
+    assert_eq!(
+        retention(&mut c),
+        vec![Command::RegionRetention {
+            retention_ms: 86_400_000
+        }]
+    );
+    c.handle_heartbeat_response(conn, &ack(86_400_000), 2, &mut rng);
+    assert_eq!(retention(&mut c), vec![], "unchanged: nothing to publish");
+    // A replica with another retention answers (or the config changed).
+    c.handle_heartbeat_response(conn, &ack(0), 3, &mut rng);
+    assert_eq!(
+        retention(&mut c),
+        vec![Command::RegionRetention { retention_ms: 0 }]
+    );
 }

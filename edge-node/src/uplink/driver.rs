@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::assign::{self, SharedTarget};
 use super::core::{Command, CoreConfig, CoreStats, UplinkCore};
+use crate::ingress::RegionRetention;
 use crate::spool::Spool;
 
 /// `[uplink]` section of the edge config.
@@ -254,6 +255,7 @@ pub struct UplinkDriver {
     status: StatusFn,
     metrics: UplinkMetrics,
     assignments: Option<SharedTarget>,
+    retention: Option<RegionRetention>,
 }
 
 impl UplinkDriver {
@@ -276,7 +278,15 @@ impl UplinkDriver {
             status,
             metrics,
             assignments: None,
+            retention: None,
         }
+    }
+
+    /// Publishes the region's store retention into `cell` (the ingress's
+    /// past bound on readings follows it).
+    pub fn with_region_retention(mut self, cell: RegionRetention) -> Self {
+        self.retention = Some(cell);
+        self
     }
 
     /// Keeps `target` (the workload host) in step with the region's
@@ -440,6 +450,13 @@ impl UplinkDriver {
                             };
                             let _ = tx.send(Event::Synced(r));
                         });
+                    }
+                    Command::RegionRetention { retention_ms } => {
+                        if let Some(cell) = &self.retention {
+                            if cell.publish(retention_ms) {
+                                tracing::info!(%edge, retention_ms, "region store retention announced; readings older than it are refused at ingress");
+                            }
+                        }
                     }
                     Command::Trim { upto } => {
                         self.spool.trim(upto).map_err(|e| UplinkError::Spool {

@@ -32,6 +32,8 @@ fn load(path: &PathBuf) -> anyhow::Result<HubConfig> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Whatever raft-engine or anything else creates: owner only.
+    strata_net::files::restrict_umask();
     process::init_tracing();
     let args = Args::parse();
     // Exit code 2: the config is unusable; every problem is listed.

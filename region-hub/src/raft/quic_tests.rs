@@ -101,6 +101,7 @@ async fn added_replica_catches_up_by_chunked_snapshot() {
     // A single-replica group elects itself; retry until it has.
     let mut resp = EdgeResponse::HeartbeatAck {
         assignments_version: 0,
+        store_retention_ms: 0,
     };
     until("the batch to commit", async || {
         resp = strata_net::rpc::call(&edge, &req).await.unwrap();
@@ -149,6 +150,7 @@ async fn added_replica_catches_up_by_chunked_snapshot() {
     let edge2 = connect_to(late.client_addr, NodeKind::Edge, "edge-1").await;
     let mut resp = EdgeResponse::HeartbeatAck {
         assignments_version: 0,
+        store_retention_ms: 0,
     };
     until("the second batch to commit", async || {
         let mut r: EdgeResponse = strata_net::rpc::call(&edge, &req).await.unwrap();

@@ -42,6 +42,7 @@ mod workloads {
     use crate::artifact::sha256_hex;
     use crate::config::RaftTuning;
     use crate::raft::driver::now_ms;
+    use crate::store::StoreConfig;
     use crate::{HubConfig, Listeners};
 
     const DEADLINE: Duration = Duration::from_secs(8);
@@ -195,6 +196,7 @@ mod workloads {
             let r = call_edge(heartbeat(vec![])).await;
             if r == (EdgeResponse::HeartbeatAck {
                 assignments_version: 0,
+                store_retention_ms: StoreConfig::default().retention_ms,
             }) {
                 break;
             }
@@ -325,7 +327,8 @@ mod workloads {
         assert_eq!(
             call_edge(heartbeat(vec![running.clone()])).await,
             EdgeResponse::HeartbeatAck {
-                assignments_version: 2
+                assignments_version: 2,
+                store_retention_ms: StoreConfig::default().retention_ms,
             }
         );
         let r = call(HubRequest::GetMonitor {

@@ -179,7 +179,8 @@ pub(super) struct ChunkWriter {
 impl ChunkWriter {
     /// Creates the file (replacing a leftover of the same name).
     pub fn create(path: PathBuf, partition: i64) -> Result<Self, StoreError> {
-        let file = File::create(&path).map_err(io_err(&path))?;
+        // 0600 from creation: tenants' telemetry.
+        let file = strata_net::files::create_private(&path).map_err(|e| io_err(&path)(e.into()))?;
         let mut out = BufWriter::with_capacity(256 * 1024, file);
         out.write_all(HEAD_MAGIC).map_err(io_err(&path))?;
         Ok(ChunkWriter {

@@ -144,11 +144,37 @@ pub(super) fn write(dir: &Path, m: &Manifest) -> Result<(), StoreError> {
     bytes.extend_from_slice(&body);
     let tmp: PathBuf = dir.join(MANIFEST_TMP);
     {
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        let mut f = strata_net::files::create_private(&tmp).map_err(|e| io(&tmp)(e.into()))?;
         f.write_all(&bytes).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
     }
     let path = dir.join(MANIFEST);
     fs::rename(&tmp, &path).map_err(io(&path))?;
     sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::tests::{cfg, rec};
+    use crate::store::TelemetryStore;
+
+    /// Every file the store writes (chunks, the manifest; its temporary
+    /// file is renamed into place) is 0600 and its directory 0700, from
+    /// creation: the test runs under the default umask, not 077.
+    #[test]
+    fn store_files_are_private_from_creation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let (mut store, _) = TelemetryStore::open(cfg(&dir, 1000)).unwrap();
+        let recs: Vec<_> = (0..20)
+            .map(|i| rec("d", i * 500, &[("t", i as f64)]))
+            .collect();
+        store.insert(&recs);
+        store.checkpoint(1, b"fsm").unwrap();
+        store.insert(&recs[..3]);
+        store.checkpoint(2, b"fsm").unwrap();
+        let audit = strata_net::files::audit(&dir).unwrap();
+        assert!(audit.checked.len() > 5, "{audit:?}");
+        assert_eq!(audit.wrong, vec![], "{audit:?}");
+    }
 }

@@ -343,9 +343,11 @@ impl TelemetryStore {
     pub fn open(cfg: StoreConfig) -> Result<(TelemetryStore, Recovered), StoreError> {
         cfg.validate()?;
         let dir = cfg.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+        // 0700 (the hub checked its data directory, and this one when it
+        // lies outside); chunk and manifest files are created 0600.
+        strata_net::files::create_private_dir(&dir).map_err(|e| StoreError::Io {
             path: dir.clone(),
-            source,
+            source: e.into(),
         })?;
         let manifest = manifest::read(&dir)?;
         let mut store = TelemetryStore {
