@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::auth::{AuthConfig, TlsConfig};
 use super::IngressError;
 
 /// The embedded MQTT server.
@@ -32,6 +33,13 @@ pub struct IngressConfig {
     /// Milliseconds a write to a client may stall before the connection is
     /// closed (a client that stops reading). Default 30000.
     pub write_timeout_ms: u64,
+    /// TCP address of the MQTT-over-TLS listener (e.g. `0.0.0.0:8883`),
+    /// configured by `[ingress.tls]`. Default: none (no TLS listener).
+    pub tls_listen: Option<SocketAddr>,
+    /// Device authentication: credentials file, anonymous access, reload.
+    pub auth: AuthConfig,
+    /// The TLS listener's certificate and client-certificate policy.
+    pub tls: TlsConfig,
 }
 
 impl Default for IngressConfig {
@@ -44,6 +52,9 @@ impl Default for IngressConfig {
             subscriber_queue: 1024,
             connect_timeout_ms: 10_000,
             write_timeout_ms: 30_000,
+            tls_listen: None,
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -79,6 +90,8 @@ impl IngressConfig {
         if self.write_timeout_ms == 0 {
             problems.push("write-timeout-ms must be at least 1".into());
         }
+        problems.extend(self.auth.problems());
+        problems.extend(self.tls.problems(self.tls_listen.is_some()));
         if problems.is_empty() {
             Ok(())
         } else {
@@ -113,6 +126,10 @@ pub struct BridgeConfig {
     pub max_inflight: usize,
     /// Largest packet accepted from the broker, bytes. Default 262144.
     pub max_packet_bytes: usize,
+    /// Username sent to the broker. Default: none (anonymous).
+    pub username: Option<String>,
+    /// Password sent with `username`. Default: none.
+    pub password: Option<String>,
 }
 
 impl Default for BridgeConfig {
@@ -127,6 +144,8 @@ impl Default for BridgeConfig {
             max_backoff_ms: 10_000,
             max_inflight: 4096,
             max_packet_bytes: 262_144,
+            username: None,
+            password: None,
         }
     }
 }
@@ -175,6 +194,9 @@ impl BridgeConfig {
                 "max-packet-bytes = {} must be in {MIN_PACKET_BYTES}..={MAX_MQTT_PACKET}",
                 self.max_packet_bytes
             ));
+        }
+        if self.password.is_some() && self.username.is_none() {
+            problems.push("password is set without username".into());
         }
         if problems.is_empty() {
             Ok(())

@@ -1,4 +1,6 @@
-//! [`IngressServer`]: binds the MQTT listener and runs the accept loop.
+//! [`IngressServer`]: binds the MQTT listener (and the optional MQTT-over-TLS
+//! listener), loads the device credentials, and runs the accept loop and the
+//! credentials reload loop.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -11,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::auth::AuthState;
 use super::driver::{run_connection, Shared};
 use super::router::Router;
 use super::{IngestSink, IngressConfig, IngressError, IngressMetrics};
@@ -21,6 +24,17 @@ pub struct IngressServer {
     listener: TcpListener,
     local: SocketAddr,
     shared: Arc<Shared>,
+    /// The MQTT-over-TLS listener, its address and acceptor.
+    tls: Option<TlsListener>,
+}
+
+/// The MQTT-over-TLS listener, its address and acceptor.
+struct TlsListener(TcpListener, SocketAddr, tokio_rustls::TlsAcceptor);
+
+impl std::fmt::Debug for TlsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TlsListener").field(&self.1).finish()
+    }
 }
 
 impl IngressServer {
@@ -38,8 +52,23 @@ impl IngressServer {
             addr: cfg.listen,
             source,
         })?;
+        let tls = match cfg.tls_listen {
+            Some(addr) => {
+                let acceptor = super::auth::tls::acceptor(&cfg.tls)?;
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| IngressError::Bind { addr, source })?;
+                let local = l
+                    .local_addr()
+                    .map_err(|source| IngressError::Bind { addr, source })?;
+                Some(TlsListener(l, local, acceptor))
+            }
+            None => None,
+        };
         let metrics = IngressMetrics::register(registry);
+        let auth = AuthState::new(&cfg.auth, registry, metrics.rejects.clone())?;
         let shared = Arc::new(Shared {
+            auth,
             router: Router::new(
                 metrics.subscriber_drops.clone(),
                 metrics.subscribers.clone(),
@@ -55,7 +84,13 @@ impl IngressServer {
             listener,
             local,
             shared,
+            tls,
         })
+    }
+
+    /// The bound MQTT-over-TLS address, when `tls-listen` is set.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|t| t.1)
     }
 
     /// The bound address (useful with port 0).
@@ -83,10 +118,25 @@ impl IngressServer {
     ) -> Result<(), IngressError> {
         let tracker = TaskTracker::new();
         tracing::info!(addr = %self.local, "MQTT ingress listening");
+        tracker.spawn(
+            self.shared
+                .auth
+                .store
+                .clone()
+                .run(self.shared.cfg.auth.reload_interval, shutdown.clone()),
+        );
+        if let Some(TlsListener(_, addr, _)) = &self.tls {
+            tracing::info!(%addr, client_certs = ?self.shared.cfg.tls.client_certs, "MQTT-over-TLS ingress listening");
+        }
         loop {
+            let mut tls = None;
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = self.listener.accept() => r,
+                r = accept_tls(&self.tls) => r.map(|(s, p, a)| {
+                    tls = Some(a);
+                    (s, p)
+                }),
             };
             match accepted {
                 Ok((stream, peer)) => {
@@ -100,6 +150,17 @@ impl IngressServer {
                     shared.open_conns.fetch_add(1, Ordering::AcqRel);
                     shared.metrics.connections.inc();
                     shared.metrics.connections_total.inc();
+                    if let Some(acceptor) = tls {
+                        tracker.spawn(super::auth::tls::run_tls_connection(
+                            acceptor,
+                            stream,
+                            peer,
+                            shared.clone(),
+                            sink.clone(),
+                            shutdown.clone(),
+                        ));
+                        continue;
+                    }
                     tracker.spawn(run_connection(
                         stream,
                         peer,
@@ -117,9 +178,20 @@ impl IngressServer {
             }
         }
         drop(self.listener);
+        drop(self.tls);
         tracker.close();
         tracker.wait().await;
         tracing::info!(addr = %self.local, "MQTT ingress stopped");
         Ok(())
+    }
+}
+
+/// Accepts on the TLS listener, or never resolves without one.
+async fn accept_tls(
+    tls: &Option<TlsListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr, tokio_rustls::TlsAcceptor)> {
+    match tls {
+        Some(TlsListener(l, _, a)) => l.accept().await.map(|(s, p)| (s, p, a.clone())),
+        None => std::future::pending().await,
     }
 }

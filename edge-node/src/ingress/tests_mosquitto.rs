@@ -14,7 +14,7 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::ReasonLabel;
-use super::test_util::{good_payload, Harness, TestSink};
+use super::test_util::{good_payload, Harness, TestSink, PASSWORD, USER};
 use super::{run_bridge, BridgeConfig, BridgeMetrics};
 
 const TOPIC: &str = "strata/acme/dev-9/telemetry";
@@ -29,9 +29,17 @@ fn require(bin: &str) -> String {
     panic!("`{bin}` not found: install it with `apt-get install -y mosquitto mosquitto-clients`");
 }
 
-async fn mosquitto_pub(port: u16, version: &str, messages: &[Vec<u8>]) {
+/// `login` = (username, password) sent with `-u` / `-P`.
+async fn mosquitto_pub(
+    port: u16,
+    version: &str,
+    login: Option<(&str, &str)>,
+    messages: &[Vec<u8>],
+) {
     // -l publishes each stdin line as one message over a single connection.
+    let login: Vec<&str> = login.map_or(Vec::new(), |(u, p)| vec!["-u", u, "-P", p]);
     let mut child = Command::new(require("mosquitto_pub"))
+        .args(login)
         .args([
             "-h",
             "127.0.0.1",
@@ -86,7 +94,11 @@ async fn mosquitto_pub_and_sub_against_our_server() {
                 "-q",
                 "1",
                 "-t",
-                "strata/+/+/telemetry",
+                "strata/acme/+/telemetry",
+                "-u",
+                USER,
+                "-P",
+                PASSWORD,
             ])
             .args(["-C", "3", "-W", "9", "-i", &format!("sub-{version}")])
             .stdout(Stdio::piped())
@@ -108,7 +120,7 @@ async fn mosquitto_pub_and_sub_against_our_server() {
             "{version}: mosquitto_sub never subscribed"
         );
         let msgs: Vec<Vec<u8>> = (0..3).map(good_payload).collect();
-        mosquitto_pub(h.addr.port(), version, &msgs).await;
+        mosquitto_pub(h.addr.port(), version, Some((USER, PASSWORD)), &msgs).await;
         let mut received = Vec::new();
         tokio::time::timeout(Duration::from_secs(8), async {
             while let Some(l) = lines.next_line().await.unwrap() {
@@ -248,7 +260,7 @@ async fn bridge_delivers_each_message_once() {
     let bridge = start_bridge(broker.port, "bridge-once", sink.clone()).await;
     let mut msgs: Vec<Vec<u8>> = (0..20).map(good_payload).collect();
     msgs.push(b"{broken".to_vec());
-    mosquitto_pub(broker.port, "mqttv311", &msgs).await;
+    mosquitto_pub(broker.port, "mqttv311", None, &msgs).await;
     sink.wait_records(20).await;
     let m = bridge.metrics.clone();
     let acked = tokio::time::timeout(Duration::from_secs(8), async move {
@@ -286,7 +298,7 @@ async fn unacked_messages_are_redelivered_after_bridge_restart() {
     failing.set_fail(true);
     let first = start_bridge(broker.port, "bridge-redeliver", failing.clone()).await;
     let msgs: Vec<Vec<u8>> = (100..103).map(good_payload).collect();
-    mosquitto_pub(broker.port, "mqttv5", &msgs).await;
+    mosquitto_pub(broker.port, "mqttv5", None, &msgs).await;
     failing
         .wait_until("3 attempts", |s| s.attempts() >= 3)
         .await;
