@@ -25,7 +25,10 @@ fn the_documented_reference_parses_and_validates() {
     let c = Credentials::from_file(&f, 1);
     assert_eq!(c.len(), f.identity.len());
     // The password its comment names is the real one.
-    assert!(c.get("demo-fleet").unwrap().verify_password(b"demo-password"));
+    assert!(c
+        .get("demo-fleet")
+        .unwrap()
+        .verify_password(b"demo-password"));
     assert!(c.get("pump-7").unwrap().client_cert);
 }
 
