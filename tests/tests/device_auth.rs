@@ -325,3 +325,147 @@ async fn revoke(c: &Cluster) -> anyhow::Result<()> {
     ensure!(s.complete && s.acked == u64::from(DEVICES) * COUNT, "{s}");
     assert_demo_complete(c).await
 }
+
+/// The same spoof with the doors open (`allow-anonymous = true`): the
+/// 10-years-ahead spoof is refused by the edge's time bounds (v5 0x83), and
+/// a spoof that fits them — the device's upcoming seqs, 4 minutes ahead — is
+/// stored, but cannot make the region drop a single real reading: dedup
+/// drops a reading only when the region stored the *same* one (seq, time
+/// and content), so each real reading that reuses a spoofed seq is stored
+/// and counted as a seq reuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_anonymous_access_a_spoof_cannot_erase_real_readings() -> anyhow::Result<()> {
+    let _g = serial().await;
+    let c = Cluster::start(ClusterOpts {
+        allow_anonymous: true,
+        ..small()
+    })
+    .await?;
+    let r = open_door_spoof(&c).await;
+    c.finish(r)
+}
+
+/// Publishes `COUNT` spoofed readings of `demo/dev-7` (seq 0.., `ts_of(seq)`,
+/// temperature 99) anonymously over MQTT 5; returns the PUBACK codes.
+async fn anonymous_spoof(
+    addr: &str,
+    ts_of: impl Fn(u64) -> i64,
+) -> anyhow::Result<Vec<PubAckReason>> {
+    let (host, port) = host_port(addr)?;
+    let opts = MqttOptions::new("anonymous-spoofer", host, port);
+    let (client, mut el) = AsyncClient::new(opts, 64);
+    for seq in 0..COUNT {
+        let payload = format!(
+            r#"{{"ts":{},"seq":{seq},"metrics":{{"temperature":99}}}}"#,
+            ts_of(seq)
+        );
+        client
+            .publish(
+                "strata/demo/dev-7/telemetry",
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
+            .await?;
+    }
+    let mut codes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while codes.len() < COUNT as usize {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(a))) => codes.push(a.reason),
+                Ok(_) => {}
+                Err(e) => anyhow::bail!("spoofer connection failed: {e}"),
+            }
+        }
+        Ok(())
+    })
+    .await
+    .context("PUBACKs for the spoofed publishes")??;
+    let _ = client.disconnect().await;
+    Ok(codes)
+}
+
+async fn open_door_spoof(c: &Cluster) -> anyhow::Result<()> {
+    let addr = c.mqtt_addrs()[0].clone();
+    let metrics = c.edge_metrics_addr(0)?;
+
+    // Ten years ahead: outside max-future-skew, refused before the spool.
+    let far = now_ms() + 10 * 365 * 24 * 3_600_000;
+    let codes = anonymous_spoof(&addr, |seq| far + seq as i64).await?;
+    ensure!(
+        codes
+            .iter()
+            .all(|c| *c == PubAckReason::ImplementationSpecificError),
+        "PUBACKs of the far-future spoof: {codes:?}"
+    );
+    ensure!(
+        c.metric(
+            &metrics,
+            "strata_ingress_rejects_total{reason=\"too_far_future\"}"
+        )
+        .await?
+            == COUNT as f64
+    );
+
+    // Within the bounds: acked and stored, as any anonymous reading is here.
+    let near = now_ms() + 4 * 60_000;
+    let codes = anonymous_spoof(&addr, |seq| near + seq as i64).await?;
+    ensure!(
+        codes.iter().all(|c| *c == PubAckReason::Success),
+        "PUBACKs of the near spoof: {codes:?}"
+    );
+    wait_until(
+        "the spoofed readings stored",
+        Duration::from_secs(30),
+        || async {
+            let n = c.api.device_counts("demo").await.ok()?;
+            (n.get("dev-7").copied() == Some(COUNT)).then_some(())
+        },
+    )
+    .await?;
+
+    // The real fleet publishes the same seqs: every one is acked and stored.
+    let s = firmware_sim::run(demo_fleet(c, 7), CancellationToken::new(), None).await?;
+    ensure!(s.complete && s.acked == u64::from(DEVICES) * COUNT, "{s}");
+    let counts = wait_until(
+        "every real reading stored next to the spoof",
+        Duration::from_secs(60),
+        || async {
+            let counts = c.api.device_counts("demo").await.ok()?;
+            let want = |d: &str| if d == "dev-7" { 2 * COUNT } else { COUNT };
+            (counts.len() == DEVICES as usize && counts.iter().all(|(d, n)| *n >= want(d)))
+                .then_some(counts)
+        },
+    )
+    .await?;
+    ensure!(
+        counts
+            .iter()
+            .all(|(d, n)| *n == if d == "dev-7" { 2 * COUNT } else { COUNT }),
+        "per-device counts {counts:?}"
+    );
+    let recs = c
+        .api
+        .telemetry("demo", "dev-7", now_ms() - 3_600_000, now_ms() + 3_600_000)
+        .await?;
+    let mut real: Vec<u64> = recs
+        .iter()
+        .filter(|r| r["metrics"]["temperature"].as_f64() != Some(99.0))
+        .filter_map(|r| r["seq"].as_u64())
+        .collect();
+    real.sort_unstable();
+    ensure!(
+        real == (0..COUNT).collect::<Vec<_>>(),
+        "real readings of dev-7: seqs {real:?}"
+    );
+    // The operator sees what happened: every real reading reused a seq.
+    let (status, body) = c.api.get("/api/v1/devices?tenant=demo").await?;
+    ensure!(status == 200, "devices: {status} {body}");
+    let dev7 = body["devices"]
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["device"] == "dev-7"))
+        .context("dev-7 in the device list")?;
+    ensure!(dev7["seq-reuses"] == COUNT, "dev-7: {dev7}");
+    eprintln!("dev-7 after the open-door spoof: {dev7}");
+    Ok(())
+}
