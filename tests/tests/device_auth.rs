@@ -41,17 +41,31 @@ fn host_port(addr: &str) -> anyhow::Result<(String, u16)> {
     Ok((h.to_owned(), p.parse()?))
 }
 
-/// The spoof over MQTT 5 as `login`: every PUBACK's reason code.
+/// The spoof over MQTT 5 as `login` with a timestamp ten years ahead:
+/// every PUBACK's reason code.
 async fn spoof_v5(addr: &str, login: (String, String)) -> anyhow::Result<Vec<PubAckReason>> {
+    let future_ts = now_ms() + 10 * 365 * 24 * 3_600_000;
+    spoof(addr, Some(login), |seq| future_ts + seq as i64).await
+}
+
+/// Publishes `COUNT` spoofed readings of `demo/dev-7` (seq 0.., `ts_of(seq)`,
+/// temperature 99) over MQTT 5, as `login` or anonymously; returns every
+/// PUBACK's reason code.
+async fn spoof(
+    addr: &str,
+    login: Option<(String, String)>,
+    ts_of: impl Fn(u64) -> i64,
+) -> anyhow::Result<Vec<PubAckReason>> {
     let (host, port) = host_port(addr)?;
     let mut opts = MqttOptions::new("spoofer-v5", host, port);
-    opts.set_credentials(login.0, login.1);
+    if let Some((user, password)) = login {
+        opts.set_credentials(user, password);
+    }
     let (client, mut el) = AsyncClient::new(opts, 64);
-    let future_ts = now_ms() + 10 * 365 * 24 * 3_600_000;
     for seq in 0..COUNT {
         let payload = format!(
             r#"{{"ts":{},"seq":{seq},"metrics":{{"temperature":99}}}}"#,
-            future_ts + seq as i64
+            ts_of(seq)
         );
         client
             .publish(
@@ -177,11 +191,11 @@ async fn assert_demo_complete(c: &Cluster) -> anyhow::Result<()> {
 async fn the_spoof_is_refused_and_every_demo_reading_arrives() -> anyhow::Result<()> {
     let _g = serial().await;
     let c = Cluster::start(small()).await?;
-    let r = spoof(&c).await;
+    let r = refused_spoof(&c).await;
     c.finish(r)
 }
 
-async fn spoof(c: &Cluster) -> anyhow::Result<()> {
+async fn refused_spoof(c: &Cluster) -> anyhow::Result<()> {
     let addr = c.mqtt_addrs()[0].clone();
     let metrics = c.edge_metrics_addr(0)?;
     let spoof_msg = format!(
@@ -345,53 +359,13 @@ async fn with_anonymous_access_a_spoof_cannot_erase_real_readings() -> anyhow::R
     c.finish(r)
 }
 
-/// Publishes `COUNT` spoofed readings of `demo/dev-7` (seq 0.., `ts_of(seq)`,
-/// temperature 99) anonymously over MQTT 5; returns the PUBACK codes.
-async fn anonymous_spoof(
-    addr: &str,
-    ts_of: impl Fn(u64) -> i64,
-) -> anyhow::Result<Vec<PubAckReason>> {
-    let (host, port) = host_port(addr)?;
-    let opts = MqttOptions::new("anonymous-spoofer", host, port);
-    let (client, mut el) = AsyncClient::new(opts, 64);
-    for seq in 0..COUNT {
-        let payload = format!(
-            r#"{{"ts":{},"seq":{seq},"metrics":{{"temperature":99}}}}"#,
-            ts_of(seq)
-        );
-        client
-            .publish(
-                "strata/demo/dev-7/telemetry",
-                QoS::AtLeastOnce,
-                false,
-                payload,
-            )
-            .await?;
-    }
-    let mut codes = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while codes.len() < COUNT as usize {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(a))) => codes.push(a.reason),
-                Ok(_) => {}
-                Err(e) => anyhow::bail!("spoofer connection failed: {e}"),
-            }
-        }
-        Ok(())
-    })
-    .await
-    .context("PUBACKs for the spoofed publishes")??;
-    let _ = client.disconnect().await;
-    Ok(codes)
-}
-
 async fn open_door_spoof(c: &Cluster) -> anyhow::Result<()> {
     let addr = c.mqtt_addrs()[0].clone();
     let metrics = c.edge_metrics_addr(0)?;
 
     // Ten years ahead: outside max-future-skew, refused before the spool.
     let far = now_ms() + 10 * 365 * 24 * 3_600_000;
-    let codes = anonymous_spoof(&addr, |seq| far + seq as i64).await?;
+    let codes = spoof(&addr, None, |seq| far + seq as i64).await?;
     ensure!(
         codes
             .iter()
@@ -409,7 +383,7 @@ async fn open_door_spoof(c: &Cluster) -> anyhow::Result<()> {
 
     // Within the bounds: acked and stored, as any anonymous reading is here.
     let near = now_ms() + 4 * 60_000;
-    let codes = anonymous_spoof(&addr, |seq| near + seq as i64).await?;
+    let codes = spoof(&addr, None, |seq| near + seq as i64).await?;
     ensure!(
         codes.iter().all(|c| *c == PubAckReason::Success),
         "PUBACKs of the near spoof: {codes:?}"
