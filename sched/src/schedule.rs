@@ -299,11 +299,11 @@ impl<'s, 'r> Placer<'s, 'r> {
         // (counted toward the limit, penalised nodes passed over)
         let mut seen = (0u32, 0u32);
         let visit = |s: Slot,
-                         tally: &mut Tally,
-                         best: &mut Option<Best>,
-                         seen: &mut (u32, u32),
-                         rng: &mut R,
-                         preferred| {
+                     tally: &mut Tally,
+                     best: &mut Option<Best>,
+                     seen: &mut (u32, u32),
+                     rng: &mut R,
+                     preferred| {
             if let Some(sc) = self.consider(s, state, req, tally, best, rng, preferred) {
                 if sc < 0.0 && seen.1 < max_skip {
                     seen.1 += 1;
