@@ -159,7 +159,7 @@ impl<'a> Rules<'a> {
                     SpreadRule {
                         label: &s.label,
                         weight: f64::from(s.weight) / weight_sum.max(1.0),
-                        implicit: (!desired.is_empty() && named < total).then(|| total - named),
+                        implicit: (!desired.is_empty() && named < total).then_some(total - named),
                         desired,
                         even_values: snap.by_label.get(&s.label).map_or(0, HashMap::len),
                     }

@@ -42,7 +42,15 @@ fn keep_instances_on_a_disconnected_node_are_never_replaced() {
 fn replace_after_waits_for_the_deadline_and_the_lease() {
     let w = wl("w", 100, 64, r#"replace-after = "90s""#);
     let deadline = GONE_AT.plus(Duration::from_secs(90)); // NOW + 30 s
-    let cases: Vec<(&str, Timestamp, Option<Timestamp>, bool, Option<Timestamp>)> = vec![
+    /// (name, now, lease expiry, replaced?, follow-up)
+    type Case = (
+        &'static str,
+        Timestamp,
+        Option<Timestamp>,
+        bool,
+        Option<Timestamp>,
+    );
+    let cases: Vec<Case> = vec![
         (
             "before the deadline",
             NOW,

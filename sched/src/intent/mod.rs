@@ -149,10 +149,11 @@ impl PlacementIntent {
 ///
 /// Parsed from any string so that validation, not the parser, reports an
 /// unknown operator with its field path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
 #[serde(from = "String", into = "String")]
 pub enum Operator {
-    /// `=` (or `==`): the label is set to `value`.
+    /// `=` (or `==`): the label is set to `value`. The default.
+    #[default]
     Eq,
     /// `!=`: the label is unset or set to something other than `value`.
     Ne,
@@ -180,12 +181,6 @@ impl Operator {
             Operator::NotExists => "not-exists",
             Operator::Unknown(s) => s,
         }
-    }
-}
-
-impl Default for Operator {
-    fn default() -> Self {
-        Operator::Eq
     }
 }
 

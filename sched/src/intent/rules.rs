@@ -136,7 +136,8 @@ mod tests {
     fn operators_match_as_documented() {
         let labels: BTreeMap<String, String> = [("zone".to_owned(), "a".to_owned())].into();
         let ab = strs(&["a", "b"]);
-        let cases: Vec<(Operator, Option<&str>, &[String], &str, bool)> = vec![
+        type Case<'a> = (Operator, Option<&'a str>, &'a [String], &'a str, bool);
+        let cases: Vec<Case<'_>> = vec![
             (Operator::Eq, Some("a"), &[], "zone", true),
             (Operator::Eq, Some("b"), &[], "zone", false),
             (Operator::Eq, Some("a"), &[], "rack", false),
