@@ -36,9 +36,8 @@
 //! # Why each stage is shaped as it is
 //! - **Reconcile first, in buckets.** Which instances are missing, extra,
 //!   disconnected, lost, failed or migrating is decided before any node is
-//!   looked at, so the disconnect policy is one table
-//!   ([`reconcile`](crate::schedule) docs) instead of conditions scattered
-//!   through placement: `keep` instances on a cut-off node are never
+//!   looked at, so the disconnect policy is one table (at the top of
+//!   `reconcile.rs`) instead of conditions scattered through placement: `keep` instances on a cut-off node are never
 //!   replaced; `replace-after` ones only once the node has been gone that
 //!   long *and* the snapshot says their lease expired, so the old copy has
 //!   stopped itself before a new one exists. Count workloads reconcile by

@@ -164,9 +164,9 @@ fn check_rule(
     }
 }
 
-fn check_len<T>(errs: &mut Errors, path: &str, list: &[T]) {
-    if list.len() > MAX_RULES {
-        errs.bad(path, format!("{} entries, at most {MAX_RULES}", list.len()));
+fn check_len(errs: &mut Errors, path: &str, len: usize) {
+    if len > MAX_RULES {
+        errs.bad(path, format!("{len} entries, at most {MAX_RULES}"));
     }
 }
 
@@ -184,7 +184,7 @@ impl PlacementIntent {
         let mut errs = Errors(Vec::new());
         self.check_cardinality(&mut errs);
         self.check_pools(&mut errs);
-        for (path, list) in [
+        for (path, len) in [
             ("constraints", self.constraints.len()),
             ("affinity", self.affinity.len()),
             ("anti-affinity", self.anti_affinity.len()),
@@ -192,7 +192,7 @@ impl PlacementIntent {
             ("keep-apart-from", self.keep_apart_from.len()),
             ("spread", self.spread.len()),
         ] {
-            check_len(&mut errs, path, &vec![(); list]);
+            check_len(&mut errs, path, len);
         }
         for (i, c) in self.constraints.iter().enumerate() {
             check_rule(
@@ -244,7 +244,7 @@ impl PlacementIntent {
     }
 
     fn check_pools(&self, errs: &mut Errors) {
-        check_len(errs, "pools", &self.pools);
+        check_len(errs, "pools", self.pools.len());
         let mut seen = BTreeSet::new();
         for (i, p) in self.pools.iter().enumerate() {
             if !is_name(p) {
