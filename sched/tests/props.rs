@@ -24,7 +24,6 @@ use rand_chacha::ChaCha8Rng;
 use strata_sched::*;
 
 const ZONES: [&str; 3] = ["a", "b", "c"];
-const LEASE: Duration = Duration::from_secs(20);
 
 struct World {
     snap: ClusterSnapshot,
@@ -35,6 +34,10 @@ struct World {
     /// Nodes whose capacity shrank under their instances (a legitimate
     /// over-commit the scheduler did not cause).
     shrunk: std::collections::BTreeSet<NodeId>,
+}
+
+fn lease(r: &mut ChaCha8Rng) -> Duration {
+    Duration::from_secs(r.gen_range(10..90))
 }
 
 fn random_intent(r: &mut ChaCha8Rng) -> String {
@@ -275,10 +278,11 @@ fn step(w: &mut World) -> Result<(), TestCaseError> {
             w.token = v.assign_tokens(w.token);
             let tokens: Vec<u64> = v.placements().map(|a| a.fencing_token).collect();
             prop_assert_eq!(tokens, (before..w.token).collect::<Vec<_>>());
-            // The hub grants a lease with each replace-after placement.
+            // The hub grants a lease with each placement; some leases
+            // outlast replace-after (30 s), some do not.
             for np in v.accepted.values_mut() {
                 for a in &mut np.place {
-                    a.lease_expires_at = Some(w.now.plus(LEASE));
+                    a.lease_expires_at = Some(w.now.plus(lease(&mut w.rng)));
                 }
             }
             let idx = latest.index() + 1;
@@ -314,7 +318,7 @@ fn step(w: &mut World) -> Result<(), TestCaseError> {
                 .cloned()
                 .collect();
             for mut a in renew {
-                a.lease_expires_at = Some(w.now.plus(LEASE));
+                a.lease_expires_at = Some(w.now.plus(lease(&mut w.rng)));
                 w.snap.upsert_alloc(a);
             }
         }
