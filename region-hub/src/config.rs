@@ -137,11 +137,12 @@ pub struct LivenessTuning {
     /// is declared down. Humantime, at most 1h. Default "300ms".
     #[serde(with = "humantime_serde")]
     pub grace: Duration,
-    /// A new leader declares no edge down before this much of its own
-    /// leadership has passed: edges need that long to notice the old
-    /// leader is gone and find the new one, and a leader change must not
-    /// look like a mass failure. Humantime, at least suspect-after + grace.
-    /// Default "5s".
+    /// A new leader declares no edge down that it has not heard from
+    /// itself before this much of its own leadership has passed: edges
+    /// need that long to notice the old leader is gone and find the new
+    /// one, and a leader change must not look like a mass failure (an edge
+    /// it heard and then lost is judged as usual). Humantime, at least
+    /// suspect-after + grace. Default "5s".
     #[serde(with = "humantime_serde")]
     pub leader_grace: Duration,
     /// The leader replicates each heartbeating edge's latest report at

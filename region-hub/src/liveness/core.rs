@@ -527,9 +527,10 @@ impl LivenessCore {
         }
     }
 
-    /// Time passed: suspect the silent, declare the suspect down (never
-    /// within a new leader's grace), release held flapping edges, retry
-    /// failed decisions and replicate due reports.
+    /// Time passed: suspect the silent, declare the suspect down, declare
+    /// down the edges this leader never heard from once its grace is over,
+    /// release held flapping edges, retry failed decisions and replicate
+    /// due reports.
     pub fn handle_tick(&mut self, now: Now) {
         let Some(leader_since) = self.leader_since else {
             return;
@@ -557,9 +558,11 @@ impl LivenessCore {
                         out,
                     );
                 }
+                // A suspect edge was heard under this leader (only those
+                // become suspect): losing it is no artifact of the leader
+                // change, so the leader grace does not hold it back.
                 LivenessState::Suspect
-                    if !in_grace
-                        && now.mono_ms.saturating_sub(e.since.mono_ms) >= cfg.grace_ms
+                    if now.mono_ms.saturating_sub(e.since.mono_ms) >= cfg.grace_ms
                         && silent >= cfg.grace_ms =>
                 {
                     e.note(Evidence::MissedHeartbeats);
@@ -616,9 +619,9 @@ impl LivenessCore {
             let heard = e.last_heard.map(|h| h.mono_ms);
             match (e.view, heard) {
                 (LivenessState::Up, Some(h)) => at(h + c.suspect_after_ms),
-                (LivenessState::Suspect, h) => at((e.since.mono_ms + c.grace_ms)
-                    .max(h.map_or(0, |h| h + c.grace_ms))
-                    .max(grace_end)),
+                (LivenessState::Suspect, h) => {
+                    at((e.since.mono_ms + c.grace_ms).max(h.map_or(0, |h| h + c.grace_ms)))
+                }
                 (LivenessState::Unknown, None) => at(grace_end),
                 _ => {}
             }

@@ -34,9 +34,13 @@
 //!
 //! # Leader changes
 //! A new leader starts every edge as `unknown` from the replicated
-//! decisions and declares nothing down before `leader-grace` has passed
-//! under its own leadership, so a leader change never looks like a mass
-//! failure. It replicates each edge's latest report when it changes
+//! decisions. It declares no edge down that it has not heard from before
+//! `leader-grace` has passed under its own leadership: edges need that long
+//! to notice the old leader is gone and find the new one, so a leader
+//! change never looks like a mass failure. An edge it has heard from since
+//! it took over and then lost is judged as usual (its silence is no
+//! artifact of the leader change), so a fresh cluster detects failures at
+//! full speed from its first heartbeats. It replicates each edge's latest report when it changes
 //! materially (monitor instances, capacity, assignments version) or every
 //! `report-interval`, so a new leader, and followers answering reads, are
 //! not blind to capacity and instance state.
