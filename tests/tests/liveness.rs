@@ -23,6 +23,7 @@ use strata_tests::liveness::{
     edge_state, events_since, last_event_seq, wait_edge_state, EventStream,
 };
 use strata_tests::{wait_until, Cluster, ClusterOpts};
+use tokio::io::AsyncBufReadExt;
 use tokio::process::Command;
 
 /// Far above the expected detection time (suspect-after + grace = 0.9 s
@@ -308,10 +309,59 @@ async fn a_cut_off_edge_comes_back_as_a_partition() -> anyhow::Result<()> {
         );
         let (up, _) = wait_edge_state(&c.api, "edge-1", "up", PATIENCE).await?;
         ensure!(up.classification == "partition", "{up:?}");
-        Ok(())
+        cli_shows_it(&c).await
     }
     .await;
     c.finish(r)
+}
+
+/// `strata edges` and `strata events` (also `--follow`) show the same.
+async fn cli_shows_it(c: &Cluster) -> anyhow::Result<()> {
+    let api = c.central_metrics_addr()?;
+    let token = c.operator_token()?;
+    let strata = |args: &[&str]| {
+        let mut cmd = Command::new(strata_tests::proc::bin_path("strata").unwrap());
+        cmd.args(args)
+            .args(["--api", &api, "--token", &token])
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    };
+    let out = strata(&["edges"]).output().await?;
+    let table = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success(), "strata edges: {out:?}");
+    let row = table
+        .lines()
+        .find(|l| l.contains("edge-1"))
+        .with_context(|| format!("no edge-1 row in:\n{table}"))?;
+    ensure!(row.contains(" up ") && row.contains("partition"), "{table}");
+    let out = strata(&["events", "--json"]).output().await?;
+    ensure!(out.status.success(), "strata events: {out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(
+        doc["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["kind"] == "edge-back")),
+        "{doc}"
+    );
+    // --follow prints what the region holds, then keeps going.
+    let mut follow = strata(&["events", "--follow"])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut lines = tokio::io::BufReader::new(follow.stdout.take().context("stdout")?).lines();
+    let found = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await? {
+            if line.contains("edge-back") && line.contains("[partition]") {
+                return Ok::<_, anyhow::Error>(line);
+            }
+        }
+        anyhow::bail!("strata events --follow ended")
+    })
+    .await
+    .context("strata events --follow printed no edge-back")??;
+    eprintln!("strata events --follow: {found}");
+    follow.kill().await?;
+    Ok(())
 }
 
 /// p50 / p99 of a sorted list.
