@@ -135,11 +135,13 @@ async fn follow(
             .await;
         let mut resp = match sent {
             Ok(r) => r,
-            Err(e) if !connected_once => return Err(CliError::Transport(format!(
+            Err(e) if !connected_once => {
+                return Err(CliError::Transport(format!(
                 "cannot reach central at {}: {} (is it running? point --api or {API_ENV} at it)",
                 client.base,
                 with_causes(&e)
-            ))),
+            )))
+            }
             Err(e) => {
                 write_out(err, &format!("event stream: {e}; reconnecting\n"))?;
                 tokio::time::sleep(RECONNECT).await;

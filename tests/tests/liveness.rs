@@ -319,8 +319,9 @@ async fn a_cut_off_edge_comes_back_as_a_partition() -> anyhow::Result<()> {
 async fn cli_shows_it(c: &Cluster) -> anyhow::Result<()> {
     let api = c.central_metrics_addr()?;
     let token = c.operator_token()?;
+    let bin = strata_tests::proc::bin_path("strata")?;
     let strata = |args: &[&str]| {
-        let mut cmd = Command::new(strata_tests::proc::bin_path("strata").unwrap());
+        let mut cmd = Command::new(&bin);
         cmd.args(args)
             .args(["--api", &api, "--token", &token])
             .stdin(Stdio::null())
