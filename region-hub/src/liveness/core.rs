@@ -537,12 +537,8 @@ impl LivenessCore {
         };
         let cfg = self.cfg.clone();
         let in_grace = now.mono_ms < leader_since + cfg.leader_grace_ms;
-        let names: Vec<String> = self.edges.keys().cloned().collect();
-        for name in &names {
-            let Some(e) = self.edges.get_mut(name) else {
-                continue;
-            };
-            let out = &mut self.commands;
+        let out = &mut self.commands;
+        for (name, e) in self.edges.iter_mut() {
             let silent = e.silent_ms(now);
             match e.view {
                 LivenessState::Up if silent >= cfg.suspect_after_ms => {
@@ -602,9 +598,7 @@ impl LivenessCore {
                 _ => {}
             }
             reconcile(name, e, now, out);
-        }
-        for name in &names {
-            self.maybe_report(name, now);
+            report_if_due(e, &cfg, now, out);
         }
     }
 
@@ -644,31 +638,33 @@ impl LivenessCore {
         next
     }
 
-    /// Replicates `edge`'s report when it changed materially (at most every
-    /// `report_min_interval_ms`) or every `report_interval_ms`, while the
-    /// edge is heard from.
     fn maybe_report(&mut self, edge: &str, now: Now) {
-        let Some(e) = self.edges.get_mut(edge) else {
-            return;
-        };
-        let (Some(status), Some(heard)) = (&e.status, e.last_heard) else {
-            return;
-        };
-        let due = match e.report_at.map(|t| now.mono_ms.saturating_sub(t)) {
-            None => true,
-            Some(s) => {
-                s >= self.cfg.report_interval_ms
-                    || (e.report_dirty && s >= self.cfg.report_min_interval_ms)
-            }
-        };
-        if due && e.silent_ms(now) < self.cfg.suspect_after_ms {
-            e.report_at = Some(now.mono_ms);
-            e.report_dirty = false;
-            self.commands.push_back(Command::ReplicateReport {
-                status: status.clone(),
-                received_ms: heard.wall_ms,
-            });
+        if let Some(e) = self.edges.get_mut(edge) {
+            report_if_due(e, &self.cfg, now, &mut self.commands);
         }
+    }
+}
+
+/// Replicates `e`'s report when it changed materially (at most every
+/// `report_min_interval_ms`) or every `report_interval_ms`, while the edge
+/// is heard from.
+fn report_if_due(e: &mut Edge, cfg: &CoreConfig, now: Now, out: &mut VecDeque<Command>) {
+    let (Some(status), Some(heard)) = (&e.status, e.last_heard) else {
+        return;
+    };
+    let due = match e.report_at.map(|t| now.mono_ms.saturating_sub(t)) {
+        None => true,
+        Some(s) => {
+            s >= cfg.report_interval_ms || (e.report_dirty && s >= cfg.report_min_interval_ms)
+        }
+    };
+    if due && e.silent_ms(now) < cfg.suspect_after_ms {
+        e.report_at = Some(now.mono_ms);
+        e.report_dirty = false;
+        out.push_back(Command::ReplicateReport {
+            status: status.clone(),
+            received_ms: heard.wall_ms,
+        });
     }
 }
 

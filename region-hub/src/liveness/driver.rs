@@ -7,8 +7,8 @@
 //! node's [`NodeSignal`]s (leadership, applied decisions, devices that
 //! changed edges). Signals are taken first, so a heartbeat the service
 //! accepted because the node said "leader" never reaches a core that has
-//! not heard so yet. The tick runs whenever the core's deadline has
-//! passed, even under a steady stream of inputs.
+//! not heard so yet. While leading, the core ticks every [`TICK`], also
+//! under a steady stream of inputs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,6 +39,10 @@ const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Gauges are refreshed at most this often.
 const GAUGE_PERIOD: Duration = Duration::from_secs(1);
+
+/// How often a leading core ticks: decisions come at most this late
+/// (well under the 300 ms default grace).
+pub const TICK: Duration = Duration::from_millis(25);
 
 enum Input {
     Heartbeat {
@@ -170,21 +174,25 @@ impl LivenessDriver {
 
     /// Runs until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut next_tick = Instant::now();
         loop {
-            let now = self.now();
-            if self.core.poll_timeout().is_some_and(|t| t <= now.mono_ms) {
-                self.core.handle_tick(now);
+            // A fixed tick while leading rather than the core's exact
+            // deadline: the tick and the deadline each visit every edge,
+            // and recomputing the deadline after every heartbeat would
+            // cost a visit of every edge per heartbeat.
+            if self.core.is_leader() && Instant::now() >= next_tick {
+                self.core.handle_tick(self.now());
+                next_tick = Instant::now() + TICK;
             }
             while let Some(cmd) = self.core.poll_command() {
                 self.execute(cmd);
             }
             self.update_gauges();
-            let wake = self
-                .core
-                .poll_timeout()
-                .map(|t| self.start + Duration::from_millis(t))
-                .unwrap_or_else(|| Instant::now() + GAUGE_PERIOD)
-                .min(Instant::now() + GAUGE_PERIOD);
+            let wake = if self.core.is_leader() {
+                next_tick.max(Instant::now())
+            } else {
+                Instant::now() + GAUGE_PERIOD
+            };
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,

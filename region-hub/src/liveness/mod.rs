@@ -52,6 +52,8 @@ pub mod driver;
 pub mod view;
 
 #[cfg(test)]
+mod bench;
+#[cfg(test)]
 mod core_tests;
 
 pub use self::core::{CloseKind, Command, CoreConfig, LivenessCore, Now};
