@@ -8,7 +8,8 @@
 //! decisions, and time — and answers with commands: replicate a liveness
 //! decision (an `EdgeTransition`, which becomes an event of the region's
 //! event log on apply), or replicate an edge's latest report (rate
-//! limited). [`driver::LivenessDriver`] runs it on the hub's runtime and
+//! limited); `transitions` holds how each decision is made.
+//! [`driver::LivenessDriver`] runs it on the hub's runtime and
 //! executes those commands through Raft; [`view`] turns its soft state
 //! into what reads see.
 //!
@@ -49,6 +50,7 @@
 
 pub mod core;
 pub mod driver;
+mod transitions;
 pub mod view;
 
 #[cfg(test)]
