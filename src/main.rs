@@ -1,9 +1,12 @@
 //! `strata`: the one command that runs a whole cluster on a laptop.
-//! Wiring only; see `up.rs`, `bench.rs` and `monitor_cli.rs`.
+//! Wiring only; see `up.rs`, `bench.rs`, `monitor_cli.rs` and
+//! `cluster_cli.rs`.
 
 mod api_token;
 mod bench;
 mod bench_monitors;
+mod cluster_cli;
+mod cluster_table;
 mod device_cli;
 mod monitor_cli;
 mod monitor_spec;
@@ -55,6 +58,11 @@ enum Cmd {
     Monitor(monitor_cli::MonitorCmd),
     /// Alerts raised by device monitors, newest first (via central's API).
     Alerts(monitor_cli::AlertsArgs),
+    /// Edge nodes with their liveness, backlog and use (via central's API).
+    Edges(cluster_cli::EdgesArgs),
+    /// The region's events (edges up, suspect, down, back), or follow them
+    /// as they happen with --follow (via central's API).
+    Events(cluster_cli::EventsArgs),
 }
 
 #[tokio::main]
@@ -65,7 +73,13 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(
         cli.cmd,
-        Cmd::Bench(_) | Cmd::BenchMonitors(_) | Cmd::Monitor(_) | Cmd::Alerts(_) | Cmd::Device(_)
+        Cmd::Bench(_)
+            | Cmd::BenchMonitors(_)
+            | Cmd::Monitor(_)
+            | Cmd::Alerts(_)
+            | Cmd::Edges(_)
+            | Cmd::Events(_)
+            | Cmd::Device(_)
     ) {
         // Only problems: output is the command's own (stdout / stderr).
         quiet_tracing();
@@ -77,6 +91,8 @@ async fn main() -> ExitCode {
         Cmd::Monitor(cmd) => return monitor_cli::monitor(cmd).await,
         Cmd::Device(cmd) => return device_cli::device(cmd),
         Cmd::Alerts(args) => return monitor_cli::alerts(args).await,
+        Cmd::Edges(args) => return cluster_cli::edges(args).await,
+        Cmd::Events(args) => return cluster_cli::events(args).await,
         Cmd::Up(o) => match o.check() {
             Ok(()) => up::up(o, strata_net::process::shutdown_on_signals()).await,
             Err(e) => Err(e),

@@ -181,7 +181,7 @@ pub async fn alerts(args: AlertsArgs) -> ExitCode {
     )
 }
 
-fn finish(r: Result<(), CliError>) -> ExitCode {
+pub(crate) fn finish(r: Result<(), CliError>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -192,11 +192,13 @@ fn finish(r: Result<(), CliError>) -> ExitCode {
 }
 
 /// A central API client.
-struct Api {
-    base: reqwest::Url,
+pub(crate) struct Api {
+    pub(crate) base: reqwest::Url,
     http: reqwest::Client,
+    /// The same headers without a whole-request deadline, for streams.
+    stream_http: reqwest::Client,
     /// Where the token it sends came from, for the 401 message.
-    token_source: TokenSource,
+    pub(crate) token_source: TokenSource,
 }
 
 /// The client and URL of one monitor.
@@ -216,7 +218,7 @@ fn monitor_url(
 }
 
 impl Api {
-    fn new(args: &ApiArgs, env: &CliEnv) -> Result<Api, CliError> {
+    pub(crate) fn new(args: &ApiArgs, env: &CliEnv) -> Result<Api, CliError> {
         let base = monitor_spec::resolve_api(args.api.as_deref(), env.api.as_deref())?;
         let token =
             api_token::resolve(args.token.as_deref(), env.token.as_deref(), &args.data_dir)?;
@@ -228,20 +230,26 @@ impl Api {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .default_headers(headers)
-            .build()
-            .map_err(|e| CliError::Transport(format!("cannot create an HTTP client: {e}")))?;
+        let client = |timeout: Option<Duration>| {
+            let mut b = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .default_headers(headers.clone());
+            if let Some(t) = timeout {
+                b = b.timeout(t);
+            }
+            b.build()
+                .map_err(|e| CliError::Transport(format!("cannot create an HTTP client: {e}")))
+        };
         Ok(Api {
             base,
-            http,
+            http: client(Some(REQUEST_TIMEOUT))?,
+            stream_http: client(None)?,
             token_source: token.source,
         })
     }
 
     /// `base` plus path segments (each percent-encoded) and query pairs.
-    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> reqwest::Url {
+    pub(crate) fn url(&self, segments: &[&str], query: &[(&str, String)]) -> reqwest::Url {
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(segments);
@@ -253,8 +261,14 @@ impl Api {
         url
     }
 
+    /// The HTTP client for a long-lived response (an event stream): no
+    /// whole-request deadline.
+    pub(crate) fn streaming(&self) -> &reqwest::Client {
+        &self.stream_http
+    }
+
     /// Sends a request; a 2xx answer's JSON, or the API error.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         url: reqwest::Url,
@@ -284,6 +298,19 @@ impl Api {
                 CliError::Transport(format!("{method} {url}: answer is not JSON: {text:.200}"))
             });
         }
+        Err(self.api_error(&method, &url, status, &text))
+    }
+
+    /// The error of a non-2xx answer: its JSON error body (with the bad
+    /// fields), or its text; a 401 says where the token came from.
+    pub(crate) fn api_error(
+        &self,
+        method: &reqwest::Method,
+        url: &reqwest::Url,
+        status: u16,
+        text: &str,
+    ) -> CliError {
+        let json: Option<Value> = serde_json::from_str(text).ok();
         let err = json.as_ref().map(|j| &j["error"]);
         let field = |k: &str| err.and_then(|e| e[k].as_str()).map(str::to_owned);
         let mut message =
@@ -294,7 +321,7 @@ impl Api {
                 api_token::unauthorized_hint(&self.token_source)
             );
         }
-        Err(CliError::Api {
+        CliError::Api {
             status,
             code: field("code").unwrap_or_else(|| "http-error".into()),
             message,
@@ -309,12 +336,12 @@ impl Api {
                     )
                 })
                 .collect(),
-        })
+        }
     }
 }
 
 /// `e` and its sources (reqwest's own message hides the OS error).
-fn with_causes(e: &dyn std::error::Error) -> String {
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -335,7 +362,7 @@ fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
 
 /// Writes `text`, ending it with a newline if it has none (tables are
 /// built without one; a shell prompt must not land on their last line).
-fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
+pub(crate) fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
     let nl: &[u8] = if text.is_empty() || text.ends_with('\n') {
         b""
     } else {
@@ -346,12 +373,12 @@ fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
         .map_err(|e| CliError::Transport(format!("cannot write output: {e}")))
 }
 
-fn print_json(out: &mut dyn Write, v: &Value) -> Result<(), CliError> {
+pub(crate) fn print_json(out: &mut dyn Write, v: &Value) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
     write_out(out, &format!("{text}\n"))
 }
 
-fn print_warnings(err: &mut dyn Write, body: &Value) -> Result<(), CliError> {
+pub(crate) fn print_warnings(err: &mut dyn Write, body: &Value) -> Result<(), CliError> {
     for w in monitor_table::warnings(body) {
         write_out(err, &format!("{w}\n"))?;
     }

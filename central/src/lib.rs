@@ -86,6 +86,8 @@ pub struct Central {
     token_file: std::path::PathBuf,
     endpoint: quinn::Endpoint,
     clients: Vec<Arc<RegionClient>>,
+    /// Ends the event streams on shutdown.
+    streams: CancellationToken,
 }
 
 /// Validates `cfg`, sets up the data dir and operator token, loads TLS,
@@ -135,9 +137,19 @@ pub async fn bind(cfg: CentralConfig) -> Result<Central, CentralError> {
         .iter()
         .map(|c| c.clone() as Arc<dyn RegionApi>)
         .collect();
+    let streams = CancellationToken::new();
     let options = http::AppOptions {
         access: auth.access,
         max_body_bytes: cfg.http.max_body_bytes,
+        // A long poll is one request: its wait plus the hub call's own
+        // deadline must end before `http.request-timeout` answers 408.
+        events_max_wait: cfg
+            .http
+            .request_timeout
+            .saturating_sub(cfg.request_timeout() + std::time::Duration::from_secs(1))
+            .min(std::time::Duration::from_secs(30)),
+        stream_keep_alive: (cfg.http.idle_timeout / 2).min(std::time::Duration::from_secs(15)),
+        streams: streams.clone(),
     };
     let state = AppState::with_options(regions, registry, http::system_clock(), options);
     let limit_metrics = state.limit_metrics().clone();
@@ -160,6 +172,7 @@ pub async fn bind(cfg: CentralConfig) -> Result<Central, CentralError> {
         token_file: auth.token_file,
         endpoint,
         clients,
+        streams,
     })
 }
 
@@ -179,6 +192,13 @@ impl Central {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), CentralError> {
         let addr = self.addr;
         tracing::info!(%addr, regions = self.clients.len(), "central API listening");
+        // Event streams never end by themselves; shutdown waits for every
+        // response, so they must end when it starts.
+        let (streams, stop) = (self.streams.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            streams.cancel();
+        });
         serve::serve(
             self.listener,
             self.router,

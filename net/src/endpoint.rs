@@ -34,17 +34,43 @@ fn roots(tls: &NodeTls) -> Result<Arc<rustls::RootCertStore>, NetError> {
     Ok(Arc::new(roots))
 }
 
+/// Keep-alive interval and idle timeout of a link. QUIC uses the smaller
+/// idle timeout of the two ends, so a client that asks for a short one
+/// shortens it for the server too: the edge's uplink does, so that the hub
+/// sees a silent edge's connection end soon (a killed process sends no
+/// close; only silence reveals it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkTimers {
+    /// PING interval when nothing else is sent; well under `idle_timeout`.
+    pub keep_alive: Duration,
+    /// No packet at all for this long ends the connection.
+    pub idle_timeout: Duration,
+}
+
+impl Default for LinkTimers {
+    fn default() -> Self {
+        LinkTimers {
+            keep_alive: KEEP_ALIVE,
+            idle_timeout: IDLE_TIMEOUT,
+        }
+    }
+}
+
 fn transport() -> Arc<quinn::TransportConfig> {
+    transport_with(LinkTimers::default())
+}
+
+fn transport_with(timers: LinkTimers) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(MAX_BIDI_STREAMS.into())
         .max_concurrent_uni_streams(64u32.into())
-        .keep_alive_interval(Some(KEEP_ALIVE))
+        .keep_alive_interval(Some(timers.keep_alive))
         // Larger windows than quinn's defaults: a batch of thousands of
         // records should not stall on flow control over a fast link.
         .stream_receive_window((8u32 * 1024 * 1024).into())
         .receive_window((64u32 * 1024 * 1024).into())
         .send_window(64 * 1024 * 1024);
-    if let Ok(idle) = IDLE_TIMEOUT.try_into() {
+    if let Ok(idle) = timers.idle_timeout.try_into() {
         t.max_idle_timeout(Some(idle));
     }
     Arc::new(t)
@@ -94,9 +120,19 @@ pub fn server_endpoint(bind: SocketAddr, tls: &NodeTls) -> Result<quinn::Endpoin
 
 /// A dial-only endpoint on an ephemeral local port.
 pub fn client_endpoint(tls: &NodeTls) -> Result<quinn::Endpoint, NetError> {
+    client_endpoint_with(tls, LinkTimers::default())
+}
+
+/// [`client_endpoint`] whose connections use `timers`.
+pub fn client_endpoint_with(
+    tls: &NodeTls,
+    timers: LinkTimers,
+) -> Result<quinn::Endpoint, NetError> {
     let bind: SocketAddr = ([0, 0, 0, 0], 0).into();
     let mut ep =
         quinn::Endpoint::client(bind).map_err(|source| NetError::Bind { addr: bind, source })?;
-    ep.set_default_client_config(client_config(tls)?);
+    let mut cfg = client_config(tls)?;
+    cfg.transport_config(transport_with(timers));
+    ep.set_default_client_config(cfg);
     Ok(ep)
 }

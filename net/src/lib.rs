@@ -29,7 +29,7 @@ pub mod pki;
 pub mod process;
 pub mod rpc;
 
-pub use endpoint::{client_endpoint, server_endpoint};
+pub use endpoint::{client_endpoint, client_endpoint_with, server_endpoint, LinkTimers};
 pub use handshake::{accept, connect};
 pub use pki::{NodeTls, Pki, TlsFiles};
 

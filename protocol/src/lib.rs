@@ -18,8 +18,11 @@
 //!   the alert query and what edges report about monitor instances.
 //! - [`workload`]: the device-monitor spec (TOML/JSON/bincode), its
 //!   field-level validation and the device selector's glob matcher.
+//! - [`liveness`]: the edge heartbeat with its boot id, what the hub's
+//!   failure detector decides about an edge, and the region event log.
 
 pub mod frame;
+pub mod liveness;
 pub mod membership;
 pub mod messages;
 pub mod monitoring;
@@ -34,4 +37,4 @@ pub use telemetry::{DeviceRef, Metric, PayloadError, RejectReason, Tag, Telemetr
 
 /// The wire protocol version spoken by this build. Bumped on any incompatible
 /// change; the handshake refuses peers that speak another version.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;

@@ -17,6 +17,7 @@
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
+use crate::liveness::{EdgeHeartbeat, EdgeLiveness, EventPage};
 use crate::membership::{MembershipRefusal, PeerProgress};
 use crate::monitoring::{
     AlertQuery, AlertRecord, InstanceStatus, MonitorCapacity, MonitorInfo, NodeResources,
@@ -171,6 +172,9 @@ pub enum EdgeRequest {
         /// Its sha256 (64 lowercase hex digits).
         sha256: String,
     },
+    /// Liveness and backlog report with the edge process's boot id
+    /// (protocol version 4; replaces `Heartbeat`, which hubs still answer).
+    Pulse(EdgeHeartbeat),
 }
 
 /// Where the current Raft leader can be reached.
@@ -312,6 +316,11 @@ pub struct EdgeInfo {
     /// (resent or re-cut batches; the region stored them once).
     #[serde(default)]
     pub resends_dropped: u64,
+    /// What the region's failure detector thinks of the edge: the leader's
+    /// current view, or the last replicated decision when a follower
+    /// answers. `None` before any decision.
+    #[serde(default)]
+    pub liveness: Option<EdgeLiveness>,
 }
 
 /// One device known to the region.
@@ -465,6 +474,17 @@ pub enum HubRequest {
         /// Restrict to this tenant.
         tenant: Option<String>,
     },
+    /// The region's event log from `from_seq` on. Any replica answers from
+    /// its applied state (the log is replicated).
+    Events {
+        /// First sequence number wanted (1 for the oldest held).
+        from_seq: u64,
+        /// Most events returned (the hub caps it).
+        limit: u32,
+        /// When no event at or after `from_seq` exists yet, wait up to this
+        /// long (ms; the hub caps it) for one before answering an empty page.
+        wait_ms: u32,
+    },
 }
 
 /// Hub → central / CLI response.
@@ -524,4 +544,6 @@ pub enum HubResponse {
     MembershipRefused(MembershipRefusal),
     /// Answer to [`HubRequest::Retention`].
     Retention(RetentionReport),
+    /// Answer to [`HubRequest::Events`].
+    Events(EventPage),
 }

@@ -1,6 +1,7 @@
 //! Admission of a submitted monitor on the leader: validation against the
-//! region's facts, then placement. Pure (state, time and rng are inputs);
-//! the service runs it on the Raft thread over the applied state and
+//! region's facts, then placement. Pure (state, edges and rng are inputs);
+//! the service runs it on the Raft thread over the applied state, with the
+//! leader's soft edge state laid over it (`crate::liveness::views`), and
 //! proposes the resulting `PutMonitor`.
 //!
 //! Facts for [`MonitorSpec::validate`] come from the replicated state:
@@ -21,7 +22,7 @@ use strata_protocol::workload::{
     FieldError, MonitorSpec, NodeCapacity, Placement, RuntimeKind, SpecErrors, ValidationContext,
 };
 
-use crate::fsm::RegionState;
+use crate::fsm::{EdgeView, RegionState};
 
 /// Most spec bytes (estimated) one edge's assignment list may hold: half a
 /// frame, so the `Assignments` answer always fits.
@@ -43,24 +44,23 @@ pub fn spec_size_estimate(spec: &MonitorSpec) -> usize {
     };
     spec.name.len() + spec.tenant.len() * 2 + spec.params.len() + globs + tags + target + 256
 }
-use crate::placement::{self, PlacementSnapshot, Plan, LIVE_WINDOW_MS};
+use crate::placement::{self, PlacementSnapshot, Plan};
 
 /// The capacity validation checks `spec` against; `None` skips the check
 /// (no such edge, or no live edge: placement reports that precisely).
-pub fn max_node_capacity(
-    state: &RegionState,
-    spec: &MonitorSpec,
-    now_ms: i64,
-) -> Option<NodeCapacity> {
+pub fn max_node_capacity(edges: &[EdgeView<'_>], spec: &MonitorSpec) -> Option<NodeCapacity> {
     let cap = |c: strata_protocol::monitoring::MonitorCapacity| NodeCapacity {
         memory_mib: c.memory_mib,
         cpu_millicores: c.cpu_millicores,
     };
     match &spec.target {
-        Placement::Node(node) => state.edge_view(node).map(|e| cap(e.status.capacity)),
-        Placement::LeastLoaded => state
-            .edge_views()
-            .filter(|e| now_ms.saturating_sub(e.last_seen_ms) <= LIVE_WINDOW_MS)
+        Placement::Node(node) => edges
+            .iter()
+            .find(|e| e.edge == node)
+            .map(|e| cap(e.status.capacity)),
+        Placement::LeastLoaded => edges
+            .iter()
+            .filter(|e| e.live)
             .map(|e| cap(e.status.capacity))
             .reduce(|a, b| NodeCapacity {
                 memory_mib: a.memory_mib.max(b.memory_mib),
@@ -69,19 +69,20 @@ pub fn max_node_capacity(
     }
 }
 
-/// Validates `spec` against the region and places it. Every validation
-/// problem is reported at once; placement runs only on a valid spec.
+/// Validates `spec` against the region and its `edges` and places it.
+/// Every validation problem is reported at once; placement runs only on a
+/// valid spec.
 pub fn admit(
     state: &RegionState,
+    edges: &[EdgeView<'_>],
     spec: &MonitorSpec,
-    now_ms: i64,
     rng: &mut impl Rng,
 ) -> Result<Plan, SpecErrors> {
     let tenants = state.tenants();
     let devices = state.known_devices(&spec.tenant);
     let ctx = ValidationContext {
         known_tenants: Some(&tenants),
-        max_node_capacity: max_node_capacity(state, spec, now_ms),
+        max_node_capacity: max_node_capacity(edges, spec),
         known_devices: Some(&devices),
         artifact_known: Some(state.workloads().has_artifact(&spec.artifact.sha256)),
     };
@@ -111,9 +112,8 @@ pub fn admit(
         return Err(SpecErrors(errs));
     }
     let plan = placement::place(
-        &PlacementSnapshot::from_state(state, spec),
+        &PlacementSnapshot::from_state(state, edges, spec),
         spec,
-        now_ms,
         rng,
     )?;
     let others: usize = state
@@ -146,7 +146,13 @@ mod tests {
     use strata_protocol::monitoring::MonitorCapacity;
     use strata_protocol::{EdgeStatus, Metric, SpoolEntry, Tag, TelemetryBatch, TelemetryRecord};
 
+    use strata_protocol::liveness::{Classification, EdgeLiveness, EventKind, LivenessState};
+
     use crate::fsm::{apply, encode_command, Command};
+
+    fn views(s: &RegionState) -> Vec<EdgeView<'_>> {
+        s.edge_views().collect()
+    }
 
     const NOW: i64 = 1_000_000;
 
@@ -180,6 +186,23 @@ mod tests {
             heartbeat("e-small", 64, 500, NOW),
             heartbeat("e-big", 512, 2000, NOW - 1_000),
             heartbeat("e-dead", 4096, 8000, NOW - 60_000),
+            Command::EdgeTransition(crate::fsm::EdgeTransition {
+                edge: "e-dead".into(),
+                kind: EventKind::EdgeDown,
+                from: LivenessState::Suspect,
+                at_ms: NOW - 50_000,
+                liveness: EdgeLiveness {
+                    state: LivenessState::Down,
+                    classification: Classification::Undetermined,
+                    evidence: vec![],
+                    boot_id: 1,
+                    since_ms: NOW - 50_000,
+                    last_heartbeat_ms: NOW - 60_000,
+                    detection_ms: None,
+                    event_seq: 0,
+                },
+                message: "down".into(),
+            }),
             Command::PutArtifact {
                 sha256: sha.clone(),
                 bytes: b"mod".to_vec(),
@@ -218,16 +241,16 @@ mod tests {
     fn capacity_is_the_target_edge_or_the_largest_live_one() {
         let (s, sha) = region();
         let mut m = spec(&sha);
-        let got = max_node_capacity(&s, &m, NOW).unwrap();
+        let got = max_node_capacity(&views(&s), &m).unwrap();
         assert_eq!(
             (got.memory_mib, got.cpu_millicores),
             (512, 2000),
             "dead edge ignored"
         );
         m.target = Placement::Node("e-small".into());
-        assert_eq!(max_node_capacity(&s, &m, NOW).unwrap().memory_mib, 64);
+        assert_eq!(max_node_capacity(&views(&s), &m).unwrap().memory_mib, 64);
         m.target = Placement::Node("nope".into());
-        assert!(max_node_capacity(&s, &m, NOW).is_none());
+        assert!(max_node_capacity(&views(&s), &m).is_none());
     }
 
     #[test]
@@ -235,25 +258,25 @@ mod tests {
         let (s, sha) = region();
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let ok = spec(&sha);
-        assert_eq!(admit(&s, &ok, NOW, &mut rng).unwrap().edge, "e-big");
+        assert_eq!(admit(&s, &views(&s), &ok, &mut rng).unwrap().edge, "e-big");
 
         let mut bad = ok.clone();
         bad.selector.tags.insert("site".into(), "plant-9".into());
         bad.artifact.size_bytes = 4;
-        let e = admit(&s, &bad, NOW, &mut rng).unwrap_err();
+        let e = admit(&s, &views(&s), &bad, &mut rng).unwrap_err();
         assert_eq!(e.fields(), vec!["selector", "artifact.size-bytes"], "{e}");
 
         let mut vm = ok.clone();
         vm.runtime = RuntimeKind::MicroVm;
         assert_eq!(
-            admit(&s, &vm, NOW, &mut rng).unwrap_err().fields(),
+            admit(&s, &views(&s), &vm, &mut rng).unwrap_err().fields(),
             vec!["runtime"]
         );
 
         let mut unknown = ok.clone();
         unknown.artifact.sha256 = "ab".repeat(32);
         unknown.target = Placement::Node("e-small".into());
-        let e = admit(&s, &unknown, NOW, &mut rng).unwrap_err();
+        let e = admit(&s, &views(&s), &unknown, &mut rng).unwrap_err();
         assert_eq!(
             e.fields(),
             vec!["artifact.sha256", "resources.memory-mib"],
@@ -282,10 +305,10 @@ mod tests {
         m.target = Placement::Node("e-big".into());
         m.params = big_params;
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let e = admit(&s, &m, NOW, &mut rng).unwrap_err();
+        let e = admit(&s, &views(&s), &m, &mut rng).unwrap_err();
         assert_eq!(e.fields(), vec!["target"], "{e}");
         // A small spec still fits.
         m.params = "{}".into();
-        admit(&s, &m, NOW, &mut rng).unwrap();
+        admit(&s, &views(&s), &m, &mut rng).unwrap();
     }
 }

@@ -17,6 +17,8 @@
 //! tick-ms = 100
 //! [membership]
 //! catch-up-timeout = "30s"
+//! [liveness]
+//! suspect-after = "600ms"
 //! ```
 
 use std::net::SocketAddr;
@@ -27,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use strata_net::TlsFiles;
 use strata_protocol::ReplicaInfo;
 
+use crate::liveness::CoreConfig as LivenessConfig;
 use crate::raft::{MembershipConfig, NodeConfig};
 use crate::store::StoreConfig;
 
@@ -118,6 +121,132 @@ impl Default for MembershipTuning {
     }
 }
 
+/// Edge failure detection (`[liveness]`): see `crate::liveness`. With the
+/// edges' default 250 ms heartbeats, a SIGKILLed edge is declared down at
+/// most `suspect-after + grace` (900 ms) after its last heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LivenessTuning {
+    /// No heartbeat (nor batch) from an up edge for this long makes it
+    /// suspect. Keep it above two of the edges' heartbeat periods
+    /// (`uplink.heartbeat-ms`, 250 ms by default). Humantime, 100ms to 1h.
+    /// Default "600ms".
+    #[serde(with = "humantime_serde")]
+    pub suspect_after: Duration,
+    /// The grace period: a suspect edge not heard from for this long more
+    /// is declared down. Humantime, at most 1h. Default "300ms".
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// A new leader declares no edge down that it has not heard from
+    /// itself before this much of its own leadership has passed: edges
+    /// need that long to notice the old leader is gone and find the new
+    /// one, and a leader change must not look like a mass failure (an edge
+    /// it heard and then lost is judged as usual). Humantime, at least
+    /// suspect-after + grace. Default "5s".
+    #[serde(with = "humantime_serde")]
+    pub leader_grace: Duration,
+    /// The leader replicates each heartbeating edge's latest report at
+    /// least this often, so followers and the next leader are not blind.
+    /// Humantime, 1s to 1h. Default "30s".
+    #[serde(with = "humantime_serde")]
+    pub report_interval: Duration,
+    /// ...and when the report changed materially (monitor instances,
+    /// capacity, assignments version), at most this often. Humantime, at
+    /// most report-interval. Default "1s".
+    #[serde(with = "humantime_serde")]
+    pub report_min_interval: Duration,
+    /// An edge declared down this many times within `flap-window` is
+    /// flapping: it is declared back only after heartbeating steadily for
+    /// `flap-hold`. At least 1. Default 3.
+    pub flap_downs: u32,
+    /// See `flap-downs`. Humantime, at least 1s. Default "1m".
+    #[serde(with = "humantime_serde")]
+    pub flap_window: Duration,
+    /// See `flap-downs`. Humantime, at most 1h. Default "10s".
+    #[serde(with = "humantime_serde")]
+    pub flap_hold: Duration,
+}
+
+impl Default for LivenessTuning {
+    fn default() -> Self {
+        let d = LivenessConfig::default();
+        LivenessTuning {
+            suspect_after: Duration::from_millis(d.suspect_after_ms),
+            grace: Duration::from_millis(d.grace_ms),
+            leader_grace: Duration::from_millis(d.leader_grace_ms),
+            report_interval: Duration::from_millis(d.report_interval_ms),
+            report_min_interval: Duration::from_millis(d.report_min_interval_ms),
+            flap_downs: d.flap_downs as u32,
+            flap_window: Duration::from_millis(d.flap_window_ms),
+            flap_hold: Duration::from_millis(d.flap_hold_ms),
+        }
+    }
+}
+
+impl LivenessTuning {
+    /// The failure detector's configuration.
+    pub fn core_config(&self) -> LivenessConfig {
+        let ms = |d: Duration| d.as_millis() as u64;
+        LivenessConfig {
+            suspect_after_ms: ms(self.suspect_after),
+            grace_ms: ms(self.grace),
+            leader_grace_ms: ms(self.leader_grace),
+            report_interval_ms: ms(self.report_interval),
+            report_min_interval_ms: ms(self.report_min_interval),
+            flap_downs: self.flap_downs as usize,
+            flap_window_ms: ms(self.flap_window),
+            flap_hold_ms: ms(self.flap_hold),
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let f = |d: Duration| humantime_serde::re::humantime::format_duration(d).to_string();
+        let hour = Duration::from_secs(3600);
+        let mut p = Vec::new();
+        if self.suspect_after < Duration::from_millis(100) || self.suspect_after > hour {
+            p.push(format!(
+                "liveness.suspect-after: {} must be between 100ms and 1h",
+                f(self.suspect_after)
+            ));
+        }
+        for (key, d) in [("grace", self.grace), ("flap-hold", self.flap_hold)] {
+            if d > hour {
+                p.push(format!("liveness.{key}: {} must be at most 1h", f(d)));
+            }
+        }
+        if self.leader_grace < self.suspect_after + self.grace || self.leader_grace > hour {
+            p.push(format!(
+                "liveness.leader-grace: {} must be at least suspect-after + grace ({}) and at most 1h",
+                f(self.leader_grace),
+                f(self.suspect_after + self.grace)
+            ));
+        }
+        if self.report_interval < Duration::from_secs(1) || self.report_interval > hour {
+            p.push(format!(
+                "liveness.report-interval: {} must be between 1s and 1h",
+                f(self.report_interval)
+            ));
+        }
+        if self.report_min_interval > self.report_interval {
+            p.push(format!(
+                "liveness.report-min-interval: {} must be at most report-interval ({})",
+                f(self.report_min_interval),
+                f(self.report_interval)
+            ));
+        }
+        if self.flap_downs == 0 {
+            p.push("liveness.flap-downs: must be at least 1".to_owned());
+        }
+        if self.flap_window < Duration::from_secs(1) || self.flap_window > hour {
+            p.push(format!(
+                "liveness.flap-window: {} must be between 1s and 1h",
+                f(self.flap_window)
+            ));
+        }
+        p
+    }
+}
+
 /// The whole `hub.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -153,6 +282,8 @@ pub struct HubConfig {
     pub store: StoreConfig,
     /// Membership safety.
     pub membership: MembershipTuning,
+    /// Edge failure detection.
+    pub liveness: LivenessTuning,
 }
 
 impl Default for HubConfig {
@@ -171,6 +302,7 @@ impl Default for HubConfig {
             checkpoint_interval_ms: 2000,
             store: StoreConfig::default(),
             membership: MembershipTuning::default(),
+            liveness: LivenessTuning::default(),
         }
     }
 }
@@ -297,6 +429,7 @@ impl HubConfig {
                 heartbeats.as_millis()
             ));
         }
+        p.extend(self.liveness.problems());
         if self.checkpoint_interval_ms < 100 {
             p.push(format!(
                 "checkpoint-interval-ms: {} must be at least 100",
@@ -416,6 +549,10 @@ retention-ms = 0
 [membership]
 catch-up-timeout = "2m"
 unreachable-after = "1500ms"
+[liveness]
+suspect-after = "400ms"
+grace = "200ms"
+leader-grace = "3s"
 "#,
             d = dir.path().display(),
             ca = tls.ca.display(),
@@ -432,6 +569,12 @@ unreachable-after = "1500ms"
         assert_eq!(m.catch_up_timeout, Duration::from_secs(120));
         assert_eq!(m.unreachable_after, Duration::from_millis(1500));
         assert_eq!(m.max_lag_entries, 1000);
+        let l = cfg.liveness.core_config();
+        assert_eq!(
+            (l.suspect_after_ms, l.grace_ms, l.leader_grace_ms),
+            (400, 200, 3000)
+        );
+        assert_eq!(l.report_interval_ms, 30_000);
     }
 
     #[test]
@@ -465,6 +608,13 @@ unreachable-after = "1500ms"
                 max_lag_entries: 0,
                 unreachable_after: Duration::from_millis(400),
             },
+            liveness: LivenessTuning {
+                suspect_after: Duration::from_millis(50),
+                leader_grace: Duration::from_millis(100),
+                report_min_interval: Duration::from_secs(60),
+                flap_downs: 0,
+                ..LivenessTuning::default()
+            },
             ..HubConfig::default()
         };
         let problems = cfg.validate().unwrap_err().problems;
@@ -480,6 +630,10 @@ unreachable-after = "1500ms"
             "membership.catch-up-timeout",
             "membership.max-lag-entries",
             "membership.unreachable-after",
+            "liveness.suspect-after",
+            "liveness.leader-grace",
+            "liveness.report-min-interval",
+            "liveness.flap-downs",
         ] {
             assert!(
                 problems.iter().any(|p| p.contains(want)),
@@ -502,6 +656,7 @@ unreachable-after = "1500ms"
         assert_eq!(doc.join, d.join);
         assert_eq!(doc.checkpoint_interval_ms, d.checkpoint_interval_ms);
         assert_eq!(doc.membership, d.membership);
+        assert_eq!(doc.liveness, d.liveness);
         assert_eq!(doc.peers.len(), 3);
     }
 }

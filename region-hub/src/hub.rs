@@ -1,6 +1,6 @@
 //! Wiring of one hub replica: TLS, the two QUIC endpoints (peer and
 //! client), the telemetry store, the Raft node thread, the peer transport,
-//! the client service and the metrics endpoint.
+//! the edge failure detector, the client service and the metrics endpoint.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -13,11 +13,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, HubConfig};
+use crate::liveness::LivenessDriver;
 use crate::metrics::HubMetrics;
 use crate::raft::apply::StoreReader;
 use crate::raft::driver::{self, NodeHandle, INBOX_CAPACITY};
 use crate::raft::quic::{serve_peers, QuicTransport};
-use crate::raft::{NodeError, RaftNode};
+use crate::raft::{NodeError, NodeView, Observer, RaftNode};
 use crate::service::Service;
 use crate::store::TelemetryStore;
 
@@ -241,15 +242,25 @@ pub async fn start(
         services.clone(),
     );
     let (node_cfg, node_metrics) = (cfg.node_config(), metrics.clone());
+    // The node publishes its view (leadership, assignments version, event
+    // log end) for the service and signals the failure detector.
+    let (view_tx, view_rx) = tokio::sync::watch::channel(NodeView::default());
+    let (signals_tx, signals_rx) = mpsc::unbounded_channel();
+    let observer = Observer {
+        view: view_tx,
+        signals: signals_tx,
+    };
     let open = move || {
-        RaftNode::open(
+        let mut node = RaftNode::open(
             node_cfg,
             store,
             recovered.applied_index,
             &recovered.fsm_state,
             Box::new(transport),
             node_metrics,
-        )
+        )?;
+        node.set_observer(observer);
+        Ok(node)
     };
     let spawned =
         driver::spawn(cfg.id, open, rx, cfg.tick(), shutdown.clone()).map_err(HubError::Thread)?;
@@ -268,8 +279,22 @@ pub async fn start(
         tx,
         services.clone(),
     ));
-    let svc = Service::new(me, handle.clone(), metrics.clone(), handshakes)
-        .with_store_retention(cfg.store.retention_ms);
+    let (detector, liveness) = LivenessDriver::new(
+        cfg.liveness.core_config(),
+        signals_rx,
+        handle.clone(),
+        metrics.clone(),
+    );
+    tokio::spawn(detector.run(services.clone()));
+    let svc = Service::new(
+        me,
+        handle.clone(),
+        view_rx,
+        liveness,
+        metrics.clone(),
+        handshakes,
+    )
+    .with_store_retention(cfg.store.retention_ms);
     tokio::spawn(svc.serve(client_ep.clone(), services.clone()));
     let metrics_addr = match cfg.metrics_listen {
         Some(addr) => {

@@ -16,6 +16,8 @@
 //!   driver thread, and the peer transport (QUIC, plus fault-injection
 //!   filters for tests).
 //! - [`service`]: the client-facing QUIC server (edges, central, tools).
+//! - [`liveness`]: the leader's edge failure detector (heartbeats as soft
+//!   state; only its decisions are replicated) and what reads see of it.
 //! - [`admission`]: validation of a submitted monitor against the region,
 //!   then [`placement`] (pure, nomad-style) onto an edge.
 //! - [`artifact`]: monitor module validation (wasmparser) and hashing.
@@ -30,6 +32,7 @@ pub mod artifact;
 pub mod config;
 pub mod fsm;
 pub mod hub;
+pub mod liveness;
 pub mod metrics;
 pub mod placement;
 pub mod raft;

@@ -15,7 +15,7 @@ pub struct KindLabel {
     /// `fetch_artifact`, `status`, `list_edges`, `list_devices`, `query`,
     /// `add_replica`, `remove_replica`, `put_artifact`, `submit_monitor`,
     /// `list_monitors`, `get_monitor`, `delete_monitor`, `query_alerts`,
-    /// `retention`, `decode`.
+    /// `retention`, `events`, `decode`.
     pub kind: &'static str,
 }
 
@@ -49,6 +49,23 @@ pub struct RetentionLabel {
     /// `expired_on_arrival` (arrived for a partition retention had
     /// dropped; never stored) or `expired` (dropped with its partition).
     pub reason: &'static str,
+}
+
+/// Label of [`HubMetrics::edge_transitions`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabel {
+    /// The edge's state after the decision: `up`, `suspect`, `down`.
+    pub state: &'static str,
+    /// Its classification: `none`, `undetermined`, `shutdown`, `crash`,
+    /// `edge-failure`, `partition`.
+    pub classification: &'static str,
+}
+
+/// Label of [`HubMetrics::liveness_edge_states`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// `unknown`, `up`, `suspect` or `down`.
+    pub state: &'static str,
 }
 
 /// Every metric of one replica. Cloning shares the underlying values.
@@ -97,8 +114,21 @@ pub struct HubMetrics {
     pub artifact_bytes: Gauge,
     /// The region's assignments version.
     pub assignments_version: Gauge,
-    /// Edge heartbeats applied.
+    /// Edge heartbeats received (soft state on the leader; followers
+    /// answer them with a redirect).
     pub heartbeats: Counter,
+    /// Edge reports replicated through Raft (rate limited) and applied.
+    pub reports_replicated: Counter,
+    /// Liveness decisions of the leader, by state and classification.
+    pub edge_transitions: Family<TransitionLabel, Counter>,
+    /// Seconds from an edge's last heartbeat to its down decision.
+    pub edge_detection_latency: Histogram,
+    /// Edges in the leader's soft state, by liveness state (0 on followers).
+    pub liveness_edge_states: Family<StateLabel, Gauge>,
+    /// Estimated size of the leader's soft state, bytes.
+    pub liveness_soft_bytes: Gauge,
+    /// Heartbeats and batch notices the failure detector had no room for.
+    pub liveness_inputs_dropped: Counter,
     /// Raft snapshots sent to followers.
     pub snapshots_sent: Counter,
     /// Raft snapshots installed from the leader.
@@ -143,6 +173,13 @@ impl Default for HubMetrics {
             artifact_bytes: Gauge::default(),
             assignments_version: Gauge::default(),
             heartbeats: Counter::default(),
+            reports_replicated: Counter::default(),
+            edge_transitions: Family::default(),
+            // 50 ms .. ~13 s.
+            edge_detection_latency: Histogram::new(exponential_buckets(0.05, 1.5, 14)),
+            liveness_edge_states: Family::default(),
+            liveness_soft_bytes: Gauge::default(),
+            liveness_inputs_dropped: Counter::default(),
             snapshots_sent: Counter::default(),
             snapshots_received: Counter::default(),
             checkpoints: Counter::default(),
@@ -254,8 +291,41 @@ impl HubMetrics {
         );
         r.register(
             "heartbeats",
-            "Edge heartbeats applied",
+            "Edge heartbeats received",
             m.heartbeats.clone(),
+        );
+        r.register(
+            "edge_reports_replicated",
+            "Edge reports replicated through Raft (on material change or every report-interval)",
+            m.reports_replicated.clone(),
+        );
+        r.register(
+            "edge_transitions",
+            "Edge liveness decisions of the leader, by state and classification",
+            m.edge_transitions.clone(),
+        );
+        r.register(
+            "edge_detection_latency_seconds",
+            "From an edge's last heartbeat to its down decision",
+            m.edge_detection_latency.clone(),
+        );
+        for state in ["unknown", "up", "suspect", "down"] {
+            drop(m.liveness_edge_states.get_or_create(&StateLabel { state }));
+        }
+        r.register(
+            "liveness_edges",
+            "Edges in the leader's failure detector, by state (0 on followers)",
+            m.liveness_edge_states.clone(),
+        );
+        r.register(
+            "liveness_soft_bytes",
+            "Estimated size of the leader's soft edge state",
+            m.liveness_soft_bytes.clone(),
+        );
+        r.register(
+            "liveness_inputs_dropped",
+            "Heartbeats and batch notices the failure detector had no room for",
+            m.liveness_inputs_dropped.clone(),
         );
         r.register(
             "snapshots_sent",
@@ -299,6 +369,29 @@ impl HubMetrics {
     /// Counts one request of `kind`.
     pub fn request(&self, kind: &'static str) {
         self.requests.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// Counts one liveness decision.
+    pub fn transition(
+        &self,
+        state: strata_protocol::liveness::LivenessState,
+        class: strata_protocol::liveness::Classification,
+    ) {
+        self.edge_transitions
+            .get_or_create(&TransitionLabel {
+                state: state.as_str(),
+                classification: class.as_str(),
+            })
+            .inc();
+    }
+
+    /// The gauge of edges in `state`.
+    pub fn liveness_edges(&self, state: strata_protocol::liveness::LivenessState) -> Gauge {
+        self.liveness_edge_states
+            .get_or_create(&StateLabel {
+                state: state.as_str(),
+            })
+            .clone()
     }
 
     /// Counts one failed request of `kind`.

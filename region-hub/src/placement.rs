@@ -7,8 +7,9 @@
 //!   returns (offline autonomy), and the spec's capacity check is done by
 //!   validation against that edge's reported capacity.
 //! - `least-loaded`: a monitor sees only the telemetry of devices connected
-//!   to its edge, so the candidates are the live edges (heartbeat within
-//!   [`LIVE_WINDOW_MS`]) whose free room fits the request and through which
+//!   to its edge, so the candidates are the live edges (neither suspect nor
+//!   down for the region's failure detector, `crate::liveness`) whose free
+//!   room fits the request and through which
 //!   at least one selected device last sent telemetry; only when no such
 //!   edge fits does any fitting live edge qualify. Among the candidates, the
 //!   one with the most room wins, measured
@@ -31,18 +32,15 @@ use rand::Rng;
 use strata_protocol::monitoring::MonitorCapacity;
 use strata_protocol::workload::{FieldError, MonitorSpec, Placement, SpecErrors};
 
-use crate::fsm::RegionState;
-
-/// An edge whose last heartbeat or batch is at most this old is live, ms.
-pub const LIVE_WINDOW_MS: i64 = 10_000;
+use crate::fsm::{EdgeView, RegionState};
 
 /// One edge as placement sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgeLoad {
     /// Edge name.
     pub edge: String,
-    /// Hub time of its last heartbeat or batch, ms since the Unix epoch.
-    pub last_seen_ms: i64,
+    /// Neither suspect nor down ([`EdgeView::live`]).
+    pub live: bool,
     /// Capacity it reserves for monitors.
     pub capacity: MonitorCapacity,
     /// Budgets of the instances holding capacity, as it last reported.
@@ -79,17 +77,18 @@ pub struct PlacementSnapshot {
 }
 
 impl PlacementSnapshot {
-    /// Extracts the snapshot for placing `spec` from the applied region state.
-    pub fn from_state(state: &RegionState, spec: &MonitorSpec) -> Self {
+    /// Extracts the snapshot for placing `spec` from the applied region
+    /// state and its `edges` (with the leader's soft state laid over).
+    pub fn from_state(state: &RegionState, edges: &[EdgeView<'_>], spec: &MonitorSpec) -> Self {
         let sel = &spec.selector;
         let carriers = state.device_edges(&spec.tenant, |device, tags| {
             sel.matches(&spec.tenant, device, tags)
         });
-        let edges = state
-            .edge_views()
+        let edges = edges
+            .iter()
             .map(|e| EdgeLoad {
                 edge: e.edge.to_owned(),
-                last_seen_ms: e.last_seen_ms,
+                live: e.live,
                 capacity: e.status.capacity,
                 reserved: e.status.reserved,
                 reported: e
@@ -118,11 +117,9 @@ impl PlacementSnapshot {
         }
     }
 
-    /// Live edges at `now_ms`.
-    pub fn live(&self, now_ms: i64) -> impl Iterator<Item = &EdgeLoad> {
-        self.edges
-            .iter()
-            .filter(move |e| now_ms.saturating_sub(e.last_seen_ms) <= LIVE_WINDOW_MS)
+    /// Live edges.
+    pub fn live(&self) -> impl Iterator<Item = &EdgeLoad> {
+        self.edges.iter().filter(|e| e.live)
     }
 
     /// Free room on `edge`, not counting monitor `(tenant, name)` itself.
@@ -172,12 +169,11 @@ fn field(field: &str, message: String) -> SpecErrors {
     }])
 }
 
-/// Places `spec` (see the module docs). Pure: the same snapshot, time and
-/// rng seed give the same plan.
+/// Places `spec` (see the module docs). Pure: the same snapshot and rng
+/// seed give the same plan.
 pub fn place(
     snap: &PlacementSnapshot,
     spec: &MonitorSpec,
-    now_ms: i64,
     rng: &mut impl Rng,
 ) -> Result<Plan, SpecErrors> {
     let existing = snap
@@ -214,14 +210,13 @@ pub fn place(
                 ))
             }
         }
-        Placement::LeastLoaded => least_loaded(snap, spec, now_ms, rng),
+        Placement::LeastLoaded => least_loaded(snap, spec, rng),
     }
 }
 
 fn least_loaded(
     snap: &PlacementSnapshot,
     spec: &MonitorSpec,
-    now_ms: i64,
     rng: &mut impl Rng,
 ) -> Result<Plan, SpecErrors> {
     let want = budget(spec);
@@ -236,8 +231,8 @@ fn least_loaded(
     };
     let carries = |e: &EdgeLoad| snap.carriers.get(&e.edge).is_some_and(|n| *n > 0);
     // Prefer edges that see the selected devices; fall back to any.
-    let need_carrier = snap.live(now_ms).any(|e| carries(e) && fits(e));
-    for e in snap.live(now_ms) {
+    let need_carrier = snap.live().any(|e| carries(e) && fits(e));
+    for e in snap.live() {
         live += 1;
         let free = snap.free(e, &spec.tenant, &spec.name);
         if roomiest.is_none_or(|(_, r)| {
@@ -271,9 +266,8 @@ fn least_loaded(
     }
     let message = match roomiest {
         None => format!(
-            "no live edge node in the region (none of the {} known edges reported in the last {} s)",
+            "no live edge node in the region (none of the {} known edges is up; see GET /api/v1/edges)",
             snap.edges.len(),
-            LIVE_WINDOW_MS / 1000
         ),
         Some((e, free)) => format!(
             "no live edge node has room for {} MiB / {} millicores; the most free room is on \
@@ -296,8 +290,6 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
     use strata_protocol::workload::{ArtifactRef, DeviceSelector, Resources, RestartPolicy};
 
-    const NOW: i64 = 1_000_000;
-
     fn cap(memory_mib: u32, cpu_millicores: u32) -> MonitorCapacity {
         MonitorCapacity {
             memory_mib,
@@ -305,6 +297,8 @@ mod tests {
         }
     }
 
+    /// An edge last heard `age_ms` ago: one silent for more than 10 s has
+    /// been declared down by the failure detector.
     fn edge(
         name: &str,
         age_ms: i64,
@@ -313,7 +307,7 @@ mod tests {
     ) -> EdgeLoad {
         EdgeLoad {
             edge: name.into(),
-            last_seen_ms: NOW - age_ms,
+            live: age_ms <= 10_000,
             capacity,
             reserved,
             reported: BTreeSet::new(),
@@ -377,7 +371,7 @@ mod tests {
             ..Default::default()
         };
         let s = spec("m", 32, 100, Placement::LeastLoaded);
-        let p = place(&snap, &s, NOW, &mut rng(1)).unwrap();
+        let p = place(&snap, &s, &mut rng(1)).unwrap();
         assert_eq!(
             p,
             Plan {
@@ -398,10 +392,10 @@ mod tests {
             ..Default::default()
         };
         let s = spec("m", 32, 100, Placement::LeastLoaded);
-        assert_eq!(place(&snap, &s, NOW, &mut rng(1)).unwrap().edge, "b");
+        assert_eq!(place(&snap, &s, &mut rng(1)).unwrap().edge, "b");
         // Once `a` reports `x`, its budget is in `reserved` (here 0): not counted twice.
         snap.edges[0].reported.insert(("acme".into(), "x".into()));
-        assert_eq!(place(&snap, &s, NOW, &mut rng(1)).unwrap().edge, "a");
+        assert_eq!(place(&snap, &s, &mut rng(1)).unwrap().edge, "a");
     }
 
     #[test]
@@ -417,8 +411,8 @@ mod tests {
         let s = spec("m", 10, 10, Placement::LeastLoaded);
         let mut seen = BTreeSet::new();
         for seed in 0..64 {
-            let a = place(&snap, &s, NOW, &mut rng(seed)).unwrap();
-            let b = place(&snap, &s, NOW, &mut rng(seed)).unwrap();
+            let a = place(&snap, &s, &mut rng(seed)).unwrap();
+            let b = place(&snap, &s, &mut rng(seed)).unwrap();
             assert_eq!(a, b, "seed {seed}: same seed, same plan");
             seen.insert(a.edge);
         }
@@ -436,7 +430,7 @@ mod tests {
             ..Default::default()
         };
         let s = spec("m", 64, 100, Placement::LeastLoaded);
-        let e = place(&snap, &s, NOW, &mut rng(1)).unwrap_err();
+        let e = place(&snap, &s, &mut rng(1)).unwrap_err();
         assert_eq!(e.fields(), vec!["resources"]);
         assert!(
             e.0[0].message.contains("b (48 MiB / 1000 millicores free"),
@@ -447,7 +441,7 @@ mod tests {
             assigned: vec![],
             ..Default::default()
         };
-        let e = place(&none, &s, NOW, &mut rng(1)).unwrap_err();
+        let e = place(&none, &s, &mut rng(1)).unwrap_err();
         assert!(e.0[0].message.contains("no live edge node"), "{e}");
     }
 
@@ -459,9 +453,9 @@ mod tests {
             ..Default::default()
         };
         let ok = spec("m", 8, 8, Placement::Node("a".into()));
-        assert_eq!(place(&snap, &ok, NOW, &mut rng(1)).unwrap().edge, "a");
+        assert_eq!(place(&snap, &ok, &mut rng(1)).unwrap().edge, "a");
         let bad = spec("m", 8, 8, Placement::Node("zz".into()));
-        let e = place(&snap, &bad, NOW, &mut rng(1)).unwrap_err();
+        let e = place(&snap, &bad, &mut rng(1)).unwrap_err();
         assert_eq!(e.fields(), vec!["target.node"]);
         assert!(e.0[0].message.contains("known: a"), "{e}");
     }
@@ -478,7 +472,7 @@ mod tests {
         };
         let s = spec("m", 64, 100, Placement::LeastLoaded);
         assert_eq!(
-            place(&snap, &s, NOW, &mut rng(1)).unwrap(),
+            place(&snap, &s, &mut rng(1)).unwrap(),
             Plan {
                 edge: "a".into(),
                 kept: true
@@ -486,7 +480,7 @@ mod tests {
         );
         let moved = spec("m", 64, 100, Placement::Node("b".into()));
         assert_eq!(
-            place(&snap, &moved, NOW, &mut rng(1)).unwrap(),
+            place(&snap, &moved, &mut rng(1)).unwrap(),
             Plan {
                 edge: "b".into(),
                 kept: false
@@ -510,14 +504,14 @@ mod tests {
         let s = spec("m", 32, 100, Placement::LeastLoaded);
         // The roomiest edge sees none of the devices: the one that does and
         // fits wins; the one with the most devices has no room.
-        assert_eq!(place(&snap, &s, NOW, &mut rng(3)).unwrap().edge, "carrier");
+        assert_eq!(place(&snap, &s, &mut rng(3)).unwrap().edge, "carrier");
         // No carrier fits: any fitting live edge, the roomiest.
         snap.carriers.remove("carrier");
-        assert_eq!(place(&snap, &s, NOW, &mut rng(3)).unwrap().edge, "roomy");
+        assert_eq!(place(&snap, &s, &mut rng(3)).unwrap().edge, "roomy");
         // A dead carrier does not count either.
         snap.carriers.insert("dead".into(), 5);
         snap.edges
             .push(edge("dead", 60_000, cap(4096, 4000), cap(0, 0)));
-        assert_eq!(place(&snap, &s, NOW, &mut rng(3)).unwrap().edge, "roomy");
+        assert_eq!(place(&snap, &s, &mut rng(3)).unwrap().edge, "roomy");
     }
 }

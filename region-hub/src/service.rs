@@ -7,46 +7,46 @@
 //! are served concurrently; thousands of batches in flight become a few
 //! Raft Readies on the node.
 //!
-//! Writes (batches, heartbeats, membership, artifacts, monitor submits and
-//! deletes) go through the leader; a follower answers `NotLeader` with the
-//! leader's client address. Reads (`ListEdges`, `ListDevices`, `Query`,
-//! `Status`, monitors, alerts, an edge's assignments and artifacts) are
-//! answered by whichever replica is asked, from its applied state: a
-//! follower may lag the leader by the replication delay (usually
-//! milliseconds). Central should ask the leader when it needs
+//! Writes (batches, membership, artifacts, monitor submits and deletes) go
+//! through the leader; a follower answers `NotLeader` with the leader's
+//! client address. Heartbeats too, but the leader keeps them as soft state
+//! in its failure detector (`crate::liveness`) instead of replicating
+//! them. Reads (`ListEdges`, `ListDevices`, `Query`, `Status`, monitors,
+//! alerts, events, an edge's assignments and artifacts) are answered by
+//! whichever replica is asked, from its applied state (the leader lays its
+//! soft edge state over it): a follower may lag the leader by the
+//! replication delay (usually milliseconds), and its edge reports by up to
+//! `liveness.report-interval`. Central should ask the leader when it needs
 //! read-your-writes freshness.
 //!
-//! The monitor and artifact handlers live in [`workloads`].
+//! The monitor and artifact handlers live in [`workloads`]; heartbeats,
+//! edge connections, the edge list and the event log in [`edges`].
 
+mod edges;
 #[cfg(test)]
 mod tests;
 mod workloads;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use strata_net::handshake::HandshakeMetrics;
 use strata_net::rpc::{read_frame_bytes, write_frame};
 use strata_protocol::{
-    frame, EdgeRequest, EdgeResponse, EdgeStatus, HubRequest, HubResponse, NodeIdentity, NodeKind,
+    frame, EdgeRequest, EdgeResponse, HubRequest, HubResponse, NodeIdentity, NodeKind,
     RefuseReason, MAX_FRAME_LEN,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::fsm::{self, Command, Outcome};
+use crate::liveness::LivenessHandle;
 use crate::metrics::HubMetrics;
 use crate::raft::driver::{now_ms, NodeHandle};
-use crate::raft::{MemberChange, ProposeError, ReadRequest};
+use crate::raft::{MemberChange, NodeView, ProposeError, ReadRequest};
 
 /// Longest a write waits for its commit before answering `Unavailable`
 /// (the edge retries; the FSM deduplicates).
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a heartbeat waits for its Raft commit before it is answered
-/// anyway. A heartbeat proves the link and the process alive; making it wait
-/// for a busy Raft loop made edges drop healthy connections and resend.
-pub const HEARTBEAT_ANSWER: Duration = Duration::from_millis(250);
 
 /// Who may connect to the client port: edges of this region, central and
 /// tools (any region). Other hubs use the peer port.
@@ -76,19 +76,24 @@ pub struct Service {
     /// Serialises monitor submits and deletes on this replica, so two
     /// concurrent submits cannot both place into the same free room.
     submit_lock: Arc<tokio::sync::Mutex<()>>,
-    /// The last assignments version seen in an applied entry, for
-    /// heartbeats answered before their own commit.
-    assignments_version: Arc<AtomicU64>,
+    /// The node's latest view: leadership, the leader's address, the
+    /// applied assignments version and event log end.
+    view: tokio::sync::watch::Receiver<NodeView>,
+    /// The edge failure detector.
+    liveness: LivenessHandle,
     /// This replica's store retention, ms (0: for ever), told to edges in
     /// every heartbeat ack so they refuse readings it would drop at once.
     store_retention_ms: u64,
 }
 
 impl Service {
-    /// A service for this replica.
+    /// A service for this replica, answering edges from the node's `view`
+    /// and feeding their heartbeats and connections to `liveness`.
     pub fn new(
         me: NodeIdentity,
         node: NodeHandle,
+        view: tokio::sync::watch::Receiver<NodeView>,
+        liveness: LivenessHandle,
         metrics: HubMetrics,
         handshakes: HandshakeMetrics,
     ) -> Self {
@@ -98,7 +103,8 @@ impl Service {
             metrics,
             handshakes,
             submit_lock: Arc::new(tokio::sync::Mutex::new(())),
-            assignments_version: Arc::new(AtomicU64::new(0)),
+            view,
+            liveness,
             store_retention_ms: 0,
         }
     }
@@ -107,17 +113,6 @@ impl Service {
     pub fn with_store_retention(mut self, retention_ms: u64) -> Self {
         self.store_retention_ms = retention_ms;
         self
-    }
-
-    fn note_version(&self, version: u64) {
-        self.assignments_version.store(version, Ordering::Relaxed);
-    }
-
-    fn ack(&self) -> EdgeResponse {
-        EdgeResponse::HeartbeatAck {
-            assignments_version: self.assignments_version.load(Ordering::Relaxed),
-            store_retention_ms: self.store_retention_ms,
-        }
     }
 
     /// Accepts client connections on `endpoint` until `shutdown`.
@@ -144,10 +139,24 @@ impl Service {
                     return;
                 }
             };
+        // An edge's connections are evidence for the failure detector:
+        // how the last one ended says much about why the edge went quiet.
+        let edge_conn = match peer.kind {
+            NodeKind::Edge => Some(self.liveness.opened(&peer.id).await),
+            _ => None,
+        };
         loop {
             let (send, recv) = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                s = conn.accept_bi() => match s { Ok(s) => s, Err(_) => return },
+                s = conn.accept_bi() => match s {
+                    Ok(s) => s,
+                    Err(e) => {
+                        if let Some(id) = edge_conn {
+                            self.edge_connection_ended(&peer.id, id, &e).await;
+                        }
+                        return;
+                    }
+                },
             };
             let svc = self.clone();
             let peer = peer.clone();
@@ -172,7 +181,7 @@ impl Service {
         };
         let written = if peer.kind == NodeKind::Edge {
             let resp = match frame::decode_body::<EdgeRequest>(&body) {
-                Ok(req) => self.edge(req).await,
+                Ok(req) => self.edge_from(&peer.id, req).await,
                 Err(e) => {
                     self.metrics.request_error("decode");
                     tracing::warn!(edge = %peer.id, error = %e, "malformed edge request");
@@ -213,67 +222,35 @@ impl Service {
         }
     }
 
-    /// A heartbeat: recorded through Raft, answered within
-    /// [`HEARTBEAT_ANSWER`]. A follower's `NotLeader` comes back at once so
-    /// an idle edge still finds the leader; a slow commit is left to finish
-    /// in the background and the heartbeat is acknowledged.
-    async fn heartbeat(&self, status: EdgeStatus) -> EdgeResponse {
-        self.metrics.request("heartbeat");
-        let data = fsm::encode_command(&Command::EdgeHeartbeat {
-            status,
-            received_ms: now_ms(),
-        });
-        let node = self.node.clone();
-        let mut commit =
-            Box::pin(async move { tokio::time::timeout(COMMIT_TIMEOUT, node.propose(data)).await });
-        match tokio::time::timeout(HEARTBEAT_ANSWER, &mut commit).await {
-            Ok(Ok(Ok(Outcome::HeartbeatRecorded {
-                assignments_version,
-            }))) => {
-                self.note_version(assignments_version);
-                EdgeResponse::HeartbeatAck {
-                    assignments_version,
-                    store_retention_ms: self.store_retention_ms,
-                }
-            }
-            Ok(Ok(Ok(_))) => self.ack(),
-            Ok(Ok(Err(ProposeError::NotLeader { leader, .. }))) => {
-                EdgeResponse::NotLeader { leader }
-            }
-            Ok(Ok(Err(e))) => {
-                self.metrics.request_error("heartbeat");
-                EdgeResponse::Unavailable {
-                    reason: e.to_string(),
-                }
-            }
-            Ok(Err(_)) => {
-                self.metrics.request_error("heartbeat");
-                EdgeResponse::Unavailable {
-                    reason: "timed out waiting for commit".into(),
-                }
-            }
-            Err(_) => {
-                // The commit is slow but this replica is serving: keep the
-                // edge's link, let the record land when Raft catches up.
-                tokio::spawn(commit);
-                self.ack()
-            }
-        }
+    /// Serves one edge request (from an edge named by its request).
+    pub async fn edge(&self, req: EdgeRequest) -> EdgeResponse {
+        let name = match &req {
+            EdgeRequest::Batch(b) => b.edge.clone(),
+            EdgeRequest::Heartbeat(s) => s.edge.clone(),
+            EdgeRequest::Pulse(h) => h.status.edge.clone(),
+            EdgeRequest::FetchAssignments { edge } => edge.clone(),
+            EdgeRequest::FetchArtifact { .. } => String::new(),
+        };
+        self.edge_from(&name, req).await
     }
 
-    /// Serves one edge request.
-    pub async fn edge(&self, req: EdgeRequest) -> EdgeResponse {
+    /// Serves one request of the edge `peer` (its handshake identity).
+    pub async fn edge_from(&self, peer: &str, req: EdgeRequest) -> EdgeResponse {
         let (kind, first_seq, count, cmd) = match req {
-            EdgeRequest::Batch(batch) => (
-                "batch",
-                batch.first_seq,
-                batch.entries.len() as u32,
-                Command::StoreBatch {
-                    batch,
-                    received_ms: now_ms(),
-                },
-            ),
-            EdgeRequest::Heartbeat(status) => return self.heartbeat(status).await,
+            EdgeRequest::Batch(batch) => {
+                self.liveness.activity(peer);
+                (
+                    "batch",
+                    batch.first_seq,
+                    batch.entries.len() as u32,
+                    Command::StoreBatch {
+                        batch,
+                        received_ms: now_ms(),
+                    },
+                )
+            }
+            EdgeRequest::Heartbeat(status) => return self.heartbeat(peer, status, 0).await,
+            EdgeRequest::Pulse(h) => return self.heartbeat(peer, h.status, h.boot_id).await,
             EdgeRequest::FetchAssignments { edge } => return self.fetch_assignments(edge).await,
             EdgeRequest::FetchArtifact { sha256 } => return self.fetch_artifact(sha256).await,
         };
@@ -316,6 +293,12 @@ impl Service {
                 ("delete_monitor", self.delete_monitor(tenant, name).await)
             }
             HubRequest::QueryAlerts(q) => ("query_alerts", self.query_alerts(q).await),
+            HubRequest::ListEdges => ("list_edges", self.list_edges().await),
+            HubRequest::Events {
+                from_seq,
+                limit,
+                wait_ms,
+            } => ("events", self.events(from_seq, limit, wait_ms).await),
             other => return self.hub_core(other).await,
         };
         self.metrics.request(kind);
@@ -338,7 +321,6 @@ impl Service {
     async fn hub_core(&self, req: HubRequest) -> HubResponse {
         let (kind, result) = match req {
             HubRequest::Status => ("status", self.node.status().await.map(HubResponse::Status)),
-            HubRequest::ListEdges => ("list_edges", self.node.read(ReadRequest::ListEdges).await),
             HubRequest::ListDevices { tenant } => (
                 "list_devices",
                 self.node.read(ReadRequest::ListDevices { tenant }).await,
@@ -379,7 +361,9 @@ impl Service {
             | HubRequest::ListMonitors { .. }
             | HubRequest::GetMonitor { .. }
             | HubRequest::DeleteMonitor { .. }
-            | HubRequest::QueryAlerts(_) => (
+            | HubRequest::QueryAlerts(_)
+            | HubRequest::ListEdges
+            | HubRequest::Events { .. } => (
                 "decode",
                 Ok(HubResponse::Error {
                     message: "internal: request routed to the wrong handler".into(),

@@ -10,6 +10,7 @@ use serde_json::Value;
 use strata_net::Pki;
 
 use crate::proc::Proc;
+use crate::udp_proxy::UdpProxy;
 use crate::wait::wait_until;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -39,6 +40,11 @@ pub struct ClusterOpts {
     /// allow-anonymous = true`), for tests about something else that say
     /// so. Default false: clients log in with [`login`].
     pub allow_anonymous: bool,
+    /// Edges (indices into `Cluster::edges`) whose hub links go through a
+    /// [`UdpProxy`] the test can cut ([`Cluster::cut_edge`]). A hub's
+    /// leader hint names its real address, so keep `hubs = 1` for a
+    /// partition that redirects cannot bypass.
+    pub proxied_edges: Vec<usize>,
 }
 
 impl Default for ClusterOpts {
@@ -50,6 +56,7 @@ impl Default for ClusterOpts {
             edge_extra: String::new(),
             hub_extra: String::new(),
             allow_anonymous: false,
+            proxied_edges: Vec::new(),
         }
     }
 }
@@ -136,6 +143,8 @@ pub struct Cluster {
     pub tool: quinn::Endpoint,
     /// The options it was started with.
     pub opts: ClusterOpts,
+    /// The proxies of `opts.proxied_edges`, by edge index, one per hub.
+    pub proxies: std::collections::BTreeMap<usize, Vec<UdpProxy>>,
 }
 
 /// Free UDP ports on 127.0.0.1, all held until every one is chosen so they
@@ -214,6 +223,7 @@ impl Cluster {
             .context("central ready line has no http address")?;
         let api = Api::new(&http).with_token(&central_token(&central)?);
         let mut edges = Vec::new();
+        let mut proxies = std::collections::BTreeMap::new();
         // Fixed per edge, so a restarted edge is found by its devices again.
         let mqtt_ports = free_tcp_ports(opts.edges)?;
         // Each edge reads its own copy at the default <data-dir>/devices.toml.
@@ -224,7 +234,16 @@ impl Cluster {
             let data = root.join(&name);
             std::fs::DirBuilder::new().mode(0o700).create(&data)?;
             std::fs::copy(&credentials, data.join("devices.toml"))?;
-            let cfg = edge_config(&root, &pki, &name, &opts, &hub_list, mqtt_ports[i - 1])?;
+            let mut hubs = hub_list.clone();
+            if opts.proxied_edges.contains(&(i - 1)) {
+                let mut ps = Vec::new();
+                for h in &hub_addrs {
+                    ps.push(UdpProxy::start(h.client).await?);
+                }
+                hubs = ps.iter().map(|p| format!("\"{}\"", p.addr)).collect();
+                proxies.insert(i - 1, ps);
+            }
+            let cfg = edge_config(&root, &pki, &name, &opts, &hubs, mqtt_ports[i - 1])?;
             edges.push(spawn_with_config(&root, &name, "edge-node", &cfg).await?);
         }
         let tool_tls = strata_net::NodeTls::load(&pki.node("tool")?)?;
@@ -238,9 +257,25 @@ impl Cluster {
             api,
             tool,
             opts,
+            proxies,
         };
         cluster.wait_for_leader(Duration::from_secs(30)).await?;
         Ok(cluster)
+    }
+
+    /// Cuts edge `i`'s links to the hubs (it must be in `proxied_edges`):
+    /// datagrams are dropped both ways, nothing is closed.
+    pub fn cut_edge(&self, i: usize) {
+        for p in self.proxies.get(&i).into_iter().flatten() {
+            p.cut();
+        }
+    }
+
+    /// Heals what [`Cluster::cut_edge`] cut.
+    pub fn restore_edge(&self, i: usize) {
+        for p in self.proxies.get(&i).into_iter().flatten() {
+            p.restore();
+        }
     }
 
     /// The edges' MQTT addresses, in edge order.
@@ -408,6 +443,8 @@ async fn spawn_with_config(root: &Path, name: &str, bin: &str, cfg: &str) -> any
 pub struct Api {
     base: String,
     http: reqwest::Client,
+    /// The same without a whole-request deadline, for event streams.
+    stream_http: reqwest::Client,
 }
 
 /// The operator token in `path` (central's `operator.token`).
@@ -426,18 +463,18 @@ pub fn central_token(central: &Proc) -> anyhow::Result<String> {
     read_token(Path::new(&file))
 }
 
-fn http_client(token: Option<&str>) -> reqwest::Client {
+fn http_client(token: Option<&str>, timeout: Option<Duration>) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(t) = token {
         let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
             .expect("a token is a valid header value");
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .default_headers(headers)
-        .build()
-        .expect("reqwest client")
+    let mut b = reqwest::Client::builder().default_headers(headers);
+    if let Some(t) = timeout {
+        b = b.timeout(t);
+    }
+    b.build().expect("reqwest client")
 }
 
 impl Api {
@@ -445,7 +482,8 @@ impl Api {
     pub fn new(addr: &str) -> Api {
         Api {
             base: format!("http://{addr}"),
-            http: http_client(None),
+            http: http_client(None, Some(Duration::from_secs(10))),
+            stream_http: http_client(None, None),
         }
     }
 
@@ -453,8 +491,20 @@ impl Api {
     pub fn with_token(self, token: &str) -> Api {
         Api {
             base: self.base,
-            http: http_client(Some(token)),
+            http: http_client(Some(token), Some(Duration::from_secs(10))),
+            stream_http: http_client(Some(token), None),
         }
+    }
+
+    /// GET `path` as a stream (no whole-request deadline): the response,
+    /// whatever its status.
+    pub async fn get_stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        Ok(self
+            .stream_http
+            .get(format!("{}{path}", self.base))
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .send()
+            .await?)
     }
 
     /// GET `path`, returning the status and the JSON body.

@@ -6,6 +6,9 @@
 //! - [`cluster`]: a whole cluster (hubs, edges, central) in a temp dir with
 //!   its own PKI and free ports, plus an HTTP client for central's API.
 //! - [`wait`]: polling helpers with deadlines.
+//! - [`udp_proxy`]: a UDP proxy a test can cut (an edge's partition).
+//! - [`liveness`]: edge liveness and the region event stream, as central
+//!   serves them.
 //!
 //! The binaries are taken from the cargo target directory next to the test
 //! executable; `./scripts/test` builds them first. Cluster tests run one at
@@ -14,8 +17,10 @@
 
 pub mod cluster;
 pub mod fleet;
+pub mod liveness;
 pub mod monitors;
 pub mod proc;
+pub mod udp_proxy;
 pub mod wait;
 
 pub use cluster::{Api, Cluster, ClusterOpts};

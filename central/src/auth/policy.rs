@@ -51,11 +51,14 @@ pub enum Action {
     ReadAlerts,
     /// Prometheus metrics (`GET /metrics`).
     ReadMetrics,
+    /// The region event log (`GET /regions/{region}/events`, and its
+    /// stream).
+    ReadEvents,
 }
 
 impl Action {
     /// Every action, for tests and documentation.
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::ReadCluster,
         Action::ChangeMembership,
         Action::ReadEdges,
@@ -66,6 +69,7 @@ impl Action {
         Action::ReadMonitors,
         Action::ReadAlerts,
         Action::ReadMetrics,
+        Action::ReadEvents,
     ];
 
     /// Stable kebab-case name (logs, error messages).
@@ -81,6 +85,7 @@ impl Action {
             Action::ReadMonitors => "read-monitors",
             Action::ReadAlerts => "read-alerts",
             Action::ReadMetrics => "read-metrics",
+            Action::ReadEvents => "read-events",
         }
     }
 
@@ -195,6 +200,7 @@ mod tests {
             Action::ChangeMembership,
             Action::ReadEdges,
             Action::ReadMetrics,
+            Action::ReadEvents,
         ] {
             assert!(!a.tenant_scoped(), "{a:?}");
         }

@@ -13,9 +13,12 @@
 //! - [`handlers`]: one async fn per route (cluster, devices, telemetry).
 //! - [`monitors`]: artifact, monitor and alert routes; [`monitor_views`]
 //!   their bodies.
+//! - [`events`]: the region event log, paged (long poll) and streamed
+//!   (Server-Sent Events).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, Method, StatusCode};
@@ -25,6 +28,7 @@ use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use strata_protocol::workload::MAX_ARTIFACT_BYTES;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Access, Action};
 use crate::metrics::{AuthMetrics, HttpLabel, HttpMetrics, LimitMetrics};
@@ -32,6 +36,7 @@ use crate::region::RegionApi;
 use guard::{Guard, Media};
 
 pub mod error;
+pub mod events;
 pub mod guard;
 pub mod handlers;
 pub mod monitor_views;
@@ -41,6 +46,8 @@ pub mod views;
 
 #[cfg(test)]
 mod auth_tests;
+#[cfg(test)]
+mod events_tests;
 #[cfg(test)]
 mod monitor_tests;
 #[cfg(test)]
@@ -93,6 +100,15 @@ pub struct AppOptions {
     pub access: Access,
     /// Largest JSON or TOML body, bytes (`http.max-body-bytes`).
     pub max_body_bytes: usize,
+    /// Longest long poll of `GET …/events?wait=`: it must end within
+    /// `http.request-timeout` (see [`events`]).
+    pub events_max_wait: Duration,
+    /// Keep-alive comment period of event streams: under half of
+    /// `http.idle-timeout`, which would otherwise close an idle stream.
+    pub stream_keep_alive: Duration,
+    /// Cancelled when central stops: event streams end then (a stream
+    /// never ends by itself, and shutdown waits for responses).
+    pub streams: CancellationToken,
 }
 
 impl Default for AppOptions {
@@ -100,6 +116,9 @@ impl Default for AppOptions {
         AppOptions {
             access: Access::new(None, crate::auth::Policy::new(false, true)),
             max_body_bytes: crate::config::HttpConfig::default().max_body_bytes,
+            events_max_wait: Duration::from_secs(30),
+            stream_keep_alive: Duration::from_secs(15),
+            streams: CancellationToken::new(),
         }
     }
 }
@@ -148,6 +167,11 @@ impl AppState {
     /// The access rules.
     pub fn access(&self) -> &Access {
         &self.inner.options.access
+    }
+
+    /// The options it was built with.
+    pub fn options(&self) -> &AppOptions {
+        &self.inner.options
     }
 
     /// Refused requests, by reason.
@@ -341,6 +365,16 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/regions/{region}/retention",
             Action::ReadDevices,
             get(handlers::retention),
+        )
+        .route(
+            "/api/v1/regions/{region}/events",
+            Action::ReadEvents,
+            get(events::events),
+        )
+        .route(
+            "/api/v1/regions/{region}/events/stream",
+            Action::ReadEvents,
+            get(events::stream),
         );
     routes
         .router

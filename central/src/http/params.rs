@@ -102,7 +102,8 @@ pub fn telemetry(pairs: &[(String, String)], now_ms: i64) -> Result<TelemetryPar
 }
 
 /// `limit`: 1..=`max`, `default` when absent.
-fn parse_limit(v: Option<&str>, default: u32, max: u32) -> Result<u32, AppError> {
+/// A `limit` parameter: `default` when absent, 1..=`max`.
+pub(super) fn parse_limit(v: Option<&str>, default: u32, max: u32) -> Result<u32, AppError> {
     let Some(v) = v else {
         return Ok(default);
     };

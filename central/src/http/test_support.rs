@@ -67,6 +67,10 @@ pub struct Fake {
     pub alert_queries: Mutex<Vec<AlertQuery>>,
     /// Write requests received, in order (`put-artifact`, `submit a/b`, …).
     pub writes: Mutex<Vec<String>>,
+    /// The region's event log (held events, oldest first).
+    pub events: Mutex<Vec<strata_protocol::liveness::RegionEvent>>,
+    /// Event reads received: (from_seq, limit, wait).
+    pub event_reads: Mutex<Vec<(u64, u32, std::time::Duration)>>,
 }
 
 impl Fake {
@@ -101,6 +105,8 @@ impl Fake {
             alerts: Vec::new(),
             alert_queries: Mutex::new(Vec::new()),
             writes: Mutex::new(Vec::new()),
+            events: Mutex::new(Vec::new()),
+            event_reads: Mutex::new(Vec::new()),
         }
     }
 
@@ -264,6 +270,16 @@ impl RegionApi for Fake {
             },
             records_stored: 900,
             resends_dropped: 12,
+            liveness: Some(strata_protocol::liveness::EdgeLiveness {
+                state: strata_protocol::liveness::LivenessState::Up,
+                classification: strata_protocol::liveness::Classification::Partition,
+                evidence: vec![strata_protocol::liveness::Evidence::SameBootId],
+                boot_id: 0xfeed,
+                since_ms: NOW - 30_000,
+                last_heartbeat_ms: NOW - 1500,
+                detection_ms: None,
+                event_seq: 4,
+            }),
         }];
         futures::future::ready(self.served(edges)).boxed()
     }
@@ -503,6 +519,50 @@ impl RegionApi for Fake {
             tenants,
         };
         futures::future::ready(self.served(report)).boxed()
+    }
+
+    /// Like a hub: the held events from `from_seq`; when there is none,
+    /// it waits `wait` (for events pushed meanwhile) before answering.
+    fn events(
+        &self,
+        from_seq: u64,
+        limit: u32,
+        wait: std::time::Duration,
+    ) -> BoxFuture<'_, Result<Served<strata_protocol::liveness::EventPage>, RegionError>> {
+        self.event_reads
+            .lock()
+            .unwrap()
+            .push((from_seq, limit, wait));
+        async move {
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                let page = {
+                    let held = self.events.lock().unwrap();
+                    let oldest = held.first().map_or(0, |e| e.seq);
+                    let end = held.last().map_or(1, |e| e.seq + 1);
+                    let events: Vec<_> = held
+                        .iter()
+                        .filter(|e| e.seq >= from_seq)
+                        .take(limit as usize)
+                        .cloned()
+                        .collect();
+                    let missed = events
+                        .first()
+                        .map_or(0, |e| e.seq.saturating_sub(from_seq.max(1)));
+                    strata_protocol::liveness::EventPage {
+                        next_seq: events.last().map_or(end, |e| e.seq + 1),
+                        oldest_seq: oldest,
+                        missed,
+                        events,
+                    }
+                };
+                if !page.events.is_empty() || tokio::time::Instant::now() >= deadline {
+                    return self.served(page);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+        .boxed()
     }
 }
 

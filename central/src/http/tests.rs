@@ -161,7 +161,13 @@ async fn edges_with_ages_and_partial_failure() {
     assert_eq!(status, StatusCode::OK);
     let e = &body["edges"][0];
     let mut plain = e.clone();
-    for k in ["monitor-capacity", "monitor-reserved", "node", "instances"] {
+    for k in [
+        "monitor-capacity",
+        "monitor-reserved",
+        "node",
+        "instances",
+        "liveness",
+    ] {
         plain.as_object_mut().unwrap().remove(k);
     }
     assert_eq!(
@@ -186,6 +192,15 @@ async fn edges_with_ages_and_partial_failure() {
     assert_eq!(e["node"]["process-rss-bytes"], 12 << 20);
     assert_eq!(e["instances"][0]["name"], "boiler");
     assert_eq!(e["instances"][0]["records-dropped"], 4);
+    // What the region's failure detector thinks of it.
+    assert_eq!(
+        e["liveness"],
+        json!({
+            "state": "up", "classification": "partition", "evidence": ["same-boot-id"],
+            "boot-id": 0xfeed, "since-ms": NOW - 30_000, "last-heartbeat-ms": NOW - 1500,
+            "detection-ms": null, "event-seq": 4
+        })
+    );
     assert_eq!(body["edges"].as_array().unwrap().len(), 2);
     assert_eq!(
         (body["stale"].clone(), body["errors"].clone()),

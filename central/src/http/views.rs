@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use strata_protocol::liveness::EdgeLiveness;
 use strata_protocol::monitoring::{InstanceStatus, MonitorCapacity, NodeResources};
 use strata_protocol::{
     Bucket, DeviceInfo, EdgeInfo, HubStatus, PeerProgress, RaftRole, ReplicaInfo, TelemetryRecord,
@@ -201,6 +202,12 @@ pub struct EdgeView {
     pub node: NodeResources,
     /// Monitor instances assigned to the edge, as it last reported them.
     pub instances: Vec<InstanceStatus>,
+    /// What the region's failure detector thinks of it: `state` (`up`,
+    /// `suspect`, `down`, `unknown`), `classification` of the last failure
+    /// (`undetermined`, `shutdown`, `crash`, `edge-failure`, `partition`),
+    /// `evidence`, `boot-id`, `since-ms`, `last-heartbeat-ms`,
+    /// `detection-ms`, `event-seq`. Null before any decision.
+    pub liveness: Option<EdgeLiveness>,
 }
 
 impl EdgeView {
@@ -222,6 +229,7 @@ impl EdgeView {
             monitor_reserved: e.status.reserved,
             node: e.status.node,
             instances: e.status.instances,
+            liveness: e.liveness,
         }
     }
 }

@@ -94,6 +94,7 @@ fn request_kind(req: &HubRequest) -> &'static str {
         HubRequest::DeleteMonitor { .. } => "delete-monitor",
         HubRequest::QueryAlerts(_) => "alerts",
         HubRequest::Retention { .. } => "retention",
+        HubRequest::Events { .. } => "events",
     }
 }
 
@@ -115,6 +116,7 @@ fn response_kind(resp: &HubResponse) -> &'static str {
         HubResponse::Alerts(_) => "alerts",
         HubResponse::MembershipRefused(_) => "membership-refused",
         HubResponse::Retention(_) => "retention",
+        HubResponse::Events(_) => "events",
     }
 }
 
@@ -641,6 +643,34 @@ impl RegionApi for RegionClient {
             HubResponse::Retention(v) => Some(v),
             _ => None,
         })
+        .boxed()
+    }
+
+    fn events(
+        &self,
+        from_seq: u64,
+        limit: u32,
+        wait: Duration,
+    ) -> BoxFuture<'_, Result<Served<strata_protocol::liveness::EventPage>, RegionError>> {
+        async move {
+            let req = HubRequest::Events {
+                from_seq,
+                limit,
+                wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
+            };
+            // The hub may hold the answer for `wait`: the deadline grows by it.
+            let served = self
+                .routed_within(req, Mode::Read, self.timeouts.request + wait)
+                .await?;
+            match served.value {
+                HubResponse::Events(page) => Ok(Served {
+                    value: page,
+                    addr: served.addr,
+                    stale: served.stale,
+                }),
+                other => Err(self.unexpected(served.addr, &other)),
+            }
+        }
         .boxed()
     }
 }

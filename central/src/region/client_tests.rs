@@ -193,6 +193,7 @@ fn kind(req: &HubRequest) -> &'static str {
         HubRequest::DeleteMonitor { .. } => "delete",
         HubRequest::QueryAlerts(_) => "alerts",
         HubRequest::Retention { .. } => "retention",
+        HubRequest::Events { .. } => "events",
     }
 }
 

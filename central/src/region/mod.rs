@@ -9,7 +9,10 @@
 //! - [`health`]: healthy / degraded / unavailable, with the problems, from
 //!   one status fan-out.
 
+use std::time::Duration;
+
 use futures::future::BoxFuture;
+use strata_protocol::liveness::EventPage;
 use strata_protocol::monitoring::{AlertQuery, MonitorInfo};
 use strata_protocol::workload::{MonitorSpec, SpecErrors};
 use strata_protocol::{
@@ -250,6 +253,16 @@ pub trait RegionApi: Send + Sync {
         &self,
         tenant: Option<String>,
     ) -> BoxFuture<'_, Result<Served<strata_protocol::RetentionReport>, RegionError>>;
+    /// The region's event log from `from_seq` (at most `limit` events),
+    /// read from the leader (any replica holds the log). When none exists
+    /// yet, the hub waits up to `wait` for one (a long poll; the operation's
+    /// deadline grows by `wait`).
+    fn events(
+        &self,
+        from_seq: u64,
+        limit: u32,
+        wait: Duration,
+    ) -> BoxFuture<'_, Result<Served<EventPage>, RegionError>>;
 }
 
 #[cfg(test)]

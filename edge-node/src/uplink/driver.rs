@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use strata_protocol::liveness::{EdgeHeartbeat, CLOSE_EDGE_SHUTDOWN};
+
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -44,7 +46,9 @@ pub struct UplinkConfig {
     pub backoff_min_ms: u64,
     /// Longest reconnect delay, ms. Default 5000.
     pub backoff_max_ms: u64,
-    /// Heartbeat period, ms. Default 1000.
+    /// Heartbeat period, ms. The region's failure detector suspects an
+    /// edge after a few missed ones (its `liveness.suspect-after`, 600 ms
+    /// by default): keep it well under that. Default 250.
     pub heartbeat_ms: u64,
     /// A hub that leaves a heartbeat unanswered this long is treated as
     /// gone and the uplink reconnects (a killed hub sends nothing, so only
@@ -53,6 +57,14 @@ pub struct UplinkConfig {
     /// How long one dial (QUIC, TLS and hello) may take before the next hub
     /// is tried, ms. Default 2000.
     pub connect_timeout_ms: u64,
+    /// QUIC idle timeout of the link to the hub: no packet at all for this
+    /// long ends the connection, on both ends (QUIC uses the smaller of the
+    /// two ends' values). Keep-alives go out every quarter of it. Short, so
+    /// the hub sees a killed edge's connection end soon (a killed process
+    /// sends no close) and the edge leaves a dead hub soon. Humantime,
+    /// 200ms to 10m, above `heartbeat-ms`. Default "1s".
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for UplinkConfig {
@@ -63,9 +75,10 @@ impl Default for UplinkConfig {
             max_inflight: 16,
             backoff_min_ms: 100,
             backoff_max_ms: 5_000,
-            heartbeat_ms: 1_000,
+            heartbeat_ms: 250,
             heartbeat_timeout_ms: 2_000,
             connect_timeout_ms: 2_000,
+            idle_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -98,7 +111,24 @@ impl UplinkConfig {
         if self.heartbeat_timeout_ms < self.heartbeat_ms {
             p.push("uplink.heartbeat-timeout-ms: must be at least heartbeat-ms".to_owned());
         }
+        if self.idle_timeout < Duration::from_millis(200)
+            || self.idle_timeout > Duration::from_secs(600)
+            || self.idle_timeout <= Duration::from_millis(self.heartbeat_ms)
+        {
+            p.push(format!(
+                "uplink.idle-timeout: {} must be between 200ms and 10m and longer than heartbeat-ms",
+                humantime::format_duration(self.idle_timeout)
+            ));
+        }
         p
+    }
+
+    /// Keep-alive and idle timeout of the link to the hub.
+    pub fn link_timers(&self) -> strata_net::LinkTimers {
+        strata_net::LinkTimers {
+            keep_alive: self.idle_timeout / 4,
+            idle_timeout: self.idle_timeout,
+        }
     }
 }
 
@@ -299,13 +329,22 @@ impl UplinkDriver {
     /// Runs until `shutdown`. Unsent records stay in the spool for next time.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), UplinkError> {
         let edge = self.me.id.clone();
-        let endpoint =
-            strata_net::client_endpoint(&self.tls).map_err(|source| UplinkError::Endpoint {
+        let endpoint = strata_net::client_endpoint_with(&self.tls, self.cfg.link_timers())
+            .map_err(|source| UplinkError::Endpoint {
                 edge: edge.clone(),
                 source,
             })?;
         let seed: u64 = rand::random();
         tracing::debug!(%edge, seed, "uplink jitter seed");
+        // This process's boot id, sent in every heartbeat: the region tells
+        // a restart (new id) from a partition (same id) by it.
+        let boot_id = loop {
+            let b: u64 = rand::random();
+            if b != 0 {
+                break b;
+            }
+        };
+        tracing::info!(%edge, boot_id = %format!("{boot_id:016x}"), "uplink starting");
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let start = Instant::now();
         let now = || start.elapsed().as_millis() as u64;
@@ -405,7 +444,10 @@ impl UplinkDriver {
                     }
                     Command::SendHeartbeat { conn: id } => {
                         if let Some((_, c)) = conn.as_ref().filter(|(cid, _)| *cid == id) {
-                            let req = EdgeRequest::Heartbeat((self.status)());
+                            let req = EdgeRequest::Pulse(EdgeHeartbeat {
+                                status: (self.status)(),
+                                boot_id,
+                            });
                             let (c, tx) = (c.clone(), tx.clone());
                             tokio::spawn(async move {
                                 let Ok(framed) = frame::frame_to_vec(&req) else {
@@ -541,7 +583,10 @@ impl UplinkDriver {
             }
         }
         if let Some((_, c)) = conn {
-            c.close(0u32.into(), b"shutdown");
+            // The code says "stopping on purpose": the hub declares this
+            // edge down at once (classified shutdown) instead of waiting for
+            // missed heartbeats.
+            c.close(CLOSE_EDGE_SHUTDOWN.into(), b"edge shutting down");
         }
         endpoint.wait_idle().await;
         Ok(())

@@ -1,7 +1,11 @@
 //! Decoding of what older hubs wrote: Raft entries of command kinds 1 and 2
-//! (protocol version 1) and region state formats 1 and 2. A replica
+//! (protocol version 1) and region state formats 1, 2 and 3. A replica
 //! upgraded in place replays its log after the last checkpoint, so these
 //! stay readable.
+//!
+//! State format 4 added each edge's liveness decision and the event log
+//! after the format-3 fields; a format-3 state decodes with neither (the
+//! first leader after the upgrade decides every edge afresh).
 //!
 //! State format 2 kept, per device, the set of device `seq`s stored; format
 //! 3 keeps the exact keys of recent readings instead ([`super::dedup`]). The
@@ -238,6 +242,32 @@ impl From<RegionStateV2> for RegionState {
             s.applied_index,
             edges,
             devices,
+            s.dedup_gaps_merged,
+            s.alerts,
+            s.workloads,
+        )
+    }
+}
+
+/// Region state format 3: format 4 without edge liveness and the event
+/// log. Its parts are today's types, whose layouts have not changed since
+/// (a change to one of them needs a new format anyway).
+#[derive(Decode)]
+pub(super) struct RegionStateV3 {
+    applied_index: u64,
+    edges: BTreeMap<String, EdgeEntry>,
+    devices: BTreeMap<String, BTreeMap<String, DeviceEntry>>,
+    dedup_gaps_merged: u64,
+    alerts: AlertIndex,
+    workloads: Workloads,
+}
+
+impl From<RegionStateV3> for RegionState {
+    fn from(s: RegionStateV3) -> Self {
+        RegionState::from_parts(
+            s.applied_index,
+            s.edges,
+            s.devices,
             s.dedup_gaps_merged,
             s.alerts,
             s.workloads,

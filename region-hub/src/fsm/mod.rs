@@ -13,7 +13,17 @@
 //! - [`alerts`]: [`AlertIndex`], the bounded, queryable alerts of the region.
 //! - [`workloads`]: [`Workloads`] — monitors, artifacts, assignments version.
 //! - [`interval`]: [`IntervalSet`], the compact "which sequence numbers are stored" set.
-//! - `legacy`: decoding of protocol-version-1 entries and state formats 1 and 2.
+//! - [`liveness`]: each edge's last liveness decision ([`EdgeTransition`])
+//!   and the region's bounded event log ([`EventLog`]).
+//! - `legacy`: decoding of protocol-version-1 entries and state formats 1 to 3.
+//!
+//! # Edge heartbeats
+//! Heartbeats are not Raft entries: the leader keeps them as soft state
+//! (`crate::liveness`). Only its liveness decisions are replicated
+//! ([`Command::EdgeTransition`]), plus each edge's latest report when it
+//! changed materially or every `liveness.report-interval`
+//! ([`Command::EdgeHeartbeat`], the command older hubs wrote for every
+//! heartbeat), so that followers and a new leader are not blind.
 //!
 //! # Exactly-once
 //! Two layers, both inside [`apply`], so every replica drops the same records:
@@ -59,6 +69,7 @@ pub mod alerts;
 pub mod dedup;
 pub mod interval;
 mod legacy;
+pub mod liveness;
 pub mod state;
 pub mod workloads;
 
@@ -69,7 +80,10 @@ use strata_protocol::{EdgeStatus, TelemetryBatch, TelemetryRecord};
 pub use alerts::AlertIndex;
 pub use dedup::DEVICE_DEDUP_WINDOW;
 pub use interval::IntervalSet;
-pub use state::{add_device_dedup, DeviceDedup, EdgeView, RegionState, DEDUP_MAX_INTERVALS};
+pub use liveness::{EdgeTransition, EventLog};
+pub use state::{
+    add_device_dedup, DeviceDedup, DeviceMove, EdgeView, RegionState, DEDUP_MAX_INTERVALS,
+};
 pub use workloads::{MonitorEntry, Workloads};
 
 /// Envelope kind of a protocol-version-1 store batch (telemetry records
@@ -88,6 +102,9 @@ pub const KIND_PUT_ARTIFACT: u16 = 5;
 pub const KIND_PUT_MONITOR: u16 = 6;
 /// Envelope kind of [`Command::DeleteMonitor`]. Not ignorable.
 pub const KIND_DELETE_MONITOR: u16 = 7;
+/// Envelope kind of [`Command::EdgeTransition`]. Ignorable: a replica
+/// that skips it only lacks a liveness decision and its event.
+pub const KIND_EDGE_TRANSITION: u16 = 8;
 
 /// Largest envelope or body decoded, in bytes (64 MiB): an allocation limit so
 /// a corrupt length inside an entry cannot exhaust memory.
@@ -122,7 +139,8 @@ pub enum Command {
         /// Leader's clock when the batch arrived, ms since the Unix epoch.
         received_ms: i64,
     },
-    /// An edge heartbeat.
+    /// An edge's status report: every heartbeat in older hubs; now the
+    /// leader's rate-limited copy of its soft state (see the module docs).
     EdgeHeartbeat {
         /// The status the edge reported.
         status: EdgeStatus,
@@ -153,6 +171,8 @@ pub enum Command {
         /// Monitor name.
         name: String,
     },
+    /// A liveness decision of the leader's failure detector.
+    EdgeTransition(EdgeTransition),
 }
 
 #[derive(Encode, Decode)]
@@ -205,6 +225,9 @@ pub struct Applied {
     pub records: Vec<TelemetryRecord>,
     /// What happened.
     pub outcome: Outcome,
+    /// Devices whose readings now arrive through another edge (evidence
+    /// for the failure detector), per (from, to) pair.
+    pub device_moves: Vec<DeviceMove>,
 }
 
 /// Effect of one applied entry.
@@ -260,6 +283,11 @@ pub enum Outcome {
     MonitorDeleted {
         /// False when there was no such monitor.
         existed: bool,
+    },
+    /// A liveness decision was recorded, as the event `event_seq`.
+    TransitionRecorded {
+        /// Its event's sequence number.
+        event_seq: u64,
     },
     /// A write was refused by the state machine (deterministically, on
     /// every replica); the state is unchanged.
@@ -395,6 +423,7 @@ pub fn encode_command(cmd: &Command) -> Vec<u8> {
             false,
             encode_body(&DeleteMonitorBodyRef { tenant, name }),
         ),
+        Command::EdgeTransition(t) => (KIND_EDGE_TRANSITION, true, encode_body(t)),
     };
     encode_body(&CommandEnvelope {
         kind,
@@ -501,6 +530,7 @@ pub fn decode_command(data: &[u8]) -> Result<Decoded, FsmError> {
                 name: b.name,
             }
         }
+        KIND_EDGE_TRANSITION => Command::EdgeTransition(decode_exact(&env.body).map_err(body_err)?),
         _ if env.ignorable => return Ok(Decoded::SkipIgnorable { kind }),
         _ => return Err(FsmError::UnknownCommand { kind }),
     };
@@ -516,10 +546,7 @@ pub fn decode_command(data: &[u8]) -> Result<Decoded, FsmError> {
 /// index is not consumed: the driver must halt the replica.
 pub fn apply(state: &mut RegionState, index: u64, data: &[u8]) -> Result<Applied, FsmError> {
     if index <= state.applied_index() {
-        return Ok(Applied {
-            records: Vec::new(),
-            outcome: Outcome::Skipped,
-        });
+        return Ok(no_records(Outcome::Skipped));
     }
     let decoded = decode_command(data).map_err(|e| FsmError::Apply {
         index,
@@ -527,10 +554,7 @@ pub fn apply(state: &mut RegionState, index: u64, data: &[u8]) -> Result<Applied
     })?;
     state.set_applied_index(index);
     Ok(match decoded {
-        Decoded::SkipIgnorable { .. } => Applied {
-            records: Vec::new(),
-            outcome: Outcome::Skipped,
-        },
+        Decoded::SkipIgnorable { .. } => no_records(Outcome::Skipped),
         Decoded::Command(Command::StoreBatch { batch, received_ms }) => {
             state.store_batch(batch, received_ms)
         }
@@ -552,6 +576,9 @@ pub fn apply(state: &mut RegionState, index: u64, data: &[u8]) -> Result<Applied
         Decoded::Command(Command::DeleteMonitor { tenant, name }) => {
             no_records(state.workloads_mut().delete_monitor(&tenant, &name))
         }
+        Decoded::Command(Command::EdgeTransition(t)) => no_records(Outcome::TransitionRecorded {
+            event_seq: state.record_transition(t),
+        }),
     })
 }
 
@@ -559,6 +586,7 @@ fn no_records(outcome: Outcome) -> Applied {
     Applied {
         records: Vec::new(),
         outcome,
+        device_moves: Vec::new(),
     }
 }
 
@@ -566,6 +594,8 @@ fn no_records(outcome: Outcome) -> Applied {
 mod bench;
 #[cfg(test)]
 mod dedup_prop_tests;
+#[cfg(test)]
+mod liveness_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

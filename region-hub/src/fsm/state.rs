@@ -2,7 +2,9 @@
 //! telemetry itself — edges, devices (with their last tags), the dedup
 //! state that makes the telemetry store exactly-once (layer 1 here, layer 2
 //! in [`dedup`](super::dedup)) with what it dropped, alerts
-//! ([`AlertIndex`]) and monitors with their artifacts ([`Workloads`]).
+//! ([`AlertIndex`]), monitors with their artifacts ([`Workloads`]), each
+//! edge's last liveness decision and the region's event log
+//! ([`liveness`](super::liveness)).
 //!
 //! Maps are `BTreeMap`s so the encoded state (snapshots, checkpoints) is
 //! byte-identical across replicas, which makes divergence easy to detect.
@@ -10,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use bincode::{Decode, Encode};
+use strata_protocol::liveness::{EdgeEventDetail, EdgeLiveness, LivenessState};
 use strata_protocol::workload::KnownDevice;
 use strata_protocol::{
     monitoring::MonitorInfo, DeviceInfo, EdgeInfo, EdgeStatus, SpoolEntry, Tag, TelemetryBatch,
@@ -19,6 +22,7 @@ use strata_protocol::{
 use super::alerts::AlertIndex;
 use super::dedup::{Admission, ReadingKey, RecentReadings};
 use super::interval::IntervalSet;
+use super::liveness::{EdgeTransition, EventLog};
 use super::workloads::{MonitorEntry, Workloads};
 use super::{Applied, FsmError, Outcome};
 
@@ -32,11 +36,13 @@ pub const DEDUP_MAX_INTERVALS: usize = 1024;
 pub const MAX_DEVICE_TAGS: usize = 32;
 
 /// Format byte leading [`RegionState::encode`]; bump on incompatible change.
-/// Formats 1 (before monitors and alerts) and 2 (device seq sets, before
-/// exact dedup) are still read, see `legacy.rs`.
-const STATE_FORMAT: u8 = 3;
+/// Formats 1 (before monitors and alerts), 2 (device seq sets, before
+/// exact dedup) and 3 (before edge liveness and the event log) are still
+/// read, see `legacy.rs`.
+const STATE_FORMAT: u8 = 4;
 const STATE_FORMAT_V1: u8 = 1;
 const STATE_FORMAT_V2: u8 = 2;
+const STATE_FORMAT_V3: u8 = 3;
 
 /// Allocation limit when decoding state (1 GiB): state is local or comes
 /// from a peer's CRC-checked snapshot, but a bound keeps a corrupt length
@@ -90,6 +96,22 @@ pub struct RegionState {
     dedup_gaps_merged: u64,
     alerts: AlertIndex,
     workloads: Workloads,
+    /// Each edge's last liveness decision.
+    liveness: BTreeMap<String, EdgeLiveness>,
+    /// The region's event log.
+    events: EventLog,
+}
+
+/// Devices whose readings arrived through `to` after arriving through
+/// `from` (in one applied batch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceMove {
+    /// The edge they used to report through.
+    pub from: String,
+    /// The edge they report through now.
+    pub to: String,
+    /// How many devices.
+    pub devices: u32,
 }
 
 /// What layer 2 dropped and noticed for one device ([`RegionState::device_dedup`]).
@@ -111,6 +133,17 @@ pub struct EdgeView<'a> {
     pub last_seen_ms: i64,
     /// Its last reported status.
     pub status: &'a EdgeStatus,
+    /// Whether new work may be placed on it: the failure detector has not
+    /// found it suspect or down (see [`EdgeView::placeable`]).
+    pub live: bool,
+}
+
+impl EdgeView<'_> {
+    /// Whether an edge in `state` may take new work: up, or not decided
+    /// yet (a new leader has not heard from it); never suspect or down.
+    pub fn placeable(state: LivenessState) -> bool {
+        matches!(state, LivenessState::Up | LivenessState::Unknown)
+    }
 }
 
 impl RegionState {
@@ -130,7 +163,59 @@ impl RegionState {
             dedup_gaps_merged,
             alerts,
             workloads,
+            liveness: BTreeMap::new(),
+            events: EventLog::default(),
         }
+    }
+
+    /// The region's event log.
+    pub fn events(&self) -> &EventLog {
+        &self.events
+    }
+
+    /// An edge's last replicated liveness decision.
+    pub fn liveness(&self, edge: &str) -> Option<&EdgeLiveness> {
+        self.liveness.get(edge)
+    }
+
+    /// Every edge's last replicated liveness decision, by name.
+    pub fn liveness_table(&self) -> &BTreeMap<String, EdgeLiveness> {
+        &self.liveness
+    }
+
+    /// Applies a liveness decision: records it for the edge and appends its
+    /// event. Returns the event's sequence number.
+    pub(super) fn record_transition(&mut self, t: EdgeTransition) -> u64 {
+        let EdgeTransition {
+            edge,
+            kind,
+            from,
+            at_ms,
+            mut liveness,
+            message,
+        } = t;
+        liveness.event_seq = self.events.end_seq();
+        let seq = self.events.append(
+            at_ms,
+            kind,
+            edge.clone(),
+            message,
+            Some(EdgeEventDetail {
+                from,
+                liveness: liveness.clone(),
+            }),
+            Vec::new(),
+        );
+        self.liveness.insert(edge, liveness);
+        seq
+    }
+
+    /// Whether the replicated decision lets new work go to `edge` (no
+    /// decision yet counts as placeable).
+    fn replicated_live(&self, edge: &str) -> bool {
+        self.liveness
+            .get(edge)
+            .is_none_or(|l| EdgeView::placeable(l.state))
     }
 
     /// The alert index.
@@ -147,12 +232,14 @@ impl RegionState {
         &mut self.workloads
     }
 
-    /// Every edge with its last status, sorted by name.
+    /// Every edge with its last replicated status and liveness, sorted by
+    /// name (the leader overlays its soft state: `crate::liveness::views`).
     pub fn edge_views(&self) -> impl Iterator<Item = EdgeView<'_>> {
         self.edges.iter().map(|(edge, e)| EdgeView {
             edge,
             last_seen_ms: e.last_seen_ms,
             status: &e.status,
+            live: self.replicated_live(edge),
         })
     }
 
@@ -162,6 +249,7 @@ impl RegionState {
             edge,
             last_seen_ms: e.last_seen_ms,
             status: &e.status,
+            live: self.replicated_live(edge),
         })
     }
 
@@ -202,15 +290,22 @@ impl RegionState {
     }
 
     /// A stored monitor as clients see it, with the instance status its
-    /// edge last reported.
-    pub fn monitor_info(&self, region: &str, m: &MonitorEntry) -> MonitorInfo {
-        let status = self.edges.get(&m.edge).and_then(|e| {
-            e.status
-                .instances
-                .iter()
-                .find(|i| i.tenant == m.spec.tenant && i.name == m.spec.name)
-                .cloned()
-        });
+    /// edge last reported: in `report` (the leader's soft state) when
+    /// given, else in the last replicated report.
+    pub fn monitor_info(
+        &self,
+        region: &str,
+        m: &MonitorEntry,
+        report: Option<&EdgeStatus>,
+    ) -> MonitorInfo {
+        let status = report
+            .or_else(|| self.edges.get(&m.edge).map(|e| &e.status))
+            .and_then(|s| {
+                s.instances
+                    .iter()
+                    .find(|i| i.tenant == m.spec.tenant && i.name == m.spec.name)
+                    .cloned()
+            });
         MonitorInfo {
             spec: m.spec.clone(),
             region: region.to_owned(),
@@ -230,9 +325,12 @@ impl RegionState {
         self.applied_index = index;
     }
 
-    /// Edges known to the region, sorted by name.
+    /// Edges known to the region (a stored batch or report, or a liveness
+    /// decision), sorted by name, with their last replicated report and
+    /// liveness decision.
     pub fn edges(&self) -> Vec<EdgeInfo> {
-        self.edges
+        let mut out: Vec<EdgeInfo> = self
+            .edges
             .iter()
             .map(|(edge, e)| EdgeInfo {
                 edge: edge.clone(),
@@ -240,8 +338,26 @@ impl RegionState {
                 status: e.status.clone(),
                 records_stored: e.records_stored,
                 resends_dropped: e.resends_dropped,
+                liveness: self.liveness.get(edge).cloned(),
             })
-            .collect()
+            .collect();
+        for (edge, l) in &self.liveness {
+            if !self.edges.contains_key(edge) {
+                out.push(EdgeInfo {
+                    edge: edge.clone(),
+                    last_seen_ms: l.last_heartbeat_ms,
+                    status: EdgeStatus {
+                        edge: edge.clone(),
+                        ..EdgeStatus::default()
+                    },
+                    records_stored: 0,
+                    resends_dropped: 0,
+                    liveness: Some(l.clone()),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.edge.cmp(&b.edge));
+        out
     }
 
     /// Devices with at least one stored record, optionally of one tenant,
@@ -334,6 +450,9 @@ impl RegionState {
         if format == STATE_FORMAT_V2 {
             return decode_body::<super::legacy::RegionStateV2>(body).map(RegionState::from);
         }
+        if format == STATE_FORMAT_V3 {
+            return decode_body::<super::legacy::RegionStateV3>(body).map(RegionState::from);
+        }
         if format != STATE_FORMAT {
             return Err(FsmError::CorruptState {
                 detail: format!(
@@ -376,6 +495,7 @@ impl RegionState {
             alerts,
             ..
         } = self;
+        let mut device_moves: Vec<DeviceMove> = Vec::new();
         let edge_name = edge.clone();
         let e = edge_entry(edges, edge);
         e.last_seen_ms = e.last_seen_ms.max(received_ms);
@@ -402,7 +522,8 @@ impl RegionState {
             }
             match entry {
                 SpoolEntry::Telemetry(rec) => {
-                    match device_accepts(devices, &rec, &edge_name, &mut scratch) {
+                    match device_accepts(devices, &rec, &edge_name, &mut scratch, &mut device_moves)
+                    {
                         Admission::Retransmission => {
                             retransmissions += 1;
                             continue;
@@ -441,6 +562,7 @@ impl RegionState {
                 new_metrics,
             },
             records: out,
+            device_moves,
         }
     }
 }
@@ -490,6 +612,7 @@ fn device_accepts(
     rec: &TelemetryRecord,
     edge: &str,
     scratch: &mut Vec<u8>,
+    moves: &mut Vec<DeviceMove>,
 ) -> Admission {
     let devs = match devices.get_mut(rec.tenant.as_str()) {
         Some(d) => d,
@@ -528,11 +651,27 @@ fn device_accepts(
     }
     // Compared first: a device stays on one edge, so this rarely allocates.
     if dev.edge != edge && rec.ts_ms >= dev.last_ts_ms {
+        if !dev.edge.is_empty() {
+            note_move(moves, &dev.edge, edge);
+        }
         dev.edge = edge.to_owned();
     }
     dev.first_ts_ms = dev.first_ts_ms.min(rec.ts_ms);
     dev.last_ts_ms = dev.last_ts_ms.max(rec.ts_ms);
     verdict
+}
+
+/// Counts one device moving `from` → `to` (a batch comes from one edge,
+/// so the list stays as short as the number of edges it came from).
+fn note_move(moves: &mut Vec<DeviceMove>, from: &str, to: &str) {
+    match moves.iter_mut().find(|m| m.from == from) {
+        Some(m) => m.devices = m.devices.saturating_add(1),
+        None => moves.push(DeviceMove {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            devices: 1,
+        }),
+    }
 }
 
 fn decode_body<T: Decode<()>>(body: &[u8]) -> Result<T, FsmError> {

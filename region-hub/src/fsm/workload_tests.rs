@@ -545,7 +545,7 @@ fn version_1_entries_and_state_are_still_read() {
     assert_eq!(v1.edges()[0].records_stored, 1);
     assert_eq!(v1.workloads().assignments_version(), 0);
     // It re-encodes in the current format.
-    assert_eq!(v1.encode()[0], 3);
+    assert_eq!(v1.encode()[0], 4);
 }
 
 /// State format 2 (device seq sets) still decodes: the seq sets become
@@ -605,6 +605,6 @@ fn state_format_2_is_still_read() {
     assert_eq!(b.records, old);
     let c = apply(&mut s, 45, &entries_cmd("e2", 1, 1, old)).unwrap();
     assert!(c.records.is_empty());
-    assert_eq!(s.encode()[0], 3);
+    assert_eq!(s.encode()[0], 4);
     assert_eq!(RegionState::decode(&s.encode()).unwrap(), s);
 }

@@ -336,7 +336,17 @@ impl<S: HubStore> RaftNode<S> {
                 self.metrics.seq_reuses.inc_by(u64::from(seq_reuses));
             }
             Outcome::HeartbeatRecorded { .. } => {
-                self.metrics.heartbeats.inc();
+                self.metrics.reports_replicated.inc();
+            }
+            Outcome::TransitionRecorded { event_seq } => {
+                if let Some(ev) = self.state.events().page(event_seq, 1).events.pop() {
+                    if let (Some(detail), true) = (ev.edge, ev.seq == event_seq) {
+                        self.signal(super::node::NodeSignal::Transition {
+                            edge: ev.subject,
+                            liveness: detail.liveness,
+                        });
+                    }
+                }
             }
             Outcome::Refused(r) => {
                 tracing::warn!(hub = self.cfg.id, index, refusal = %r, "state machine refused a write");
@@ -346,7 +356,13 @@ impl<S: HubStore> RaftNode<S> {
             | Outcome::MonitorDeleted { .. }
             | Outcome::Skipped => {}
         }
+        if !applied.device_moves.is_empty() {
+            self.signal(super::node::NodeSignal::DevicesMoved(applied.device_moves));
+        }
         self.update_state_gauges();
+        // Before the proposer is answered: an edge that hears "submitted"
+        // must get the new assignments version in its next heartbeat ack.
+        self.publish_view();
         if !applied.records.is_empty() {
             self.unflushed.extend(applied.records);
             self.flush_records(false);

@@ -18,8 +18,8 @@ pub mod transport;
 pub use apply::{HubStore, SnapshotData};
 pub use membership::MembershipConfig;
 pub use node::{
-    ConfChangeReply, Inbox, MemberChange, NodeConfig, NodeError, ProposeError, ProposeReply,
-    RaftNode, ReadRequest, StateFn, StateView,
+    ConfChangeReply, Inbox, MemberChange, NodeConfig, NodeError, NodeSignal, NodeView, Observer,
+    ProposeError, ProposeReply, RaftNode, ReadRequest, StateFn, StateView,
 };
 pub use storage::{RaftLogStorage, StorageError};
 pub use transport::{Filter, FilteredTransport, Filters, Transport};

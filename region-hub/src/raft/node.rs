@@ -24,16 +24,17 @@ use std::time::{Duration, Instant};
 
 use raft::eraftpb::{ConfState, Message};
 use raft::{RawNode, StateRole};
+use strata_protocol::liveness::EdgeLiveness;
 use strata_protocol::{
     HubResponse, HubStatus, LeaderHint, MembershipRefusal, RaftRole, ReplicaInfo, TelemetryQuery,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::apply::{read, HubStore, SharedStore};
 use super::membership::{Join, MembershipConfig};
 use super::storage::{RaftLogStorage, StorageError, BOOTSTRAP_INDEX};
 use super::transport::Transport;
-use crate::fsm::{Outcome, RegionState};
+use crate::fsm::{DeviceMove, Outcome, RegionState};
 use crate::metrics::HubMetrics;
 
 /// What the node core needs to know (a slice of the hub config).
@@ -237,6 +238,60 @@ pub enum Inbox {
     },
 }
 
+/// What a replica publishes after every Ready and applied entry, so that
+/// the client service answers edges without a round trip to the Raft
+/// thread.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeView {
+    /// True while this replica leads.
+    pub is_leader: bool,
+    /// Current term.
+    pub term: u64,
+    /// Where the leader is, when known.
+    pub leader: Option<LeaderHint>,
+    /// The region's assignments version as applied here.
+    pub assignments_version: u64,
+    /// One past the newest event of the region's event log, as applied here.
+    pub events_end: u64,
+}
+
+/// What the node tells the edge failure detector, from its own thread and
+/// in apply order (so a signal never overtakes the state it describes).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeSignal {
+    /// This replica started or stopped leading. When it starts, `edges`
+    /// holds every edge the applied state knows, with its last replicated
+    /// liveness decision if any: what the new leader starts from.
+    Leadership {
+        /// Whether it leads now.
+        leader: bool,
+        /// The term.
+        term: u64,
+        /// Known edges (empty when `leader` is false).
+        edges: Vec<(String, Option<EdgeLiveness>)>,
+    },
+    /// A liveness decision was applied.
+    Transition {
+        /// The edge.
+        edge: String,
+        /// The decision as stored (with its event's sequence number).
+        liveness: EdgeLiveness,
+    },
+    /// An applied batch moved devices from one edge to another.
+    DevicesMoved(Vec<DeviceMove>),
+}
+
+/// Where the node publishes [`NodeView`]s and sends [`NodeSignal`]s.
+#[derive(Debug, Clone)]
+pub struct Observer {
+    /// The latest view.
+    pub view: watch::Sender<NodeView>,
+    /// Signals. Unbounded: they are rare (leadership changes, liveness
+    /// decisions, devices changing edges), and the node thread must never
+    /// wait on the failure detector.
+    pub signals: mpsc::UnboundedSender<NodeSignal>,
+}
+
 pub(super) enum PendingReply {
     Command(ProposeReply),
     ConfChange(ConfChangeReply),
@@ -272,6 +327,8 @@ pub struct RaftNode<S: HubStore> {
     pub(super) last_heard: BTreeMap<u64, Instant>,
     /// When this replica last became leader.
     pub(super) leader_since: Option<Instant>,
+    /// Where views and signals go (none in tests that do not look).
+    pub(super) observer: Option<Observer>,
 }
 
 /// A follower waiting this many election timeouts for a snapshot whose
@@ -406,10 +463,44 @@ impl<S: HubStore> RaftNode<S> {
             join: None,
             last_heard: BTreeMap::new(),
             leader_since: None,
+            observer: None,
         };
         node.transport.update_peers(&transport_members);
         node.update_gauges();
         Ok(node)
+    }
+
+    /// Publishes views and sends signals to `observer` from now on.
+    pub fn set_observer(&mut self, observer: Observer) {
+        self.observer = Some(observer);
+        self.publish_view();
+    }
+
+    /// Sends `signal` to the observer, if any (a gone receiver is fine:
+    /// the hub is stopping).
+    pub(super) fn signal(&self, signal: NodeSignal) {
+        if let Some(o) = &self.observer {
+            let _ = o.signals.send(signal);
+        }
+    }
+
+    /// Publishes the current [`NodeView`] when it changed.
+    pub(super) fn publish_view(&self) {
+        let Some(o) = &self.observer else { return };
+        let view = NodeView {
+            is_leader: self.is_leader(),
+            term: self.raw.raft.term,
+            leader: self.leader_hint(),
+            assignments_version: self.state.workloads().assignments_version(),
+            events_end: self.state.events().end_seq(),
+        };
+        o.view.send_if_modified(|v| {
+            let changed = *v != view;
+            if changed {
+                *v = view;
+            }
+            changed
+        });
     }
 
     /// This replica's id.
@@ -672,6 +763,7 @@ impl<S: HubStore> RaftNode<S> {
         self.apply_entries(light.take_committed_entries(), now)?;
         // 9. Everything handed out is applied.
         self.raw.advance_apply();
+        self.publish_view();
         // raft asked for a snapshot while stepping: build it now so the
         // next heartbeat response can send it.
         if self.raw.store().take_snapshot_request() {
@@ -683,13 +775,34 @@ impl<S: HubStore> RaftNode<S> {
 
     fn on_role_change(&mut self, now: Instant) {
         let leader = self.is_leader();
+        let term = self.raw.raft.term;
         if self.was_leader && !leader {
             tracing::info!(hub = self.cfg.id, region = %self.cfg.region, "lost leadership");
             self.abort_join();
             self.fail_pending("leadership lost; retry");
+            self.signal(NodeSignal::Leadership {
+                leader: false,
+                term,
+                edges: Vec::new(),
+            });
         } else if leader && !self.was_leader {
             self.leader_since = Some(now);
-            tracing::info!(hub = self.cfg.id, region = %self.cfg.region, term = self.raw.raft.term, "became leader");
+            tracing::info!(hub = self.cfg.id, region = %self.cfg.region, term, "became leader");
+            if self.observer.is_some() {
+                let mut edges: BTreeMap<String, Option<EdgeLiveness>> = self
+                    .state
+                    .edge_views()
+                    .map(|e| (e.edge.to_owned(), None))
+                    .collect();
+                for (edge, l) in self.state.liveness_table() {
+                    edges.insert(edge.clone(), Some(l.clone()));
+                }
+                self.signal(NodeSignal::Leadership {
+                    leader: true,
+                    term,
+                    edges: edges.into_iter().collect(),
+                });
+            }
         }
         self.was_leader = leader;
     }

@@ -17,6 +17,7 @@ use super::Service;
 use crate::admission;
 use crate::artifact;
 use crate::fsm::{Command, Outcome, Refusal};
+use crate::liveness;
 use crate::raft::driver::now_ms;
 use crate::raft::ProposeError;
 
@@ -60,10 +61,7 @@ impl Service {
             })
             .await;
         match read {
-            Ok((version, monitors)) => {
-                self.note_version(version);
-                EdgeResponse::Assignments { version, monitors }
-            }
+            Ok((version, monitors)) => EdgeResponse::Assignments { version, monitors },
             Err(e) => {
                 self.metrics.request_error("fetch_assignments");
                 EdgeResponse::Unavailable {
@@ -177,6 +175,7 @@ impl Service {
         let _serial = self.submit_lock.lock().await;
         let now = now_ms();
         let seed: u64 = rand::random();
+        let soft = self.liveness.view().await;
         let admitted = self
             .node
             .with_state(move |v| {
@@ -184,10 +183,11 @@ impl Service {
                     return Admission::NotLeader(v.leader.cloned());
                 }
                 let mut rng = StdRng::seed_from_u64(seed);
-                match admission::admit(v.state, &spec, now, &mut rng) {
+                let edges = liveness::views(v.state, &soft);
+                match admission::admit(v.state, &edges, &spec, &mut rng) {
                     Err(errs) => Admission::Invalid(errs),
                     Ok(plan) => {
-                        let status = v.state.edge_view(&plan.edge).and_then(|e| {
+                        let status = edges.iter().find(|e| e.edge == plan.edge).and_then(|e| {
                             e.status
                                 .instances
                                 .iter()
@@ -290,15 +290,17 @@ impl Service {
         }
     }
 
-    /// `ListMonitors`, from this replica's applied state.
+    /// `ListMonitors`, from this replica's applied state (instance reports
+    /// from the leader's soft state).
     pub(super) async fn list_monitors(&self, tenant: Option<String>) -> HubResponse {
+        let soft = self.liveness.view().await;
         let read = self
             .node
             .with_state(move |v| {
                 v.state
                     .workloads()
                     .monitors(tenant.as_deref())
-                    .map(|m| v.state.monitor_info(v.region, m))
+                    .map(|m| v.state.monitor_info(v.region, m, soft.status(&m.edge)))
                     .collect()
             })
             .await;
@@ -308,16 +310,18 @@ impl Service {
         }
     }
 
-    /// `GetMonitor`, from this replica's applied state.
+    /// `GetMonitor`, from this replica's applied state (the instance report
+    /// from the leader's soft state).
     pub(super) async fn get_monitor(&self, tenant: String, name: String) -> HubResponse {
         let (t, n) = (tenant.clone(), name.clone());
+        let soft = self.liveness.view().await;
         let read = self
             .node
             .with_state(move |v| {
                 v.state
                     .workloads()
                     .monitor(&t, &n)
-                    .map(|m| v.state.monitor_info(v.region, m))
+                    .map(|m| v.state.monitor_info(v.region, m, soft.status(&m.edge)))
             })
             .await;
         match read {
