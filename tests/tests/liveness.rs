@@ -56,10 +56,12 @@ async fn publish(mqtt: &str, device: &str, seq: u64) -> anyhow::Result<()> {
         r#"{{"ts": {}, "seq": {seq}, "metrics": {{"t": 1.5}}}}"#,
         now_ms()
     );
+    let (user, password) = strata_tests::cluster::login("acme");
     let out = tokio::time::timeout(
         Duration::from_secs(10),
         Command::new(mosquitto_pub_bin()?)
             .args(["-h", host, "-p", port, "-q", "1", "-V", "mqttv5"])
+            .args(["-u", &user, "-P", &password])
             .args([
                 "-t",
                 &format!("strata/acme/{device}/telemetry"),
