@@ -312,3 +312,76 @@ fn emit(slot: &Slot, out: super::sandbox::BatchOutput, fenced: bool, cx: &Worker
         tracing::error!(instance = %slot.key, lost = n, "monitor outputs lost: the spool writer is gone");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::metrics::counter::Counter;
+    use strata_protocol::workload::DeviceSelector;
+    use strata_protocol::SpoolEntry;
+
+    use super::*;
+    use crate::workload::model::Fence;
+    use crate::workload::sandbox::{Alert, BatchOutput, DerivedMetric, Severity};
+    use crate::workload::slot::InstanceStats;
+
+    fn out() -> BatchOutput {
+        BatchOutput {
+            alerts: vec![Alert {
+                severity: Severity::Warning,
+                device: "d".into(),
+                code: "c".into(),
+                message: "m".into(),
+            }],
+            metrics: vec![DerivedMetric {
+                device: "d".into(),
+                name: "n".into(),
+                value: 1.0,
+            }],
+            ..BatchOutput::default()
+        }
+    }
+
+    /// Outputs carry the slot's fence to the spool writer; once the slot is
+    /// fenced off (its lease ran out) they are dropped and counted instead.
+    #[test]
+    fn outputs_carry_the_fence_and_a_fenced_off_instance_emits_nothing() {
+        let fence = Fence {
+            allocation: "acme/m".into(),
+            token: 9,
+        };
+        let slot = Slot::new(
+            InstanceKey::new("acme", "m"),
+            1,
+            DeviceSelector {
+                tenant: "acme".into(),
+                device_globs: vec!["*".into()],
+                tags: Default::default(),
+            },
+            fence.clone(),
+            10,
+            Arc::new(InstanceStats::default()),
+            Counter::default(),
+        );
+        let (outputs, mut rx) = mpsc::channel(4);
+        let (reports, _r) = mpsc::unbounded_channel();
+        let cx = WorkerCtx {
+            edge: "edge-1".into(),
+            max_batch: 10,
+            outputs,
+            reports,
+            metrics: WorkloadMetrics::default(),
+            changed: Arc::new(tokio::sync::watch::channel(0).0),
+        };
+        emit(&slot, out(), false, &cx);
+        let sent = rx.try_recv().unwrap();
+        assert_eq!(sent.len(), 2);
+        assert!(sent.iter().all(|o| o.fence == fence));
+        assert!(matches!(&sent[0].entry, SpoolEntry::Alert(a) if a.edge == "edge-1"));
+        assert_eq!(slot.stats.alerts.load(Ordering::Relaxed), 1);
+
+        emit(&slot, out(), true, &cx);
+        assert!(rx.try_recv().is_err(), "nothing of a fenced-off instance");
+        assert_eq!(cx.metrics.outputs_fenced.get(), 2);
+        assert_eq!(slot.stats.alerts.load(Ordering::Relaxed), 1);
+    }
+}

@@ -29,7 +29,7 @@ const ALLOC: &str = r#"
     (i32.const 4096)"#;
 
 /// Counts its batches in kv key `n` and emits the count as metric `batches`.
-const COUNTER: &str = r#"
+pub(super) const COUNTER: &str = r#"
     (i64.store (i32.const 128) (i64.const 0))
     (drop (call $kv_get (i32.const 80) (i32.const 1) (i32.const 128) (i32.const 8)))
     (i64.store (i32.const 128) (i64.add (i64.load (i32.const 128)) (i64.const 1)))
@@ -47,7 +47,7 @@ const SLOW: &str = r#"
       (br_if $l (i32.lt_u (local.get $i) (i32.const 4000000))))
     (i32.const 0)"#;
 
-fn wat(batch: &str) -> Vec<u8> {
+pub(super) fn wat(batch: &str) -> Vec<u8> {
     format!(
         r#"(module
   (import "strata" "emit_metric" (func $metric (param i32 i32 i32 i32 f64)))
@@ -68,7 +68,7 @@ fn wat(batch: &str) -> Vec<u8> {
 
 /// A sample monitor built by `monitors/build.sh`, or `None` (and a note)
 /// when it has not been built.
-fn sample_module(name: &str) -> Option<Vec<u8>> {
+pub(super) fn sample_module(name: &str) -> Option<Vec<u8>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/monitors/wasm")
         .join(format!("{name}.wasm"));
@@ -84,7 +84,13 @@ fn sample_module(name: &str) -> Option<Vec<u8>> {
     }
 }
 
-fn spec(tenant: &str, name: &str, module: &[u8], globs: &[&str], params: &str) -> MonitorSpec {
+pub(super) fn spec(
+    tenant: &str,
+    name: &str,
+    module: &[u8],
+    globs: &[&str],
+    params: &str,
+) -> MonitorSpec {
     MonitorSpec {
         name: name.into(),
         tenant: tenant.into(),
@@ -118,11 +124,11 @@ fn spec(tenant: &str, name: &str, module: &[u8], globs: &[&str], params: &str) -
     }
 }
 
-fn key(tenant: &str, name: &str) -> InstanceKey {
+pub(super) fn key(tenant: &str, name: &str) -> InstanceKey {
     InstanceKey::new(tenant, name)
 }
 
-fn test_cfg() -> WorkloadConfig {
+pub(super) fn test_cfg() -> WorkloadConfig {
     WorkloadConfig {
         worker_threads: 2,
         sample_interval_ms: 100,
@@ -131,7 +137,7 @@ fn test_cfg() -> WorkloadConfig {
     }
 }
 
-async fn open(dir: &Path, cfg: WorkloadConfig) -> (Spool, WorkloadHost) {
+pub(super) async fn open(dir: &Path, cfg: WorkloadConfig) -> (Spool, WorkloadHost) {
     let spool = Spool::open_std(SpoolConfig {
         dir: dir.join("spool"),
         ..SpoolConfig::default()
@@ -156,7 +162,12 @@ async fn open(dir: &Path, cfg: WorkloadConfig) -> (Spool, WorkloadHost) {
 }
 
 /// Applies a full assignment set as the uplink would (from a blocking thread).
-async fn assign(host: &WorkloadHost, version: u64, monitors: Vec<MonitorSpec>, modules: &[&[u8]]) {
+pub(super) async fn assign(
+    host: &WorkloadHost,
+    version: u64,
+    monitors: Vec<MonitorSpec>,
+    modules: &[&[u8]],
+) {
     let h = host.clone();
     let artifacts = modules
         .iter()
@@ -176,23 +187,28 @@ async fn assign(host: &WorkloadHost, version: u64, monitors: Vec<MonitorSpec>, m
     assert_eq!(v, version);
 }
 
-fn status(host: &WorkloadHost, tenant: &str, name: &str) -> InstanceStatus {
+pub(super) fn status(host: &WorkloadHost, tenant: &str, name: &str) -> InstanceStatus {
     host.instance(&key(tenant, name))
         .unwrap_or_else(|| panic!("{tenant}/{name} not desired: {:#?}", host.status()))
 }
 
-async fn wait(host: &WorkloadHost, what: &str, cond: impl FnMut(&WorkloadHost) -> bool) {
+pub(super) async fn wait(host: &WorkloadHost, what: &str, cond: impl FnMut(&WorkloadHost) -> bool) {
     if !host.wait_until(WAIT, cond).await {
         panic!("timed out waiting for {what}: {:#?}", host.status());
     }
 }
 
-fn running(host: &WorkloadHost, tenant: &str, name: &str) -> bool {
+pub(super) fn running(host: &WorkloadHost, tenant: &str, name: &str) -> bool {
     host.instance(&key(tenant, name))
         .is_some_and(|i| i.state == "running")
 }
 
-fn readings(tenant: &str, device: &str, n: u64, spike_at: Option<u64>) -> Vec<TelemetryRecord> {
+pub(super) fn readings(
+    tenant: &str,
+    device: &str,
+    n: u64,
+    spike_at: Option<u64>,
+) -> Vec<TelemetryRecord> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     (0..n)
         .map(|i| {
@@ -218,7 +234,7 @@ fn readings(tenant: &str, device: &str, n: u64, spike_at: Option<u64>) -> Vec<Te
 
 /// Every durable entry in the spool so far, and the sequence number the
 /// next durable one will have.
-fn entries_and_next(spool: &Spool) -> (Vec<SpoolEntry>, u64) {
+pub(super) fn entries_and_next(spool: &Spool) -> (Vec<SpoolEntry>, u64) {
     let recs = spool.read(0, 1_000_000, usize::MAX).unwrap();
     let next = recs.last().map_or(1, |(seq, _)| seq + 1);
     let entries = recs
@@ -234,7 +250,7 @@ fn entries_and_next(spool: &Spool) -> (Vec<SpoolEntry>, u64) {
 
 /// Waits (on the spool's durable sequence, not by sleeping) until `pred`
 /// holds for the spooled entries.
-async fn wait_spool(
+pub(super) async fn wait_spool(
     spool: &Spool,
     what: &str,
     pred: impl Fn(&[SpoolEntry]) -> bool,

@@ -79,6 +79,8 @@ pub mod status;
 pub mod store;
 
 #[cfg(test)]
+mod boot_tests;
+#[cfg(test)]
 mod handle_tests;
 
 pub use config::{LifecycleConfig, WorkloadConfig};

@@ -378,6 +378,7 @@ mod tests {
         let s2 = WorkloadStore::open(dir.path().join("monitors")).unwrap();
         assert_eq!(s2.load_assignments().unwrap(), Some(a));
         assert!(s2.has_artifact(&sha));
+        assert_eq!(s2.artifacts().unwrap(), [sha.clone()].into());
         assert_eq!(s2.load_artifact(&sha).unwrap(), module);
         assert_eq!(s2.load_state(&key).unwrap(), kv);
         assert!(s2

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use strata_protocol::{Metric, TelemetryRecord};
 
 use super::{
-    sha256_hex, InstanceConfig, KvState, RuntimeError, RuntimeLimits, SandboxDriver,
+    sha256_hex, Cached, InstanceConfig, KvState, RuntimeError, RuntimeLimits, SandboxDriver,
     SandboxInstance, Severity,
 };
 use crate::workload::model::{Budget, InstanceKey};
@@ -113,6 +113,28 @@ pub fn prepare_caches_by_hash(d: &dyn SandboxDriver, fx: &Fixtures) -> Check {
             })
         }
         other => Err(format!("wrong hash accepted: {other:?}")),
+    }
+}
+
+/// `prepare_cached` never invents a module: a hash never prepared is a
+/// miss; after `prepare` it is that compiled module, or a miss for drivers
+/// without a cache.
+pub fn prepare_cached_is_consistent(d: &dyn SandboxDriver, fx: &Fixtures) -> Check {
+    let unseen = sha256_hex(b"never prepared by anyone");
+    match d.prepare_cached(&unseen) {
+        Cached::Miss => {}
+        other => return Err(format!("unprepared hash: {other:?}")),
+    }
+    let h = sha256_hex(&fx.reference);
+    let a = d.prepare(&h, &fx.reference).map_err(|e| e.to_string())?;
+    match d.prepare_cached(&h) {
+        Cached::Hit { module, .. } => {
+            ensure(module.sha256 == h && module.same_compiled(&a), || {
+                format!("cached module differs: {module:?}")
+            })
+        }
+        Cached::Miss => Ok(()),
+        other => Err(format!("just prepared: {other:?}")),
     }
 }
 
@@ -234,8 +256,9 @@ pub fn bad_artifacts_refused(d: &dyn SandboxDriver, fx: &Fixtures) -> Check {
 
 /// Runs every check; returns each failure by name.
 pub fn run_all(d: &dyn SandboxDriver, fx: &Fixtures) -> Result<(), BTreeMap<&'static str, String>> {
-    let checks: [NamedCheck; 6] = [
+    let checks: [NamedCheck; 7] = [
         ("prepare_caches_by_hash", prepare_caches_by_hash),
+        ("prepare_cached_is_consistent", prepare_cached_is_consistent),
         ("init_receives_params", init_receives_params),
         ("on_batch_emits", on_batch_emits),
         ("state_survives_restart", state_survives_restart),

@@ -28,6 +28,8 @@ pub mod conformance;
 pub mod wasm;
 
 #[cfg(test)]
+mod cache_tests;
+#[cfg(test)]
 mod samples_tests;
 #[cfg(test)]
 mod wasm_tests;

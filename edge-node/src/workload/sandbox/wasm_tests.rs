@@ -11,7 +11,7 @@ use crate::workload::model::Budget;
 
 /// Builds a monitor module from parts; unset parts are the reference
 /// monitor's (see `conformance` module docs).
-struct Wat {
+pub(super) struct Wat {
     abi: i32,
     alloc: &'static str,
     init: &'static str,
@@ -46,7 +46,7 @@ const BATCH: &str = r#"
     (i32.const 0)"#;
 
 impl Wat {
-    const fn reference() -> Self {
+    pub(super) const fn reference() -> Self {
         Wat {
             abi: 1,
             alloc: ALLOC,
@@ -63,7 +63,7 @@ impl Wat {
         }
     }
 
-    fn build(&self) -> Vec<u8> {
+    pub(super) fn build(&self) -> Vec<u8> {
         format!(
             r#"(module
   (import "strata" "emit_alert" (func $alert (param i32 i32 i32 i32 i32 i32 i32)))
@@ -95,7 +95,7 @@ impl Wat {
     }
 }
 
-fn fixtures() -> Fixtures {
+pub(super) fn fixtures() -> Fixtures {
     Fixtures {
         reference: Wat::reference().build(),
         not_a_module: vec![0xde, 0xad, 0xbe, 0xef, 0xff, 0x00],
