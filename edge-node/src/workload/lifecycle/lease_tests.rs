@@ -6,7 +6,7 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::harness::{core, drain_at, phase, start, started, want};
+use super::test_harness::{core, drain_at, phase, start, started, want};
 use super::*;
 use crate::workload::command::{Command, Event, StopReason};
 use crate::workload::model::{DesiredSet, DisconnectPolicy};

@@ -56,13 +56,13 @@ mod modules;
 mod usage;
 
 #[cfg(test)]
-mod harness;
-#[cfg(test)]
 mod lease_tests;
 #[cfg(test)]
 mod module_tests;
 #[cfg(test)]
 mod prop_tests;
+#[cfg(test)]
+mod test_harness;
 #[cfg(test)]
 mod tests;
 

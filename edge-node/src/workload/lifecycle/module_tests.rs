@@ -4,7 +4,7 @@
 //! invalid module stopping its instances, unused modules dropped, and the
 //! periodic state checkpoint.
 
-use super::harness::{core, drain, key, phase, raw, set, start, started, want};
+use super::test_harness::{core, drain, key, phase, raw, set, start, started, want};
 use super::*;
 use crate::workload::command::{Command, Event, ModuleFailure, StopReason};
 
@@ -162,7 +162,11 @@ fn a_new_module_stops_the_old_generation_and_drops_the_old_module() {
 #[test]
 fn running_instances_are_checkpointed_every_period() {
     let (a, b) = (want("a", 50, 16, 100), want("b", 50, 16, 100));
-    let mut s = Lifecycle::new(super::harness::node(), LifecycleConfig::default(), 5_000);
+    let mut s = Lifecycle::new(
+        super::test_harness::node(),
+        LifecycleConfig::default(),
+        5_000,
+    );
     s.handle_desired(set(&[a.clone(), b.clone()]), 0);
     let cmds = drain(&mut s);
     // Only `a` reports running.

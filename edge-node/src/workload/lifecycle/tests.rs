@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use strata_protocol::workload::{RestartMode, RestartPolicy, RuntimeKind};
 
-use super::harness::{core, drain, key, phase, running, set, start, want};
+use super::test_harness::{core, drain, key, phase, running, set, start, want};
 use super::*;
 use crate::workload::command::{Command, Event, StopReason};
 use crate::workload::model::{millicores_from_fuel, InstanceUsage, NodeUsage, MIB};
@@ -194,7 +194,7 @@ fn backoff_grows_and_caps_across_restarts() {
         crash_loop_failures: 1000,
         ..LifecycleConfig::default()
     };
-    let mut s = Lifecycle::new(super::harness::node(), cfg, 0);
+    let mut s = Lifecycle::new(super::test_harness::node(), cfg, 0);
     s.handle_desired(set(&[r.clone()]), 0);
     drain(&mut s);
     let mut now = 0;

@@ -12,9 +12,11 @@
 //! # Layout
 //! - this file: the traits, instance config and limits, outputs, faults,
 //!   errors.
-//! - [`wasm`]: the wasmtime driver (engine, in-memory module cache, stores,
-//!   epoch ticker), and the one audited `unsafe` call of the workspace:
-//!   loading a verified compiled module.
+//! - [`wasm`]: the wasmtime driver (engine, in-memory module cache, epoch
+//!   ticker, disk cache use), and the one audited `unsafe` call of the
+//!   workspace: loading a verified compiled module.
+//! - `wasm_instance`: one wasm instance (store, budgets, calls, fault
+//!   classification).
 //! - `abi`: the host side of the monitor ABI (`docs/monitor-abi.md`,
 //!   version 1): bounds-checked `strata.*` imports, limiter, kv quota.
 //! - [`cache`]: the compiled-module disk cache and the checks that make
@@ -26,6 +28,7 @@ mod abi;
 pub mod cache;
 pub mod conformance;
 pub mod wasm;
+mod wasm_instance;
 
 #[cfg(test)]
 mod cache_tests;
@@ -34,7 +37,8 @@ mod samples_tests;
 #[cfg(test)]
 mod wasm_tests;
 
-pub use wasm::{WasmDriver, WasmDriverConfig, WasmInstance, ABI_VERSION};
+pub use wasm::{WasmDriver, WasmDriverConfig};
+pub use wasm_instance::{WasmInstance, ABI_VERSION};
 
 use std::any::Any;
 use std::collections::BTreeMap;

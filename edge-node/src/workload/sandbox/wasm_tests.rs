@@ -528,7 +528,7 @@ fn limits_scale_with_millicores() {
 }
 
 /// Cold start and dispatch cost; prints, asserts nothing timing-related.
-/// `cargo test -p edge-node --lib runtime::wasm_tests::cold_start -- --ignored --nocapture`
+/// `cargo test -p edge-node --lib workload::sandbox::wasm_tests::cold_start -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn cold_start_and_dispatch_measurement() {
