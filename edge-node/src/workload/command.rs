@@ -50,9 +50,10 @@ pub enum Command {
         /// The allocation and fencing token its outputs carry.
         fence: Fence,
     },
-    /// Stop an instance, persist its key-value state (delete it for
-    /// [`StopReason::Removed`]) and release its resources. Answered by
-    /// `handle_stopped` for instances that stay desired.
+    /// Stop an instance if it has a sandbox, persist its key-value state
+    /// (delete it for [`StopReason::Removed`], which is sent for every
+    /// removed instance, running or not) and release its resources.
+    /// Answered by `handle_stopped` for instances that stay desired.
     Stop {
         /// Which instance.
         key: InstanceKey,

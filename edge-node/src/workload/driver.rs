@@ -267,20 +267,27 @@ impl WorkloadDriver {
     pub async fn run(mut self) {
         let mut sample = tokio::time::interval(Duration::from_millis(self.cfg.sample_interval_ms));
         sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Whether the last event may have changed what readers see (a
+        // checkpoint does not: with many instances it is the most common
+        // event, and publishing copies every instance's report).
+        let mut changed = true;
         let reply = loop {
             self.execute_all().await;
-            self.publish();
+            if changed {
+                self.publish();
+            }
             let wake = self
                 .core
                 .poll_timeout()
                 .map(|ms| tokio::time::Instant::from_std(self.epoch + Duration::from_millis(ms)));
+            changed = true;
             tokio::select! {
                 req = self.requests.recv() => match req {
                     None => break None,
                     Some(Request::Shutdown(tx)) => break Some(tx),
                     Some(r) => self.on_request(r).await,
                 },
-                Some(r) = self.reports.recv() => self.on_report(r).await,
+                Some(r) = self.reports.recv() => changed = self.on_report(r).await,
                 Some(done) = self.module_rx.recv() => self.on_module(done),
                 _ = async { tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)).await },
                     if wake.is_some() => {
@@ -320,6 +327,10 @@ impl WorkloadDriver {
         match r {
             Request::Apply { update, reply } => {
                 let r = self.apply(update).await;
+                // Readers see the reconciled set (and what it still
+                // misses) by the time `apply` returns.
+                self.execute_all().await;
+                self.publish();
                 let _ = reply.send(r);
             }
             Request::LeaseRenewed { sent_at } => {
@@ -383,7 +394,36 @@ impl WorkloadDriver {
         Ok(a.version)
     }
 
-    async fn on_report(&mut self, r: WorkerReport) {
+    /// Handles a worker's report, and every other report already waiting
+    /// (so checkpoints are written in one batch). Returns whether the
+    /// published state may have changed.
+    async fn on_report(&mut self, first: WorkerReport) -> bool {
+        let mut states = Vec::new();
+        let mut changed = false;
+        let mut next = Some(first);
+        while let Some(r) = next.take() {
+            match r {
+                WorkerReport::Checkpoint {
+                    key,
+                    incarnation,
+                    state,
+                } => {
+                    if self.live.get(&key) == Some(&incarnation) {
+                        states.push((key, state));
+                    }
+                }
+                faulted => {
+                    changed = true;
+                    self.on_fault(faulted);
+                }
+            }
+            next = self.reports.try_recv().ok();
+        }
+        self.persist_all(states).await;
+        changed
+    }
+
+    fn on_fault(&mut self, r: WorkerReport) {
         match r {
             WorkerReport::Faulted {
                 key,
@@ -407,15 +447,7 @@ impl WorkloadDriver {
                 self.core
                     .handle_exited(&key, generation, fault.exit_kind(), now, &mut self.rng);
             }
-            WorkerReport::Checkpoint {
-                key,
-                incarnation,
-                state,
-            } => {
-                if self.live.get(&key) == Some(&incarnation) {
-                    self.persist(&key, state).await;
-                }
-            }
+            WorkerReport::Checkpoint { .. } => {}
         }
     }
 
@@ -426,20 +458,33 @@ impl WorkloadDriver {
         }
     }
 
-    /// Writes `state` if it differs from what was last persisted.
-    async fn persist(&mut self, key: &InstanceKey, state: KvState) {
-        if self.persisted.get(key) == Some(&state) {
+    /// Writes the states that differ from what was last persisted, in one
+    /// blocking task.
+    async fn persist_all(&mut self, states: Vec<(InstanceKey, KvState)>) {
+        let writes: Vec<(InstanceKey, KvState)> = states
+            .into_iter()
+            .filter(|(k, st)| self.persisted.get(k) != Some(st))
+            .collect();
+        if writes.is_empty() {
             return;
         }
-        let (store, k) = (self.store.clone(), key.clone());
-        let r =
-            tokio::task::spawn_blocking(move || store.save_state(&k, &state).map(|()| state)).await;
+        let store = self.store.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            writes
+                .into_iter()
+                .filter_map(|(k, st)| match store.save_state(&k, &st) {
+                    Ok(()) => Some((k, st)),
+                    Err(e) => {
+                        tracing::error!(instance = %k, error = %e, "persisting monitor state");
+                        None
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
         match r {
-            Ok(Ok(state)) => {
-                self.persisted.insert(key.clone(), state);
-            }
-            Ok(Err(e)) => tracing::error!(instance = %key, error = %e, "persisting monitor state"),
-            Err(e) => tracing::error!(instance = %key, error = %e, "state write task failed"),
+            Ok(done) => self.persisted.extend(done),
+            Err(e) => tracing::error!(edge = %self.edge, error = %e, "state write task failed"),
         }
     }
 
@@ -591,11 +636,8 @@ impl WorkloadDriver {
         }
         // The workers are gone: the driver is the only owner of every
         // sandbox now.
-        let keys: Vec<InstanceKey> = self.slots.keys().cloned().collect();
-        for key in keys {
-            let Some(slot) = self.slots.get(&key).cloned() else {
-                continue;
-            };
+        let mut states = Vec::new();
+        for (key, slot) in &self.slots {
             let left = slot.close();
             if left > 0 {
                 slot.count_dropped(left as u64, "shutting down");
@@ -603,11 +645,12 @@ impl WorkloadDriver {
             let live = super::slot::lock(&slot.sandbox).take();
             let state = live
                 .map(|l| l.inst.state())
-                .or_else(|| self.saved.remove(&key));
+                .or_else(|| self.saved.remove(key));
             if let Some(state) = state {
-                self.persist(&key, state).await;
+                states.push((key.clone(), state));
             }
         }
+        self.persist_all(states).await;
         self.publish();
         if let Some(tx) = reply {
             let _ = tx.send(());

@@ -334,14 +334,13 @@ impl Lifecycle {
             .cloned()
             .collect();
         for key in gone {
-            if let Some(old) = self.instances.remove(&key) {
-                if old.phase.holds_budget() || old.phase.has_sandbox() {
-                    self.commands.push_back(Command::Stop {
-                        key,
-                        reason: StopReason::Removed,
-                    });
-                }
-            }
+            // Whatever its phase: a removed instance's persisted state is
+            // deleted too, not only a running sandbox stopped.
+            self.instances.remove(&key);
+            self.commands.push_back(Command::Stop {
+                key,
+                reason: StopReason::Removed,
+            });
         }
         let mut to_enter = Vec::new();
         for (key, want) in std::mem::take(&mut desired) {

@@ -568,3 +568,21 @@ fn config_defaults_validate_and_bad_values_are_all_reported() {
     assert_eq!(millicores_from_fuel(3_000_000, 1_000_000), 3000);
     assert_eq!(millicores_from_fuel(5, 0), 0);
 }
+
+#[test]
+fn a_removed_instance_is_stopped_whatever_its_phase_so_its_state_goes_too() {
+    let (big, waiting) = (want("big", 50, 256, 100), want("waiting", 50, 64, 100));
+    let mut s = running(std::slice::from_ref(&big));
+    s.handle_desired(set(&[big.clone(), waiting.clone()]), 1);
+    assert_eq!(drain(&mut s), vec![]);
+    assert!(matches!(phase(&s, "waiting"), Phase::Refused(_)));
+    s.handle_desired(set(std::slice::from_ref(&big)), 2);
+    assert_eq!(
+        drain(&mut s),
+        vec![Command::Stop {
+            key: key("waiting"),
+            reason: StopReason::Removed
+        }]
+    );
+    assert!(s.instance(&key("waiting")).is_none());
+}
