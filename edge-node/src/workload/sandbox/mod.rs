@@ -14,7 +14,7 @@
 //!   errors.
 //! - [`wasm`]: the wasmtime driver (engine, in-memory module cache, epoch
 //!   ticker, disk cache use), and the one audited `unsafe` call of the
-//!   workspace: loading a verified compiled module.
+//!   node's library code: loading a verified compiled module.
 //! - `wasm_instance`: one wasm instance (store, budgets, calls, fault
 //!   classification).
 //! - `abi`: the host side of the monitor ABI (`docs/monitor-abi.md`,

@@ -11,10 +11,11 @@
 //!
 //! # The one `unsafe` call
 //! Loading a compiled module is `unsafe` in wasmtime (the bytes become
-//! native code). [`load_verified`] is the workspace's single audited
-//! exception: it only accepts a [`VerifiedCompiled`], which only the disk
-//! cache makes after its checks (see its `SAFETY` comment and the cache's
-//! module docs); `cache_tests.rs` tests each condition.
+//! native code). [`load_verified`] is the one audited `unsafe` exception
+//! of the node's library code (the workspace denies `unsafe_code`): it
+//! only accepts a [`VerifiedCompiled`], which only the disk cache makes
+//! after its checks (see its `SAFETY` comment and the cache's module
+//! docs); `cache_tests.rs` tests each condition.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -257,8 +258,8 @@ impl WasmDriver {
 
 /// Loads a compiled module that the disk cache verified.
 ///
-/// The workspace's one `unsafe` exception (`unsafe_code` is denied
-/// everywhere else).
+/// The one `unsafe` exception of the node's library code (the workspace
+/// denies `unsafe_code`).
 #[allow(unsafe_code)]
 fn load_verified(engine: &Engine, compiled: &VerifiedCompiled) -> wasmtime::Result<Module> {
     // SAFETY: `Module::deserialize` requires bytes that `Module::serialize`
@@ -271,7 +272,11 @@ fn load_verified(engine: &Engine, compiled: &VerifiedCompiled) -> wasmtime::Resu
     // sha256, all of which matched. So the payload is what this engine
     // configuration serialized for this module. wasmtime's own header
     // check (version and config) runs inside `deserialize` as well and
-    // turns a mismatch into an `Err`, never into loaded code.
+    // turns a mismatch into an `Err`, never into loaded code. Loading the
+    // checked bytes from memory (not `deserialize_file`, which maps the
+    // file by path again after the check and keeps reading it for as long
+    // as the module lives) leaves no window in which the file could change
+    // between the check and the code that runs.
     unsafe { Module::deserialize(engine, compiled.payload()) }
 }
 
