@@ -15,6 +15,11 @@
 //!
 //! It prints a table and the ratio Strata committed / Mosquitto acked, and
 //! writes everything (with the machine and its load) to `--json`.
+//!
+//! The Strata edges authenticate devices as in production: the load
+//! generator logs in with one argon2id-hashed fleet credential per phase
+//! tenant (one hash per credential, then cached). `--anonymous` runs the
+//! same phases with `allow-anonymous` instead, for the comparison.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -72,6 +77,10 @@ pub struct BenchArgs {
     /// The Mosquitto broker binary.
     #[arg(long, default_value = "/usr/sbin/mosquitto")]
     pub mosquitto: PathBuf,
+    /// Run the Strata phases without device authentication
+    /// (allow-anonymous), to compare with the default authenticated run.
+    #[arg(long)]
+    pub anonymous: bool,
 }
 
 /// The fleet of one phase: `rate_per_device` 0 is as fast as the windows
@@ -364,7 +373,27 @@ async fn bench_strata(
     run_id: u64,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<StrataResults> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    // One fleet identity per phase tenant, as a real deployment would have.
+    let password = crate::device_cli::generate_password();
+    let tenants = [format!("b{run_id}-peak"), format!("b{run_id}-paced")];
+    let credentials = data_dir.join("devices.toml");
+    if !a.anonymous {
+        for t in &tenants {
+            let entry = edge_node::ingress::auth::IdentityEntry {
+                username: format!("{t}-fleet"),
+                tenant: t.clone(),
+                devices: "*".into(),
+                password_hash: None,
+                client_cert: false,
+            };
+            crate::device_cli::add_identity(&credentials, entry, Some(&password))?;
+        }
+    }
     let opts = ClusterOptions {
+        credentials: Some(credentials),
+        allow_anonymous: a.anonymous,
         data_dir: data_dir.to_owned(),
         region: "bench".into(),
         hubs: a.hubs,
@@ -380,17 +409,27 @@ async fn bench_strata(
         let _guard = poll_stop.clone().drop_guard();
         spawn_poller(cluster.hubs.clone(), probe.clone(), poll_stop);
         let endpoints = cluster.mqtt_endpoints();
-        let fleet =
-            |tenant: &str, per_device| fleet_config(a, tenant, endpoints.clone(), per_device);
+        let fleet = |tenant: &str, per_device| {
+            let login = !a.anonymous;
+            FleetConfig {
+                username: login.then(|| format!("{tenant}-fleet")),
+                password: login.then(|| password.clone()),
+                ..fleet_config(a, tenant, endpoints.clone(), per_device)
+            }
+        };
 
-        eprintln!("strata: peak phase ({:?}, unpaced)", a.duration);
-        let cfg = fleet(&format!("b{run_id}-peak"), 0.0);
+        eprintln!(
+            "strata: peak phase ({:?}, unpaced, device authentication {})",
+            a.duration,
+            if a.anonymous { "off" } else { "on" }
+        );
+        let cfg = fleet(&tenants[0], 0.0);
         let (peak, committed) =
             measure_strata(&mut cluster, cfg, "strata peak", &probe, a, shutdown).await?;
         let paced_rate = committed.rate() * a.latency_load;
         eprintln!("strata: latency phase, paced at {paced_rate:.0} records/s");
         let per_device = paced_rate_per_device(committed.rate(), a.latency_load, a.devices);
-        let cfg = fleet(&format!("b{run_id}-paced"), per_device);
+        let cfg = fleet(&tenants[1], per_device);
         let (paced, paced_committed) =
             measure_strata(&mut cluster, cfg, "strata paced", &probe, a, shutdown).await?;
         anyhow::Ok(StrataResults {
@@ -558,7 +597,16 @@ fn ms(us: u64) -> String {
 /// The results table (Markdown, so it can go into BENCHMARKS.md as is).
 fn render(a: &BenchArgs, s: &StrataResults, m: Option<&MosquittoResults>) -> String {
     let mut t = String::new();
-    let strata_name = format!("Strata ({} hubs, {} edges, fsync + Raft)", a.hubs, a.edges);
+    let strata_name = format!(
+        "Strata ({} hubs, {} edges, fsync + Raft, {})",
+        a.hubs,
+        a.edges,
+        if a.anonymous {
+            "anonymous"
+        } else {
+            "device auth"
+        }
+    );
     t.push_str(
         "| system | peak acked/s | committed/s | latency load | PUBACK p50 | PUBACK p99 |\n",
     );
@@ -612,6 +660,7 @@ fn results_json(
             "duration-secs": a.duration.as_secs_f64(), "connections": a.connections,
             "devices": a.devices, "payload-bytes": a.payload_bytes, "inflight": a.inflight,
             "qos": 1, "hubs": a.hubs, "edges": a.edges, "latency-load": a.latency_load,
+            "device-authentication": !a.anonymous,
         },
         "strata": {
             "peak": s.peak.to_json(),

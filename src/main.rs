@@ -4,6 +4,7 @@
 mod api_token;
 mod bench;
 mod bench_monitors;
+mod device_cli;
 mod monitor_cli;
 mod monitor_spec;
 mod monitor_table;
@@ -40,7 +41,15 @@ enum Cmd {
         /// Node names (repeatable), e.g. --node hub-1 --node edge-1.
         #[arg(long = "node")]
         nodes: Vec<String>,
+        /// Device client certificates for MQTT over TLS (repeatable), from
+        /// a device CA beside the cluster CA; CN = the name.
+        #[arg(long = "device")]
+        devices: Vec<String>,
     },
+    /// Manage the device credentials file edges authenticate MQTT clients
+    /// against (add, list, remove).
+    #[command(subcommand)]
+    Device(device_cli::DeviceCmd),
     /// Submit, list, inspect and delete device monitors (via central's API).
     #[command(subcommand)]
     Monitor(monitor_cli::MonitorCmd),
@@ -56,7 +65,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(
         cli.cmd,
-        Cmd::Bench(_) | Cmd::BenchMonitors(_) | Cmd::Monitor(_) | Cmd::Alerts(_)
+        Cmd::Bench(_) | Cmd::BenchMonitors(_) | Cmd::Monitor(_) | Cmd::Alerts(_) | Cmd::Device(_)
     ) {
         // Only problems: output is the command's own (stdout / stderr).
         quiet_tracing();
@@ -66,6 +75,7 @@ async fn main() -> ExitCode {
     let result = match cli.cmd {
         // Their own messages and exit codes (2: fix the input, 1: retry).
         Cmd::Monitor(cmd) => return monitor_cli::monitor(cmd).await,
+        Cmd::Device(cmd) => return device_cli::device(cmd),
         Cmd::Alerts(args) => return monitor_cli::alerts(args).await,
         Cmd::Up(o) => match o.check() {
             Ok(()) => up::up(o, strata_net::process::shutdown_on_signals()).await,
@@ -73,7 +83,11 @@ async fn main() -> ExitCode {
         },
         Cmd::Bench(args) => bench::bench(args, strata_net::process::shutdown_on_signals()).await,
         Cmd::BenchMonitors(args) => bench_monitors::bench_monitors(args).await,
-        Cmd::Pki { dir, nodes } => up::pki(&dir, &nodes),
+        Cmd::Pki {
+            dir,
+            nodes,
+            devices,
+        } => up::pki(&dir, &nodes, &devices),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -102,6 +102,11 @@ pub struct ClusterOptions {
     pub central: bool,
     /// Listen addresses.
     pub ports: Ports,
+    /// Device credentials file every edge reads (hot-reloaded); `None`:
+    /// each edge's default `<edge data-dir>/devices.toml`.
+    pub credentials: Option<PathBuf>,
+    /// Let MQTT clients in without credentials (`strata bench --anonymous`).
+    pub allow_anonymous: bool,
 }
 
 /// A running in-process cluster: every component is a task in one
@@ -279,6 +284,8 @@ impl LocalCluster {
             // load generator) connects from 127.0.0.1: one source, so its cap
             // is the global one.
             cfg.ingress.max_connections_per_ip = cfg.ingress.max_connections;
+            cfg.ingress.auth.credentials = o.credentials.clone();
+            cfg.ingress.auth.allow_anonymous = o.allow_anonymous;
             let node = edge_node::EdgeNode::start(cfg).await.with_context(|| {
                 format!(
                     "starting {name} (MQTT port {} in use? try --mqtt-port)",
@@ -378,7 +385,13 @@ pub fn pick_leader_stored(statuses: &[HubStatus]) -> Option<u64> {
 
 /// Starts everything and runs until `shutdown`.
 pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Devices authenticate: every edge reads one credentials file, which
+    // holds the simulated fleet's login from the first start on.
+    let demo = crate::device_cli::ensure_demo_identity(&o.data_dir, "demo")
+        .context("creating the demo device credentials")?;
     let copts = ClusterOptions {
+        credentials: Some(demo.file.clone()),
+        allow_anonymous: false,
         data_dir: o.data_dir.clone(),
         region: o.region.clone(),
         hubs: o.hubs,
@@ -420,6 +433,20 @@ pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()>
         mqtt.join(", ")
     );
     println!("  Data     : {}", o.data_dir.display());
+    let first_mqtt = mqtt.first().cloned().unwrap_or_default();
+    let (host, port) = first_mqtt.rsplit_once(':').unwrap_or(("127.0.0.1", "1883"));
+    println!(
+        "  Login    : MQTT username {} password {}   (tenant \"demo\", every device)",
+        demo.username, demo.password
+    );
+    println!(
+        "             stored hashed in {f}; more: strata device add --file {f} --username <name> --tenant <tenant> --devices '<glob>'",
+        f = demo.file.display()
+    );
+    println!(
+        "             mosquitto_pub -h {host} -p {port} -u {} -P {} -t strata/demo/my-sensor/telemetry -m \"{{\\\"ts\\\":$(date +%s%3N),\\\"metrics\\\":{{\\\"temperature\\\":21.5}}}}\"",
+        demo.username, demo.password
+    );
     if o.devices > 0 {
         println!(
             "  Devices  : {} simulated (tenant \"demo\"), {} reading/s each; try\n             curl {bearer} 'http://{api}/api/v1/telemetry/demo/dev-0?step=10000'",
@@ -451,6 +478,8 @@ pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()>
             // in flight then can never be acknowledged: give up on it
             // quickly instead of holding the exit for the default 30 s.
             ack_deadline: Duration::from_secs(2),
+            username: Some(demo.username.clone()),
+            password: Some(demo.password.clone()),
             ..Default::default()
         };
         let s = shutdown.clone();
@@ -486,14 +515,41 @@ pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()>
 }
 
 /// `strata pki`: issue certificates for a deployment where each tier runs on
-/// its own machine.
-pub fn pki(dir: &Path, nodes: &[String]) -> anyhow::Result<()> {
+/// its own machine, and device client certificates for MQTT over TLS.
+pub fn pki(dir: &Path, nodes: &[String], devices: &[String]) -> anyhow::Result<()> {
     let pki = Pki::ensure(dir)?;
     for n in nodes {
         let f = pki.node(n)?;
         println!("{n}: cert {} key {}", f.cert.display(), f.key.display());
     }
     println!("CA: {}", pki.ca_path().display());
+    for d in devices {
+        let f = pki.device(d)?;
+        println!(
+            "device {d}: cert {} key {}",
+            f.cert.display(),
+            f.key.display()
+        );
+    }
+    if let Some(d) = devices.first() {
+        let f = pki.device(d)?;
+        let ca = pki.device_ca_path();
+        println!(
+            "Device CA: {}   (edges: [ingress.tls] client-ca, with ingress.tls-listen = \"0.0.0.0:8883\")",
+            ca.display()
+        );
+        println!("Add the identity (CN = name) to the edge's credentials file:");
+        println!(
+            "  strata device add --username {d} --tenant <tenant> --devices {d} --client-cert --no-password"
+        );
+        println!("Then, e.g. (the edge's certificate names the edge and {}; --insecure skips the host-name check):", strata_net::CLUSTER_SERVER_NAME);
+        println!(
+            "  mosquitto_pub -h <edge host> -p 8883 --cafile {} --cert {} --key {} -t strata/<tenant>/{d}/telemetry -m \"{{\\\"ts\\\":$(date +%s%3N),\\\"metrics\\\":{{\\\"t\\\":1}}}}\"",
+            f.ca.display(),
+            f.cert.display(),
+            f.key.display(),
+        );
+    }
     Ok(())
 }
 
@@ -546,6 +602,8 @@ mod tests {
                 mqtt_port: 1883,
                 quic_base: 7100,
             },
+            credentials: None,
+            allow_anonymous: false,
         };
         let (addrs, bound) = hub_addrs(&o).unwrap();
         assert!(bound.is_empty(), "fixed ports are bound by the hubs");

@@ -112,7 +112,7 @@ impl EdgeConfig {
         }
         p.extend(self.tls.problems("tls"));
         if self.serve_mqtt {
-            if let Err(e) = self.ingress.validate() {
+            if let Err(e) = self.ingress_config().validate() {
                 p.push(format!("ingress: {e}"));
             }
         } else {
@@ -162,6 +162,21 @@ impl EdgeConfig {
             dirs.push(spool);
         }
         dirs
+    }
+
+    /// The ingress config with the edge's defaults filled in: credentials
+    /// at `<data-dir>/devices.toml`, and the TLS listener serving the
+    /// edge's own cluster certificate.
+    pub fn ingress_config(&self) -> IngressConfig {
+        let mut i = self.ingress.clone();
+        if i.auth.credentials.is_none() {
+            i.auth.credentials = Some(self.data_dir.join("devices.toml"));
+        }
+        if i.tls.cert.is_none() && i.tls.key.is_none() {
+            i.tls.cert = Some(self.tls.cert.clone());
+            i.tls.key = Some(self.tls.key.clone());
+        }
+        i
     }
 
     /// The spool config with its directory placed under `data-dir`.
@@ -270,5 +285,31 @@ mod tests {
         assert_eq!(doc.data_dir, d.data_dir);
         assert_eq!(doc.monitors, d.monitors);
         assert!(doc.bridge.is_none());
+        assert_eq!(doc.ingress.auth, d.ingress.auth);
+        assert_eq!(doc.ingress.tls, d.ingress.tls);
+        assert_eq!(doc.ingress.tls_listen, d.ingress.tls_listen);
+    }
+
+    #[test]
+    fn ingress_defaults_come_from_the_edge() {
+        let cfg: EdgeConfig = toml::from_str(
+            "data-dir = \"d\"\ntls = { ca = \"ca.pem\", cert = \"e.pem\", key = \"e.key\" }\n",
+        )
+        .unwrap();
+        let i = cfg.ingress_config();
+        assert_eq!(i.auth.credentials, Some(PathBuf::from("d/devices.toml")));
+        assert_eq!(i.tls.cert, Some(PathBuf::from("e.pem")));
+        assert_eq!(i.tls.key, Some(PathBuf::from("e.key")));
+        assert!(!i.auth.allow_anonymous, "secure by default");
+        let explicit: EdgeConfig = toml::from_str(
+            "[ingress.auth]\ncredentials = \"/etc/strata/devices.toml\"\n[ingress.tls]\ncert = \"m.pem\"\nkey = \"m.key\"\n",
+        )
+        .unwrap();
+        let i = explicit.ingress_config();
+        assert_eq!(
+            i.auth.credentials,
+            Some(PathBuf::from("/etc/strata/devices.toml"))
+        );
+        assert_eq!(i.tls.cert, Some(PathBuf::from("m.pem")));
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! # Layout
 //! - [`ingress`]: the embedded MQTT 3.1.1/5 server for devices (PUBACK only
-//!   after the spool commit) and bridge mode from an existing broker.
+//!   after the spool commit; device logins and topic ACLs checked offline
+//!   against a hot-reloaded credentials file; optional MQTT over TLS) and
+//!   bridge mode from an existing broker.
 //! - [`spool`]: the durable segmented log with group commit, torn-tail
 //!   recovery and backpressure, behind a small filesystem trait.
 //! - [`uplink`]: a sans-IO session core and its quinn driver that batch

@@ -163,7 +163,7 @@ impl EdgeNode {
         })
         .await?;
         let ingress = if cfg.serve_mqtt {
-            match IngressServer::bind(cfg.ingress.clone(), &mut registry).await {
+            match IngressServer::bind(cfg.ingress_config(), &mut registry).await {
                 Ok(i) => Some(i),
                 Err(source) => {
                     monitors.shutdown().await;

@@ -300,6 +300,12 @@ pub struct FleetConfig {
     /// MQTT client id prefix; connection `c` uses `<prefix>-<c>`. Default
     /// `sim-<tenant>-<pid>-<run>`, unique per run within the host.
     pub client_id_prefix: Option<String>,
+    /// MQTT username sent in every CONNECT (an edge identity allowed to
+    /// publish for `tenant` and these devices, e.g. `strata up`'s
+    /// `demo-fleet`). Default: none (anonymous).
+    pub username: Option<String>,
+    /// Password sent with `username`. Default: none.
+    pub password: Option<String>,
 }
 
 impl Default for FleetConfig {
@@ -326,6 +332,8 @@ impl Default for FleetConfig {
             connect_timeout: Duration::from_secs(5),
             ack_deadline: Duration::from_secs(30),
             client_id_prefix: None,
+            username: None,
+            password: None,
         }
     }
 }
@@ -402,6 +410,16 @@ impl FleetConfig {
                 "rate-per-device {} must be a finite number ≥ 0 (0 = unlimited)",
                 self.rate_per_device
             ));
+        }
+        if self.password.is_some() && self.username.is_none() {
+            p.push("password is set without username".into());
+        }
+        if self
+            .username
+            .as_ref()
+            .is_some_and(|u| u.is_empty() || u.len() > 65_535)
+        {
+            p.push("username must be 1-65535 bytes".into());
         }
         if self.count == Some(0) {
             p.push("count must be at least 1".into());

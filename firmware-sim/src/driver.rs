@@ -260,6 +260,9 @@ impl ConnectionDriver {
             let mut connect = rumqttc::mqttbytes::v4::Connect::new(self.client_id.as_str());
             connect.keep_alive = self.cfg.keep_alive_secs;
             connect.clean_session = true;
+            if let Some(user) = &self.cfg.username {
+                connect.set_login(user.as_str(), self.cfg.password.as_deref().unwrap_or(""));
+            }
             // Leftovers of a dead connection: unacked publishes among them
             // are resent from the session's window, QoS 0 ones are lost.
             self.wbuf.clear();

@@ -84,6 +84,16 @@ struct Cli {
     /// MQTT client id prefix (connection c uses <prefix>-<c>).
     #[arg(long)]
     client_id_prefix: Option<String>,
+    /// MQTT username (an edge identity allowed to publish for --tenant).
+    #[arg(long)]
+    username: Option<String>,
+    /// MQTT password (visible to other local users in the process list;
+    /// prefer --password-file).
+    #[arg(long, conflicts_with = "password_file")]
+    password: Option<String>,
+    /// Read the MQTT password from the first line of this file.
+    #[arg(long, value_name = "PATH")]
+    password_file: Option<std::path::PathBuf>,
     /// No progress line on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -93,8 +103,19 @@ struct Cli {
 }
 
 impl Cli {
-    fn into_config(self) -> FleetConfig {
-        FleetConfig {
+    fn into_config(self) -> Result<FleetConfig, String> {
+        let password = match (&self.password, &self.password_file) {
+            (_, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("--password-file {}: {e}", path.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            (p, None) => p.clone(),
+        };
+        Ok(FleetConfig {
             tenant: self.tenant,
             devices: self.devices,
             device_prefix: self.device_prefix,
@@ -116,7 +137,9 @@ impl Cli {
             connect_timeout: self.connect_timeout,
             ack_deadline: self.ack_deadline,
             client_id_prefix: self.client_id_prefix,
-        }
+            username: self.username,
+            password,
+        })
     }
 }
 
@@ -144,7 +167,13 @@ async fn main() -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     let (quiet, json) = (cli.quiet, cli.json);
-    let cfg = cli.into_config();
+    let cfg = match cli.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     if let Err(e) = cfg.validate() {
         eprintln!("error: {e}");
         return Ok(ExitCode::from(2));

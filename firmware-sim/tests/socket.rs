@@ -36,6 +36,8 @@ struct Fault {
 struct Seen {
     /// Every publish received: decoded record and DUP flag.
     publishes: Mutex<Vec<(TelemetryRecord, bool)>>,
+    /// The (username, password) of every CONNECT.
+    logins: Mutex<Vec<Option<(String, String)>>>,
     connections: AtomicUsize,
     /// Connections whose serving task ended, and its wake-up.
     closed: AtomicUsize,
@@ -86,7 +88,11 @@ async fn serve(mut sock: TcpStream, seen: Arc<Seen>, fault: Fault, faulty: bool)
         }
         loop {
             match Packet::read(&mut rbuf, 1 << 20) {
-                Ok(Packet::Connect(_)) => {
+                Ok(Packet::Connect(c)) => {
+                    seen.logins
+                        .lock()
+                        .unwrap()
+                        .push(c.login.map(|l| (l.username, l.password)));
                     let code = fault.refuse.unwrap_or(ConnectReturnCode::Success);
                     ConnAck::new(code, false).write(&mut wbuf).unwrap();
                     if fault.stall && faulty {
@@ -396,4 +402,31 @@ async fn silent_broker_is_detected_by_keepalive_and_replaced() {
         "all 10 were unacked on the hung connection"
     );
     assert_eq!(tally(&cfg, &seen).len(), 10);
+}
+
+#[tokio::test]
+async fn credentials_go_into_every_connect() {
+    let (a, seen) = broker(Fault::default()).await;
+    let cfg = FleetConfig {
+        connections: Some(3),
+        username: Some("demo-fleet".into()),
+        password: Some("s3cret".into()),
+        ..config(vec![a], 3, 2)
+    };
+    let s = run(cfg, CancellationToken::new(), None).await.unwrap();
+    assert!(s.complete, "{s:?}");
+    let logins = seen.logins.lock().unwrap().clone();
+    assert_eq!(logins.len(), 3);
+    assert!(logins
+        .iter()
+        .all(|l| l.as_ref() == Some(&("demo-fleet".to_owned(), "s3cret".to_owned()))));
+    let bad = FleetConfig {
+        password: Some("x".into()),
+        ..config(vec!["127.0.0.1:1".into()], 1, 1)
+    };
+    let err = run(bad, CancellationToken::new(), None).await.unwrap_err();
+    assert!(
+        err.to_string().contains("password is set without username"),
+        "{err}"
+    );
 }

@@ -215,6 +215,9 @@ impl Pki {
     }
 }
 
+#[path = "pki_device.rs"]
+mod device;
+
 #[cfg(test)]
 mod tests {
     use super::*;

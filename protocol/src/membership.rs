@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// The leader's view of one member of its group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
 pub struct PeerProgress {
     /// Raft id.
     pub id: u64,

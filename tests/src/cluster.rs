@@ -1,6 +1,7 @@
 //! A whole Strata cluster of real processes in a temp dir.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,6 +35,10 @@ pub struct ClusterOpts {
     /// Extra TOML appended to every hub config, after `[[peers]]`: start
     /// it with a table header (e.g. `[membership]`).
     pub hub_extra: String,
+    /// Edges let MQTT clients in without credentials (`[ingress.auth]
+    /// allow-anonymous = true`), for tests about something else that say
+    /// so. Default false: clients log in with [`login`].
+    pub allow_anonymous: bool,
 }
 
 impl Default for ClusterOpts {
@@ -44,6 +49,7 @@ impl Default for ClusterOpts {
             region: "local".into(),
             edge_extra: String::new(),
             hub_extra: String::new(),
+            allow_anonymous: false,
         }
     }
 }
@@ -57,6 +63,47 @@ pub struct HubAddrs {
     pub peer: SocketAddr,
     /// Edge / central address.
     pub client: SocketAddr,
+}
+
+/// Tenants the harness's credentials file holds a test identity for.
+pub const TENANTS: [&str; 4] = ["acme", "metrics", "demo", "other"];
+
+/// The MQTT login (username, password) of `tenant`'s test identity, which
+/// may publish as every device of that tenant (see [`TENANTS`]).
+pub fn login(tenant: &str) -> (String, String) {
+    (format!("test-{tenant}"), format!("pw-{tenant}-harness"))
+}
+
+/// Runs `strata device add` (the real CLI) for every test identity into
+/// `file`, hashing each password once per cluster.
+async fn write_test_credentials(file: &Path) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    for tenant in TENANTS {
+        let (user, password) = login(tenant);
+        let mut child = tokio::process::Command::new(crate::proc::bin_path("strata")?)
+            .args(["device", "add", "--file"])
+            .arg(file)
+            .args(["--username", &user, "--tenant", tenant, "--devices", "*"])
+            .arg("--password-stdin")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("running strata device add")?;
+        let mut stdin = child.stdin.take().context("stdin")?;
+        stdin.write_all(format!("{password}\n").as_bytes()).await?;
+        drop(stdin);
+        let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+            .await
+            .context("strata device add hung")??;
+        anyhow::ensure!(
+            out.status.success(),
+            "strata device add {user}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 /// Free TCP ports on 127.0.0.1 (same approach as [`free_udp_ports`]).
@@ -169,8 +216,14 @@ impl Cluster {
         let mut edges = Vec::new();
         // Fixed per edge, so a restarted edge is found by its devices again.
         let mqtt_ports = free_tcp_ports(opts.edges)?;
+        // Each edge reads its own copy at the default <data-dir>/devices.toml.
+        let credentials = root.join("devices.toml");
+        write_test_credentials(&credentials).await?;
         for i in 1..=opts.edges {
             let name = format!("edge-{i}");
+            let data = root.join(&name);
+            std::fs::DirBuilder::new().mode(0o700).create(&data)?;
+            std::fs::copy(&credentials, data.join("devices.toml"))?;
             let cfg = edge_config(&root, &pki, &name, &opts, &hub_list, mqtt_ports[i - 1])?;
             edges.push(spawn_with_config(&root, &name, "edge-node", &cfg).await?);
         }
@@ -253,6 +306,13 @@ impl Cluster {
         (id - 1) as usize
     }
 
+    /// The credentials file edge `i` (0-based) reads and hot-reloads.
+    pub fn credentials_file(&self, i: usize) -> PathBuf {
+        self.root()
+            .join(format!("edge-{}", i + 1))
+            .join("devices.toml")
+    }
+
     /// Path of the cluster's root directory.
     pub fn root(&self) -> &Path {
         self.dir.path()
@@ -315,8 +375,13 @@ fn edge_config(
         Some(i) => opts.edge_extra.split_at(i),
         None => (opts.edge_extra.as_str(), ""),
     };
+    let auth = if opts.allow_anonymous {
+        "[ingress.auth]\nallow-anonymous = true\n"
+    } else {
+        ""
+    };
     Ok(format!(
-        "name = \"{name}\"\nregion = \"{}\"\ndata-dir = {:?}\nhubs = [{}]\nmetrics-listen = \"127.0.0.1:0\"\n{}{top}\n[ingress]\nlisten = \"127.0.0.1:{mqtt_port}\"\n{sections}\n",
+        "name = \"{name}\"\nregion = \"{}\"\ndata-dir = {:?}\nhubs = [{}]\nmetrics-listen = \"127.0.0.1:0\"\n{}{top}\n[ingress]\nlisten = \"127.0.0.1:{mqtt_port}\"\n{auth}{sections}\n",
         opts.region,
         root.join(name).display().to_string(),
         hub_list.join(", "),

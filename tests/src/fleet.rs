@@ -65,6 +65,8 @@ impl Phase {
             qos: 1,
             start_ts_ms: Some(start_ts_ms()),
             ack_deadline: Duration::from_secs(120),
+            username: Some(crate::cluster::login(TENANT).0),
+            password: Some(crate::cluster::login(TENANT).1),
             ..Default::default()
         }
     }

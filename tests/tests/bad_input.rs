@@ -18,7 +18,7 @@ use strata_protocol::{
     Hello, HelloReply, HubRequest, HubResponse, NodeIdentity, NodeKind, RefuseReason,
     PROTOCOL_VERSION,
 };
-use strata_tests::cluster::{scrape, serial};
+use strata_tests::cluster::{login, scrape, serial};
 use strata_tests::{wait_until, Cluster, ClusterOpts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -75,14 +75,18 @@ fn str16(s: &[u8]) -> Vec<u8> {
     v
 }
 
-/// CONNECT with clean start, keep-alive 60 s, for protocol `level` (4 or 5).
+/// CONNECT with clean start, keep-alive 60 s, for protocol `level` (4 or
+/// 5), logged in as the harness's `acme` identity.
 fn connect_packet(level: u8, client: &str) -> Vec<u8> {
+    let (user, password) = login(TENANT);
     let mut b = str16(b"MQTT");
-    b.extend([level, 0x02, 0, 60]);
+    b.extend([level, 0x02 | 0x80 | 0x40, 0, 60]); // clean, username, password
     if level == 5 {
         b.push(0); // no properties
     }
     b.extend(str16(client.as_bytes()));
+    b.extend(str16(user.as_bytes()));
+    b.extend(str16(password.as_bytes()));
     packet(0x10, &b)
 }
 

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use strata_tests::cluster::{free_tcp_ports, serial};
+use strata_tests::cluster::{free_tcp_ports, login, serial};
 use strata_tests::fleet::{assert_exactly_once, run_fleet, Phase};
 use strata_tests::{wait_until, Cluster, ClusterOpts};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -228,6 +228,7 @@ async fn mosquitto_pub(
         Duration::from_secs(10),
         Command::new(require("mosquitto_pub")?)
             .args(["-h", host, "-p", port, "-q", "1", "-V", version])
+            .args(["-u", &login("acme").0, "-P", &login("acme").1])
             .args(["-t", topic, "-m", payload])
             .stdin(Stdio::null())
             .kill_on_drop(true)
@@ -300,6 +301,7 @@ async fn mosquitto_clients(c: &Cluster) -> anyhow::Result<()> {
     let (host, port) = addr.rsplit_once(':').context("host:port")?;
     let mut sub = Command::new(require("mosquitto_sub")?)
         .args(["-h", host, "-p", port, "-V", "mqttv5", "-q", "1"])
+        .args(["-u", &login("acme").0, "-P", &login("acme").1])
         .args(["-t", "strata/acme/+/telemetry", "-C", "1", "-W", "15"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

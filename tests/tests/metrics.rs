@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use strata_tests::cluster::{http_get_text, metric_value, serial};
+use strata_tests::cluster::{http_get_text, login, metric_value, serial};
 use strata_tests::{wait_until, Cluster, ClusterOpts};
 use tokio_util::sync::CancellationToken;
 
@@ -118,6 +118,8 @@ async fn metrics(c: &Cluster) -> anyhow::Result<()> {
             count: Some(count),
             rate_per_device: 0.0,
             endpoints: c.mqtt_addrs(),
+            username: Some(login("metrics").0),
+            password: Some(login("metrics").1),
             ..Default::default()
         },
         CancellationToken::new(),
@@ -132,7 +134,10 @@ async fn metrics(c: &Cluster) -> anyhow::Result<()> {
             .rsplit_once(':')
             .map(|(h, p)| (h.to_owned(), p.parse::<u16>()))
             .context("mqtt address")?;
-        let (client, mut el) = AsyncClient::new(MqttOptions::new("metrics-bad", host, port?), 4);
+        let mut opts = MqttOptions::new("metrics-bad", host, port?);
+        let (user, password) = login("metrics");
+        opts.set_credentials(user, password);
+        let (client, mut el) = AsyncClient::new(opts, 4);
         client
             .publish(
                 "strata/metrics/bad/telemetry",

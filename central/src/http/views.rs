@@ -85,42 +85,23 @@ impl ReplicaView {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct PeerView {
-    /// Raft id.
-    pub id: u64,
     /// Client-facing address (empty if the leader knows none).
     pub client_addr: String,
-    /// Voter (true) or learner.
-    pub voter: bool,
-    /// The leader heard from it recently.
-    pub reachable: bool,
-    /// Ms since the leader last heard from it.
-    pub silent_ms: u64,
-    /// Highest log index replicated to it.
-    pub matched: u64,
-    /// Entries behind the leader's last index.
-    pub lag: u64,
-    /// Further behind than the leader tolerates.
-    pub lagging: bool,
-    /// A learner being added right now.
-    pub joining: bool,
+    /// The leader's view of it (id, voter, reachable, silent-ms, matched,
+    /// lag, lagging, joining).
+    #[serde(flatten)]
+    pub progress: PeerProgress,
 }
 
 impl PeerView {
     fn new(p: PeerProgress, members: &[ReplicaInfo]) -> PeerView {
         PeerView {
-            id: p.id,
             client_addr: members
                 .iter()
                 .find(|m| m.id == p.id)
                 .map(|m| m.client_addr.clone())
                 .unwrap_or_default(),
-            voter: p.voter,
-            reachable: p.reachable,
-            silent_ms: p.silent_ms,
-            matched: p.matched,
-            lag: p.lag,
-            lagging: p.lagging,
-            joining: p.joining,
+            progress: p,
         }
     }
 }

@@ -154,6 +154,9 @@ pub async fn run_bridge<S: IngestSink>(
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(cfg.keep_alive_s))
         .set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes);
+    if let Some(user) = &cfg.username {
+        opts.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
+    }
     // The request channel carries our acks; it is drained by the poller,
     // which never blocks on it, so it cannot deadlock.
     let (client, eventloop) = AsyncClient::new(opts, cfg.max_inflight.max(16));

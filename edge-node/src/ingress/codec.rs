@@ -56,6 +56,36 @@ pub struct ConnectInfo {
     pub max_packet_size: Option<u32>,
     /// v5 Request Problem Information: may we send reason strings.
     pub request_problem_info: bool,
+    /// Username and password, if the client sent a username (v5 also
+    /// allows a password alone: then the username is empty).
+    pub login: Option<Login>,
+}
+
+/// The credentials of a CONNECT. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Login {
+    /// User name.
+    pub username: String,
+    /// Password, if sent.
+    pub password: Option<Bytes>,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+fn login(l: Option<(String, String)>) -> Option<Login> {
+    // rumqttc reads a username-less password as an empty username and a
+    // password-less username as an empty password.
+    l.map(|(username, password)| Login {
+        username,
+        password: (!password.is_empty()).then(|| Bytes::from(password.into_bytes())),
+    })
 }
 
 /// An incoming PUBLISH.
@@ -134,6 +164,10 @@ pub enum ConnAckCode {
     BadClientId,
     /// The server is shutting down or full.
     ServerUnavailable,
+    /// v5 0x86 / v3.1.1 4: unknown username or wrong password.
+    BadUsernameOrPassword,
+    /// v5 0x87 / v3.1.1 5: no credentials, or not allowed this way.
+    NotAuthorized,
 }
 
 /// Why a v5 PUBACK/PUBREC refuses a publish.
@@ -147,6 +181,8 @@ pub enum AckCode {
     PayloadFormatInvalid,
     /// 0x83: valid, but refused (a reading outside the time bounds).
     ImplementationSpecificError,
+    /// 0x87: the identity may not publish to this topic.
+    NotAuthorized,
 }
 
 /// Why the server closes a v5 connection (DISCONNECT reason code).
@@ -170,6 +206,8 @@ pub enum CloseReason {
     TopicAliasInvalid,
     /// 0x95.
     PacketTooLarge,
+    /// 0x87: the client's identity was revoked or it broke its ACL.
+    NotAuthorized,
 }
 
 impl CloseReason {
@@ -185,6 +223,7 @@ impl CloseReason {
             CloseReason::SessionTakenOver => "session_taken_over",
             CloseReason::TopicAliasInvalid => "topic_alias_invalid",
             CloseReason::PacketTooLarge => "packet_too_large",
+            CloseReason::NotAuthorized => "not_authorized",
         }
     }
 
@@ -200,8 +239,18 @@ impl CloseReason {
             CloseReason::SessionTakenOver => C::SessionTakenOver,
             CloseReason::TopicAliasInvalid => C::TopicAliasInvalid,
             CloseReason::PacketTooLarge => C::PacketTooLarge,
+            CloseReason::NotAuthorized => C::NotAuthorized,
         }
     }
+}
+
+/// Why a SUBSCRIBE filter was refused (v3.1.1 says 0x80 for both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubRefusal {
+    /// v5 0x8F: not a valid (or supported) filter.
+    InvalidFilter,
+    /// v5 0x87: outside what the identity may read.
+    NotAuthorized,
 }
 
 /// A server → client packet.
@@ -246,12 +295,12 @@ pub enum Outbound {
         /// v5: false → reason 0x92 packet identifier not found.
         found: bool,
     },
-    /// SUBACK: granted QoS per filter, `None` = failure.
+    /// SUBACK: granted QoS per filter, or why it was refused.
     SubAck {
         /// Packet id.
         pid: u16,
         /// One entry per requested filter.
-        granted: Vec<Option<u8>>,
+        granted: Vec<Result<u8, SubRefusal>>,
     },
     /// UNSUBACK.
     UnsubAck {
@@ -387,6 +436,7 @@ fn from_v4(p: v4::Packet) -> Inbound {
             receive_maximum: u16::MAX,
             max_packet_size: None,
             request_problem_info: false,
+            login: login(c.login.map(|l| (l.username, l.password))),
         }),
         v4::Packet::Publish(p) => Inbound::Publish(InPublish {
             topic: p.topic,
@@ -427,7 +477,7 @@ fn from_v4(p: v4::Packet) -> Inbound {
 
 fn from_v5(p: v5::Packet) -> Result<Inbound, DecodeError> {
     Ok(match p {
-        v5::Packet::Connect(c, _will, _login) => {
+        v5::Packet::Connect(c, _will, credentials) => {
             let props = c.properties.unwrap_or_default();
             Inbound::Connect(ConnectInfo {
                 client_id: c.client_id,
@@ -436,6 +486,7 @@ fn from_v5(p: v5::Packet) -> Result<Inbound, DecodeError> {
                 receive_maximum: props.receive_maximum.unwrap_or(u16::MAX),
                 max_packet_size: props.max_packet_size,
                 request_problem_info: props.request_problem_info != Some(0),
+                login: login(credentials.map(|l| (l.username, l.password))),
             })
         }
         v5::Packet::Publish(p) => Inbound::Publish(InPublish {
@@ -524,6 +575,8 @@ fn encode_v4(pkt: &Outbound, out: &mut BytesMut) -> Result<usize, rumqttc::mqttb
                 ConnAckCode::UnsupportedVersion => v4::ConnectReturnCode::RefusedProtocolVersion,
                 ConnAckCode::BadClientId => v4::ConnectReturnCode::BadClientId,
                 ConnAckCode::ServerUnavailable => v4::ConnectReturnCode::ServiceUnavailable,
+                ConnAckCode::BadUsernameOrPassword => v4::ConnectReturnCode::BadUserNamePassword,
+                ConnAckCode::NotAuthorized => v4::ConnectReturnCode::NotAuthorized,
             },
             false,
         )
@@ -536,8 +589,8 @@ fn encode_v4(pkt: &Outbound, out: &mut BytesMut) -> Result<usize, rumqttc::mqttb
             granted
                 .iter()
                 .map(|g| match g {
-                    Some(q) => v4::SubscribeReasonCode::Success(v4_qos(*q)),
-                    None => v4::SubscribeReasonCode::Failure,
+                    Ok(q) => v4::SubscribeReasonCode::Success(v4_qos(*q)),
+                    Err(_) => v4::SubscribeReasonCode::Failure,
                 })
                 .collect(),
         )
@@ -601,6 +654,10 @@ fn encode_v5(pkt: &Outbound, out: &mut BytesMut) -> Result<usize, rumqttc::v5::m
                     }
                     ConnAckCode::BadClientId => v5::ConnectReturnCode::ClientIdentifierNotValid,
                     ConnAckCode::ServerUnavailable => v5::ConnectReturnCode::ServerUnavailable,
+                    ConnAckCode::BadUsernameOrPassword => {
+                        v5::ConnectReturnCode::BadUserNamePassword
+                    }
+                    ConnAckCode::NotAuthorized => v5::ConnectReturnCode::NotAuthorized,
                 },
                 properties: (*code == ConnAckCode::Accepted).then_some(props),
             }
@@ -615,6 +672,7 @@ fn encode_v5(pkt: &Outbound, out: &mut BytesMut) -> Result<usize, rumqttc::v5::m
                 AckCode::ImplementationSpecificError => {
                     v5::PubAckReason::ImplementationSpecificError
                 }
+                AckCode::NotAuthorized => v5::PubAckReason::NotAuthorized,
             },
             properties: reason.as_ref().map(|r| v5::PubAckProperties {
                 reason_string: Some(r.clone()),
@@ -631,6 +689,7 @@ fn encode_v5(pkt: &Outbound, out: &mut BytesMut) -> Result<usize, rumqttc::v5::m
                 AckCode::ImplementationSpecificError => {
                     v5::PubRecReason::ImplementationSpecificError
                 }
+                AckCode::NotAuthorized => v5::PubRecReason::NotAuthorized,
             },
             properties: reason.as_ref().map(|r| v5::PubRecProperties {
                 reason_string: Some(r.clone()),
@@ -653,8 +712,9 @@ fn encode_v5(pkt: &Outbound, out: &mut BytesMut) -> Result<usize, rumqttc::v5::m
             return_codes: granted
                 .iter()
                 .map(|g| match g {
-                    Some(q) => v5::SubscribeReasonCode::Success(v5_qos(*q)),
-                    None => v5::SubscribeReasonCode::TopicFilterInvalid,
+                    Ok(q) => v5::SubscribeReasonCode::Success(v5_qos(*q)),
+                    Err(SubRefusal::InvalidFilter) => v5::SubscribeReasonCode::TopicFilterInvalid,
+                    Err(SubRefusal::NotAuthorized) => v5::SubscribeReasonCode::NotAuthorized,
                 })
                 .collect(),
             properties: None,

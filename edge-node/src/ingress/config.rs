@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::auth::{AuthConfig, TlsConfig};
 use super::IngressError;
 
 /// The embedded MQTT server.
@@ -33,6 +34,13 @@ pub struct IngressConfig {
     /// Milliseconds a write to a client may stall before the connection is
     /// closed (a client that stops reading). Default 30000.
     pub write_timeout_ms: u64,
+    /// TCP address of the MQTT-over-TLS listener (e.g. `0.0.0.0:8883`),
+    /// configured by `[ingress.tls]`. Default: none (no TLS listener).
+    pub tls_listen: Option<SocketAddr>,
+    /// Device authentication: credentials file, anonymous access, reload.
+    pub auth: AuthConfig,
+    /// The TLS listener's certificate and client-certificate policy.
+    pub tls: TlsConfig,
     /// How far ahead of the edge's clock a reading's `ts` may be (humantime,
     /// e.g. "5m"); later readings are refused before they are spooled.
     /// Default "5m".
@@ -90,6 +98,9 @@ impl Default for IngressConfig {
             v3_refusal: V3Refusal::Drop,
             max_keep_alive: Duration::from_secs(20 * 60),
             max_connections_per_ip: 1000,
+            tls_listen: None,
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -143,6 +154,8 @@ impl IngressConfig {
         if self.max_connections_per_ip == 0 {
             problems.push("max-connections-per-ip must be at least 1".into());
         }
+        problems.extend(self.auth.problems());
+        problems.extend(self.tls.problems(self.tls_listen.is_some()));
         if problems.is_empty() {
             Ok(())
         } else {
@@ -223,6 +236,10 @@ pub struct BridgeConfig {
     pub max_inflight: usize,
     /// Largest packet accepted from the broker, bytes. Default 262144.
     pub max_packet_bytes: usize,
+    /// Username sent to the broker. Default: none (anonymous).
+    pub username: Option<String>,
+    /// Password sent with `username`. Default: none.
+    pub password: Option<String>,
 }
 
 impl Default for BridgeConfig {
@@ -237,6 +254,8 @@ impl Default for BridgeConfig {
             max_backoff_ms: 10_000,
             max_inflight: 4096,
             max_packet_bytes: 262_144,
+            username: None,
+            password: None,
         }
     }
 }
@@ -285,6 +304,9 @@ impl BridgeConfig {
                 "max-packet-bytes = {} must be in {MIN_PACKET_BYTES}..={MAX_MQTT_PACKET}",
                 self.max_packet_bytes
             ));
+        }
+        if self.password.is_some() && self.username.is_none() {
+            problems.push("password is set without username".into());
         }
         if problems.is_empty() {
             Ok(())

@@ -8,6 +8,12 @@
 //! keep-alive deadline, shutdown or takeover. Submits are never dropped
 //! mid-flight: a closing connection first waits for them and sends their
 //! acks.
+//!
+//! Between CONNECT and CONNACK the client is authenticated
+//! ([`super::auth::AuthState::authenticate`]) and its client id claimed
+//! (only the same identity may take it over); an authenticated connection
+//! also wakes on every credentials reload to notice revocation. The same
+//! code serves plain TCP and TLS: [`serve`] is generic over the stream.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -16,13 +22,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use futures::stream::{FuturesOrdered, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::auth::{AuthState, CertIdentity};
 use super::bounds::{RegionRetention, TimeBounds};
 use super::codec::{self, CloseReason, ConnAckCode, DecodeError, Inbound, Outbound, Version};
 use super::config::IngressConfig;
@@ -59,6 +65,8 @@ pub struct Shared {
     /// The region's retention (written by the uplink), which may tighten
     /// the past bound on readings.
     pub retention: RegionRetention,
+    /// Device authentication: credentials in force, verifier, counters.
+    pub auth: AuthState,
 }
 
 impl Shared {
@@ -142,13 +150,36 @@ pub async fn run_connection<S: IngestSink>(
     sink: Arc<S>,
     shutdown: CancellationToken,
 ) {
+    let _ = stream.set_nodelay(true);
+    serve(stream, peer, None, shared, sink, shutdown).await
+}
+
+/// A CONNACK refusing the connection.
+fn refusal(code: ConnAckCode) -> Outbound {
+    Outbound::ConnAck {
+        code,
+        assigned_client_id: None,
+        max_packet_size: 0,
+        receive_maximum: 0,
+        server_keep_alive: None,
+    }
+}
+
+/// Serves one connection over any byte stream (TCP, TLS) until it closes.
+/// `cert` is the verified TLS client certificate's identity, if any.
+pub async fn serve<S: IngestSink, IO: AsyncRead + AsyncWrite + Unpin>(
+    mut io: IO,
+    peer: SocketAddr,
+    cert: Option<CertIdentity>,
+    shared: Arc<Shared>,
+    sink: Arc<S>,
+    shutdown: CancellationToken,
+) {
     let mut guard = Guard {
         shared: &shared,
         connected: false,
     };
     let conn = shared.conn_seq.fetch_add(1, Ordering::Relaxed);
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
     let mut log = Log {
         peer,
         client: String::new(),
@@ -180,7 +211,7 @@ pub async fn run_connection<S: IngestSink>(
                     server_keep_alive: None,
                 };
                 codec::encode(Version::V4, &refuse, &mut out);
-                let _ = write_with_timeout(&mut wr, &out, &shared.cfg).await;
+                let _ = write_with_timeout(&mut io, &out, &shared.cfg).await;
                 log.reject(
                     metrics,
                     shared.now_ms(),
@@ -205,7 +236,7 @@ pub async fn run_connection<S: IngestSink>(
         }
         rbuf.reserve(READ_CHUNK.min(max));
         let read = tokio::select! {
-            r = rd.read_buf(&mut rbuf) => r,
+            r = io.read_buf(&mut rbuf) => r,
             _ = tokio::time::sleep_until(connect_deadline) => {
                 // Bytes that never became a whole CONNECT are bad input;
                 // a connection that sent nothing held a slot for nothing.
@@ -259,26 +290,58 @@ pub async fn run_connection<S: IngestSink>(
         Err(refusal) => {
             let mut out = BytesMut::new();
             codec::encode(version, &refusal, &mut out);
-            let _ = write_with_timeout(&mut wr, &out, &shared.cfg).await;
+            let _ = write_with_timeout(&mut io, &out, &shared.cfg).await;
             return;
         }
     };
-    let mut session = Session::new(version, &info, scfg, shared.now_ms());
+    let client_id = accepted.client_id;
+    log.client = client_id.clone();
+    // Authenticate, then claim the client id, both before any CONNACK.
+    let authenticated = shared
+        .auth
+        .authenticate(info.login.as_ref(), cert.as_ref(), connect_deadline)
+        .await;
+    let principal = match authenticated {
+        Ok(p) => p,
+        Err(r) => {
+            shared
+                .auth
+                .refused(peer, &client_id, r.reason, &r.detail, shared.now_ms());
+            let mut out = BytesMut::new();
+            codec::encode(version, &refusal(r.code), &mut out);
+            let _ = write_with_timeout(&mut io, &out, &shared.cfg).await;
+            return;
+        }
+    };
+    let takeover = CancellationToken::new();
+    let owner = principal.as_ref().map(|p| p.identity.username.clone());
+    if let Err(e) = shared
+        .router
+        .register_client(&client_id, conn, owner, takeover.clone())
+    {
+        let now = shared.now_ms();
+        shared
+            .auth
+            .refused(peer, &client_id, "client_id_in_use", &e.to_string(), now);
+        let mut out = BytesMut::new();
+        codec::encode(version, &refusal(ConnAckCode::BadClientId), &mut out);
+        let _ = write_with_timeout(&mut io, &out, &shared.cfg).await;
+        return;
+    }
+    let mut creds_rx = shared.auth.store.subscribe();
+    let mut session = Session::new(version, &info, scfg, shared.now_ms()).with_principal(principal);
+    // Credentials swapped since authenticating count as a reload too.
+    session.handle_credentials(&creds_rx.borrow_and_update());
     let mut obuf = BytesMut::new();
     codec::encode(version, &accepted.connack, &mut obuf);
-    if write_with_timeout(&mut wr, &obuf, &shared.cfg)
+    if write_with_timeout(&mut io, &obuf, &shared.cfg)
         .await
         .is_err()
     {
+        shared.router.unregister_client(&client_id, conn);
         return;
     }
     obuf.clear();
-    let client_id = accepted.client_id;
-    log.client = client_id.clone();
-    let takeover = CancellationToken::new();
-    shared
-        .router
-        .register_client(&client_id, conn, takeover.clone());
     shared.connected.fetch_add(1, Ordering::AcqRel);
     guard.connected = true;
     tracing::debug!(%peer, client = %client_id, ?version, "MQTT client connected");
@@ -366,7 +429,7 @@ pub async fn run_connection<S: IngestSink>(
         }
         if !obuf.is_empty() {
             if !write_broken
-                && write_with_timeout(&mut wr, &obuf, &shared.cfg)
+                && write_with_timeout(&mut io, &obuf, &shared.cfg)
                     .await
                     .is_ok()
             {
@@ -391,7 +454,7 @@ pub async fn run_connection<S: IngestSink>(
             rbuf.reserve(READ_CHUNK.min(max));
         }
         tokio::select! {
-            r = rd.read_buf(&mut rbuf), if reading => match r {
+            r = io.read_buf(&mut rbuf), if reading => match r {
                 Ok(0) | Err(_) => eof = true,
                 Ok(n) => {
                     metrics.bytes_in.inc_by(n as u64);
@@ -427,6 +490,10 @@ pub async fn run_connection<S: IngestSink>(
             _ = sleep_until_opt(deadline), if deadline.is_some() => session.handle_timeout(shared.now_ms()),
             _ = shutdown.cancelled(), if session.is_open() => session.begin_close(Some(CloseReason::ServerShuttingDown)),
             _ = takeover.cancelled(), if session.is_open() => session.begin_close(Some(CloseReason::SessionTakenOver)),
+            Ok(()) = creds_rx.changed(), if session.is_open() && session.principal().is_some() => {
+                let creds = creds_rx.borrow_and_update().clone();
+                session.handle_credentials(&creds);
+            },
             else => {
                 // Nothing can happen any more (peer gone, nothing in flight).
                 session.begin_close(None);
@@ -436,7 +503,7 @@ pub async fn run_connection<S: IngestSink>(
 
     shared.router.remove(conn);
     shared.router.unregister_client(&client_id, conn);
-    let _ = wr.shutdown().await;
+    let _ = io.shutdown().await;
     tracing::debug!(%peer, client = %client_id, "MQTT client disconnected");
 }
 
@@ -447,17 +514,17 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-async fn write_with_timeout(
-    wr: &mut OwnedWriteHalf,
+async fn write_with_timeout<W: AsyncWrite + Unpin>(
+    wr: &mut W,
     bytes: &[u8],
     cfg: &IngressConfig,
 ) -> std::io::Result<()> {
-    match tokio::time::timeout(
-        Duration::from_millis(cfg.write_timeout_ms),
-        wr.write_all(bytes),
-    )
-    .await
-    {
+    // flush: a TLS stream may hold the last record until flushed.
+    let write = async {
+        wr.write_all(bytes).await?;
+        wr.flush().await
+    };
+    match tokio::time::timeout(Duration::from_millis(cfg.write_timeout_ms), write).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,

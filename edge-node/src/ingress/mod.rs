@@ -9,6 +9,8 @@
 //!
 //! # Layout
 //! - [`config`]: [`IngressConfig`] and [`BridgeConfig`] (serde, validated).
+//! - [`auth`]: device identities (credentials file, argon2id passwords,
+//!   client certificates), topic ACLs, hot reload, the TLS listener's config.
 //! - [`codec`]: one version-agnostic packet vocabulary over rumqttc's v4 and
 //!   v5 codecs; protocol-level detection from the CONNECT.
 //! - [`session`]: the sans-IO per-connection state machine (ack ordering,
@@ -81,17 +83,30 @@
 //!   closed and counted as `connect_timeout` (a partial CONNECT as
 //!   `malformed_packet`).
 //!
+//! # Who may connect, publish and subscribe
+//! Every client authenticates (see [`auth`]) unless `allow-anonymous` is
+//! set. A refused CONNECT gets CONNACK v5 0x86 / 0x87 (v3.1.1: 4 / 5), a
+//! client id held by *another* identity v5 0x85 (v3.1.1: 2); the same
+//! identity takes its client id over as MQTT says. A publish outside the
+//! identity's `strata/<tenant>/<devices>/…` is never decoded or stored: v5
+//! QoS 1/2 get PUBACK/PUBREC 0x87 with a reason string, v5 QoS 0 is dropped.
+//! **v3.1.1 cannot say no, and acking a refused publish would tell the
+//! device it was stored, so the connection is closed** (earlier publishes'
+//! acks are still sent first). Either way it is counted as
+//! `publish_not_authorized`. A subscription outside `strata/<tenant>/`
+//! gets SUBACK 0x87 (v3.1.1: 0x80). A revoked identity's connections are
+//! closed (v5 DISCONNECT 0x87) at the next credentials reload.
+//!
 //! # Known limits
 //! - Sessions are not persisted across connections: CONNACK always says
 //!   `session_present = false` (allowed by the spec) and QoS 2 packet-id
 //!   state lives only as long as the connection.
 //! - Retained messages are not stored; the retain flag is ignored.
 //! - Will messages are accepted in CONNECT but never published.
-//! - No authentication: any client id may connect (bind to a trusted
-//!   network or localhost).
 //! - Subscriptions are matched by a linear scan (fine for tens of
 //!   subscribers; devices normally only publish).
 
+pub mod auth;
 pub mod bounds;
 pub mod bridge;
 pub mod codec;
@@ -106,6 +121,8 @@ pub mod topic;
 
 #[cfg(test)]
 mod test_util;
+#[cfg(test)]
+mod tests_auth;
 #[cfg(test)]
 mod tests_mosquitto;
 #[cfg(test)]
@@ -157,6 +174,15 @@ pub enum IngressError {
         addr: SocketAddr,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// The device credentials file is unreadable or invalid.
+    #[error(transparent)]
+    Credentials(#[from] auth::CredentialsError),
+    /// The MQTT-over-TLS listener's certificates or keys are unusable.
+    #[error("MQTT TLS: {detail}")]
+    Tls {
+        /// What failed, naming the file.
+        detail: String,
     },
     /// The bridge's broker address is not `host:port`.
     #[error("bridge broker address {broker:?} is not host:port")]

@@ -49,7 +49,27 @@ struct Subscriber {
 #[derive(Debug)]
 struct ClientEntry {
     conn: u64,
+    owner: Owner,
     takeover: CancellationToken,
+}
+
+/// Who holds a client id: the identity's username, `None` for an anonymous
+/// client (allow-anonymous).
+pub type Owner = Option<Arc<str>>;
+
+/// A client id is held by another identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("client id {client_id:?} is in use by another identity")]
+pub struct ClientIdInUse {
+    /// The contested client id.
+    pub client_id: String,
+}
+
+/// Whether a CONNECT by `new` may take over a client id held by `held`:
+/// only the same identity (MQTT §3.1.4-2 takeover), never another one, so
+/// a device cannot be kicked off by whoever learns its client id.
+pub fn may_take_over(held: &Owner, new: &Owner) -> bool {
+    held == new
 }
 
 /// Subscriptions and connected client ids.
@@ -149,13 +169,34 @@ impl Router {
         }
     }
 
-    /// Registers `client_id` for connection `conn`; a previous connection
-    /// with the same id is told to close (takeover, MQTT §3.1.4-2).
-    pub fn register_client(&self, client_id: &str, conn: u64, takeover: CancellationToken) {
+    /// Registers `client_id` for connection `conn` of `owner`; a previous
+    /// connection of the same owner with that id is told to close
+    /// (takeover, MQTT §3.1.4-2). Refused if another owner holds it.
+    pub fn register_client(
+        &self,
+        client_id: &str,
+        conn: u64,
+        owner: Owner,
+        takeover: CancellationToken,
+    ) -> Result<(), ClientIdInUse> {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = clients.insert(client_id.to_owned(), ClientEntry { conn, takeover }) {
+        if clients
+            .get(client_id)
+            .is_some_and(|held| !may_take_over(&held.owner, &owner))
+        {
+            return Err(ClientIdInUse {
+                client_id: client_id.to_owned(),
+            });
+        }
+        let entry = ClientEntry {
+            conn,
+            owner,
+            takeover,
+        };
+        if let Some(old) = clients.insert(client_id.to_owned(), entry) {
             old.takeover.cancel();
         }
+        Ok(())
     }
 
     /// Unregisters `client_id` if it still belongs to `conn` (a takeover
@@ -242,13 +283,46 @@ mod tests {
         let r = Router::new(Counter::default(), Gauge::default());
         let old = CancellationToken::new();
         let new = CancellationToken::new();
-        r.register_client("dev", 1, old.clone());
-        r.register_client("dev", 2, new.clone());
+        let me: Owner = Some(Arc::from("fleet"));
+        r.register_client("dev", 1, me.clone(), old.clone())
+            .unwrap();
+        r.register_client("dev", 2, me.clone(), new.clone())
+            .unwrap();
         assert!(old.is_cancelled());
         // The old connection's late unregister must not remove the new one.
         r.unregister_client("dev", 1);
         let third = CancellationToken::new();
-        r.register_client("dev", 3, third);
+        r.register_client("dev", 3, me, third).unwrap();
         assert!(new.is_cancelled());
+    }
+
+    #[test]
+    fn another_identity_cannot_take_a_client_id_over() {
+        let r = Router::new(Counter::default(), Gauge::default());
+        let held = CancellationToken::new();
+        r.register_client("dev-7", 1, Some(Arc::from("demo-fleet")), held.clone())
+            .unwrap();
+        for intruder in [Some(Arc::from("other-fleet")), None] {
+            let err = r
+                .register_client("dev-7", 2, intruder, CancellationToken::new())
+                .unwrap_err();
+            assert_eq!(err.client_id, "dev-7");
+            assert!(!held.is_cancelled(), "the holder stays connected");
+        }
+        // Anonymous clients (allow-anonymous) may take over each other.
+        let a = CancellationToken::new();
+        r.register_client("lab", 3, None, a.clone()).unwrap();
+        r.register_client("lab", 4, None, CancellationToken::new())
+            .unwrap();
+        assert!(a.is_cancelled());
+        // Once the holder is gone, anyone may use the id.
+        r.unregister_client("dev-7", 1);
+        r.register_client(
+            "dev-7",
+            5,
+            Some(Arc::from("other-fleet")),
+            CancellationToken::new(),
+        )
+        .unwrap();
     }
 }

@@ -1,4 +1,6 @@
-//! [`IngressServer`]: binds the MQTT listener and runs the accept loop.
+//! [`IngressServer`]: binds the MQTT listener (and the optional MQTT-over-TLS
+//! listener), loads the device credentials, and runs the accept loop and the
+//! credentials reload loop.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -12,6 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::auth::AuthState;
 use super::bounds::RegionRetention;
 use super::driver::{run_connection, Shared};
 use super::limits::{SourceKey, SourceLimits, SourceSlot};
@@ -25,6 +28,17 @@ pub struct IngressServer {
     listener: TcpListener,
     local: SocketAddr,
     shared: Arc<Shared>,
+    /// The MQTT-over-TLS listener, its address and acceptor.
+    tls: Option<TlsListener>,
+}
+
+/// The MQTT-over-TLS listener, its address and acceptor.
+struct TlsListener(TcpListener, SocketAddr, tokio_rustls::TlsAcceptor);
+
+impl std::fmt::Debug for TlsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TlsListener").field(&self.1).finish()
+    }
 }
 
 impl IngressServer {
@@ -42,8 +56,23 @@ impl IngressServer {
             addr: cfg.listen,
             source,
         })?;
+        let tls = match cfg.tls_listen {
+            Some(addr) => {
+                let acceptor = super::auth::tls::acceptor(&cfg.tls)?;
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| IngressError::Bind { addr, source })?;
+                let local = l
+                    .local_addr()
+                    .map_err(|source| IngressError::Bind { addr, source })?;
+                Some(TlsListener(l, local, acceptor))
+            }
+            None => None,
+        };
         let metrics = IngressMetrics::register(registry);
+        let auth = AuthState::new(&cfg.auth, registry, metrics.rejects.clone())?;
         let shared = Arc::new(Shared {
+            auth,
             router: Router::new(
                 metrics.subscriber_drops.clone(),
                 metrics.subscribers.clone(),
@@ -60,7 +89,13 @@ impl IngressServer {
             listener,
             local,
             shared,
+            tls,
         })
+    }
+
+    /// The bound MQTT-over-TLS address, when `tls-listen` is set.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|t| t.1)
     }
 
     /// The bound address (useful with port 0).
@@ -99,7 +134,18 @@ impl IngressServer {
         let mut sources = SourceLimits::new(self.shared.cfg.max_connections_per_ip);
         let (released_tx, mut released) = mpsc::unbounded_channel::<SourceKey>();
         let mut refusal_log = LogLimiter::new(10, 10_000);
+        tracker.spawn(
+            self.shared
+                .auth
+                .store
+                .clone()
+                .run(self.shared.cfg.auth.reload_interval, shutdown.clone()),
+        );
+        if let Some(TlsListener(_, addr, _)) = &self.tls {
+            tracing::info!(%addr, client_certs = ?self.shared.cfg.tls.client_certs, "MQTT-over-TLS ingress listening");
+        }
         loop {
+            let mut tls = None;
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(key) = released.recv() => {
@@ -107,6 +153,10 @@ impl IngressServer {
                     continue;
                 }
                 r = self.listener.accept() => r,
+                r = accept_tls(&self.tls) => r.map(|(s, p, a)| {
+                    tls = Some(a);
+                    (s, p)
+                }),
             };
             // A client that just left must not count against its successor.
             while let Ok(key) = released.try_recv() {
@@ -136,13 +186,18 @@ impl IngressServer {
                     shared.open_conns.fetch_add(1, Ordering::AcqRel);
                     shared.metrics.connections.inc();
                     shared.metrics.connections_total.inc();
-                    let conn = run_connection(
-                        stream,
-                        peer,
-                        shared.clone(),
-                        sink.clone(),
-                        shutdown.clone(),
-                    );
+                    let (shared, sink, shutdown) = (shared.clone(), sink.clone(), shutdown.clone());
+                    let conn = async move {
+                        match tls {
+                            Some(acceptor) => {
+                                super::auth::tls::run_tls_connection(
+                                    acceptor, stream, peer, shared, sink, shutdown,
+                                )
+                                .await
+                            }
+                            None => run_connection(stream, peer, shared, sink, shutdown).await,
+                        }
+                    };
                     tracker.spawn(async move {
                         conn.await;
                         drop(slot);
@@ -157,9 +212,20 @@ impl IngressServer {
             }
         }
         drop(self.listener);
+        drop(self.tls);
         tracker.close();
         tracker.wait().await;
         tracing::info!(addr = %self.local, "MQTT ingress stopped");
         Ok(())
+    }
+}
+
+/// Accepts on the TLS listener, or never resolves without one.
+async fn accept_tls(
+    tls: &Option<TlsListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr, tokio_rustls::TlsAcceptor)> {
+    match tls {
+        Some(TlsListener(l, _, a)) => l.accept().await.map(|(s, p)| (s, p, a.clone())),
+        None => std::future::pending().await,
     }
 }

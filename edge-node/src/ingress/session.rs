@@ -25,6 +25,10 @@
 //!   string, v3.1.1 follows [`V3Refusal`].
 //! - Keep-alive: the client's, capped at `max_keep_alive_s` (a client asking
 //!   for 0 gets the cap too), so no session can idle for ever.
+//! - An authenticated session ([`Session::with_principal`]) applies the
+//!   topic ACLs of [`super::auth::acl`] before anything else looks at a
+//!   publish or filter, and closes (v5 DISCONNECT 0x87) when
+//!   [`Session::handle_credentials`] shows its identity revoked.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -33,10 +37,11 @@ use bytes::Bytes;
 use strata_protocol::telemetry::{decode_payload, parse_topic};
 use strata_protocol::{RejectReason, TelemetryRecord};
 
+use super::auth::{acl, Credentials, Principal};
 use super::bounds::{OutOfBounds, TimeBounds};
 use super::codec::{
     AckCode, CloseReason, ConnAckCode, ConnectInfo, DecodeError, InPublish, Inbound, Outbound,
-    SubRequest, Version,
+    SubRefusal, SubRequest, Version,
 };
 use super::config::V3Refusal;
 use super::topic::valid_filter;
@@ -205,6 +210,8 @@ pub struct Session {
     next_out_pid: u16,
     transmit: Vec<Outbound>,
     commands: Vec<Command>,
+    /// Who logged in; `None` = anonymous (allow-anonymous), no ACLs.
+    principal: Option<Principal>,
 }
 
 impl Session {
@@ -233,7 +240,77 @@ impl Session {
             next_out_pid: 1,
             transmit: Vec::new(),
             commands: Vec::new(),
+            principal: None,
         }
+    }
+
+    /// Binds the session to an authenticated identity: its ACLs apply.
+    pub fn with_principal(mut self, principal: Option<Principal>) -> Self {
+        self.principal = principal;
+        self
+    }
+
+    /// The identity this session logged in as (`None`: anonymous).
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.as_ref()
+    }
+
+    /// New credentials are in force: close if they no longer grant this
+    /// session's identity exactly as it logged in (removed, or its
+    /// password, tenant, devices or certificate login changed).
+    pub fn handle_credentials(&mut self, creds: &Credentials) {
+        let Some(p) = &self.principal else {
+            return;
+        };
+        if self.state == State::Open && !creds.still_grants(&p.identity) {
+            self.commands.push(Command::Reject {
+                reason: "revoked",
+                detail: format!(
+                    "identity {:?} was removed or changed in the credentials file",
+                    p.identity.username
+                ),
+            });
+            self.begin_close(Some(CloseReason::NotAuthorized));
+        }
+    }
+
+    /// The publish ACL. `Err` carries the refusal already applied: v5
+    /// gets a 0x87 ack (QoS 1/2), v3.1.1 cannot be told no and is closed.
+    fn check_publish_acl(&mut self, p: &InPublish) -> Result<(), ()> {
+        let Some(principal) = &self.principal else {
+            return Ok(());
+        };
+        let Err(denied) = acl::may_publish(&principal.identity, &p.topic) else {
+            return Ok(());
+        };
+        self.commands.push(Command::Reject {
+            reason: "publish_not_authorized",
+            detail: denied.clone(),
+        });
+        match self.version {
+            Version::V5 => {
+                let reason = self.reason_string(denied);
+                self.push_ack(p.qos, p.pid, None, AckCode::NotAuthorized, reason);
+            }
+            Version::V4 => self.begin_close(Some(CloseReason::NotAuthorized)),
+        }
+        Err(())
+    }
+
+    /// `detail` as a v5 reason string, if the client accepts one and it
+    /// cannot push the ack past the client's Maximum Packet Size.
+    fn reason_string(&self, mut s: String) -> Option<String> {
+        let fits = self.client_max_packet >= MAX_REASON_STRING + 16;
+        (self.problem_info && fits).then(|| {
+            if s.len() > MAX_REASON_STRING {
+                let mut cut = MAX_REASON_STRING;
+                while !s.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                s.truncate(cut);
+            }
+            s
+        })
     }
 
     /// The protocol version.
@@ -425,6 +502,9 @@ impl Session {
             self.begin_close(Some(CloseReason::TopicAliasInvalid));
             return;
         }
+        if self.check_publish_acl(&p).is_err() {
+            return;
+        }
         if p.qos == 2 {
             if let Some(after) = self.qos2.get(&p.pid).copied() {
                 // Retransmission before PUBREL: ack again, never store again.
@@ -512,23 +592,6 @@ impl Session {
         }
     }
 
-    /// The reason string for a v5 refusal, if the client accepts problem
-    /// information and it cannot push the ack past the client's Maximum
-    /// Packet Size.
-    fn reason_string(&self, mut s: String) -> Option<String> {
-        let fits = self.client_max_packet >= MAX_REASON_STRING + 16;
-        (self.problem_info && fits).then(|| {
-            if s.len() > MAX_REASON_STRING {
-                let mut cut = MAX_REASON_STRING;
-                while !s.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                s.truncate(cut);
-            }
-            s
-        })
-    }
-
     /// Queues the ack for a QoS 1/2 publish. A QoS 2 acked with success
     /// enters `qos2` until its PUBREL.
     fn push_ack(
@@ -557,13 +620,23 @@ impl Session {
         let mut accepted = Vec::with_capacity(filters.len());
         for f in filters {
             // Shared subscriptions are not supported; say so truthfully.
-            if valid_filter(&f.filter) && !f.filter.starts_with("$share/") && f.qos <= 2 {
+            let denied = self
+                .principal
+                .as_ref()
+                .and_then(|p| acl::may_subscribe(&p.identity, &f.filter).err());
+            if let Some(detail) = denied {
+                granted.push(Err(SubRefusal::NotAuthorized));
+                self.commands.push(Command::Reject {
+                    reason: "subscribe_not_authorized",
+                    detail,
+                });
+            } else if valid_filter(&f.filter) && !f.filter.starts_with("$share/") && f.qos <= 2 {
                 // We deliver at most QoS 1: grant exactly that.
                 let qos = f.qos.min(1);
-                granted.push(Some(qos));
+                granted.push(Ok(qos));
                 accepted.push(SubRequest { qos, ..f });
             } else {
-                granted.push(None);
+                granted.push(Err(SubRefusal::InvalidFilter));
                 self.commands.push(Command::Reject {
                     reason: "bad_filter",
                     detail: format!("subscription filter {:?} refused", f.filter),

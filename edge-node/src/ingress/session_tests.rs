@@ -34,6 +34,7 @@ fn info(ka: u16) -> ConnectInfo {
         receive_maximum: u16::MAX,
         max_packet_size: None,
         request_problem_info: true,
+        login: None,
     }
 }
 
@@ -415,7 +416,7 @@ fn subscribe_grants_are_truthful() {
         tx(&mut s),
         vec![Outbound::SubAck {
             pid: 9,
-            granted: vec![Some(1), None, Some(0)]
+            granted: vec![Ok(1), Err(SubRefusal::InvalidFilter), Ok(0)]
         }]
     );
 }
@@ -546,4 +547,208 @@ proptest! {
         check(&mut s, &pid_submit, &done, &mut sent);
         prop_assert_eq!(sent, expected);
     }
+}
+
+// ---- Authenticated sessions: ACLs and revocation, as command lists ----
+
+use super::super::auth::credentials::{AuthMethod, CredentialsFile, IdentityEntry};
+
+fn creds_with(tenant: &str, devices: &str) -> Credentials {
+    let f = CredentialsFile {
+        identity: vec![IdentityEntry {
+            username: "fleet".into(),
+            tenant: tenant.into(),
+            devices: devices.into(),
+            password_hash: None,
+            client_cert: true,
+        }],
+    };
+    Credentials::from_file(&f, 1)
+}
+
+fn authed(v: Version, creds: &Credentials) -> Session {
+    let p = Principal {
+        identity: creds.get("fleet").unwrap().clone(),
+        method: AuthMethod::Certificate,
+    };
+    session(v, 100).with_principal(Some(p))
+}
+
+#[test]
+fn v5_publish_outside_the_acl_gets_0x87_and_is_never_stored() {
+    let creds = creds_with("acme", "d1");
+    let mut s = authed(Version::V5, &creds);
+    s.handle_packet(publish(1, 1, "strata/other/d1/telemetry", GOOD), 0, WALL);
+    s.handle_packet(publish(2, 2, "strata/acme/d2/telemetry", GOOD), 0, WALL);
+    s.handle_packet(publish(0, 0, "strata/acme/d2/telemetry", GOOD), 0, WALL);
+    s.handle_packet(good(1, 3), 0, WALL);
+    s.end_of_read();
+    let cmds: Vec<Command> = s.take_commands().collect();
+    let reasons: Vec<&str> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Command::Reject { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons, vec!["publish_not_authorized"; 3]);
+    let stored: Vec<usize> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Command::Submit { records, .. } => Some(records.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stored, vec![1], "only the authorised publish is stored");
+    let fanned = cmds
+        .iter()
+        .filter(|c| matches!(c, Command::FanOut { .. }))
+        .count();
+    assert_eq!(fanned, 1, "a refused publish is not fanned out");
+    s.handle_submit_done(0, true, 1);
+    let out = tx(&mut s);
+    assert!(
+        matches!(&out[0], Outbound::PubAck { pid: 1, code: AckCode::NotAuthorized, reason: Some(r) } if r.contains("other")),
+        "{out:?}"
+    );
+    assert!(matches!(
+        &out[1],
+        Outbound::PubRec {
+            pid: 2,
+            code: AckCode::NotAuthorized,
+            ..
+        }
+    ));
+    assert_eq!(out[2], puback(3));
+    assert!(s.is_open());
+}
+
+#[test]
+fn v4_publish_outside_the_acl_closes_after_earlier_acks() {
+    let creds = creds_with("acme", "*");
+    let mut s = authed(Version::V4, &creds);
+    s.handle_packet(good(1, 1), 0, WALL);
+    s.end_of_read();
+    s.handle_packet(publish(1, 2, "strata/demo/dev-7/telemetry", GOOD), 0, WALL);
+    s.handle_packet(good(1, 3), 0, WALL);
+    assert!(
+        !s.is_open(),
+        "v3.1.1 cannot be told no: the connection closes"
+    );
+    let cmds: Vec<Command> = s.take_commands().collect();
+    assert!(cmds.contains(&Command::Reject {
+        reason: "publish_not_authorized",
+        detail: "fleet may not publish for tenant \"demo\"".into(),
+    }));
+    assert_eq!(
+        cmds.iter()
+            .filter(|c| matches!(c, Command::Submit { .. }))
+            .count(),
+        1,
+        "pid 3 after the refusal is not read"
+    );
+    s.handle_submit_done(0, true, 1);
+    assert_eq!(tx(&mut s), vec![puback(1)], "no ack for the refused pid 2");
+    assert!(s.is_done());
+}
+
+#[test]
+fn subscriptions_are_confined_to_the_tenant() {
+    let creds = creds_with("acme", "*");
+    for v in [Version::V4, Version::V5] {
+        let mut s = authed(v, &creds);
+        let filters = [
+            "#",
+            "+/acme/#",
+            "strata/+/#",
+            "strata/other/#",
+            "$SYS/#",
+            "strata/acme/#",
+            "strata/acme/+/telemetry",
+        ];
+        s.handle_packet(
+            Inbound::Subscribe {
+                pid: 4,
+                filters: filters
+                    .iter()
+                    .map(|f| SubRequest {
+                        filter: (*f).into(),
+                        qos: 1,
+                        no_local: false,
+                    })
+                    .collect(),
+            },
+            0,
+            WALL,
+        );
+        let cmds: Vec<Command> = s.take_commands().collect();
+        assert!(cmds.contains(&Command::Subscribe(vec![
+            SubRequest {
+                filter: "strata/acme/#".into(),
+                qos: 1,
+                no_local: false
+            },
+            SubRequest {
+                filter: "strata/acme/+/telemetry".into(),
+                qos: 1,
+                no_local: false
+            },
+        ])));
+        let denied = cmds
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c,
+                    Command::Reject {
+                        reason: "subscribe_not_authorized",
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(denied, 5);
+        let no = Err(SubRefusal::NotAuthorized);
+        assert_eq!(
+            tx(&mut s),
+            vec![Outbound::SubAck {
+                pid: 4,
+                granted: vec![no, no, no, no, no, Ok(1), Ok(1)]
+            }]
+        );
+    }
+}
+
+#[test]
+fn revoked_identity_is_disconnected_with_0x87_and_others_are_not() {
+    let creds = creds_with("acme", "*");
+    let mut s = authed(Version::V5, &creds);
+    let mut anon = session(Version::V5, 100);
+    // A reload that changes nothing about this identity keeps it.
+    s.handle_credentials(&creds_with("acme", "*"));
+    assert!(s.is_open());
+    let emptied = Credentials::default();
+    s.handle_credentials(&emptied);
+    anon.handle_credentials(&emptied);
+    assert!(
+        anon.is_open(),
+        "anonymous (allow-anonymous) sessions have nothing to revoke"
+    );
+    assert_eq!(rejects(&mut s), vec!["revoked"]);
+    assert!(s.is_done());
+    assert_eq!(
+        tx(&mut s),
+        vec![Outbound::Disconnect(CloseReason::NotAuthorized)]
+    );
+    // A changed device pattern revokes too.
+    let mut s = authed(Version::V5, &creds);
+    s.handle_credentials(&creds_with("acme", "d*"));
+    assert!(!s.is_open());
+}
+
+#[test]
+fn anonymous_sessions_keep_the_open_behaviour() {
+    let mut s = session(Version::V5, 100);
+    s.handle_packet(publish(1, 1, "strata/anyone/d1/telemetry", GOOD), 0, WALL);
+    s.end_of_read();
+    assert_eq!(submits(&mut s), vec![(0, 1)]);
 }

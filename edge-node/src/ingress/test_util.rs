@@ -15,7 +15,30 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::auth::credentials::{hash_password_with, CredentialsFile, IdentityEntry};
 use super::{IngestSink, IngressConfig, IngressMetrics, IngressServer, SinkError};
+
+/// The harness's identity: tenant `acme`, every device.
+pub const USER: &str = "test-acme";
+/// Its password.
+pub const PASSWORD: &str = "test-password";
+
+/// An identity entry with a cheap (test-only) argon2id hash of `password`.
+pub fn identity(username: &str, tenant: &str, devices: &str, password: &str) -> IdentityEntry {
+    let cheap = argon2::Params::new(64, 1, 1, None).unwrap();
+    IdentityEntry {
+        username: username.into(),
+        tenant: tenant.into(),
+        devices: devices.into(),
+        password_hash: Some(hash_password_with(password.as_bytes(), cheap).unwrap()),
+        client_cert: false,
+    }
+}
+
+/// Writes a credentials file with `entries` (atomically, as `strata device` does).
+pub fn write_credentials(path: &std::path::Path, entries: Vec<IdentityEntry>) {
+    super::auth::file::save(path, &CredentialsFile { identity: entries }).unwrap();
+}
 
 /// A good JSON payload, stamped now (within the ingress time bounds).
 pub fn good_payload(seq: u64) -> Vec<u8> {
@@ -148,6 +171,8 @@ impl IngestSink for TestSink {
 pub struct Harness {
     /// Bound address.
     pub addr: std::net::SocketAddr,
+    /// Bound MQTT-over-TLS address, when configured.
+    pub tls_addr: Option<std::net::SocketAddr>,
     /// The sink.
     pub sink: Arc<TestSink>,
     /// Metrics of the server.
@@ -158,27 +183,54 @@ pub struct Harness {
     pub shutdown: CancellationToken,
     /// The server task.
     pub task: tokio::task::JoinHandle<Result<(), super::IngressError>>,
+    /// Keeps the credentials file's directory alive.
+    _dir: tempfile::TempDir,
 }
 
 impl Harness {
-    /// Starts a server with `cfg` (listen forced to 127.0.0.1:0).
+    /// Starts a server with `cfg` (listen forced to 127.0.0.1:0). Unless
+    /// `cfg` names a credentials file, one holding [`USER`] is written.
     pub async fn start(mut cfg: IngressConfig, sink: Arc<TestSink>) -> Self {
         cfg.listen = "127.0.0.1:0".parse().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        if cfg.auth.credentials.is_none() {
+            let p = dir.path().join("devices.toml");
+            write_credentials(&p, vec![identity(USER, "acme", "*", PASSWORD)]);
+            cfg.auth.credentials = Some(p);
+        }
         let mut reg = Registry::default();
         let server = IngressServer::bind(cfg, &mut reg).await.unwrap();
         let addr = server.local_addr();
+        let tls_addr = server.tls_addr();
         let metrics = server.metrics();
         let connected = server.connected_clients();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(sink.clone(), shutdown.clone()));
         Harness {
             addr,
+            tls_addr,
             sink,
             metrics,
             connected,
             shutdown,
             task,
+            _dir: dir,
         }
+    }
+
+    /// Starts a default-config server whose credentials file holds
+    /// [`USER`] and `more`.
+    pub async fn with_identities(more: Vec<IdentityEntry>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("devices.toml");
+        let mut all = vec![identity(USER, "acme", "*", PASSWORD)];
+        all.extend(more);
+        write_credentials(&path, all);
+        let mut cfg = IngressConfig::default();
+        cfg.auth.credentials = Some(path);
+        let mut h = Self::start(cfg, TestSink::new()).await;
+        h._dir = dir;
+        h
     }
 
     /// Starts a default-config server with an open sink.
@@ -238,19 +290,35 @@ impl RawClient {
         }
     }
 
-    /// Connects and expects CONNACK success.
+    /// Connects as [`USER`] and expects CONNACK success.
     pub async fn connect(
         addr: std::net::SocketAddr,
         proto: Proto,
         id: &str,
         keep_alive: u16,
     ) -> Self {
+        let (c, ack) = Self::connect_as(addr, proto, id, keep_alive, Some((USER, PASSWORD))).await;
+        assert_eq!(ack, Some(Got::ConnAck(0)));
+        c
+    }
+
+    /// Connects with `login` (None: anonymous) and returns the CONNACK.
+    pub async fn connect_as(
+        addr: std::net::SocketAddr,
+        proto: Proto,
+        id: &str,
+        keep_alive: u16,
+        login: Option<(&str, &str)>,
+    ) -> (Self, Option<Got>) {
         let mut c = Self::tcp(addr, proto).await;
         let mut b = BytesMut::new();
         match proto {
             Proto::V4 => {
                 let mut conn = v4::Connect::new(id);
                 conn.keep_alive = keep_alive;
+                if let Some((u, p)) = login {
+                    conn.set_login(u, p);
+                }
                 v4::Packet::Connect(conn).write(&mut b, usize::MAX).unwrap();
             }
             Proto::V5 => {
@@ -260,14 +328,15 @@ impl RawClient {
                     clean_start: true,
                     properties: None,
                 };
-                v5::Packet::Connect(conn, None, None)
+                let login = login.map(|(u, p)| v5::Login::new(u, p));
+                v5::Packet::Connect(conn, None, login)
                     .write(&mut b, None)
                     .unwrap();
             }
         }
         c.send_raw(&b).await;
-        assert_eq!(c.recv().await, Some(Got::ConnAck(0)));
-        c
+        let ack = c.recv().await;
+        (c, ack)
     }
 
     /// Writes raw bytes.
@@ -404,13 +473,7 @@ impl RawClient {
                 }
                 match v5::Packet::read(&mut self.buf, None) {
                     Ok(p) => Some(match p {
-                        v5::Packet::ConnAck(a) => {
-                            Got::ConnAck(if a.code == v5::ConnectReturnCode::Success {
-                                0
-                            } else {
-                                0x80
-                            })
-                        }
+                        v5::Packet::ConnAck(a) => Got::ConnAck(v5_connack_code(a.code)),
                         v5::Packet::PubAck(a) => Got::PubAck(a.pkid, v5_ack_code(a.reason)),
                         v5::Packet::PubRec(a) => Got::PubRec(
                             a.pkid,
@@ -427,6 +490,8 @@ impl RawClient {
                                 .iter()
                                 .map(|c| match c {
                                     v5::SubscribeReasonCode::Success(q) => *q as u8,
+                                    v5::SubscribeReasonCode::NotAuthorized => 0x87,
+                                    v5::SubscribeReasonCode::TopicFilterInvalid => 0x8f,
                                     _ => 0x80,
                                 })
                                 .collect(),
@@ -453,6 +518,19 @@ fn v5_ack_code(r: v5::PubAckReason) -> u8 {
         v5::PubAckReason::Success => 0,
         v5::PubAckReason::TopicNameInvalid => 0x90,
         v5::PubAckReason::PayloadFormatInvalid => 0x99,
+        v5::PubAckReason::NotAuthorized => 0x87,
+        _ => 0x80,
+    }
+}
+
+fn v5_connack_code(c: v5::ConnectReturnCode) -> u8 {
+    use v5::ConnectReturnCode as C;
+    match c {
+        C::Success => 0,
+        C::ClientIdentifierNotValid => 0x85,
+        C::BadUserNamePassword => 0x86,
+        C::NotAuthorized => 0x87,
+        C::ServerUnavailable => 0x88,
         _ => 0x80,
     }
 }

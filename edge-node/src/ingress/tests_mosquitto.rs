@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::driver::wall_ms;
 use super::metrics::ReasonLabel;
-use super::test_util::{good_payload, reading_at, Harness, TestSink};
+use super::test_util::{good_payload, reading_at, Harness, TestSink, PASSWORD, USER};
 use super::{run_bridge, BridgeConfig, BridgeMetrics, IngressConfig, RegionRetention, V3Refusal};
 
 const TOPIC: &str = "strata/acme/dev-9/telemetry";
@@ -30,8 +30,14 @@ fn require(bin: &str) -> String {
     panic!("`{bin}` not found: install it with `apt-get install -y mosquitto mosquitto-clients`");
 }
 
-async fn mosquitto_pub(port: u16, version: &str, messages: &[Vec<u8>]) {
-    let out = mosquitto_pub_output(port, version, messages).await;
+/// `login` = (username, password) sent with `-u` / `-P`.
+async fn mosquitto_pub(
+    port: u16,
+    version: &str,
+    login: Option<(&str, &str)>,
+    messages: &[Vec<u8>],
+) {
+    let out = mosquitto_pub_output(port, version, login, messages).await;
     assert!(
         out.status.success(),
         "mosquitto_pub failed: {}",
@@ -44,9 +50,10 @@ async fn mosquitto_pub(port: u16, version: &str, messages: &[Vec<u8>]) {
 async fn mosquitto_pub_output(
     port: u16,
     version: &str,
+    login: Option<(&str, &str)>,
     messages: &[Vec<u8>],
 ) -> std::process::Output {
-    let child = spawn_mosquitto_pub(port, version, messages).await;
+    let child = spawn_mosquitto_pub(port, version, login, messages).await;
     tokio::time::timeout(Duration::from_secs(8), child.wait_with_output())
         .await
         .expect("mosquitto_pub hung")
@@ -54,9 +61,16 @@ async fn mosquitto_pub_output(
 }
 
 /// Starts `mosquitto_pub -d -l` with `messages` on its stdin (closed).
-async fn spawn_mosquitto_pub(port: u16, version: &str, messages: &[Vec<u8>]) -> Child {
+async fn spawn_mosquitto_pub(
+    port: u16,
+    version: &str,
+    login: Option<(&str, &str)>,
+    messages: &[Vec<u8>],
+) -> Child {
     // -l publishes each stdin line as one message over a single connection.
+    let login: Vec<&str> = login.map_or(Vec::new(), |(u, p)| vec!["-u", u, "-P", p]);
     let mut child = Command::new(require("mosquitto_pub"))
+        .args(login)
         .args([
             "-d",
             "-h",
@@ -104,7 +118,11 @@ async fn mosquitto_pub_and_sub_against_our_server() {
                 "-q",
                 "1",
                 "-t",
-                "strata/+/+/telemetry",
+                "strata/acme/+/telemetry",
+                "-u",
+                USER,
+                "-P",
+                PASSWORD,
             ])
             .args(["-C", "3", "-W", "9", "-i", &format!("sub-{version}")])
             .stdout(Stdio::piped())
@@ -126,7 +144,7 @@ async fn mosquitto_pub_and_sub_against_our_server() {
             "{version}: mosquitto_sub never subscribed"
         );
         let msgs: Vec<Vec<u8>> = (0..3).map(good_payload).collect();
-        mosquitto_pub(h.addr.port(), version, &msgs).await;
+        mosquitto_pub(h.addr.port(), version, Some((USER, PASSWORD)), &msgs).await;
         let mut received = Vec::new();
         tokio::time::timeout(Duration::from_secs(8), async {
             while let Some(l) = lines.next_line().await.unwrap() {
@@ -166,7 +184,7 @@ async fn mosquitto_pub_far_past_and_future_readings_are_refused_and_counted() {
     ];
 
     let h = Harness::default_open().await;
-    let out = mosquitto_pub_output(h.addr.port(), "mqttv5", &msgs).await;
+    let out = mosquitto_pub_output(h.addr.port(), "mqttv5", Some((USER, PASSWORD)), &msgs).await;
     let log =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     // -d prints each PUBACK with its reason code (131 = 0x83).
@@ -198,7 +216,7 @@ async fn mosquitto_pub_far_past_and_future_readings_are_refused_and_counted() {
 
     // 3.1.1, default policy: acked (the device moves on), dropped, counted.
     let h = Harness::default_open().await;
-    mosquitto_pub(h.addr.port(), "mqttv311", &msgs).await;
+    mosquitto_pub(h.addr.port(), "mqttv311", Some((USER, PASSWORD)), &msgs).await;
     h.sink.wait_records(1).await;
     assert_eq!(h.metrics.rejects_for("too_far_future"), 1);
     assert_eq!(h.metrics.rejects_for("too_old"), 1);
@@ -212,7 +230,13 @@ async fn mosquitto_pub_far_past_and_future_readings_are_refused_and_counted() {
         ..Default::default()
     };
     let h = Harness::start(cfg, TestSink::new()).await;
-    let mut child = spawn_mosquitto_pub(h.addr.port(), "mqttv311", &msgs[..1]).await;
+    let mut child = spawn_mosquitto_pub(
+        h.addr.port(),
+        "mqttv311",
+        Some((USER, PASSWORD)),
+        &msgs[..1],
+    )
+    .await;
     let m = h.metrics.clone();
     let retried = tokio::time::timeout(Duration::from_secs(8), async move {
         while m.rejects_for("too_far_future") < 2 {
@@ -358,7 +382,7 @@ async fn bridge_delivers_each_message_once() {
     msgs.push(b"{broken".to_vec());
     msgs.push(reading_at(wall_ms() + 10 * 365 * DAY_MS, 98));
     msgs.push(reading_at(wall_ms() - 30 * DAY_MS, 99));
-    mosquitto_pub(broker.port, "mqttv311", &msgs).await;
+    mosquitto_pub(broker.port, "mqttv311", None, &msgs).await;
     sink.wait_records(20).await;
     let m = bridge.metrics.clone();
     let acked = tokio::time::timeout(Duration::from_secs(8), async move {
@@ -400,7 +424,7 @@ async fn unacked_messages_are_redelivered_after_bridge_restart() {
     failing.set_fail(true);
     let first = start_bridge(broker.port, "bridge-redeliver", failing.clone()).await;
     let msgs: Vec<Vec<u8>> = (100..103).map(good_payload).collect();
-    mosquitto_pub(broker.port, "mqttv5", &msgs).await;
+    mosquitto_pub(broker.port, "mqttv5", None, &msgs).await;
     failing
         .wait_until("3 attempts", |s| s.attempts() >= 3)
         .await;

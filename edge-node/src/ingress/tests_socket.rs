@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
-use super::test_util::{good_payload, Got, Harness, Proto, RawClient, TestSink};
+use super::test_util::{good_payload, Got, Harness, Proto, RawClient, TestSink, PASSWORD, USER};
 use super::IngressConfig;
 
 const TOPIC: &str = "strata/acme/dev-1/telemetry";
@@ -16,6 +16,7 @@ async fn rumqttc_v4_publishes_qos_0_1_2() {
     let h = Harness::default_open().await;
     let mut opts = MqttOptions::new("v4-client", "127.0.0.1", h.addr.port());
     opts.set_keep_alive(Duration::from_secs(5));
+    opts.set_credentials(USER, PASSWORD);
     let (client, mut el) = AsyncClient::new(opts, 10);
     for (i, q) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
         .into_iter()
@@ -53,6 +54,7 @@ async fn rumqttc_v5_publishes_qos_0_1_2() {
     let h = Harness::default_open().await;
     let mut opts = MqttOptions::new("v5-client", "127.0.0.1", h.addr.port());
     opts.set_keep_alive(Duration::from_secs(5));
+    opts.set_credentials(USER, PASSWORD);
     let (client, mut el) = AsyncClient::new(opts, 10);
     for (i, q) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
         .into_iter()
@@ -168,7 +170,9 @@ async fn backpressure_never_drops() {
 async fn bad_payloads_are_refused_with_reasons_and_counted() {
     let h = Harness::default_open().await;
     let mut v5 = RawClient::connect(h.addr, Proto::V5, "bad5", 30).await;
-    v5.publish("not/strata", 1, 1, &good_payload(1)).await;
+    // Within the identity's ACL but not a telemetry topic.
+    v5.publish("strata/acme/dev-1/status", 1, 1, &good_payload(1))
+        .await;
     v5.publish(TOPIC, 1, 2, b"{not json").await;
     v5.publish(TOPIC, 1, 3, br#"{"ts":1,"metrics":{"t":"hot"}}"#)
         .await;
@@ -353,18 +357,19 @@ async fn second_connect_with_same_client_id_takes_over() {
 async fn subscribers_receive_live_publishes() {
     let h = Harness::default_open().await;
     let mut sub = RawClient::connect(h.addr, Proto::V4, "sub", 30).await;
-    sub.subscribe(5, "strata/+/+/telemetry", 2).await;
+    sub.subscribe(5, "strata/acme/+/telemetry", 2).await;
     assert_eq!(
         sub.recv().await,
         Some(Got::SubAck(5, vec![1])),
         "QoS 2 is granted as 1"
     );
     let mut sub5 = RawClient::connect(h.addr, Proto::V5, "sub5", 30).await;
-    sub5.subscribe(6, "strata/#", 0).await;
+    sub5.subscribe(6, "strata/acme/#", 0).await;
     assert_eq!(sub5.recv().await, Some(Got::SubAck(6, vec![0])));
     let mut pubr = RawClient::connect(h.addr, Proto::V5, "pub", 30).await;
     pubr.publish(TOPIC, 1, 3, &good_payload(3)).await;
-    pubr.publish("other/topic", 1, 4, &good_payload(4)).await;
+    pubr.publish("strata/acme/dev-1/other", 1, 4, &good_payload(4))
+        .await;
     assert_eq!(pubr.recv().await, Some(Got::PubAck(3, 0)));
     match sub.recv().await {
         Some(Got::Publish(t, 1, pid)) => {
@@ -387,7 +392,7 @@ async fn slow_subscriber_copies_are_dropped_and_counted() {
     let h = Harness::start(cfg, TestSink::new()).await;
     // Never acks: its QoS 1 window (4) fills, further copies are dropped.
     let mut sub = RawClient::connect(h.addr, Proto::V4, "slow", 30).await;
-    sub.subscribe(1, "#", 1).await;
+    sub.subscribe(1, "strata/acme/#", 1).await;
     assert_eq!(sub.recv().await, Some(Got::SubAck(1, vec![1])));
     let mut p = RawClient::connect(h.addr, Proto::V4, "fast", 30).await;
     for pid in 1..=20u16 {
@@ -469,6 +474,7 @@ async fn rumqttc_burst_is_pipelined_and_batched() {
     const N: usize = 5000;
     let h = Harness::default_open().await;
     let mut opts = MqttOptions::new("burst", "127.0.0.1", h.addr.port());
+    opts.set_credentials(super::test_util::USER, super::test_util::PASSWORD);
     opts.set_inflight(500);
     let (client, mut el) = AsyncClient::new(opts, 1000);
     let started = std::time::Instant::now();
@@ -531,7 +537,11 @@ async fn idle_keep_alive_zero_clients_are_closed_after_the_cap() {
         clean_start: true,
         properties: None,
     };
-    v5::Packet::Connect(connect, None, None)
+    let login = v5::Login {
+        username: USER.into(),
+        password: PASSWORD.into(),
+    };
+    v5::Packet::Connect(connect, None, Some(login))
         .write(&mut b, None)
         .unwrap();
     v5c.send_raw(&b).await;
