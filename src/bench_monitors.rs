@@ -3,7 +3,7 @@
 //!
 //! 1. **Cold start**: compiling a sample module (wasmtime, uncached), and
 //!    instantiating it plus running its `init` from the cache.
-//! 2. **Dispatch overhead**: `MonitorHost::route` (selector match, bounded
+//! 2. **Dispatch overhead**: `WorkloadHost::route` (selector match, bounded
 //!    enqueue) per record and instance, and the end-to-end rate at which
 //!    instances consume what was routed, for 1, 10 and 100 instances that
 //!    each watch every device.
@@ -21,13 +21,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use edge_node::monitor::{HostMetrics, HostOptions, MonitorHost, MonitorStore, MonitorsConfig};
-use edge_node::runtime::{
-    sha256_hex, InstanceConfig, KvState, RuntimeLimits, SandboxDriver, WasmDriver, WasmDriverConfig,
-};
-use edge_node::sched::{Budget, InstanceKey};
 use edge_node::spool::{Spool, SpoolConfig};
 use edge_node::uplink::{AssignmentTarget, AssignmentUpdate};
+use edge_node::workload::sandbox::{
+    sha256_hex, InstanceConfig, KvState, RuntimeLimits, SandboxDriver, WasmDriver, WasmDriverConfig,
+};
+use edge_node::workload::{
+    Assignments, Budget, HostOptions, InstanceKey, WorkloadConfig, WorkloadHost, WorkloadMetrics,
+    WorkloadStore,
+};
 use firmware_sim::parse_duration;
 use serde_json::json;
 use strata_protocol::workload::{
@@ -398,10 +400,10 @@ async fn process_run(root: &Path, exe_dir: &Path, module: &[u8]) -> anyhow::Resu
         if monitors > 0 {
             // Persisted assignments, as a node that synced once has them:
             // they start at boot without any hub.
-            let store = MonitorStore::open(data.join("monitors"))?;
+            let store = WorkloadStore::open(data.join("monitors"))?;
             let sha = sha256_hex(module);
             store.put_artifact(&sha, module)?;
-            store.save_assignments(&edge_node::monitor::Assignments {
+            store.save_assignments(&Assignments {
                 version: 1,
                 monitors: (0..monitors)
                     .map(|i| {
@@ -449,19 +451,19 @@ async fn process_run(root: &Path, exe_dir: &Path, module: &[u8]) -> anyhow::Resu
     })
 }
 
-fn big_host_cfg() -> MonitorsConfig {
-    MonitorsConfig {
+fn big_host_cfg() -> WorkloadConfig {
+    WorkloadConfig {
         memory_mib: 1_000_000,
         cpu_millicores: 1_000_000,
-        ..MonitorsConfig::default()
+        ..WorkloadConfig::default()
     }
 }
 
 async fn start_host(
     root: &Path,
     name: &str,
-    cfg: MonitorsConfig,
-) -> anyhow::Result<(MonitorHost, Spool)> {
+    cfg: WorkloadConfig,
+) -> anyhow::Result<(WorkloadHost, Spool)> {
     let dir = root.join(name);
     let spool = Spool::open_std(SpoolConfig {
         dir: dir.join("spool"),
@@ -469,13 +471,13 @@ async fn start_host(
     })
     .await?;
     let mut sampler = edge_node::sysinfo::NodeSampler::new(&dir);
-    let host = MonitorHost::start(HostOptions {
+    let host = WorkloadHost::start(HostOptions {
         edge: "bench".into(),
         dir: dir.join("monitors"),
         cfg,
         spool: spool.clone(),
         sampler: Box::new(move |now| sampler.sample(now)),
-        metrics: HostMetrics::default(),
+        metrics: WorkloadMetrics::default(),
     })
     .await?;
     Ok((host, spool))
@@ -514,18 +516,17 @@ fn spec(name: &str, module: &[u8], params: &str) -> MonitorSpec {
 }
 
 /// Assigns `n` instances of `module` and waits until all run.
-async fn deploy(host: &MonitorHost, module: &[u8], n: usize, params: &str) -> anyhow::Result<()> {
+async fn deploy(host: &WorkloadHost, module: &[u8], n: usize, params: &str) -> anyhow::Result<()> {
     let update = AssignmentUpdate {
         version: 1,
         monitors: (0..n)
             .map(|i| spec(&format!("m{i}"), module, params))
             .collect(),
         artifacts: vec![(sha256_hex(module), module.to_vec())],
+        requested_at: Instant::now(),
     };
     let h = host.clone();
-    tokio::task::spawn_blocking(move || h.apply(update))
-        .await?
-        .map_err(anyhow::Error::msg)?;
+    tokio::task::spawn_blocking(move || h.apply(update)).await??;
     let ok = host
         .wait_until(Duration::from_secs(120), move |h| {
             let s = h.status();

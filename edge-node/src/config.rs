@@ -21,9 +21,9 @@ use serde::{Deserialize, Serialize};
 use strata_net::TlsFiles;
 
 use crate::ingress::{BridgeConfig, IngressConfig};
-use crate::monitor::MonitorsConfig;
 use crate::spool::SpoolConfig;
 use crate::uplink::UplinkConfig;
+use crate::workload::config::WorkloadConfig;
 
 /// Everything an edge node needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,7 +57,7 @@ pub struct EdgeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// The device-monitor host (capacity, queues, workers, runtime limits,
     /// scheduler tuning). Its files live in `<data-dir>/monitors`.
-    pub monitors: MonitorsConfig,
+    pub monitors: WorkloadConfig,
 }
 
 impl Default for EdgeConfig {
@@ -74,7 +74,7 @@ impl Default for EdgeConfig {
             spool: SpoolConfig::default(),
             uplink: UplinkConfig::default(),
             metrics_listen: None,
-            monitors: MonitorsConfig::default(),
+            monitors: WorkloadConfig::default(),
         }
     }
 }

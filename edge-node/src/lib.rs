@@ -12,17 +12,15 @@
 //! - [`uplink`]: a sans-IO session core and its quinn driver that batch
 //!   spool ranges to the hub leader, resend after failures and trim the
 //!   spool once the hub has committed.
-//! - [`sched`]: the pure local scheduler for device-monitor instances:
-//!   admission and preemption, restart backoff, crash-loop detection,
-//!   resizing, reconcile by spec generation.
-//! - [`runtime`]: sandboxes for monitor instances behind a driver trait:
-//!   the wasmtime driver (fuel, epoch deadlines, memory limiter, host ABI).
+//! - [`workload`]: the device-monitor workloads: a pure instance
+//!   lifecycle core (modules, admission and preemption, restart backoff,
+//!   crash loops, resizing, leases and fencing tokens) and the one driver
+//!   that executes it on wasmtime sandboxes (with a compiled-module disk
+//!   cache), routes durable telemetry to instances through bounded queues,
+//!   runs them on a worker pool, spools their outputs and persists
+//!   assignments, modules and state for offline restarts.
 //! - [`sysinfo`]: the node's CPU, memory, disk and network use from /proc
 //!   and statvfs, for heartbeats and resize decisions.
-//! - [`monitor`]: the device-monitor host: routes durable telemetry to
-//!   monitor instances (bounded queues), runs them on a worker pool, spools
-//!   their alerts and derived metrics, drives the local scheduler and
-//!   persists assignments, modules and state for offline restarts.
 //! - [`config`]: the TOML config, validated as a whole.
 //! - [`node`]: wiring; [`run`] is what the binary calls.
 //!
@@ -31,13 +29,11 @@
 
 pub mod config;
 pub mod ingress;
-pub mod monitor;
 pub mod node;
-pub mod runtime;
-pub mod sched;
 pub mod spool;
 pub mod sysinfo;
 pub mod uplink;
+pub mod workload;
 
 pub use config::EdgeConfig;
 pub use node::{run, EdgeError, EdgeNode};

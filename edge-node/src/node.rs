@@ -1,7 +1,7 @@
-//! Wiring: opens the spool, starts the device-monitor host (persisted
-//! monitors run before any hub is reachable), binds the MQTT server, starts
-//! the uplink and the metrics endpoint, and shuts them down in an order that
-//! loses nothing: ingress, then the monitor host (drains into the spool),
+//! Wiring: opens the spool, starts the workload host (persisted monitors
+//! run before any hub is reachable), binds the MQTT server, starts the
+//! uplink and the metrics endpoint, and shuts them down in an order that
+//! loses nothing: ingress, then the workload host (drains into the spool),
 //! then the uplink, then the spool.
 
 use std::net::SocketAddr;
@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::EdgeConfig;
 use crate::ingress::{run_bridge, BridgeMetrics, IngestSink, IngressServer, SinkError};
-use crate::monitor::{HostMetrics, HostOptions, MonitorHost};
 use crate::spool::Spool;
 use crate::uplink::driver::{encode_record, StatusFn};
 use crate::uplink::{UplinkDriver, UplinkMetrics};
+use crate::workload::{HostOptions, WorkloadHost, WorkloadMetrics};
 
 /// Why the edge node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +69,9 @@ pub enum EdgeError {
     /// The uplink failed fatally.
     #[error(transparent)]
     Uplink(#[from] crate::uplink::UplinkError),
-    /// The device-monitor host could not start.
+    /// The workload host could not start.
     #[error(transparent)]
-    Monitor(#[from] crate::monitor::MonitorError),
+    Workload(#[from] crate::workload::WorkloadError),
 }
 
 /// The ingest sink: records become spool payloads in their wire encoding,
@@ -80,7 +80,7 @@ pub enum EdgeError {
 struct SpoolSink {
     spool: Spool,
     accepted: Arc<AtomicU64>,
-    monitors: MonitorHost,
+    monitors: WorkloadHost,
 }
 
 impl IngestSink for SpoolSink {
@@ -109,7 +109,7 @@ pub struct EdgeNode {
     spool: Spool,
     tls: Arc<NodeTls>,
     ingress: Option<IngressServer>,
-    monitors: MonitorHost,
+    monitors: WorkloadHost,
 }
 
 impl EdgeNode {
@@ -153,13 +153,13 @@ impl EdgeNode {
         );
         let data_dir = cfg.data_dir.clone();
         let mut sampler = crate::sysinfo::NodeSampler::new(&data_dir);
-        let monitors = MonitorHost::start(HostOptions {
+        let monitors = WorkloadHost::start(HostOptions {
             edge: edge.clone(),
             dir: cfg.monitors_dir(),
             cfg: cfg.monitors.clone(),
             spool: spool.clone(),
             sampler: Box::new(move |now| sampler.sample(now)),
-            metrics: HostMetrics::register(&mut registry),
+            metrics: WorkloadMetrics::register(&mut registry),
         })
         .await?;
         let ingress = if cfg.serve_mqtt {
@@ -186,9 +186,9 @@ impl EdgeNode {
         })
     }
 
-    /// The device-monitor host (status, routing; tests read instance status
+    /// The workload host (status, routing; tests read instance status
     /// through it).
-    pub fn monitors(&self) -> &MonitorHost {
+    pub fn monitors(&self) -> &WorkloadHost {
         &self.monitors
     }
 
@@ -357,7 +357,7 @@ fn status_fn(
     spool: Spool,
     accepted: Arc<AtomicU64>,
     clients: Arc<AtomicU32>,
-    monitors: MonitorHost,
+    monitors: WorkloadHost,
 ) -> StatusFn {
     let edge = edge.to_owned();
     let started = Instant::now();

@@ -8,12 +8,11 @@
 //! version unchanged and the next heartbeat ack retries.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use strata_net::{rpc, NetError};
 use strata_protocol::workload::MonitorSpec;
 use strata_protocol::{EdgeRequest, EdgeResponse};
-
-use crate::runtime::sha256_hex;
 
 /// A complete, verified assignment set for this edge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,17 +23,40 @@ pub struct AssignmentUpdate {
     pub monitors: Vec<MonitorSpec>,
     /// Modules the host lacked: `(sha256, bytes)`, hashes verified.
     pub artifacts: Vec<(String, Vec<u8>)>,
+    /// When the request that fetched the set was sent: the region answered
+    /// after it, so leases the set grants are counted from here.
+    pub requested_at: Instant,
+}
+
+/// Why the workload host did not apply an update (it is retried later).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Persisting the set or a module failed.
+    #[error("edge {edge}: applying workload assignments: {source}")]
+    Failed {
+        /// This edge.
+        edge: String,
+        /// Cause.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The host is shutting down.
+    #[error("edge {edge}: the workload host is shut down")]
+    ShutDown {
+        /// This edge.
+        edge: String,
+    },
 }
 
 /// The workload host, as the uplink sees it.
 pub trait AssignmentTarget: Send + Sync + 'static {
-    /// Version applied (persisted) so far; 0 when none.
+    /// Version applied (persisted) so far; 0 when none, or while the host
+    /// needs the set again (a module missing, a lease to be granted).
     fn applied_version(&self) -> u64;
     /// Whether the module with this hash is stored locally.
     fn has_artifact(&self, sha256: &str) -> bool;
-    /// Persists and applies an update. Returns the version now applied, or
-    /// an error message (the update is then retried later).
-    fn apply(&self, update: AssignmentUpdate) -> Result<u64, String>;
+    /// Persists and applies an update. Returns the version now applied.
+    /// Blocking: call it from a blocking thread.
+    fn apply(&self, update: AssignmentUpdate) -> Result<u64, ApplyError>;
 }
 
 /// Shared handle to the workload host.
@@ -70,13 +92,30 @@ pub enum SyncError {
         actual: String,
     },
     /// The host could not persist or apply the update.
-    #[error("assignment sync of edge {edge}: {reason}")]
+    #[error("assignment sync of edge {edge}: {source}")]
     Apply {
         /// This edge.
         edge: String,
         /// Why.
-        reason: String,
+        source: ApplyError,
     },
+    /// The task applying the update failed.
+    #[error("assignment sync of edge {edge}: apply task: {source}")]
+    Task {
+        /// This edge.
+        edge: String,
+        /// Cause.
+        source: tokio::task::JoinError,
+    },
+}
+
+/// SHA-256 of `bytes` as 64 lowercase hex digits.
+fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Fetches the edge's assignments and missing modules over `conn`, verifies
@@ -90,6 +129,7 @@ pub async fn fetch(
         edge: edge.to_owned(),
         source,
     };
+    let requested_at = Instant::now();
     let resp: EdgeResponse = rpc::call(
         conn,
         &EdgeRequest::FetchAssignments {
@@ -147,17 +187,18 @@ pub async fn fetch(
         version,
         monitors,
         artifacts,
+        requested_at,
     };
     // The host persists files: keep that off the async workers.
     let t = target.clone();
     tokio::task::spawn_blocking(move || t.apply(update))
         .await
-        .map_err(|e| SyncError::Apply {
+        .map_err(|source| SyncError::Task {
             edge: edge.to_owned(),
-            reason: e.to_string(),
+            source,
         })?
-        .map_err(|reason| SyncError::Apply {
+        .map_err(|source| SyncError::Apply {
             edge: edge.to_owned(),
-            reason,
+            source,
         })
 }

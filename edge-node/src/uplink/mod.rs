@@ -10,5 +10,5 @@ pub mod core;
 pub mod driver;
 
 pub use self::core::{Command, CoreConfig, CoreStats, UplinkCore};
-pub use assign::{AssignmentTarget, AssignmentUpdate, SharedTarget};
+pub use assign::{ApplyError, AssignmentTarget, AssignmentUpdate, SharedTarget};
 pub use driver::{UplinkConfig, UplinkDriver, UplinkError, UplinkMetrics};
