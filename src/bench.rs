@@ -400,6 +400,8 @@ async fn bench_strata(
         edges: a.edges,
         central: false,
         ports: Ports::Ephemeral,
+        // In this process: the measurement counts its CPU.
+        edge_processes: None,
     };
     let mut cluster = LocalCluster::start(&opts, shutdown.child_token()).await?;
     let result = async {

@@ -8,6 +8,7 @@ mod bench_monitors;
 mod cluster_cli;
 mod cluster_table;
 mod device_cli;
+mod edge_proc;
 mod monitor_cli;
 mod monitor_spec;
 mod monitor_table;
@@ -63,6 +64,14 @@ enum Cmd {
     /// The region's events (edges up, suspect, down, back), or follow them
     /// as they happen with --follow (via central's API).
     Events(cluster_cli::EventsArgs),
+    /// Run one edge node from its config: what the `edge-node` binary runs.
+    /// `strata up` starts its edges this way, one process each.
+    #[command(hide = true)]
+    EdgeNode {
+        /// Path to the edge's TOML config.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -93,6 +102,7 @@ async fn main() -> ExitCode {
         Cmd::Alerts(args) => return monitor_cli::alerts(args).await,
         Cmd::Edges(args) => return cluster_cli::edges(args).await,
         Cmd::Events(args) => return cluster_cli::events(args).await,
+        Cmd::EdgeNode { config } => return edge_node::run_config_file(&config).await,
         Cmd::Up(o) => match o.check() {
             Ok(()) => up::up(o, strata_net::process::shutdown_on_signals()).await,
             Err(e) => Err(e),

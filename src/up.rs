@@ -30,9 +30,14 @@ pub struct UpOptions {
     /// Hub replicas (1, 3 or 5).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=5))]
     pub hubs: u64,
-    /// Edge nodes.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=50))]
+    /// Edge nodes, each its own process, alternating between zones `a` and
+    /// `b` (the `zone` label monitors can constrain or spread over).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=50))]
     pub edges: u16,
+    /// How long after an edge process dies on its own (`kill -9`, a crash)
+    /// it is started again; `0s` leaves it down.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub restart_edges_after: Duration,
     /// Simulated devices (0 disables the simulator).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub devices: u32,
@@ -107,6 +112,26 @@ pub struct ClusterOptions {
     pub credentials: Option<PathBuf>,
     /// Let MQTT clients in without credentials (`strata bench --anonymous`).
     pub allow_anonymous: bool,
+    /// Run each edge as its own `strata edge-node` process (so it can be
+    /// killed alone), restarted this long after dying on its own (`None`:
+    /// never); `None` here runs edges in this process (the benchmark).
+    pub edge_processes: Option<EdgeRestart>,
+}
+
+/// How `strata up` restarts an edge process that died on its own.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeRestart {
+    /// Delay before the restart; `None`: leave it down.
+    pub after: Option<Duration>,
+}
+
+/// Zone label of edge `i` (1-based): `a`, `b`, `a`, …
+pub fn edge_zone(i: u16) -> &'static str {
+    if i % 2 == 1 {
+        "a"
+    } else {
+        "b"
+    }
 }
 
 /// A running in-process cluster: every component is a task in one
@@ -286,6 +311,28 @@ impl LocalCluster {
             cfg.ingress.max_connections_per_ip = cfg.ingress.max_connections;
             cfg.ingress.auth.credentials = o.credentials.clone();
             cfg.ingress.auth.allow_anonymous = o.allow_anonymous;
+            cfg.monitors
+                .labels
+                .insert("zone".to_owned(), edge_zone(i).to_owned());
+            if let (Some(restart), Ports::Fixed { .. }) = (o.edge_processes, &o.ports) {
+                let edge = crate::edge_proc::EdgeProcess {
+                    name: name.clone(),
+                    config: o.data_dir.join(&name).join("edge.toml"),
+                    pid_file: crate::edge_proc::pid_file(&o.data_dir, &name),
+                    mqtt: listen,
+                };
+                edge.write_config(&cfg)?;
+                let child = crate::edge_proc::start(&edge).await.with_context(|| {
+                    format!(
+                        "starting {name} (MQTT port {} in use? try --mqtt-port)",
+                        listen.port()
+                    )
+                })?;
+                mqtt.push(listen);
+                let s = shutdown.clone();
+                tasks.spawn(crate::edge_proc::supervise(edge, child, restart.after, s));
+                continue;
+            }
             let node = edge_node::EdgeNode::start(cfg).await.with_context(|| {
                 format!(
                     "starting {name} (MQTT port {} in use? try --mqtt-port)",
@@ -383,6 +430,19 @@ pub fn pick_leader_stored(statuses: &[HubStatus]) -> Option<u64> {
         .map(|s| s.stored_records)
 }
 
+/// How the banner names the `strata` CLI: this very binary, relative to
+/// the working directory when it lies below it (`target/release/strata`
+/// after `cargo run --release -- up`), else by its path.
+fn cli_command() -> String {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("strata"));
+    let cwd = std::env::current_dir().unwrap_or_default();
+    exe.strip_prefix(&cwd)
+        .map(Path::to_path_buf)
+        .unwrap_or(exe)
+        .display()
+        .to_string()
+}
+
 /// Starts everything and runs until `shutdown`.
 pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
     // Devices authenticate: every edge reads one credentials file, which
@@ -392,6 +452,9 @@ pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()>
     let copts = ClusterOptions {
         credentials: Some(demo.file.clone()),
         allow_anonymous: false,
+        edge_processes: Some(EdgeRestart {
+            after: (!o.restart_edges_after.is_zero()).then_some(o.restart_edges_after),
+        }),
         data_dir: o.data_dir.clone(),
         region: o.region.clone(),
         hubs: o.hubs,
@@ -433,6 +496,28 @@ pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()>
         mqtt.join(", ")
     );
     println!("  Data     : {}", o.data_dir.display());
+    let cli = cli_command();
+    let edges: Vec<String> = (1..=o.edges)
+        .map(|i| format!("edge-{i} (zone {})", edge_zone(i)))
+        .collect();
+    println!(
+        "  Edges    : {}, one process each; watch them with\n             {cli} edges{dd}   and   {cli} events{dd} --follow",
+        edges.join(", ")
+    );
+    if o.edges > 1 {
+        let restart = if o.restart_edges_after.is_zero() {
+            "it stays down (--restart-edges-after 0s)".to_owned()
+        } else {
+            format!(
+                "`up` restarts it after {}",
+                humantime::format_duration(o.restart_edges_after)
+            )
+        };
+        println!(
+            "             see healing: kill -9 $(cat {})   (marked down within a second; {restart})",
+            crate::edge_proc::pid_file(&o.data_dir, "edge-2").display()
+        );
+    }
     let first_mqtt = mqtt.first().cloned().unwrap_or_default();
     let (host, port) = first_mqtt.rsplit_once(':').unwrap_or(("127.0.0.1", "1883"));
     println!(
@@ -453,7 +538,7 @@ pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()>
             o.devices, o.rate
         );
         println!(
-            "  Monitors : temperature spikes hit 0.5% of devices at readings 120, 300 and 600; watch for them with\n             ./monitors/build.sh && cargo run --release -- monitor submit --api {api}{dd} --region {} \\\n               --module target/monitors/wasm/zscore.wasm docs/monitors/zscore.toml\n             cargo run --release -- alerts --api {api}{dd} --tenant demo",
+            "  Monitors : temperature spikes hit 0.5% of devices at readings 120, 300 and 600; watch for them with\n             ./monitors/build.sh && {cli} monitor submit --api {api}{dd} --region {} \\\n               --module target/monitors/wasm/zscore.wasm docs/monitors/zscore.toml\n             {cli} alerts --api {api}{dd} --tenant demo",
             o.region
         );
         // A demo fleet with something for monitors to find.
@@ -604,6 +689,7 @@ mod tests {
             },
             credentials: None,
             allow_anonymous: false,
+            edge_processes: None,
         };
         let (addrs, bound) = hub_addrs(&o).unwrap();
         assert!(bound.is_empty(), "fixed ports are bound by the hubs");

@@ -22,7 +22,9 @@
 //! - [`sysinfo`]: the node's CPU, memory, disk and network use from /proc
 //!   and statvfs, for heartbeats and resize decisions.
 //! - [`config`]: the TOML config, validated as a whole.
-//! - [`node`]: wiring; [`run`] is what the binary calls.
+//! - [`node`]: wiring; [`run`] starts a node from a config, and
+//!   [`run_config_file`] is what the `edge-node` binary (and `strata up`'s
+//!   edge processes) call.
 //!
 //! The crate must not depend on the region hub or central: it speaks to
 //! them only through `strata-protocol` over `strata-net`.
@@ -37,3 +39,44 @@ pub mod workload;
 
 pub use config::EdgeConfig;
 pub use node::{run, EdgeError, EdgeNode};
+
+/// Loads, checks and runs the edge config at `path` until SIGINT or
+/// SIGTERM, printing the ready line and errors like every Strata binary:
+/// the whole `edge-node --config` program after tracing is set up. Exit
+/// code 2 means the config is unusable (every problem is listed), 1 that
+/// the node failed while starting or running.
+pub async fn run_config_file(path: &std::path::Path) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    use strata_net::process;
+    let cfg: EdgeConfig = match process::load_toml(path)
+        .and_then(|c: EdgeConfig| process::check_problems(path, c.problems()).map(|()| c))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let shutdown = process::shutdown_on_signals();
+    let name = cfg.name.clone();
+    let result = async {
+        let node = EdgeNode::start(cfg).await?;
+        node.run_with(shutdown, |mqtt, metrics| {
+            process::announce_ready(&serde_json::json!({
+                "kind": "edge-node",
+                "name": name,
+                "mqtt": mqtt.map(|a| a.to_string()),
+                "metrics": metrics.map(|a| a.to_string()),
+            }));
+        })
+        .await
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

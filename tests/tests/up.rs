@@ -80,7 +80,19 @@ async fn stop(child: &mut Child, logs: &std::path::Path, n: u32) {
     }
 }
 
+/// `strata up`'s stdout lines after its banner, as they come.
+type Said = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
 async fn up(dir: &std::path::Path, p: &Ports, log: std::path::PathBuf) -> Child {
+    up_with(dir, p, log, &[]).await.0
+}
+
+async fn up_with(
+    dir: &std::path::Path,
+    p: &Ports,
+    log: std::path::PathBuf,
+    extra: &[&str],
+) -> (Child, Said) {
     let log = std::fs::File::create(log).unwrap();
     let mut child = Command::new(bin_path("strata").unwrap())
         .args([
@@ -98,6 +110,7 @@ async fn up(dir: &std::path::Path, p: &Ports, log: std::path::PathBuf) -> Child 
             "--quic-base",
             &p.quic_base.to_string(),
         ])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
@@ -115,8 +128,27 @@ async fn up(dir: &std::path::Path, p: &Ports, log: std::path::PathBuf) -> Child 
     })
     .await
     .expect("strata up within 30 s");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    child
+    let said = Said::default();
+    let keep = said.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = lines.next_line().await {
+            keep.lock().unwrap_or_else(|p| p.into_inner()).push(l);
+        }
+    });
+    (child, said)
+}
+
+/// The liveness state central reports for `edge`.
+async fn edge_state(api: &Api, edge: &str) -> Option<String> {
+    let (status, body) = api.get("/api/v1/edges").await.ok()?;
+    if status != 200 {
+        return None;
+    }
+    body["edges"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == edge)
+        .and_then(|e| e["liveness"]["state"].as_str().map(str::to_owned))
 }
 
 #[allow(unsafe_code)]
@@ -168,7 +200,13 @@ async fn up_runs_the_whole_cluster_stops_cleanly_and_resumes() {
     assert_eq!(audit.wrong, vec![], "not private");
 
     // Same data dir: the stored readings are still there, and more arrive.
-    let mut child = up(&data, &ports, log_path(logs.path(), 2)).await;
+    let (mut child, said) = up_with(
+        &data,
+        &ports,
+        log_path(logs.path(), 2),
+        &["--restart-edges-after", "5s"],
+    )
+    .await;
     let after = wait_until(
         "resumed and storing more",
         Duration::from_secs(60),
@@ -177,5 +215,60 @@ async fn up_runs_the_whole_cluster_stops_cleanly_and_resumes() {
     .await
     .unwrap();
     assert!(after > first);
+
+    // Each edge is its own process: `kill -9` one, as the banner suggests.
+    // The region marks it down, `up` keeps running and restarts it.
+    let pid: i32 = std::fs::read_to_string(data.join("edge-2/edge.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    kill9(pid);
+    let killed = std::time::Instant::now();
+    wait_until(
+        "edge-2 down at the API",
+        Duration::from_secs(10),
+        || async { (edge_state(&api, "edge-2").await.as_deref() == Some("down")).then_some(()) },
+    )
+    .await
+    .unwrap();
+    println!(
+        "edge-2 down at the API {:?} after kill -9",
+        killed.elapsed()
+    );
+    wait_until(
+        "edge-2 restarted and up",
+        Duration::from_secs(30),
+        || async { (edge_state(&api, "edge-2").await.as_deref() == Some("up")).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let told = wait_until(
+        "up to say it restarted edge-2",
+        Duration::from_secs(10),
+        || async {
+            let said = said.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+            (said.contains("edge-2 exited (killed by SIGKILL)") && said.contains("edge-2 is back"))
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        told.is_ok(),
+        "strata up said:\n{}",
+        said.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "strata up died with its edge"
+    );
     stop(&mut child, logs.path(), 2).await;
+}
+
+#[allow(unsafe_code)]
+fn kill9(pid: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
 }
