@@ -565,6 +565,9 @@ pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()>
             ack_deadline: Duration::from_secs(2),
             username: Some(demo.username.clone()),
             password: Some(demo.password.clone()),
+            // Devices roam to another edge when theirs is killed, as in a
+            // mesh of gateways: their monitors can follow them.
+            failover: true,
             ..Default::default()
         };
         let s = shutdown.clone();

@@ -306,6 +306,11 @@ pub struct FleetConfig {
     pub username: Option<String>,
     /// Password sent with `username`. Default: none.
     pub password: Option<String>,
+    /// Roam like devices of a mesh of gateways: a connection that cannot
+    /// reach its endpoint tries the next one of `endpoints` (cyclically)
+    /// instead of waiting for its own to come back, and stays where it got
+    /// in. Unacked publishes are retransmitted there. Default false.
+    pub failover: bool,
 }
 
 impl Default for FleetConfig {
@@ -334,6 +339,7 @@ impl Default for FleetConfig {
             client_id_prefix: None,
             username: None,
             password: None,
+            failover: false,
         }
     }
 }

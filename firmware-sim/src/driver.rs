@@ -72,7 +72,8 @@ enum LinkError {
 /// Drives one MQTT connection; see the module docs.
 pub(crate) struct ConnectionDriver {
     index: u32,
-    endpoint: String,
+    /// Index into `cfg.endpoints` of the endpoint in use.
+    endpoint: usize,
     client_id: String,
     cfg: Arc<FleetConfig>,
     session: Session,
@@ -95,7 +96,7 @@ impl ConnectionDriver {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         index: u32,
-        endpoint: String,
+        endpoint: usize,
         client_id: String,
         devices: Vec<u32>,
         cfg: Arc<FleetConfig>,
@@ -146,6 +147,8 @@ impl ConnectionDriver {
     pub(crate) async fn run(mut self) -> Result<bool, SimError> {
         let mut attempt = 0u32;
         let mut ever_connected = false;
+        // Endpoints tried in a row without getting in (`failover`).
+        let mut tried_since_up = 0usize;
         loop {
             self.check_drain(Instant::now());
             let done = self.session.finished();
@@ -159,6 +162,7 @@ impl ConnectionDriver {
                         self.shared.reconnects.fetch_add(1, Relaxed);
                     }
                     ever_connected = true;
+                    tried_since_up = 0;
                     self.shared.connected.fetch_add(1, Relaxed);
                     let up_since = Instant::now();
                     let r = self.drive(stream).await;
@@ -179,6 +183,21 @@ impl ConnectionDriver {
                 Err(e) => (e, false),
             };
             let e = self.fatal(e)?;
+            if !was_up && self.cfg.failover && self.cfg.endpoints.len() > 1 {
+                // This gateway is gone for now: roam to the next one at once
+                // (its unacked publishes go along and are retransmitted).
+                // Once every gateway failed in a row, back off as usual.
+                let from = self.endpoint().to_owned();
+                self.endpoint = (self.endpoint + 1) % self.cfg.endpoints.len();
+                self.shared.failovers.fetch_add(1, Relaxed);
+                tracing::info!(connection = self.index, %from, to = %self.endpoint(), error = %e,
+                    "cannot reach endpoint; failing over");
+                tried_since_up += 1;
+                if tried_since_up < self.cfg.endpoints.len() {
+                    continue;
+                }
+                tried_since_up = 0;
+            }
             let queued = self.session.handle_disconnect();
             let delay = backoff_delay(
                 attempt,
@@ -187,13 +206,13 @@ impl ConnectionDriver {
                 &mut self.rng,
             );
             if was_up {
-                tracing::warn!(endpoint = %self.endpoint, connection = self.index, unacked = queued,
+                tracing::warn!(endpoint = %self.endpoint(), connection = self.index, unacked = queued,
                     retry_in = ?delay, error = %e, "connection lost; will retransmit unacked publishes");
             } else {
                 self.shared.connect_failures.fetch_add(1, Relaxed);
                 // Rate-limited: an edge that is down would flood the log.
                 if attempt % 10 == 0 {
-                    tracing::warn!(endpoint = %self.endpoint, connection = self.index, attempt,
+                    tracing::warn!(endpoint = %self.endpoint(), connection = self.index, attempt,
                         retry_in = ?delay, error = %e, "cannot connect");
                 }
             }
@@ -202,12 +221,17 @@ impl ConnectionDriver {
         }
     }
 
+    /// The `host:port` in use.
+    fn endpoint(&self) -> &str {
+        &self.cfg.endpoints[self.endpoint]
+    }
+
     /// Passes retryable errors through; turns permanent ones into the run's
     /// error.
     fn fatal(&self, e: LinkError) -> Result<LinkError, SimError> {
         match e {
             LinkError::Refused(code) => Err(SimError::Refused {
-                endpoint: self.endpoint.clone(),
+                endpoint: self.endpoint().to_owned(),
                 connection: self.index,
                 client_id: self.client_id.clone(),
                 code: format!("{code:?}"),
@@ -255,7 +279,7 @@ impl ConnectionDriver {
     /// TCP connect + CONNECT/CONNACK, within `connect_timeout`.
     async fn connect(&mut self) -> Result<TcpStream, LinkError> {
         let handshake = async {
-            let mut stream = TcpStream::connect(self.endpoint.as_str()).await?;
+            let mut stream = TcpStream::connect(self.cfg.endpoints[self.endpoint].as_str()).await?;
             stream.set_nodelay(true)?;
             let mut connect = rumqttc::mqttbytes::v4::Connect::new(self.client_id.as_str());
             connect.keep_alive = self.cfg.keep_alive_secs;

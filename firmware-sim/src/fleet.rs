@@ -68,6 +68,7 @@ pub(crate) struct Shared {
     pub retransmits: AtomicU64,
     pub reconnects: AtomicU64,
     pub connect_failures: AtomicU64,
+    pub failovers: AtomicU64,
     pub dropped: AtomicU64,
     pub unknown_acks: AtomicU64,
     pub connected: AtomicU64,
@@ -84,6 +85,7 @@ impl Shared {
             acked: AtomicU64::new(0),
             retransmits: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            failovers: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             unknown_acks: AtomicU64::new(0),
@@ -203,6 +205,8 @@ pub struct Summary {
     pub reconnects: u64,
     /// Failed connection attempts.
     pub connect_failures: u64,
+    /// Times a connection moved to another endpoint (`failover`).
+    pub failovers: u64,
     /// Readings suppressed by dropout anomalies (never sent).
     pub dropped: u64,
     /// PUBACKs for packet ids with nothing outstanding (broker bugs).
@@ -230,8 +234,8 @@ impl fmt::Display for Summary {
         )?;
         writeln!(
             f,
-            "sent {}  acked {}  unacked {}  retransmits {}  reconnects {}  connect failures {}  dropped by anomaly {}",
-            self.sent, self.acked, self.unacked, self.retransmits, self.reconnects, self.connect_failures, self.dropped
+            "sent {}  acked {}  unacked {}  retransmits {}  reconnects {}  connect failures {}  failovers {}  dropped by anomaly {}",
+            self.sent, self.acked, self.unacked, self.retransmits, self.reconnects, self.connect_failures, self.failovers, self.dropped
         )?;
         writeln!(f, "throughput {:.0} readings/s", self.throughput)?;
         writeln!(
@@ -311,10 +315,9 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     let endpoints = u32::try_from(cfg.endpoints.len()).unwrap_or(u32::MAX);
     for (c, devices) in (0u32..).zip(assign(cfg.devices, connections, endpoints)) {
-        let endpoint = cfg.endpoints[(c % endpoints) as usize].clone();
         let driver = ConnectionDriver::new(
             c,
-            endpoint,
+            (c % endpoints) as usize,
             format!("{client_prefix}-{c}"),
             devices,
             cfg.clone(),
@@ -391,6 +394,7 @@ pub async fn run(
         retransmits: shared.retransmits.load(Relaxed),
         reconnects: shared.reconnects.load(Relaxed),
         connect_failures: shared.connect_failures.load(Relaxed),
+        failovers: shared.failovers.load(Relaxed),
         dropped: shared.dropped.load(Relaxed),
         unknown_acks: shared.unknown_acks.load(Relaxed),
         complete: all_finished,

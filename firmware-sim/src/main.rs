@@ -94,6 +94,10 @@ struct Cli {
     /// Read the MQTT password from the first line of this file.
     #[arg(long, value_name = "PATH")]
     password_file: Option<std::path::PathBuf>,
+    /// A connection that cannot reach its endpoint moves to the next one
+    /// (devices roaming to another gateway when theirs fails).
+    #[arg(long)]
+    failover: bool,
     /// No progress line on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -139,6 +143,7 @@ impl Cli {
             client_id_prefix: self.client_id_prefix,
             username: self.username,
             password,
+            failover: self.failover,
         })
     }
 }

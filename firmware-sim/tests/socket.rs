@@ -430,3 +430,44 @@ async fn credentials_go_into_every_connect() {
         "{err}"
     );
 }
+
+/// With `failover`, devices whose gateway is gone roam to the next one: the
+/// connections assigned to a dead endpoint get in at the live one, and every
+/// reading of every device arrives there. Without it they keep retrying
+/// their own and the run is incomplete.
+#[tokio::test]
+async fn failover_moves_connections_off_a_dead_endpoint() {
+    // A port nothing listens on: bound, then released.
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let (live, seen) = broker(Fault::default()).await;
+    let cfg = FleetConfig {
+        connections: Some(4),
+        inflight: 8,
+        failover: true,
+        ..config(vec![dead.clone(), live.clone()], 10, 20)
+    };
+    let summary = run(cfg.clone(), CancellationToken::new(), None)
+        .await
+        .unwrap();
+    assert!(summary.complete, "{summary}");
+    assert_eq!((summary.sent, summary.acked), (200, 200), "{summary}");
+    // Connections 0 and 2 started at the dead endpoint and moved once each.
+    assert_eq!(summary.failovers, 2, "{summary}");
+    assert_eq!(seen.connections.load(SeqCst), 4);
+    let got = tally(&cfg, &seen);
+    assert_eq!(got.len(), 200);
+    assert!(got.values().all(|n| *n == 1), "each reading exactly once");
+
+    let stuck = FleetConfig {
+        failover: false,
+        ack_deadline: Duration::from_millis(300),
+        duration: Some(Duration::from_millis(300)),
+        count: None,
+        ..config(vec![dead, live], 4, 20)
+    };
+    let summary = run(stuck, CancellationToken::new(), None).await.unwrap();
+    assert!(!summary.complete && summary.failovers == 0, "{summary}");
+}
