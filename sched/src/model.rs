@@ -300,6 +300,8 @@ pub enum Trigger {
     PlanRejected,
     /// Allocations reported failed.
     AllocFailed,
+    /// A new leader took over and evaluates every workload once.
+    LeaderChange,
 }
 
 impl Trigger {
@@ -320,6 +322,7 @@ impl Trigger {
             Trigger::FollowUp => "follow-up",
             Trigger::PlanRejected => "plan-rejected",
             Trigger::AllocFailed => "alloc-failed",
+            Trigger::LeaderChange => "leader-change",
         }
     }
 }
