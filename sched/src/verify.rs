@@ -83,6 +83,7 @@ pub enum Rejection {
 
 /// The applier's answer to one plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
 pub struct PlanVerdict {
     /// The plan's evaluation.
     pub eval: EvalId,
