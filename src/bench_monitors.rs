@@ -32,6 +32,7 @@ use edge_node::workload::{
 };
 use firmware_sim::parse_duration;
 use serde_json::json;
+use strata_protocol::scheduling::{AllocId, EdgeAllocation};
 use strata_protocol::workload::{
     ArtifactRef, DeviceSelector, MonitorSpec, Placement, Resources, RestartPolicy, RuntimeKind,
 };
@@ -405,12 +406,16 @@ async fn process_run(root: &Path, exe_dir: &Path, module: &[u8]) -> anyhow::Resu
             store.put_artifact(&sha, module)?;
             store.save_assignments(&Assignments {
                 version: 1,
-                monitors: (0..monitors)
+                monitors: Vec::new(),
+                allocations: (0..monitors)
                     .map(|i| {
-                        spec(
-                            &format!("m{i}"),
-                            module,
-                            r#"{"metrics":["temperature"],"above":1000.0}"#,
+                        allocation(
+                            i,
+                            spec(
+                                &format!("m{i}"),
+                                module,
+                                r#"{"metrics":["temperature"],"above":1000.0}"#,
+                            ),
                         )
                     })
                     .collect(),
@@ -512,6 +517,19 @@ fn spec(name: &str, module: &[u8], params: &str) -> MonitorSpec {
         restart: RestartPolicy::default(),
         target: Placement::LeastLoaded,
         generation: 1,
+        placement: Default::default(),
+    }
+}
+
+/// Instance `i` of `spec` as the region would place it (kept on disconnect).
+fn allocation(i: usize, spec: MonitorSpec) -> EdgeAllocation {
+    EdgeAllocation {
+        id: AllocId(i as u128 + 1),
+        fencing_token: i as u64 + 1,
+        slot: 0,
+        spec,
+        replace_after_ms: None,
+        previous: None,
     }
 }
 
@@ -519,11 +537,12 @@ fn spec(name: &str, module: &[u8], params: &str) -> MonitorSpec {
 async fn deploy(host: &WorkloadHost, module: &[u8], n: usize, params: &str) -> anyhow::Result<()> {
     let update = AssignmentUpdate {
         version: 1,
-        monitors: (0..n)
-            .map(|i| spec(&format!("m{i}"), module, params))
+        allocations: (0..n)
+            .map(|i| allocation(i, spec(&format!("m{i}"), module, params)))
             .collect(),
         artifacts: vec![(sha256_hex(module), module.to_vec())],
         requested_at: Instant::now(),
+        lease_granted: true,
     };
     let h = host.clone();
     tokio::task::spawn_blocking(move || h.apply(update)).await??;

@@ -113,6 +113,7 @@ pub fn monitors(body: &Value) -> String {
                 cell(&m["tenant"]),
                 cell(&m["name"]),
                 cell(&m["edge"]),
+                format!("{}/{}", cell(&m["placed"]), cell(&m["wanted"])),
                 cell(&m["generation"]),
                 if st.is_object() {
                     cell(&st["state"])
@@ -127,7 +128,8 @@ pub fn monitors(body: &Value) -> String {
         .collect();
     table(
         &[
-            "REGION", "TENANT", "NAME", "EDGE", "GEN", "STATE", "RESTARTS", "ALERTS", "UPDATED",
+            "REGION", "TENANT", "NAME", "EDGE", "PLACED", "GEN", "STATE", "RESTARTS", "ALERTS",
+            "UPDATED",
         ],
         &rows,
     )
@@ -229,6 +231,18 @@ pub fn monitor(m: &Value) -> String {
             ),
         ),
         ("target", target),
+        (
+            "placement",
+            if spec["placement"].is_object() {
+                spec["placement"].to_string()
+            } else {
+                "one instance, anywhere it fits, kept on disconnect".to_owned()
+            },
+        ),
+        (
+            "placed",
+            format!("{} of {} wanted", cell(&m["placed"]), cell(&m["wanted"])),
+        ),
         ("params", cell(&spec["params"])),
     ];
     let st = &m["status"];
@@ -283,9 +297,113 @@ pub fn monitor(m: &Value) -> String {
         rows.push(("state", "not reported by the edge yet".to_owned()));
     }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    rows.iter()
+    let mut text: String = rows
+        .iter()
         .map(|(k, v)| format!("{k:<width$}  {v}\n"))
-        .collect()
+        .collect();
+    text.push_str(&allocations(&m["allocations"]));
+    text.push_str(&evaluations(&m["evaluations"]));
+    text
+}
+
+/// A monitor's allocations: where each instance is, and why there.
+fn allocations(list: &Value) -> String {
+    let list = list.as_array().map(Vec::as_slice).unwrap_or_default();
+    if list.is_empty() {
+        return "\nno allocations\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|a| {
+            let parts: Vec<String> = a["score-parts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| format!("{} {:.2}", cell(&p[0]), p[1].as_f64().unwrap_or(0.0)))
+                .collect();
+            let why = match a["stop-reason"].as_str() {
+                Some(r) => format!("stopped: {r}"),
+                None => format!(
+                    "{}; score {:.2} ({}); {} of {} edges feasible",
+                    cell(&a["reason"]),
+                    a["score"].as_f64().unwrap_or(0.0),
+                    parts.join(", "),
+                    cell(&a["nodes-feasible"]),
+                    cell(&a["nodes-evaluated"]),
+                ),
+            };
+            let id = cell(&a["id"]);
+            vec![
+                id.chars().take(8).collect(),
+                cell(&a["edge"]),
+                cell(&a["slot"]),
+                format!("{}/{}", cell(&a["desired"]), cell(&a["client"])),
+                cell(&a["fencing-token"]),
+                time_cell(&a["created-ms"]),
+                why,
+            ]
+        })
+        .collect();
+    format!(
+        "\nallocations\n{}",
+        table(
+            &[
+                "ID",
+                "EDGE",
+                "SLOT",
+                "DESIRED/CLIENT",
+                "TOKEN",
+                "CREATED",
+                "WHY"
+            ],
+            &rows
+        )
+    )
+}
+
+/// A monitor's recent evaluations, and for what could not be placed, how
+/// many edges each rule ruled out.
+fn evaluations(list: &Value) -> String {
+    let list = list.as_array().map(Vec::as_slice).unwrap_or_default();
+    if list.is_empty() {
+        return String::new();
+    }
+    let mut text = "\nevaluations (newest first)\n".to_owned();
+    for e in list {
+        text.push_str(&format!(
+            "  {}  {:<10} {:<8} placed {}, stopped {}, updated {}\n",
+            time_cell(&e["at-ms"]),
+            cell(&e["trigger"]),
+            cell(&e["status"]),
+            cell(&e["placed"]),
+            cell(&e["stopped"]),
+            cell(&e["updated"]),
+        ));
+        let f = &e["failure"];
+        if f.is_object() {
+            let m = &f["metric"];
+            text.push_str(&format!(
+                "    {} of {} not placed; {} edges in region, {} evaluated\n",
+                cell(&f["unplaced"]),
+                cell(&f["wanted"]),
+                cell(&m["nodes-in-region"]),
+                cell(&m["nodes-evaluated"]),
+            ));
+            for (what, key) in [("filtered", "filtered"), ("no room", "exhausted")] {
+                for (rule, n) in m[key].as_object().into_iter().flatten() {
+                    text.push_str(&format!("      {what}: {rule}: {} edges\n", cell(n)));
+                }
+            }
+        }
+        for r in e["refused"].as_array().into_iter().flatten() {
+            text.push_str(&format!(
+                "    refused on {}: {}\n",
+                cell(&r["edge"]),
+                cell(&r["reason"])
+            ));
+        }
+    }
+    text
 }
 
 /// `GET /api/v1/alerts` as a table, newest first, with a truncation note.
@@ -387,7 +505,7 @@ mod tests {
         let t = monitors(&body);
         let lines: Vec<&str> = t.lines().collect();
         assert!(
-            lines[0].starts_with("REGION  TENANT  NAME  EDGE    GEN  STATE"),
+            lines[0].starts_with("REGION  TENANT  NAME  EDGE    PLACED  GEN  STATE"),
             "{t}"
         );
         assert!(
@@ -410,6 +528,89 @@ mod tests {
             assert!(d.contains(needle), "missing {needle:?} in:\n{d}");
         }
         assert!(!d.contains("last event"), "{d}");
+        assert!(d.contains("\nno allocations\n"), "{d}");
+    }
+
+    /// Allocations and evaluations render from the hub's own types, so a
+    /// renamed field shows up here.
+    #[test]
+    fn allocations_and_evaluations_say_why() {
+        use std::collections::BTreeMap;
+        use strata_protocol::scheduling::{
+            AllocId, AllocMetric, AllocationInfo, ClientState, Desired, EvalId, EvaluationInfo,
+            PlaceReason, PlacementFailure, RefusedNode,
+        };
+        let alloc = AllocationInfo {
+            id: AllocId(0xabcdef12 << 96),
+            edge: "edge-2".into(),
+            slot: 0,
+            generation: 2,
+            desired: Desired::Run,
+            client: ClientState::Running,
+            fencing_token: 7,
+            cpu_millicores: 50,
+            memory_bytes: 16 << 20,
+            reason: PlaceReason::ReplaceDisconnected,
+            score: 0.5,
+            score_parts: vec![("binpack".into(), 0.71)],
+            nodes_evaluated: 3,
+            nodes_feasible: 2,
+            eval: EvalId(1),
+            created_ms: 1000,
+            modified_ms: 1000,
+            created_index: 9,
+            modified_index: 9,
+            lease_expires_ms: None,
+            previous: None,
+            replaced_by: None,
+            stop_reason: None,
+        };
+        let eval = EvaluationInfo {
+            id: EvalId(1),
+            trigger: "node-down".into(),
+            at_ms: 1000,
+            index: 9,
+            status: "partial".into(),
+            placed: 1,
+            stopped: 1,
+            updated: 0,
+            refused: vec![RefusedNode {
+                edge: "edge-3".into(),
+                reason: "edge is down".into(),
+            }],
+            failure: Some(PlacementFailure {
+                unplaced: 1,
+                wanted: 2,
+                metric: AllocMetric {
+                    nodes_in_region: 3,
+                    nodes_evaluated: 3,
+                    filtered: BTreeMap::from([("constraint zone = a".to_owned(), 2)]),
+                    exhausted: BTreeMap::from([("memory".to_owned(), 1)]),
+                },
+            }),
+        };
+        let mut m = doc();
+        m["placed"] = json!(1);
+        m["wanted"] = json!(2);
+        m["allocations"] = serde_json::to_value(vec![alloc]).unwrap();
+        m["evaluations"] = serde_json::to_value(vec![eval]).unwrap();
+        let d = monitor(&m);
+        for needle in [
+            "placed      1 of 2 wanted\n",
+            "abcdef12",
+            "edge-2",
+            "run/running",
+            "replace-disconnected; score 0.50 (binpack 0.71); 2 of 3 edges feasible",
+            "node-down",
+            "1 of 2 not placed; 3 edges in region, 3 evaluated",
+            "filtered: constraint zone = a: 2 edges",
+            "no room: memory: 1 edges",
+            "refused on edge-3: edge is down",
+        ] {
+            assert!(d.contains(needle), "missing {needle:?} in:\n{d}");
+        }
+        let list = monitors(&json!({"monitors": [m]}));
+        assert!(list.lines().nth(1).unwrap().contains("1/2"), "{list}");
     }
 
     #[test]

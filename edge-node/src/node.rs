@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use strata_net::NodeTls;
+use strata_protocol::scheduling::NodeFacts;
 use strata_protocol::{EdgeStatus, NodeIdentity, NodeKind, TelemetryRecord};
 use tokio_util::sync::CancellationToken;
 
@@ -293,6 +294,10 @@ impl EdgeNode {
             uplink_metrics,
         )
         .with_assignments(Arc::new(self.monitors.clone()))
+        .with_facts(NodeFacts {
+            labels: self.cfg.monitors.labels.clone(),
+            pools: self.cfg.monitors.pools.clone(),
+        })
         .with_region_retention(retention);
         let uplink_stop = CancellationToken::new();
         let uplink_task = tokio::spawn(uplink.run(uplink_stop.clone()));

@@ -20,12 +20,20 @@
 //!   field-level validation and the device selector's glob matcher.
 //! - [`liveness`]: the edge heartbeat with its boot id, what the hub's
 //!   failure detector decides about an edge, and the region event log.
+//! - [`scheduling`]: what the region scheduler tells edges (their
+//!   allocations with fencing tokens and disconnect policy) and clients
+//!   (allocations and evaluations with their reasons), and the node facts
+//!   edges report (labels, pools).
+//!
+//! Depends on `strata-sched` (pure as well) for the placement intent in a
+//! spec and the scheduler's vocabulary; nothing else.
 
 pub mod frame;
 pub mod liveness;
 pub mod membership;
 pub mod messages;
 pub mod monitoring;
+pub mod scheduling;
 pub mod telemetry;
 pub mod workload;
 
@@ -37,4 +45,4 @@ pub use telemetry::{DeviceRef, Metric, PayloadError, RejectReason, Tag, Telemetr
 
 /// The wire protocol version spoken by this build. Bumped on any incompatible
 /// change; the handshake refuses peers that speak another version.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;

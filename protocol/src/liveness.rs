@@ -8,14 +8,15 @@
 //! ordered event log, which clients read page by page ([`EventPage`]).
 //!
 //! [`EdgeLiveness`] and [`RegionEvent`] are kept in replicated region state:
-//! their layouts never change. Enums only grow at the end; a later kind of
-//! event (scheduling, phase 2) is a new [`EventKind`] whose details go in
-//! [`RegionEvent::attrs`].
+//! their layouts never change. Enums only grow at the end; scheduling
+//! events (placed, stopped, replaced, failed to place, lease expired) are
+//! later [`EventKind`]s whose details go in [`RegionEvent::attrs`].
 
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 use crate::messages::EdgeStatus;
+use crate::scheduling::NodeFacts;
 
 /// QUIC application close code of an edge that stops on purpose (a
 /// SIGTERM): the hub declares it down at once, classified
@@ -32,6 +33,8 @@ pub struct EdgeHeartbeat {
     /// comes back with another boot id was restarted (it crashed or was
     /// stopped); with the same one, it lived through (a partition).
     pub boot_id: u64,
+    /// Its labels and pools, for placement (protocol version 5).
+    pub facts: NodeFacts,
 }
 
 /// What the leader's failure detector thinks of an edge.
@@ -191,6 +194,22 @@ pub enum EventKind {
     EdgeBack,
     /// New evidence changed a down edge's classification.
     EdgeReclassified,
+    /// A workload was submitted or its spec changed.
+    WorkloadSubmitted,
+    /// A workload was deleted.
+    WorkloadDeleted,
+    /// Instances of a workload were placed.
+    AllocPlaced,
+    /// Instances of a workload were stopped.
+    AllocStopped,
+    /// An instance was replaced on another edge (its edge was cut off past
+    /// `replace-after`, it failed, or a new generation no longer fit).
+    AllocReplaced,
+    /// Instances could not be placed; the event says why, per rule.
+    PlacementFailed,
+    /// A disconnected `replace-after` instance's lease ran out: its edge
+    /// has stopped it, so it may be replaced.
+    LeaseExpired,
 }
 
 impl EventKind {
@@ -202,6 +221,13 @@ impl EventKind {
             EventKind::EdgeDown => "edge-down",
             EventKind::EdgeBack => "edge-back",
             EventKind::EdgeReclassified => "edge-reclassified",
+            EventKind::WorkloadSubmitted => "workload-submitted",
+            EventKind::WorkloadDeleted => "workload-deleted",
+            EventKind::AllocPlaced => "alloc-placed",
+            EventKind::AllocStopped => "alloc-stopped",
+            EventKind::AllocReplaced => "alloc-replaced",
+            EventKind::PlacementFailed => "placement-failed",
+            EventKind::LeaseExpired => "lease-expired",
         }
     }
 }
@@ -300,6 +326,13 @@ mod tests {
             EventKind::EdgeDown,
             EventKind::EdgeBack,
             EventKind::EdgeReclassified,
+            EventKind::WorkloadSubmitted,
+            EventKind::WorkloadDeleted,
+            EventKind::AllocPlaced,
+            EventKind::AllocStopped,
+            EventKind::AllocReplaced,
+            EventKind::PlacementFailed,
+            EventKind::LeaseExpired,
         ] {
             assert_eq!(
                 serde_json::to_value(k).unwrap(),

@@ -23,6 +23,7 @@ use crate::monitoring::{
     AlertQuery, AlertRecord, InstanceStatus, MonitorCapacity, MonitorInfo, NodeResources,
     SpoolEntry,
 };
+use crate::scheduling::EdgeAllocation;
 use crate::telemetry::TelemetryRecord;
 use crate::workload::{MonitorSpec, SpecErrors};
 
@@ -174,7 +175,15 @@ pub enum EdgeRequest {
     },
     /// Liveness and backlog report with the edge process's boot id
     /// (protocol version 4; replaces `Heartbeat`, which hubs still answer).
+    /// Answered with [`EdgeResponse::PulseAck`] since protocol version 5.
     Pulse(EdgeHeartbeat),
+    /// The allocations placed on `edge` (protocol version 5; replaces
+    /// `FetchAssignments`). Answered by the leader only, with
+    /// [`EdgeResponse::Allocations`].
+    FetchAllocations {
+        /// Edge node name.
+        edge: String,
+    },
 }
 
 /// Where the current Raft leader can be reached.
@@ -236,6 +245,31 @@ pub enum EdgeResponse {
         sha256: String,
         /// The module bytes.
         bytes: Vec<u8>,
+    },
+    /// Answer to [`EdgeRequest::Pulse`]: `HeartbeatAck` plus whether the
+    /// leader renewed the edge's leases.
+    PulseAck {
+        /// The region's current assignments version; an edge whose applied
+        /// version differs fetches its allocations.
+        assignments_version: u64,
+        /// The answering hub's telemetry store retention, ms (0: for ever).
+        store_retention_ms: u64,
+        /// The leader renewed every lease the edge holds, counted from when
+        /// the edge *sent* this heartbeat. False when the region does not
+        /// (yet) consider the edge up: its `replace-after` instances may be
+        /// replaced elsewhere, so their leases must run out.
+        lease_renewed: bool,
+    },
+    /// Answer to [`EdgeRequest::FetchAllocations`].
+    Allocations {
+        /// Region assignments version these reflect.
+        version: u64,
+        /// Whether this set grants leases to its `replace-after`
+        /// allocations (from when the edge sent the request). False when
+        /// the region does not consider the edge up.
+        lease_granted: bool,
+        /// Every allocation the edge must run.
+        allocations: Vec<EdgeAllocation>,
     },
 }
 
@@ -418,6 +452,9 @@ pub enum QueryResult {
 }
 
 /// Central / CLI → hub request.
+// One short-lived value per request: boxing the spec would cost every
+// caller an indirection for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub enum HubRequest {
     /// This replica's [`HubStatus`].

@@ -13,7 +13,9 @@
 //!   reports about its instances and its machine in every heartbeat, so the
 //!   region sees measured use, not only requests. Their JSON (kebab-case) is
 //!   what central's API serves as is.
-//! - [`MonitorInfo`]: a submitted monitor as stored in the region.
+//! - [`MonitorInfo`]: a submitted monitor as stored in the region, with its
+//!   allocations and evaluations.
+//! - [`FenceStamp`]: the allocation and fencing token monitor outputs carry.
 
 use std::fmt;
 use std::str::FromStr;
@@ -21,6 +23,7 @@ use std::str::FromStr;
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
+use crate::scheduling::{AllocationInfo, EvaluationInfo};
 use crate::telemetry::{Metric, Tag, TelemetryRecord};
 use crate::workload::MonitorSpec;
 
@@ -150,6 +153,61 @@ pub enum SpoolEntry {
     Alert(AlertRecord),
     /// A monitor's derived metric.
     Metric(DerivedMetricRecord),
+    /// A monitor's alert, stamped with its instance's allocation and
+    /// fencing token (protocol version 5).
+    FencedAlert {
+        /// The alert.
+        alert: AlertRecord,
+        /// Who raised it.
+        fence: FenceStamp,
+    },
+    /// A monitor's derived metric, stamped like [`SpoolEntry::FencedAlert`].
+    FencedMetric {
+        /// The metric.
+        metric: DerivedMetricRecord,
+        /// Who derived it.
+        fence: FenceStamp,
+    },
+}
+
+/// The allocation and fencing token of the instance that produced an
+/// output. The region refuses outputs of an allocation it has replaced
+/// (a stale fence), so a cut-off instance that outlived its lease cannot
+/// write next to its replacement.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+pub struct FenceStamp {
+    /// Allocation id as the region issued it (32 hex digits).
+    pub allocation: String,
+    /// Fencing token of the allocation.
+    pub token: u64,
+}
+
+impl SpoolEntry {
+    /// The alert, fenced or not.
+    pub fn as_alert(&self) -> Option<&AlertRecord> {
+        match self {
+            SpoolEntry::Alert(a) | SpoolEntry::FencedAlert { alert: a, .. } => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The derived metric, fenced or not.
+    pub fn as_metric(&self) -> Option<&DerivedMetricRecord> {
+        match self {
+            SpoolEntry::Metric(m) | SpoolEntry::FencedMetric { metric: m, .. } => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The fence of a monitor output, if it carries one.
+    pub fn fence(&self) -> Option<&FenceStamp> {
+        match self {
+            SpoolEntry::FencedAlert { fence, .. } | SpoolEntry::FencedMetric { fence, .. } => {
+                Some(fence)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl From<TelemetryRecord> for SpoolEntry {
@@ -257,14 +315,23 @@ pub struct MonitorInfo {
     pub spec: MonitorSpec,
     /// Region.
     pub region: String,
-    /// Edge node it is assigned to.
+    /// Edge of its first running (else first live) allocation; empty when
+    /// none is placed.
     pub edge: String,
     /// First submitted, ms since the Unix epoch (leader clock).
     pub created_ms: i64,
     /// Last changed, ms since the Unix epoch.
     pub updated_ms: i64,
-    /// The instance as its edge last reported it, when it has.
+    /// The instance on `edge` as that edge last reported it, when it has.
     pub status: Option<InstanceStatus>,
+    /// Instances wanted (the count, or for per-edge the carrier edges).
+    pub wanted: u32,
+    /// Instances placed (allocations desired to run, not failed).
+    pub placed: u32,
+    /// Its allocations, live ones first, then recently stopped ones.
+    pub allocations: Vec<AllocationInfo>,
+    /// Its most recent evaluations, newest first.
+    pub evaluations: Vec<EvaluationInfo>,
 }
 
 #[cfg(test)]

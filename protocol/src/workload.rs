@@ -27,7 +27,17 @@
 //! max-memory-mib = 64
 //! [restart]
 //! mode = "on-failure"
+//! [placement]                      # where instances run (strata_sched::PlacementIntent)
+//! count = 2                        # or per-edge = true
+//! constraints = [{ label = "zone", op = "in", values = ["a", "b"] }]
+//! replace-after = "10s"            # or on-disconnect = "keep" (the default)
 //! ```
+//!
+//! `target` predates `[placement]` and still works: `target = { node =
+//! "edge-1" }` is the hard constraint `node = "edge-1"` on the built-in
+//! label [`NODE_LABEL`] every edge carries (its own name), added to the
+//! placement's constraints by [`MonitorSpec::intent`]; `"least-loaded"`
+//! adds nothing (ranking already prefers room).
 //!
 //! Checks that need cluster state (known tenants, node capacity, known
 //! devices, whether the artifact was uploaded) take their facts from a
@@ -36,9 +46,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Deserializer, Serialize};
+use strata_sched::{Cardinality, LabelRule, Operator, PlacementIntent};
 
 use crate::telemetry::Tag;
 
@@ -59,6 +71,9 @@ pub const MAX_SELECTOR_TAGS: usize = 32;
 pub const MAX_PRIORITY: u8 = 100;
 /// Longest restart backoff a spec may ask for, in milliseconds (one hour).
 pub const MAX_BACKOFF_MS: u64 = 3_600_000;
+/// The label every edge carries with its own name as value, so placement
+/// rules (and the older `target = { node = … }`) can name an edge.
+pub const NODE_LABEL: &str = "node";
 
 /// A device-monitoring workload as submitted by a user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
@@ -88,13 +103,24 @@ pub struct MonitorSpec {
     /// What happens when an instance exits. Default: on-failure, 1 s to 60 s.
     #[serde(default)]
     pub restart: RestartPolicy,
-    /// Where to run it. Default `least-loaded`.
+    /// Where to run it. Default `least-loaded`. Older than `[placement]`:
+    /// `{ node = "edge-1" }` adds the constraint `node = "edge-1"` (see the
+    /// module docs).
     #[serde(default)]
     pub target: Placement,
     /// Spec version, bumped by the hub on every change; edges restart an
     /// instance only when this or the artifact hash changes. Default 0.
     #[serde(default)]
     pub generation: u64,
+    /// How many instances run and where: count or per-edge, pools,
+    /// constraints, affinities, spread and the disconnect policy.
+    /// Default: one instance, anywhere it fits, kept on disconnect.
+    #[serde(default, skip_serializing_if = "is_default_intent")]
+    pub placement: PlacementIntent,
+}
+
+fn is_default_intent(p: &PlacementIntent) -> bool {
+    *p == PlacementIntent::default()
 }
 
 fn default_params() -> String {
@@ -394,6 +420,9 @@ pub struct ValidationContext<'a> {
     pub known_devices: Option<&'a [KnownDevice<'a>]>,
     /// Whether the artifact's hash is stored; filled in by the hub.
     pub artifact_known: Option<bool>,
+    /// The region's lease minimum: the smallest `placement.replace-after`
+    /// accepted. `None` (offline) checks only its shape.
+    pub min_replace_after: Option<Duration>,
 }
 
 /// One bad field. Serde and bincode, so the hub can return it to central
@@ -451,6 +480,21 @@ fn is_name(s: &str, max: usize) -> bool {
 }
 
 impl MonitorSpec {
+    /// The placement intent the scheduler uses: `[placement]` plus the
+    /// constraint `node = <edge>` of a `target = { node = … }`.
+    pub fn intent(&self) -> PlacementIntent {
+        let mut i = self.placement.clone();
+        if let Placement::Node(n) = &self.target {
+            i.constraints.push(LabelRule {
+                label: NODE_LABEL.to_owned(),
+                op: Operator::Eq,
+                value: Some(n.clone()),
+                values: Vec::new(),
+            });
+        }
+        i
+    }
+
     /// Parses a JSON spec (shape only; call [`MonitorSpec::validate`] next).
     /// TOML specs parse with `toml::from_str::<MonitorSpec>` in the crates
     /// that read files; the serde attributes are the same.
@@ -677,6 +721,33 @@ impl MonitorSpec {
                     "target.node",
                     format!("{node:?} must be 1-{MAX_MONITOR_NAME_LEN} chars of [A-Za-z0-9_.-]"),
                 );
+            }
+            match self.placement.cardinality() {
+                Cardinality::Count(n) if n > 1 => bad(
+                    "placement.count",
+                    format!(
+                        "{n} instances cannot all run on edge {node:?} (target): an edge runs a \
+                         monitor once; drop target or use a constraint matching several edges"
+                    ),
+                ),
+                Cardinality::PerNode => bad(
+                    "placement.per-edge",
+                    format!(
+                        "per-edge runs on every edge carrying the devices; target pins the \
+                         monitor to edge {node:?}: drop one of them"
+                    ),
+                ),
+                Cardinality::Count(_) => {}
+            }
+        }
+        // The intent's own checks, every bad field at once, under `placement.`.
+        let ictx = strata_sched::ValidationContext {
+            workload_name: Some(&self.name),
+            min_replace_after: ctx.min_replace_after.unwrap_or(Duration::ZERO),
+        };
+        if let Err(e) = self.placement.validate(&ictx) {
+            for fe in e.0 {
+                bad(&format!("placement.{}", fe.field), fe.message);
             }
         }
         if errs.is_empty() {
@@ -913,6 +984,7 @@ mod tests {
             }),
             known_devices: Some(&devices),
             artifact_known: Some(false),
+            min_replace_after: None,
         };
         let errs = s.validate(&ctx).unwrap_err();
         assert_eq!(
@@ -947,8 +1019,76 @@ mod tests {
             }),
             known_devices: Some(&devices),
             artifact_known: Some(true),
+            min_replace_after: None,
         };
         s.validate(&ctx).unwrap();
+    }
+
+    #[test]
+    fn placement_parses_validates_under_its_prefix_and_absorbs_target() {
+        let s = placed_spec();
+        assert_eq!(s.placement.count, Some(2));
+        assert_eq!(
+            s.placement.replace_after,
+            Some(std::time::Duration::from_secs(3))
+        );
+        s.validate(&ValidationContext::default()).unwrap();
+        // The region's lease minimum applies when given.
+        let ctx = ValidationContext {
+            min_replace_after: Some(std::time::Duration::from_secs(5)),
+            ..ValidationContext::default()
+        };
+        let e = s.validate(&ctx).unwrap_err();
+        assert_eq!(e.fields(), vec!["placement.replace-after"], "{e}");
+        assert!(e.to_string().contains("lease minimum of 5s"), "{e}");
+
+        // Every bad placement field at once, prefixed, next to the others.
+        let mut bad = s.clone();
+        bad.priority = 200;
+        bad.placement.count = Some(0);
+        bad.placement.constraints[0].op = strata_sched::Operator::Unknown("~".into());
+        bad.placement.on_disconnect = Some(strata_sched::OnDisconnect::Keep);
+        let e = bad.validate(&ValidationContext::default()).unwrap_err();
+        assert_eq!(
+            e.fields(),
+            vec![
+                "priority",
+                "placement.count",
+                "placement.constraints[0].op",
+                "placement.replace-after"
+            ],
+            "{e}"
+        );
+
+        // target = { node } is a constraint on the built-in node label, and
+        // cannot pin several instances to one edge.
+        let mut pinned = s.clone();
+        pinned.target = Placement::Node("edge-1".into());
+        let e = pinned.validate(&ValidationContext::default()).unwrap_err();
+        assert_eq!(e.fields(), vec!["placement.count"], "{e}");
+        pinned.placement.count = None;
+        pinned.validate(&ValidationContext::default()).unwrap();
+        let intent = pinned.intent();
+        assert_eq!(intent.constraints.len(), 2);
+        assert_eq!(intent.constraints[1].label, NODE_LABEL);
+        assert_eq!(intent.constraints[1].value.as_deref(), Some("edge-1"));
+        // A spec without [placement] serializes without it (older readers
+        // of the JSON see no new key).
+        let json = serde_json::to_value(golden()).unwrap();
+        assert!(json.get("placement").is_none(), "{json}");
+    }
+
+    fn placed_spec() -> MonitorSpec {
+        let v = serde_json::json!({
+            "name": "zs", "tenant": "acme",
+            "artifact": {"sha256": HASH, "size-bytes": 1},
+            "selector": {"tenant": "acme", "device-globs": ["b-*"]},
+            "resources": {"memory-mib": 1, "cpu-millicores": 1},
+            "placement": {"count": 2,
+                "constraints": [{"label": "zone", "op": "in", "values": ["a", "b"]}],
+                "replace-after": "3s"}
+        });
+        MonitorSpec::from_json_str(&v.to_string()).unwrap()
     }
 
     #[test]
@@ -1079,6 +1219,17 @@ mod tests {
                     },
                     target: node.map_or(Placement::LeastLoaded, Placement::Node),
                     generation,
+                    placement: PlacementIntent {
+                        count: (generation % 3 != 0).then_some((generation % 5) as u32),
+                        replace_after: (generation % 2 == 0)
+                            .then(|| Duration::from_millis(generation % 100_000)),
+                        pools: if generation % 7 == 0 {
+                            vec!["gpu".into()]
+                        } else {
+                            vec![]
+                        },
+                        ..PlacementIntent::default()
+                    },
                 },
             )
     }

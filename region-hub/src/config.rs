@@ -19,6 +19,9 @@
 //! catch-up-timeout = "30s"
 //! [liveness]
 //! suspect-after = "600ms"
+//! [scheduler]
+//! algorithm = "binpack"
+//! lease-minimum = "1s"
 //! ```
 
 use std::net::SocketAddr;
@@ -31,7 +34,10 @@ use strata_protocol::ReplicaInfo;
 
 use crate::liveness::CoreConfig as LivenessConfig;
 use crate::raft::{MembershipConfig, NodeConfig};
+use crate::scheduler::{CoreConfig as SchedCoreConfig, LeaseConfig};
+use crate::service::SchedSettings;
 use crate::store::StoreConfig;
+use strata_sched::{Algorithm, SchedulerConfig};
 
 /// The configuration was invalid; every problem is listed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -247,6 +253,90 @@ impl LivenessTuning {
     }
 }
 
+/// The region scheduler (`[scheduler]`): ranking, and the leases of
+/// `replace-after` workloads. See `crate::scheduler` for the lease
+/// arithmetic these feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SchedulerTuning {
+    /// How ranking weighs an edge's fullness: `binpack` (prefer fuller
+    /// edges, keeping whole edges free) or `spread` (prefer emptier ones).
+    /// Default `binpack`.
+    pub algorithm: Algorithm,
+    /// The lease minimum: the smallest `placement.replace-after` a spec may
+    /// ask for (an edge stops such an instance when it cannot renew its
+    /// lease for that long, so it must span several heartbeats).
+    /// Humantime, 500ms to 1h. Default "1s".
+    #[serde(with = "humantime_serde")]
+    pub lease_minimum: Duration,
+    /// Added to every lease the region counts before it replaces an
+    /// instance: covers the edge stopping it (a callback in progress),
+    /// processing delays and clock drift. Humantime, 100ms to 1h.
+    /// Default "1s".
+    #[serde(with = "humantime_serde")]
+    pub lease_margin: Duration,
+    /// How long a submit waits for the workload's first evaluation, so its
+    /// answer says where it runs. Humantime, at most 1m. Default "2s".
+    #[serde(with = "humantime_serde")]
+    pub submit_wait: Duration,
+    /// Feasible edges ranked per placement when a workload has soft rules
+    /// (affinity, spread). At least 1. Default 100.
+    pub soft_rule_candidates: u32,
+}
+
+impl Default for SchedulerTuning {
+    fn default() -> Self {
+        SchedulerTuning {
+            algorithm: Algorithm::Binpack,
+            lease_minimum: Duration::from_secs(1),
+            lease_margin: Duration::from_secs(1),
+            submit_wait: Duration::from_secs(2),
+            soft_rule_candidates: SchedulerConfig::default().soft_rule_candidates,
+        }
+    }
+}
+
+impl SchedulerTuning {
+    /// The scheduler's ranking settings (one instance per edge: an edge
+    /// keys instances by workload).
+    pub fn sched_config(&self) -> SchedulerConfig {
+        SchedulerConfig {
+            algorithm: self.algorithm,
+            soft_rule_candidates: self.soft_rule_candidates,
+            one_per_node: true,
+            ..SchedulerConfig::default()
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let f = |d: Duration| humantime_serde::re::humantime::format_duration(d).to_string();
+        let hour = Duration::from_secs(3600);
+        let mut p = Vec::new();
+        if self.lease_minimum < Duration::from_millis(500) || self.lease_minimum > hour {
+            p.push(format!(
+                "scheduler.lease-minimum: {} must be between 500ms and 1h",
+                f(self.lease_minimum)
+            ));
+        }
+        if self.lease_margin < Duration::from_millis(100) || self.lease_margin > hour {
+            p.push(format!(
+                "scheduler.lease-margin: {} must be between 100ms and 1h",
+                f(self.lease_margin)
+            ));
+        }
+        if self.submit_wait > Duration::from_secs(60) {
+            p.push(format!(
+                "scheduler.submit-wait: {} must be at most 1m",
+                f(self.submit_wait)
+            ));
+        }
+        if self.soft_rule_candidates == 0 {
+            p.push("scheduler.soft-rule-candidates: must be at least 1".to_owned());
+        }
+        p
+    }
+}
+
 /// The whole `hub.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -284,6 +374,8 @@ pub struct HubConfig {
     pub membership: MembershipTuning,
     /// Edge failure detection.
     pub liveness: LivenessTuning,
+    /// The region scheduler.
+    pub scheduler: SchedulerTuning,
 }
 
 impl Default for HubConfig {
@@ -303,6 +395,7 @@ impl Default for HubConfig {
             store: StoreConfig::default(),
             membership: MembershipTuning::default(),
             liveness: LivenessTuning::default(),
+            scheduler: SchedulerTuning::default(),
         }
     }
 }
@@ -430,6 +523,7 @@ impl HubConfig {
             ));
         }
         p.extend(self.liveness.problems());
+        p.extend(self.scheduler.problems());
         if self.checkpoint_interval_ms < 100 {
             p.push(format!(
                 "checkpoint-interval-ms: {} must be at least 100",
@@ -496,6 +590,32 @@ impl HubConfig {
             s.dir = self.data_dir.join(&s.dir);
         }
         s
+    }
+
+    /// The scheduler core's configuration. The leader-change bound is two
+    /// election timeouts (see `crate::scheduler` for why).
+    pub fn sched_core_config(&self) -> SchedCoreConfig {
+        let election_ms = self
+            .raft
+            .tick_ms
+            .saturating_mul(self.raft.election_ticks as u64);
+        SchedCoreConfig {
+            sched: self.scheduler.sched_config(),
+            lease: LeaseConfig {
+                margin_ms: self.scheduler.lease_margin.as_millis() as u64,
+                leader_bound_ms: election_ms.saturating_mul(2),
+            },
+            carrier_refresh_ms: 1_000,
+        }
+    }
+
+    /// What the service checks submissions with.
+    pub fn sched_settings(&self) -> SchedSettings {
+        SchedSettings {
+            config: self.scheduler.sched_config(),
+            min_replace_after: self.scheduler.lease_minimum,
+            submit_wait: self.scheduler.submit_wait,
+        }
     }
 
     /// Tick interval.
@@ -615,6 +735,11 @@ leader-grace = "3s"
                 flap_downs: 0,
                 ..LivenessTuning::default()
             },
+            scheduler: SchedulerTuning {
+                lease_minimum: Duration::from_millis(100),
+                soft_rule_candidates: 0,
+                ..SchedulerTuning::default()
+            },
             ..HubConfig::default()
         };
         let problems = cfg.validate().unwrap_err().problems;
@@ -634,6 +759,8 @@ leader-grace = "3s"
             "liveness.leader-grace",
             "liveness.report-min-interval",
             "liveness.flap-downs",
+            "scheduler.lease-minimum",
+            "scheduler.soft-rule-candidates",
         ] {
             assert!(
                 problems.iter().any(|p| p.contains(want)),
@@ -657,6 +784,7 @@ leader-grace = "3s"
         assert_eq!(doc.checkpoint_interval_ms, d.checkpoint_interval_ms);
         assert_eq!(doc.membership, d.membership);
         assert_eq!(doc.liveness, d.liveness);
+        assert_eq!(doc.scheduler, d.scheduler);
         assert_eq!(doc.peers.len(), 3);
     }
 }

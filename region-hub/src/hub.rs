@@ -1,6 +1,7 @@
 //! Wiring of one hub replica: TLS, the two QUIC endpoints (peer and
 //! client), the telemetry store, the Raft node thread, the peer transport,
-//! the edge failure detector, the client service and the metrics endpoint.
+//! the edge failure detector, the scheduler, the client service and the
+//! metrics endpoint.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::raft::apply::StoreReader;
 use crate::raft::driver::{self, NodeHandle, INBOX_CAPACITY};
 use crate::raft::quic::{serve_peers, QuicTransport};
 use crate::raft::{NodeError, NodeView, Observer, RaftNode};
+use crate::scheduler::{SchedulerCore, SchedulerDriver};
 use crate::service::Service;
 use crate::store::TelemetryStore;
 
@@ -246,9 +248,11 @@ pub async fn start(
     // log end) for the service and signals the failure detector.
     let (view_tx, view_rx) = tokio::sync::watch::channel(NodeView::default());
     let (signals_tx, signals_rx) = mpsc::unbounded_channel();
+    let (sched_tx, sched_rx) = mpsc::unbounded_channel();
     let observer = Observer {
         view: view_tx,
         signals: signals_tx,
+        sched: Some(sched_tx),
     };
     let open = move || {
         let mut node = RaftNode::open(
@@ -286,6 +290,13 @@ pub async fn start(
         metrics.clone(),
     );
     tokio::spawn(detector.run(services.clone()));
+    let scheduler = SchedulerDriver::new(
+        SchedulerCore::new(cfg.sched_core_config()),
+        sched_rx,
+        handle.clone(),
+        metrics.clone(),
+    );
+    tokio::spawn(scheduler.run(services.clone()));
     let svc = Service::new(
         me,
         handle.clone(),
@@ -294,7 +305,8 @@ pub async fn start(
         metrics.clone(),
         handshakes,
     )
-    .with_store_retention(cfg.store.retention_ms);
+    .with_store_retention(cfg.store.retention_ms)
+    .with_sched(cfg.sched_settings());
     tokio::spawn(svc.serve(client_ep.clone(), services.clone()));
     let metrics_addr = match cfg.metrics_listen {
         Some(addr) => {

@@ -18,8 +18,11 @@
 //! - [`service`]: the client-facing QUIC server (edges, central, tools).
 //! - [`liveness`]: the leader's edge failure detector (heartbeats as soft
 //!   state; only its decisions are replicated) and what reads see of it.
-//! - [`admission`]: validation of a submitted monitor against the region,
-//!   then [`placement`] (pure, nomad-style) onto an edge.
+//! - [`admission`]: validation of a submitted monitor against the region
+//!   (spec fields, placement names, whether any edge could ever take it).
+//! - [`scheduler`]: the leader's scheduler — a sans-IO core over a
+//!   `strata_sched::ClusterSnapshot` kept current from the applied log,
+//!   evaluations, the single plan applier, leases — and its driver.
 //! - [`artifact`]: monitor module validation (wasmparser) and hashing.
 //! - [`config`]: `hub.toml` and its validation.
 //! - [`metrics`]: Prometheus metrics.
@@ -34,8 +37,8 @@ pub mod fsm;
 pub mod hub;
 pub mod liveness;
 pub mod metrics;
-pub mod placement;
 pub mod raft;
+pub mod scheduler;
 pub mod service;
 pub mod store;
 

@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 /// Label of [`HubMetrics::requests`] and [`HubMetrics::request_errors`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
-    /// Request kind: `batch`, `heartbeat`, `fetch_assignments`,
+    /// Request kind: `batch`, `heartbeat`, `fetch_assignments`, `fetch_allocations`,
     /// `fetch_artifact`, `status`, `list_edges`, `list_devices`, `query`,
     /// `add_replica`, `remove_replica`, `put_artifact`, `submit_monitor`,
     /// `list_monitors`, `get_monitor`, `delete_monitor`, `query_alerts`,
@@ -66,6 +66,23 @@ pub struct TransitionLabel {
 pub struct StateLabel {
     /// `unknown`, `up`, `suspect` or `down`.
     pub state: &'static str,
+}
+
+/// Label of [`HubMetrics::sched_evaluations`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabel {
+    /// `strata_sched::Trigger::as_str`: `submit`, `update`, `delete`,
+    /// `node-up`, `node-suspect`, `node-down`, `node-back`,
+    /// `devices-moved`, `capacity-changed`, `follow-up`, `plan-rejected`,
+    /// `alloc-failed`, `leader-change`, ….
+    pub trigger: &'static str,
+}
+
+/// Label of [`HubMetrics::sched_rejected_plans`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectedLabel {
+    /// `partial` (some node plans accepted) or `full` (none).
+    pub kind: &'static str,
 }
 
 /// Every metric of one replica. Cloning shares the underlying values.
@@ -146,6 +163,27 @@ pub struct HubMetrics {
     /// Members the leader has not heard from within `unreachable-after`
     /// (0 on followers).
     pub peers_unreachable: Gauge,
+    /// Evaluations run by the leader's scheduler, by trigger.
+    pub sched_evaluations: Family<TriggerLabel, Counter>,
+    /// Plans proposed (with changes or a new placement failure).
+    pub sched_plans: Counter,
+    /// Plans the applier refused in part or in full.
+    pub sched_rejected_plans: Family<RejectedLabel, Counter>,
+    /// Placements proposed.
+    pub sched_placements: Counter,
+    /// Instances an evaluation could not place.
+    pub sched_placement_failures: Counter,
+    /// Seconds one evaluation took (schedule and verify).
+    pub sched_decision_latency: Histogram,
+    /// Seconds from an edge going down (or an instance failing) to its
+    /// replacement reported running.
+    pub sched_replacement_latency: Histogram,
+    /// Evaluations waiting.
+    pub sched_queue: Gauge,
+    /// Allocations desired to run in the region.
+    pub sched_allocations: Gauge,
+    /// Monitor outputs refused because their allocation was replaced.
+    pub stale_fence_outputs: Counter,
 }
 
 impl Default for HubMetrics {
@@ -188,6 +226,18 @@ impl Default for HubMetrics {
             membership_refusals: Family::default(),
             learners_promoted: Counter::default(),
             peers_unreachable: Gauge::default(),
+            sched_evaluations: Family::default(),
+            sched_plans: Counter::default(),
+            sched_rejected_plans: Family::default(),
+            sched_placements: Counter::default(),
+            sched_placement_failures: Counter::default(),
+            // 10 µs .. ~0.3 s.
+            sched_decision_latency: Histogram::new(exponential_buckets(0.000_01, 2.0, 16)),
+            // 100 ms .. ~100 s.
+            sched_replacement_latency: Histogram::new(exponential_buckets(0.1, 1.6, 16)),
+            sched_queue: Gauge::default(),
+            sched_allocations: Gauge::default(),
+            stale_fence_outputs: Counter::default(),
         }
     }
 }
@@ -363,7 +413,77 @@ impl HubMetrics {
             "Members the leader has not heard from recently (0 on followers)",
             m.peers_unreachable.clone(),
         );
+        r.register(
+            "sched_evaluations",
+            "Evaluations run by the leader's scheduler, by trigger",
+            m.sched_evaluations.clone(),
+        );
+        r.register(
+            "sched_plans",
+            "Plans proposed by the leader's scheduler",
+            m.sched_plans.clone(),
+        );
+        for kind in ["partial", "full"] {
+            drop(
+                m.sched_rejected_plans
+                    .get_or_create(&RejectedLabel { kind }),
+            );
+        }
+        r.register(
+            "sched_rejected_plans",
+            "Plans the applier refused in part (partial) or in full (full)",
+            m.sched_rejected_plans.clone(),
+        );
+        r.register(
+            "sched_placements",
+            "Placements proposed",
+            m.sched_placements.clone(),
+        );
+        r.register(
+            "sched_placement_failures",
+            "Instances an evaluation could not place",
+            m.sched_placement_failures.clone(),
+        );
+        r.register(
+            "sched_decision_latency_seconds",
+            "Time one evaluation took (schedule and verify)",
+            m.sched_decision_latency.clone(),
+        );
+        r.register(
+            "sched_replacement_latency_seconds",
+            "From an edge going down (or an instance failing) to its replacement reported running",
+            m.sched_replacement_latency.clone(),
+        );
+        r.register(
+            "sched_queue",
+            "Evaluations waiting on the leader",
+            m.sched_queue.clone(),
+        );
+        r.register(
+            "sched_allocations",
+            "Allocations desired to run in the region",
+            m.sched_allocations.clone(),
+        );
+        r.register(
+            "stale_fence_outputs",
+            "Monitor outputs refused because their allocation was replaced",
+            m.stale_fence_outputs.clone(),
+        );
         m
+    }
+
+    /// Counts an evaluation for `trigger`.
+    pub fn sched_evaluation(&self, trigger: &'static str) {
+        self.sched_evaluations
+            .get_or_create(&TriggerLabel { trigger })
+            .inc();
+    }
+
+    /// Counts a plan refused in part (`partial`) or whole (`full`).
+    pub fn sched_rejected_plan(&self, kind: &'static str) {
+        self.sched_rejected_plans
+            .get_or_create(&RejectedLabel { kind })
+            .inc();
     }
 
     /// Counts one request of `kind`.

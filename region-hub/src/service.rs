@@ -12,12 +12,13 @@
 //! client address. Heartbeats too, but the leader keeps them as soft state
 //! in its failure detector (`crate::liveness`) instead of replicating
 //! them. Reads (`ListEdges`, `ListDevices`, `Query`, `Status`, monitors,
-//! alerts, events, an edge's assignments and artifacts) are answered by
-//! whichever replica is asked, from its applied state (the leader lays its
+//! alerts, events, artifacts) are answered by whichever replica is asked,
+//! from its applied state (the leader lays its
 //! soft edge state over it): a follower may lag the leader by the
 //! replication delay (usually milliseconds), and its edge reports by up to
 //! `liveness.report-interval`. Central should ask the leader when it needs
-//! read-your-writes freshness.
+//! read-your-writes freshness. An edge's allocations are the exception:
+//! only the leader serves them, since fetching them grants leases.
 //!
 //! The monitor and artifact handlers live in [`workloads`]; heartbeats,
 //! edge connections, the edge list and the event log in [`edges`].
@@ -62,6 +63,31 @@ pub fn client_policy(n: &NodeIdentity, region: &str) -> Result<(), RefuseReason>
     }
 }
 
+/// The scheduler settings submissions are checked with.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedSettings {
+    /// Ranking and sampling, as the leader's scheduler uses them.
+    pub config: strata_sched::SchedulerConfig,
+    /// The smallest `placement.replace-after` accepted.
+    pub min_replace_after: Duration,
+    /// How long a submit waits for the workload's first evaluation, so its
+    /// answer shows where it went (it answers without once this passed).
+    pub submit_wait: Duration,
+}
+
+impl Default for SchedSettings {
+    fn default() -> Self {
+        SchedSettings {
+            config: strata_sched::SchedulerConfig {
+                one_per_node: true,
+                ..Default::default()
+            },
+            min_replace_after: Duration::from_secs(1),
+            submit_wait: Duration::from_secs(2),
+        }
+    }
+}
+
 /// State shared by every connection.
 #[derive(Clone)]
 pub struct Service {
@@ -74,8 +100,10 @@ pub struct Service {
     /// Handshake counters.
     pub handshakes: HandshakeMetrics,
     /// Serialises monitor submits and deletes on this replica, so two
-    /// concurrent submits cannot both place into the same free room.
+    /// submits of one name are admitted against each other's result.
     submit_lock: Arc<tokio::sync::Mutex<()>>,
+    /// What admission needs to know of the scheduler.
+    sched: SchedSettings,
     /// The node's latest view: leadership, the leader's address, the
     /// applied assignments version and event log end.
     view: tokio::sync::watch::Receiver<NodeView>,
@@ -103,10 +131,17 @@ impl Service {
             metrics,
             handshakes,
             submit_lock: Arc::new(tokio::sync::Mutex::new(())),
+            sched: SchedSettings::default(),
             view,
             liveness,
             store_retention_ms: 0,
         }
+    }
+
+    /// Checks submissions with these scheduler settings.
+    pub fn with_sched(mut self, sched: SchedSettings) -> Self {
+        self.sched = sched;
+        self
     }
 
     /// Announces `retention_ms` (the store's `retention-ms`) to edges.
@@ -229,6 +264,7 @@ impl Service {
             EdgeRequest::Heartbeat(s) => s.edge.clone(),
             EdgeRequest::Pulse(h) => h.status.edge.clone(),
             EdgeRequest::FetchAssignments { edge } => edge.clone(),
+            EdgeRequest::FetchAllocations { edge } => edge.clone(),
             EdgeRequest::FetchArtifact { .. } => String::new(),
         };
         self.edge_from(&name, req).await
@@ -249,9 +285,16 @@ impl Service {
                     },
                 )
             }
-            EdgeRequest::Heartbeat(status) => return self.heartbeat(peer, status, 0).await,
-            EdgeRequest::Pulse(h) => return self.heartbeat(peer, h.status, h.boot_id).await,
+            EdgeRequest::Heartbeat(status) => return self.heartbeat(peer, status, 0, None).await,
+            EdgeRequest::Pulse(h) => {
+                return self
+                    .heartbeat(peer, h.status, h.boot_id, Some(h.facts))
+                    .await
+            }
             EdgeRequest::FetchAssignments { edge } => return self.fetch_assignments(edge).await,
+            EdgeRequest::FetchAllocations { edge } => {
+                return self.fetch_allocations(peer, edge).await
+            }
             EdgeRequest::FetchArtifact { sha256 } => return self.fetch_artifact(sha256).await,
         };
         self.metrics.request(kind);

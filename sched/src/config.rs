@@ -37,6 +37,12 @@ pub struct SchedulerConfig {
     /// Feasible nodes with a negative score (penalised) that may be passed
     /// over per placement before they count against the limit. Default 3.
     pub max_skip: u32,
+    /// At most one live instance of a workload per node, whatever its
+    /// intent says: for nodes that key instances by workload (an edge runs
+    /// each monitor once). Count workloads then need as many distinct
+    /// nodes as instances; placements beyond that fail as "distinct nodes
+    /// exhausted". Default false.
+    pub one_per_node: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -46,6 +52,7 @@ impl Default for SchedulerConfig {
             min_candidates: 2,
             soft_rule_candidates: 100,
             max_skip: 3,
+            one_per_node: false,
         }
     }
 }

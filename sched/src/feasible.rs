@@ -31,6 +31,8 @@ pub(crate) enum Filter {
     Hard(usize),
     HardWorkload(usize),
     DistinctSelf,
+    /// The snapshot's `one-per-node` rule (not the intent's).
+    OnePerNode,
     Avoid,
 }
 
@@ -68,6 +70,9 @@ pub(crate) struct Rules<'a> {
     hard: Vec<(LabelPredicate<'a>, String)>,
     hard_wl: Vec<HardWorkload<'a>>,
     distinct_self: bool,
+    /// `one-per-node` from the snapshot's config, for a count workload
+    /// that does not already ask for distinct nodes itself.
+    one_per_node: bool,
     pub(crate) soft_labels: Vec<(LabelPredicate<'a>, f64)>,
     pub(crate) soft_wl: Vec<SoftWorkload<'a>>,
     pub(crate) soft_sum: f64,
@@ -168,6 +173,7 @@ impl<'a> Rules<'a> {
             None => Vec::new(),
         };
         let has_soft = !soft_labels.is_empty() || !soft_wl.is_empty() || !spreads.is_empty();
+        let one_per_node = snap.config().one_per_node && !distinct_self;
         Rules {
             workload: w,
             count,
@@ -175,6 +181,7 @@ impl<'a> Rules<'a> {
             hard,
             hard_wl,
             distinct_self,
+            one_per_node,
             soft_labels,
             soft_wl,
             soft_sum,
@@ -189,6 +196,9 @@ impl<'a> Rules<'a> {
         self.eligible_ignoring_self(e, own)?;
         if self.distinct_self && own > 0 {
             return Err(Filter::DistinctSelf);
+        }
+        if self.one_per_node && own > 0 {
+            return Err(Filter::OnePerNode);
         }
         Ok(())
     }
@@ -229,6 +239,9 @@ impl<'a> Rules<'a> {
             Filter::Hard(i) => self.hard[i].1.clone(),
             Filter::HardWorkload(i) => self.hard_wl[i].key.clone(),
             Filter::DistinctSelf => "keep-apart-from itself (distinct nodes)".to_owned(),
+            Filter::OnePerNode => {
+                "distinct nodes exhausted (one instance per node already there)".to_owned()
+            }
             Filter::Avoid => "moving away from this node".to_owned(),
         }
     }

@@ -61,6 +61,7 @@ impl fmt::Display for NodeStatus {
 /// allocations it holds ([`crate::ClusterSnapshot::reserved`]), so they can
 /// never disagree with the allocations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
 pub struct Node {
     /// Name.
     pub id: NodeId,
@@ -125,6 +126,7 @@ impl Node {
 
 /// A workload: what to run, how much of it, and where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
 pub struct Workload {
     /// `(tenant, name)`.
     pub id: WorkloadId,
@@ -185,6 +187,7 @@ impl ClientState {
 
 /// Why an allocation was placed where it is: kept for `inspect` and history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
 pub struct PlacementMeta {
     /// The evaluation that placed it.
     pub eval: EvalId,
@@ -224,6 +227,7 @@ pub enum PlaceReason {
 
 /// One instance of a workload on one node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
 pub struct Allocation {
     /// Unique id.
     pub id: AllocId,
@@ -300,6 +304,8 @@ pub enum Trigger {
     PlanRejected,
     /// Allocations reported failed.
     AllocFailed,
+    /// A new leader took over and evaluates every workload once.
+    LeaderChange,
 }
 
 impl Trigger {
@@ -320,12 +326,14 @@ impl Trigger {
             Trigger::FollowUp => "follow-up",
             Trigger::PlanRejected => "plan-rejected",
             Trigger::AllocFailed => "alloc-failed",
+            Trigger::LeaderChange => "leader-change",
         }
     }
 }
 
 /// A request to bring one workload's allocations in line with its spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
 pub struct Evaluation {
     /// Id, assigned by the queue.
     pub id: EvalId,

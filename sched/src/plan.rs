@@ -14,6 +14,7 @@ use crate::resources::Resources;
 /// The changes one evaluation proposes. The plan applier verifies it
 /// against the newest state ([`crate::verify_plan`]) before committing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
 pub struct Plan {
     /// The evaluation that made it.
     pub eval: EvalId,
@@ -78,6 +79,7 @@ impl Plan {
 
 /// Changes on one node.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
 pub struct NodePlan {
     /// New allocations (fencing token 0 until the applier assigns one).
     pub place: Vec<Allocation>,
@@ -96,6 +98,7 @@ impl NodePlan {
 
 /// One allocation to stop.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
 pub struct AllocStop {
     /// The allocation.
     pub alloc: AllocId,
@@ -147,6 +150,7 @@ impl StopReason {
 
 /// An allocation moved to a new generation in place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
 pub struct InPlaceUpdate {
     /// The allocation.
     pub alloc: AllocId,
@@ -160,6 +164,7 @@ pub struct InPlaceUpdate {
 /// how many nodes were looked at, and per constraint or dimension how many
 /// each ruled out.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
 pub struct PlacementFailure {
     /// Instances not placed.
     pub unplaced: u32,
@@ -172,6 +177,7 @@ pub struct PlacementFailure {
 
 /// Per-attempt accounting of nodes looked at and ruled out.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
 pub struct AllocMetric {
     /// Nodes in the region.
     pub nodes_in_region: u32,

@@ -146,6 +146,7 @@ impl MoveReason {
 
 /// One decision: move these allocations of one workload off one node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
 pub struct Rebalance {
     /// The workload.
     pub workload: WorkloadId,
@@ -173,6 +174,7 @@ impl Rebalance {
 
 /// Counters, for metrics: moves by reason, and why others did not happen.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct MoveCounts {
     /// Allocations chosen to move, by reason.
     pub moves: BTreeMap<MoveReason, u64>,

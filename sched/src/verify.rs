@@ -73,10 +73,17 @@ pub enum Rejection {
     LeaseRenewed(AllocId),
     /// A stop depends on a placement that was refused.
     ReplacementRefused(AllocId),
+    /// The node already runs a live instance of the workload and the
+    /// snapshot allows one per node (`one-per-node`).
+    NodeTaken {
+        /// The instance already there.
+        holder: AllocId,
+    },
 }
 
 /// The applier's answer to one plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
 pub struct PlanVerdict {
     /// The plan's evaluation.
     pub eval: EvalId,
@@ -151,6 +158,7 @@ pub fn verify_plan(latest: &ClusterSnapshot, plan: &Plan) -> PlanVerdict {
         return verdict;
     }
     let per_node = workload.is_some_and(|w| w.intent.cardinality() == Cardinality::PerNode);
+    let one_per_node = latest.config().one_per_node;
     let stopped: HashSet<AllocId> = plan.stops().map(|(_, s)| s.alloc).collect();
     // Live instances by slot and by node, not counting what this plan stops.
     let mut by_slot: HashMap<u32, AllocId> = HashMap::new();
@@ -169,7 +177,7 @@ pub fn verify_plan(latest: &ClusterSnapshot, plan: &Plan) -> PlanVerdict {
         }
     }
     for (node, np) in &plan.nodes {
-        if let Some(r) = check_node(latest, node, np, per_node, &by_slot, &on_node) {
+        if let Some(r) = check_node(latest, node, np, per_node, one_per_node, &by_slot, &on_node) {
             verdict.rejected.insert(node.clone(), r);
         }
     }
@@ -235,6 +243,7 @@ fn check_node(
     node: &NodeId,
     np: &NodePlan,
     per_node: bool,
+    one_per_node: bool,
     by_slot: &HashMap<u32, AllocId>,
     on_node: &HashMap<&NodeId, AllocId>,
 ) -> Option<Rejection> {
@@ -259,6 +268,16 @@ fn check_node(
                 holder: *h,
             });
         }
+        if one_per_node {
+            if let Some(h) = on_node.get(node) {
+                return Some(Rejection::NodeTaken { holder: *h });
+            }
+        }
+    }
+    if one_per_node && np.place.len() > 1 {
+        return Some(Rejection::NodeTaken {
+            holder: np.place[0].id,
+        });
     }
     let mut used = latest.reserved(node);
     for s in &np.stop {

@@ -516,3 +516,37 @@ fn a_behind_snapshot_or_invalid_intent_is_an_error() {
     let e = schedule(&s, &eval("w", Trigger::Submit), NOW, &mut rng(1)).unwrap_err();
     assert!(e.to_string().contains("count"), "{e}");
 }
+
+#[test]
+fn one_per_node_needs_distinct_nodes_and_says_when_they_run_out() {
+    let cfg = SchedulerConfig {
+        one_per_node: true,
+        ..SchedulerConfig::default()
+    };
+    let w = wl("w", 100, 64, "count = 3");
+    let s = ClusterSnapshot::from_parts(
+        10,
+        cfg,
+        vec![node("e1", 4000, 4096), node("e2", 4000, 4096)],
+        vec![w.clone()],
+        vec![],
+    );
+    let plan = run(&s, "w");
+    assert_eq!(placed(&plan), vec!["e1", "e2"], "one each, not two on one");
+    let f = plan.failed.as_ref().expect("the third has nowhere to go");
+    assert_eq!((f.unplaced, f.wanted), (1, 3));
+    assert_eq!(
+        f.metric
+            .filtered
+            .get("distinct nodes exhausted (one instance per node already there)"),
+        Some(&2),
+        "{f}"
+    );
+    // Without the rule both fit on one node.
+    let s2 = snap(
+        vec![node("e1", 4000, 4096), node("e2", 4000, 4096)],
+        vec![w],
+        vec![],
+    );
+    assert_eq!(run(&s2, "w").placements().count(), 3);
+}

@@ -184,3 +184,26 @@ fn stop_only_plans_are_always_accepted() {
     assert!(v.is_full());
     assert_eq!(v.accepted[&NodeId::from("e1")].stop.len(), 1);
 }
+
+#[test]
+fn one_per_node_refuses_a_second_instance_on_a_node() {
+    let cfg = SchedulerConfig {
+        one_per_node: true,
+        ..SchedulerConfig::default()
+    };
+    let w = wl("w", 100, 64, "count = 2");
+    let s0 = ClusterSnapshot::from_parts(10, cfg, two_nodes(), vec![w.clone()], vec![]);
+    let plan = run(&s0, "w");
+    assert_eq!(placed(&plan), vec!["e1", "e2"]);
+    // Meanwhile another plan put the instance of the *other* slot on e1:
+    // no slot clash, but e1 would run the workload twice.
+    let on_e1 = plan.nodes[&NodeId::from("e1")].place[0].slot;
+    let other = alloc(&w, 5, 1 - on_e1, "e1");
+    let latest = ClusterSnapshot::from_parts(20, cfg, two_nodes(), vec![w], vec![other]);
+    let v = verify_plan(&latest, &plan);
+    assert_eq!(
+        v.rejected.get(&NodeId::from("e1")),
+        Some(&Rejection::NodeTaken { holder: AllocId(5) }),
+        "{v:?}"
+    );
+}

@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 use strata_protocol::monitoring::{InstanceStatus, MonitorInfo};
+use strata_protocol::scheduling::{AllocationInfo, EvaluationInfo};
 use strata_protocol::workload::MonitorSpec;
 use strata_protocol::{AlertRecord, Severity};
 
@@ -58,8 +59,21 @@ pub struct MonitorView {
     pub updated_ms: i64,
     /// The spec as stored.
     pub spec: MonitorSpec,
-    /// The instance as its edge last reported it; `null` before it has.
+    /// The instance on `edge` as its edge last reported it; `null` before
+    /// it has.
     pub status: Option<InstanceStatus>,
+    /// Instances wanted: the count, or for `per-edge` the edges carrying
+    /// selected devices.
+    pub wanted: u32,
+    /// Instances placed (desired to run, not failed).
+    pub placed: u32,
+    /// Its allocations, live ones first: where each runs, its fencing
+    /// token, and why it is there (reason, score and its parts).
+    pub allocations: Vec<AllocationInfo>,
+    /// Its most recent evaluations, newest first: trigger, outcome, and for
+    /// instances that could not be placed, how many edges each rule ruled
+    /// out.
+    pub evaluations: Vec<EvaluationInfo>,
 }
 
 impl MonitorView {
@@ -75,6 +89,10 @@ impl MonitorView {
             updated_ms: m.updated_ms,
             spec: m.spec,
             status: m.status,
+            wanted: m.wanted,
+            placed: m.placed,
+            allocations: m.allocations,
+            evaluations: m.evaluations,
         }
     }
 }

@@ -416,6 +416,10 @@ impl RegionApi for Fake {
                         created_ms: NOW,
                         updated_ms: NOW,
                         status: None,
+                        wanted: 1,
+                        placed: 1,
+                        allocations: Vec::new(),
+                        evaluations: Vec::new(),
                     }
                 }
             };

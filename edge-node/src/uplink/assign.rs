@@ -1,31 +1,36 @@
-//! Fetching monitor assignments and their modules from the hub.
+//! Fetching this edge's allocations and their modules from the hub leader.
 //!
 //! The hub announces its assignments version in every heartbeat ack; when it
 //! differs from what the workload host applied, the core commands a sync and
-//! the driver runs [`fetch`]: the edge's specs, then every module the host
-//! does not hold yet, each checked against its sha256 before it is handed
-//! over. Nothing is applied half way: a failed fetch leaves the applied
-//! version unchanged and the next heartbeat ack retries.
+//! the driver runs [`fetch`]: the edge's allocations (allocation id, fencing
+//! token, spec, disconnect policy), then every module the host does not hold
+//! yet, each checked against its sha256 before it is handed over. Nothing is
+//! applied half way: a failed fetch leaves the applied version unchanged and
+//! the next heartbeat ack retries. A set the leader says grants leases
+//! grants them from when its request was sent.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use strata_net::{rpc, NetError};
-use strata_protocol::workload::MonitorSpec;
+use strata_protocol::scheduling::EdgeAllocation;
 use strata_protocol::{EdgeRequest, EdgeResponse};
 
-/// A complete, verified assignment set for this edge.
+/// A complete, verified allocation set for this edge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssignmentUpdate {
     /// Region assignments version it reflects.
     pub version: u64,
-    /// Every monitor assigned to this edge (the full desired set).
-    pub monitors: Vec<MonitorSpec>,
+    /// Every allocation placed on this edge (the full desired set).
+    pub allocations: Vec<EdgeAllocation>,
     /// Modules the host lacked: `(sha256, bytes)`, hashes verified.
     pub artifacts: Vec<(String, Vec<u8>)>,
     /// When the request that fetched the set was sent: the region answered
     /// after it, so leases the set grants are counted from here.
     pub requested_at: Instant,
+    /// Whether the leader granted leases with this set (it does when it
+    /// considers the edge up).
+    pub lease_granted: bool,
 }
 
 /// Why the workload host did not apply an update (it is retried later).
@@ -57,6 +62,11 @@ pub trait AssignmentTarget: Send + Sync + 'static {
     /// Persists and applies an update. Returns the version now applied.
     /// Blocking: call it from a blocking thread.
     fn apply(&self, update: AssignmentUpdate) -> Result<u64, ApplyError>;
+    /// The leader acknowledged a heartbeat sent at `sent_at` and renewed
+    /// this edge's leases (counted from the send).
+    fn lease_renewed(&self, sent_at: Instant) {
+        let _ = sent_at;
+    }
 }
 
 /// Shared handle to the workload host.
@@ -132,24 +142,28 @@ pub async fn fetch(
     let requested_at = Instant::now();
     let resp: EdgeResponse = rpc::call(
         conn,
-        &EdgeRequest::FetchAssignments {
+        &EdgeRequest::FetchAllocations {
             edge: edge.to_owned(),
         },
     )
     .await
     .map_err(net)?;
-    let (version, monitors) = match resp {
-        EdgeResponse::Assignments { version, monitors } => (version, monitors),
+    let (version, lease_granted, allocations) = match resp {
+        EdgeResponse::Allocations {
+            version,
+            lease_granted,
+            allocations,
+        } => (version, lease_granted, allocations),
         other => {
             return Err(SyncError::Unexpected {
                 edge: edge.to_owned(),
-                answer: format!("{other:?}"),
+                answer: format!("{:.200}", format!("{other:?}")),
             })
         }
     };
-    let mut wanted: Vec<String> = monitors
+    let mut wanted: Vec<String> = allocations
         .iter()
-        .map(|m| m.artifact.sha256.clone())
+        .map(|a| a.spec.artifact.sha256.clone())
         .filter(|h| !target.has_artifact(h))
         .collect();
     wanted.sort();
@@ -185,9 +199,10 @@ pub async fn fetch(
     }
     let update = AssignmentUpdate {
         version,
-        monitors,
+        allocations,
         artifacts,
         requested_at,
+        lease_granted,
     };
     // The host persists files: keep that off the async workers.
     let t = target.clone();

@@ -315,6 +315,11 @@ impl UplinkCore {
             EdgeResponse::HeartbeatAck {
                 assignments_version,
                 store_retention_ms,
+            }
+            | EdgeResponse::PulseAck {
+                assignments_version,
+                store_retention_ms,
+                ..
             } => {
                 self.heartbeat_outstanding = None;
                 if self.region_retention != Some(*store_retention_ms) {
@@ -418,7 +423,9 @@ impl UplinkCore {
                 self.pause_until = now + self.backoff(rng);
             }
             EdgeResponse::HeartbeatAck { .. }
+            | EdgeResponse::PulseAck { .. }
             | EdgeResponse::Assignments { .. }
+            | EdgeResponse::Allocations { .. }
             | EdgeResponse::Artifact { .. } => {}
         }
         self.fill_window();

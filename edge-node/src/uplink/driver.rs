@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata_protocol::liveness::{EdgeHeartbeat, CLOSE_EDGE_SHUTDOWN};
+use strata_protocol::scheduling::NodeFacts;
 
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
@@ -286,6 +287,7 @@ pub struct UplinkDriver {
     metrics: UplinkMetrics,
     assignments: Option<SharedTarget>,
     retention: Option<RegionRetention>,
+    facts: NodeFacts,
 }
 
 impl UplinkDriver {
@@ -309,7 +311,14 @@ impl UplinkDriver {
             metrics,
             assignments: None,
             retention: None,
+            facts: NodeFacts::default(),
         }
+    }
+
+    /// Reports `facts` (labels and pools) in every heartbeat, for placement.
+    pub fn with_facts(mut self, facts: NodeFacts) -> Self {
+        self.facts = facts;
+        self
     }
 
     /// Publishes the region's store retention into `cell` (the ingress's
@@ -447,18 +456,33 @@ impl UplinkDriver {
                             let req = EdgeRequest::Pulse(EdgeHeartbeat {
                                 status: (self.status)(),
                                 boot_id,
+                                facts: self.facts.clone(),
                             });
                             let (c, tx) = (c.clone(), tx.clone());
+                            let leases = self.assignments.clone();
                             tokio::spawn(async move {
                                 let Ok(framed) = frame::frame_to_vec(&req) else {
                                     return;
                                 };
+                                // Leases are renewed from when the heartbeat
+                                // was sent: the leader answered after it.
+                                let sent_at = Instant::now();
                                 // Only an answer proves the hub alive; silence is
                                 // judged by the core's heartbeat timeout.
                                 match rpc::call_raw_with_priority::<EdgeResponse>(&c, &framed, 10)
                                     .await
                                 {
                                     Ok(resp) => {
+                                        if let (
+                                            EdgeResponse::PulseAck {
+                                                lease_renewed: true,
+                                                ..
+                                            },
+                                            Some(t),
+                                        ) = (&resp, &leases)
+                                        {
+                                            t.lease_renewed(sent_at);
+                                        }
                                         let _ = tx.send(Event::Heartbeat(id, resp));
                                     }
                                     Err(e) => tracing::debug!(error = %e, "heartbeat failed"),

@@ -14,7 +14,6 @@ use super::handle_tests::{
 };
 use super::metrics::ReasonLabel;
 use super::*;
-use strata_protocol::SpoolEntry;
 
 fn loads(host: &WorkloadHost, how: &str) -> u64 {
     host.metrics()
@@ -59,8 +58,10 @@ async fn a_reboot_starts_instances_from_the_compiled_module_cache() {
     assert_eq!((loads(&host, "compiled"), loads(&host, "disk")), (0, 1));
     host.route(&readings("acme", "dev-1", 1, None));
     wait_spool(&spool, "a's second batch metric", |e| {
-        e.iter()
-            .any(|x| matches!(x, SpoolEntry::Metric(m) if m.monitor == "a" && m.value == 2.0))
+        e.iter().any(|x| {
+            x.as_metric()
+                .is_some_and(|m| m.monitor == "a" && m.value == 2.0)
+        })
     })
     .await;
     host.shutdown().await;

@@ -1,19 +1,23 @@
-//! The thin adapter from what the region sends today (a `MonitorSpec` per
-//! monitor placed on this edge) to what the lifecycle core takes (plain
+//! The thin adapter from what the region sends (an [`EdgeAllocation`] per
+//! instance placed on this edge: allocation id, fencing token, spec,
+//! disconnect policy) to what the lifecycle core takes (plain
 //! [`DesiredInstance`]s) and what the driver needs to start one
 //! ([`Launch`]: selector and parameters).
 //!
-//! Today's assignments carry no allocation id, fencing token or disconnect
-//! policy. Until the region sends them, an instance's allocation is its
-//! `tenant/name`, its fencing token its spec generation (both only grow),
-//! and its policy `keep`, which is how every monitor behaved so far. When
-//! the wire carries the real values, only [`desired_instance`] changes.
+//! A `replace-after` allocation becomes [`DisconnectPolicy::ReplaceAfter`]
+//! with its lease; a `keep` one [`DisconnectPolicy::Keep`]. Specs persisted
+//! by a pre-scheduler edge (no allocation) run as before the upgrade: the
+//! allocation is their `tenant/name`, the fencing token their generation,
+//! the policy `keep` ([`desired_instance`]), until the region's first
+//! allocation set replaces them.
 
 use std::collections::HashMap;
 
+use strata_protocol::scheduling::EdgeAllocation;
 use strata_protocol::workload::{DeviceSelector, MonitorSpec, Placement};
 
 use super::model::{Budget, Constraints, DesiredInstance, DisconnectPolicy, Fence, InstanceKey};
+use super::store::Assignments;
 
 /// What the driver needs to start an instance, beyond the core's view.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,24 +58,47 @@ pub fn desired_instance(spec: &MonitorSpec) -> DesiredInstance {
     }
 }
 
+/// The instance an allocation asks for: its spec, with the region's
+/// allocation id and fencing token as the fence and its disconnect policy.
+/// The region has placed it here, so no node constraint applies.
+pub fn allocation_instance(a: &EdgeAllocation) -> DesiredInstance {
+    let mut d = desired_instance(&a.spec);
+    d.constraints = Constraints::default();
+    d.fence = Fence {
+        allocation: a.id.to_string(),
+        token: a.fencing_token,
+    };
+    d.disconnect = match a.replace_after_ms {
+        Some(lease_ms) => DisconnectPolicy::ReplaceAfter { lease_ms },
+        None => DisconnectPolicy::Keep,
+    };
+    d
+}
+
 /// The core's instances and the driver's launch details of a full
-/// assignment set. If a key appears twice, the last spec wins.
-pub fn from_specs(specs: &[MonitorSpec]) -> (Vec<DesiredInstance>, HashMap<InstanceKey, Launch>) {
-    let mut launches = HashMap::with_capacity(specs.len());
-    let instances = specs
-        .iter()
-        .map(|s| {
-            let d = desired_instance(s);
-            launches.insert(
-                d.key.clone(),
-                Launch {
-                    selector: s.selector.clone(),
-                    params_json: s.params.clone(),
-                },
-            );
-            d
-        })
-        .collect();
+/// assignment set: its allocations, and the pre-scheduler specs of a set
+/// persisted before the upgrade. If a key appears twice, the last wins
+/// (allocations after specs).
+pub fn from_assignments(a: &Assignments) -> (Vec<DesiredInstance>, HashMap<InstanceKey, Launch>) {
+    let mut launches = HashMap::with_capacity(a.len());
+    let mut instances: Vec<DesiredInstance> = Vec::with_capacity(a.len());
+    let mut add = |d: DesiredInstance, s: &MonitorSpec| {
+        launches.insert(
+            d.key.clone(),
+            Launch {
+                selector: s.selector.clone(),
+                params_json: s.params.clone(),
+            },
+        );
+        instances.retain(|i| i.key != d.key);
+        instances.push(d);
+    };
+    for s in &a.monitors {
+        add(desired_instance(s), s);
+    }
+    for al in &a.allocations {
+        add(allocation_instance(al), &al.spec);
+    }
     (instances, launches)
 }
 
@@ -137,12 +164,71 @@ mod tests {
             }
         );
         assert_eq!(r.disconnect, DisconnectPolicy::Keep);
-        let (instances, launches) = from_specs(std::slice::from_ref(&spec));
+        let (instances, launches) = from_assignments(&Assignments {
+            version: 1,
+            monitors: vec![spec.clone()],
+            allocations: vec![],
+        });
         assert_eq!(instances, vec![r]);
         assert_eq!(launches[&key("boiler-temp")].params_json, spec.params);
         assert_eq!(launches[&key("boiler-temp")].selector, spec.selector);
 
         let err = toml::from_str::<MonitorSpec>(&text.replace("priority", "prio")).unwrap_err();
         assert!(err.to_string().contains("unknown field `prio`"), "{err}");
+    }
+
+    #[test]
+    fn an_allocation_carries_its_fence_and_policy() {
+        let spec: MonitorSpec = serde_json::from_value(serde_json::json!({
+            "name": "zs", "tenant": "acme", "generation": 3,
+            "target": {"node": "edge-1"},
+            "artifact": {"sha256": "ab".repeat(32), "size-bytes": 1},
+            "selector": {"tenant": "acme", "device-globs": ["*"]},
+            "resources": {"memory-mib": 8, "cpu-millicores": 10},
+        }))
+        .unwrap();
+        let a = EdgeAllocation {
+            id: strata_protocol::scheduling::AllocId(0xabc),
+            fencing_token: 42,
+            slot: 1,
+            spec: spec.clone(),
+            replace_after_ms: Some(3_000),
+            previous: None,
+        };
+        let d = allocation_instance(&a);
+        assert_eq!(
+            d.fence,
+            Fence {
+                allocation: format!("{:032x}", 0xabc),
+                token: 42
+            }
+        );
+        assert_eq!(
+            d.disconnect,
+            DisconnectPolicy::ReplaceAfter { lease_ms: 3_000 }
+        );
+        assert_eq!(
+            d.constraints,
+            Constraints::default(),
+            "placed by the region"
+        );
+        assert_eq!(d.generation, 3);
+        let keep = EdgeAllocation {
+            replace_after_ms: None,
+            ..a.clone()
+        };
+        assert_eq!(
+            allocation_instance(&keep).disconnect,
+            DisconnectPolicy::Keep
+        );
+        // A legacy spec and an allocation of the same key: the allocation.
+        let (instances, launches) = from_assignments(&Assignments {
+            version: 2,
+            monitors: vec![spec],
+            allocations: vec![a],
+        });
+        assert_eq!(instances.len(), 1);
+        assert_eq!(instances[0].fence.token, 42);
+        assert_eq!(launches.len(), 1);
     }
 }

@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use super::command::ModuleFailure;
 use super::config::WorkloadConfig;
-use super::desired::{from_specs, Launch};
+use super::desired::{from_assignments, Launch};
 use super::executor::{Executor, WorkerReport};
 use super::lifecycle::Lifecycle;
 use super::metrics::WorkloadMetrics;
@@ -239,11 +239,11 @@ impl WorkloadDriver {
         tracing::info!(
             edge = %d.edge,
             version = boot.assignments.version,
-            monitors = boot.assignments.monitors.len(),
+            instances = boot.assignments.len(),
             "workloads starting from their persisted assignments"
         );
         // A set read from disk grants no lease (see `lifecycle::lease`).
-        d.desired(boot.assignments.version, &boot.assignments.monitors, None);
+        d.desired(&boot.assignments, None);
         d
     }
 
@@ -301,13 +301,9 @@ impl WorkloadDriver {
     }
 
     /// Hands a full desired set to the core.
-    fn desired(
-        &mut self,
-        version: u64,
-        monitors: &[strata_protocol::workload::MonitorSpec],
-        granted_at_ms: Option<u64>,
-    ) {
-        let (instances, launches) = from_specs(monitors);
+    fn desired(&mut self, a: &Assignments, granted_at_ms: Option<u64>) {
+        let version = a.version;
+        let (instances, launches) = from_assignments(a);
         self.launches = launches;
         self.stats.retain(|k, _| self.launches.contains_key(k));
         self.notes.retain(|k, _| self.launches.contains_key(k));
@@ -347,12 +343,17 @@ impl WorkloadDriver {
     async fn apply(&mut self, update: AssignmentUpdate) -> Result<u64, ApplyError> {
         let AssignmentUpdate {
             version,
-            monitors,
+            allocations,
             artifacts,
             requested_at,
+            lease_granted,
         } = update;
         let store = self.store.clone();
-        let a = Assignments { version, monitors };
+        let a = Assignments {
+            version,
+            monitors: Vec::new(),
+            allocations,
+        };
         let delivered: Vec<String> = artifacts.iter().map(|(s, _)| s.clone()).collect();
         let edge = self.edge.clone();
         let (a, kept) = tokio::task::spawn_blocking(move || {
@@ -364,11 +365,7 @@ impl WorkloadDriver {
                 store.put_artifact(sha, bytes).map_err(fail)?;
             }
             store.save_assignments(&a).map_err(fail)?;
-            let keep: BTreeSet<String> = a
-                .monitors
-                .iter()
-                .map(|m| m.artifact.sha256.clone())
-                .collect();
+            let keep = a.modules();
             if let Err(e) = store.retain_artifacts(&|sha| keep.contains(sha)) {
                 tracing::warn!(%edge, error = %e, "removing unused monitor modules");
             }
@@ -388,9 +385,11 @@ impl WorkloadDriver {
         // Compiled forms of modules nobody needs any more.
         tokio::task::spawn_blocking(move || sandbox.retain_cached(&|sha| keep.contains(sha)));
         self.applied_version = a.version;
-        tracing::info!(edge = %self.edge, version = a.version, monitors = a.monitors.len(), "workload assignments applied");
-        let granted = Some(self.ms(requested_at));
-        self.desired(a.version, &a.monitors, granted);
+        tracing::info!(edge = %self.edge, version = a.version, allocations = a.allocations.len(), lease_granted, "workload allocations applied");
+        // A set grants leases only when the leader said so (it considers
+        // this edge up); counted from when the request was sent.
+        let granted = lease_granted.then(|| self.ms(requested_at));
+        self.desired(&a, granted);
         Ok(a.version)
     }
 

@@ -317,7 +317,6 @@ fn emit(slot: &Slot, out: super::sandbox::BatchOutput, fenced: bool, cx: &Worker
 mod tests {
     use prometheus_client::metrics::counter::Counter;
     use strata_protocol::workload::DeviceSelector;
-    use strata_protocol::SpoolEntry;
 
     use super::*;
     use crate::workload::model::Fence;
@@ -376,7 +375,7 @@ mod tests {
         let sent = rx.try_recv().unwrap();
         assert_eq!(sent.len(), 2);
         assert!(sent.iter().all(|o| o.fence == fence));
-        assert!(matches!(&sent[0].entry, SpoolEntry::Alert(a) if a.edge == "edge-1"));
+        assert!(sent[0].entry.as_alert().is_some_and(|a| a.edge == "edge-1"));
         assert_eq!(slot.stats.alerts.load(Ordering::Relaxed), 1);
 
         emit(&slot, out(), true, &cx);

@@ -363,12 +363,8 @@ fn boot(store: &WorkloadStore, edge: &str, metrics: &WorkloadMetrics) -> Boot {
     };
     let mut verified = BTreeSet::new();
     let mut missing = BTreeMap::new();
-    let wanted: BTreeSet<&str> = assignments
-        .monitors
-        .iter()
-        .map(|m| m.artifact.sha256.as_str())
-        .collect();
-    for sha in wanted {
+    for sha in assignments.modules() {
+        let sha = sha.as_str();
         match store.load_artifact(sha) {
             Ok(_) => {
                 verified.insert(sha.to_owned());
@@ -417,5 +413,9 @@ impl AssignmentTarget for WorkloadHost {
             .send(Request::Apply { update, reply })
             .map_err(|_| shut())?;
         rx.blocking_recv().map_err(|_| shut())?
+    }
+
+    fn lease_renewed(&self, sent_at: Instant) {
+        WorkloadHost::lease_renewed(self, sent_at);
     }
 }

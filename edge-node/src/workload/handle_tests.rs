@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use strata_protocol::monitoring::{InstanceStatus, NodeResources};
+use strata_protocol::scheduling::{AllocId, EdgeAllocation};
 use strata_protocol::workload::{
     ArtifactRef, DeviceSelector, MonitorSpec, Placement, Resources, RestartMode, RestartPolicy,
     RuntimeKind,
@@ -121,6 +122,7 @@ pub(super) fn spec(
         },
         target: Placement::Node("edge-t".into()),
         generation: 1,
+        placement: Default::default(),
     }
 }
 
@@ -173,12 +175,31 @@ pub(super) async fn assign(
         .iter()
         .map(|m| (sha256_hex(m), m.to_vec()))
         .collect();
+    // As the region sends them: one allocation per spec, whose fence stays
+    // while the generation does (so an unchanged spec keeps running).
+    let allocations = monitors
+        .into_iter()
+        .map(|spec| EdgeAllocation {
+            id: AllocId(
+                spec.name
+                    .bytes()
+                    .chain(spec.tenant.bytes())
+                    .fold(7u128, |h, b| h.wrapping_mul(31).wrapping_add(u128::from(b))),
+            ),
+            fencing_token: spec.generation,
+            slot: 0,
+            replace_after_ms: None,
+            previous: None,
+            spec,
+        })
+        .collect();
     let v = tokio::task::spawn_blocking(move || {
         h.apply(AssignmentUpdate {
             version,
-            monitors,
+            allocations,
             artifacts,
             requested_at: std::time::Instant::now(),
+            lease_granted: true,
         })
     })
     .await
@@ -300,16 +321,10 @@ async fn zscore_alert_on_a_spike_is_spooled_for_its_tenant_only() {
     host.route(spike);
     wait(&host, "the alert", |h| status(h, "acme", "z").alerts >= 1).await;
     let e = wait_spool(&spool, "an alert", |e| {
-        e.iter().any(|x| matches!(x, SpoolEntry::Alert(_)))
+        e.iter().any(|x| x.as_alert().is_some())
     })
     .await;
-    let alerts: Vec<_> = e
-        .iter()
-        .filter_map(|x| match x {
-            SpoolEntry::Alert(a) => Some(a),
-            _ => None,
-        })
-        .collect();
+    let alerts: Vec<_> = e.iter().filter_map(SpoolEntry::as_alert).collect();
     assert!(!alerts.is_empty());
     for a in &alerts {
         assert_eq!(
@@ -387,7 +402,7 @@ async fn hostile_instances_restart_with_backoff_while_a_neighbour_runs() {
     // The neighbour's derived metrics kept flowing into the spool.
     wait_spool(&spool, "3 metrics of the good instance", |e| {
         e.iter()
-            .filter(|x| matches!(x, SpoolEntry::Metric(m) if m.monitor == "good"))
+            .filter(|x| x.as_metric().is_some_and(|m| m.monitor == "good"))
             .count()
             >= 3
     })
@@ -498,8 +513,10 @@ async fn restart_without_hub_resumes_state_and_reconciles_by_generation() {
     // The kv counter continued where it stopped: third batch overall.
     host.route(&readings("acme", "dev-1", 1, None));
     wait_spool(&spool, "a's third batch metric", |e| {
-        e.iter()
-            .any(|x| matches!(x, SpoolEntry::Metric(m) if m.monitor == "a" && m.value == 3.0))
+        e.iter().any(|x| {
+            x.as_metric()
+                .is_some_and(|m| m.monitor == "a" && m.value == 3.0)
+        })
     })
     .await;
 

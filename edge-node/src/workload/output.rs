@@ -3,14 +3,14 @@
 //! from the guest; this edge; the time) and by the instance's allocation
 //! and fencing token, then appended to the spool in batches by one task.
 //!
-//! The fencing token travels with every output up to [`spool_payload`],
-//! the one place that decides the spool (and so the wire) form. Today's
-//! `SpoolEntry` has no field for it and the region cannot read one yet, so
-//! it stops there; once the region takes fenced entries, that function is
-//! the only change on the edge. Outputs of an instance whose lease ran out
-//! are already refused here, on the edge (see `executor`).
+//! Every output is stamped with its instance's allocation and fencing
+//! token ([`stamp`]): it goes to the spool (and so the wire) as a
+//! `SpoolEntry::FencedAlert` / `FencedMetric`, so the region refuses
+//! outputs of an allocation it has replaced.
+//! Outputs of an instance whose lease ran out are already refused here, on
+//! the edge (see `executor`).
 
-use strata_protocol::monitoring::{AlertRecord, DerivedMetricRecord};
+use strata_protocol::monitoring::{AlertRecord, DerivedMetricRecord, FenceStamp};
 use strata_protocol::SpoolEntry;
 use tokio::sync::mpsc;
 
@@ -35,39 +35,49 @@ pub(crate) fn stamp(
     out: BatchOutput,
     ts_ms: i64,
 ) -> Vec<Output> {
+    let stamp = || FenceStamp {
+        allocation: fence.allocation.clone(),
+        token: fence.token,
+    };
     let mut v = Vec::with_capacity(out.alerts.len() + out.metrics.len());
     for a in out.alerts {
         v.push(Output {
             fence: fence.clone(),
-            entry: SpoolEntry::Alert(AlertRecord {
-                tenant: key.tenant.clone(),
-                device: a.device,
-                monitor: key.name.clone(),
-                edge: edge.to_owned(),
-                severity: a.severity,
-                code: a.code,
-                message: a.message,
-                ts_ms,
-            }),
+            entry: SpoolEntry::FencedAlert {
+                alert: AlertRecord {
+                    tenant: key.tenant.clone(),
+                    device: a.device,
+                    monitor: key.name.clone(),
+                    edge: edge.to_owned(),
+                    severity: a.severity,
+                    code: a.code,
+                    message: a.message,
+                    ts_ms,
+                },
+                fence: stamp(),
+            },
         });
     }
     for m in out.metrics {
         v.push(Output {
             fence: fence.clone(),
-            entry: SpoolEntry::Metric(DerivedMetricRecord {
-                tenant: key.tenant.clone(),
-                device: m.device,
-                monitor: key.name.clone(),
-                name: m.name,
-                value: m.value,
-                ts_ms,
-            }),
+            entry: SpoolEntry::FencedMetric {
+                metric: DerivedMetricRecord {
+                    tenant: key.tenant.clone(),
+                    device: m.device,
+                    monitor: key.name.clone(),
+                    name: m.name,
+                    value: m.value,
+                    ts_ms,
+                },
+                fence: stamp(),
+            },
         });
     }
     v
 }
 
-/// The spool form of an output (see the module docs for the fence).
+/// The spool form of an output.
 pub(crate) fn spool_payload(o: &Output) -> Vec<u8> {
     // Encoding plain owned data into a Vec cannot fail.
     bincode::encode_to_vec(&o.entry, bincode::config::standard()).unwrap_or_default()
@@ -131,21 +141,29 @@ mod tests {
         let v = stamp(&key, &fence, "edge-1", out, 42);
         assert_eq!(v.len(), 2);
         assert!(v.iter().all(|o| o.fence == fence));
-        match &v[0].entry {
-            SpoolEntry::Alert(a) => assert_eq!(
-                (
-                    a.tenant.as_str(),
-                    a.monitor.as_str(),
-                    a.edge.as_str(),
-                    a.ts_ms
-                ),
-                ("acme", "z", "edge-1", 42)
+        let a = v[0].entry.as_alert().expect("an alert");
+        assert_eq!(
+            (
+                a.tenant.as_str(),
+                a.monitor.as_str(),
+                a.edge.as_str(),
+                a.ts_ms
             ),
-            other => panic!("{other:?}"),
+            ("acme", "z", "edge-1", 42)
+        );
+        // Both carry the fence to the region.
+        for o in &v {
+            assert_eq!(
+                o.entry.fence(),
+                Some(&FenceStamp {
+                    allocation: "a-1".into(),
+                    token: 7
+                })
+            );
         }
-        // The spool form is today's entry encoding, byte for byte.
         let (back, _): (SpoolEntry, usize) =
             bincode::decode_from_slice(&spool_payload(&v[1]), bincode::config::standard()).unwrap();
         assert_eq!(back, v[1].entry);
+        assert!(back.as_metric().is_some());
     }
 }

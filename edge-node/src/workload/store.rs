@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! <data-dir>/monitors/
-//!   assignments.json          version + every assigned MonitorSpec (JSON)
+//!   assignments.json          version + every allocation (id, fencing token,
+//!                             spec, disconnect policy) placed here (JSON)
 //!   artifacts/<sha256>.wasm   modules, named by content hash, verified on load
 //!   state/<tenant>@<name>.kv  each instance's key-value state (crc-checked)
 //!   cache/                    compiled modules (`sandbox::cache`, owned by the wasm driver)
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use strata_net::files;
+use strata_protocol::scheduling::EdgeAllocation;
 use strata_protocol::workload::MonitorSpec;
 
 use super::atomic_file::write_atomic as write_file;
@@ -69,8 +71,40 @@ pub enum StoreError {
 pub struct Assignments {
     /// Region assignments version applied.
     pub version: u64,
-    /// Every monitor assigned to this edge.
+    /// Monitors assigned by a pre-scheduler region (a file written before
+    /// the upgrade): run as `keep` instances with the `tenant/name` and
+    /// generation fence until the region sends allocations. Never written
+    /// now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub monitors: Vec<MonitorSpec>,
+    /// Every allocation placed on this edge.
+    #[serde(default)]
+    pub allocations: Vec<EdgeAllocation>,
+}
+
+impl Assignments {
+    /// Module hashes the set needs.
+    pub fn modules(&self) -> BTreeSet<String> {
+        self.monitors
+            .iter()
+            .map(|m| m.artifact.sha256.clone())
+            .chain(
+                self.allocations
+                    .iter()
+                    .map(|a| a.spec.artifact.sha256.clone()),
+            )
+            .collect()
+    }
+
+    /// Number of instances the set asks for.
+    pub fn len(&self) -> usize {
+        self.monitors.len() + self.allocations.len()
+    }
+
+    /// Whether the set asks for nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The on-disk store under `<data-dir>/monitors`.
@@ -353,6 +387,7 @@ mod tests {
             restart: RestartPolicy::default(),
             target: Placement::Node("edge-1".into()),
             generation: 3,
+            placement: Default::default(),
         }
     }
 
@@ -366,6 +401,7 @@ mod tests {
         let a = Assignments {
             version: 7,
             monitors: vec![spec("acme", "m1", &sha), spec("acme", "..", &sha)],
+            allocations: vec![],
         };
         s.save_assignments(&a).unwrap();
         s.put_artifact(&sha, &module).unwrap();
@@ -405,6 +441,7 @@ mod tests {
         s.save_assignments(&Assignments {
             version: 1,
             monitors: vec![spec("acme", "m1", &sha)],
+            allocations: vec![],
         })
         .unwrap();
         s.put_artifact(&sha, &module).unwrap();
@@ -424,6 +461,7 @@ mod tests {
         let a = Assignments {
             version: 1,
             monitors: vec![spec("acme", "m1", &"a".repeat(64))],
+            allocations: vec![],
         };
         s.save_assignments(&a).unwrap();
         let p = dir.path().join(ASSIGNMENTS);

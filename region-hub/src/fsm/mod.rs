@@ -15,7 +15,21 @@
 //! - [`interval`]: [`IntervalSet`], the compact "which sequence numbers are stored" set.
 //! - [`liveness`]: each edge's last liveness decision ([`EdgeTransition`])
 //!   and the region's bounded event log ([`EventLog`]).
-//! - `legacy`: decoding of protocol-version-1 entries and state formats 1 to 3.
+//! - [`allocs`]: [`Scheduling`] — allocations, fencing tokens, evaluation
+//!   history, edge facts; [`plan`]: applying a verified plan
+//!   ([`PlanCommit`]) with the checks the state machine repeats.
+//! - [`sched_view`]: the scheduler's nodes, workloads and allocations over
+//!   this state, and the [`SchedChange`]s each applied entry makes.
+//! - `legacy`: decoding of protocol-version-1 entries, pre-scheduler
+//!   monitor puts and state formats 1 to 4.
+//!
+//! # Scheduling
+//! A workload's spec is replicated by `PutWorkload` / `DeleteWorkload`; the
+//! leader's scheduler (`crate::scheduler`) decides where instances run and
+//! replicates each decision as `ApplyPlan`, which assigns fencing tokens
+//! and appends the scheduling events. Edges report instance states in
+//! their replicated reports (`EdgeReport`, rate-limited by the failure
+//! detector), which also carry their labels and pools.
 //!
 //! # Edge heartbeats
 //! Heartbeats are not Raft entries: the leader keeps them as soft state
@@ -66,21 +80,28 @@
 //! new kind and the old kind is still decoded (`legacy`).
 
 pub mod alerts;
+pub mod allocs;
 pub mod dedup;
 pub mod interval;
 mod legacy;
 pub mod liveness;
+pub mod plan;
+pub mod sched_view;
 pub mod state;
 pub mod workloads;
 
 use bincode::{Decode, Encode};
+use strata_protocol::scheduling::NodeFacts;
 use strata_protocol::workload::MonitorSpec;
 use strata_protocol::{EdgeStatus, TelemetryBatch, TelemetryRecord};
 
 pub use alerts::AlertIndex;
+pub use allocs::{AllocRecord, FenceCheck, Scheduling};
 pub use dedup::DEVICE_DEDUP_WINDOW;
 pub use interval::IntervalSet;
 pub use liveness::{EdgeTransition, EventLog};
+pub use plan::{PlanApplied, PlanCommit};
+pub use sched_view::{group_of, node_of, workload_of, SchedChange};
 pub use state::{
     add_device_dedup, DeviceDedup, DeviceMove, EdgeView, RegionState, DEDUP_MAX_INTERVALS,
 };
@@ -105,6 +126,15 @@ pub const KIND_DELETE_MONITOR: u16 = 7;
 /// Envelope kind of [`Command::EdgeTransition`]. Ignorable: a replica
 /// that skips it only lacks a liveness decision and its event.
 pub const KIND_EDGE_TRANSITION: u16 = 8;
+/// Envelope kind of [`Command::PutWorkload`]. Not ignorable.
+pub const KIND_PUT_WORKLOAD: u16 = 9;
+/// Envelope kind of [`Command::DeleteWorkload`]. Not ignorable.
+pub const KIND_DELETE_WORKLOAD: u16 = 10;
+/// Envelope kind of [`Command::ApplyPlan`]. Not ignorable.
+pub const KIND_APPLY_PLAN: u16 = 11;
+/// Envelope kind of [`Command::EdgeReport`]. Not ignorable: it moves
+/// allocations' client states, which scheduling depends on.
+pub const KIND_EDGE_REPORT: u16 = 12;
 
 /// Largest envelope or body decoded, in bytes (64 MiB): an allocation limit so
 /// a corrupt length inside an entry cannot exhaust memory.
@@ -154,7 +184,9 @@ pub enum Command {
         /// The module.
         bytes: Vec<u8>,
     },
-    /// Create or update a validated, placed monitor.
+    /// Create or update a monitor placed on one edge (before the
+    /// scheduler; decoded from old entries, no longer written): a workload
+    /// put plus an allocation on `edge`.
     PutMonitor {
         /// The spec (its `generation` is assigned on apply). Boxed: it is
         /// far larger than the other commands.
@@ -164,7 +196,7 @@ pub enum Command {
         /// Leader's clock when submitted, ms since the Unix epoch.
         now_ms: i64,
     },
-    /// Delete a monitor.
+    /// Delete a monitor (before the scheduler; decoded, no longer written).
     DeleteMonitor {
         /// Tenant.
         tenant: String,
@@ -173,6 +205,34 @@ pub enum Command {
     },
     /// A liveness decision of the leader's failure detector.
     EdgeTransition(EdgeTransition),
+    /// Create or update a validated workload; the scheduler places it.
+    PutWorkload {
+        /// The spec (its `generation` is assigned on apply).
+        spec: Box<MonitorSpec>,
+        /// Leader's clock when submitted, ms since the Unix epoch.
+        now_ms: i64,
+    },
+    /// Delete a workload; the scheduler stops its allocations.
+    DeleteWorkload {
+        /// Tenant.
+        tenant: String,
+        /// Workload name.
+        name: String,
+        /// Leader's clock, ms since the Unix epoch.
+        now_ms: i64,
+    },
+    /// The accepted part of a verified plan.
+    ApplyPlan(Box<PlanCommit>),
+    /// An edge's report with its placement facts: the leader's
+    /// rate-limited copy of its soft state (replaces `EdgeHeartbeat`).
+    EdgeReport {
+        /// The status the edge reported.
+        status: EdgeStatus,
+        /// Its labels and pools.
+        facts: NodeFacts,
+        /// Leader's clock when the heartbeat arrived, ms since the Unix epoch.
+        received_ms: i64,
+    },
 }
 
 #[derive(Encode, Decode)]
@@ -194,19 +254,35 @@ struct PutArtifactBody {
 }
 
 #[derive(Encode, Decode)]
-struct PutMonitorBody {
-    spec: MonitorSpec,
-    edge: String,
-    now_ms: i64,
-}
-
-#[derive(Encode, Decode)]
 struct DeleteMonitorBody {
     tenant: String,
     name: String,
 }
 
+#[derive(Encode, Decode)]
+struct PutWorkloadBody {
+    spec: MonitorSpec,
+    now_ms: i64,
+}
+
+#[derive(Encode, Decode)]
+struct DeleteWorkloadBody {
+    tenant: String,
+    name: String,
+    now_ms: i64,
+}
+
+#[derive(Encode, Decode)]
+struct EdgeReportBody {
+    status: EdgeStatus,
+    facts: NodeFacts,
+    received_ms: i64,
+}
+
 /// Result of [`decode_command`].
+// One short-lived value per entry: boxing the command would cost every
+// apply an allocation for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded {
     /// A command this build understands.
@@ -228,6 +304,8 @@ pub struct Applied {
     /// Devices whose readings now arrive through another edge (evidence
     /// for the failure detector), per (from, to) pair.
     pub device_moves: Vec<DeviceMove>,
+    /// What changed for the scheduler, in order.
+    pub changes: Vec<SchedChange>,
 }
 
 /// Effect of one applied entry.
@@ -255,6 +333,9 @@ pub enum Outcome {
         new_alerts: u32,
         /// New derived metrics (part of `new_records`), stored as telemetry.
         new_metrics: u32,
+        /// Monitor outputs refused because their allocation was replaced
+        /// (a stale fence). `count` includes them.
+        stale_fences: u32,
     },
     /// A heartbeat updated the edge's status.
     HeartbeatRecorded {
@@ -288,6 +369,18 @@ pub enum Outcome {
     TransitionRecorded {
         /// Its event's sequence number.
         event_seq: u64,
+    },
+    /// A plan was applied.
+    PlanApplied {
+        /// Instances placed.
+        placed: u32,
+        /// Instances stopped.
+        stopped: u32,
+        /// Instances updated in place.
+        updated: u32,
+        /// Node plans the state machine refused (the region changed since
+        /// the leader verified the plan).
+        refused: u32,
     },
     /// A write was refused by the state machine (deterministically, on
     /// every replica); the state is unchanged.
@@ -407,16 +500,12 @@ pub fn encode_command(cmd: &Command) -> Vec<u8> {
             false,
             encode_body(&PutArtifactBodyRef { sha256, bytes }),
         ),
-        // Assignments: a replica skipping them would serve edges other
-        // monitors than its peers. Not ignorable.
+        // Kind 6 is only decoded now; writing it (tests of old logs)
+        // uses the frozen layout.
         Command::PutMonitor { spec, edge, now_ms } => (
             KIND_PUT_MONITOR,
             false,
-            encode_body(&PutMonitorBodyRef {
-                spec,
-                edge,
-                now_ms: *now_ms,
-            }),
+            legacy::encode_put_monitor(spec, edge, *now_ms),
         ),
         Command::DeleteMonitor { tenant, name } => (
             KIND_DELETE_MONITOR,
@@ -424,6 +513,43 @@ pub fn encode_command(cmd: &Command) -> Vec<u8> {
             encode_body(&DeleteMonitorBodyRef { tenant, name }),
         ),
         Command::EdgeTransition(t) => (KIND_EDGE_TRANSITION, true, encode_body(t)),
+        // Workloads and plans: a replica skipping them would serve edges
+        // other allocations than its peers. Not ignorable.
+        Command::PutWorkload { spec, now_ms } => (
+            KIND_PUT_WORKLOAD,
+            false,
+            encode_body(&PutWorkloadBodyRef {
+                spec,
+                now_ms: *now_ms,
+            }),
+        ),
+        Command::DeleteWorkload {
+            tenant,
+            name,
+            now_ms,
+        } => (
+            KIND_DELETE_WORKLOAD,
+            false,
+            encode_body(&DeleteWorkloadBodyRef {
+                tenant,
+                name,
+                now_ms: *now_ms,
+            }),
+        ),
+        Command::ApplyPlan(c) => (KIND_APPLY_PLAN, false, encode_body(c.as_ref())),
+        Command::EdgeReport {
+            status,
+            facts,
+            received_ms,
+        } => (
+            KIND_EDGE_REPORT,
+            false,
+            encode_body(&EdgeReportBodyRef {
+                status,
+                facts,
+                received_ms: *received_ms,
+            }),
+        ),
     };
     encode_body(&CommandEnvelope {
         kind,
@@ -452,10 +578,23 @@ struct PutArtifactBodyRef<'a> {
 }
 
 #[derive(Encode)]
-struct PutMonitorBodyRef<'a> {
+struct PutWorkloadBodyRef<'a> {
     spec: &'a MonitorSpec,
-    edge: &'a String,
     now_ms: i64,
+}
+
+#[derive(Encode)]
+struct DeleteWorkloadBodyRef<'a> {
+    tenant: &'a String,
+    name: &'a String,
+    now_ms: i64,
+}
+
+#[derive(Encode)]
+struct EdgeReportBodyRef<'a> {
+    status: &'a EdgeStatus,
+    facts: &'a NodeFacts,
+    received_ms: i64,
 }
 
 #[derive(Encode)]
@@ -516,9 +655,9 @@ pub fn decode_command(data: &[u8]) -> Result<Decoded, FsmError> {
             }
         }
         KIND_PUT_MONITOR => {
-            let b: PutMonitorBody = decode_exact(&env.body).map_err(body_err)?;
+            let b: legacy::PutMonitorBodyV1 = decode_exact(&env.body).map_err(body_err)?;
             Command::PutMonitor {
-                spec: Box::new(b.spec),
+                spec: Box::new(b.spec.into()),
                 edge: b.edge,
                 now_ms: b.now_ms,
             }
@@ -531,6 +670,30 @@ pub fn decode_command(data: &[u8]) -> Result<Decoded, FsmError> {
             }
         }
         KIND_EDGE_TRANSITION => Command::EdgeTransition(decode_exact(&env.body).map_err(body_err)?),
+        KIND_PUT_WORKLOAD => {
+            let b: PutWorkloadBody = decode_exact(&env.body).map_err(body_err)?;
+            Command::PutWorkload {
+                spec: Box::new(b.spec),
+                now_ms: b.now_ms,
+            }
+        }
+        KIND_DELETE_WORKLOAD => {
+            let b: DeleteWorkloadBody = decode_exact(&env.body).map_err(body_err)?;
+            Command::DeleteWorkload {
+                tenant: b.tenant,
+                name: b.name,
+                now_ms: b.now_ms,
+            }
+        }
+        KIND_APPLY_PLAN => Command::ApplyPlan(Box::new(decode_exact(&env.body).map_err(body_err)?)),
+        KIND_EDGE_REPORT => {
+            let b: EdgeReportBody = decode_exact(&env.body).map_err(body_err)?;
+            Command::EdgeReport {
+                status: b.status,
+                facts: b.facts,
+                received_ms: b.received_ms,
+            }
+        }
         _ if env.ignorable => return Ok(Decoded::SkipIgnorable { kind }),
         _ => return Err(FsmError::UnknownCommand { kind }),
     };
@@ -553,7 +716,8 @@ pub fn apply(state: &mut RegionState, index: u64, data: &[u8]) -> Result<Applied
         source: Box::new(e),
     })?;
     state.set_applied_index(index);
-    Ok(match decoded {
+    let mut changes = Vec::new();
+    let mut applied = match decoded {
         Decoded::SkipIgnorable { .. } => no_records(Outcome::Skipped),
         Decoded::Command(Command::StoreBatch { batch, received_ms }) => {
             state.store_batch(batch, received_ms)
@@ -562,7 +726,17 @@ pub fn apply(state: &mut RegionState, index: u64, data: &[u8]) -> Result<Applied
             status,
             received_ms,
         }) => {
-            state.record_heartbeat(status, received_ms);
+            state.record_heartbeat(status, None, received_ms, index, &mut changes);
+            no_records(Outcome::HeartbeatRecorded {
+                assignments_version: state.workloads().assignments_version(),
+            })
+        }
+        Decoded::Command(Command::EdgeReport {
+            status,
+            facts,
+            received_ms,
+        }) => {
+            state.record_heartbeat(status, Some(facts), received_ms, index, &mut changes);
             no_records(Outcome::HeartbeatRecorded {
                 assignments_version: state.workloads().assignments_version(),
             })
@@ -570,16 +744,48 @@ pub fn apply(state: &mut RegionState, index: u64, data: &[u8]) -> Result<Applied
         Decoded::Command(Command::PutArtifact { sha256, bytes }) => {
             no_records(state.workloads_mut().put_artifact(sha256, bytes, index))
         }
-        Decoded::Command(Command::PutMonitor { spec, edge, now_ms }) => {
-            no_records(state.workloads_mut().put_monitor(*spec, edge, now_ms))
-        }
+        Decoded::Command(Command::PutMonitor { spec, edge, now_ms }) => no_records(
+            legacy::put_monitor(state, *spec, edge, now_ms, index, &mut changes),
+        ),
         Decoded::Command(Command::DeleteMonitor { tenant, name }) => {
-            no_records(state.workloads_mut().delete_monitor(&tenant, &name))
+            no_records(state.delete_workload(&tenant, &name, 0, &mut changes))
         }
-        Decoded::Command(Command::EdgeTransition(t)) => no_records(Outcome::TransitionRecorded {
-            event_seq: state.record_transition(t),
-        }),
-    })
+        Decoded::Command(Command::PutWorkload { spec, now_ms }) => {
+            let outcome = if state.workloads().has_artifact(&spec.artifact.sha256) {
+                state.put_workload(*spec, now_ms, &mut changes)
+            } else {
+                Outcome::Refused(Refusal::ArtifactMissing)
+            };
+            no_records(outcome)
+        }
+        Decoded::Command(Command::DeleteWorkload {
+            tenant,
+            name,
+            now_ms,
+        }) => no_records(state.delete_workload(&tenant, &name, now_ms, &mut changes)),
+        Decoded::Command(Command::ApplyPlan(c)) => {
+            let a = state.apply_plan(*c, index, &mut changes);
+            no_records(Outcome::PlanApplied {
+                placed: u32::try_from(a.placed.len()).unwrap_or(u32::MAX),
+                stopped: a.stopped,
+                updated: a.updated,
+                refused: u32::try_from(a.refused.len()).unwrap_or(u32::MAX),
+            })
+        }
+        Decoded::Command(Command::EdgeTransition(t)) => {
+            let edge = t.edge.clone();
+            let seq = state.record_transition(t);
+            if let Some(l) = state.liveness(&edge) {
+                changes.push(SchedChange::Transition {
+                    node: Box::new(state.sched_node(&edge)),
+                    liveness: l.clone(),
+                });
+            }
+            no_records(Outcome::TransitionRecorded { event_seq: seq })
+        }
+    };
+    applied.changes = changes;
+    Ok(applied)
 }
 
 fn no_records(outcome: Outcome) -> Applied {
@@ -587,6 +793,7 @@ fn no_records(outcome: Outcome) -> Applied {
         records: Vec::new(),
         outcome,
         device_moves: Vec::new(),
+        changes: Vec::new(),
     }
 }
 
@@ -596,6 +803,8 @@ mod bench;
 mod dedup_prop_tests;
 #[cfg(test)]
 mod liveness_tests;
+#[cfg(test)]
+mod sched_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

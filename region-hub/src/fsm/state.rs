@@ -4,7 +4,8 @@
 //! in [`dedup`](super::dedup)) with what it dropped, alerts
 //! ([`AlertIndex`]), monitors with their artifacts ([`Workloads`]), each
 //! edge's last liveness decision and the region's event log
-//! ([`liveness`](super::liveness)).
+//! ([`liveness`](super::liveness)), and the scheduler's allocations,
+//! fencing tokens, evaluations and edge facts ([`Scheduling`]).
 //!
 //! Maps are `BTreeMap`s so the encoded state (snapshots, checkpoints) is
 //! byte-identical across replicas, which makes divergence easy to detect.
@@ -12,17 +13,22 @@
 use std::collections::BTreeMap;
 
 use bincode::{Decode, Encode};
-use strata_protocol::liveness::{EdgeEventDetail, EdgeLiveness, LivenessState};
-use strata_protocol::workload::KnownDevice;
+use strata_protocol::liveness::{EdgeEventDetail, EdgeLiveness, EventKind, LivenessState};
+use strata_protocol::scheduling::{EdgeAllocation, NodeFacts};
+use strata_protocol::workload::{KnownDevice, MonitorSpec};
 use strata_protocol::{
     monitoring::MonitorInfo, DeviceInfo, EdgeInfo, EdgeStatus, SpoolEntry, Tag, TelemetryBatch,
     TelemetryRecord,
 };
+use strata_sched::{Cardinality, ClientState, DisconnectPolicy, WorkloadId};
 
 use super::alerts::AlertIndex;
+use super::allocs::{FenceCheck, Scheduling};
 use super::dedup::{Admission, ReadingKey, RecentReadings};
 use super::interval::IntervalSet;
 use super::liveness::{EdgeTransition, EventLog};
+use super::plan::{self, PlanApplied, PlanCommit, PlanParts};
+use super::sched_view::{workload_of, SchedChange};
 use super::workloads::{MonitorEntry, Workloads};
 use super::{Applied, FsmError, Outcome};
 
@@ -37,12 +43,14 @@ pub const MAX_DEVICE_TAGS: usize = 32;
 
 /// Format byte leading [`RegionState::encode`]; bump on incompatible change.
 /// Formats 1 (before monitors and alerts), 2 (device seq sets, before
-/// exact dedup) and 3 (before edge liveness and the event log) are still
-/// read, see `legacy.rs`.
-const STATE_FORMAT: u8 = 4;
+/// exact dedup), 3 (before edge liveness and the event log) and 4 (before
+/// the scheduler: monitors pinned to one edge, specs without placement)
+/// are still read, see `legacy.rs`.
+const STATE_FORMAT: u8 = 5;
 const STATE_FORMAT_V1: u8 = 1;
 const STATE_FORMAT_V2: u8 = 2;
 const STATE_FORMAT_V3: u8 = 3;
+const STATE_FORMAT_V4: u8 = 4;
 
 /// Allocation limit when decoding state (1 GiB): state is local or comes
 /// from a peer's CRC-checked snapshot, but a bound keeps a corrupt length
@@ -100,6 +108,8 @@ pub struct RegionState {
     liveness: BTreeMap<String, EdgeLiveness>,
     /// The region's event log.
     events: EventLog,
+    /// Allocations, fencing tokens, evaluations, edge facts.
+    sched: Scheduling,
 }
 
 /// Devices whose readings arrived through `to` after arriving through
@@ -147,7 +157,9 @@ impl EdgeView<'_> {
 }
 
 impl RegionState {
-    /// A state from its parts (decoding older formats).
+    /// A state from its parts (decoding older formats): one argument per
+    /// field.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn from_parts(
         applied_index: u64,
         edges: BTreeMap<String, EdgeEntry>,
@@ -155,6 +167,9 @@ impl RegionState {
         dedup_gaps_merged: u64,
         alerts: AlertIndex,
         workloads: Workloads,
+        liveness: BTreeMap<String, EdgeLiveness>,
+        events: EventLog,
+        sched: Scheduling,
     ) -> Self {
         RegionState {
             applied_index,
@@ -163,9 +178,15 @@ impl RegionState {
             dedup_gaps_merged,
             alerts,
             workloads,
-            liveness: BTreeMap::new(),
-            events: EventLog::default(),
+            liveness,
+            events,
+            sched,
         }
+    }
+
+    /// Allocations, fencing tokens, evaluations and edge facts.
+    pub fn sched(&self) -> &Scheduling {
+        &self.sched
     }
 
     /// The region's event log.
@@ -289,31 +310,180 @@ impl RegionState {
         out
     }
 
-    /// A stored monitor as clients see it, with the instance status its
-    /// edge last reported: in `report` (the leader's soft state) when
-    /// given, else in the last replicated report.
-    pub fn monitor_info(
-        &self,
+    /// A stored monitor as clients see it: its allocations (running ones
+    /// first) and evaluations, and the instance status the edge of its
+    /// first running allocation last reported — in `report` (the leader's
+    /// soft state, looked up by edge) when given, else the last replicated
+    /// report.
+    pub fn monitor_info<'a>(
+        &'a self,
         region: &str,
         m: &MonitorEntry,
-        report: Option<&EdgeStatus>,
+        report: impl Fn(&str) -> Option<&'a EdgeStatus>,
     ) -> MonitorInfo {
-        let status = report
-            .or_else(|| self.edges.get(&m.edge).map(|e| &e.status))
+        let w = WorkloadId::new(&m.spec.tenant, &m.spec.name);
+        let mut allocs: Vec<_> = self.sched.allocs_of(&w).collect();
+        // Running first (running, then pending), then stopped newest first.
+        allocs.sort_by_key(|r| {
+            (
+                !r.runs(),
+                r.alloc.client != ClientState::Running,
+                std::cmp::Reverse(r.alloc.modified_index),
+                r.alloc.slot,
+            )
+        });
+        let first = allocs.iter().find(|r| r.runs());
+        let edge = first.map(|r| r.alloc.node.0.clone()).unwrap_or_default();
+        let status = first
+            .and_then(|r| {
+                report(&r.alloc.node.0)
+                    .or_else(|| self.edges.get(&r.alloc.node.0).map(|e| &e.status))
+            })
             .and_then(|s| {
                 s.instances
                     .iter()
                     .find(|i| i.tenant == m.spec.tenant && i.name == m.spec.name)
                     .cloned()
             });
+        let wanted = match m.spec.intent().cardinality() {
+            Cardinality::Count(n) => n,
+            Cardinality::PerNode => u32::try_from(self.carriers_of(m).len()).unwrap_or(u32::MAX),
+        };
+        let placed = allocs
+            .iter()
+            .filter(|r| r.runs() && !r.alloc.client.is_terminal())
+            .count();
         MonitorInfo {
             spec: m.spec.clone(),
             region: region.to_owned(),
-            edge: m.edge.clone(),
+            edge,
             created_ms: m.created_ms,
             updated_ms: m.updated_ms,
             status,
+            wanted,
+            placed: u32::try_from(placed).unwrap_or(u32::MAX),
+            allocations: allocs.iter().map(|r| r.info()).collect(),
+            evaluations: self.sched.evals_of(&w).cloned().collect(),
         }
+    }
+
+    /// What `edge` must run: its allocations desired to run, with their
+    /// specs and disconnect policies.
+    pub fn edge_allocations(&self, edge: &str) -> Vec<EdgeAllocation> {
+        self.sched
+            .running_on(edge)
+            .filter_map(|r| {
+                let w = &r.alloc.workload;
+                let m = self.workloads.monitor(&w.tenant, &w.name)?;
+                let mut spec: MonitorSpec = m.spec.clone();
+                // An in-place update moved the allocation to the stored
+                // generation; an older allocation keeps its own number
+                // until a plan updates or replaces it.
+                spec.generation = r.alloc.generation;
+                let replace_after_ms = match spec.intent().disconnect_policy() {
+                    DisconnectPolicy::Keep => None,
+                    DisconnectPolicy::ReplaceAfter(d) => Some(d.as_millis() as u64),
+                };
+                Some(EdgeAllocation {
+                    id: r.alloc.id,
+                    fencing_token: r.alloc.fencing_token,
+                    slot: r.alloc.slot,
+                    spec,
+                    replace_after_ms,
+                    previous: r.alloc.previous,
+                })
+            })
+            .collect()
+    }
+
+    /// Applies a workload put (see [`Workloads`]), with its event.
+    pub(super) fn put_workload(
+        &mut self,
+        spec: MonitorSpec,
+        now_ms: i64,
+        changes: &mut Vec<SchedChange>,
+    ) -> Outcome {
+        let (t, n) = (spec.tenant.clone(), spec.name.clone());
+        let outcome = self.workloads.put_monitor(spec, now_ms);
+        if let Outcome::MonitorPut {
+            changed: true,
+            created,
+            generation,
+            ..
+        } = outcome
+        {
+            if let Some(m) = self.workloads.monitor(&t, &n) {
+                changes.push(SchedChange::Workload(Box::new(workload_of(m))));
+                let verb = if created { "submitted" } else { "updated" };
+                self.events.append(
+                    now_ms,
+                    EventKind::WorkloadSubmitted,
+                    format!("{t}/{n}"),
+                    format!("{t}/{n} {verb} (generation {generation})"),
+                    None,
+                    Vec::new(),
+                );
+            }
+        }
+        outcome
+    }
+
+    /// Applies a workload delete, with its event. Its allocations keep
+    /// running until the scheduler's plan stops them.
+    pub(super) fn delete_workload(
+        &mut self,
+        tenant: &str,
+        name: &str,
+        now_ms: i64,
+        changes: &mut Vec<SchedChange>,
+    ) -> Outcome {
+        let outcome = self.workloads.delete_monitor(tenant, name);
+        if let Outcome::MonitorDeleted { existed: true } = outcome {
+            let w = WorkloadId::new(tenant, name);
+            let removed = self.sched.collect(&w, false);
+            if !removed.is_empty() {
+                changes.push(SchedChange::AllocsRemoved(removed));
+            }
+            changes.push(SchedChange::WorkloadRemoved(w));
+            self.events.append(
+                now_ms,
+                EventKind::WorkloadDeleted,
+                format!("{tenant}/{name}"),
+                format!("{tenant}/{name} deleted; its instances are stopped"),
+                None,
+                Vec::new(),
+            );
+        }
+        outcome
+    }
+
+    /// Applies a plan (see [`plan`]).
+    pub(super) fn apply_plan(
+        &mut self,
+        c: PlanCommit,
+        index: u64,
+        changes: &mut Vec<SchedChange>,
+    ) -> PlanApplied {
+        let (workload, eval) = (c.workload.clone(), c.eval);
+        let mut parts = PlanParts {
+            workloads: &mut self.workloads,
+            sched: &mut self.sched,
+            liveness: &self.liveness,
+            events: &mut self.events,
+        };
+        let applied = plan::apply_plan(&mut parts, c, index);
+        if !applied.changed.is_empty() {
+            changes.push(SchedChange::Allocs(applied.changed.clone()));
+        }
+        if !applied.removed.is_empty() {
+            changes.push(SchedChange::AllocsRemoved(applied.removed.clone()));
+        }
+        changes.push(SchedChange::Plan {
+            workload,
+            eval,
+            refused: u32::try_from(applied.refused.len()).unwrap_or(u32::MAX),
+        });
+        applied
     }
 
     /// Highest Raft index applied (0 when new).
@@ -453,6 +623,9 @@ impl RegionState {
         if format == STATE_FORMAT_V3 {
             return decode_body::<super::legacy::RegionStateV3>(body).map(RegionState::from);
         }
+        if format == STATE_FORMAT_V4 {
+            return decode_body::<super::legacy::RegionStateV4>(body).map(RegionState::from);
+        }
         if format != STATE_FORMAT {
             return Err(FsmError::CorruptState {
                 detail: format!(
@@ -463,12 +636,35 @@ impl RegionState {
         decode_body(body)
     }
 
-    /// Applies a heartbeat.
-    pub(super) fn record_heartbeat(&mut self, status: EdgeStatus, received_ms: i64) {
-        let e = edge_entry(&mut self.edges, status.edge.clone());
+    /// Applies an edge's report (and its facts, when it carries them): the
+    /// edge's status, then the instance states onto its allocations.
+    pub(super) fn record_heartbeat(
+        &mut self,
+        status: EdgeStatus,
+        facts: Option<NodeFacts>,
+        received_ms: i64,
+        index: u64,
+        changes: &mut Vec<SchedChange>,
+    ) {
+        let edge = status.edge.clone();
+        let e = edge_entry(&mut self.edges, edge.clone());
         // max: a new leader's clock may be slightly behind the old one's.
         e.last_seen_ms = e.last_seen_ms.max(received_ms);
         e.status = status;
+        if let Some(f) = facts {
+            self.sched.set_facts(&edge, f);
+        }
+        let e = &self.edges[&edge];
+        let moved = self
+            .sched
+            .client_states(&edge, &e.status.instances, received_ms, index);
+        if !moved.is_empty() {
+            changes.push(SchedChange::Allocs(moved));
+        }
+        // Measured use changes with every report: the node always goes to
+        // the scheduler, which updates its snapshot and decides whether
+        // capacity or facts changed.
+        changes.push(SchedChange::Node(Box::new(self.sched_node(&edge))));
     }
 
     /// Layer 1 (edge seq) dedup for every entry, then per kind: telemetry
@@ -493,6 +689,7 @@ impl RegionState {
             devices,
             dedup_gaps_merged,
             alerts,
+            sched,
             ..
         } = self;
         let mut device_moves: Vec<DeviceMove> = Vec::new();
@@ -508,6 +705,8 @@ impl RegionState {
         let mut next_range = new_ranges.iter().peekable();
         let (mut new_entries, mut new_alerts, mut new_metrics) = (0usize, 0u32, 0u32);
         let (mut retransmissions, mut seq_reuses) = (0u32, 0u32);
+        // Monitor outputs of a replaced allocation (refused, counted).
+        let mut stale_fences = 0u32;
         // Reused for every fingerprint of the batch.
         let mut scratch = Vec::new();
         for (i, entry) in entries.into_iter().enumerate() {
@@ -544,10 +743,29 @@ impl RegionState {
                     new_entries += 1;
                     new_alerts += 1;
                 }
+                SpoolEntry::FencedMetric { metric, fence } => {
+                    if sched.check_fence(&fence) == FenceCheck::Stale {
+                        stale_fences += 1;
+                        continue;
+                    }
+                    out.push(metric.to_telemetry());
+                    new_entries += 1;
+                    new_metrics += 1;
+                }
+                SpoolEntry::FencedAlert { alert, fence } => {
+                    if sched.check_fence(&fence) == FenceCheck::Stale {
+                        stale_fences += 1;
+                        continue;
+                    }
+                    alerts.insert(alert);
+                    new_entries += 1;
+                    new_alerts += 1;
+                }
             }
         }
-        // Everything not stored and not a device retransmission was a resend.
-        let edge_resends = (count - new_entries) as u32 - retransmissions;
+        // Everything not stored, not a device retransmission and not a
+        // stale output was a resend.
+        let edge_resends = (count - new_entries) as u32 - retransmissions - stale_fences;
         e.records_stored += new_entries as u64;
         e.resends_dropped += u64::from(edge_resends);
         Applied {
@@ -560,9 +778,11 @@ impl RegionState {
                 seq_reuses,
                 new_alerts,
                 new_metrics,
+                stale_fences,
             },
             records: out,
             device_moves,
+            changes: Vec::new(),
         }
     }
 }

@@ -104,6 +104,7 @@ fn resend_stores_nothing_and_old_index_is_skipped() {
             seq_reuses: 0,
             new_alerts: 0,
             new_metrics: 0,
+            stale_fences: 0,
         }
     );
     // Replaying an already applied index does nothing, even with other bytes.

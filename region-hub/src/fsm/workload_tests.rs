@@ -123,6 +123,7 @@ fn spec(name: &str, artifact: &str) -> MonitorSpec {
         restart: RestartPolicy::default(),
         target: Placement::LeastLoaded,
         generation: 0,
+        placement: Default::default(),
     }
 }
 
@@ -143,10 +144,11 @@ fn put_artifact(n: u8, len: usize) -> Command {
     }
 }
 
-fn put(spec: MonitorSpec, edge: &str, now_ms: i64) -> Command {
-    Command::PutMonitor {
+/// A workload put (the edge is the scheduler's business now; kept in the
+/// calls to show where the pre-scheduler tests pinned it).
+fn put(spec: MonitorSpec, _edge: &str, now_ms: i64) -> Command {
+    Command::PutWorkload {
         spec: Box::new(spec),
-        edge: edge.into(),
         now_ms,
     }
 }
@@ -174,6 +176,7 @@ fn alerts_and_metrics_ride_the_exactly_once_path() {
             seq_reuses: 0,
             new_alerts: 1,
             new_metrics: 2,
+            stale_fences: 0,
         }
     );
     assert_eq!(
@@ -313,17 +316,15 @@ fn generation_and_assignments_version_rules() {
             updated_ms: 300
         }
     ));
-    // A move to another edge is a change too; so is a new artifact.
+    // Resubmitting it unchanged changes nothing; a new artifact does.
     run(&mut s, &[put(p.clone(), "e2", 400)]);
-    assert_eq!((v(&s), gen(&s)), (3, Some(3)));
+    assert_eq!((v(&s), gen(&s)), (2, Some(2)));
     p.artifact.sha256 = sha(2);
     run(&mut s, &[put(p, "e2", 500)]);
-    assert_eq!((v(&s), gen(&s)), (4, Some(4)));
-    assert_eq!(s.workloads().assignments("e2").len(), 1);
-    assert!(s.workloads().assignments("e1").is_empty());
+    assert_eq!((v(&s), gen(&s)), (3, Some(3)));
     // Another monitor bumps the version, not m's generation.
     run(&mut s, &[put(spec("n", &sha(1)), "e1", 600)]);
-    assert_eq!((v(&s), gen(&s)), (5, Some(4)));
+    assert_eq!((v(&s), gen(&s)), (4, Some(3)));
 
     // Delete: bumps once; deleting again changes nothing.
     let o = run(
@@ -346,11 +347,11 @@ fn generation_and_assignments_version_rules() {
             Outcome::MonitorDeleted { existed: false }
         ]
     );
-    assert_eq!((v(&s), gen(&s)), (6, None));
+    assert_eq!((v(&s), gen(&s)), (5, None));
     // Re-created, it never reuses a generation an edge may still run.
     run(&mut s, &[put(spec("m", &sha(1)), "e1", 700)]);
-    assert_eq!(gen(&s), Some(7));
-    assert!(gen(&s).unwrap() > 4);
+    assert_eq!(gen(&s), Some(6));
+    assert!(gen(&s).unwrap() > 3);
     assert_eq!(s.workloads().monitor_count(), 2);
 }
 
@@ -437,7 +438,34 @@ fn snapshot_round_trip_carries_monitors_artifacts_and_alerts() {
 fn new_kinds_round_trip_and_only_heartbeats_are_ignorable() {
     let cmds = [
         (put_artifact(1, 3), KIND_PUT_ARTIFACT, false),
-        (put(spec("m", &sha(1)), "e1", 5), KIND_PUT_MONITOR, false),
+        (
+            Command::PutMonitor {
+                spec: Box::new(spec("m", &sha(1))),
+                edge: "e1".into(),
+                now_ms: 5,
+            },
+            KIND_PUT_MONITOR,
+            false,
+        ),
+        (put(spec("m", &sha(1)), "e1", 5), KIND_PUT_WORKLOAD, false),
+        (
+            Command::DeleteWorkload {
+                tenant: "acme".into(),
+                name: "m".into(),
+                now_ms: 9,
+            },
+            KIND_DELETE_WORKLOAD,
+            false,
+        ),
+        (
+            Command::EdgeReport {
+                status: EdgeStatus::default(),
+                facts: strata_protocol::scheduling::NodeFacts::default(),
+                received_ms: 1,
+            },
+            KIND_EDGE_REPORT,
+            false,
+        ),
         (
             Command::DeleteMonitor {
                 tenant: "acme".into(),
@@ -545,7 +573,7 @@ fn version_1_entries_and_state_are_still_read() {
     assert_eq!(v1.edges()[0].records_stored, 1);
     assert_eq!(v1.workloads().assignments_version(), 0);
     // It re-encodes in the current format.
-    assert_eq!(v1.encode()[0], 4);
+    assert_eq!(v1.encode()[0], 5);
 }
 
 /// State format 2 (device seq sets) still decodes: the seq sets become
@@ -605,6 +633,6 @@ fn state_format_2_is_still_read() {
     assert_eq!(b.records, old);
     let c = apply(&mut s, 45, &entries_cmd("e2", 1, 1, old)).unwrap();
     assert!(c.records.is_empty());
-    assert_eq!(s.encode()[0], 4);
+    assert_eq!(s.encode()[0], 5);
     assert_eq!(RegionState::decode(&s.encode()).unwrap(), s);
 }

@@ -1,9 +1,11 @@
-//! [`Workloads`]: the region's monitors, their artifacts (wasm modules) and
-//! the assignments version edges poll.
+//! [`Workloads`]: the region's monitors (workload specs), their artifacts
+//! (wasm modules) and the assignments version edges poll. Where each
+//! monitor runs is not here: its allocations are in
+//! [`Scheduling`](super::allocs::Scheduling).
 //!
 //! # Rules applied here (deterministically, on every replica)
-//! - A put of a monitor whose spec (ignoring `generation`) and edge are
-//!   unchanged is a no-op: same generation, no version bump.
+//! - A put of a monitor whose spec (ignoring `generation`) is unchanged is
+//!   a no-op: same generation, no version bump.
 //! - Any other put bumps [`Workloads::assignments_version`]; an update gets
 //!   `generation = previous + 1`, a new monitor gets the new assignments
 //!   version as its generation. Generations never exceed the version, so a
@@ -34,8 +36,6 @@ pub const MAX_ARTIFACT_STORE_BYTES: u64 = 64 << 20;
 pub struct MonitorEntry {
     /// The spec, with the generation assigned here.
     pub spec: MonitorSpec,
-    /// The edge it is assigned to.
-    pub edge: String,
     /// First put, ms since the Unix epoch (leader clock).
     pub created_ms: i64,
     /// Last change, ms since the Unix epoch (leader clock).
@@ -43,11 +43,11 @@ pub struct MonitorEntry {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
-struct ArtifactEntry {
+pub(super) struct ArtifactEntry {
     /// Shared, so serving a fetch does not copy megabytes on the Raft thread.
-    bytes: Arc<Vec<u8>>,
+    pub(super) bytes: Arc<Vec<u8>>,
     /// Raft index of the last put: the eviction order.
-    stored_index: u64,
+    pub(super) stored_index: u64,
 }
 
 /// Monitors, artifacts and the assignments version. See the module docs.
@@ -63,8 +63,31 @@ pub struct Workloads {
 }
 
 impl Workloads {
-    /// Bumped by every applied monitor change; edges compare it with what
-    /// they applied.
+    /// From the parts of an older state format.
+    pub(super) fn from_parts(
+        monitors: BTreeMap<String, BTreeMap<String, MonitorEntry>>,
+        artifacts: BTreeMap<String, ArtifactEntry>,
+        artifact_bytes: u64,
+        artifacts_evicted: u64,
+        assignments_version: u64,
+    ) -> Self {
+        Workloads {
+            monitors,
+            artifacts,
+            artifact_bytes,
+            artifacts_evicted,
+            assignments_version,
+        }
+    }
+
+    /// Bumps the assignments version (an allocation changed): edges fetch
+    /// their allocations again.
+    pub(super) fn bump_version(&mut self) {
+        self.assignments_version += 1;
+    }
+
+    /// Bumped by every applied monitor or allocation change; edges compare
+    /// it with what they applied.
     pub fn assignments_version(&self) -> u64 {
         self.assignments_version
     }
@@ -88,14 +111,6 @@ impl Workloads {
     /// Number of monitors.
     pub fn monitor_count(&self) -> usize {
         self.monitors.values().map(BTreeMap::len).sum()
-    }
-
-    /// Specs of every monitor assigned to `edge`.
-    pub fn assignments(&self, edge: &str) -> Vec<MonitorSpec> {
-        self.monitors(None)
-            .filter(|m| m.edge == edge)
-            .map(|m| m.spec.clone())
-            .collect()
     }
 
     /// A stored module.
@@ -174,12 +189,7 @@ impl Workloads {
         Outcome::ArtifactStored { created: true }
     }
 
-    pub(super) fn put_monitor(
-        &mut self,
-        mut spec: MonitorSpec,
-        edge: String,
-        now_ms: i64,
-    ) -> Outcome {
+    pub(super) fn put_monitor(&mut self, mut spec: MonitorSpec, now_ms: i64) -> Outcome {
         if !self.artifacts.contains_key(&spec.artifact.sha256) {
             return Outcome::Refused(Refusal::ArtifactMissing);
         }
@@ -187,7 +197,7 @@ impl Workloads {
         let mut old = None;
         if let Some(prev) = self.monitor(&spec.tenant, &spec.name) {
             spec.generation = prev.spec.generation;
-            if prev.spec == spec && prev.edge == edge {
+            if prev.spec == spec {
                 return Outcome::MonitorPut {
                     generation: prev.spec.generation,
                     changed: false,
@@ -207,7 +217,6 @@ impl Workloads {
         spec.generation = generation;
         let entry = MonitorEntry {
             spec,
-            edge,
             created_ms,
             updated_ms: now_ms,
         };

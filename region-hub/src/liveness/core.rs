@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use strata_protocol::liveness::{Classification, EdgeLiveness, EventKind, Evidence, LivenessState};
+use strata_protocol::scheduling::NodeFacts;
 use strata_protocol::EdgeStatus;
 
 use super::transitions::{
@@ -96,10 +97,13 @@ pub enum Command {
     /// [`LivenessCore::handle_applied`]; a failed proposal as
     /// [`LivenessCore::handle_replicate_failed`].
     Replicate(EdgeTransition),
-    /// Propose the edge's latest report (an `EdgeHeartbeat` command).
+    /// Propose the edge's latest report (an `EdgeReport` command, with
+    /// its facts when it sent any; an `EdgeHeartbeat` otherwise).
     ReplicateReport {
         /// The report.
         status: Arc<EdgeStatus>,
+        /// Its labels and pools, as last sent.
+        facts: Option<Arc<NodeFacts>>,
         /// When it arrived, ms since the Unix epoch.
         received_ms: i64,
     },
@@ -128,6 +132,8 @@ pub(super) struct Edge {
     pub(super) since: Now,
     pub(super) last_heard: Option<Now>,
     pub(super) status: Option<Arc<EdgeStatus>>,
+    /// Its labels and pools, as last sent.
+    pub(super) facts: Option<Arc<NodeFacts>>,
     /// The last decision applied.
     pub(super) replicated: Option<EdgeLiveness>,
     /// Decisions proposed and not applied yet: (state, since_ms).
@@ -159,6 +165,7 @@ impl Edge {
             since: now,
             last_heard: None,
             status: None,
+            facts: None,
             replicated: prior,
             in_flight: Vec::new(),
             retry_at: 0,
@@ -348,6 +355,40 @@ impl LivenessCore {
             LivenessState::Down => back_or_hold(edge, e, boot, now, &cfg, out),
         }
         self.maybe_report(edge, now);
+    }
+
+    /// The labels and pools `edge` sent with its next heartbeat (call
+    /// before [`LivenessCore::handle_heartbeat`]): a change is material,
+    /// so the report is replicated soon.
+    pub fn handle_facts(&mut self, edge: &str, facts: Arc<NodeFacts>, now: Now) {
+        if !self.is_leader() {
+            return;
+        }
+        let e = self
+            .edges
+            .entry(edge.to_owned())
+            .or_insert_with(|| Edge::new(None, now));
+        if e.facts.as_deref() != Some(&facts) {
+            e.facts = Some(facts);
+            e.report_dirty = true;
+        }
+    }
+
+    /// Whether this leader may renew (or grant) `edge`'s leases now: it
+    /// leads, it has decided the edge is up (not suspect, down or held down
+    /// for flapping), and that decision is in the applied log. See
+    /// `crate::scheduler` for why each condition is needed.
+    pub fn lease_renewable(&self, edge: &str) -> bool {
+        if !self.is_leader() {
+            return false;
+        }
+        self.edges.get(edge).is_some_and(|e| {
+            e.view == LivenessState::Up
+                && e.hold.is_none()
+                && e.replicated
+                    .as_ref()
+                    .is_some_and(|r| r.state == LivenessState::Up)
+        })
     }
 
     /// A batch from `edge`: alive and connected, though without a report.

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata_protocol::liveness::{EventKind, LivenessState};
+use strata_protocol::scheduling::NodeFacts;
 use strata_protocol::EdgeStatus;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -49,9 +50,14 @@ enum Input {
         edge: String,
         boot_id: u64,
         status: Arc<EdgeStatus>,
-        done: oneshot::Sender<()>,
+        facts: Option<Arc<NodeFacts>>,
+        done: oneshot::Sender<bool>,
     },
     Activity(String),
+    Grant {
+        edge: String,
+        done: oneshot::Sender<bool>,
+    },
     Opened(String, u64),
     Closed(String, u64, CloseKind),
     View(oneshot::Sender<SoftEdges>),
@@ -75,22 +81,54 @@ impl LivenessHandle {
         self.metrics.liveness_inputs_dropped.inc();
     }
 
-    /// Records a heartbeat; returns once the core has it (or after a
-    /// short wait: the heartbeat is answered regardless).
-    pub async fn heartbeat(&self, edge: String, boot_id: u64, status: EdgeStatus) {
+    /// Records a heartbeat (with the edge's facts, when it sent them);
+    /// returns once the core has it (or after a short wait: the heartbeat
+    /// is answered regardless) whether the edge's leases are renewed
+    /// ([`LivenessCore::lease_renewable`]; never when the core did not get
+    /// the heartbeat in time).
+    pub async fn heartbeat(
+        &self,
+        edge: String,
+        boot_id: u64,
+        status: EdgeStatus,
+        facts: Option<NodeFacts>,
+    ) -> bool {
         self.metrics.heartbeats.inc();
         let (done, wait) = oneshot::channel();
         let input = Input::Heartbeat {
             edge,
             boot_id,
             status: Arc::new(status),
+            facts: facts.map(Arc::new),
             done,
         };
         if self.tx.try_send(input).is_err() {
             self.dropped();
-            return;
+            return false;
         }
-        let _ = tokio::time::timeout(HEARTBEAT_WAIT, wait).await;
+        matches!(
+            tokio::time::timeout(HEARTBEAT_WAIT, wait).await,
+            Ok(Ok(true))
+        )
+    }
+
+    /// `edge` fetches its allocations: counts as hearing from it (a fetch
+    /// grants leases, so the grant must be on record like a heartbeat) and
+    /// answers whether the fetched set may grant leases.
+    pub async fn grant(&self, edge: &str) -> bool {
+        let (done, wait) = oneshot::channel();
+        let input = Input::Grant {
+            edge: edge.to_owned(),
+            done,
+        };
+        if self.tx.try_send(input).is_err() {
+            self.dropped();
+            return false;
+        }
+        matches!(
+            tokio::time::timeout(HEARTBEAT_WAIT, wait).await,
+            Ok(Ok(true))
+        )
     }
 
     /// A batch arrived from `edge`.
@@ -244,12 +282,23 @@ impl LivenessDriver {
                 edge,
                 boot_id,
                 status,
+                facts,
                 done,
             } => {
+                if let Some(f) = facts {
+                    self.core.handle_facts(&edge, f, now);
+                }
                 self.core.handle_heartbeat(&edge, boot_id, status, now);
-                let _ = done.send(());
+                let _ = done.send(self.core.lease_renewable(&edge));
             }
             Input::Activity(edge) => self.core.handle_activity(&edge, now),
+            Input::Grant { edge, done } => {
+                // Renewable is checked first: hearing it must not turn a
+                // suspect edge up before the decision is in the log.
+                let ok = self.core.lease_renewable(&edge);
+                self.core.handle_activity(&edge, now);
+                let _ = done.send(ok);
+            }
             Input::Opened(edge, conn) => self.core.handle_connection_opened(&edge, conn),
             Input::Closed(edge, conn, how) => {
                 self.core.handle_connection_closed(&edge, conn, how, now)
@@ -291,18 +340,27 @@ impl LivenessDriver {
             }
             Command::ReplicateReport {
                 status,
+                facts,
                 received_ms,
             } => {
-                let data = fsm::encode_command(&fsm::Command::EdgeHeartbeat {
-                    status: status.as_ref().clone(),
-                    received_ms,
+                let status = status.as_ref().clone();
+                let data = fsm::encode_command(&match facts {
+                    Some(f) => fsm::Command::EdgeReport {
+                        status,
+                        facts: f.as_ref().clone(),
+                        received_ms,
+                    },
+                    None => fsm::Command::EdgeHeartbeat {
+                        status,
+                        received_ms,
+                    },
                 });
                 let node = self.node.clone();
                 tokio::spawn(async move {
                     let r = tokio::time::timeout(PROPOSE_TIMEOUT, node.propose(data)).await;
                     if !matches!(r, Ok(Ok(_))) {
                         // The next material change or interval sends it again.
-                        tracing::debug!(edge = %status.edge, "edge report not replicated");
+                        tracing::debug!("edge report not replicated");
                     }
                 });
             }

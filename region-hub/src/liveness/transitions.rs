@@ -33,6 +33,7 @@ pub(super) fn report_if_due(e: &mut Edge, cfg: &CoreConfig, now: Now, out: &mut 
         e.report_dirty = false;
         out.push_back(Command::ReplicateReport {
             status: status.clone(),
+            facts: e.facts.clone(),
             received_ms: heard.wall_ms,
         });
     }

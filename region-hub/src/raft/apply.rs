@@ -31,6 +31,7 @@ use strata_protocol::{
 use super::node::{NodeError, PendingReply, ProposeError, RaftNode};
 use crate::fsm::{self, Outcome, RegionState};
 use crate::metrics::{DEVICE_RETRANSMISSION, EDGE_RESEND};
+use crate::scheduler::SchedSignal;
 use crate::store::{StoreError, TelemetryStore};
 
 /// The telemetry store as the node sees it. Implemented by
@@ -320,8 +321,12 @@ impl<S: HubStore> RaftNode<S> {
                 seq_reuses,
                 new_alerts,
                 new_metrics,
+                stale_fences,
                 ..
             } => {
+                self.metrics
+                    .stale_fence_outputs
+                    .inc_by(u64::from(stale_fences));
                 self.metrics.batches_stored.inc();
                 self.metrics
                     .records_stored
@@ -354,7 +359,19 @@ impl<S: HubStore> RaftNode<S> {
             Outcome::ArtifactStored { .. }
             | Outcome::MonitorPut { .. }
             | Outcome::MonitorDeleted { .. }
+            | Outcome::PlanApplied { .. }
             | Outcome::Skipped => {}
+        }
+        if self.is_leader() {
+            if !applied.changes.is_empty() {
+                self.sched_signal(SchedSignal::Applied {
+                    index,
+                    changes: applied.changes,
+                });
+            }
+            if !applied.device_moves.is_empty() {
+                self.sched_signal(SchedSignal::DevicesMoved);
+            }
         }
         if !applied.device_moves.is_empty() {
             self.signal(super::node::NodeSignal::DevicesMoved(applied.device_moves));

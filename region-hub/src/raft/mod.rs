@@ -27,6 +27,8 @@ pub use transport::{Filter, FilteredTransport, Filters, Transport};
 #[cfg(test)]
 pub mod harness;
 #[cfg(test)]
+mod harness_sched_tests;
+#[cfg(test)]
 mod membership_tests;
 #[cfg(test)]
 mod tests;

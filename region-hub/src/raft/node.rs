@@ -36,6 +36,7 @@ use super::storage::{RaftLogStorage, StorageError, BOOTSTRAP_INDEX};
 use super::transport::Transport;
 use crate::fsm::{DeviceMove, Outcome, RegionState};
 use crate::metrics::HubMetrics;
+use crate::scheduler::{Rebuild, SchedSignal};
 
 /// What the node core needs to know (a slice of the hub config).
 #[derive(Debug, Clone)]
@@ -290,6 +291,10 @@ pub struct Observer {
     /// decisions, devices changing edges), and the node thread must never
     /// wait on the failure detector.
     pub signals: mpsc::UnboundedSender<NodeSignal>,
+    /// The scheduler's signals (leadership with the state to start from,
+    /// and, while leading, what each applied entry changed), in apply
+    /// order. Unbounded for the same reason; `None` without a scheduler.
+    pub sched: Option<mpsc::UnboundedSender<SchedSignal>>,
 }
 
 pub(super) enum PendingReply {
@@ -474,6 +479,13 @@ impl<S: HubStore> RaftNode<S> {
     pub fn set_observer(&mut self, observer: Observer) {
         self.observer = Some(observer);
         self.publish_view();
+    }
+
+    /// Sends `signal` to the scheduler, if any (a gone receiver is fine).
+    pub(super) fn sched_signal(&self, signal: SchedSignal) {
+        if let Some(tx) = self.observer.as_ref().and_then(|o| o.sched.as_ref()) {
+            let _ = tx.send(signal);
+        }
     }
 
     /// Sends `signal` to the observer, if any (a gone receiver is fine:
@@ -785,6 +797,7 @@ impl<S: HubStore> RaftNode<S> {
                 term,
                 edges: Vec::new(),
             });
+            self.sched_signal(SchedSignal::Following);
         } else if leader && !self.was_leader {
             self.leader_since = Some(now);
             tracing::info!(hub = self.cfg.id, region = %self.cfg.region, term, "became leader");
@@ -802,6 +815,9 @@ impl<S: HubStore> RaftNode<S> {
                     term,
                     edges: edges.into_iter().collect(),
                 });
+                if self.observer.as_ref().is_some_and(|o| o.sched.is_some()) {
+                    self.sched_signal(SchedSignal::Leading(Box::new(Rebuild::of(&self.state))));
+                }
             }
         }
         self.was_leader = leader;
@@ -823,6 +839,8 @@ impl<S: HubStore> RaftNode<S> {
         m.alerts_held.set(self.state.alerts().len() as i64);
         m.alerts_evicted.set(self.state.alerts().evicted() as i64);
         m.monitors.set(w.monitor_count() as i64);
+        m.sched_allocations
+            .set(self.state.sched().running_count() as i64);
         m.artifact_bytes.set(w.artifact_usage().1 as i64);
         m.assignments_version.set(w.assignments_version() as i64);
     }

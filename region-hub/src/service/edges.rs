@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use strata_protocol::liveness::CLOSE_EDGE_SHUTDOWN;
+use strata_protocol::scheduling::NodeFacts;
 use strata_protocol::{EdgeResponse, EdgeStatus, HubResponse};
 
 use super::Service;
@@ -33,15 +34,18 @@ pub fn close_kind(e: &quinn::ConnectionError) -> Option<CloseKind> {
 
 impl Service {
     /// A heartbeat of `edge` (boot id 0 from an edge older than protocol
-    /// 4): the leader records it in its failure detector and acknowledges
-    /// with the region's assignments version and retention; a follower
-    /// redirects, so an idle edge still finds the leader. Never waits for
-    /// Raft: a heartbeat proves the link and the process alive.
+    /// 4; `facts` from protocol 5's `Pulse`): the leader records it in its
+    /// failure detector and acknowledges with the region's assignments
+    /// version and retention, and for a `Pulse` whether it renewed the
+    /// edge's leases; a follower redirects, so an idle edge still finds the
+    /// leader (and a follower never renews). Never waits for Raft: a
+    /// heartbeat proves the link and the process alive.
     pub(super) async fn heartbeat(
         &self,
         edge: &str,
         status: EdgeStatus,
         boot_id: u64,
+        facts: Option<NodeFacts>,
     ) -> EdgeResponse {
         self.metrics.request("heartbeat");
         if status.edge != edge {
@@ -59,12 +63,23 @@ impl Service {
                 leader: view.leader,
             };
         }
-        self.liveness
-            .heartbeat(edge.to_owned(), boot_id, status)
+        let pulse = facts.is_some();
+        let renewed = self
+            .liveness
+            .heartbeat(edge.to_owned(), boot_id, status, facts)
             .await;
-        EdgeResponse::HeartbeatAck {
-            assignments_version: self.view.borrow().assignments_version,
-            store_retention_ms: self.store_retention_ms,
+        let assignments_version = self.view.borrow().assignments_version;
+        if pulse {
+            EdgeResponse::PulseAck {
+                assignments_version,
+                store_retention_ms: self.store_retention_ms,
+                lease_renewed: renewed,
+            }
+        } else {
+            EdgeResponse::HeartbeatAck {
+                assignments_version,
+                store_retention_ms: self.store_retention_ms,
+            }
         }
     }
 

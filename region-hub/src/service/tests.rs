@@ -29,9 +29,11 @@ mod workloads {
     use std::net::UdpSocket;
     use std::time::{Duration, Instant};
 
+    use strata_protocol::liveness::EdgeHeartbeat;
     use strata_protocol::monitoring::{
         AlertQuery, DerivedMetricRecord, InstanceStatus, MonitorCapacity,
     };
+    use strata_protocol::scheduling::NodeFacts;
     use strata_protocol::workload::{MonitorSpec, Placement};
     use strata_protocol::{
         AlertRecord, EdgeRequest, EdgeResponse, EdgeStatus, HubRequest, HubResponse, Metric,
@@ -110,15 +112,37 @@ mod workloads {
     }
 
     fn heartbeat(instances: Vec<InstanceStatus>) -> EdgeRequest {
-        EdgeRequest::Heartbeat(EdgeStatus {
-            edge: "edge-1".into(),
-            capacity: MonitorCapacity {
-                memory_mib: 256,
-                cpu_millicores: 1000,
+        EdgeRequest::Pulse(EdgeHeartbeat {
+            status: EdgeStatus {
+                edge: "edge-1".into(),
+                capacity: MonitorCapacity {
+                    memory_mib: 256,
+                    cpu_millicores: 1000,
+                },
+                instances,
+                ..EdgeStatus::default()
             },
-            instances,
-            ..EdgeStatus::default()
+            boot_id: 7,
+            facts: NodeFacts {
+                labels: [("zone".to_owned(), "a".to_owned())].into(),
+                pools: Default::default(),
+            },
         })
+    }
+
+    /// The ack's (version, lease renewed).
+    fn ack(r: &EdgeResponse) -> Option<(u64, bool)> {
+        match r {
+            EdgeResponse::PulseAck {
+                assignments_version,
+                lease_renewed,
+                store_retention_ms,
+            } => {
+                assert_eq!(*store_retention_ms, StoreConfig::default().retention_ms);
+                Some((*assignments_version, *lease_renewed))
+            }
+            _ => None,
+        }
     }
 
     fn alerts_query() -> HubRequest {
@@ -190,17 +214,15 @@ mod workloads {
             }
         };
 
-        // A single replica elects itself; heartbeat until it has.
+        // A single replica elects itself; heartbeat until it has, and until
+        // the edge's "up" is in the log: only then are leases renewed.
         let start = Instant::now();
         loop {
             let r = call_edge(heartbeat(vec![])).await;
-            if r == (EdgeResponse::HeartbeatAck {
-                assignments_version: 0,
-                store_retention_ms: StoreConfig::default().retention_ms,
-            }) {
+            if ack(&r) == Some((0, true)) {
                 break;
             }
-            assert!(start.elapsed() < DEADLINE, "no leader: {r:?}");
+            assert!(start.elapsed() < DEADLINE, "no leader or no renewal: {r:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
 
@@ -248,13 +270,17 @@ mod workloads {
             );
         }
 
-        // Submit: placed on the only live edge; identical resubmit keeps
-        // the generation; a change bumps it.
+        // Submit: the scheduler places it on the only edge (the answer waits
+        // for that); identical resubmit keeps the generation; a change bumps
+        // it.
         let s = spec(&sha, module.len());
         let HubResponse::Monitor(info) = call(HubRequest::SubmitMonitor(s.clone())).await else {
             panic!("submit")
         };
         assert_eq!((info.edge.as_str(), info.region.as_str()), ("edge-1", "r1"));
+        assert_eq!((info.wanted, info.placed), (1, 1));
+        assert_eq!(info.allocations[0].fencing_token, 1);
+        assert_eq!(info.evaluations[0].trigger, "submit");
         let g1 = info.spec.generation;
         assert!(g1 >= 1);
         let HubResponse::Monitor(again) = call(HubRequest::SubmitMonitor(s.clone())).await else {
@@ -280,7 +306,11 @@ mod workloads {
         let HubResponse::Invalid(errs) = r else {
             panic!("{r:?}")
         };
-        assert_eq!(errs.fields(), vec!["tenant", "selector"], "{errs}");
+        assert_eq!(
+            errs.fields(),
+            vec!["tenant", "selector", "target.node"],
+            "{errs}"
+        );
         let mut big = s.clone();
         big.name = "big".into();
         big.resources.memory_mib = 300;
@@ -289,16 +319,44 @@ mod workloads {
         };
         assert_eq!(errs.fields(), vec!["resources.memory-mib"], "{errs}");
 
-        // The edge's view: assignments with their version, the module.
+        // The edge's view: its allocations with their version (a grant:
+        // the edge is up), the module; another edge's allocations are not
+        // its business.
+        let r = call_edge(EdgeRequest::FetchAllocations {
+            edge: "edge-1".into(),
+        })
+        .await;
+        let EdgeResponse::Allocations {
+            version,
+            lease_granted,
+            allocations,
+        } = r
+        else {
+            panic!("{r:?}")
+        };
+        assert!(lease_granted);
+        assert_eq!(allocations.len(), 1);
+        assert_eq!(allocations[0].spec.generation, g1 + 1, "updated in place");
+        assert_eq!(
+            (
+                allocations[0].fencing_token,
+                allocations[0].replace_after_ms
+            ),
+            (1, None)
+        );
+        let r = call_edge(EdgeRequest::FetchAllocations {
+            edge: "edge-2".into(),
+        })
+        .await;
+        assert!(matches!(r, EdgeResponse::Rejected { .. }), "{r:?}");
         let r = call_edge(EdgeRequest::FetchAssignments {
             edge: "edge-1".into(),
         })
         .await;
-        let EdgeResponse::Assignments { version, monitors } = r else {
+        let EdgeResponse::Assignments { monitors, .. } = r else {
             panic!("{r:?}")
         };
-        assert_eq!((version, monitors.len()), (2, 1));
-        assert_eq!(monitors[0].generation, g1 + 1);
+        assert_eq!(monitors.len(), 1);
         assert_eq!(
             call_edge(EdgeRequest::FetchArtifact {
                 sha256: sha.clone()
@@ -325,11 +383,8 @@ mod workloads {
             ..InstanceStatus::default()
         };
         assert_eq!(
-            call_edge(heartbeat(vec![running.clone()])).await,
-            EdgeResponse::HeartbeatAck {
-                assignments_version: 2,
-                store_retention_ms: StoreConfig::default().retention_ms,
-            }
+            ack(&call_edge(heartbeat(vec![running.clone()])).await),
+            Some((version, true))
         );
         let r = call(HubRequest::GetMonitor {
             tenant: "acme".into(),
@@ -356,16 +411,26 @@ mod workloads {
         };
         assert_eq!(call(del.clone()).await, HubResponse::MonitorDeleted);
         assert!(matches!(call(del).await, HubResponse::NotFound { .. }));
-        assert_eq!(
-            call_edge(EdgeRequest::FetchAssignments {
-                edge: "edge-1".into()
+        // The scheduler stops its allocation.
+        let start = Instant::now();
+        loop {
+            let r = call_edge(EdgeRequest::FetchAllocations {
+                edge: "edge-1".into(),
             })
-            .await,
-            EdgeResponse::Assignments {
-                version: 3,
-                monitors: vec![]
+            .await;
+            match r {
+                EdgeResponse::Allocations {
+                    version: v,
+                    allocations,
+                    ..
+                } if allocations.is_empty() => {
+                    assert!(v > version);
+                    break;
+                }
+                other => assert!(start.elapsed() < DEADLINE, "still placed: {other:?}"),
             }
-        );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let errors = |kind: &'static str| {
             hub.metrics
                 .request_errors

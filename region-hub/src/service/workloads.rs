@@ -1,23 +1,24 @@
 //! Monitor, artifact and alert requests: central's writes (artifact upload,
-//! monitor submit and delete, leader only) and reads (monitors, alerts),
-//! and the edge's fetches (assignments, artifacts).
+//! monitor submit and delete, leader only) and reads (monitors with their
+//! allocations and evaluations, alerts), and the edge's fetches
+//! (allocations, leader only; artifacts).
 //!
 //! Reads of the region state run as short closures on the Raft thread
 //! ([`NodeHandle::with_state`](crate::raft::driver::NodeHandle::with_state)):
 //! they copy out only what the answer needs. Module validation and hashing
 //! (up to 8 MiB) run on the blocking pool, never on the Raft thread.
 
-use rand::rngs::StdRng;
-use rand::SeedableRng;
-use strata_protocol::monitoring::{AlertQuery, InstanceStatus, MonitorInfo};
+use std::time::Duration;
+
+use strata_protocol::monitoring::AlertQuery;
 use strata_protocol::workload::{FieldError, MonitorSpec, SpecErrors, MAX_ARTIFACT_BYTES};
 use strata_protocol::{EdgeResponse, HubResponse, LeaderHint};
+use strata_sched::WorkloadId;
 
 use super::Service;
 use crate::admission;
 use crate::artifact;
 use crate::fsm::{Command, Outcome, Refusal};
-use crate::liveness;
 use crate::raft::driver::now_ms;
 use crate::raft::ProposeError;
 
@@ -25,11 +26,7 @@ use crate::raft::ProposeError;
 enum Admission {
     NotLeader(Option<LeaderHint>),
     Invalid(SpecErrors),
-    Place {
-        spec: Box<MonitorSpec>,
-        edge: String,
-        status: Option<InstanceStatus>,
-    },
+    Admit(Box<MonitorSpec>),
 }
 
 fn field_error(field: &str, message: impl Into<String>) -> HubResponse {
@@ -48,22 +45,80 @@ fn propose_failure(e: ProposeError) -> HubResponse {
     }
 }
 
+/// How often a submit looks for the workload's first evaluation.
+const SUBMIT_POLL: Duration = Duration::from_millis(20);
+
 impl Service {
-    /// `FetchAssignments`: every monitor assigned to `edge`, with the
-    /// version they reflect (one consistent read).
+    /// `FetchAssignments` (protocol version 4 and older): the specs of the
+    /// allocations on `edge`. Grants nothing; kept so a tool speaking the
+    /// old request still reads something true.
     pub(super) async fn fetch_assignments(&self, edge: String) -> EdgeResponse {
         self.metrics.request("fetch_assignments");
         let read = self
             .node
             .with_state(move |v| {
-                let w = v.state.workloads();
-                (w.assignments_version(), w.assignments(&edge))
+                let version = v.state.workloads().assignments_version();
+                let monitors = v
+                    .state
+                    .edge_allocations(&edge)
+                    .into_iter()
+                    .map(|a| a.spec)
+                    .collect();
+                (version, monitors)
             })
             .await;
         match read {
             Ok((version, monitors)) => EdgeResponse::Assignments { version, monitors },
             Err(e) => {
                 self.metrics.request_error("fetch_assignments");
+                EdgeResponse::Unavailable {
+                    reason: e.to_string(),
+                }
+            }
+        }
+    }
+
+    /// `FetchAllocations`, leader only: every allocation placed on the edge
+    /// with the version it reflects (one consistent read), and whether the
+    /// set grants leases (the failure detector counts the fetch as hearing
+    /// from the edge first). `peer` is the connection's edge: an edge may
+    /// fetch only its own allocations.
+    pub(super) async fn fetch_allocations(&self, peer: &str, edge: String) -> EdgeResponse {
+        self.metrics.request("fetch_allocations");
+        if edge != peer {
+            self.metrics.request_error("fetch_allocations");
+            return EdgeResponse::Rejected {
+                reason: format!("edge {peer:?} asked for the allocations of edge {edge:?}"),
+            };
+        }
+        let view = self.view.borrow().clone();
+        if !view.is_leader {
+            return EdgeResponse::NotLeader {
+                leader: view.leader,
+            };
+        }
+        let lease_granted = self.liveness.grant(&edge).await;
+        let read = self
+            .node
+            .with_state(move |v| {
+                if !v.is_leader {
+                    return Err(v.leader.cloned());
+                }
+                Ok((
+                    v.state.workloads().assignments_version(),
+                    v.state.edge_allocations(&edge),
+                ))
+            })
+            .await;
+        match read {
+            Ok(Ok((version, allocations))) => EdgeResponse::Allocations {
+                version,
+                lease_granted,
+                allocations,
+            },
+            Ok(Err(leader)) => EdgeResponse::NotLeader { leader },
+            Err(e) => {
+                self.metrics.request_error("fetch_allocations");
                 EdgeResponse::Unavailable {
                     reason: e.to_string(),
                 }
@@ -169,76 +224,56 @@ impl Service {
         }
     }
 
-    /// `SubmitMonitor`: on the leader, validate and place over the applied
-    /// state, then replicate a `PutMonitor` stamped with the leader's clock.
+    /// `SubmitMonitor`: on the leader, validate over the applied state
+    /// (`crate::admission`), replicate a `PutWorkload` stamped with the
+    /// leader's clock, then wait (up to `scheduler.submit-wait`) for its
+    /// first evaluation so the answer shows its allocations.
     pub(super) async fn submit_monitor(&self, spec: MonitorSpec) -> HubResponse {
         let _serial = self.submit_lock.lock().await;
         let now = now_ms();
-        let seed: u64 = rand::random();
-        let soft = self.liveness.view().await;
+        let settings = self.sched;
         let admitted = self
             .node
             .with_state(move |v| {
                 if !v.is_leader {
                     return Admission::NotLeader(v.leader.cloned());
                 }
-                let mut rng = StdRng::seed_from_u64(seed);
-                let edges = liveness::views(v.state, &soft);
-                match admission::admit(v.state, &edges, &spec, &mut rng) {
+                let snap = admission::snapshot(v.state, settings.config);
+                match admission::admit(v.state, &snap, &spec, settings.min_replace_after) {
                     Err(errs) => Admission::Invalid(errs),
-                    Ok(plan) => {
-                        let status = edges.iter().find(|e| e.edge == plan.edge).and_then(|e| {
-                            e.status
-                                .instances
-                                .iter()
-                                .find(|i| i.tenant == spec.tenant && i.name == spec.name)
-                                .cloned()
-                        });
-                        Admission::Place {
-                            spec: Box::new(spec),
-                            edge: plan.edge,
-                            status,
-                        }
-                    }
+                    Ok(_) => Admission::Admit(Box::new(spec)),
                 }
             })
             .await;
-        let (spec, edge, status) = match admitted {
+        let spec = match admitted {
             Err(e) => return propose_failure(e),
             Ok(Admission::NotLeader(leader)) => return HubResponse::NotLeader { leader },
             Ok(Admission::Invalid(errs)) => return HubResponse::Invalid(errs),
-            Ok(Admission::Place { spec, edge, status }) => (spec, edge, status),
+            Ok(Admission::Admit(spec)) => spec,
         };
-        let cmd = Command::PutMonitor {
-            spec,
-            edge,
-            now_ms: now,
-        };
-        let outcome = self.propose(&cmd).await;
-        let Command::PutMonitor { mut spec, edge, .. } = cmd else {
-            unreachable!("built just above")
-        };
-        match outcome {
+        let w = WorkloadId::new(&spec.tenant, &spec.name);
+        let key = w.clone();
+        let seen = self
+            .node
+            .with_state(move |v| v.state.sched().last_eval(&key).map_or(0, |e| e.index))
+            .await
+            .unwrap_or(0);
+        let cmd = Command::PutWorkload { spec, now_ms: now };
+        match self.propose(&cmd).await {
             Ok(Outcome::MonitorPut {
                 generation,
                 changed,
                 created,
-                created_ms,
-                updated_ms,
+                ..
             }) => {
                 tracing::info!(
-                    tenant = %spec.tenant, monitor = %spec.name, %edge, generation, changed, created,
+                    tenant = %w.tenant, monitor = %w.name, generation, changed, created,
                     "monitor submitted"
                 );
-                spec.generation = generation;
-                HubResponse::Monitor(MonitorInfo {
-                    spec: *spec,
-                    region: self.me.region.clone(),
-                    edge,
-                    created_ms,
-                    updated_ms,
-                    status,
-                })
+                if changed {
+                    self.wait_for_evaluation(&w, seen).await;
+                }
+                self.monitor_response(w.tenant, w.name).await
             }
             Ok(Outcome::Refused(r @ Refusal::ArtifactMissing)) => {
                 field_error("artifact.sha256", r.to_string())
@@ -250,7 +285,32 @@ impl Service {
         }
     }
 
-    /// `DeleteMonitor`, leader only.
+    /// Waits until the workload has an evaluation recorded after the one
+    /// at index `seen` (a changed workload always gets one: it places,
+    /// updates or says why not), at most `scheduler.submit-wait`.
+    async fn wait_for_evaluation(&self, w: &WorkloadId, seen: u64) {
+        let deadline = tokio::time::Instant::now() + self.sched.submit_wait;
+        loop {
+            let key = w.clone();
+            let done = self
+                .node
+                .with_state(move |v| {
+                    v.state
+                        .sched()
+                        .last_eval(&key)
+                        .is_some_and(|e| e.index > seen)
+                })
+                .await
+                .unwrap_or(true);
+            if done || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(SUBMIT_POLL).await;
+        }
+    }
+
+    /// `DeleteMonitor`, leader only: the workload goes at once; the
+    /// scheduler stops its allocations.
     pub(super) async fn delete_monitor(&self, tenant: String, name: String) -> HubResponse {
         let _serial = self.submit_lock.lock().await;
         let (t, n) = (tenant.clone(), name.clone());
@@ -273,9 +333,10 @@ impl Service {
             Ok(Ok(false)) => return not_found(&tenant, &name),
             Ok(Ok(true)) => {}
         }
-        let cmd = Command::DeleteMonitor {
+        let cmd = Command::DeleteWorkload {
             tenant: tenant.clone(),
             name: name.clone(),
+            now_ms: now_ms(),
         };
         match self.propose(&cmd).await {
             Ok(Outcome::MonitorDeleted { existed: true }) => {
@@ -300,7 +361,7 @@ impl Service {
                 v.state
                     .workloads()
                     .monitors(tenant.as_deref())
-                    .map(|m| v.state.monitor_info(v.region, m, soft.status(&m.edge)))
+                    .map(|m| v.state.monitor_info(v.region, m, |e| soft.status(e)))
                     .collect()
             })
             .await;
@@ -313,6 +374,10 @@ impl Service {
     /// `GetMonitor`, from this replica's applied state (the instance report
     /// from the leader's soft state).
     pub(super) async fn get_monitor(&self, tenant: String, name: String) -> HubResponse {
+        self.monitor_response(tenant, name).await
+    }
+
+    async fn monitor_response(&self, tenant: String, name: String) -> HubResponse {
         let (t, n) = (tenant.clone(), name.clone());
         let soft = self.liveness.view().await;
         let read = self
@@ -321,7 +386,7 @@ impl Service {
                 v.state
                     .workloads()
                     .monitor(&t, &n)
-                    .map(|m| v.state.monitor_info(v.region, m, soft.status(&m.edge)))
+                    .map(|m| v.state.monitor_info(v.region, m, |e| soft.status(e)))
             })
             .await;
         match read {
