@@ -349,6 +349,14 @@ impl UplinkCore {
         self.applied_assignments = version;
     }
 
+    /// What the workload host says it applied now (0: fetch the set
+    /// again). Ignored while a sync is in flight: its end says.
+    pub fn refresh_applied_assignments(&mut self, version: u64) {
+        if !self.sync_inflight {
+            self.applied_assignments = version;
+        }
+    }
+
     /// A `SyncAssignments` finished: `applied` is the version now applied
     /// (`None` when the fetch failed; the next heartbeat ack retries).
     pub fn handle_sync_done(&mut self, applied: Option<u64>) {

@@ -563,3 +563,40 @@ fn heartbeat_ack_publishes_the_region_retention_when_it_changes() {
         vec![Command::RegionRetention { retention_ms: 0 }]
     );
 }
+
+/// The workload host asks for its set again (an instance whose lease ran
+/// out while the hub was unreachable, or never granted after a reboot)
+/// although the region's version did not change: the next ack syncs. Not
+/// while a sync is in flight.
+#[test]
+fn a_host_waiting_for_a_lease_syncs_at_the_same_version() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let mut c = UplinkCore::new(cfg(), 1, 1, 0);
+    c.set_applied_assignments(4);
+    c.handle_timeout(0, &mut rng);
+    let conn = c.handle_connected(0);
+    drain(&mut c);
+    let ack = EdgeResponse::HeartbeatAck {
+        assignments_version: 4,
+        store_retention_ms: 0,
+    };
+    let syncs = |c: &mut UplinkCore| {
+        drain(c)
+            .into_iter()
+            .filter(|x| matches!(x, Command::SyncAssignments { .. }))
+            .count()
+    };
+    c.handle_heartbeat_response(conn, &ack, 1, &mut rng);
+    assert_eq!(syncs(&mut c), 0, "up to date");
+    c.refresh_applied_assignments(0);
+    c.handle_heartbeat_response(conn, &ack, 2, &mut rng);
+    assert_eq!(syncs(&mut c), 1, "the host wants a grant");
+    // In flight: a refresh does not start another.
+    c.refresh_applied_assignments(0);
+    c.handle_heartbeat_response(conn, &ack, 3, &mut rng);
+    assert_eq!(syncs(&mut c), 0);
+    c.handle_sync_done(Some(4));
+    c.refresh_applied_assignments(4);
+    c.handle_heartbeat_response(conn, &ack, 4, &mut rng);
+    assert_eq!(syncs(&mut c), 0, "granted");
+}

@@ -568,6 +568,14 @@ impl UplinkDriver {
                         }
                         Event::Synced(v) => core.handle_sync_done(v),
                         Event::Heartbeat(id, resp) => {
+                            // The workload host asks for its set again with
+                            // version 0 (a module missing, or an instance
+                            // waiting for a lease: after a reboot, or one
+                            // that ran out while the hub was unreachable);
+                            // only a fetched set grants a lease.
+                            if let Some(t) = &self.assignments {
+                                core.refresh_applied_assignments(t.applied_version());
+                            }
                             core.handle_heartbeat_response(id, &resp, now(), &mut rng)
                         }
                         Event::Lost(id) => {
