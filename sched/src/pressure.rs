@@ -27,9 +27,9 @@
 //!   ([`Rebalancer::hot`] and `enter-percent`): the scheduler never moves
 //!   an instance onto a node that is hot, or that its budget would push to
 //!   `enter-percent`. A move that finds no such node is handed back with
-//!   [`Rebalancer::not_moved`]: its budget returns, it is counted as
-//!   `no_target`, and the instance keeps its cooldown so the next shed
-//!   tries the next candidate.
+//!   [`Rebalancer::not_moved`]: its budget and cooldown return and it is
+//!   counted as `no_target`; the node's next shed, `sustain` later, tries
+//!   the lowest priority again.
 //! - **Movable.** Count instances only, and only those the caller's
 //!   predicate admits ([`Rebalancer::observe_with`]; the region hub keeps
 //!   instances pinned to their edge in place).
@@ -281,13 +281,15 @@ impl Rebalancer {
             .collect()
     }
 
-    /// A move decided for `reason` did not happen (no node could take the
-    /// instance): its share of the budget is given back, and it is counted
-    /// under `no_target` instead of `moves`. The instance keeps its
-    /// cooldown, so the node's next shed looks at the next candidate
-    /// rather than retrying one that has nowhere to go.
-    pub fn not_moved(&mut self, reason: MoveReason) {
+    /// A move of `workload`'s `slot` decided for `reason` did not happen
+    /// (no node could take the instance): its share of the budget and its
+    /// cooldown are given back, and it is counted under `no_target`
+    /// instead of `moves`. The node's next shed (`sustain` later) tries the
+    /// lowest priority again, so priority order holds however long no node
+    /// has room.
+    pub fn not_moved(&mut self, workload: &WorkloadId, slot: u32, reason: MoveReason) {
         self.recent.pop_back();
+        self.moved.remove(&(workload.clone(), slot));
         if let Some(n) = self.counts.moves.get_mut(&reason) {
             *n = n.saturating_sub(1);
         }

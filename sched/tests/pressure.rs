@@ -174,7 +174,7 @@ fn a_migration_never_lands_on_a_hot_node_nor_one_it_would_make_hot() {
     assert!(plan.failed.is_none(), "not a failure of the workload");
     assert!(plan.nodes.values().all(|n| n.stop.is_empty()), "it stays");
     // The move is given back to the budget, counted as having no target.
-    r.not_moved(MoveReason::CpuPressure);
+    r.not_moved(&WorkloadId::new("acme", "low"), 0, MoveReason::CpuPressure);
     assert_eq!(r.counts().no_target, 1);
     assert_eq!(r.counts().moves.get(&MoveReason::CpuPressure), Some(&1));
     // At 60 % it fits (60 + 20 < 90) and the move is made.
