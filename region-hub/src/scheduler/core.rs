@@ -18,8 +18,10 @@
 //! (for the workloads with an allocation there, and for the blocked ones
 //! when an edge comes up), an edge's capacity or facts changing (blocked
 //! workloads), failed or lost allocations, devices changing edges (new
-//! carrier sets), plan refusals, and `follow_up_at` deadlines. A new
-//! leader evaluates every workload once.
+//! carrier sets), plan refusals, `follow_up_at` deadlines, and pressure
+//! (every `sample-every`, the rebalancer looks at the measured use that
+//! [`SchedulerCore::handle_usage`] fed it from heartbeats; see
+//! [`super::pressure`]). A new leader evaluates every workload once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -29,11 +31,12 @@ use strata_protocol::liveness::{EdgeLiveness, LivenessState};
 use strata_protocol::scheduling::RefusedNode;
 use strata_sched::{
     schedule, verify_plan, AllocId, Allocation, ClientState, ClusterSnapshot, Desired, EvalId,
-    Evaluation, Node, NodeId, NodeStatus, PlaceReason, PlacementFailure, SchedError,
-    SchedulerConfig, Timestamp, Trigger, Workload, WorkloadId,
+    Evaluation, Node, NodeId, NodeStatus, PlaceReason, PlacementFailure, PressureConfig, Rebalance,
+    Resources, SchedError, SchedulerConfig, Timestamp, Trigger, Workload, WorkloadId,
 };
 
 use super::lease::{self, Basis, LeaseConfig};
+use super::pressure::Pressure;
 use crate::fsm::{PlanCommit, RegionState, SchedChange};
 
 /// The core's configuration.
@@ -47,6 +50,8 @@ pub struct CoreConfig {
     /// Device carriers are recomputed at most this often (ms) when devices
     /// move between edges.
     pub carrier_refresh_ms: u64,
+    /// Rebalancing under pressure.
+    pub pressure: PressureConfig,
 }
 
 impl Default for CoreConfig {
@@ -58,6 +63,7 @@ impl Default for CoreConfig {
                 leader_bound_ms: 2_000,
             },
             carrier_refresh_ms: 1_000,
+            pressure: PressureConfig::default(),
         }
     }
 }
@@ -138,12 +144,30 @@ pub enum Observation {
         /// The latency, ms.
         latency_ms: u64,
     },
+    /// An instance moves off a pressured edge (its plan was proposed).
+    Migrated {
+        /// `MoveReason::as_str`: `cpu-pressure` or `memory-pressure`.
+        reason: &'static str,
+    },
+    /// Moves wanted but not made.
+    MigrationHeld {
+        /// `budget` (over the region's migration budget),
+        /// `nothing-movable` (a pressured edge runs nothing that may move),
+        /// `no-target` (no edge could take it without becoming hot).
+        reason: &'static str,
+        /// How many.
+        count: u64,
+    },
+    /// Edges under pressure now (after each sample).
+    Pressured(u64),
 }
 
 /// A pending evaluation.
 #[derive(Debug, Clone)]
 struct Pending {
     trigger: Trigger,
+    /// Allocations pressure moves elsewhere.
+    migrate: Vec<AllocId>,
 }
 
 /// A plan in flight.
@@ -177,6 +201,8 @@ struct Lead {
     carriers_at: Option<i64>,
     carriers_wanted: bool,
     rng: ChaCha8Rng,
+    /// Measured use and the rebalancer (soft state).
+    pressure: Pressure,
 }
 
 /// The scheduler core. See the module docs.
@@ -246,10 +272,10 @@ impl SchedulerCore {
         let carriers = l
             .carriers_wanted
             .then(|| l.carriers_at.unwrap_or(0) + self.cfg.carrier_refresh_ms as i64);
-        match (follow, carriers) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [follow, carriers, l.pressure.due_ms()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// This replica leads from `now_ms` on, with the replicated state in
@@ -273,6 +299,7 @@ impl SchedulerCore {
             carriers_at: None,
             carriers_wanted: false,
             rng: ChaCha8Rng::seed_from_u64(seed),
+            pressure: Pressure::new(self.cfg.pressure, now_ms),
         };
         self.install(&mut lead, r);
         self.lead = Some(lead);
@@ -309,8 +336,12 @@ impl SchedulerCore {
             let heard = lead.heard.entry(node).or_insert(l.last_heartbeat_ms);
             *heard = (*heard).max(l.last_heartbeat_ms);
         }
+        let mut nodes = r.nodes;
+        for n in &mut nodes {
+            lead.pressure.overlay(n);
+        }
         lead.snap =
-            ClusterSnapshot::from_parts(r.index, self.cfg.sched, r.nodes, r.workloads, r.allocs);
+            ClusterSnapshot::from_parts(r.index, self.cfg.sched, nodes, r.workloads, r.allocs);
         let ids: Vec<AllocId> = lead
             .snap
             .workloads()
@@ -431,6 +462,7 @@ impl SchedulerCore {
             SchedChange::Node(mut n) => {
                 let id = n.id.clone();
                 n.device_groups = lead.carriers.get(&id.0).cloned().unwrap_or_default();
+                lead.pressure.overlay(&mut n);
                 let grew = match lead.snap.node(&id) {
                     Some(old) => {
                         old.capacity != n.capacity || old.labels != n.labels || old.pools != n.pools
@@ -459,6 +491,11 @@ impl SchedulerCore {
                 let h = lead.heard.entry(id.clone()).or_insert(heard);
                 *h = (*h).max(heard);
                 let status = node.status;
+                if status == NodeStatus::Ready {
+                    lead.pressure.overlay(&mut node);
+                } else {
+                    lead.pressure.forget(&id);
+                }
                 lead.snap.upsert_node(*node);
                 if status == NodeStatus::Ready {
                     // Renewals resume: a stop of one of its allocations
@@ -564,6 +601,22 @@ impl SchedulerCore {
         }
     }
 
+    /// A heartbeat from `edge` measured `usage` (its instances' measured
+    /// use): soft state, fresher than the replicated report. The snapshot
+    /// ranks with it and the rebalancer samples it.
+    pub fn handle_usage(&mut self, edge: &str, usage: Resources) {
+        let Some(lead) = self.lead.as_mut() else {
+            return;
+        };
+        let id = NodeId::from(edge);
+        lead.pressure.record(id.clone(), usage);
+        if let Some(n) = lead.snap.node(&id).filter(|n| n.usage != usage) {
+            let mut n = n.clone();
+            n.usage = usage;
+            lead.snap.upsert_node(n);
+        }
+    }
+
     /// Devices reported through other edges: carriers are recomputed (rate
     /// limited).
     pub fn handle_devices_moved(&mut self, now_ms: i64) {
@@ -635,6 +688,13 @@ impl SchedulerCore {
         let Some(lead) = self.lead.as_mut() else {
             return;
         };
+        if lead.pressure.due_ms().is_some_and(|t| now_ms >= t) {
+            let (moves, obs) = lead.pressure.sample(&lead.snap, now_ms);
+            for m in moves {
+                enqueue_migration(lead, m);
+            }
+            self.commands.extend(obs.into_iter().map(Command::Observe));
+        }
         let now = Timestamp::from_millis(now_ms);
         while let Some((t, _)) = lead.follow_ups.first() {
             if *t > now {
@@ -691,8 +751,12 @@ impl SchedulerCore {
         let Some(p) = lead.pending.remove(&w) else {
             return false;
         };
-        let eval = Evaluation::new(lead.next_eval, w.clone(), p.trigger, lead.snap.index());
+        let mut eval = Evaluation::new(lead.next_eval, w.clone(), p.trigger, lead.snap.index());
         lead.next_eval += 1;
+        if !p.migrate.is_empty() {
+            eval.migrate = p.migrate;
+            eval.headroom = Some(lead.pressure.headroom());
+        }
         self.commands
             .push_back(Command::Observe(Observation::Evaluated {
                 trigger: eval.trigger.as_str(),
@@ -716,6 +780,15 @@ impl SchedulerCore {
                 .insert((Timestamp::from_millis(at.as_millis() + 1), w.clone()));
         }
         let mut verdict = verify_plan(&lead.snap, &plan);
+        if !eval.migrate.is_empty() {
+            let moved: BTreeSet<AllocId> = verdict
+                .placements()
+                .filter(|a| a.placement.reason == PlaceReason::MigratePressure)
+                .filter_map(|a| a.previous)
+                .collect();
+            let obs = lead.pressure.settle(&lead.snap, &eval, &moved);
+            self.commands.extend(obs.into_iter().map(Command::Observe));
+        }
         let workload = lead.snap.workload(&w).cloned();
         if let Some(wl) = &workload {
             for np in verdict.accepted.values_mut() {
@@ -800,6 +873,34 @@ fn enqueue(lead: &mut Lead, w: WorkloadId, trigger: Trigger) {
         // Coalesced: the queued evaluation will see everything anyway.
         return;
     }
-    lead.pending.insert(w.clone(), Pending { trigger });
+    lead.pending.insert(
+        w.clone(),
+        Pending {
+            trigger,
+            migrate: Vec::new(),
+        },
+    );
     lead.queue.push_back(w);
+}
+
+/// Queues a pressure move; an evaluation already pending for the workload
+/// takes it on (its trigger becomes `pressure`).
+fn enqueue_migration(lead: &mut Lead, m: Rebalance) {
+    let trigger = Trigger::Pressure(m.node);
+    match lead.pending.get_mut(&m.workload) {
+        Some(p) => {
+            p.trigger = trigger;
+            p.migrate.extend(m.migrate);
+        }
+        None => {
+            lead.pending.insert(
+                m.workload.clone(),
+                Pending {
+                    trigger,
+                    migrate: m.migrate,
+                },
+            );
+            lead.queue.push_back(m.workload);
+        }
+    }
 }

@@ -607,3 +607,6 @@ fn per_edge_workloads_follow_their_carriers() {
     assert_eq!(edges, vec!["e2".to_owned(), "e3".to_owned()]);
     let _ = BTreeMap::<u8, u8>::new();
 }
+
+#[path = "pressure_tests.rs"]
+mod pressure_tests;

@@ -16,6 +16,8 @@
 //!   in `core_tests.rs`, and against an in-memory Raft group in
 //!   `raft::harness_sched_tests`).
 //! - [`lease`]: the lease deadlines the leader counts.
+//! - `pressure`: rebalancing under pressure (measured use from heartbeats,
+//!   the rebalancer's samples, where migrations may go, what is counted).
 //! - [`driver`]: [`SchedulerDriver`], which owns the core and executes its
 //!   commands; [`SchedSignal`], what the Raft node tells it.
 //!
@@ -81,6 +83,7 @@
 pub mod core;
 mod driver;
 pub mod lease;
+mod pressure;
 
 #[cfg(test)]
 mod core_tests;
