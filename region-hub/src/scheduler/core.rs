@@ -144,7 +144,8 @@ pub enum Observation {
         /// The latency, ms.
         latency_ms: u64,
     },
-    /// An instance moves off a pressured edge (its plan was proposed).
+    /// An instance moved off a pressured edge (its replacement is
+    /// committed).
     Migrated {
         /// `MoveReason::as_str`: `cpu-pressure` or `memory-pressure`.
         reason: &'static str,
@@ -325,7 +326,7 @@ impl SchedulerCore {
     }
 
     /// Replaces the snapshot with `r`.
-    fn install(&self, lead: &mut Lead, r: Rebuild) {
+    fn install(&mut self, lead: &mut Lead, r: Rebuild) {
         lead.carriers = r
             .nodes
             .iter()
@@ -342,6 +343,9 @@ impl SchedulerCore {
         }
         lead.snap =
             ClusterSnapshot::from_parts(r.index, self.cfg.sched, nodes, r.workloads, r.allocs);
+        let moved = lead.pressure.rebuilt(&lead.snap);
+        self.commands
+            .extend(moved.into_iter().map(Command::Observe));
         let ids: Vec<AllocId> = lead
             .snap
             .workloads()
@@ -422,6 +426,9 @@ impl SchedulerCore {
                                         .unwrap_or(0),
                                 }));
                         }
+                    }
+                    if let Some(o) = lead.pressure.committed(a.id) {
+                        self.commands.push_back(Command::Observe(o));
                     }
                     let w = a.workload.clone();
                     let failed = matches!(became, Some(ClientState::Failed | ClientState::Lost))
@@ -781,10 +788,10 @@ impl SchedulerCore {
         }
         let mut verdict = verify_plan(&lead.snap, &plan);
         if !eval.migrate.is_empty() {
-            let moved: BTreeSet<AllocId> = verdict
+            let moved: BTreeMap<AllocId, AllocId> = verdict
                 .placements()
                 .filter(|a| a.placement.reason == PlaceReason::MigratePressure)
-                .filter_map(|a| a.previous)
+                .filter_map(|a| a.previous.map(|p| (p, a.id)))
                 .collect();
             let obs = lead.pressure.settle(&lead.snap, &eval, &moved);
             self.commands.extend(obs.into_iter().map(Command::Observe));

@@ -26,7 +26,7 @@
 //!   that is hot (pressured, or above `enter-percent` and counting), nor
 //!   one the instance's budget would push to `enter-percent`; and never
 //!   back onto the edge it leaves (the scheduler's own rule).
-//! - **Counted**: every move when its plan is proposed
+//! - **Counted**: every move once its replacement is committed
 //!   (`strata_hub_migrations_total{reason="cpu-pressure"|"memory-pressure"}`),
 //!   every move wanted but not made
 //!   (`strata_hub_migrations_held_total{reason="budget"|"nothing-movable"|"no-target"}`),
@@ -34,12 +34,13 @@
 //!   that found no target gives its budget back and is tried again at the
 //!   edge's next shed ([`Rebalancer::not_moved`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use strata_protocol::workload::NODE_LABEL;
 use strata_sched::{
     AllocId, Allocation, ClusterSnapshot, Evaluation, Headroom, MoveReason, Node, NodeId, Operator,
     PlacementIntent, PressureConfig, Rebalance, Rebalancer, Resources, Timestamp, Workload,
+    WorkloadId,
 };
 
 use super::core::Observation;
@@ -52,8 +53,11 @@ pub(super) struct Pressure {
     measured: HashMap<NodeId, Resources>,
     /// When the next sample is due (ms, wall clock).
     next_sample_ms: i64,
-    /// Moves decided and not yet evaluated, with their reason.
+    /// Moves decided and not yet evaluated: allocation → reason.
     reasons: HashMap<AllocId, MoveReason>,
+    /// Moves proposed and not yet seen committed: the replacement's id →
+    /// (reason, workload, slot).
+    proposed: BTreeMap<AllocId, (MoveReason, WorkloadId, u32)>,
 }
 
 impl Pressure {
@@ -65,6 +69,7 @@ impl Pressure {
             measured: HashMap::new(),
             next_sample_ms: now_ms.saturating_add(interval_ms(&cfg)),
             reasons: HashMap::new(),
+            proposed: BTreeMap::new(),
         }
     }
 
@@ -144,23 +149,25 @@ impl Pressure {
     }
 
     /// The outcome of an evaluation that carried migrations, on the
-    /// snapshot it ran on: those in `placed` move (counted by reason); the
-    /// others found no target and give their budget and cooldown back.
+    /// snapshot it ran on: those in `placed` (moved allocation → its
+    /// replacement) are proposed, and counted once their replacement is
+    /// committed ([`Pressure::committed`]); the others found no target and
+    /// give their budget and cooldown back.
     pub(super) fn settle(
         &mut self,
         snap: &ClusterSnapshot,
         eval: &Evaluation,
-        placed: &BTreeSet<AllocId>,
+        placed: &BTreeMap<AllocId, AllocId>,
     ) -> Vec<Observation> {
         let mut obs = Vec::new();
         for id in &eval.migrate {
             let Some(reason) = self.reasons.remove(id) else {
                 continue;
             };
-            if placed.contains(id) {
-                obs.push(Observation::Migrated {
-                    reason: reason.as_str(),
-                });
+            let slot = snap.alloc(*id).map_or(0, |a| a.slot);
+            if let Some(new) = placed.get(id) {
+                self.proposed
+                    .insert(*new, (reason, eval.workload.clone(), slot));
             } else {
                 tracing::info!(
                     workload = %eval.workload,
@@ -168,12 +175,43 @@ impl Pressure {
                     reason = reason.as_str(),
                     "pressure: no edge can take the instance without becoming hot; it stays"
                 );
-                let slot = snap.alloc(*id).map_or(0, |a| a.slot);
                 self.rebalancer.not_moved(&eval.workload, slot, reason);
                 obs.push(Observation::MigrationHeld {
                     reason: "no-target",
                     count: 1,
                 });
+            }
+        }
+        obs
+    }
+}
+
+impl Pressure {
+    /// Allocation `id` is in the applied log: if it is a move's
+    /// replacement, the move happened.
+    pub(super) fn committed(&mut self, id: AllocId) -> Option<Observation> {
+        self.proposed
+            .remove(&id)
+            .map(|(reason, _, _)| Observation::Migrated {
+                reason: reason.as_str(),
+            })
+    }
+
+    /// The snapshot was rebuilt from the applied state: a proposed move
+    /// whose replacement is in it happened; one whose replacement is not
+    /// never will (its plan's fate was unknown, or it was refused), so its
+    /// budget and cooldown are given back and the next shed decides again.
+    pub(super) fn rebuilt(&mut self, snap: &ClusterSnapshot) -> Vec<Observation> {
+        let mut obs = Vec::new();
+        for (id, (reason, workload, slot)) in std::mem::take(&mut self.proposed) {
+            if snap.alloc(id).is_some() {
+                obs.push(Observation::Migrated {
+                    reason: reason.as_str(),
+                });
+            } else {
+                // (Counted as `no_target` inside the rebalancer; the hub's
+                // metrics count only what the core observes.)
+                self.rebalancer.not_moved(&workload, slot, reason);
             }
         }
         obs

@@ -140,15 +140,10 @@ fn sustained_pressure_moves_the_lowest_priority_instance_once() {
     // budget allows one move: low goes, high is deferred (counted).
     assert_eq!(
         observed(&cmds),
-        vec![
-            &Observation::MigrationHeld {
-                reason: "budget",
-                count: 1
-            },
-            &Observation::Migrated {
-                reason: "cpu-pressure"
-            }
-        ]
+        vec![&Observation::MigrationHeld {
+            reason: "budget",
+            count: 1
+        }]
     );
     let p = proposals(&cmds);
     assert_eq!(p.len(), 1);
@@ -167,6 +162,13 @@ fn sustained_pressure_moves_the_lowest_priority_instance_once() {
         "the old instance stops only with its replacement"
     );
     wd.commit();
+    // Counted once the move is in the log.
+    assert_eq!(
+        observed(&wd.core.take_commands()),
+        vec![&Observation::Migrated {
+            reason: "cpu-pressure"
+        }]
+    );
     let low = wd.running("low");
     assert_eq!(low.len(), 1);
     assert_ne!(low[0].0, "e1");
@@ -241,16 +243,12 @@ fn a_target_that_is_or_would_become_hot_is_refused() {
     cmds = wd.sample_for(30);
     assert_eq!(
         observed(&cmds),
-        vec![
-            &Observation::MigrationHeld {
-                reason: "budget",
-                count: 1
-            },
-            &Observation::Migrated {
-                reason: "cpu-pressure"
-            }
-        ]
+        vec![&Observation::MigrationHeld {
+            reason: "budget",
+            count: 1
+        }]
     );
+    assert_eq!(proposals(&cmds).len(), 1);
     wd.commit();
     assert_eq!(wd.running("low"), vec![("e3".to_owned(), 0)]);
     assert_eq!(wd.running("high"), vec![("e1".to_owned(), 0)]);
@@ -308,4 +306,29 @@ fn pinned_instances_stay_and_disabled_rebalancing_only_measures() {
     let cmds = wd.sample_for(60);
     assert_eq!(pressured(&cmds), Some(1));
     assert!(proposals(&cmds).is_empty(), "{cmds:?}");
+}
+
+#[test]
+fn a_move_whose_plan_never_commits_is_not_counted() {
+    let mut wd = region(950, 100, prioritized("high", 90, prefer_e1()));
+    let cmds = wd.sample_for(35);
+    let p = proposals(&cmds);
+    assert_eq!(p.len(), 1);
+    let (workload, eval) = (p[0].workload.clone(), p[0].eval);
+    // The proposal's fate is unknown (a timeout): the core rebuilds from
+    // the applied state, where the replacement is not.
+    wd.proposed.clear();
+    wd.core.handle_propose_failed(&workload, eval);
+    assert_eq!(wd.core.take_commands(), vec![Command::Rebuild]);
+    wd.core.handle_rebuild(Rebuild::of(&wd.state));
+    let cmds = wd.core.take_commands();
+    assert!(observed(&cmds).is_empty(), "{cmds:?}");
+    wd.settle();
+    assert_eq!(wd.running("low"), vec![("e1".to_owned(), 0)]);
+    // Its budget and cooldown came back: the next shed moves low again,
+    // not high.
+    let cmds = wd.sample_for(30);
+    let p = proposals(&cmds);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].workload, w("low"));
 }
