@@ -730,6 +730,21 @@ leader-grace = "3s"
     }
 
     #[test]
+    fn pressure_is_configured_in_its_own_table() {
+        let cfg = HubConfig::from_toml(
+            "region = \"r\"\n[scheduler.pressure]\nenabled = false\nenter-percent = 80\nsustain = \"1m\"\n",
+        )
+        .unwrap();
+        let p = cfg.sched_core_config().pressure;
+        assert!(!p.enabled);
+        assert_eq!((p.enter_percent, p.leave_percent), (80, 75));
+        assert_eq!(p.sustain, Duration::from_secs(60));
+        let e = HubConfig::from_toml("region = \"r\"\n[scheduler.pressure]\nenter-pct = 80\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("enter-pct"), "{e}");
+    }
+
+    #[test]
     fn unknown_fields_are_refused() {
         let e = HubConfig::from_toml("region = \"r\"\nregoin = \"x\"").unwrap_err();
         assert!(e.to_string().contains("regoin"), "{e}");
