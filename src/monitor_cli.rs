@@ -560,14 +560,35 @@ async fn submit(
     write_out(
         out,
         &format!(
-            "{} monitor {}/{} in region {region}: generation {}, assigned to edge {}\n",
+            "{} monitor {}/{} in region {region}: generation {}, {}\n",
             if status == 201 { "created" } else { "updated" },
             spec.tenant,
             spec.name,
             doc["generation"],
-            doc["edge"].as_str().unwrap_or("?"),
+            placed_on(&doc),
         ),
     )
+}
+
+/// Where a submitted monitor runs, as its answer says (the hub waits a
+/// moment for the first evaluation before answering).
+fn placed_on(doc: &Value) -> String {
+    let edges: Vec<&str> = doc["allocations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["desired"] == "run")
+        .filter_map(|a| a["edge"].as_str())
+        .collect();
+    match (edges.as_slice(), doc["edge"].as_str()) {
+        ([], Some(e)) if !e.is_empty() => format!("assigned to edge {e}"),
+        ([], _) => format!(
+            "not placed yet ({} wanted; `strata monitor inspect` says why)",
+            doc["wanted"].as_u64().unwrap_or(1)
+        ),
+        ([e], _) => format!("assigned to edge {e}"),
+        (many, _) => format!("assigned to edges {}", many.join(", ")),
+    }
 }
 
 /// `alerts`: query central, print newest first.

@@ -363,7 +363,7 @@ mod tests {
             assert_eq!(l.file_artifact, None, "{}", path.display());
             seen += 1;
         }
-        assert!(seen >= 2, "examples in {}", dir.display());
+        assert!(seen >= 4, "examples in {}", dir.display());
     }
 
     #[test]

@@ -234,7 +234,7 @@ pub fn monitor(m: &Value) -> String {
         (
             "placement",
             if spec["placement"].is_object() {
-                spec["placement"].to_string()
+                compact(&spec["placement"]).to_string()
             } else {
                 "one instance, anywhere it fits, kept on disconnect".to_owned()
             },
@@ -304,6 +304,26 @@ pub fn monitor(m: &Value) -> String {
     text.push_str(&allocations(&m["allocations"]));
     text.push_str(&evaluations(&m["evaluations"]));
     text
+}
+
+/// `v` without its unset parts (null, false, empty lists and tables), so a
+/// placement shows only what the spec asked for.
+fn compact(v: &Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), compact(v)))
+                .filter(|(_, v)| match v {
+                    Value::Null | Value::Bool(false) => false,
+                    Value::Array(a) => !a.is_empty(),
+                    Value::Object(o) => !o.is_empty(),
+                    _ => true,
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(compact).collect()),
+        other => other.clone(),
+    }
 }
 
 /// A monitor's allocations: where each instance is, and why there.
@@ -592,11 +612,14 @@ mod tests {
         let mut m = doc();
         m["placed"] = json!(1);
         m["wanted"] = json!(2);
+        m["spec"]["placement"] = json!({"count": 2, "per-node": false, "pools": [],
+            "replace-after": null, "spread": [{"label": "zone", "targets": {}, "weight": 50}]});
         m["allocations"] = serde_json::to_value(vec![alloc]).unwrap();
         m["evaluations"] = serde_json::to_value(vec![eval]).unwrap();
         let d = monitor(&m);
         for needle in [
             "placed      1 of 2 wanted\n",
+            "placement   {\"count\":2,\"spread\":[{\"label\":\"zone\",\"weight\":50}]}\n",
             "abcdef12",
             "edge-2",
             "run/running",

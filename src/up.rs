@@ -538,8 +538,8 @@ pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()>
             o.devices, o.rate
         );
         println!(
-            "  Monitors : temperature spikes hit 0.5% of devices at readings 120, 300 and 600; watch for them with\n             ./monitors/build.sh && {cli} monitor submit --api {api}{dd} --region {} \\\n               --module target/monitors/wasm/zscore.wasm docs/monitors/zscore.toml\n             {cli} alerts --api {api}{dd} --tenant demo",
-            o.region
+            "  Monitors : temperature spikes hit 0.5% of devices at readings 120, 300 and 600; catch them on every edge\n             that carries devices with one instance each (they follow the devices when an edge dies):\n             ./monitors/build.sh && {cli} monitor submit --api {api}{dd} --region {r} \\\n               --module target/monitors/wasm/zscore.wasm docs/monitors/zscore-per-edge.toml\n             {cli} monitor inspect --api {api}{dd} {r} demo temperature-anomaly-per-edge   (where each runs, and why)\n             {cli} alerts --api {api}{dd} --tenant demo\n             docs/monitors/threshold-replace.toml: 2 instances in 2 zones, replaced 2 s after their edge is lost",
+            r = o.region
         );
         // A demo fleet with something for monitors to find.
         let anomalies = [120, 300, 600]

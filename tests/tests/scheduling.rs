@@ -395,3 +395,136 @@ async fn bad_placements_are_refused_with_reasons_and_change_nothing() -> anyhow:
     .await;
     c.finish(r)
 }
+
+/// Submits `spec`, retrying while the region has no leader (central
+/// answers 503 then).
+async fn submit_retrying(api: &strata_tests::cluster::Api, spec: &Value) -> anyhow::Result<()> {
+    wait_until("a submit accepted", PATIENCE, || async {
+        monitors::submit(api, REGION, spec).await.ok().map(|_| ())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hub_leader_killed_during_scheduling_loses_and_doubles_no_allocation(
+) -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let mut c = Cluster::start(ClusterOpts {
+        edges: 3,
+        ..ClusterOpts::default()
+    })
+    .await?;
+    let r = async {
+        for i in 1..=3 {
+            wait_edge_state(&c.api, &format!("edge-{i}"), "up", PATIENCE).await?;
+        }
+        warm_up(&c, "lead", 84).await?;
+        let (sha, size) = monitors::upload(&c.api, REGION, sample_module("threshold")?).await?;
+        let counts: Vec<(String, u64)> = (0..6).map(|i| (format!("w{i}"), 1 + i % 3)).collect();
+        let spec = {
+            let sha = sha.clone();
+            move |name: &str, count: u64| {
+                placed(
+                    name,
+                    &sha,
+                    size,
+                    "lead",
+                    json!({"count": count, "replace-after": "1s"}),
+                )
+            }
+        };
+        // The leader is killed while it schedules: a first half of the
+        // workloads is being submitted (and placed) as it dies; the rest go
+        // to whoever leads next.
+        let old = c.wait_for_leader(PATIENCE).await?;
+        let old_idx = c.hub_index(old);
+        let api = c.api.clone();
+        let submit_half = |half: &'static str| {
+            let (api, counts) = (api.clone(), counts.clone());
+            let spec = spec.clone();
+            async move {
+                let part = if half == "first" {
+                    &counts[..3]
+                } else {
+                    &counts[3..]
+                };
+                for (name, count) in part {
+                    submit_retrying(&api, &spec(name, *count)).await?;
+                }
+                anyhow::Ok(())
+            }
+        };
+        let (first, ()) = tokio::join!(submit_half("first"), async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            c.hubs[old_idx].kill().await;
+            eprintln!("hub leader {old} killed");
+        });
+        first?;
+        submit_half("second").await?;
+        let new = wait_until("a new leader", PATIENCE, || async {
+            c.api
+                .leader(REGION)
+                .await
+                .ok()
+                .flatten()
+                .filter(|l| *l != old)
+        })
+        .await?;
+        eprintln!("hub {new} leads");
+
+        // Every workload: exactly its count live, one per slot, on distinct
+        // edges, each running; fencing tokens unique across the region.
+        let total: u64 = counts.iter().map(|(_, n)| n).sum();
+        wait_until("every workload placed exactly", PATIENCE, || async {
+            let mut tokens = std::collections::BTreeSet::new();
+            for (name, count) in &counts {
+                let live: Vec<Value> = allocations(&c, name)
+                    .await
+                    .ok()?
+                    .into_iter()
+                    .filter(is_live)
+                    .collect();
+                let slots: std::collections::BTreeSet<u64> =
+                    live.iter().filter_map(|a| a["slot"].as_u64()).collect();
+                let edges: std::collections::BTreeSet<&str> =
+                    live.iter().filter_map(|a| a["edge"].as_str()).collect();
+                if live.len() as u64 != *count
+                    || slots != (0..*count).collect()
+                    || edges.len() as u64 != *count
+                    || live.iter().any(|a| a["client"] != "running")
+                {
+                    return None;
+                }
+                for a in &live {
+                    tokens.insert(a["fencing-token"].as_u64()?);
+                }
+            }
+            (tokens.len() as u64 == total).then_some(())
+        })
+        .await?;
+        // And the edges agree: as many instances running as allocations.
+        let mut running = 0.0;
+        for i in 0..3 {
+            running += c.metric(&c.edge_metrics_addr(i)?, RUNNING).await?;
+        }
+        ensure!(
+            running == total as f64,
+            "edges run {running} instances for {total} allocations"
+        );
+
+        // The killed replica comes back, catches up, and nothing changes.
+        c.hubs[old_idx].start().await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for (name, count) in &counts {
+            let live = allocations(&c, name)
+                .await?
+                .into_iter()
+                .filter(is_live)
+                .count() as u64;
+            ensure!(live == *count, "{name}: {live} live after the restart");
+        }
+        Ok(())
+    }
+    .await;
+    c.finish(r)
+}

@@ -93,6 +93,14 @@ impl AllocRecord {
     }
 }
 
+/// `ms` since the Unix epoch as an RFC 3339 UTC time with milliseconds
+/// (messages are for people; the raw value is in the allocation).
+pub fn rfc3339_ms(ms: i64) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
 /// A stop reason in a few words (API, events).
 pub fn stop_words(r: &StopReason) -> String {
     match r {
@@ -103,8 +111,8 @@ pub fn stop_words(r: &StopReason) -> String {
         }
         StopReason::Disconnected { lease_expires_at } => match lease_expires_at {
             Some(t) => format!(
-                "edge disconnected past replace-after; lease expired at {} ms",
-                t.as_millis()
+                "edge disconnected past replace-after; lease expired at {}",
+                rfc3339_ms(t.as_millis())
             ),
             None => "edge disconnected past replace-after; it never held a lease".to_owned(),
         },

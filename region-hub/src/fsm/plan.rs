@@ -364,8 +364,10 @@ impl Notes {
             v
         };
         for (slot, edge, expires) in &self.expired {
-            let when =
-                expires.map_or_else(|| "it never held one".to_owned(), |t| format!("at {t} ms"));
+            let when = expires.map_or_else(
+                || "it never held one".to_owned(),
+                |t| format!("at {}", super::allocs::rfc3339_ms(t)),
+            );
             log.append(
                 now,
                 EventKind::LeaseExpired,

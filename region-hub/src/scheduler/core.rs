@@ -393,6 +393,9 @@ impl SchedulerCore {
         }
         lead.snap.set_index(index);
         self.lead = Some(lead);
+        // A new or changed selector has carriers the snapshot lacks (a
+        // per-edge workload places nothing without them).
+        self.maybe_refresh_carriers(now_ms);
     }
 
     fn change(&mut self, lead: &mut Lead, c: SchedChange, now_ms: i64) {
@@ -404,6 +407,7 @@ impl SchedulerCore {
                     Trigger::Submit
                 };
                 let id = w.id.clone();
+                lead.carriers_wanted = true;
                 lead.snap.upsert_workload(*w);
                 // Leases depend on the policy, which may have changed.
                 self.relase_workload(lead, &id);

@@ -608,5 +608,22 @@ fn per_edge_workloads_follow_their_carriers() {
     let _ = BTreeMap::<u8, u8>::new();
 }
 
+/// A per-edge workload submitted while leading: the snapshot has no
+/// carriers for its new selector yet, so the core asks for them, and places
+/// once they arrive (it did not before: nothing was ever placed).
+#[test]
+fn a_per_edge_workload_submitted_while_leading_asks_for_its_carriers() {
+    let mut wd = World::new(3);
+    wd.lead();
+    wd.settle();
+    wd.submit("p", serde_json::json!({"per-edge": true}));
+    let cmds = wd.evaluate();
+    assert!(cmds.contains(&Command::RefreshCarriers), "{cmds:?}");
+    wd.commit();
+    wd.core.handle_carriers(wd.state.carriers());
+    wd.settle();
+    assert_eq!(wd.running("p").len(), 3, "one per edge carrying a device");
+}
+
 #[path = "pressure_tests.rs"]
 mod pressure_tests;
