@@ -18,8 +18,9 @@
 //!   `window`; the rest wait (counted as deferred).
 //! - **No flapping.** A moved instance (its workload and slot; the
 //!   replacement keeps the slot) is not moved again within `cooldown`, and
-//!   a node that just shed load waits another `sustain` before shedding
-//!   more, since measured usage lags the move. The scheduler never places a
+//!   a node that just shed load (or tried to: over budget, nothing
+//!   movable) waits another `sustain` before it is looked at again, since
+//!   measured usage lags the move. The scheduler never places a
 //!   migration back on the node it leaves, and ranks by measured usage, so
 //!   a hot node is the last choice for anything else.
 //!
@@ -356,9 +357,9 @@ impl Rebalancer {
                 continue;
             }
             let moves = self.pick(snap, n, dim, leave, now, &movable);
-            if moves.is_empty() {
-                continue;
-            }
+            // Shed or not (over budget, nothing movable), the node is looked
+            // at again only `sustain` later: measured use lags a move, and a
+            // held move is counted once per look, not once per sample.
             self.heat
                 .insert(n.id.clone(), Heat::Pressured(dim, now.plus(cfg.sustain)));
             out.extend(moves);
