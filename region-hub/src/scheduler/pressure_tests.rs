@@ -332,3 +332,87 @@ fn a_move_whose_plan_never_commits_is_not_counted() {
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].workload, w("low"));
 }
+
+#[test]
+fn a_new_leader_starts_calm_and_measures_again() {
+    let mut wd = region(950, 100, prioritized("high", 90, prefer_e1()));
+    let cmds = wd.sample_for(30);
+    assert!(proposals(&cmds).is_empty());
+    // Leadership moves just before e1 would shed: heartbeats were soft
+    // state, so the new leader knows nothing of the last 30 s.
+    wd.core.handle_leadership_lost();
+    wd.lead();
+    wd.settle();
+    let cmds = wd.sample_for(10);
+    assert!(
+        pressured(&cmds).is_none(),
+        "nothing measured yet, nothing sampled: {cmds:?}"
+    );
+    wd.usage("e1", 950);
+    wd.usage("e2", 100);
+    wd.usage("e3", 100);
+    let cmds = wd.sample_for(30);
+    assert!(
+        proposals(&cmds).is_empty(),
+        "sustain counts again: {cmds:?}"
+    );
+    assert_eq!(pressured(&cmds), Some(0));
+    let cmds = wd.after(5);
+    assert_eq!(proposals(&cmds).len(), 1);
+    assert_eq!(proposals(&cmds)[0].workload, w("low"));
+}
+
+#[test]
+fn a_pressured_edge_takes_nothing_until_it_has_calmed_down() {
+    // Every edge hot and sustained: e2 and e3 are pressured too (nothing
+    // runs there to shed), so e1's low has nowhere to go.
+    let mut wd = region(950, 950, prioritized("high", 90, prefer_e1()));
+    let cmds = wd.sample_for(35);
+    assert_eq!(pressured(&cmds), Some(3));
+    assert!(proposals(&cmds).is_empty(), "{cmds:?}");
+    let held: Vec<&Observation> = observed(&cmds);
+    assert!(
+        held.contains(&&Observation::MigrationHeld {
+            reason: "no-target",
+            count: 1
+        }) && held.contains(&&Observation::MigrationHeld {
+            reason: "nothing-movable",
+            count: 2
+        }),
+        "{held:?}"
+    );
+    // e2 drops to 76 %: still pressured (above leave-percent, 75), so still
+    // no target although 76 + 10 stays below 90.
+    wd.usage("e2", 760);
+    let cmds = wd.sample_for(30);
+    assert!(proposals(&cmds).is_empty(), "{cmds:?}");
+    assert_eq!(pressured(&cmds), Some(3));
+    // Each pressured edge is looked at once per `sustain`, so each held
+    // move is counted once, not once per sample (high over the budget,
+    // e2 and e3 with nothing to move, low with nowhere to go).
+    assert_eq!(
+        observed(&cmds),
+        vec![
+            &Observation::MigrationHeld {
+                reason: "budget",
+                count: 1
+            },
+            &Observation::MigrationHeld {
+                reason: "nothing-movable",
+                count: 2
+            },
+            &Observation::MigrationHeld {
+                reason: "no-target",
+                count: 1
+            }
+        ]
+    );
+    // Calm at 70 %: the next shed moves low there.
+    wd.usage("e2", 700);
+    let cmds = wd.sample_for(30);
+    assert_eq!(pressured(&cmds), Some(2));
+    let p = proposals(&cmds);
+    assert_eq!(p.len(), 1, "{cmds:?}");
+    wd.commit();
+    assert_eq!(wd.running("low"), vec![("e2".to_owned(), 0)]);
+}
