@@ -89,7 +89,7 @@ pub struct RejectedLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     /// Moves: `cpu-pressure` or `memory-pressure`. Held: `budget`,
-    /// `nothing-movable` or `no-target`.
+    /// `nothing-movable`, `no-target` or `refused`.
     pub reason: &'static str,
 }
 
@@ -494,12 +494,12 @@ impl HubMetrics {
             "Instances moved off edges under sustained pressure, by reason (cpu-pressure, memory-pressure)",
             m.migrations.clone(),
         );
-        for reason in ["budget", "nothing-movable", "no-target"] {
+        for reason in ["budget", "nothing-movable", "no-target", "refused"] {
             drop(m.migrations_held.get_or_create(&ReasonLabel { reason }));
         }
         r.register(
             "migrations_held",
-            "Pressure moves wanted but not made: over the region's budget (budget), nothing movable on the edge (nothing-movable), no edge could take it without becoming hot (no-target)",
+            "Pressure moves wanted but not made: over the region's budget (budget), nothing movable on the edge (nothing-movable), no edge could take it without becoming hot (no-target), the plan applier refused it (refused)",
             m.migrations_held.clone(),
         );
         r.register(

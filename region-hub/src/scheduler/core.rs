@@ -156,7 +156,8 @@ pub enum Observation {
     MigrationHeld {
         /// `budget` (over the region's migration budget),
         /// `nothing-movable` (a pressured edge runs nothing that may move),
-        /// `no-target` (no edge could take it without becoming hot).
+        /// `no-target` (no edge could take it without becoming hot),
+        /// `refused` (the plan applier refused the move's node plan).
         reason: &'static str,
         /// How many.
         count: u64,
@@ -585,7 +586,7 @@ impl SchedulerCore {
                 .filter(|a| a.placement.reason == PlaceReason::MigratePressure)
                 .filter_map(|a| a.previous.map(|p| (p, a.id)))
                 .collect();
-            let obs = lead.pressure.settle(&lead.snap, &eval, &moved);
+            let obs = lead.pressure.settle(&lead.snap, &eval, &plan, &moved);
             self.commands.extend(obs.into_iter().map(Command::Observe));
         }
         let workload = lead.snap.workload(&w).cloned();

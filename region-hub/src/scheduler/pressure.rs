@@ -29,7 +29,7 @@
 //! - **Counted**: every move once its replacement is committed
 //!   (`strata_hub_migrations_total{reason="cpu-pressure"|"memory-pressure"}`),
 //!   every move wanted but not made
-//!   (`strata_hub_migrations_held_total{reason="budget"|"nothing-movable"|"no-target"}`),
+//!   (`strata_hub_migrations_held_total{reason="budget"|"nothing-movable"|"no-target"|"refused"}`),
 //!   and the edges pressured now (`strata_hub_pressured_edges`). A move
 //!   that found no target gives its budget back and is tried again at the
 //!   edge's next shed ([`Rebalancer::not_moved`]).
@@ -39,7 +39,7 @@ use std::collections::{BTreeMap, HashMap};
 use strata_protocol::workload::NODE_LABEL;
 use strata_sched::{
     AllocId, Allocation, ClusterSnapshot, Evaluation, Headroom, MoveReason, Node, NodeId, Operator,
-    PlacementIntent, PressureConfig, Rebalance, Rebalancer, Resources, Timestamp, Workload,
+    PlacementIntent, Plan, PressureConfig, Rebalance, Rebalancer, Resources, Timestamp, Workload,
     WorkloadId,
 };
 
@@ -150,13 +150,17 @@ impl Pressure {
 
     /// The outcome of an evaluation that carried migrations, on the
     /// snapshot it ran on: those in `placed` (moved allocation → its
-    /// replacement) are proposed, and counted once their replacement is
-    /// committed ([`Pressure::committed`]); the others found no target and
-    /// give their budget and cooldown back.
+    /// replacement, as the applier accepted them) are proposed, and counted
+    /// once their replacement is committed ([`Pressure::committed`]). The
+    /// others give their budget and cooldown back, counted as `no-target`
+    /// when the scheduler found no edge (`plan.not_migrated`), `refused`
+    /// when the applier refused the node plan, and not at all when the
+    /// instance no longer runs.
     pub(super) fn settle(
         &mut self,
         snap: &ClusterSnapshot,
         eval: &Evaluation,
+        plan: &Plan,
         placed: &BTreeMap<AllocId, AllocId>,
     ) -> Vec<Observation> {
         let mut obs = Vec::new();
@@ -164,23 +168,33 @@ impl Pressure {
             let Some(reason) = self.reasons.remove(id) else {
                 continue;
             };
-            let slot = snap.alloc(*id).map_or(0, |a| a.slot);
+            let alloc = snap.alloc(*id);
+            let slot = alloc.map_or(0, |a| a.slot);
             if let Some(new) = placed.get(id) {
                 self.proposed
                     .insert(*new, (reason, eval.workload.clone(), slot));
-            } else {
+                continue;
+            }
+            self.rebalancer.not_moved(&eval.workload, slot, reason);
+            let held = if let Some((_, why)) = plan.not_migrated.iter().find(|(a, _)| a == id) {
                 tracing::info!(
                     workload = %eval.workload,
                     alloc = %id,
                     reason = reason.as_str(),
+                    filtered = ?why.filtered,
+                    exhausted = ?why.exhausted,
                     "pressure: no edge can take the instance without becoming hot; it stays"
                 );
-                self.rebalancer.not_moved(&eval.workload, slot, reason);
-                obs.push(Observation::MigrationHeld {
-                    reason: "no-target",
-                    count: 1,
-                });
-            }
+                "no-target"
+            } else if alloc.is_some_and(|a| a.is_live()) {
+                "refused"
+            } else {
+                continue;
+            };
+            obs.push(Observation::MigrationHeld {
+                reason: held,
+                count: 1,
+            });
         }
         obs
     }
