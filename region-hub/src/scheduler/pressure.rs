@@ -110,14 +110,14 @@ impl Pressure {
             .observe_with(snap, Timestamp::from_millis(now_ms), movable);
         let after = self.rebalancer.counts();
         let mut obs = Vec::new();
-        let deferred = after.deferred_budget - before.deferred_budget;
+        let deferred = after.deferred_budget.saturating_sub(before.deferred_budget);
         if deferred > 0 {
             obs.push(Observation::MigrationHeld {
                 reason: "budget",
                 count: deferred,
             });
         }
-        let stuck = after.nothing_movable - before.nothing_movable;
+        let stuck = after.nothing_movable.saturating_sub(before.nothing_movable);
         if stuck > 0 {
             obs.push(Observation::MigrationHeld {
                 reason: "nothing-movable",
@@ -155,7 +155,7 @@ impl Pressure {
     /// others give their budget and cooldown back, counted as `no-target`
     /// when the scheduler found no edge (`plan.not_migrated`), `refused`
     /// when the applier refused the node plan, and not at all when the
-    /// instance no longer runs.
+    /// instance or its workload is gone.
     pub(super) fn settle(
         &mut self,
         snap: &ClusterSnapshot,
@@ -186,7 +186,8 @@ impl Pressure {
                     "pressure: no edge can take the instance without becoming hot; it stays"
                 );
                 "no-target"
-            } else if alloc.is_some_and(|a| a.is_live()) {
+            } else if alloc.is_some_and(|a| a.is_live()) && snap.workload(&eval.workload).is_some()
+            {
                 "refused"
             } else {
                 continue;
