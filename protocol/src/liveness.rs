@@ -210,6 +210,9 @@ pub enum EventKind {
     /// A disconnected `replace-after` instance's lease ran out: its edge
     /// has stopped it, so it may be replaced.
     LeaseExpired,
+    /// An instance was moved off an edge under sustained CPU or memory
+    /// pressure (attrs: slot, from, edge, token).
+    AllocMigrated,
 }
 
 impl EventKind {
@@ -228,6 +231,7 @@ impl EventKind {
             EventKind::AllocReplaced => "alloc-replaced",
             EventKind::PlacementFailed => "placement-failed",
             EventKind::LeaseExpired => "lease-expired",
+            EventKind::AllocMigrated => "alloc-migrated",
         }
     }
 }
@@ -333,6 +337,7 @@ mod tests {
             EventKind::AllocReplaced,
             EventKind::PlacementFailed,
             EventKind::LeaseExpired,
+            EventKind::AllocMigrated,
         ] {
             assert_eq!(
                 serde_json::to_value(k).unwrap(),

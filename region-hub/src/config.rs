@@ -22,6 +22,10 @@
 //! [scheduler]
 //! algorithm = "binpack"
 //! lease-minimum = "1s"
+//! [scheduler.pressure]
+//! enter-percent = 90
+//! leave-percent = 75
+//! sustain = "30s"
 //! ```
 
 use std::net::SocketAddr;
@@ -37,7 +41,7 @@ use crate::raft::{MembershipConfig, NodeConfig};
 use crate::scheduler::{CoreConfig as SchedCoreConfig, LeaseConfig};
 use crate::service::SchedSettings;
 use crate::store::StoreConfig;
-use strata_sched::{Algorithm, SchedulerConfig};
+use strata_sched::{Algorithm, PressureConfig, SchedulerConfig};
 
 /// The configuration was invalid; every problem is listed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -282,6 +286,26 @@ pub struct SchedulerTuning {
     /// Feasible edges ranked per placement when a workload has soft rules
     /// (affinity, spread). At least 1. Default 100.
     pub soft_rule_candidates: u32,
+    /// Rebalancing under pressure (`[scheduler.pressure]`): an edge whose
+    /// instances' measured use stays at or above `enter-percent` of the
+    /// capacity it offers monitors for `sustain` moves its lowest-priority
+    /// movable instances elsewhere. Fields (all optional):
+    /// - `enabled`: move anything at all (when false, pressure is still
+    ///   measured and shown in `strata_hub_pressured_edges`). Default true.
+    /// - `enter-percent`: percent of capacity, 1-100, at or above which a
+    ///   dimension (CPU or memory) is hot. Default 90.
+    /// - `leave-percent`: percent below which every dimension must fall for
+    ///   the edge to calm down; below `enter-percent`. Default 75.
+    /// - `sustain`: humantime; how long an edge must stay hot before it
+    ///   sheds, and how long it waits between sheds. Default "30s".
+    /// - `moves-per-window`: moves allowed in the whole region per
+    ///   `window` (0: none). Default 4.
+    /// - `window`: humantime, longer than 0. Default "5m".
+    /// - `cooldown`: humantime; a moved instance is not moved again for
+    ///   this long. Default "10m".
+    /// - `sample-every`: humantime; how often the leader samples measured
+    ///   use, longer than 0 and at most `sustain`. Default "5s".
+    pub pressure: PressureConfig,
 }
 
 impl Default for SchedulerTuning {
@@ -292,6 +316,7 @@ impl Default for SchedulerTuning {
             lease_margin: Duration::from_secs(1),
             submit_wait: Duration::from_secs(2),
             soft_rule_candidates: SchedulerConfig::default().soft_rule_candidates,
+            pressure: PressureConfig::default(),
         }
     }
 }
@@ -332,6 +357,12 @@ impl SchedulerTuning {
         }
         if self.soft_rule_candidates == 0 {
             p.push("scheduler.soft-rule-candidates: must be at least 1".to_owned());
+        }
+        if let Err(errs) = self.pressure.validate() {
+            p.extend(
+                errs.into_iter()
+                    .map(|e| format!("scheduler.pressure.{}: {}", e.field, e.message)),
+            );
         }
         p
     }
@@ -606,6 +637,7 @@ impl HubConfig {
                 leader_bound_ms: election_ms.saturating_mul(2),
             },
             carrier_refresh_ms: 1_000,
+            pressure: self.scheduler.pressure,
         }
     }
 
@@ -698,6 +730,21 @@ leader-grace = "3s"
     }
 
     #[test]
+    fn pressure_is_configured_in_its_own_table() {
+        let cfg = HubConfig::from_toml(
+            "region = \"r\"\n[scheduler.pressure]\nenabled = false\nenter-percent = 80\nsustain = \"1m\"\n",
+        )
+        .unwrap();
+        let p = cfg.sched_core_config().pressure;
+        assert!(!p.enabled);
+        assert_eq!((p.enter_percent, p.leave_percent), (80, 75));
+        assert_eq!(p.sustain, Duration::from_secs(60));
+        let e = HubConfig::from_toml("region = \"r\"\n[scheduler.pressure]\nenter-pct = 80\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("enter-pct"), "{e}");
+    }
+
+    #[test]
     fn unknown_fields_are_refused() {
         let e = HubConfig::from_toml("region = \"r\"\nregoin = \"x\"").unwrap_err();
         assert!(e.to_string().contains("regoin"), "{e}");
@@ -738,6 +785,12 @@ leader-grace = "3s"
             scheduler: SchedulerTuning {
                 lease_minimum: Duration::from_millis(100),
                 soft_rule_candidates: 0,
+                pressure: PressureConfig {
+                    enter_percent: 50,
+                    leave_percent: 60,
+                    sample_every: Duration::ZERO,
+                    ..PressureConfig::default()
+                },
                 ..SchedulerTuning::default()
             },
             ..HubConfig::default()
@@ -761,6 +814,8 @@ leader-grace = "3s"
             "liveness.flap-downs",
             "scheduler.lease-minimum",
             "scheduler.soft-rule-candidates",
+            "scheduler.pressure.leave-percent",
+            "scheduler.pressure.sample-every",
         ] {
             assert!(
                 problems.iter().any(|p| p.contains(want)),

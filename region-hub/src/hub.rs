@@ -249,6 +249,7 @@ pub async fn start(
     let (view_tx, view_rx) = tokio::sync::watch::channel(NodeView::default());
     let (signals_tx, signals_rx) = mpsc::unbounded_channel();
     let (sched_tx, sched_rx) = mpsc::unbounded_channel();
+    let usage_tx = sched_tx.clone();
     let observer = Observer {
         view: view_tx,
         signals: signals_tx,
@@ -289,6 +290,8 @@ pub async fn start(
         handle.clone(),
         metrics.clone(),
     );
+    // Measured use from heartbeats goes to the scheduler as soft state.
+    let detector = detector.with_usage_sink(usage_tx);
     tokio::spawn(detector.run(services.clone()));
     let scheduler = SchedulerDriver::new(
         SchedulerCore::new(cfg.sched_core_config()),

@@ -85,6 +85,14 @@ pub struct RejectedLabel {
     pub kind: &'static str,
 }
 
+/// Label of [`HubMetrics::migrations`] and [`HubMetrics::migrations_held`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Moves: `cpu-pressure` or `memory-pressure`. Held: `budget`,
+    /// `nothing-movable`, `no-target` or `refused`.
+    pub reason: &'static str,
+}
+
 /// Every metric of one replica. Cloning shares the underlying values.
 #[derive(Clone)]
 pub struct HubMetrics {
@@ -184,6 +192,12 @@ pub struct HubMetrics {
     pub sched_allocations: Gauge,
     /// Monitor outputs refused because their allocation was replaced.
     pub stale_fence_outputs: Counter,
+    /// Instances moved off pressured edges (plans proposed), by reason.
+    pub migrations: Family<ReasonLabel, Counter>,
+    /// Moves wanted but not made, by reason.
+    pub migrations_held: Family<ReasonLabel, Counter>,
+    /// Edges under sustained pressure now (leader; 0 on followers).
+    pub pressured_edges: Gauge,
 }
 
 impl Default for HubMetrics {
@@ -237,6 +251,9 @@ impl Default for HubMetrics {
             sched_replacement_latency: Histogram::new(exponential_buckets(0.1, 1.6, 16)),
             sched_queue: Gauge::default(),
             sched_allocations: Gauge::default(),
+            migrations: Family::default(),
+            migrations_held: Family::default(),
+            pressured_edges: Gauge::default(),
             stale_fence_outputs: Counter::default(),
         }
     }
@@ -468,6 +485,27 @@ impl HubMetrics {
             "stale_fence_outputs",
             "Monitor outputs refused because their allocation was replaced",
             m.stale_fence_outputs.clone(),
+        );
+        for reason in ["cpu-pressure", "memory-pressure"] {
+            drop(m.migrations.get_or_create(&ReasonLabel { reason }));
+        }
+        r.register(
+            "migrations",
+            "Instances moved off edges under sustained pressure, by reason (cpu-pressure, memory-pressure)",
+            m.migrations.clone(),
+        );
+        for reason in ["budget", "nothing-movable", "no-target", "refused"] {
+            drop(m.migrations_held.get_or_create(&ReasonLabel { reason }));
+        }
+        r.register(
+            "migrations_held",
+            "Pressure moves wanted but not made: over the region's budget (budget), nothing movable on the edge (nothing-movable), no edge could take it without becoming hot (no-target), the plan applier refused it (refused)",
+            m.migrations_held.clone(),
+        );
+        r.register(
+            "pressured_edges",
+            "Edges under sustained CPU or memory pressure (leader; 0 on followers)",
+            m.pressured_edges.clone(),
         );
         m
     }

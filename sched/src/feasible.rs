@@ -34,6 +34,8 @@ pub(crate) enum Filter {
     /// The snapshot's `one-per-node` rule (not the intent's).
     OnePerNode,
     Avoid,
+    /// A pressure migration's target that is hot or would become so.
+    Pressure,
 }
 
 pub(crate) struct HardWorkload<'a> {
@@ -243,6 +245,7 @@ impl<'a> Rules<'a> {
                 "distinct nodes exhausted (one instance per node already there)".to_owned()
             }
             Filter::Avoid => "moving away from this node".to_owned(),
+            Filter::Pressure => "under pressure, or would be with it".to_owned(),
         }
     }
 }

@@ -61,7 +61,8 @@
 //! - **Rebalancing decides, scheduling moves.** Pressure rebalancing only
 //!   picks allocations ([`Rebalancer`]); moving them is an ordinary
 //!   evaluation, so a move obeys every placement rule and is verified like
-//!   any plan.
+//!   any plan. Its evaluation carries a [`Headroom`]: a migration never
+//!   lands on a node that is hot, or that the move would make hot.
 
 mod config;
 mod error;
@@ -87,8 +88,8 @@ pub use intent::{
     WorkloadAffinity,
 };
 pub use model::{
-    Allocation, ClientState, Desired, Evaluation, Node, NodeStatus, PlaceReason, PlacementMeta,
-    Trigger, Workload,
+    Allocation, ClientState, Desired, Evaluation, Headroom, Node, NodeStatus, PlaceReason,
+    PlacementMeta, Trigger, Workload,
 };
 pub use plan::{
     AllocMetric, AllocStop, InPlaceUpdate, NodePlan, PlacementFailure, Plan, StopReason,

@@ -347,6 +347,40 @@ pub struct Evaluation {
     /// Allocations to move elsewhere (pressure rebalancing); each is stopped
     /// only once its replacement is placed.
     pub migrate: Vec<AllocId>,
+    /// Where the `migrate` allocations may go (`None`: anywhere the
+    /// workload's rules allow).
+    pub headroom: Option<Headroom>,
+}
+
+/// Where a pressure migration may land: never on a node that is hot
+/// itself, nor on one the move would make hot. Measured usage is soft
+/// state, so only the scheduler checks this, on the snapshot it plans
+/// with; the plan applier checks reservations as for every plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
+pub struct Headroom {
+    /// Nodes hot now (pressured, or above the high watermark and counting
+    /// towards it): never targets.
+    pub hot: BTreeSet<NodeId>,
+    /// A target's measured usage, plus what the plan already adds there,
+    /// plus the moved instance's budget, must stay below this percent of
+    /// its capacity in every dimension (the rebalancer's `enter-percent`).
+    pub below_percent: u8,
+}
+
+impl Headroom {
+    /// Whether `node` may take `ask` more on top of `added` (this plan's
+    /// other placements there).
+    pub fn admits(&self, node: &Node, added: Resources, ask: Resources) -> bool {
+        if self.hot.contains(&node.id) {
+            return false;
+        }
+        let projected = node.usage.saturating_add(added).saturating_add(ask);
+        crate::resources::Dimension::ALL.into_iter().all(|d| {
+            let cap = u128::from(node.capacity.get(d));
+            u128::from(projected.get(d)) * 100 < cap * u128::from(self.below_percent)
+        })
+    }
 }
 
 impl Evaluation {
@@ -358,6 +392,7 @@ impl Evaluation {
             trigger,
             snapshot_index,
             migrate: Vec::new(),
+            headroom: None,
         }
     }
 }

@@ -33,6 +33,11 @@ pub struct Plan {
     /// happens: the earliest moment a disconnected `replace-after`
     /// instance becomes replaceable.
     pub follow_up_at: Option<Timestamp>,
+    /// Pressure migrations (`Evaluation::migrate`) that found no node to
+    /// go to, with why (empty when an earlier placement of the plan already
+    /// found none): the instance stays where it is. Not a failure of the
+    /// workload, so not in `failed`.
+    pub not_migrated: Vec<(AllocId, AllocMetric)>,
 }
 
 impl Plan {
@@ -46,6 +51,7 @@ impl Plan {
             nodes: BTreeMap::new(),
             failed: None,
             follow_up_at: None,
+            not_migrated: Vec::new(),
         }
     }
 

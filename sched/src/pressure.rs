@@ -18,16 +18,28 @@
 //!   `window`; the rest wait (counted as deferred).
 //! - **No flapping.** A moved instance (its workload and slot; the
 //!   replacement keeps the slot) is not moved again within `cooldown`, and
-//!   a node that just shed load waits another `sustain` before shedding
-//!   more, since measured usage lags the move. The scheduler never places a
+//!   a node that just shed load (or tried to: over budget, nothing
+//!   movable) waits another `sustain` before it is looked at again, since
+//!   measured usage lags the move. The scheduler never places a
 //!   migration back on the node it leaves, and ranks by measured usage, so
 //!   a hot node is the last choice for anything else.
+//!
+//! - **Targets.** The caller gives the evaluation a [`crate::Headroom`]
+//!   ([`Rebalancer::hot`] and `enter-percent`): the scheduler never moves
+//!   an instance onto a node that is hot, or that its budget would push to
+//!   `enter-percent`. A move that finds no such node is handed back with
+//!   [`Rebalancer::not_moved`]: its budget and cooldown return and it is
+//!   counted as `no_target`; the node's next shed, `sustain` later, tries
+//!   the lowest priority again.
+//! - **Movable.** Count instances only, and only those the caller's
+//!   predicate admits ([`Rebalancer::observe_with`]; the region hub keeps
+//!   instances pinned to their edge in place).
 //!
 //! Each decision becomes an evaluation ([`Rebalance::evaluation`]) whose
 //! `migrate` list [`crate::schedule`] moves, stopping each old instance
 //! only together with its replacement.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use bincode::{Decode, Encode};
@@ -35,7 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{AllocId, NodeId, Timestamp, WorkloadId};
 use crate::intent::{Cardinality, FieldError};
-use crate::model::{ClientState, Evaluation, NodeStatus, Trigger};
+use crate::model::{Allocation, ClientState, Evaluation, NodeStatus, Trigger, Workload};
 use crate::resources::{Dimension, Resources};
 use crate::snapshot::ClusterSnapshot;
 
@@ -63,6 +75,11 @@ pub struct PressureConfig {
     /// A moved instance is not moved again for this long. Default 10 min.
     #[serde(with = "humantime_serde")]
     pub cooldown: Duration,
+    /// How often the leader samples every node's measured usage (each
+    /// sample is one [`Rebalancer::observe`]). At most `sustain`. Default
+    /// 5 s.
+    #[serde(with = "humantime_serde")]
+    pub sample_every: Duration,
 }
 
 impl Default for PressureConfig {
@@ -75,6 +92,7 @@ impl Default for PressureConfig {
             moves_per_window: 4,
             window: Duration::from_secs(300),
             cooldown: Duration::from_secs(600),
+            sample_every: Duration::from_secs(5),
         }
     }
 }
@@ -106,6 +124,16 @@ impl PressureConfig {
         }
         if self.window.is_zero() {
             bad("window", "must be longer than 0".to_owned());
+        }
+        if self.sample_every.is_zero() || self.sample_every > self.sustain {
+            bad(
+                "sample-every",
+                format!(
+                    "{} must be longer than 0 and at most sustain ({}), or pressure is seen too late",
+                    humantime_serde::re::humantime::format_duration(self.sample_every),
+                    humantime_serde::re::humantime::format_duration(self.sustain)
+                ),
+            );
         }
         if errs.is_empty() {
             Ok(())
@@ -168,6 +196,7 @@ impl Rebalance {
             trigger: Trigger::Pressure(self.node.clone()),
             snapshot_index,
             migrate: self.migrate.clone(),
+            headroom: None,
         }
     }
 }
@@ -182,6 +211,8 @@ pub struct MoveCounts {
     pub deferred_budget: u64,
     /// Pressured nodes with nothing movable on them.
     pub nothing_movable: u64,
+    /// Moves decided that found no node to go to ([`Rebalancer::not_moved`]).
+    pub no_target: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,9 +264,54 @@ impl Rebalancer {
         matches!(self.heat.get(node), Some(Heat::Pressured(..)))
     }
 
+    /// How many nodes are pressured now.
+    pub fn pressured(&self) -> usize {
+        self.heat
+            .values()
+            .filter(|h| matches!(h, Heat::Pressured(..)))
+            .count()
+    }
+
+    /// Nodes that are hot now: pressured, or at or above `enter-percent`
+    /// and counting towards `sustain`. Never targets of a migration.
+    pub fn hot(&self) -> BTreeSet<NodeId> {
+        self.heat
+            .iter()
+            .filter(|(_, h)| !matches!(h, Heat::Calm))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// A move of `workload`'s `slot` decided for `reason` did not happen
+    /// (no node could take the instance): its share of the budget and its
+    /// cooldown are given back, and it is counted under `no_target`
+    /// instead of `moves`. The node's next shed (`sustain` later) tries the
+    /// lowest priority again, so priority order holds however long no node
+    /// has room.
+    pub fn not_moved(&mut self, workload: &WorkloadId, slot: u32, reason: MoveReason) {
+        self.recent.pop_back();
+        self.moved.remove(&(workload.clone(), slot));
+        if let Some(n) = self.counts.moves.get_mut(&reason) {
+            *n = n.saturating_sub(1);
+        }
+        self.counts.no_target += 1;
+    }
+
     /// Takes one sample of every node's measured usage at `now` and returns
     /// the moves to make, in node order.
     pub fn observe(&mut self, snap: &ClusterSnapshot, now: Timestamp) -> Vec<Rebalance> {
+        self.observe_with(snap, now, |_, _| true)
+    }
+
+    /// [`Rebalancer::observe`], where only the allocations `movable`
+    /// admits may move (besides the rule that per-node instances never
+    /// do): e.g. not those pinned to their node by a hard rule.
+    pub fn observe_with(
+        &mut self,
+        snap: &ClusterSnapshot,
+        now: Timestamp,
+        movable: impl Fn(&Workload, &Allocation) -> bool,
+    ) -> Vec<Rebalance> {
         let cfg = self.config;
         let enter = f64::from(cfg.enter_percent);
         let leave = f64::from(cfg.leave_percent);
@@ -280,10 +356,10 @@ impl Rebalancer {
             if !cfg.enabled || now < shed_at {
                 continue;
             }
-            let moves = self.pick(snap, n, dim, leave, now);
-            if moves.is_empty() {
-                continue;
-            }
+            let moves = self.pick(snap, n, dim, leave, now, &movable);
+            // Shed or not (over budget, nothing movable), the node is looked
+            // at again only `sustain` later: measured use lags a move, and a
+            // held move is counted once per look, not once per sample.
             self.heat
                 .insert(n.id.clone(), Heat::Pressured(dim, now.plus(cfg.sustain)));
             out.extend(moves);
@@ -299,6 +375,7 @@ impl Rebalancer {
         dim: Dimension,
         leave: f64,
         now: Timestamp,
+        movable: &impl Fn(&Workload, &Allocation) -> bool,
     ) -> Vec<Rebalance> {
         let target = (n.capacity.get(dim) as f64 * leave / 100.0) as u64;
         let excess = n.usage.get(dim).saturating_sub(target);
@@ -308,7 +385,8 @@ impl Rebalancer {
             .filter(|a| !self.moved.contains_key(&(a.workload.clone(), a.slot)))
             .filter_map(|a| {
                 let w = snap.workload(&a.workload)?;
-                matches!(w.intent.cardinality(), Cardinality::Count(_)).then(|| {
+                let count = matches!(w.intent.cardinality(), Cardinality::Count(_));
+                (count && movable(w, a)).then(|| {
                     (
                         w.priority,
                         a.resources.get(dim),

@@ -35,7 +35,9 @@ use crate::error::SchedError;
 use crate::feasible::{fits, Base, Filter, Rules, Tally};
 use crate::ids::{AllocId, Timestamp};
 use crate::intent::ValidationContext;
-use crate::model::{Allocation, ClientState, Desired, Evaluation, PlacementMeta};
+use crate::model::{
+    Allocation, ClientState, Desired, Evaluation, Headroom, PlaceReason, PlacementMeta,
+};
 use crate::plan::{AllocMetric, AllocStop, PlacementFailure, Plan, StopReason};
 use crate::rank::{score, PlanState, Scored};
 use crate::reconcile::{reconcile, PlaceRequest};
@@ -104,11 +106,19 @@ pub fn schedule(
         plan.node_mut(&node).update.push(upd);
     }
 
-    let mut placer = Placer::new(snap, &rules);
+    let mut placer = Placer::new(snap, &rules, eval.headroom.as_ref());
     let wanted = u32::try_from(rec.place.len()).unwrap_or(u32::MAX);
     let mut failure: Option<PlacementFailure> = None;
     for req in rec.place {
         let floating = req.pinned.is_none();
+        // A pressure migration that finds no target leaves the instance
+        // where it is: not a failure of the workload.
+        let migration = req.reason == PlaceReason::MigratePressure;
+        if migration && (placer.floating_failed || placer.migration_failed) {
+            plan.not_migrated
+                .extend(req.previous.map(|p| (p, AllocMetric::default())));
+            continue;
+        }
         if floating && placer.floating_failed {
             if let Some(f) = failure.as_mut() {
                 f.unplaced += 1;
@@ -152,6 +162,11 @@ pub fn schedule(
                     });
                 }
                 plan.node_mut(&e.node.id).place.push(alloc);
+            }
+            Err(tally) if migration => {
+                placer.migration_failed = true;
+                let metric = tally.into_metric(&rules, snap.node_count());
+                plan.not_migrated.extend(req.previous.map(|p| (p, metric)));
             }
             Err(tally) => {
                 if floating {
@@ -225,6 +240,11 @@ struct Placer<'s, 'r> {
     preferred_set: HashSet<Slot>,
     limit: u32,
     floating_failed: bool,
+    /// A pressure migration found no target (stricter than other
+    /// placements, so those still look).
+    migration_failed: bool,
+    /// Limits on pressure migrations' targets.
+    headroom: Option<&'s Headroom>,
 }
 
 /// Best node so far, with how many tied for it.
@@ -235,7 +255,11 @@ struct Best {
 }
 
 impl<'s, 'r> Placer<'s, 'r> {
-    fn new(snap: &'s ClusterSnapshot, rules: &'r Rules<'s>) -> Self {
+    fn new(
+        snap: &'s ClusterSnapshot,
+        rules: &'r Rules<'s>,
+        headroom: Option<&'s Headroom>,
+    ) -> Self {
         let base = Base::choose(snap, rules);
         let cfg = snap.config();
         let limit = if rules.has_soft {
@@ -279,6 +303,8 @@ impl<'s, 'r> Placer<'s, 'r> {
             preferred_set,
             limit,
             floating_failed: false,
+            migration_failed: false,
+            headroom,
         }
     }
 
@@ -355,13 +381,21 @@ impl<'s, 'r> Placer<'s, 'r> {
     ) -> Option<f64> {
         let e = self.snap.entry(s)?;
         let own = state.own.get(&s).copied().unwrap_or(0);
+        let hot = || {
+            req.reason == PlaceReason::MigratePressure
+                && self.headroom.is_some_and(|h| {
+                    let added = state.added.get(&s).copied().unwrap_or_default();
+                    !h.admits(&e.node, added, self.rules.workload.resources)
+                })
+        };
         let check = if req.avoid == Some(s) {
             Err(Filter::Avoid)
         } else if req.pinned.is_some() {
             self.rules.eligible_ignoring_self(e, own)
         } else {
             self.rules.eligible(e, own)
-        };
+        }
+        .and_then(|()| if hot() { Err(Filter::Pressure) } else { Ok(()) });
         if let Err(f) = check {
             // A preferred node outside the base list is already counted
             // under the base's rule.

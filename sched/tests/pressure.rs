@@ -17,6 +17,7 @@ fn cfg() -> PressureConfig {
         moves_per_window: 2,
         window: Duration::from_secs(300),
         cooldown: Duration::from_secs(600),
+        sample_every: Duration::from_secs(5),
     }
 }
 
@@ -139,4 +140,76 @@ fn memory_pressure_is_its_own_reason_and_config_is_validated() {
     assert_eq!(parsed.sustain, Duration::from_secs(60));
     assert_eq!(parsed.leave_percent, 75);
     parsed.validate().unwrap();
+}
+
+#[test]
+fn a_migration_never_lands_on_a_hot_node_nor_one_it_would_make_hot() {
+    let hot = region(95);
+    let mut r = Rebalancer::new(cfg());
+    r.observe(&hot, at(0));
+    let moves = r.observe(&hot, at(30));
+    let mut ev = moves[0].evaluation(7, hot.index());
+    // "cool" at 85 % CPU: the 200 millicores of "low" would take it to
+    // 105 % of its capacity, above enter-percent (90).
+    let mut warm = hot.clone();
+    let mut c = warm.node(&NodeId::from("cool")).unwrap().clone();
+    c.usage = Resources::new(850, 0);
+    warm.upsert_node(c);
+    ev.headroom = Some(Headroom {
+        hot: r.hot(),
+        below_percent: 90,
+    });
+    let plan = schedule(&warm, &ev, at(30), &mut rng(3)).unwrap();
+    assert!(placed(&plan).is_empty(), "{plan:?}");
+    assert_eq!(plan.not_migrated.len(), 1);
+    assert_eq!(plan.not_migrated[0].0, AllocId(1));
+    assert_eq!(
+        plan.not_migrated[0].1.filtered,
+        [
+            ("moving away from this node".to_owned(), 1),
+            ("under pressure, or would be with it".to_owned(), 1)
+        ]
+        .into()
+    );
+    assert!(plan.failed.is_none(), "not a failure of the workload");
+    assert!(plan.nodes.values().all(|n| n.stop.is_empty()), "it stays");
+    // The move is given back to the budget, counted as having no target.
+    r.not_moved(&WorkloadId::new("acme", "low"), 0, MoveReason::CpuPressure);
+    assert_eq!(r.counts().no_target, 1);
+    assert_eq!(r.counts().moves.get(&MoveReason::CpuPressure), Some(&1));
+    // At 60 % it fits (60 + 20 < 90) and the move is made.
+    let mut c = warm.node(&NodeId::from("cool")).unwrap().clone();
+    c.usage = Resources::new(600, 0);
+    warm.upsert_node(c);
+    let plan = schedule(&warm, &ev, at(30), &mut rng(3)).unwrap();
+    assert_eq!(placed(&plan), vec!["cool"]);
+    // A node that is hot itself (in `hot`) is never a target, however
+    // much room its measurement shows.
+    ev.headroom = Some(Headroom {
+        hot: [NodeId::from("hot"), NodeId::from("cool")].into(),
+        below_percent: 90,
+    });
+    let plan = schedule(&warm, &ev, at(30), &mut rng(3)).unwrap();
+    assert_eq!(plan.not_migrated.len(), 1);
+}
+
+#[test]
+fn instances_the_caller_pins_are_not_movable() {
+    let hot = region(95);
+    let mut r = Rebalancer::new(cfg());
+    let pinned = |w: &Workload, _: &Allocation| w.id.name != "low";
+    r.observe_with(&hot, at(0), pinned);
+    let moves = r.observe_with(&hot, at(30), pinned);
+    let names: Vec<&str> = moves.iter().map(|m| m.workload.name.as_str()).collect();
+    // (in workload order) 250 millicores to shed: mid, then high.
+    assert_eq!(
+        names,
+        vec!["high", "mid"],
+        "low is skipped, the next ones go"
+    );
+    let mut r = Rebalancer::new(cfg());
+    r.observe_with(&hot, at(0), |_, _| false);
+    assert!(r.observe_with(&hot, at(30), |_, _| false).is_empty());
+    assert_eq!(r.counts().nothing_movable, 1);
+    assert_eq!(r.pressured(), 1);
 }

@@ -457,8 +457,11 @@ fn drains_pressure_and_failures_move_instances() {
     );
     let plan = schedule(&s, &ev, NOW, &mut rng(1)).unwrap();
     assert!(plan.is_noop());
+    assert!(plan.failed.is_none(), "the workload runs: not a failure");
+    assert_eq!(plan.not_migrated.len(), 1);
+    assert_eq!(plan.not_migrated[0].0, AllocId(1));
     assert_eq!(
-        plan.failed.unwrap().metric.filtered,
+        plan.not_migrated[0].1.filtered,
         [("moving away from this node".to_owned(), 1)].into()
     );
     // Failed for good: stopped and replaced, its node penalised.

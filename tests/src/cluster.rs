@@ -45,6 +45,11 @@ pub struct ClusterOpts {
     /// leader hint names its real address, so keep `hubs = 1` for a
     /// partition that redirects cannot bypass.
     pub proxied_edges: Vec<usize>,
+    /// Extra TOML sections appended to one edge's config: `(index into
+    /// Cluster::edges, text)`, e.g. `(0, "[monitors]\nmemory-mib = 16\n")`
+    /// to give edge-1 less capacity than the others. Must not repeat a
+    /// table that `edge_extra` opens.
+    pub edge_sections: Vec<(usize, String)>,
 }
 
 impl Default for ClusterOpts {
@@ -57,6 +62,7 @@ impl Default for ClusterOpts {
             hub_extra: String::new(),
             allow_anonymous: false,
             proxied_edges: Vec::new(),
+            edge_sections: Vec::new(),
         }
     }
 }
@@ -243,7 +249,11 @@ impl Cluster {
                 hubs = ps.iter().map(|p| format!("\"{}\"", p.addr)).collect();
                 proxies.insert(i - 1, ps);
             }
-            let cfg = edge_config(&root, &pki, &name, &opts, &hubs, mqtt_ports[i - 1])?;
+            let mut cfg = edge_config(&root, &pki, &name, &opts, &hubs, mqtt_ports[i - 1])?;
+            for (_, extra) in opts.edge_sections.iter().filter(|(e, _)| *e == i - 1) {
+                cfg.push_str(extra);
+                cfg.push('\n');
+            }
             edges.push(spawn_with_config(&root, &name, "edge-node", &cfg).await?);
         }
         let tool_tls = strata_net::NodeTls::load(&pki.node("tool")?)?;

@@ -101,7 +101,7 @@ pub use dedup::DEVICE_DEDUP_WINDOW;
 pub use interval::IntervalSet;
 pub use liveness::{EdgeTransition, EventLog};
 pub use plan::{PlanApplied, PlanCommit};
-pub use sched_view::{group_of, node_of, workload_of, SchedChange};
+pub use sched_view::{group_of, measured, node_of, workload_of, SchedChange};
 pub use state::{
     add_device_dedup, DeviceDedup, DeviceMove, EdgeView, RegionState, DEDUP_MAX_INTERVALS,
 };

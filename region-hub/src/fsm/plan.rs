@@ -381,12 +381,23 @@ impl Notes {
             self.placed.into_iter().partition(|p| p.4.is_some());
         for (slot, edge, token, reason, prev) in replaced {
             let from = prev.unwrap_or_default();
+            // A move off a pressured edge is its own kind, so operators
+            // can follow rebalancing apart from failures.
+            let kind = match reason {
+                PlaceReason::MigratePressure => EventKind::AllocMigrated,
+                _ => EventKind::AllocReplaced,
+            };
             log.append(
                 now,
-                EventKind::AllocReplaced,
+                kind,
                 subject.clone(),
                 format!(
-                    "{subject} slot {slot} replaced: {from} → {edge} (token {token}, {})",
+                    "{subject} slot {slot} {}: {from} → {edge} (token {token}, {})",
+                    if kind == EventKind::AllocMigrated {
+                        "moved"
+                    } else {
+                        "replaced"
+                    },
                     reason_words(&reason)
                 ),
                 None,
@@ -492,7 +503,7 @@ pub fn reason_words(r: &PlaceReason) -> &'static str {
         PlaceReason::ReplaceLost => "its edge left the region",
         PlaceReason::ReplaceFailed => "it failed",
         PlaceReason::MigrateDrain => "its edge is draining",
-        PlaceReason::MigratePressure => "its edge is under pressure",
+        PlaceReason::MigratePressure => "its edge is under sustained pressure",
         PlaceReason::DestructiveUpdate => "the new generation did not fit in place",
     }
 }

@@ -83,6 +83,18 @@ pub fn workload_of(m: &MonitorEntry) -> Workload {
     }
 }
 
+/// An edge's measured use, as the scheduler counts it: the sum of what its
+/// instances report using (the capacity it is compared with is what the
+/// edge offers monitors, not the whole machine).
+pub fn measured(status: &EdgeStatus) -> Resources {
+    status.instances.iter().fold(Resources::ZERO, |acc, i| {
+        acc.saturating_add(Resources::new(
+            u64::from(i.used_cpu_millicores),
+            i.used_memory_bytes,
+        ))
+    })
+}
+
 /// The scheduler's node for an edge.
 pub fn node_of(
     edge: &str,
@@ -96,14 +108,7 @@ pub fn node_of(
             u64::from(s.capacity.memory_mib) * MIB,
         )
     });
-    let usage = status.map_or(Resources::ZERO, |s| {
-        s.instances.iter().fold(Resources::ZERO, |acc, i| {
-            acc.saturating_add(Resources::new(
-                u64::from(i.used_cpu_millicores),
-                i.used_memory_bytes,
-            ))
-        })
-    });
+    let usage = status.map_or(Resources::ZERO, measured);
     let (status, since) = match liveness {
         Some(l) => (
             match l.state {

@@ -26,6 +26,7 @@ use crate::fsm::{self, EdgeTransition};
 use crate::metrics::HubMetrics;
 use crate::raft::driver::{now_ms, NodeHandle};
 use crate::raft::NodeSignal;
+use crate::scheduler::SchedSignal;
 
 /// Inputs waiting for the driver; heartbeats beyond it are dropped and
 /// counted (the edge's next one comes a heartbeat period later).
@@ -173,6 +174,8 @@ pub struct LivenessDriver {
     metrics: HubMetrics,
     start: Instant,
     gauges_at: Option<Instant>,
+    /// Where each heartbeat's measured use goes (the scheduler).
+    usage: Option<mpsc::UnboundedSender<SchedSignal>>,
 }
 
 impl LivenessDriver {
@@ -199,8 +202,16 @@ impl LivenessDriver {
             metrics,
             start: Instant::now(),
             gauges_at: None,
+            usage: None,
         };
         (driver, handle)
+    }
+
+    /// Forwards each heartbeat's measured use to the scheduler while this
+    /// replica leads (soft state for pressure rebalancing).
+    pub fn with_usage_sink(mut self, tx: mpsc::UnboundedSender<SchedSignal>) -> Self {
+        self.usage = Some(tx);
+        self
     }
 
     fn now(&self) -> Now {
@@ -287,6 +298,12 @@ impl LivenessDriver {
             } => {
                 if let Some(f) = facts {
                     self.core.handle_facts(&edge, f, now);
+                }
+                if let Some(tx) = self.usage.as_ref().filter(|_| self.core.is_leader()) {
+                    let _ = tx.send(SchedSignal::Usage {
+                        edge: edge.clone(),
+                        usage: fsm::measured(&status),
+                    });
                 }
                 self.core.handle_heartbeat(&edge, boot_id, status, now);
                 let _ = done.send(self.core.lease_renewable(&edge));

@@ -75,6 +75,7 @@ fn pump(reps: &mut BTreeMap<u64, Replica>, now: i64) -> Vec<(u64, Vec<u8>)> {
                     r.core.handle_changes(index, changes, now)
                 }
                 SchedSignal::DevicesMoved => r.core.handle_devices_moved(now),
+                SchedSignal::Usage { edge, usage } => r.core.handle_usage(&edge, usage),
             }
         }
         while r.core.run_next(now) {}

@@ -18,22 +18,27 @@
 //! (for the workloads with an allocation there, and for the blocked ones
 //! when an edge comes up), an edge's capacity or facts changing (blocked
 //! workloads), failed or lost allocations, devices changing edges (new
-//! carrier sets), plan refusals, and `follow_up_at` deadlines. A new
-//! leader evaluates every workload once.
+//! carrier sets), plan refusals, `follow_up_at` deadlines, and pressure
+//! (every `sample-every`, the rebalancer looks at the measured use that
+//! [`SchedulerCore::handle_usage`] fed it from heartbeats; see
+//! [`super::pressure`]). A new leader evaluates every workload once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use strata_protocol::liveness::{EdgeLiveness, LivenessState};
+use strata_protocol::liveness::EdgeLiveness;
 use strata_protocol::scheduling::RefusedNode;
 use strata_sched::{
-    schedule, verify_plan, AllocId, Allocation, ClientState, ClusterSnapshot, Desired, EvalId,
-    Evaluation, Node, NodeId, NodeStatus, PlaceReason, PlacementFailure, SchedError,
+    schedule, verify_plan, AllocId, Allocation, ClusterSnapshot, Desired, EvalId, Evaluation, Node,
+    NodeId, PlaceReason, PlacementFailure, PressureConfig, Rebalance, Resources, SchedError,
     SchedulerConfig, Timestamp, Trigger, Workload, WorkloadId,
 };
 
-use super::lease::{self, Basis, LeaseConfig};
+use super::lease::{self, LeaseConfig};
+use super::pressure::Pressure;
+
+mod changes;
 use crate::fsm::{PlanCommit, RegionState, SchedChange};
 
 /// The core's configuration.
@@ -47,6 +52,8 @@ pub struct CoreConfig {
     /// Device carriers are recomputed at most this often (ms) when devices
     /// move between edges.
     pub carrier_refresh_ms: u64,
+    /// Rebalancing under pressure.
+    pub pressure: PressureConfig,
 }
 
 impl Default for CoreConfig {
@@ -58,6 +65,7 @@ impl Default for CoreConfig {
                 leader_bound_ms: 2_000,
             },
             carrier_refresh_ms: 1_000,
+            pressure: PressureConfig::default(),
         }
     }
 }
@@ -138,12 +146,32 @@ pub enum Observation {
         /// The latency, ms.
         latency_ms: u64,
     },
+    /// An instance moved off a pressured edge (its replacement is
+    /// committed).
+    Migrated {
+        /// `MoveReason::as_str`: `cpu-pressure` or `memory-pressure`.
+        reason: &'static str,
+    },
+    /// Moves wanted but not made.
+    MigrationHeld {
+        /// `budget` (over the region's migration budget),
+        /// `nothing-movable` (a pressured edge runs nothing that may move),
+        /// `no-target` (no edge could take it without becoming hot),
+        /// `refused` (the plan applier refused the move's node plan).
+        reason: &'static str,
+        /// How many.
+        count: u64,
+    },
+    /// Edges under pressure now (after each sample).
+    Pressured(u64),
 }
 
 /// A pending evaluation.
 #[derive(Debug, Clone)]
 struct Pending {
     trigger: Trigger,
+    /// Allocations pressure moves elsewhere.
+    migrate: Vec<AllocId>,
 }
 
 /// A plan in flight.
@@ -177,6 +205,8 @@ struct Lead {
     carriers_at: Option<i64>,
     carriers_wanted: bool,
     rng: ChaCha8Rng,
+    /// Measured use and the rebalancer (soft state).
+    pressure: Pressure,
 }
 
 /// The scheduler core. See the module docs.
@@ -246,10 +276,10 @@ impl SchedulerCore {
         let carriers = l
             .carriers_wanted
             .then(|| l.carriers_at.unwrap_or(0) + self.cfg.carrier_refresh_ms as i64);
-        match (follow, carriers) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [follow, carriers, l.pressure.due_ms()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// This replica leads from `now_ms` on, with the replicated state in
@@ -273,6 +303,7 @@ impl SchedulerCore {
             carriers_at: None,
             carriers_wanted: false,
             rng: ChaCha8Rng::seed_from_u64(seed),
+            pressure: Pressure::new(self.cfg.pressure, now_ms),
         };
         self.install(&mut lead, r);
         self.lead = Some(lead);
@@ -298,7 +329,7 @@ impl SchedulerCore {
     }
 
     /// Replaces the snapshot with `r`.
-    fn install(&self, lead: &mut Lead, r: Rebuild) {
+    fn install(&mut self, lead: &mut Lead, r: Rebuild) {
         lead.carriers = r
             .nodes
             .iter()
@@ -309,8 +340,15 @@ impl SchedulerCore {
             let heard = lead.heard.entry(node).or_insert(l.last_heartbeat_ms);
             *heard = (*heard).max(l.last_heartbeat_ms);
         }
+        let mut nodes = r.nodes;
+        for n in &mut nodes {
+            lead.pressure.overlay(n);
+        }
         lead.snap =
-            ClusterSnapshot::from_parts(r.index, self.cfg.sched, r.nodes, r.workloads, r.allocs);
+            ClusterSnapshot::from_parts(r.index, self.cfg.sched, nodes, r.workloads, r.allocs);
+        let moved = lead.pressure.rebuilt(&lead.snap);
+        self.commands
+            .extend(moved.into_iter().map(Command::Observe));
         let ids: Vec<AllocId> = lead
             .snap
             .workloads()
@@ -363,208 +401,19 @@ impl SchedulerCore {
         self.maybe_refresh_carriers(now_ms);
     }
 
-    fn change(&mut self, lead: &mut Lead, c: SchedChange, now_ms: i64) {
-        match c {
-            SchedChange::Workload(w) => {
-                let trigger = if lead.snap.workload(&w.id).is_some() {
-                    Trigger::Update
-                } else {
-                    Trigger::Submit
-                };
-                let id = w.id.clone();
-                lead.carriers_wanted = true;
-                lead.snap.upsert_workload(*w);
-                // Leases depend on the policy, which may have changed.
-                self.relase_workload(lead, &id);
-                enqueue(lead, id, trigger);
-            }
-            SchedChange::WorkloadRemoved(id) => {
-                lead.snap.remove_workload(&id);
-                lead.blocked.remove(&id);
-                enqueue(lead, id, Trigger::Delete);
-            }
-            SchedChange::Allocs(list) => {
-                for a in list {
-                    let before = lead.snap.alloc(a.id).map(|b| b.client);
-                    let became = (before != Some(a.client)).then_some(a.client);
-                    if became == Some(ClientState::Running) {
-                        if let Some(t0) = lead.replacing.remove(&a.id) {
-                            self.commands
-                                .push_back(Command::Observe(Observation::Replaced {
-                                    latency_ms: u64::try_from(now_ms.saturating_sub(t0))
-                                        .unwrap_or(0),
-                                }));
-                        }
-                    }
-                    let w = a.workload.clone();
-                    let failed = matches!(became, Some(ClientState::Failed | ClientState::Lost))
-                        && a.desired == Desired::Run;
-                    let a = self.with_lease(lead, a);
-                    lead.snap.upsert_alloc(a);
-                    if failed {
-                        enqueue(lead, w, Trigger::AllocFailed);
-                    }
-                }
-            }
-            SchedChange::AllocsRemoved(ids) => {
-                for id in ids {
-                    lead.replacing.remove(&id);
-                    lead.snap.remove_alloc(id);
-                }
-            }
-            SchedChange::Plan {
-                workload,
-                eval,
-                refused,
-            } => {
-                if lead
-                    .in_flight
-                    .get(&workload)
-                    .is_some_and(|f| f.eval == eval)
-                {
-                    lead.in_flight.remove(&workload);
-                }
-                if refused > 0 {
-                    // The state machine refused what the snapshot accepted:
-                    // the optimistic part is wrong; read the truth again.
-                    lead.rebuilding = true;
-                    self.commands.push_back(Command::Rebuild);
-                    enqueue(lead, workload, Trigger::PlanRejected);
-                }
-            }
-            SchedChange::Node(mut n) => {
-                let id = n.id.clone();
-                n.device_groups = lead.carriers.get(&id.0).cloned().unwrap_or_default();
-                let grew = match lead.snap.node(&id) {
-                    Some(old) => {
-                        old.capacity != n.capacity || old.labels != n.labels || old.pools != n.pools
-                    }
-                    None => true,
-                };
-                lead.snap.upsert_node(*n);
-                if grew {
-                    let blocked: Vec<WorkloadId> = lead.blocked.iter().cloned().collect();
-                    for w in blocked {
-                        enqueue(lead, w, Trigger::CapacityChanged(id.clone()));
-                    }
-                }
-            }
-            SchedChange::Transition { mut node, liveness } => {
-                let id = node.id.clone();
-                node.device_groups = lead.carriers.get(&id.0).cloned().unwrap_or_default();
-                let before = lead.snap.node(&id).map(|n| n.status);
-                let heard = match liveness.state {
-                    // Up again: it may renew from now on.
-                    LivenessState::Up | LivenessState::Unknown => {
-                        now_ms.max(liveness.last_heartbeat_ms)
-                    }
-                    LivenessState::Suspect | LivenessState::Down => liveness.last_heartbeat_ms,
-                };
-                let h = lead.heard.entry(id.clone()).or_insert(heard);
-                *h = (*h).max(heard);
-                let status = node.status;
-                lead.snap.upsert_node(*node);
-                if status == NodeStatus::Ready {
-                    // Renewals resume: a stop of one of its allocations
-                    // decided before must now fail verification.
-                    let until = Timestamp::from_millis(now_ms);
-                    self.renew_node(lead, &id, until);
-                } else {
-                    self.relase_node(lead, &id);
-                }
-                let trigger = match (before, status) {
-                    (_, NodeStatus::Suspect) => Trigger::NodeSuspect(id.clone()),
-                    (_, NodeStatus::Down) => Trigger::NodeDown(id.clone()),
-                    (Some(NodeStatus::Suspect | NodeStatus::Down), NodeStatus::Ready) => {
-                        Trigger::NodeBack(id.clone())
-                    }
-                    (_, NodeStatus::Draining) => Trigger::NodeDrain(id.clone()),
-                    _ => Trigger::NodeUp(id.clone()),
-                };
-                let mut ids: BTreeSet<WorkloadId> = lead
-                    .snap
-                    .allocs_on(&id)
-                    .filter(|a| a.desired == Desired::Run)
-                    .map(|a| a.workload.clone())
-                    .collect();
-                if status == NodeStatus::Ready {
-                    ids.extend(lead.blocked.iter().cloned());
-                }
-                for w in ids {
-                    enqueue(lead, w, trigger.clone());
-                }
-            }
-        }
-    }
-
-    /// A new placement replacing one whose edge went away or which
-    /// failed: remember since when, for the re-placement latency.
-    fn note_replacement(&self, lead: &mut Lead, a: &Allocation, now_ms: i64) {
-        let since = match a.placement.reason {
-            PlaceReason::ReplaceDisconnected | PlaceReason::ReplaceLost => a
-                .previous
-                .and_then(|p| lead.snap.alloc(p))
-                .and_then(|p| lead.snap.node(&p.node))
-                .map(|n| n.status_since.as_millis()),
-            PlaceReason::ReplaceFailed => Some(now_ms),
-            _ => None,
+    /// A heartbeat from `edge` measured `usage` (its instances' measured
+    /// use): soft state, fresher than the replicated report. The snapshot
+    /// ranks with it and the rebalancer samples it.
+    pub fn handle_usage(&mut self, edge: &str, usage: Resources) {
+        let Some(lead) = self.lead.as_mut() else {
+            return;
         };
-        if let Some(t0) = since {
-            lead.replacing.insert(a.id, t0);
-        }
-    }
-
-    fn basis(&self, lead: &Lead, node: &NodeId) -> Basis {
-        Basis {
-            heard_ms: lead.heard.get(node).copied().unwrap_or(0),
-            floor_ms: lead.floor_ms,
-        }
-    }
-
-    /// `a` with the lease deadline this leader counts.
-    fn with_lease(&self, lead: &Lead, mut a: Allocation) -> Allocation {
-        let w = lead.snap.workload(&a.workload);
-        let node = lead.snap.node(&a.node);
-        a.lease_expires_at =
-            lease::effective(&a, w, node, self.basis(lead, &a.node), &self.cfg.lease);
-        a
-    }
-
-    fn relase_node(&self, lead: &mut Lead, node: &NodeId) {
-        let ids: Vec<AllocId> = lead.snap.allocs_on(node).map(|a| a.id).collect();
-        self.relase(lead, ids);
-    }
-
-    fn relase_workload(&self, lead: &mut Lead, w: &WorkloadId) {
-        let ids: Vec<AllocId> = lead.snap.allocs_of(w).map(|a| a.id).collect();
-        self.relase(lead, ids);
-    }
-
-    fn relase(&self, lead: &mut Lead, ids: Vec<AllocId>) {
-        for id in ids {
-            if let Some(a) = lead.snap.alloc(id).cloned() {
-                let a = self.with_lease(lead, a);
-                lead.snap.upsert_alloc(a);
-            }
-        }
-    }
-
-    /// The edge is up again: the leases of its `replace-after`
-    /// allocations run at least until `from` plus lease plus margin.
-    fn renew_node(&self, lead: &mut Lead, node: &NodeId, from: Timestamp) {
-        let ids: Vec<AllocId> = lead.snap.allocs_on(node).map(|a| a.id).collect();
-        for id in ids {
-            let Some(mut a) = lead.snap.alloc(id).cloned() else {
-                continue;
-            };
-            let Some(l) = lead.snap.workload(&a.workload).and_then(lease::lease_of) else {
-                continue;
-            };
-            let until = from
-                .plus(l)
-                .plus(std::time::Duration::from_millis(self.cfg.lease.margin_ms));
-            a.lease_expires_at = Some(a.lease_expires_at.map_or(until, |t| t.max(until)));
-            lead.snap.upsert_alloc(a);
+        let id = NodeId::from(edge);
+        lead.pressure.record(id.clone(), usage);
+        if let Some(n) = lead.snap.node(&id).filter(|n| n.usage != usage) {
+            let mut n = n.clone();
+            n.usage = usage;
+            lead.snap.upsert_node(n);
         }
     }
 
@@ -639,6 +488,13 @@ impl SchedulerCore {
         let Some(lead) = self.lead.as_mut() else {
             return;
         };
+        if lead.pressure.due_ms().is_some_and(|t| now_ms >= t) {
+            let (moves, obs) = lead.pressure.sample(&lead.snap, now_ms);
+            for m in moves {
+                enqueue_migration(lead, m);
+            }
+            self.commands.extend(obs.into_iter().map(Command::Observe));
+        }
         let now = Timestamp::from_millis(now_ms);
         while let Some((t, _)) = lead.follow_ups.first() {
             if *t > now {
@@ -695,8 +551,12 @@ impl SchedulerCore {
         let Some(p) = lead.pending.remove(&w) else {
             return false;
         };
-        let eval = Evaluation::new(lead.next_eval, w.clone(), p.trigger, lead.snap.index());
+        let mut eval = Evaluation::new(lead.next_eval, w.clone(), p.trigger, lead.snap.index());
         lead.next_eval += 1;
+        if !p.migrate.is_empty() {
+            eval.migrate = p.migrate;
+            eval.headroom = Some(lead.pressure.headroom());
+        }
         self.commands
             .push_back(Command::Observe(Observation::Evaluated {
                 trigger: eval.trigger.as_str(),
@@ -720,6 +580,15 @@ impl SchedulerCore {
                 .insert((Timestamp::from_millis(at.as_millis() + 1), w.clone()));
         }
         let mut verdict = verify_plan(&lead.snap, &plan);
+        if !eval.migrate.is_empty() {
+            let moved: BTreeMap<AllocId, AllocId> = verdict
+                .placements()
+                .filter(|a| a.placement.reason == PlaceReason::MigratePressure)
+                .filter_map(|a| a.previous.map(|p| (p, a.id)))
+                .collect();
+            let obs = lead.pressure.settle(&lead.snap, &eval, &plan, &moved);
+            self.commands.extend(obs.into_iter().map(Command::Observe));
+        }
         let workload = lead.snap.workload(&w).cloned();
         if let Some(wl) = &workload {
             for np in verdict.accepted.values_mut() {
@@ -804,6 +673,34 @@ fn enqueue(lead: &mut Lead, w: WorkloadId, trigger: Trigger) {
         // Coalesced: the queued evaluation will see everything anyway.
         return;
     }
-    lead.pending.insert(w.clone(), Pending { trigger });
+    lead.pending.insert(
+        w.clone(),
+        Pending {
+            trigger,
+            migrate: Vec::new(),
+        },
+    );
     lead.queue.push_back(w);
+}
+
+/// Queues a pressure move; an evaluation already pending for the workload
+/// takes it on (its trigger becomes `pressure`).
+fn enqueue_migration(lead: &mut Lead, m: Rebalance) {
+    let trigger = Trigger::Pressure(m.node);
+    match lead.pending.get_mut(&m.workload) {
+        Some(p) => {
+            p.trigger = trigger;
+            p.migrate.extend(m.migrate);
+        }
+        None => {
+            lead.pending.insert(
+                m.workload.clone(),
+                Pending {
+                    trigger,
+                    migrate: m.migrate,
+                },
+            );
+            lead.queue.push_back(m.workload);
+        }
+    }
 }

@@ -624,3 +624,6 @@ fn a_per_edge_workload_submitted_while_leading_asks_for_its_carriers() {
     wd.settle();
     assert_eq!(wd.running("p").len(), 3, "one per edge carrying a device");
 }
+
+#[path = "pressure_tests.rs"]
+mod pressure_tests;

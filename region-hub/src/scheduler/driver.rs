@@ -3,6 +3,8 @@
 //! state to start from, applied changes, devices moving) and the clock,
 //! runs its evaluations and executes its commands: proposals through
 //! Raft, rebuilds and carrier refreshes as reads of the applied state.
+//! The failure detector forwards each heartbeat's measured use
+//! ([`SchedSignal::Usage`]) for pressure rebalancing.
 //!
 //! Signals are drained before every evaluation, so an evaluation sees
 //! every change applied so far. Proposals run on their own tasks (many
@@ -12,13 +14,13 @@
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use strata_sched::{EvalId, WorkloadId};
+use strata_sched::{EvalId, Resources, WorkloadId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::core::{Command, Observation, Rebuild, SchedulerCore};
 use crate::fsm::{self, SchedChange};
-use crate::metrics::HubMetrics;
+use crate::metrics::{HubMetrics, ReasonLabel};
 use crate::raft::driver::{now_ms, NodeHandle};
 
 /// Longest a plan waits for its commit before its fate counts as unknown.
@@ -44,6 +46,14 @@ pub enum SchedSignal {
     },
     /// An applied batch moved devices to other edges.
     DevicesMoved,
+    /// A heartbeat's measured use of an edge (from the failure detector,
+    /// soft state: never a Raft entry).
+    Usage {
+        /// The edge.
+        edge: String,
+        /// Its instances' measured use.
+        usage: Resources,
+    },
 }
 
 /// Runs the core; see the module docs.
@@ -140,7 +150,11 @@ impl SchedulerDriver {
                 );
                 self.core.handle_leadership_gained(*r, now_ms(), seed);
             }
-            SchedSignal::Following => self.core.handle_leadership_lost(),
+            SchedSignal::Following => {
+                self.core.handle_leadership_lost();
+                self.metrics.pressured_edges.set(0);
+            }
+            SchedSignal::Usage { edge, usage } => self.core.handle_usage(&edge, usage),
             SchedSignal::Applied { index, changes } => {
                 self.core.handle_changes(index, changes, now_ms())
             }
@@ -196,6 +210,17 @@ impl SchedulerDriver {
             Observation::Replaced { latency_ms } => m
                 .sched_replacement_latency
                 .observe(latency_ms as f64 / 1000.0),
+            Observation::Migrated { reason } => {
+                m.migrations.get_or_create(&ReasonLabel { reason }).inc();
+            }
+            Observation::MigrationHeld { reason, count } => {
+                m.migrations_held
+                    .get_or_create(&ReasonLabel { reason })
+                    .inc_by(count);
+            }
+            Observation::Pressured(n) => {
+                m.pressured_edges.set(n as i64);
+            }
         }
     }
 }

@@ -13,9 +13,12 @@
 //!
 //! # Layout
 //! - [`core`]: [`SchedulerCore`], the sans-IO core (tested as command lists
-//!   in `core_tests.rs`, and against an in-memory Raft group in
-//!   `raft::harness_sched_tests`).
+//!   in `core_tests.rs` and `pressure_tests.rs`, and against an in-memory
+//!   Raft group in `raft::harness_sched_tests`); `core/changes.rs` applies
+//!   the log's changes to its snapshot and keeps the lease deadlines.
 //! - [`lease`]: the lease deadlines the leader counts.
+//! - `pressure`: rebalancing under pressure (measured use from heartbeats,
+//!   the rebalancer's samples, where migrations may go, what is counted).
 //! - [`driver`]: [`SchedulerDriver`], which owns the core and executes its
 //!   commands; [`SchedSignal`], what the Raft node tells it.
 //!
@@ -81,6 +84,7 @@
 pub mod core;
 mod driver;
 pub mod lease;
+mod pressure;
 
 #[cfg(test)]
 mod core_tests;
