@@ -177,10 +177,22 @@ async fn chaos_soak_keeps_the_invariants() -> anyhow::Result<()> {
         }
         // Every desired instance runs again within a bound, on the edges'
         // own count too.
-        wait_until("both copies running again", PATIENCE, || async {
+        let back = wait_until("both copies running again", PATIENCE, || async {
             (running(&c, "ha").await? == 2).then_some(())
         })
-        .await?;
+        .await;
+        if back.is_err() {
+            // What the region thinks, for the failure report.
+            let (_, edges) = c.api.get("/api/v1/edges").await?;
+            eprintln!("edges: {edges}");
+            let (_, doc) = inspect(&c.api, REGION, "ha").await?;
+            eprintln!("ha: {}", doc["allocations"]);
+            let m = scrape(&c.hub_metrics_addr(1)?).await?;
+            for l in m.lines().filter(|l| l.contains("liveness") || l.contains("sched_")) {
+                eprintln!("hub: {l}");
+            }
+        }
+        back?;
         let addrs_now: Vec<Option<String>> = addrs.lock().unwrap().clone();
         wait_until("the edges run exactly 2 copies", PATIENCE, || async {
             let mut sum = 0.0;
