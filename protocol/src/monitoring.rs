@@ -16,6 +16,8 @@
 //! - [`MonitorInfo`]: a submitted monitor as stored in the region, with its
 //!   allocations and evaluations.
 //! - [`FenceStamp`]: the allocation and fencing token monitor outputs carry.
+//! - [`StateCheckpoint`]: an instance's key-value state on its way to the
+//!   region (a spool entry) and back to a replacement (in its allocation).
 
 use std::fmt;
 use std::str::FromStr;
@@ -168,6 +170,30 @@ pub enum SpoolEntry {
         /// Who derived it.
         fence: FenceStamp,
     },
+    /// A checkpoint of a monitor instance's key-value state (protocol
+    /// version 6), fenced like the outputs: the region keeps the last one
+    /// per instance and hands it to a replacement.
+    Checkpoint(StateCheckpoint),
+}
+
+/// A monitor instance's key-value state as its edge checkpointed it.
+/// Travels in the spool (edge → region) and inline in
+/// [`crate::scheduling::EdgeAllocation::checkpoint`] (region → edge).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
+pub struct StateCheckpoint {
+    /// Tenant of the monitor.
+    pub tenant: String,
+    /// Monitor (workload) name.
+    pub workload: String,
+    /// The allocation and fencing token of the instance that took it.
+    pub fence: FenceStamp,
+    /// When the edge took it, ms since the Unix epoch (edge clock; only
+    /// compared between checkpoints of the same allocation).
+    pub taken_ms: i64,
+    /// The state: the bincode encoding of the instance's key-value map
+    /// (`BTreeMap<String, Vec<u8>>`), opaque to the region.
+    pub state: Vec<u8>,
 }
 
 /// The allocation and fencing token of the instance that produced an
@@ -205,6 +231,7 @@ impl SpoolEntry {
             SpoolEntry::FencedAlert { fence, .. } | SpoolEntry::FencedMetric { fence, .. } => {
                 Some(fence)
             }
+            SpoolEntry::Checkpoint(c) => Some(&c.fence),
             _ => None,
         }
     }

@@ -27,6 +27,13 @@ pub struct RefusalLabel {
     pub reason: &'static str,
 }
 
+/// Label of [`HubMetrics::checkpoints_refused`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `too-large`, `region-full` or `unknown-allocation`.
+    pub reason: &'static str,
+}
+
 /// Label of [`HubMetrics::duplicates`]: which dedup layer dropped a record.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DuplicateLabel {
@@ -184,6 +191,14 @@ pub struct HubMetrics {
     pub sched_allocations: Gauge,
     /// Monitor outputs refused because their allocation was replaced.
     pub stale_fence_outputs: Counter,
+    /// Monitor state checkpoints stored.
+    pub checkpoints_stored: Counter,
+    /// Monitor state checkpoints refused, by reason (`too-large`,
+    /// `region-full`, `unknown-allocation`; stale ones are counted in
+    /// `stale_fence_outputs`).
+    pub checkpoints_refused: Family<ReasonLabel, Counter>,
+    /// State bytes of the checkpoints the region holds.
+    pub checkpoint_bytes: Gauge,
 }
 
 impl Default for HubMetrics {
@@ -238,6 +253,9 @@ impl Default for HubMetrics {
             sched_queue: Gauge::default(),
             sched_allocations: Gauge::default(),
             stale_fence_outputs: Counter::default(),
+            checkpoints_stored: Counter::default(),
+            checkpoints_refused: Family::default(),
+            checkpoint_bytes: Gauge::default(),
         }
     }
 }
@@ -469,7 +487,38 @@ impl HubMetrics {
             "Monitor outputs refused because their allocation was replaced",
             m.stale_fence_outputs.clone(),
         );
+        r.register(
+            "checkpoints_stored",
+            "Monitor state checkpoints stored",
+            m.checkpoints_stored.clone(),
+        );
+        r.register(
+            "checkpoints_refused",
+            "Monitor state checkpoints refused, by reason (stale ones count as stale_fence_outputs)",
+            m.checkpoints_refused.clone(),
+        );
+        r.register(
+            "checkpoint_bytes",
+            "State bytes of the monitor checkpoints the region holds",
+            m.checkpoint_bytes.clone(),
+        );
         m
+    }
+
+    /// Counts a batch's checkpoints.
+    pub fn checkpoints(&self, c: &crate::fsm::CheckpointCounts) {
+        self.checkpoints_stored.inc_by(u64::from(c.stored));
+        for (reason, n) in [
+            ("too-large", c.too_large),
+            ("region-full", c.region_full),
+            ("unknown-allocation", c.unknown),
+        ] {
+            if n > 0 {
+                self.checkpoints_refused
+                    .get_or_create(&ReasonLabel { reason })
+                    .inc_by(u64::from(n));
+            }
+        }
     }
 
     /// Counts an evaluation for `trigger`.
