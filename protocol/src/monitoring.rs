@@ -399,6 +399,56 @@ mod tests {
     }
 
     #[test]
+    fn checkpoint_entry_is_the_last_variant_and_carries_its_fence() {
+        let c = StateCheckpoint {
+            tenant: "acme".into(),
+            workload: "rate".into(),
+            fence: FenceStamp {
+                allocation: "a1".into(),
+                token: 7,
+            },
+            taken_ms: 9,
+            state: vec![1, 2, 3],
+        };
+        let e = SpoolEntry::Checkpoint(c.clone());
+        assert_eq!(e.fence(), Some(&c.fence));
+        assert_eq!((e.as_alert(), e.as_metric()), (None, None));
+        let cfg = bincode::config::standard();
+        let bytes = bincode::encode_to_vec(&e, cfg).unwrap();
+        // Variants grow at the end: telemetry 0 … fenced metric 4, checkpoint 5.
+        assert_eq!(bytes[0], 5);
+        let (back, _): (SpoolEntry, usize) = bincode::decode_from_slice(&bytes, cfg).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn an_allocation_persisted_before_checkpoints_still_reads() {
+        use crate::scheduling::EdgeAllocation;
+        let spec: MonitorSpec = serde_json::from_value(serde_json::json!({
+            "name": "m", "tenant": "t", "runtime": "wasm",
+            "artifact": {"sha256": "a".repeat(64), "size-bytes": 1},
+            "selector": {"tenant": "t", "device-globs": ["*"]},
+            "resources": {"memory-mib": 8, "cpu-millicores": 10},
+            "target": "least-loaded",
+        }))
+        .unwrap();
+        let a = EdgeAllocation {
+            id: crate::scheduling::AllocId(5),
+            fencing_token: 2,
+            slot: 0,
+            spec,
+            replace_after_ms: None,
+            previous: None,
+            checkpoint: None,
+        };
+        let mut v = serde_json::to_value(&a).unwrap();
+        assert!(v.get("checkpoint").is_none(), "not written when absent");
+        v.as_object_mut().unwrap().remove("checkpoint");
+        let back: EdgeAllocation = serde_json::from_value(v).unwrap();
+        assert_eq!(back, a);
+    }
+
+    #[test]
     fn derived_metric_becomes_tagged_telemetry() {
         let m = DerivedMetricRecord {
             tenant: "acme".into(),
