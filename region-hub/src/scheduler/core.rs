@@ -358,6 +358,7 @@ impl SchedulerCore {
         }
         lead.snap.set_index(index);
         self.lead = Some(lead);
+        self.maybe_refresh_carriers(now_ms);
     }
 
     fn change(&mut self, lead: &mut Lead, c: SchedChange, now_ms: i64) {
@@ -369,6 +370,12 @@ impl SchedulerCore {
                     Trigger::Submit
                 };
                 let id = w.id.clone();
+                // A new or changed per-edge workload has carriers nobody
+                // computed yet (its group, its selector): without them its
+                // evaluation places nothing until devices move.
+                if w.device_group.is_some() {
+                    lead.carriers_wanted = true;
+                }
                 lead.snap.upsert_workload(*w);
                 // Leases depend on the policy, which may have changed.
                 self.relase_workload(lead, &id);

@@ -571,6 +571,19 @@ fn failed_instances_are_replaced_and_deleted_workloads_stopped() {
 }
 
 #[test]
+fn a_per_edge_workload_submitted_under_a_leader_gets_its_carriers() {
+    let mut wd = World::new(3);
+    wd.lead();
+    wd.settle();
+    wd.submit("p", serde_json::json!({"per-edge": true}));
+    let cmds = wd.core.take_commands();
+    assert!(cmds.contains(&Command::RefreshCarriers), "{cmds:?}");
+    wd.core.handle_carriers(wd.state.carriers());
+    wd.settle();
+    assert_eq!(wd.running("p").len(), 3, "one per edge carrying a device");
+}
+
+#[test]
 fn per_edge_workloads_follow_their_carriers() {
     let mut wd = World::new(3);
     wd.submit("p", serde_json::json!({"per-edge": true}));
