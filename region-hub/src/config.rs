@@ -342,7 +342,8 @@ impl SchedulerTuning {
 /// for replacements. The leader stamps them into each batch that carries a
 /// checkpoint, so every replica applies the same bounds; a checkpoint
 /// beyond them is refused and counted
-/// (`strata_hub_checkpoints_refused_total{reason}`), never an error.
+/// (`strata_hub_checkpoints_refused_total{reason}`), never an error. A full
+/// region first evicts checkpoints no instance runs under any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CheckpointTuning {

@@ -199,6 +199,9 @@ pub struct HubMetrics {
     pub checkpoints_refused: Family<ReasonLabel, Counter>,
     /// State bytes of the checkpoints the region holds.
     pub checkpoint_bytes: Gauge,
+    /// Orphaned checkpoints (no allocation runs under their key) evicted
+    /// to make room for new ones.
+    pub checkpoints_evicted: Counter,
 }
 
 impl Default for HubMetrics {
@@ -256,6 +259,7 @@ impl Default for HubMetrics {
             checkpoints_stored: Counter::default(),
             checkpoints_refused: Family::default(),
             checkpoint_bytes: Gauge::default(),
+            checkpoints_evicted: Counter::default(),
         }
     }
 }
@@ -498,6 +502,11 @@ impl HubMetrics {
             m.checkpoints_refused.clone(),
         );
         r.register(
+            "checkpoints_evicted",
+            "Orphaned monitor state checkpoints evicted to make room for new ones",
+            m.checkpoints_evicted.clone(),
+        );
+        r.register(
             "checkpoint_bytes",
             "State bytes of the monitor checkpoints the region holds",
             m.checkpoint_bytes.clone(),
@@ -508,6 +517,7 @@ impl HubMetrics {
     /// Counts a batch's checkpoints.
     pub fn checkpoints(&self, c: &crate::fsm::CheckpointCounts) {
         self.checkpoints_stored.inc_by(u64::from(c.stored));
+        self.checkpoints_evicted.inc_by(u64::from(c.evicted));
         for (reason, n) in [
             ("too-large", c.too_large),
             ("region-full", c.region_full),

@@ -263,6 +263,62 @@ fn a_per_edge_instance_following_its_devices_starts_from_their_old_edge() {
         on_e2[0].checkpoint.as_ref().map(|c| c.state.clone()),
         Some(b"e1".to_vec())
     );
+
+    // e1's checkpoint is an orphan now (nothing runs there): when the
+    // region is full, it makes room for e2's, which runs.
+    let big = CheckpointLimits {
+        max_bytes: 11,
+        ..LIMITS
+    };
+    let out = run(
+        &mut s,
+        &[Command::StoreEntries {
+            batch: TelemetryBatch {
+                edge: "e2".into(),
+                epoch: 4,
+                first_seq: 0,
+                entries: vec![ckpt(
+                    "pe",
+                    on_e2[0].id,
+                    on_e2[0].fencing_token,
+                    9,
+                    b"eleven-byte",
+                )],
+            },
+            received_ms: NOW,
+            limits: big,
+        }],
+    );
+    let c = counts(&out[0]).2;
+    assert_eq!((c.stored, c.evicted, c.region_full), (1, 1, 0));
+    assert_eq!(s.checkpoints().total_bytes(), 11);
+    assert_eq!(
+        s.checkpoints()
+            .get(&w("pe"), &CheckpointKey::Edge("e1".into())),
+        None
+    );
+    // A checkpoint something runs under is never evicted: 2 bytes of a
+    // second workload do not fit next to those 11.
+    let mut sp = spec("pz", "count=1");
+    sp.selector.device_globs = vec!["d2".into()];
+    run(&mut s, &[put(sp)]);
+    apply_plan(&mut s, "pz", 5);
+    let z = s.sched().allocs_of(&w("pz")).next().unwrap().alloc.clone();
+    let out = run(
+        &mut s,
+        &[Command::StoreEntries {
+            batch: TelemetryBatch {
+                edge: z.node.0.clone(),
+                epoch: 5,
+                first_seq: 0,
+                entries: vec![ckpt("pz", z.id, z.fencing_token, 1, b"xy")],
+            },
+            received_ms: NOW,
+            limits: big,
+        }],
+    );
+    let c = counts(&out[0]).2;
+    assert_eq!((c.stored, c.evicted, c.region_full), (0, 0, 1));
 }
 
 #[test]

@@ -26,9 +26,13 @@
 //!   of another workload, is refused (`unknown`): it cannot be keyed.
 //! - Size bounds come from the [`CheckpointLimits`] the leader stamped into
 //!   the entry (from its config), so every replica applies the same ones:
-//!   a checkpoint above `max_bytes` is refused (`too-large`), and one that
-//!   would take the region's total above `max_region_bytes` is refused
-//!   (`region-full`); the stored one of its key stays.
+//!   a checkpoint above `max_bytes` is refused (`too-large`). One that
+//!   would take the region's total above `max_region_bytes` first evicts
+//!   orphaned checkpoints — of keys no allocation desired to run has any
+//!   more (a lowered count's slots, an edge a per-edge instance left) —
+//!   oldest first (`evicted`); if it still does not fit it is refused
+//!   (`region-full`) and the stored one of its key stays. A checkpoint
+//!   that an allocation still runs under is never evicted.
 //! - A deleted workload's checkpoints are dropped with it.
 
 use std::collections::BTreeMap;
@@ -89,6 +93,8 @@ pub struct CheckpointCounts {
     pub region_full: u32,
     /// Refused: no allocation held by that id for that workload.
     pub unknown: u32,
+    /// Orphaned checkpoints evicted to make room (not entries of the batch).
+    pub evicted: u32,
 }
 
 impl CheckpointCounts {
@@ -170,6 +176,43 @@ impl Checkpoints {
         self.total_bytes = self.total_bytes - old_len + new_len;
         self.by_key.entry(w.clone()).or_default().insert(key, c);
         Verdict::Stored
+    }
+
+    /// Evicts checkpoints whose key `in_use` says no running allocation
+    /// has, oldest (`taken_ms`, then key order) first, until `need` more
+    /// bytes fit under `max_region_bytes`. Returns how many it evicted.
+    pub(super) fn evict_orphans(
+        &mut self,
+        need: u64,
+        max_region_bytes: u64,
+        in_use: impl Fn(&WorkloadId, &CheckpointKey) -> bool,
+    ) -> u32 {
+        let mut orphans: Vec<(i64, WorkloadId, CheckpointKey)> = self
+            .by_key
+            .iter()
+            .flat_map(|(w, m)| {
+                m.iter()
+                    .map(move |(k, c)| (c.taken_ms, w.clone(), k.clone()))
+            })
+            .filter(|(_, w, k)| !in_use(w, k))
+            .collect();
+        orphans.sort();
+        let mut evicted = 0;
+        for (_, w, k) in orphans {
+            if self.total_bytes + need <= max_region_bytes {
+                break;
+            }
+            if let Some(m) = self.by_key.get_mut(&w) {
+                if let Some(c) = m.remove(&k) {
+                    self.total_bytes -= c.state.len() as u64;
+                    evicted += 1;
+                }
+                if m.is_empty() {
+                    self.by_key.remove(&w);
+                }
+            }
+        }
+        evicted
     }
 
     /// Drops a deleted workload's checkpoints.

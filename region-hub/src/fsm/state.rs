@@ -793,7 +793,7 @@ impl RegionState {
                     new_alerts += 1;
                 }
                 SpoolEntry::Checkpoint(c) => {
-                    match store_checkpoint(sched, workloads, checkpoints, c, limits) {
+                    match store_checkpoint(sched, workloads, checkpoints, c, limits, &mut ckpts) {
                         Verdict::Stored => {
                             new_entries += 1;
                             ckpts.stored += 1;
@@ -840,6 +840,7 @@ fn store_checkpoint(
     checkpoints: &mut Checkpoints,
     c: StateCheckpoint,
     limits: CheckpointLimits,
+    counts: &mut CheckpointCounts,
 ) -> Verdict {
     match sched.check_fence(&c.fence) {
         FenceCheck::Stale => return Verdict::Stale,
@@ -857,7 +858,28 @@ fn store_checkpoint(
         return Verdict::Unknown;
     }
     let key = CheckpointKey::of(r, m.spec.intent().cardinality());
-    let verdict = checkpoints.offer(&w, key, c, limits);
+    let mut verdict = checkpoints.offer(&w, key.clone(), c.clone(), limits);
+    if verdict == Verdict::RegionFull {
+        // Room from checkpoints nothing runs under any more, then again.
+        let old = checkpoints
+            .get(&w, &key)
+            .map_or(0, |o| o.state.len() as u64);
+        let need = (c.state.len() as u64).saturating_sub(old);
+        let in_use = |w: &WorkloadId, k: &CheckpointKey| {
+            let Some(m) = workloads.monitor(&w.tenant, &w.name) else {
+                return false;
+            };
+            let card = m.spec.intent().cardinality();
+            sched
+                .allocs_of(w)
+                .any(|r| r.runs() && CheckpointKey::of(r, card) == *k)
+        };
+        let evicted = checkpoints.evict_orphans(need, limits.max_region_bytes, in_use);
+        if evicted > 0 {
+            counts.evicted += evicted;
+            verdict = checkpoints.offer(&w, key, c, limits);
+        }
+    }
     if verdict == Verdict::Older {
         sched.count_stale();
     }
