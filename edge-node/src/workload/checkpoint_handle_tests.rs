@@ -150,3 +150,33 @@ async fn state_is_checkpointed_to_the_spool_and_a_replacement_starts_from_it() {
     host_b.shutdown().await;
     spool_b.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_of_another_monitor_never_seeds_an_instance() {
+    let module = wat(COUNTER);
+    let sp = spec("acme", "c", &module, &["dev-*"], "{}");
+    let mut kv = super::sandbox::KvState::new();
+    kv.insert("n".into(), 41u64.to_le_bytes().to_vec());
+    let foreign = StateCheckpoint {
+        tenant: "acme".into(),
+        workload: "other".into(),
+        fence: strata_protocol::monitoring::FenceStamp {
+            allocation: AllocId(3).to_string(),
+            token: 2,
+        },
+        taken_ms: 1,
+        state: super::driver::encode_kv(&kv),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, host) = open(dir.path(), test_cfg()).await;
+    apply(&host, 1, allocation(21, 5, sp, Some(foreign)), &module).await;
+    wait(&host, "running", |h| running(h, "acme", "c")).await;
+    batch(&host, "c").await;
+    wait_spool(&spool, "the first batch's metric, counted from 0", |e| {
+        e.iter()
+            .any(|x| x.as_metric().is_some_and(|m| m.value == 1.0))
+    })
+    .await;
+    host.shutdown().await;
+    spool.close().await;
+}

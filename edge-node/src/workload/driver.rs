@@ -5,7 +5,9 @@
 //! It reads the clock (ms since it started, monotonic) and owns the seeded
 //! RNG the core's backoff jitter uses; the core itself stays pure. It is the
 //! only owner of the core, the slots, the prepared modules, the instances'
-//! saved and persisted state and the notes behind `last_event`; others
+//! saved and persisted state, the checkpoint policy (which states go to the
+//! region through the spool) with the region's seeds for new allocations,
+//! and the notes behind `last_event`; others
 //! reach it by message ([`Request`] from the handle, `WorkerReport` from
 //! the workers) and read what it [publishes](super::status::Published).
 //!
@@ -395,6 +397,12 @@ impl WorkloadDriver {
             .iter()
             .filter_map(|x| {
                 let c = x.checkpoint.clone()?;
+                // Another instance's state never seeds this one.
+                if c.tenant != x.spec.tenant || c.workload != x.spec.name {
+                    self.metrics.checkpoint_seed("unusable");
+                    tracing::error!(edge = %self.edge, allocation = %x.id, tenant = %c.tenant, workload = %c.workload, "checkpoint handed with an allocation of another monitor; ignored");
+                    return None;
+                }
                 let key = InstanceKey::new(&x.spec.tenant, &x.spec.name);
                 Some((key, (x.id.to_string(), c)))
             })
