@@ -150,16 +150,17 @@ impl Checkpoints {
         self.by_key.get(w)?.get(key)
     }
 
-    /// Stores `c` under `key` unless it is older than the stored one or
-    /// breaks a bound.
-    pub(super) fn offer(
-        &mut self,
+    /// What [`Checkpoints::put`] of `c` under `key` would come to:
+    /// [`Verdict::Stored`] unless it is older than the stored one or breaks
+    /// a bound.
+    pub(super) fn judge(
+        &self,
         w: &WorkloadId,
-        key: CheckpointKey,
-        c: StateCheckpoint,
+        key: &CheckpointKey,
+        c: &StateCheckpoint,
         limits: CheckpointLimits,
     ) -> Verdict {
-        let old = self.get(w, &key);
+        let old = self.get(w, key);
         if let Some(old) = old {
             if (c.fence.token, c.taken_ms) < (old.fence.token, old.taken_ms) {
                 return Verdict::Older;
@@ -173,9 +174,16 @@ impl Checkpoints {
         if self.total_bytes - old_len + new_len > limits.max_region_bytes {
             return Verdict::RegionFull;
         }
-        self.total_bytes = self.total_bytes - old_len + new_len;
-        self.by_key.entry(w.clone()).or_default().insert(key, c);
         Verdict::Stored
+    }
+
+    /// Stores `c` under `key`, replacing the key's checkpoint (after
+    /// [`Checkpoints::judge`] said [`Verdict::Stored`]).
+    pub(super) fn put(&mut self, w: &WorkloadId, key: CheckpointKey, c: StateCheckpoint) {
+        let new_len = c.state.len() as u64;
+        let old = self.by_key.entry(w.clone()).or_default().insert(key, c);
+        let old_len = old.map_or(0, |o| o.state.len() as u64);
+        self.total_bytes = self.total_bytes - old_len + new_len;
     }
 
     /// Evicts checkpoints whose key `in_use` says no running allocation

@@ -858,7 +858,7 @@ fn store_checkpoint(
         return Verdict::Unknown;
     }
     let key = CheckpointKey::of(r, m.spec.intent().cardinality());
-    let mut verdict = checkpoints.offer(&w, key.clone(), c.clone(), limits);
+    let mut verdict = checkpoints.judge(&w, &key, &c, limits);
     if verdict == Verdict::RegionFull {
         // Room from checkpoints nothing runs under any more, then again.
         let old = checkpoints
@@ -877,8 +877,11 @@ fn store_checkpoint(
         let evicted = checkpoints.evict_orphans(need, limits.max_region_bytes, in_use);
         if evicted > 0 {
             counts.evicted += evicted;
-            verdict = checkpoints.offer(&w, key, c, limits);
+            verdict = checkpoints.judge(&w, &key, &c, limits);
         }
+    }
+    if verdict == Verdict::Stored {
+        checkpoints.put(&w, key, c);
     }
     if verdict == Verdict::Older {
         sched.count_stale();
