@@ -192,8 +192,43 @@ pub struct StateCheckpoint {
     /// compared between checkpoints of the same allocation).
     pub taken_ms: i64,
     /// The state: the bincode encoding of the instance's key-value map
-    /// (`BTreeMap<String, Vec<u8>>`), opaque to the region.
+    /// (`BTreeMap<String, Vec<u8>>`), opaque to the region. Lowercase hex
+    /// in JSON (an edge persists it with its allocation).
+    #[serde(with = "hex_bytes")]
     pub state: Vec<u8>,
+}
+
+/// Bytes as a lowercase hex string in serde formats (JSON), instead of an
+/// array of numbers.
+mod hex_bytes {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        s.serialize_str(&out)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.len() % 2 != 0 {
+            return Err(D::Error::custom("hex bytes: odd length"));
+        }
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            _ => Err(D::Error::custom("hex bytes: not a lowercase hex digit")),
+        };
+        text.as_bytes()
+            .chunks_exact(2)
+            .map(|p| Ok(digit(p[0])? << 4 | digit(p[1])?))
+            .collect()
+    }
 }
 
 /// The allocation and fencing token of the instance that produced an
@@ -419,6 +454,31 @@ mod tests {
         assert_eq!(bytes[0], 5);
         let (back, _): (SpoolEntry, usize) = bincode::decode_from_slice(&bytes, cfg).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn checkpoint_state_is_hex_in_json() {
+        let c = StateCheckpoint {
+            tenant: "t".into(),
+            workload: "w".into(),
+            fence: FenceStamp {
+                allocation: "a".into(),
+                token: 1,
+            },
+            taken_ms: 2,
+            state: vec![0, 0x1f, 0xa0, 0xff],
+        };
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["state"], "001fa0ff");
+        assert_eq!(serde_json::from_value::<StateCheckpoint>(v).unwrap(), c);
+        for bad in ["0", "0g", "AB"] {
+            let mut v = serde_json::to_value(&c).unwrap();
+            v["state"] = bad.into();
+            assert!(
+                serde_json::from_value::<StateCheckpoint>(v).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
