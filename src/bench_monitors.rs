@@ -530,6 +530,7 @@ fn allocation(i: usize, spec: MonitorSpec) -> EdgeAllocation {
         spec,
         replace_after_ms: None,
         previous: None,
+        checkpoint: None,
     }
 }
 

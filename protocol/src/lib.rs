@@ -45,4 +45,5 @@ pub use telemetry::{DeviceRef, Metric, PayloadError, RejectReason, Tag, Telemetr
 
 /// The wire protocol version spoken by this build. Bumped on any incompatible
 /// change; the handshake refuses peers that speak another version.
-pub const PROTOCOL_VERSION: u16 = 5;
+/// Version 6: `SpoolEntry::Checkpoint` and `EdgeAllocation::checkpoint`.
+pub const PROTOCOL_VERSION: u16 = 6;

@@ -16,6 +16,8 @@
 //! - [`MonitorInfo`]: a submitted monitor as stored in the region, with its
 //!   allocations and evaluations.
 //! - [`FenceStamp`]: the allocation and fencing token monitor outputs carry.
+//! - [`StateCheckpoint`]: an instance's key-value state on its way to the
+//!   region (a spool entry) and back to a replacement (in its allocation).
 
 use std::fmt;
 use std::str::FromStr;
@@ -168,6 +170,65 @@ pub enum SpoolEntry {
         /// Who derived it.
         fence: FenceStamp,
     },
+    /// A checkpoint of a monitor instance's key-value state (protocol
+    /// version 6), fenced like the outputs: the region keeps the last one
+    /// per instance and hands it to a replacement.
+    Checkpoint(StateCheckpoint),
+}
+
+/// A monitor instance's key-value state as its edge checkpointed it.
+/// Travels in the spool (edge → region) and inline in
+/// [`crate::scheduling::EdgeAllocation::checkpoint`] (region → edge).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
+pub struct StateCheckpoint {
+    /// Tenant of the monitor.
+    pub tenant: String,
+    /// Monitor (workload) name.
+    pub workload: String,
+    /// The allocation and fencing token of the instance that took it.
+    pub fence: FenceStamp,
+    /// When the edge took it, ms since the Unix epoch (edge clock; only
+    /// compared between checkpoints of the same allocation).
+    pub taken_ms: i64,
+    /// The state: the bincode encoding of the instance's key-value map
+    /// (`BTreeMap<String, Vec<u8>>`), opaque to the region. Lowercase hex
+    /// in JSON (an edge persists it with its allocation).
+    #[serde(with = "hex_bytes")]
+    pub state: Vec<u8>,
+}
+
+/// Bytes as a lowercase hex string in serde formats (JSON), instead of an
+/// array of numbers.
+mod hex_bytes {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        s.serialize_str(&out)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.len() % 2 != 0 {
+            return Err(D::Error::custom("hex bytes: odd length"));
+        }
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            _ => Err(D::Error::custom("hex bytes: not a lowercase hex digit")),
+        };
+        text.as_bytes()
+            .chunks_exact(2)
+            .map(|p| Ok(digit(p[0])? << 4 | digit(p[1])?))
+            .collect()
+    }
 }
 
 /// The allocation and fencing token of the instance that produced an
@@ -205,6 +266,7 @@ impl SpoolEntry {
             SpoolEntry::FencedAlert { fence, .. } | SpoolEntry::FencedMetric { fence, .. } => {
                 Some(fence)
             }
+            SpoolEntry::Checkpoint(c) => Some(&c.fence),
             _ => None,
         }
     }
@@ -369,6 +431,81 @@ mod tests {
         let mut expect = vec![0u8];
         expect.extend(bincode::encode_to_vec(&r, cfg).unwrap());
         assert_eq!(e, expect);
+    }
+
+    #[test]
+    fn checkpoint_entry_is_the_last_variant_and_carries_its_fence() {
+        let c = StateCheckpoint {
+            tenant: "acme".into(),
+            workload: "rate".into(),
+            fence: FenceStamp {
+                allocation: "a1".into(),
+                token: 7,
+            },
+            taken_ms: 9,
+            state: vec![1, 2, 3],
+        };
+        let e = SpoolEntry::Checkpoint(c.clone());
+        assert_eq!(e.fence(), Some(&c.fence));
+        assert_eq!((e.as_alert(), e.as_metric()), (None, None));
+        let cfg = bincode::config::standard();
+        let bytes = bincode::encode_to_vec(&e, cfg).unwrap();
+        // Variants grow at the end: telemetry 0 … fenced metric 4, checkpoint 5.
+        assert_eq!(bytes[0], 5);
+        let (back, _): (SpoolEntry, usize) = bincode::decode_from_slice(&bytes, cfg).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn checkpoint_state_is_hex_in_json() {
+        let c = StateCheckpoint {
+            tenant: "t".into(),
+            workload: "w".into(),
+            fence: FenceStamp {
+                allocation: "a".into(),
+                token: 1,
+            },
+            taken_ms: 2,
+            state: vec![0, 0x1f, 0xa0, 0xff],
+        };
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["state"], "001fa0ff");
+        assert_eq!(serde_json::from_value::<StateCheckpoint>(v).unwrap(), c);
+        for bad in ["0", "0g", "AB"] {
+            let mut v = serde_json::to_value(&c).unwrap();
+            v["state"] = bad.into();
+            assert!(
+                serde_json::from_value::<StateCheckpoint>(v).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_allocation_persisted_before_checkpoints_still_reads() {
+        use crate::scheduling::EdgeAllocation;
+        let spec: MonitorSpec = serde_json::from_value(serde_json::json!({
+            "name": "m", "tenant": "t", "runtime": "wasm",
+            "artifact": {"sha256": "a".repeat(64), "size-bytes": 1},
+            "selector": {"tenant": "t", "device-globs": ["*"]},
+            "resources": {"memory-mib": 8, "cpu-millicores": 10},
+            "target": "least-loaded",
+        }))
+        .unwrap();
+        let a = EdgeAllocation {
+            id: crate::scheduling::AllocId(5),
+            fencing_token: 2,
+            slot: 0,
+            spec,
+            replace_after_ms: None,
+            previous: None,
+            checkpoint: None,
+        };
+        let mut v = serde_json::to_value(&a).unwrap();
+        assert!(v.get("checkpoint").is_none(), "not written when absent");
+        v.as_object_mut().unwrap().remove("checkpoint");
+        let back: EdgeAllocation = serde_json::from_value(v).unwrap();
+        assert_eq!(back, a);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!   (from its `[monitors]` config), which placement rules match against.
 //! - [`EdgeAllocation`]: one instance an edge must run, as it fetches it:
 //!   the allocation id and fencing token the region issued, the spec, and
-//!   the disconnect policy (a lease for `replace-after` instances).
+//!   the disconnect policy (a lease for `replace-after` instances), and the
+//!   state checkpoint a new instance starts from.
 //! - [`AllocationInfo`] / [`EvaluationInfo`]: a workload's allocations (where,
 //!   in which state, why there) and its recent evaluations (what triggered
 //!   them, what they placed, why the rest could not be placed), as the
@@ -55,6 +56,13 @@ pub struct EdgeAllocation {
     pub replace_after_ms: Option<u64>,
     /// The allocation it replaces, if any (whose state it would start from).
     pub previous: Option<AllocId>,
+    /// The last checkpoint of this instance's state that reached the region,
+    /// when another allocation took it (protocol version 6): the edge seeds
+    /// the instance's state from it before its first start unless its own
+    /// state is newer. `None` when the region holds none, or holds only
+    /// this allocation's own (the edge has that state already).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<crate::monitoring::StateCheckpoint>,
 }
 
 /// One allocation of a workload, as clients see it.

@@ -368,6 +368,66 @@ impl SchedulerTuning {
     }
 }
 
+/// Bounds on monitor instances' state checkpoints (`[checkpoints]`), which
+/// edges send through their spools and the region keeps (one per instance)
+/// for replacements. The leader stamps them into each batch that carries a
+/// checkpoint, so every replica applies the same bounds; a checkpoint
+/// beyond them is refused and counted
+/// (`strata_hub_checkpoints_refused_total{reason}`), never an error. A full
+/// region first evicts checkpoints no instance runs under any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CheckpointTuning {
+    /// Largest state of one checkpoint, bytes. 1 to `max-region-bytes`.
+    /// Default 65536.
+    pub max_bytes: u64,
+    /// Most checkpoint state bytes the region keeps, bytes. At most
+    /// 4194304 (a quarter of a frame, so every checkpoint of the region
+    /// fits in one edge's allocations answer next to the specs).
+    /// Default 4194304.
+    pub max_region_bytes: u64,
+}
+
+/// Most `checkpoints.max-region-bytes` (see [`CheckpointTuning`]).
+pub const MAX_REGION_CHECKPOINT_BYTES: u64 = (strata_protocol::MAX_FRAME_LEN / 4) as u64;
+
+impl Default for CheckpointTuning {
+    fn default() -> Self {
+        let d = crate::fsm::CheckpointLimits::default();
+        CheckpointTuning {
+            max_bytes: d.max_bytes,
+            max_region_bytes: d.max_region_bytes,
+        }
+    }
+}
+
+impl CheckpointTuning {
+    /// The limits the leader stamps into entries.
+    pub fn limits(&self) -> crate::fsm::CheckpointLimits {
+        crate::fsm::CheckpointLimits {
+            max_bytes: self.max_bytes,
+            max_region_bytes: self.max_region_bytes,
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.max_region_bytes == 0 || self.max_region_bytes > MAX_REGION_CHECKPOINT_BYTES {
+            p.push(format!(
+                "checkpoints.max-region-bytes: {} must be between 1 and {MAX_REGION_CHECKPOINT_BYTES}",
+                self.max_region_bytes
+            ));
+        }
+        if self.max_bytes == 0 || self.max_bytes > self.max_region_bytes {
+            p.push(format!(
+                "checkpoints.max-bytes: {} must be between 1 and max-region-bytes ({})",
+                self.max_bytes, self.max_region_bytes
+            ));
+        }
+        p
+    }
+}
+
 /// The whole `hub.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -407,6 +467,8 @@ pub struct HubConfig {
     pub liveness: LivenessTuning,
     /// The region scheduler.
     pub scheduler: SchedulerTuning,
+    /// Bounds on monitor state checkpoints.
+    pub checkpoints: CheckpointTuning,
 }
 
 impl Default for HubConfig {
@@ -427,6 +489,7 @@ impl Default for HubConfig {
             membership: MembershipTuning::default(),
             liveness: LivenessTuning::default(),
             scheduler: SchedulerTuning::default(),
+            checkpoints: CheckpointTuning::default(),
         }
     }
 }
@@ -555,6 +618,7 @@ impl HubConfig {
         }
         p.extend(self.liveness.problems());
         p.extend(self.scheduler.problems());
+        p.extend(self.checkpoints.problems());
         if self.checkpoint_interval_ms < 100 {
             p.push(format!(
                 "checkpoint-interval-ms: {} must be at least 100",

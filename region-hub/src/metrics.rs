@@ -85,11 +85,13 @@ pub struct RejectedLabel {
     pub kind: &'static str,
 }
 
-/// Label of [`HubMetrics::migrations`] and [`HubMetrics::migrations_held`].
+/// Label of [`HubMetrics::migrations`], [`HubMetrics::migrations_held`]
+/// and [`HubMetrics::checkpoints_refused`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     /// Moves: `cpu-pressure` or `memory-pressure`. Held: `budget`,
-    /// `nothing-movable`, `no-target` or `refused`.
+    /// `nothing-movable`, `no-target` or `refused`. Checkpoints refused:
+    /// `too-large`, `region-full` or `unknown-allocation`.
     pub reason: &'static str,
 }
 
@@ -198,6 +200,17 @@ pub struct HubMetrics {
     pub migrations_held: Family<ReasonLabel, Counter>,
     /// Edges under sustained pressure now (leader; 0 on followers).
     pub pressured_edges: Gauge,
+    /// Monitor state checkpoints stored.
+    pub checkpoints_stored: Counter,
+    /// Monitor state checkpoints refused, by reason (`too-large`,
+    /// `region-full`, `unknown-allocation`; stale ones are counted in
+    /// `stale_fence_outputs`).
+    pub checkpoints_refused: Family<ReasonLabel, Counter>,
+    /// State bytes of the checkpoints the region holds.
+    pub checkpoint_bytes: Gauge,
+    /// Orphaned checkpoints (no allocation runs under their key) evicted
+    /// to make room for new ones.
+    pub checkpoints_evicted: Counter,
 }
 
 impl Default for HubMetrics {
@@ -255,6 +268,10 @@ impl Default for HubMetrics {
             migrations_held: Family::default(),
             pressured_edges: Gauge::default(),
             stale_fence_outputs: Counter::default(),
+            checkpoints_stored: Counter::default(),
+            checkpoints_refused: Family::default(),
+            checkpoint_bytes: Gauge::default(),
+            checkpoints_evicted: Counter::default(),
         }
     }
 }
@@ -507,7 +524,44 @@ impl HubMetrics {
             "Edges under sustained CPU or memory pressure (leader; 0 on followers)",
             m.pressured_edges.clone(),
         );
+        r.register(
+            "checkpoints_stored",
+            "Monitor state checkpoints stored",
+            m.checkpoints_stored.clone(),
+        );
+        r.register(
+            "checkpoints_refused",
+            "Monitor state checkpoints refused, by reason (stale ones count as stale_fence_outputs)",
+            m.checkpoints_refused.clone(),
+        );
+        r.register(
+            "checkpoints_evicted",
+            "Orphaned monitor state checkpoints evicted to make room for new ones",
+            m.checkpoints_evicted.clone(),
+        );
+        r.register(
+            "checkpoint_bytes",
+            "State bytes of the monitor checkpoints the region holds",
+            m.checkpoint_bytes.clone(),
+        );
         m
+    }
+
+    /// Counts a batch's checkpoints.
+    pub fn checkpoints(&self, c: &crate::fsm::CheckpointCounts) {
+        self.checkpoints_stored.inc_by(u64::from(c.stored));
+        self.checkpoints_evicted.inc_by(u64::from(c.evicted));
+        for (reason, n) in [
+            ("too-large", c.too_large),
+            ("region-full", c.region_full),
+            ("unknown-allocation", c.unknown),
+        ] {
+            if n > 0 {
+                self.checkpoints_refused
+                    .get_or_create(&ReasonLabel { reason })
+                    .inc_by(u64::from(n));
+            }
+        }
     }
 
     /// Counts an evaluation for `trigger`.

@@ -112,6 +112,8 @@ pub struct Service {
     /// This replica's store retention, ms (0: for ever), told to edges in
     /// every heartbeat ack so they refuse readings it would drop at once.
     store_retention_ms: u64,
+    /// Checkpoint bounds stamped into batches that carry checkpoints.
+    checkpoint_limits: fsm::CheckpointLimits,
 }
 
 impl Service {
@@ -135,12 +137,19 @@ impl Service {
             view,
             liveness,
             store_retention_ms: 0,
+            checkpoint_limits: fsm::CheckpointLimits::default(),
         }
     }
 
     /// Checks submissions with these scheduler settings.
     pub fn with_sched(mut self, sched: SchedSettings) -> Self {
         self.sched = sched;
+        self
+    }
+
+    /// Holds state checkpoints to these bounds (`[checkpoints]`).
+    pub fn with_checkpoint_limits(mut self, limits: fsm::CheckpointLimits) -> Self {
+        self.checkpoint_limits = limits;
         self
     }
 
@@ -279,9 +288,23 @@ impl Service {
                     "batch",
                     batch.first_seq,
                     batch.entries.len() as u32,
-                    Command::StoreBatch {
-                        batch,
-                        received_ms: now_ms(),
+                    // Only a batch with checkpoints needs the newer kind (and
+                    // the limits); others stay readable by older replicas.
+                    if batch
+                        .entries
+                        .iter()
+                        .any(|e| matches!(e, strata_protocol::SpoolEntry::Checkpoint(_)))
+                    {
+                        Command::StoreEntries {
+                            batch,
+                            received_ms: now_ms(),
+                            limits: self.checkpoint_limits,
+                        }
+                    } else {
+                        Command::StoreBatch {
+                            batch,
+                            received_ms: now_ms(),
+                        }
                     },
                 )
             }

@@ -188,7 +188,10 @@ async fn chaos_soak_keeps_the_invariants() -> anyhow::Result<()> {
             let (_, doc) = inspect(&c.api, REGION, "ha").await?;
             eprintln!("ha: {}", doc["allocations"]);
             let m = scrape(&c.hub_metrics_addr(1)?).await?;
-            for l in m.lines().filter(|l| l.contains("liveness") || l.contains("sched_")) {
+            for l in m
+                .lines()
+                .filter(|l| l.contains("liveness") || l.contains("sched_"))
+            {
                 eprintln!("hub: {l}");
             }
         }

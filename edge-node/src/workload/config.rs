@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::sandbox::{RuntimeLimits, WasmDriverConfig};
 
+/// Most `monitors.checkpoint-max-bytes`: what a region keeps at most.
+pub const MAX_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+
 /// The workload layer (device-monitor instances).
 ///
 /// ```toml
@@ -48,6 +51,16 @@ pub struct WorkloadConfig {
     /// Changed key-value state is persisted at most this often (and always
     /// on stop and shutdown), ms. Default 5000.
     pub state_flush_interval_ms: u64,
+    /// A changed key-value state is checkpointed to the region (a fenced
+    /// spool entry, so a replacement starts from it) at most this often per
+    /// instance, and on a clean stop, ms. 0 turns checkpoints off.
+    /// Default 30000.
+    pub checkpoint_interval_ms: u64,
+    /// Largest encoded state checkpointed, bytes; a larger one is skipped
+    /// and counted (`strata_monitor_checkpoints_skipped_total{reason="too-large"}`).
+    /// 1 to 4194304 (the most a region keeps); keep it within the hub's
+    /// `checkpoints.max-bytes`. Default 65536.
+    pub checkpoint_max_bytes: u64,
     /// Callback outputs (alerts + metrics of one batch) waiting for the
     /// spool; when full, workers wait, never drop. Default 1024.
     pub output_queue: usize,
@@ -80,6 +93,8 @@ impl Default for WorkloadConfig {
             max_batch_records: 1000,
             sample_interval_ms: 2000,
             state_flush_interval_ms: 5000,
+            checkpoint_interval_ms: 30_000,
+            checkpoint_max_bytes: 64 * 1024,
             output_queue: 1024,
             max_output_batch: 4096,
             drain_timeout_ms: 2000,
@@ -110,6 +125,12 @@ impl WorkloadConfig {
             if v == 0 {
                 p.push(format!("monitors.{field}: must be greater than 0"));
             }
+        }
+        if !(1..=MAX_CHECKPOINT_BYTES).contains(&self.checkpoint_max_bytes) {
+            p.push(format!(
+                "monitors.checkpoint-max-bytes: {} must be between 1 and {MAX_CHECKPOINT_BYTES}",
+                self.checkpoint_max_bytes
+            ));
         }
         if self.worker_threads > 1024 {
             p.push(format!(
@@ -248,12 +269,16 @@ mod tests {
         assert_eq!(WorkloadConfig::default().problems(), Vec::<String>::new());
         assert!(WorkloadConfig::default().workers() >= 1);
         let cfg: WorkloadConfig = toml::from_str(
-            "memory-mib = 0\nqueue-records = 0\n[limits]\ncallback-budget-ms = 0\n\
+            "memory-mib = 0\nqueue-records = 0\ncheckpoint-max-bytes = 0\n\
+             [limits]\ncallback-budget-ms = 0\n\
              [sched]\ncrash-loop-failures = 0\n[wasm]\nepoch-tick-ms = 0\n",
         )
         .unwrap();
         let p = cfg.problems();
-        assert_eq!(p.len(), 5, "{p:?}");
+        assert_eq!(p.len(), 6, "{p:?}");
+        assert!(p
+            .iter()
+            .any(|l| l.starts_with("monitors.checkpoint-max-bytes")));
         assert!(p[0].starts_with("monitors.memory-mib"), "{p:?}");
         assert!(p
             .iter()

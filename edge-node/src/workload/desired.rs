@@ -194,6 +194,7 @@ mod tests {
             spec: spec.clone(),
             replace_after_ms: Some(3_000),
             previous: None,
+            checkpoint: None,
         };
         let d = allocation_instance(&a);
         assert_eq!(

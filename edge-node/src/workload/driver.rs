@@ -5,7 +5,9 @@
 //! It reads the clock (ms since it started, monotonic) and owns the seeded
 //! RNG the core's backoff jitter uses; the core itself stays pure. It is the
 //! only owner of the core, the slots, the prepared modules, the instances'
-//! saved and persisted state and the notes behind `last_event`; others
+//! saved and persisted state, the checkpoint policy (which states go to the
+//! region through the spool) with the region's seeds for new allocations,
+//! and the notes behind `last_event`; others
 //! reach it by message ([`Request`] from the handle, `WorkerReport` from
 //! the workers) and read what it [publishes](super::status::Published).
 //!
@@ -32,6 +34,7 @@ use strata_protocol::monitoring::NodeResources;
 use strata_protocol::workload::RuntimeKind;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
+use super::checkpoint::{CheckpointCommand, CheckpointPolicy};
 use super::command::ModuleFailure;
 use super::config::WorkloadConfig;
 use super::desired::{from_assignments, Launch};
@@ -41,13 +44,16 @@ use super::metrics::WorkloadMetrics;
 use super::model::{
     millicores_from_fuel, Budget, DesiredSet, InstanceKey, InstanceUsage, NodeInfo, NodeUsage,
 };
+use super::output::Output;
 use super::router::Router;
 use super::sandbox::{KvState, PreparedModule, SandboxDriver};
 use super::slot::{InstanceStats, Slot};
 use super::snapshot::Snapshot;
 use super::status::{InstanceView, Published};
-use super::store::{Assignments, StoreError, WorkloadStore};
+use super::store::{Assignments, StateOrigin, StoreError, WorkloadStore};
 use crate::uplink::{ApplyError, AssignmentUpdate};
+use strata_protocol::monitoring::StateCheckpoint;
+use tokio::sync::mpsc::error::TrySendError;
 
 /// Samples the node's resources (`sysinfo::NodeSampler::sample` in the
 /// node; a fake in tests).
@@ -114,6 +120,8 @@ pub(crate) struct Parts {
     pub requests: mpsc::UnboundedReceiver<Request>,
     pub reports: mpsc::UnboundedReceiver<WorkerReport>,
     pub boot: Boot,
+    /// The spool writer's queue, for state checkpoints.
+    pub outputs: mpsc::Sender<Vec<Output>>,
 }
 
 /// The driver's notes about one instance key.
@@ -171,6 +179,13 @@ pub(crate) struct WorkloadDriver {
     /// Per slot: (time, fuel total) at the previous usage sample.
     fuel_seen: HashMap<InstanceKey, (Instant, u64)>,
     node: NodeResources,
+    /// When instance states go to the region (pure policy).
+    checkpoints: CheckpointPolicy,
+    /// The spool writer's queue.
+    outputs: mpsc::Sender<Vec<Output>>,
+    /// The region's checkpoint for an instance's allocation (id), used at
+    /// its first start (see `checkpoint::seed_decision`).
+    seeds: HashMap<InstanceKey, (String, StateCheckpoint)>,
 }
 
 impl WorkloadDriver {
@@ -189,6 +204,7 @@ impl WorkloadDriver {
             requests,
             reports,
             boot,
+            outputs,
         } = parts;
         let node = NodeInfo {
             name: edge.clone(),
@@ -234,6 +250,12 @@ impl WorkloadDriver {
             reconciled_version: 0,
             fuel_seen: HashMap::new(),
             node: NodeResources::default(),
+            checkpoints: CheckpointPolicy::new(
+                cfg.checkpoint_interval_ms,
+                cfg.checkpoint_max_bytes,
+            ),
+            outputs,
+            seeds: HashMap::new(),
             cfg,
         };
         tracing::info!(
@@ -249,6 +271,71 @@ impl WorkloadDriver {
 
     fn now_ms(&self) -> u64 {
         self.ms(Instant::now())
+    }
+
+    /// The origin of a state an instance with `fence` holds now.
+    fn origin(fence: &super::model::Fence) -> StateOrigin {
+        StateOrigin {
+            allocation: fence.allocation.clone(),
+            token: fence.token,
+            taken_ms: wall_ms(),
+        }
+    }
+
+    /// Hands the policy a state the instance `key` (still started) holds
+    /// now: changed (`stop` false) or final (`stop` true).
+    fn offer_checkpoint(&mut self, key: &InstanceKey, state: &KvState, stop: bool) {
+        let Some(fence) = self.slots.get(key).map(|s| s.fence.clone()) else {
+            return;
+        };
+        let bytes = encode_kv(state);
+        let (now, taken) = (self.now_ms(), wall_ms());
+        if stop {
+            self.checkpoints.handle_stop(key, &fence, bytes, now, taken);
+        } else {
+            self.checkpoints
+                .handle_state(key, &fence, bytes, now, taken);
+        }
+    }
+
+    /// Carries out the checkpoint policy's commands without waiting: a
+    /// full spool queue defers a checkpoint to the next sample.
+    pub(super) fn spool_checkpoints(&mut self) {
+        while let Some(cmd) = self.checkpoints.poll_command() {
+            let Some(out) = self.checkpoint_output(&cmd) else {
+                continue;
+            };
+            match self.outputs.try_send(vec![out]) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    self.metrics.checkpoint_skipped("queue-full");
+                    self.checkpoints.handle_not_spooled(cmd);
+                }
+                Err(TrySendError::Closed(_)) => self.metrics.checkpoint_skipped("spool-refused"),
+            }
+        }
+    }
+
+    /// The spool output of a `Spool` command; counts and logs a `Skip`.
+    fn checkpoint_output(&self, cmd: &CheckpointCommand) -> Option<Output> {
+        match cmd {
+            CheckpointCommand::Spool {
+                key,
+                fence,
+                taken_ms,
+                state,
+            } => Some(super::output::checkpoint(
+                key,
+                fence,
+                *taken_ms,
+                state.clone(),
+            )),
+            CheckpointCommand::Skip { key, reason } => {
+                self.metrics.checkpoint_skipped(reason.label());
+                tracing::warn!(instance = %key, ?reason, "monitor state not checkpointed");
+                None
+            }
+        }
     }
 
     /// `t` on the core's clock.
@@ -305,6 +392,21 @@ impl WorkloadDriver {
         let version = a.version;
         let (instances, launches) = from_assignments(a);
         self.launches = launches;
+        self.seeds = a
+            .allocations
+            .iter()
+            .filter_map(|x| {
+                let c = x.checkpoint.clone()?;
+                // Another instance's state never seeds this one.
+                if c.tenant != x.spec.tenant || c.workload != x.spec.name {
+                    self.metrics.checkpoint_seed("unusable");
+                    tracing::error!(edge = %self.edge, allocation = %x.id, tenant = %c.tenant, workload = %c.workload, "checkpoint handed with an allocation of another monitor; ignored");
+                    return None;
+                }
+                let key = InstanceKey::new(&x.spec.tenant, &x.spec.name);
+                Some((key, (x.id.to_string(), c)))
+            })
+            .collect();
         self.stats.retain(|k, _| self.launches.contains_key(k));
         self.notes.retain(|k, _| self.launches.contains_key(k));
         tracing::info!(edge = %self.edge, version, monitors = instances.len(), "reconciling workload assignments");
@@ -418,7 +520,10 @@ impl WorkloadDriver {
             }
             next = self.reports.try_recv().ok();
         }
-        self.persist_all(states).await;
+        for (key, state) in self.persist_all(states).await {
+            self.offer_checkpoint(&key, &state, false);
+        }
+        self.spool_checkpoints();
         changed
     }
 
@@ -458,20 +563,29 @@ impl WorkloadDriver {
     }
 
     /// Writes the states that differ from what was last persisted, in one
-    /// blocking task.
-    async fn persist_all(&mut self, states: Vec<(InstanceKey, KvState)>) {
-        let writes: Vec<(InstanceKey, KvState)> = states
+    /// blocking task, each with its instance's fence as origin. Returns
+    /// what it wrote.
+    async fn persist_all(
+        &mut self,
+        states: Vec<(InstanceKey, KvState)>,
+    ) -> Vec<(InstanceKey, KvState)> {
+        let writes: Vec<(InstanceKey, KvState, Option<StateOrigin>)> = states
             .into_iter()
             .filter(|(k, st)| self.persisted.get(k) != Some(st))
+            .map(|(k, st)| {
+                let origin = self.slots.get(&k).map(|s| Self::origin(&s.fence));
+                (k, st, origin)
+            })
             .collect();
         if writes.is_empty() {
-            return;
+            return Vec::new();
         }
         let store = self.store.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            writes
+        let r =
+            tokio::task::spawn_blocking(move || {
+                writes
                 .into_iter()
-                .filter_map(|(k, st)| match store.save_state(&k, &st) {
+                .filter_map(|(k, st, o)| match store.save_state_from(&k, &st, o.as_ref()) {
                     Ok(()) => Some((k, st)),
                     Err(e) => {
                         tracing::error!(instance = %k, error = %e, "persisting monitor state");
@@ -479,11 +593,17 @@ impl WorkloadDriver {
                     }
                 })
                 .collect::<Vec<_>>()
-        })
-        .await;
+            })
+            .await;
         match r {
-            Ok(done) => self.persisted.extend(done),
-            Err(e) => tracing::error!(edge = %self.edge, error = %e, "state write task failed"),
+            Ok(done) => {
+                self.persisted.extend(done.iter().cloned());
+                done
+            }
+            Err(e) => {
+                tracing::error!(edge = %self.edge, error = %e, "state write task failed");
+                Vec::new()
+            }
         }
     }
 
@@ -581,6 +701,8 @@ impl WorkloadDriver {
         let now = self.now_ms();
         self.core.handle_usage(now, &node_usage(&node), &samples);
         self.node = node;
+        self.checkpoints.handle_tick(now);
+        self.spool_checkpoints();
     }
 
     /// Publishes the state readers see, and pokes waiters.
@@ -649,12 +771,50 @@ impl WorkloadDriver {
                 states.push((key.clone(), state));
             }
         }
-        self.persist_all(states).await;
+        self.persist_all(states.clone()).await;
+        // Final checkpoints, waiting for room (the workers are gone; the
+        // spool writer runs until the driver drops its sender).
+        for (key, state) in &states {
+            self.offer_checkpoint(key, state, true);
+        }
+        while let Some(cmd) = self.checkpoints.poll_command() {
+            if let Some(out) = self.checkpoint_output(&cmd) {
+                if self.outputs.send(vec![out]).await.is_err() {
+                    self.metrics.checkpoint_skipped("spool-refused");
+                }
+            }
+        }
         self.publish();
         if let Some(tx) = reply {
             let _ = tx.send(());
         }
     }
+}
+
+/// Wall-clock ms since the Unix epoch: when a state was taken.
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A state as checkpoints carry it (bincode of the map, as the store
+/// writes it).
+pub(super) fn encode_kv(state: &KvState) -> Vec<u8> {
+    // Encoding plain owned data into a Vec cannot fail.
+    bincode::encode_to_vec(state, bincode::config::standard()).unwrap_or_default()
+}
+
+/// Inverse of [`encode_kv`] for a checkpoint from the region, bounded.
+pub(super) fn decode_kv(bytes: &[u8]) -> Result<KvState, String> {
+    let cfg = bincode::config::standard()
+        .with_limit::<{ super::config::MAX_CHECKPOINT_BYTES as usize * 2 }>();
+    let (s, used): (KvState, usize) =
+        bincode::decode_from_slice(bytes, cfg).map_err(|e| e.to_string())?;
+    if used != bytes.len() {
+        return Err(format!("{} trailing bytes", bytes.len() - used));
+    }
+    Ok(s)
 }
 
 /// Maps the /proc sample to what the core judges pressure by.

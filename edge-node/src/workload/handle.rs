@@ -124,6 +124,7 @@ impl WorkloadHost {
         }
         let sandbox: Arc<dyn SandboxDriver> = Arc::new(wasm);
         let (out_tx, out_rx) = mpsc::channel(cfg.output_queue);
+        let ckpt_tx = out_tx.clone();
         let (report_tx, report_rx) = mpsc::unbounded_channel();
         let changed = Arc::new(watch::channel(0u64).0);
         let executor = Arc::new(
@@ -181,6 +182,7 @@ impl WorkloadHost {
             requests: req_rx,
             reports: report_rx,
             boot,
+            outputs: ckpt_tx,
         });
         // What the uplink reads (applied version, missing modules) is
         // known before this returns.
@@ -341,7 +343,8 @@ impl WorkloadHost {
         if let Err(e) = task.await {
             tracing::error!(edge = %self.inner.edge, error = %e, "workload driver task failed");
         }
-        // The workers are gone, and with them every output sender.
+        // The workers and the driver are gone, and with them every output
+        // sender.
         if let Err(e) = outputs.await {
             tracing::error!(edge = %self.inner.edge, error = %e, "monitor output task failed");
         }

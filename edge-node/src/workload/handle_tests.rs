@@ -190,6 +190,7 @@ pub(super) async fn assign(
             slot: 0,
             replace_after_ms: None,
             previous: None,
+            checkpoint: None,
             spec,
         })
         .collect();

@@ -61,6 +61,17 @@ pub struct WorkloadMetrics {
     pub outputs_fenced: Counter,
     /// Instances stopped by the lifecycle core, by reason.
     pub stops: Family<ReasonLabel, Counter>,
+    /// State checkpoints made durable in the spool (on their way to the
+    /// region).
+    pub checkpoints_spooled: Counter,
+    /// State checkpoints not spooled, by reason: `too-large` (above
+    /// `checkpoint-max-bytes`), `queue-full` (the spool writer was behind;
+    /// retried at the next sample), `spool-refused` (the spool failed).
+    pub checkpoints_skipped: Family<ReasonLabel, Counter>,
+    /// Checkpoints the region handed to new instances, by outcome:
+    /// `seeded` (the instance started from it), `kept-local` (its own
+    /// state was newer), `unusable` (it did not decode).
+    pub checkpoint_seeds: Family<ReasonLabel, Counter>,
 }
 
 impl WorkloadMetrics {
@@ -136,7 +147,32 @@ impl WorkloadMetrics {
             m.outputs_fenced.clone(),
         );
         r.register("stops", "Instances stopped, by reason", m.stops.clone());
+        r.register(
+            "checkpoints_spooled",
+            "Instance state checkpoints made durable in the spool",
+            m.checkpoints_spooled.clone(),
+        );
+        r.register(
+            "checkpoints_skipped",
+            "Instance state checkpoints not spooled, by reason",
+            m.checkpoints_skipped.clone(),
+        );
+        r.register(
+            "checkpoint_seeds",
+            "Region checkpoints handed to new instances, by outcome (seeded, kept-local, unusable)",
+            m.checkpoint_seeds.clone(),
+        );
         m
+    }
+
+    /// Counts one checkpoint not spooled, by reason.
+    pub fn checkpoint_skipped(&self, reason: &str) {
+        bump(&self.checkpoints_skipped, reason);
+    }
+
+    /// Counts one seed decision, by outcome.
+    pub fn checkpoint_seed(&self, outcome: &str) {
+        bump(&self.checkpoint_seeds, outcome);
     }
 
     /// Counts one fault or failed start.

@@ -34,6 +34,14 @@
 //! `replace-after` instances run only under a lease the region renews
 //! ([`lifecycle`]'s `lease`).
 //!
+//! State moves too: each instance's kv state is checkpointed into the
+//! spool as a fenced `SpoolEntry::Checkpoint` (when it changed, at most
+//! every `monitors.checkpoint-interval-ms`, and on a clean stop), so it
+//! reaches the region exactly once like any output. The region hands the
+//! last checkpoint it holds to a replacement (or to a per-edge instance
+//! following its devices) inline in its allocation, and the driver starts
+//! the instance from it unless its own state is newer ([`checkpoint`]).
+//!
 //! # Layout
 //! - the core, pure: [`lifecycle`] (the instance state machine: modules,
 //!   admission, restarts, leases, resizes), with its vocabulary in
@@ -51,6 +59,9 @@
 //!   ingest path; `slot`: one started instance's queue, sandbox cell and
 //!   counters; `executor`: the worker threads; `output`: stamping outputs
 //!   and the spool writer.
+//! - [`checkpoint`]: the pure policy of state checkpoints to the region
+//!   (when an instance's kv state goes into the spool, and whether a new
+//!   instance starts from the checkpoint the region handed it).
 //! - [`store`]: atomic persistence of assignments, modules and kv state
 //!   (`atomic_file` writes every file); `snapshot`: the single-writer
 //!   publication cell; [`status`]: what is published and reported.
@@ -60,6 +71,7 @@
 pub mod admission;
 pub(crate) mod atomic_file;
 pub mod backoff;
+pub mod checkpoint;
 pub mod command;
 pub mod config;
 pub mod desired;
@@ -80,6 +92,8 @@ pub mod store;
 
 #[cfg(test)]
 mod boot_tests;
+#[cfg(test)]
+mod checkpoint_handle_tests;
 #[cfg(test)]
 mod handle_tests;
 

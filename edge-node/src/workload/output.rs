@@ -10,7 +10,7 @@
 //! Outputs of an instance whose lease ran out are already refused here, on
 //! the edge (see `executor`).
 
-use strata_protocol::monitoring::{AlertRecord, DerivedMetricRecord, FenceStamp};
+use strata_protocol::monitoring::{AlertRecord, DerivedMetricRecord, FenceStamp, StateCheckpoint};
 use strata_protocol::SpoolEntry;
 use tokio::sync::mpsc;
 
@@ -77,6 +77,28 @@ pub(crate) fn stamp(
     v
 }
 
+/// An instance's state checkpoint, as the spool carries it to the region.
+pub(crate) fn checkpoint(
+    key: &InstanceKey,
+    fence: &Fence,
+    taken_ms: i64,
+    state: Vec<u8>,
+) -> Output {
+    Output {
+        fence: fence.clone(),
+        entry: SpoolEntry::Checkpoint(StateCheckpoint {
+            tenant: key.tenant.clone(),
+            workload: key.name.clone(),
+            fence: FenceStamp {
+                allocation: fence.allocation.clone(),
+                token: fence.token,
+            },
+            taken_ms,
+            state,
+        }),
+    }
+}
+
 /// The spool form of an output.
 pub(crate) fn spool_payload(o: &Output) -> Vec<u8> {
     // Encoding plain owned data into a Vec cannot fail.
@@ -92,21 +114,35 @@ pub(crate) async fn spool_outputs(
     metrics: WorkloadMetrics,
 ) {
     while let Some(first) = rx.recv().await {
+        let is_ckpt = |o: &Output| matches!(o.entry, SpoolEntry::Checkpoint(_));
+        let mut ckpts = first.iter().filter(|o| is_ckpt(o)).count() as u64;
         let mut batch: Vec<Vec<u8>> = first.iter().map(spool_payload).collect();
         while batch.len() < max_batch {
             match rx.try_recv() {
-                Ok(more) => batch.extend(more.iter().map(spool_payload)),
+                Ok(more) => {
+                    ckpts += more.iter().filter(|o| is_ckpt(o)).count() as u64;
+                    batch.extend(more.iter().map(spool_payload));
+                }
                 Err(_) => break,
             }
         }
-        let n = batch.len() as u64;
+        let n = batch.len() as u64 - ckpts;
         match spool.append(batch).await {
             Ok(_) => {
                 metrics.outputs_spooled.inc_by(n);
+                metrics.checkpoints_spooled.inc_by(ckpts);
             }
             Err(e) => {
                 metrics.outputs_lost.inc_by(n);
-                tracing::error!(lost = n, error = %e, "monitor outputs could not be spooled");
+                if ckpts > 0 {
+                    metrics
+                        .checkpoints_skipped
+                        .get_or_create(&super::metrics::ReasonLabel {
+                            reason: "spool-refused".into(),
+                        })
+                        .inc_by(ckpts);
+                }
+                tracing::error!(lost = n, checkpoints = ckpts, error = %e, "monitor outputs could not be spooled");
             }
         }
     }

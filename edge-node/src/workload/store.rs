@@ -6,7 +6,10 @@
 //!   assignments.json          version + every allocation (id, fencing token,
 //!                             spec, disconnect policy) placed here (JSON)
 //!   artifacts/<sha256>.wasm   modules, named by content hash, verified on load
-//!   state/<tenant>@<name>.kv  each instance's key-value state (crc-checked)
+//!   state/<tenant>@<name>.kv  each instance's key-value state (crc-checked),
+//!                             with its origin: the allocation, fencing token
+//!                             and time it was taken under (format SKV2; SKV1
+//!                             files, without an origin, are still read)
 //!   cache/                    compiled modules (`sandbox::cache`, owned by the wasm driver)
 //! ```
 //!
@@ -31,6 +34,21 @@ use super::sandbox::{sha256_hex, KvState};
 
 const ASSIGNMENTS: &str = "assignments.json";
 const KV_MAGIC: &[u8; 4] = b"SKV1";
+const KV_MAGIC_V2: &[u8; 4] = b"SKV2";
+
+/// Where a persisted state comes from: the allocation and fencing token it
+/// was taken under (this edge's instance, or the region's checkpoint it was
+/// seeded from), and when. Decides whether a checkpoint the region hands a
+/// new instance replaces it (see `checkpoint::seed_decision`).
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct StateOrigin {
+    /// Allocation id.
+    pub allocation: String,
+    /// Its fencing token.
+    pub token: u64,
+    /// When the state was taken, ms since the Unix epoch.
+    pub taken_ms: i64,
+}
 
 /// Why a persisted monitor file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -291,45 +309,77 @@ impl WorkloadStore {
 
     /// An instance's persisted state; empty when none was saved.
     pub fn load_state(&self, key: &InstanceKey) -> Result<KvState, StoreError> {
+        self.load_state_with_origin(key).map(|(s, _)| s)
+    }
+
+    /// An instance's persisted state with its origin (`None` for a file
+    /// written before origins were kept); empty when none was saved.
+    pub fn load_state_with_origin(
+        &self,
+        key: &InstanceKey,
+    ) -> Result<(KvState, Option<StateOrigin>), StoreError> {
         let path = self.state_path(key);
         let bytes = match fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(KvState::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((KvState::new(), None)),
             Err(e) => return Err(io_err(&path)(e)),
         };
         let corrupt = |reason: String| StoreError::Corrupt {
             path: path.clone(),
             reason,
         };
-        if bytes.len() < 8 || &bytes[..4] != KV_MAGIC {
+        if bytes.len() < 8 || (&bytes[..4] != KV_MAGIC && &bytes[..4] != KV_MAGIC_V2) {
             return Err(corrupt("bad header".into()));
         }
+        let with_origin = &bytes[..4] == KV_MAGIC_V2;
         let mut crc = [0u8; 4];
         crc.copy_from_slice(&bytes[4..8]);
         let body = &bytes[8..];
         if crc32fast::hash(body) != u32::from_le_bytes(crc) {
             return Err(corrupt("checksum mismatch".into()));
         }
-        let (state, used): (KvState, usize) =
-            bincode::decode_from_slice(body, bincode::config::standard())
-                .map_err(|e| corrupt(e.to_string()))?;
+        let cfg = bincode::config::standard();
+        let (decoded, used) = if with_origin {
+            bincode::decode_from_slice::<(StateOrigin, KvState), _>(body, cfg)
+                .map(|((o, s), used)| ((s, Some(o)), used))
+        } else {
+            bincode::decode_from_slice::<KvState, _>(body, cfg).map(|(s, used)| ((s, None), used))
+        }
+        .map_err(|e| corrupt(e.to_string()))?;
         if used != body.len() {
             return Err(corrupt(format!("{} trailing bytes", body.len() - used)));
         }
-        Ok(state)
+        Ok(decoded)
     }
 
-    /// Persists an instance's state atomically.
+    /// Persists an instance's state atomically (without an origin).
     pub fn save_state(&self, key: &InstanceKey, state: &KvState) -> Result<(), StoreError> {
+        self.save_state_from(key, state, None)
+    }
+
+    /// Persists an instance's state atomically, with its origin when known.
+    pub fn save_state_from(
+        &self,
+        key: &InstanceKey,
+        state: &KvState,
+        origin: Option<&StateOrigin>,
+    ) -> Result<(), StoreError> {
         let path = self.state_path(key);
-        let body = bincode::encode_to_vec(state, bincode::config::standard()).map_err(|e| {
-            StoreError::Corrupt {
-                path: path.clone(),
-                reason: format!("encoding: {e}"),
-            }
+        let cfg = bincode::config::standard();
+        let body = match origin {
+            Some(o) => bincode::encode_to_vec((o, state), cfg),
+            None => bincode::encode_to_vec(state, cfg),
+        }
+        .map_err(|e| StoreError::Corrupt {
+            path: path.clone(),
+            reason: format!("encoding: {e}"),
         })?;
         let mut bytes = Vec::with_capacity(body.len() + 8);
-        bytes.extend_from_slice(KV_MAGIC);
+        bytes.extend_from_slice(if origin.is_some() {
+            KV_MAGIC_V2
+        } else {
+            KV_MAGIC
+        });
         bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
         bytes.extend_from_slice(&body);
         write_atomic(&path, &bytes)
@@ -423,6 +473,19 @@ mod tests {
             .is_empty());
         // The odd name stayed inside the state directory.
         assert!(dir.path().join("monitors/state/acme@...kv").is_file());
+        // With an origin (format SKV2), and the old format still read.
+        let origin = StateOrigin {
+            allocation: "a1".into(),
+            token: 4,
+            taken_ms: 77,
+        };
+        s2.save_state_from(&key, &kv, Some(&origin)).unwrap();
+        assert_eq!(
+            s2.load_state_with_origin(&key).unwrap(),
+            (kv.clone(), Some(origin))
+        );
+        s2.save_state(&key, &kv).unwrap();
+        assert_eq!(s2.load_state_with_origin(&key).unwrap(), (kv.clone(), None));
         s2.remove_state(&key).unwrap();
         assert!(s2.load_state(&key).unwrap().is_empty());
         assert_eq!(s2.retain_artifacts(&|_| false).unwrap(), 1);

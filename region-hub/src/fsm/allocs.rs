@@ -313,6 +313,12 @@ impl Scheduling {
         verdict
     }
 
+    /// Counts an output refused as stale by a later check (a checkpoint
+    /// older than the stored one).
+    pub(super) fn count_stale(&mut self) {
+        self.stale_outputs += 1;
+    }
+
     /// Inserts or replaces an allocation record, keeping the indexes.
     pub(super) fn upsert(&mut self, r: AllocRecord) {
         let (w, id) = (r.alloc.workload.clone(), r.alloc.id);

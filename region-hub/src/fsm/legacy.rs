@@ -1,8 +1,13 @@
 //! Decoding of what older hubs wrote: Raft entries of command kinds 1 and 2
 //! (protocol version 1), monitor puts of kind 6 (specs without placement,
-//! pinned to one edge) and region state formats 1 to 4. A replica upgraded
+//! pinned to one edge) and region state formats 1 to 5. A replica upgraded
 //! in place replays its log after the last checkpoint, so these stay
 //! readable.
+//!
+//! State format 6 added the monitor instances' state checkpoints after
+//! the format-5 fields; a format-5 state decodes with none (instances
+//! replaced after the upgrade start from their edge's local state, as
+//! before).
 //!
 //! State format 5 added the scheduler: a monitor is no longer pinned to an
 //! edge but has allocations, and a spec has a `[placement]`. A format-4
@@ -43,6 +48,7 @@ use twox_hash::XxHash3_64;
 
 use super::alerts::AlertIndex;
 use super::allocs::{AllocRecord, Scheduling};
+use super::checkpoints::Checkpoints;
 use super::dedup::RecentReadings;
 use super::interval::IntervalSet;
 use super::liveness::EventLog;
@@ -191,6 +197,7 @@ impl From<RegionStateV1> for RegionState {
             BTreeMap::new(),
             EventLog::default(),
             Scheduling::default(),
+            Checkpoints::default(),
         )
     }
 }
@@ -336,6 +343,38 @@ impl From<RegionStateV4> for RegionState {
     }
 }
 
+/// Region state format 5 (before state checkpoints): format 6 without its
+/// last field.
+#[derive(Decode)]
+pub(super) struct RegionStateV5 {
+    applied_index: u64,
+    edges: BTreeMap<String, EdgeEntry>,
+    devices: BTreeMap<String, BTreeMap<String, DeviceEntry>>,
+    dedup_gaps_merged: u64,
+    alerts: AlertIndex,
+    workloads: Workloads,
+    liveness: BTreeMap<String, EdgeLiveness>,
+    events: EventLog,
+    sched: Scheduling,
+}
+
+impl From<RegionStateV5> for RegionState {
+    fn from(s: RegionStateV5) -> Self {
+        RegionState::from_parts(
+            s.applied_index,
+            s.edges,
+            s.devices,
+            s.dedup_gaps_merged,
+            s.alerts,
+            s.workloads,
+            s.liveness,
+            s.events,
+            s.sched,
+            Checkpoints::default(),
+        )
+    }
+}
+
 /// A pre-scheduler state with each pinned monitor given its allocation.
 #[allow(clippy::too_many_arguments)]
 fn upgrade(
@@ -398,6 +437,7 @@ fn upgrade(
         liveness,
         events,
         sched,
+        Checkpoints::default(),
     )
 }
 

@@ -202,15 +202,15 @@ fn state_format_4_carries_liveness_and_events() {
     )
     .unwrap();
     let bytes = s.encode();
-    assert_eq!(bytes[0], 5);
+    assert_eq!(bytes[0], 6);
     let back = RegionState::decode(&bytes).unwrap();
     assert_eq!(back, s);
-    // Format 4 is format 5 without the scheduling state (an empty one
+    // Format 4 is format 6 without the scheduling state (an empty one
     // encodes as: no allocations, next token 1, no evaluations, no facts,
-    // two zero counters).
-    assert_eq!(&bytes[bytes.len() - 6..], &[0, 1, 0, 0, 0, 0]);
+    // two zero counters) and the checkpoints (no map entries, zero bytes).
+    assert_eq!(&bytes[bytes.len() - 8..], &[0, 1, 0, 0, 0, 0, 0, 0]);
     let mut v4 = vec![4u8];
-    v4.extend_from_slice(&bytes[1..bytes.len() - 6]);
+    v4.extend_from_slice(&bytes[1..bytes.len() - 8]);
     let back = RegionState::decode(&v4).unwrap();
     assert_eq!(back, s);
     assert_eq!(back.events().page(1, 10).events.len(), 1);
@@ -238,12 +238,12 @@ fn state_format_3_is_still_read() {
     )
     .unwrap();
     apply(&mut s, 2, &batch("e1", 0, vec![reading("d1", 10)])).unwrap();
-    let v5 = s.encode();
+    let v6 = s.encode();
     // The tail: an empty liveness map (0), then the log: next_seq 1, no
-    // events, then the empty scheduling state (see above).
-    assert_eq!(&v5[v5.len() - 9..], &[0, 1, 0, 0, 1, 0, 0, 0, 0]);
+    // events, then the empty scheduling state and checkpoints (see above).
+    assert_eq!(&v6[v6.len() - 11..], &[0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
     let mut v3 = vec![3u8];
-    v3.extend_from_slice(&v5[1..v5.len() - 9]);
+    v3.extend_from_slice(&v6[1..v6.len() - 11]);
     let back = RegionState::decode(&v3).unwrap();
     assert_eq!(back, s);
     assert_eq!(back.edges()[0].status, status);

@@ -18,10 +18,12 @@
 //! - [`allocs`]: [`Scheduling`] — allocations, fencing tokens, evaluation
 //!   history, edge facts; [`plan`]: applying a verified plan
 //!   ([`PlanCommit`]) with the checks the state machine repeats.
+//! - [`checkpoints`]: [`Checkpoints`] — the last state checkpoint of each
+//!   monitor instance, handed to its replacement.
 //! - [`sched_view`]: the scheduler's nodes, workloads and allocations over
 //!   this state, and the [`SchedChange`]s each applied entry makes.
 //! - `legacy`: decoding of protocol-version-1 entries, pre-scheduler
-//!   monitor puts and state formats 1 to 4.
+//!   monitor puts and state formats 1 to 5.
 //!
 //! # Scheduling
 //! A workload's spec is replicated by `PutWorkload` / `DeleteWorkload`; the
@@ -56,6 +58,8 @@
 //!    [`dedup`] says why the window is enough.
 //!
 //! Every spool entry kind passes layer 1. Telemetry then passes layer 2;
+//! state checkpoints go to [`Checkpoints`] (fenced, bounded, see
+//! [`checkpoints`]);
 //! derived metrics (no device seq) go to the store as telemetry
 //! (`DerivedMetricRecord::to_telemetry`); alerts go to the replicated
 //! [`AlertIndex`]. So a resent alert is indexed once, like a reading.
@@ -81,6 +85,7 @@
 
 pub mod alerts;
 pub mod allocs;
+pub mod checkpoints;
 pub mod dedup;
 pub mod interval;
 mod legacy;
@@ -97,6 +102,7 @@ use strata_protocol::{EdgeStatus, TelemetryBatch, TelemetryRecord};
 
 pub use alerts::AlertIndex;
 pub use allocs::{AllocRecord, FenceCheck, Scheduling};
+pub use checkpoints::{CheckpointCounts, CheckpointKey, CheckpointLimits, Checkpoints};
 pub use dedup::DEVICE_DEDUP_WINDOW;
 pub use interval::IntervalSet;
 pub use liveness::{EdgeTransition, EventLog};
@@ -135,6 +141,9 @@ pub const KIND_APPLY_PLAN: u16 = 11;
 /// Envelope kind of [`Command::EdgeReport`]. Not ignorable: it moves
 /// allocations' client states, which scheduling depends on.
 pub const KIND_EDGE_REPORT: u16 = 12;
+/// Envelope kind of [`Command::StoreEntries`] (a batch with state
+/// checkpoints and the limits they are held to). Not ignorable.
+pub const KIND_STORE_ENTRIES_LIMITED: u16 = 13;
 
 /// Largest envelope or body decoded, in bytes (64 MiB): an allocation limit so
 /// a corrupt length inside an entry cannot exhaust memory.
@@ -168,6 +177,18 @@ pub enum Command {
         batch: TelemetryBatch,
         /// Leader's clock when the batch arrived, ms since the Unix epoch.
         received_ms: i64,
+    },
+    /// Store an edge's batch that carries state checkpoints, held to the
+    /// leader's checkpoint limits (stamped like `received_ms`, so every
+    /// replica applies the same ones). Batches without checkpoints are
+    /// written as [`Command::StoreBatch`], which older replicas read.
+    StoreEntries {
+        /// The batch as the edge sent it.
+        batch: TelemetryBatch,
+        /// Leader's clock when the batch arrived, ms since the Unix epoch.
+        received_ms: i64,
+        /// The leader's `[checkpoints]` limits.
+        limits: CheckpointLimits,
     },
     /// An edge's status report: every heartbeat in older hubs; now the
     /// leader's rate-limited copy of its soft state (see the module docs).
@@ -239,6 +260,13 @@ pub enum Command {
 struct StoreBatchBody {
     batch: TelemetryBatch,
     received_ms: i64,
+}
+
+#[derive(Encode, Decode)]
+struct StoreEntriesBody {
+    batch: TelemetryBatch,
+    received_ms: i64,
+    limits: CheckpointLimits,
 }
 
 #[derive(Encode, Decode)]
@@ -334,8 +362,12 @@ pub enum Outcome {
         /// New derived metrics (part of `new_records`), stored as telemetry.
         new_metrics: u32,
         /// Monitor outputs refused because their allocation was replaced
-        /// (a stale fence). `count` includes them.
+        /// (a stale fence), and state checkpoints refused for a stale
+        /// fence or older than the stored one. `count` includes them.
         stale_fences: u32,
+        /// State checkpoints stored (part of `new_records`) and refused
+        /// for other reasons (part of `count`).
+        checkpoints: CheckpointCounts,
     },
     /// A heartbeat updated the edge's status.
     HeartbeatRecorded {
@@ -482,6 +514,19 @@ pub fn encode_command(cmd: &Command) -> Vec<u8> {
                 received_ms: *received_ms,
             }),
         ),
+        Command::StoreEntries {
+            batch,
+            received_ms,
+            limits,
+        } => (
+            KIND_STORE_ENTRIES_LIMITED,
+            false,
+            encode_body(&StoreEntriesBodyRef {
+                batch,
+                received_ms: *received_ms,
+                limits: *limits,
+            }),
+        ),
         // Status only: losing it on an old replica costs a stale dashboard.
         Command::EdgeHeartbeat {
             status,
@@ -566,6 +611,13 @@ struct StoreBatchBodyRef<'a> {
 }
 
 #[derive(Encode)]
+struct StoreEntriesBodyRef<'a> {
+    batch: &'a TelemetryBatch,
+    received_ms: i64,
+    limits: CheckpointLimits,
+}
+
+#[derive(Encode)]
 struct HeartbeatBodyRef<'a> {
     status: &'a EdgeStatus,
     received_ms: i64,
@@ -638,6 +690,14 @@ pub fn decode_command(data: &[u8]) -> Result<Decoded, FsmError> {
             Command::StoreBatch {
                 batch: b.batch,
                 received_ms: b.received_ms,
+            }
+        }
+        KIND_STORE_ENTRIES_LIMITED => {
+            let b: StoreEntriesBody = decode_exact(&env.body).map_err(body_err)?;
+            Command::StoreEntries {
+                batch: b.batch,
+                received_ms: b.received_ms,
+                limits: b.limits,
             }
         }
         KIND_EDGE_STATUS => {
@@ -720,8 +780,13 @@ pub fn apply(state: &mut RegionState, index: u64, data: &[u8]) -> Result<Applied
     let mut applied = match decoded {
         Decoded::SkipIgnorable { .. } => no_records(Outcome::Skipped),
         Decoded::Command(Command::StoreBatch { batch, received_ms }) => {
-            state.store_batch(batch, received_ms)
+            state.store_batch(batch, received_ms, CheckpointLimits::default())
         }
+        Decoded::Command(Command::StoreEntries {
+            batch,
+            received_ms,
+            limits,
+        }) => state.store_batch(batch, received_ms, limits),
         Decoded::Command(Command::EdgeHeartbeat {
             status,
             received_ms,
@@ -799,6 +864,8 @@ fn no_records(outcome: Outcome) -> Applied {
 
 #[cfg(test)]
 mod bench;
+#[cfg(test)]
+mod checkpoint_tests;
 #[cfg(test)]
 mod dedup_prop_tests;
 #[cfg(test)]

@@ -20,13 +20,13 @@ use strata_sched::{
 use super::allocs::{MAX_EVALS_KEPT, MAX_STOPPED_KEPT};
 use super::*;
 
-const NOW: i64 = 1_000_000;
+pub(super) const NOW: i64 = 1_000_000;
 
-fn sha() -> String {
+pub(super) fn sha() -> String {
     "ab".repeat(32)
 }
 
-fn spec(name: &str, placement: &str) -> MonitorSpec {
+pub(super) fn spec(name: &str, placement: &str) -> MonitorSpec {
     MonitorSpec {
         name: name.into(),
         tenant: "acme".into(),
@@ -57,7 +57,7 @@ fn spec(name: &str, placement: &str) -> MonitorSpec {
     }
 }
 
-fn intent(text: &str) -> strata_sched::PlacementIntent {
+pub(super) fn intent(text: &str) -> strata_sched::PlacementIntent {
     // The intent's serde shape, written as JSON here (no TOML parser in
     // this crate's dev-dependencies): `count=2` style keys only.
     let mut obj = serde_json::Map::new();
@@ -67,13 +67,14 @@ fn intent(text: &str) -> strata_sched::PlacementIntent {
         let val = v
             .parse::<u64>()
             .map(serde_json::Value::from)
+            .or_else(|_| v.parse::<bool>().map(serde_json::Value::from))
             .unwrap_or_else(|_| serde_json::Value::from(v.trim_matches('"')));
         obj.insert(k.trim().to_owned(), val);
     }
     serde_json::from_value(serde_json::Value::Object(obj)).expect("intent")
 }
 
-fn report(edge: &str, instances: Vec<InstanceStatus>, at: i64) -> Command {
+pub(super) fn report(edge: &str, instances: Vec<InstanceStatus>, at: i64) -> Command {
     let mut labels = BTreeMap::new();
     labels.insert(
         "zone".to_owned(),
@@ -97,7 +98,12 @@ fn report(edge: &str, instances: Vec<InstanceStatus>, at: i64) -> Command {
     }
 }
 
-fn instance(name: &str, generation: u64, state: &str, reason: Option<&str>) -> InstanceStatus {
+pub(super) fn instance(
+    name: &str,
+    generation: u64,
+    state: &str,
+    reason: Option<&str>,
+) -> InstanceStatus {
     InstanceStatus {
         tenant: "acme".into(),
         name: name.into(),
@@ -132,7 +138,7 @@ fn transition(edge: &str, state: LivenessState, at: i64) -> Command {
     })
 }
 
-fn run(s: &mut RegionState, cmds: &[Command]) -> Vec<Applied> {
+pub(super) fn run(s: &mut RegionState, cmds: &[Command]) -> Vec<Applied> {
     cmds.iter()
         .map(|c| {
             let index = s.applied_index() + 1;
@@ -142,7 +148,7 @@ fn run(s: &mut RegionState, cmds: &[Command]) -> Vec<Applied> {
 }
 
 /// Two edges (e1 zone a, e2 zone b) with a device each, the artifact.
-fn region() -> RegionState {
+pub(super) fn region() -> RegionState {
     let mut s = RegionState::default();
     let reading = |edge: &str, device: &str| Command::StoreBatch {
         batch: TelemetryBatch {
@@ -179,7 +185,7 @@ fn region() -> RegionState {
     s
 }
 
-fn snap(s: &RegionState) -> ClusterSnapshot {
+pub(super) fn snap(s: &RegionState) -> ClusterSnapshot {
     ClusterSnapshot::from_parts(
         s.applied_index(),
         SchedulerConfig {
@@ -193,7 +199,7 @@ fn snap(s: &RegionState) -> ClusterSnapshot {
 }
 
 /// The commit of one evaluation of `name` over the state as it is.
-fn plan(s: &RegionState, name: &str, seed: u64) -> PlanCommit {
+pub(super) fn plan(s: &RegionState, name: &str, seed: u64) -> PlanCommit {
     let sn = snap(s);
     let ev = Evaluation::new(
         seed,
@@ -221,14 +227,14 @@ fn plan(s: &RegionState, name: &str, seed: u64) -> PlanCommit {
     }
 }
 
-fn put(sp: MonitorSpec) -> Command {
+pub(super) fn put(sp: MonitorSpec) -> Command {
     Command::PutWorkload {
         spec: Box::new(sp),
         now_ms: NOW,
     }
 }
 
-fn w(name: &str) -> WorkloadId {
+pub(super) fn w(name: &str) -> WorkloadId {
     WorkloadId::new("acme", name)
 }
 
@@ -741,7 +747,7 @@ fn pre_scheduler_puts_and_format_4_state_keep_monitors_on_their_edge() {
         (a.len(), a[0].fencing_token, a[0].replace_after_ms),
         (1, 1, None)
     );
-    assert_eq!(s4.encode()[0], 5);
+    assert_eq!(s4.encode()[0], 6);
     assert_eq!(RegionState::decode(&s4.encode()).unwrap(), s4);
     // Every replica derives the same allocation id.
     assert_eq!(

@@ -17,13 +17,14 @@ use strata_protocol::liveness::{EdgeEventDetail, EdgeLiveness, EventKind, Livene
 use strata_protocol::scheduling::{EdgeAllocation, NodeFacts};
 use strata_protocol::workload::{KnownDevice, MonitorSpec};
 use strata_protocol::{
-    monitoring::MonitorInfo, DeviceInfo, EdgeInfo, EdgeStatus, SpoolEntry, Tag, TelemetryBatch,
-    TelemetryRecord,
+    monitoring::{MonitorInfo, StateCheckpoint},
+    DeviceInfo, EdgeInfo, EdgeStatus, SpoolEntry, Tag, TelemetryBatch, TelemetryRecord,
 };
 use strata_sched::{Cardinality, ClientState, DisconnectPolicy, WorkloadId};
 
 use super::alerts::AlertIndex;
 use super::allocs::{FenceCheck, Scheduling};
+use super::checkpoints::{CheckpointCounts, CheckpointKey, CheckpointLimits, Checkpoints, Verdict};
 use super::dedup::{Admission, ReadingKey, RecentReadings};
 use super::interval::IntervalSet;
 use super::liveness::{EdgeTransition, EventLog};
@@ -45,12 +46,14 @@ pub const MAX_DEVICE_TAGS: usize = 32;
 /// Formats 1 (before monitors and alerts), 2 (device seq sets, before
 /// exact dedup), 3 (before edge liveness and the event log) and 4 (before
 /// the scheduler: monitors pinned to one edge, specs without placement)
-/// are still read, see `legacy.rs`.
-const STATE_FORMAT: u8 = 5;
+/// are still read, see `legacy.rs`, and so is 5 (before state
+/// checkpoints).
+const STATE_FORMAT: u8 = 6;
 const STATE_FORMAT_V1: u8 = 1;
 const STATE_FORMAT_V2: u8 = 2;
 const STATE_FORMAT_V3: u8 = 3;
 const STATE_FORMAT_V4: u8 = 4;
+const STATE_FORMAT_V5: u8 = 5;
 
 /// Allocation limit when decoding state (1 GiB): state is local or comes
 /// from a peer's CRC-checked snapshot, but a bound keeps a corrupt length
@@ -110,6 +113,8 @@ pub struct RegionState {
     events: EventLog,
     /// Allocations, fencing tokens, evaluations, edge facts.
     sched: Scheduling,
+    /// The last state checkpoint of each monitor instance (format 6).
+    checkpoints: Checkpoints,
 }
 
 /// Devices whose readings arrived through `to` after arriving through
@@ -170,6 +175,7 @@ impl RegionState {
         liveness: BTreeMap<String, EdgeLiveness>,
         events: EventLog,
         sched: Scheduling,
+        checkpoints: Checkpoints,
     ) -> Self {
         RegionState {
             applied_index,
@@ -181,7 +187,13 @@ impl RegionState {
             liveness,
             events,
             sched,
+            checkpoints,
         }
+    }
+
+    /// The last state checkpoint of each monitor instance.
+    pub fn checkpoints(&self) -> &Checkpoints {
+        &self.checkpoints
     }
 
     /// Allocations, fencing tokens, evaluations and edge facts.
@@ -380,10 +392,16 @@ impl RegionState {
                 // generation; an older allocation keeps its own number
                 // until a plan updates or replaces it.
                 spec.generation = r.alloc.generation;
-                let replace_after_ms = match spec.intent().disconnect_policy() {
+                let intent = spec.intent();
+                let replace_after_ms = match intent.disconnect_policy() {
                     DisconnectPolicy::Keep => None,
                     DisconnectPolicy::ReplaceAfter(d) => Some(d.as_millis() as u64),
                 };
+                let previous = r.alloc.previous.and_then(|p| self.sched.alloc(p));
+                let checkpoint = self
+                    .checkpoints
+                    .for_allocation(r, previous, intent.cardinality())
+                    .cloned();
                 Some(EdgeAllocation {
                     id: r.alloc.id,
                     fencing_token: r.alloc.fencing_token,
@@ -391,6 +409,7 @@ impl RegionState {
                     spec,
                     replace_after_ms,
                     previous: r.alloc.previous,
+                    checkpoint,
                 })
             })
             .collect()
@@ -440,6 +459,7 @@ impl RegionState {
         let outcome = self.workloads.delete_monitor(tenant, name);
         if let Outcome::MonitorDeleted { existed: true } = outcome {
             let w = WorkloadId::new(tenant, name);
+            self.checkpoints.remove_workload(&w);
             let removed = self.sched.collect(&w, false);
             if !removed.is_empty() {
                 changes.push(SchedChange::AllocsRemoved(removed));
@@ -626,6 +646,9 @@ impl RegionState {
         if format == STATE_FORMAT_V4 {
             return decode_body::<super::legacy::RegionStateV4>(body).map(RegionState::from);
         }
+        if format == STATE_FORMAT_V5 {
+            return decode_body::<super::legacy::RegionStateV5>(body).map(RegionState::from);
+        }
         if format != STATE_FORMAT {
             return Err(FsmError::CorruptState {
                 detail: format!(
@@ -671,7 +694,12 @@ impl RegionState {
     /// through layer 2 (the device's recent readings) into the store,
     /// derived metrics into the store as telemetry (they have no device
     /// seq; layer 1 covers them), alerts into the alert index.
-    pub(super) fn store_batch(&mut self, batch: TelemetryBatch, received_ms: i64) -> Applied {
+    pub(super) fn store_batch(
+        &mut self,
+        batch: TelemetryBatch,
+        received_ms: i64,
+        limits: CheckpointLimits,
+    ) -> Applied {
         let TelemetryBatch {
             edge,
             epoch,
@@ -690,6 +718,8 @@ impl RegionState {
             dedup_gaps_merged,
             alerts,
             sched,
+            workloads,
+            checkpoints,
             ..
         } = self;
         let mut device_moves: Vec<DeviceMove> = Vec::new();
@@ -707,6 +737,7 @@ impl RegionState {
         let (mut retransmissions, mut seq_reuses) = (0u32, 0u32);
         // Monitor outputs of a replaced allocation (refused, counted).
         let mut stale_fences = 0u32;
+        let mut ckpts = CheckpointCounts::default();
         // Reused for every fingerprint of the batch.
         let mut scratch = Vec::new();
         for (i, entry) in entries.into_iter().enumerate() {
@@ -761,11 +792,24 @@ impl RegionState {
                     new_entries += 1;
                     new_alerts += 1;
                 }
+                SpoolEntry::Checkpoint(c) => {
+                    match store_checkpoint(sched, workloads, checkpoints, c, limits, &mut ckpts) {
+                        Verdict::Stored => {
+                            new_entries += 1;
+                            ckpts.stored += 1;
+                        }
+                        Verdict::Stale | Verdict::Older => stale_fences += 1,
+                        Verdict::TooLarge => ckpts.too_large += 1,
+                        Verdict::RegionFull => ckpts.region_full += 1,
+                        Verdict::Unknown => ckpts.unknown += 1,
+                    }
+                }
             }
         }
-        // Everything not stored, not a device retransmission and not a
-        // stale output was a resend.
-        let edge_resends = (count - new_entries) as u32 - retransmissions - stale_fences;
+        // Everything not stored, not a device retransmission, not a stale
+        // output and not a refused checkpoint was a resend.
+        let edge_resends =
+            (count - new_entries) as u32 - retransmissions - stale_fences - ckpts.refused();
         e.records_stored += new_entries as u64;
         e.resends_dropped += u64::from(edge_resends);
         Applied {
@@ -779,12 +823,70 @@ impl RegionState {
                 new_alerts,
                 new_metrics,
                 stale_fences,
+                checkpoints: ckpts,
             },
             records: out,
             device_moves,
             changes: Vec::new(),
         }
     }
+}
+
+/// Judges one checkpoint (see [`super::checkpoints`]) and stores it when
+/// it is current and within bounds.
+fn store_checkpoint(
+    sched: &mut Scheduling,
+    workloads: &Workloads,
+    checkpoints: &mut Checkpoints,
+    c: StateCheckpoint,
+    limits: CheckpointLimits,
+    counts: &mut CheckpointCounts,
+) -> Verdict {
+    match sched.check_fence(&c.fence) {
+        FenceCheck::Stale => return Verdict::Stale,
+        FenceCheck::Unknown => return Verdict::Unknown,
+        FenceCheck::Current => {}
+    }
+    let w = WorkloadId::new(&c.tenant, &c.workload);
+    let (Some(r), Some(m)) = (
+        strata_sched::AllocId::parse(&c.fence.allocation).and_then(|id| sched.alloc(id)),
+        workloads.monitor(&c.tenant, &c.workload),
+    ) else {
+        return Verdict::Unknown;
+    };
+    if r.alloc.workload != w {
+        return Verdict::Unknown;
+    }
+    let key = CheckpointKey::of(r, m.spec.intent().cardinality());
+    let mut verdict = checkpoints.judge(&w, &key, &c, limits);
+    if verdict == Verdict::RegionFull {
+        // Room from checkpoints nothing runs under any more, then again.
+        let old = checkpoints
+            .get(&w, &key)
+            .map_or(0, |o| o.state.len() as u64);
+        let need = (c.state.len() as u64).saturating_sub(old);
+        let in_use = |w: &WorkloadId, k: &CheckpointKey| {
+            let Some(m) = workloads.monitor(&w.tenant, &w.name) else {
+                return false;
+            };
+            let card = m.spec.intent().cardinality();
+            sched
+                .allocs_of(w)
+                .any(|r| r.runs() && CheckpointKey::of(r, card) == *k)
+        };
+        let evicted = checkpoints.evict_orphans(need, limits.max_region_bytes, in_use);
+        if evicted > 0 {
+            counts.evicted += evicted;
+            verdict = checkpoints.judge(&w, &key, &c, limits);
+        }
+    }
+    if verdict == Verdict::Stored {
+        checkpoints.put(&w, key, c);
+    }
+    if verdict == Verdict::Older {
+        sched.count_stale();
+    }
+    verdict
 }
 
 /// Fills the dedup counters of `devices` (sorted by tenant then device, as

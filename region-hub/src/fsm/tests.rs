@@ -105,6 +105,7 @@ fn resend_stores_nothing_and_old_index_is_skipped() {
             new_alerts: 0,
             new_metrics: 0,
             stale_fences: 0,
+            checkpoints: Default::default(),
         }
     );
     // Replaying an already applied index does nothing, even with other bytes.

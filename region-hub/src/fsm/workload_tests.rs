@@ -177,6 +177,7 @@ fn alerts_and_metrics_ride_the_exactly_once_path() {
             new_alerts: 1,
             new_metrics: 2,
             stale_fences: 0,
+            checkpoints: Default::default(),
         }
     );
     assert_eq!(
@@ -573,7 +574,7 @@ fn version_1_entries_and_state_are_still_read() {
     assert_eq!(v1.edges()[0].records_stored, 1);
     assert_eq!(v1.workloads().assignments_version(), 0);
     // It re-encodes in the current format.
-    assert_eq!(v1.encode()[0], 5);
+    assert_eq!(v1.encode()[0], 6);
 }
 
 /// State format 2 (device seq sets) still decodes: the seq sets become
@@ -633,6 +634,6 @@ fn state_format_2_is_still_read() {
     assert_eq!(b.records, old);
     let c = apply(&mut s, 45, &entries_cmd("e2", 1, 1, old)).unwrap();
     assert!(c.records.is_empty());
-    assert_eq!(s.encode()[0], 5);
+    assert_eq!(s.encode()[0], 6);
     assert_eq!(RegionState::decode(&s.encode()).unwrap(), s);
 }

@@ -322,11 +322,16 @@ impl<S: HubStore> RaftNode<S> {
                 new_alerts,
                 new_metrics,
                 stale_fences,
+                checkpoints,
                 ..
             } => {
                 self.metrics
                     .stale_fence_outputs
                     .inc_by(u64::from(stale_fences));
+                self.metrics.checkpoints(&checkpoints);
+                self.metrics
+                    .checkpoint_bytes
+                    .set(self.state.checkpoints().total_bytes() as i64);
                 self.metrics.batches_stored.inc();
                 self.metrics
                     .records_stored

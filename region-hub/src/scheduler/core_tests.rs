@@ -571,6 +571,19 @@ fn failed_instances_are_replaced_and_deleted_workloads_stopped() {
 }
 
 #[test]
+fn a_per_edge_workload_submitted_under_a_leader_gets_its_carriers() {
+    let mut wd = World::new(3);
+    wd.lead();
+    wd.settle();
+    wd.submit("p", serde_json::json!({"per-edge": true}));
+    let cmds = wd.core.take_commands();
+    assert!(cmds.contains(&Command::RefreshCarriers), "{cmds:?}");
+    wd.core.handle_carriers(wd.state.carriers());
+    wd.settle();
+    assert_eq!(wd.running("p").len(), 3, "one per edge carrying a device");
+}
+
+#[test]
 fn per_edge_workloads_follow_their_carriers() {
     let mut wd = World::new(3);
     wd.submit("p", serde_json::json!({"per-edge": true}));
@@ -606,23 +619,6 @@ fn per_edge_workloads_follow_their_carriers() {
     let edges: Vec<String> = wd.running("p").into_iter().map(|(e, _)| e).collect();
     assert_eq!(edges, vec!["e2".to_owned(), "e3".to_owned()]);
     let _ = BTreeMap::<u8, u8>::new();
-}
-
-/// A per-edge workload submitted while leading: the snapshot has no
-/// carriers for its new selector yet, so the core asks for them, and places
-/// once they arrive (it did not before: nothing was ever placed).
-#[test]
-fn a_per_edge_workload_submitted_while_leading_asks_for_its_carriers() {
-    let mut wd = World::new(3);
-    wd.lead();
-    wd.settle();
-    wd.submit("p", serde_json::json!({"per-edge": true}));
-    let cmds = wd.evaluate();
-    assert!(cmds.contains(&Command::RefreshCarriers), "{cmds:?}");
-    wd.commit();
-    wd.core.handle_carriers(wd.state.carriers());
-    wd.settle();
-    assert_eq!(wd.running("p").len(), 3, "one per edge carrying a device");
 }
 
 #[path = "pressure_tests.rs"]

@@ -74,7 +74,11 @@
 //!    counter, assigned at apply in commit order. Outputs carry
 //!    `(allocation, token)`; the region refuses outputs of an allocation
 //!    that was replaced (`fsm::allocs`), counted in
-//!    `strata_hub_stale_fence_outputs_total`.
+//!    `strata_hub_stale_fence_outputs_total`. State checkpoints are fenced
+//!    the same way (`fsm::checkpoints`): a cut-off copy's late checkpoint
+//!    cannot overwrite the state its replacement started from, and a
+//!    replacement is handed the last checkpoint of the allocation it
+//!    replaces with its allocation.
 //!
 //! The bound in (3) assumes the Raft ticks of the deposed leader are not
 //! delayed by more than the margin, and the margin assumes hub clocks agree

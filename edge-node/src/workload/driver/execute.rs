@@ -4,12 +4,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{ModuleDone, WorkloadDriver};
+use crate::workload::checkpoint::{seed_decision, SeedDecision};
 use crate::workload::command::{Command, Event, ModuleFailure, StopReason};
 use crate::workload::model::{Budget, ExitKind, Fence, InstanceKey};
 use crate::workload::resize::{Dimension, ResizeReason};
 use crate::workload::sandbox::{Cached, InstanceConfig, KvState, RuntimeError};
 use crate::workload::slot::{lock, Control, Sandbox, Slot};
-use crate::workload::store::StoreError;
+use crate::workload::store::{StateOrigin, StoreError};
+use strata_protocol::monitoring::StateCheckpoint;
 
 /// Why a start failed, with the core's view and a counter label.
 struct StartFailure {
@@ -231,6 +233,11 @@ impl WorkloadDriver {
         fence: Fence,
     ) {
         let now = self.now_ms();
+        // Whose state a dead sandbox of this key left (for the seed check).
+        let saved_origin = self
+            .slots
+            .get(&key)
+            .map(|s| WorkloadDriver::origin(&s.fence));
         let (Some(slot), Some(module), Some(launch)) = (
             self.slot_for(&key, generation, &fence),
             self.modules.get(sha256).cloned(),
@@ -243,6 +250,12 @@ impl WorkloadDriver {
             return self.start_failed(&key, generation, f, now);
         };
         let saved = self.saved.remove(&key);
+        // The region's checkpoint, when it was handed to this allocation.
+        let seed = self
+            .seeds
+            .get(&key)
+            .filter(|(alloc, _)| *alloc == fence.allocation)
+            .map(|(_, c)| c.clone());
         let (store, sandbox, limits, metrics) = (
             self.store.clone(),
             self.sandbox.clone(),
@@ -251,13 +264,18 @@ impl WorkloadDriver {
         );
         let k = key.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let state = saved.unwrap_or_else(|| {
-                store.load_state(&k).unwrap_or_else(|e| {
+            let (local, origin) = match saved {
+                Some(s) => (s, saved_origin),
+                None => store.load_state_with_origin(&k).unwrap_or_else(|e| {
                     metrics.corrupt_files.inc();
                     tracing::error!(instance = %k, error = %e, "persisted monitor state unusable; starting empty");
-                    KvState::new()
-                })
-            });
+                    (KvState::new(), None)
+                }),
+            };
+            let state = match seed {
+                Some(c) => seeded_state(&store, &metrics, &k, local, origin, c),
+                None => local,
+            };
             let cfg = InstanceConfig {
                 key: k,
                 params_json: launch.params_json,
@@ -271,6 +289,8 @@ impl WorkloadDriver {
         let now = self.now_ms();
         match result {
             Ok((Ok(inst), state)) => {
+                // Considered once: a restart keeps what the instance made.
+                self.seeds.remove(&key);
                 self.persisted.entry(key.clone()).or_insert(state);
                 slot.memory_bytes
                     .store(inst.usage().memory_bytes, Ordering::Relaxed);
@@ -331,6 +351,8 @@ impl WorkloadDriver {
             retire(s);
         }
         let saved = self.saved.remove(&key);
+        let fence = slot.as_ref().map(|s| s.fence.clone());
+        let origin = fence.as_ref().map(WorkloadDriver::origin);
         let (store, k) = (self.store.clone(), key.clone());
         // Taking the sandbox waits for a running callback (bounded by its
         // deadline), so it happens off the async workers.
@@ -340,12 +362,28 @@ impl WorkloadDriver {
             if remove {
                 store.remove_state(&k).map(|()| None)
             } else if let Some(state) = state {
-                store.save_state(&k, &state).map(|()| Some(state))
+                store
+                    .save_state_from(&k, &state, origin.as_ref())
+                    .map(|()| Some(state))
             } else {
                 Ok(None)
             }
         })
         .await;
+        // The final checkpoint of a clean stop. Not for a removed instance
+        // (its allocation is gone or replaced: the region would refuse it)
+        // nor a fenced-off one.
+        match (&r, &fence) {
+            (Ok(Ok(Some(state))), Some(fence))
+                if !matches!(reason, StopReason::LeaseExpired { .. }) =>
+            {
+                let (now, taken) = (self.now_ms(), super::wall_ms());
+                self.checkpoints
+                    .handle_stop(&key, fence, super::encode_kv(state), now, taken);
+            }
+            _ => self.checkpoints.handle_forget(&key),
+        }
+        self.spool_checkpoints();
         match r {
             Ok(Ok(Some(state))) => {
                 self.persisted.insert(key.clone(), state);
@@ -401,6 +439,44 @@ impl WorkloadDriver {
         let text = event.to_string();
         tracing::warn!(instance = %key, generation, "{text}");
         self.notes.entry(key.clone()).or_default().last_event = Some(text);
+    }
+}
+
+/// The state a new instance starts from when the region handed its
+/// allocation a checkpoint: the checkpoint's (written through, with its
+/// origin) unless the local state is newer (`checkpoint::seed_decision`).
+fn seeded_state(
+    store: &crate::workload::store::WorkloadStore,
+    metrics: &crate::workload::metrics::WorkloadMetrics,
+    key: &InstanceKey,
+    local: KvState,
+    origin: Option<StateOrigin>,
+    c: StateCheckpoint,
+) -> KvState {
+    if seed_decision(local.is_empty(), origin.as_ref(), &c) == SeedDecision::KeepLocal {
+        metrics.checkpoint_seed("kept-local");
+        tracing::info!(instance = %key, checkpoint = %c.fence.allocation, "local monitor state is newer than the region's checkpoint; kept");
+        return local;
+    }
+    match super::decode_kv(&c.state) {
+        Ok(state) => {
+            let o = StateOrigin {
+                allocation: c.fence.allocation.clone(),
+                token: c.fence.token,
+                taken_ms: c.taken_ms,
+            };
+            if let Err(e) = store.save_state_from(key, &state, Some(&o)) {
+                tracing::error!(instance = %key, error = %e, "persisting the seeded monitor state");
+            }
+            metrics.checkpoint_seed("seeded");
+            tracing::info!(instance = %key, from = %c.fence.allocation, token = c.fence.token, taken_ms = c.taken_ms, keys = state.len(), "monitor state seeded from the region's checkpoint");
+            state
+        }
+        Err(reason) => {
+            metrics.checkpoint_seed("unusable");
+            tracing::error!(instance = %key, %reason, "the region's checkpoint does not decode; starting from local state");
+            local
+        }
     }
 }
 
