@@ -391,6 +391,22 @@ impl LivenessCore {
         })
     }
 
+    /// Why [`LivenessCore::lease_renewable`] says no for `edge` (for logs).
+    pub fn lease_refusal(&self, edge: &str) -> String {
+        if !self.is_leader() {
+            return "not the leader".to_owned();
+        }
+        match self.edges.get(edge) {
+            None => "edge unknown to the failure detector".to_owned(),
+            Some(e) => format!(
+                "view {:?}, held {}, replicated {:?}",
+                e.view,
+                e.hold.is_some(),
+                e.replicated.as_ref().map(|r| (r.state, r.event_seq))
+            ),
+        }
+    }
+
     /// A batch from `edge`: alive and connected, though without a report.
     pub fn handle_activity(&mut self, edge: &str, now: Now) {
         if !self.is_leader() {

@@ -594,3 +594,57 @@ proptest! {
         }
     }
 }
+
+/// Leases are renewable exactly while the edge is up and that is in the
+/// log: not while down, not while held down for flapping, again after.
+#[test]
+fn leases_are_renewable_again_after_a_flap_hold() {
+    let mut h = H::new(cfg());
+    let mut now = 1_000;
+    for _round in 0..3 {
+        h.hb("e1", 7, now);
+        assert!(h.core.lease_renewable("e1"), "up at {now}");
+        h.tick(now + 600);
+        h.tick(now + 900);
+        assert!(!h.core.lease_renewable("e1"));
+        now += 2_000;
+    }
+    for ms in (now..now + 12_000).step_by(250) {
+        h.hb("e1", 7, ms);
+        h.tick(ms + 1);
+    }
+    assert_eq!(h.state("e1"), S::Up);
+    assert!(
+        h.core.lease_renewable("e1"),
+        "renewable once back from the hold"
+    );
+}
+
+/// Found by the chaos soak: a held edge whose first down leaves the flap
+/// window before the hold ends is declared back by a heartbeat, and the
+/// hold must go with it (it kept leases from being granted for ever).
+#[test]
+fn a_hold_outlived_by_the_flap_window_ends_when_the_edge_is_back() {
+    let mut h = H::new(cfg()); // 3 downs in 60 s, hold 10 s
+    for start in [1_000, 21_000, 52_000] {
+        h.hb("e1", 7, start);
+        h.tick(start + 600);
+        h.tick(start + 900); // down at start + 900
+    }
+    // Held: the third return is within 60 s of the first down (1.9 s).
+    assert!(h.hb("e1", 7, 54_000).is_empty());
+    assert_eq!(h.state("e1"), S::Down);
+    // Heartbeating steadily: when the first down leaves the window
+    // (61.9 s), before the hold's 10 s are over, it is back.
+    let mut back = Vec::new();
+    for ms in (54_250..63_000).step_by(250) {
+        back.extend(h.hb("e1", 7, ms));
+        h.tick(ms + 1);
+    }
+    assert_eq!(kinds(&back), vec![(K::EdgeBack, S::Up, C::Partition)]);
+    assert!(
+        h.core.lease_renewable("e1"),
+        "{}",
+        h.core.lease_refusal("e1")
+    );
+}

@@ -313,6 +313,9 @@ impl LivenessDriver {
                 // Renewable is checked first: hearing it must not turn a
                 // suspect edge up before the decision is in the log.
                 let ok = self.core.lease_renewable(&edge);
+                if !ok {
+                    tracing::debug!(%edge, why = %self.core.lease_refusal(&edge), "allocation fetch grants no lease");
+                }
                 self.core.handle_activity(&edge, now);
                 let _ = done.send(ok);
             }

@@ -211,6 +211,10 @@ pub(super) fn back_or_hold(
 }
 
 pub(super) fn back(edge: &str, e: &mut Edge, boot: Boot, now: Now, out: &mut VecDeque<Command>) {
+    // Back is back: a hold that the flap window outlived must not linger
+    // (a held edge grants no leases, so its `replace-after` instances
+    // would wait for ever).
+    e.hold = None;
     let down_for = now.wall_ms.saturating_sub(e.down_since_ms(now)).max(0);
     match boot {
         Boot::New => e.note(Evidence::NewBootId),
