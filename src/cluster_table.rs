@@ -82,6 +82,7 @@ pub fn edges(body: &Value) -> String {
                 text(&e["connected-clients"]),
                 percent(&node["cpu-used-millicores"], &node["cpu-total-millicores"]),
                 percent(&node["memory-used-bytes"], &node["memory-total-bytes"]),
+                leases(e),
             ]
         })
         .collect();
@@ -100,9 +101,22 @@ pub fn edges(body: &Value) -> String {
             "DEVICES",
             "CPU",
             "MEM",
+            "LEASES",
         ],
         &rows,
     )
+}
+
+/// An edge's `replace-after` leases: how many, and whether the leader
+/// renews them now (`-` without any).
+fn leases(e: &Value) -> String {
+    let n = e["leases"].as_array().map_or(0, Vec::len);
+    match (n, e["renewing-leases"].as_bool()) {
+        (0, _) => "-".to_owned(),
+        (n, Some(true)) => format!("{n} renewed"),
+        (n, Some(false)) => format!("{n} NOT renewed"),
+        (n, None) => n.to_string(),
+    }
 }
 
 /// One event as a line: time, sequence number, kind, subject, the
@@ -159,10 +173,12 @@ mod tests {
              "spool-bytes": 3500, "connected-clients": 40,
              "node": {"cpu-used-millicores": 500, "cpu-total-millicores": 2000,
                       "memory-used-bytes": 1073741824u64, "memory-total-bytes": 4294967296u64},
-             "liveness": {"state": "up", "classification": "none", "boot-id": 255}},
+             "liveness": {"state": "up", "classification": "none", "boot-id": 255},
+             "leases": [{}, {}], "renewing-leases": true},
             {"region": "local", "name": "edge-2", "age-ms": 75_000, "spool-records": 0,
              "spool-bytes": 0, "connected-clients": 0, "node": {},
-             "liveness": {"state": "down", "classification": "crash", "boot-id": 0}},
+             "liveness": {"state": "down", "classification": "crash", "boot-id": 0},
+             "leases": [{}], "renewing-leases": false},
             {"region": "local", "name": "edge-3", "age-ms": 5, "node": {}, "liveness": null}
         ]});
         let out = edges(&body);
@@ -172,7 +188,8 @@ mod tests {
         assert!(lines[1].contains("320ms ago"), "{out}");
         assert!(lines[1].contains("00000000000000ff"), "{out}");
         assert!(lines[1].contains("12 (3.4 KiB)"), "{out}");
-        assert!(lines[1].ends_with("25%  25%"), "{out}");
+        assert!(lines[1].ends_with("25%  25%  2 renewed"), "{out}");
+        assert!(lines[2].ends_with("1 NOT renewed"), "{out}");
         assert!(lines[2].contains("down   crash"), "{out}");
         assert!(lines[2].contains("1m15s ago"), "{out}");
         assert!(lines[3].contains("edge-3  -"), "{out}");

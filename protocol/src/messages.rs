@@ -355,6 +355,14 @@ pub struct EdgeInfo {
     /// answers. `None` before any decision.
     #[serde(default)]
     pub liveness: Option<EdgeLiveness>,
+    /// Leases of the `replace-after` instances placed on the edge.
+    #[serde(default)]
+    pub leases: Vec<crate::scheduling::EdgeLease>,
+    /// Whether the leader renews the edge's leases now (it leads, has
+    /// decided the edge is up, not held for flapping, and that decision is
+    /// in the log). `None` when a follower answers.
+    #[serde(default)]
+    pub renewing_leases: Option<bool>,
 }
 
 /// One device known to the region.

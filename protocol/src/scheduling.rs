@@ -119,6 +119,26 @@ pub struct AllocationInfo {
     pub stop_reason: Option<String>,
 }
 
+/// One `replace-after` instance's lease on an edge, as the region counts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "kebab-case")]
+pub struct EdgeLease {
+    /// Tenant.
+    pub tenant: String,
+    /// Workload (monitor) name.
+    pub workload: String,
+    /// Instance index.
+    pub slot: u32,
+    /// Allocation id (32 hex digits in JSON).
+    pub allocation: AllocId,
+    /// Fencing token.
+    pub fencing_token: u64,
+    /// Until when the region counts the lease (lease plus safety margin) as
+    /// of its last recorded grant, ms since the Unix epoch; `None` before a
+    /// grant is recorded.
+    pub expires_ms: Option<i64>,
+}
+
 /// One node plan the applier (or the state machine) refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 #[serde(rename_all = "kebab-case")]

@@ -114,6 +114,21 @@ async fn a_killed_edges_replace_after_monitor_runs_elsewhere_and_a_keep_one_wait
         monitors::submit(&c.api, REGION, &stayer).await?;
         running_elsewhere(&c, "stayer", None, PATIENCE).await?;
 
+        // The edge's status shows the lease it holds, renewed.
+        let (_, edges) = c.api.get("/api/v1/edges").await?;
+        let e = edges["edges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == victim.as_str())
+            .context("the victim in /api/v1/edges")?;
+        ensure!(
+            e["renewing-leases"] == true
+                && e["leases"].as_array().map(Vec::len) == Some(1)
+                && e["leases"][0]["workload"] == "mover",
+            "{e}"
+        );
+
         let killed = Instant::now();
         c.edges[edge_index(&victim)?].kill().await;
         wait_edge_state(&c.api, &victim, "down", PATIENCE).await?;

@@ -280,6 +280,15 @@ impl RegionApi for Fake {
                 detection_ms: None,
                 event_seq: 4,
             }),
+            leases: vec![strata_protocol::scheduling::EdgeLease {
+                tenant: "acme".into(),
+                workload: "boiler".into(),
+                slot: 0,
+                allocation: strata_protocol::scheduling::AllocId(0xb01e),
+                fencing_token: 3,
+                expires_ms: Some(NOW + 2_000),
+            }],
+            renewing_leases: Some(true),
         }];
         futures::future::ready(self.served(edges)).boxed()
     }

@@ -167,9 +167,22 @@ async fn edges_with_ages_and_partial_failure() {
         "node",
         "instances",
         "liveness",
+        "leases",
+        "renewing-leases",
     ] {
         plain.as_object_mut().unwrap().remove(k);
     }
+    // The leases of its replace-after instances, and whether they are
+    // renewed now.
+    assert_eq!(
+        (e["leases"].clone(), e["renewing-leases"].clone()),
+        (
+            json!([{"tenant": "acme", "workload": "boiler", "slot": 0,
+                    "allocation": format!("{:032x}", 0xb01e), "fencing-token": 3,
+                    "expires-ms": NOW + 2_000}]),
+            json!(true)
+        )
+    );
     assert_eq!(
         plain,
         json!({

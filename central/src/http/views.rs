@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use strata_protocol::liveness::EdgeLiveness;
 use strata_protocol::monitoring::{InstanceStatus, MonitorCapacity, NodeResources};
+use strata_protocol::scheduling::EdgeLease;
 use strata_protocol::{
     Bucket, DeviceInfo, EdgeInfo, HubStatus, PeerProgress, RaftRole, ReplicaInfo, TelemetryRecord,
 };
@@ -208,6 +209,15 @@ pub struct EdgeView {
     /// `evidence`, `boot-id`, `since-ms`, `last-heartbeat-ms`,
     /// `detection-ms`, `event-seq`. Null before any decision.
     pub liveness: Option<EdgeLiveness>,
+    /// Leases of its `replace-after` monitor instances: `tenant`,
+    /// `workload`, `slot`, `allocation`, `fencing-token`, `expires-ms` (until
+    /// when the region counts the lease, margin included, as of its last
+    /// recorded grant).
+    pub leases: Vec<EdgeLease>,
+    /// Whether the region's leader renews the edge's leases now (it has
+    /// decided the edge is up and replicated that); null when a follower
+    /// answered.
+    pub renewing_leases: Option<bool>,
 }
 
 impl EdgeView {
@@ -230,6 +240,8 @@ impl EdgeView {
             node: e.status.node,
             instances: e.status.instances,
             liveness: e.liveness,
+            leases: e.leases,
+            renewing_leases: e.renewing_leases,
         }
     }
 }

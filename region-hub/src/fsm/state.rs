@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use bincode::{Decode, Encode};
 use strata_protocol::liveness::{EdgeEventDetail, EdgeLiveness, EventKind, LivenessState};
-use strata_protocol::scheduling::{EdgeAllocation, NodeFacts};
+use strata_protocol::scheduling::{EdgeAllocation, EdgeLease, NodeFacts};
 use strata_protocol::workload::{KnownDevice, MonitorSpec};
 use strata_protocol::{
     monitoring::{MonitorInfo, StateCheckpoint},
@@ -379,6 +379,30 @@ impl RegionState {
         }
     }
 
+    /// The leases of the `replace-after` allocations desired to run on
+    /// `edge`, as the region counts them.
+    pub fn edge_leases(&self, edge: &str) -> Vec<EdgeLease> {
+        self.sched
+            .running_on(edge)
+            .filter_map(|r| {
+                let w = &r.alloc.workload;
+                let m = self.workloads.monitor(&w.tenant, &w.name)?;
+                matches!(
+                    m.spec.intent().disconnect_policy(),
+                    DisconnectPolicy::ReplaceAfter(_)
+                )
+                .then(|| EdgeLease {
+                    tenant: w.tenant.clone(),
+                    workload: w.name.clone(),
+                    slot: r.alloc.slot,
+                    allocation: r.alloc.id,
+                    fencing_token: r.alloc.fencing_token,
+                    expires_ms: r.alloc.lease_expires_at.map(|t| t.as_millis()),
+                })
+            })
+            .collect()
+    }
+
     /// What `edge` must run: its allocations desired to run, with their
     /// specs and disconnect policies.
     pub fn edge_allocations(&self, edge: &str) -> Vec<EdgeAllocation> {
@@ -529,6 +553,8 @@ impl RegionState {
                 records_stored: e.records_stored,
                 resends_dropped: e.resends_dropped,
                 liveness: self.liveness.get(edge).cloned(),
+                leases: self.edge_leases(edge),
+                renewing_leases: None,
             })
             .collect();
         for (edge, l) in &self.liveness {
@@ -543,6 +569,8 @@ impl RegionState {
                     records_stored: 0,
                     resends_dropped: 0,
                     liveness: Some(l.clone()),
+                    leases: self.edge_leases(edge),
+                    renewing_leases: None,
                 });
             }
         }

@@ -21,6 +21,8 @@ pub struct SoftEdge {
     pub status: Option<Arc<EdgeStatus>>,
     /// When it was last heard (heartbeat or batch), ms since the epoch.
     pub last_seen_ms: Option<i64>,
+    /// Whether the leader renews its leases now.
+    pub renewing_leases: bool,
 }
 
 /// A snapshot of the leader's soft state.
@@ -47,6 +49,7 @@ impl SoftEdges {
                             liveness: e.record(),
                             status: e.status.clone(),
                             last_seen_ms: e.last_heard.map(|h| h.wall_ms),
+                            renewing_leases: core.lease_renewable(name),
                         },
                     )
                 })
@@ -121,6 +124,8 @@ pub fn edge_infos(state: &RegionState, soft: &SoftEdges) -> Vec<EdgeInfo> {
             records_stored: 0,
             resends_dropped: 0,
             liveness: None,
+            leases: Vec::new(),
+            renewing_leases: None,
         };
         overlay(&mut info, s);
         out.push(info);
@@ -139,6 +144,7 @@ fn overlay(info: &mut EdgeInfo, s: &SoftEdge) {
     // A leader that has not heard from an edge yet shows "unknown" with
     // the replicated decision's classification and boot id.
     info.liveness = Some(s.liveness.clone());
+    info.renewing_leases = Some(s.renewing_leases);
 }
 
 /// Soft-state size estimate, bytes (the `strata_hub_liveness_soft_bytes`

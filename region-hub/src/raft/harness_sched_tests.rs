@@ -226,3 +226,139 @@ fn a_leader_killed_while_scheduling_loses_and_duplicates_nothing() {
         "the crash points really differ"
     );
 }
+
+/// One size of [`sched_through_raft`]: `edges` edges, then workloads of
+/// `count = 1..=5` until `placements` instances; returns (placements/s,
+/// p50 and p99 decision µs, evaluations).
+fn bench_size(edges: usize, placements: u32) -> (f64, u64, u64, usize) {
+    let mut c = Cluster::new(3, 1_000_000);
+    let mut reps = attach(&c);
+    c.elect(1);
+    let now = 1_000_000i64;
+    let mut setup: Vec<Vec<u8>> = (0..edges)
+        .map(|i| {
+            fsm::encode_command(&Fsm::EdgeReport {
+                status: EdgeStatus {
+                    edge: format!("e{i}"),
+                    capacity: MonitorCapacity {
+                        memory_mib: 8192,
+                        cpu_millicores: 4000,
+                    },
+                    ..EdgeStatus::default()
+                },
+                facts: NodeFacts::default(),
+                received_ms: now,
+            })
+        })
+        .collect();
+    setup.push(fsm::encode_command(&Fsm::PutArtifact {
+        sha256: "ab".repeat(32),
+        bytes: vec![1, 2, 3],
+    }));
+    for chunk in setup.chunks(256) {
+        for data in chunk {
+            drop(c.propose(1, data.clone()));
+        }
+        c.settle();
+    }
+    pump(&mut reps, now);
+    // Workloads, submitted through Raft as a user would.
+    let mut wanted = 0u32;
+    let mut specs = Vec::new();
+    while wanted < placements {
+        let count = 1 + (specs.len() as u32 % 5);
+        wanted += count;
+        let mut s = spec(&format!("w{}", specs.len()), count);
+        s.resources.cpu_millicores = 100;
+        s.resources.memory_mib = 64;
+        specs.push(s);
+    }
+    let t0 = std::time::Instant::now();
+    let mut decisions: Vec<u64> = Vec::new();
+    for chunk in specs.chunks(64) {
+        for s in chunk {
+            drop(c.propose(
+                1,
+                fsm::encode_command(&Fsm::PutWorkload {
+                    spec: Box::new(s.clone()),
+                    now_ms: now,
+                }),
+            ));
+        }
+        c.settle();
+        // The leader's core: every ready evaluation timed, its plans
+        // committed through Raft, until nothing is left to do.
+        loop {
+            let r = reps.get_mut(&1).expect("the leader's core");
+            while let Ok(sig) = r.signals.try_recv() {
+                match sig {
+                    SchedSignal::Leading(rb) => r.core.handle_leadership_gained(*rb, now, 1),
+                    SchedSignal::Following => r.core.handle_leadership_lost(),
+                    SchedSignal::Applied { index, changes } => {
+                        r.core.handle_changes(index, changes, now)
+                    }
+                    SchedSignal::DevicesMoved => r.core.handle_devices_moved(now),
+                    SchedSignal::Usage { edge, usage } => r.core.handle_usage(&edge, usage),
+                }
+            }
+            loop {
+                let d0 = std::time::Instant::now();
+                if !r.core.run_next(now) {
+                    break;
+                }
+                decisions.push(d0.elapsed().as_micros() as u64);
+            }
+            let plans: Vec<Vec<u8>> = r
+                .core
+                .take_commands()
+                .into_iter()
+                .filter_map(|cmd| match cmd {
+                    Command::Propose(p) => Some(fsm::encode_command(&Fsm::ApplyPlan(p))),
+                    _ => None,
+                })
+                .collect();
+            if plans.is_empty() {
+                break;
+            }
+            for data in plans {
+                drop(c.propose(1, data));
+            }
+            c.settle();
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let placed = state(&c, 1).sched().running_count() as u32;
+    assert_eq!(placed, wanted, "every instance placed");
+    decisions.sort_unstable();
+    let at = |q: f64| decisions[((decisions.len() as f64 * q) as usize).min(decisions.len() - 1)];
+    (f64::from(placed) / secs, at(0.5), at(0.99), decisions.len())
+}
+
+/// The scheduler and the single plan applier committing through a real
+/// (in-memory transport, on-disk model store) 3-replica Raft group: the
+/// end-to-end rate counts schedule, verify, propose, replicate, commit and
+/// apply on all three replicas; a decision is one evaluation on the leader
+/// (schedule + verify). Sizes from `STRATA_SCHED_RAFT_SIZES` (default
+/// 1000,10000,100000), instances from `STRATA_SCHED_RAFT_PLACEMENTS`
+/// (default 5000). Run it in release:
+/// `cargo test --release -p region-hub --lib sched_through_raft -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark: run in release with --ignored --nocapture"]
+fn sched_through_raft() {
+    let sizes: Vec<usize> = std::env::var("STRATA_SCHED_RAFT_SIZES")
+        .unwrap_or_else(|_| "1000,10000,100000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let placements: u32 = std::env::var("STRATA_SCHED_RAFT_PLACEMENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    for edges in sizes {
+        let (rate, p50, p99, evals) = bench_size(edges, placements);
+        println!(
+            "sched through raft: {edges} edges, {placements} instances in {evals} evaluations: \
+             {rate:.0} placements/s end to end; decision p50 {p50} µs, p99 {p99} µs"
+        );
+    }
+}
