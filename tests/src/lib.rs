@@ -26,3 +26,10 @@ pub mod wait;
 pub use cluster::{Api, Cluster, ClusterOpts};
 pub use proc::Proc;
 pub use wait::wait_until;
+
+/// p50 and p99 of sorted, non-empty samples (nearest rank), for the
+/// measurements some ignored tests print.
+pub fn percentiles(sorted: &[u64]) -> (u64, u64) {
+    let at = |q: f64| sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.5), at(0.99))
+}

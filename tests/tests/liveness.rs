@@ -22,7 +22,7 @@ use strata_tests::cluster::serial;
 use strata_tests::liveness::{
     edge_state, events_since, last_event_seq, wait_edge_state, EventStream,
 };
-use strata_tests::{wait_until, Cluster, ClusterOpts};
+use strata_tests::{percentiles, wait_until, Cluster, ClusterOpts};
 use tokio::io::AsyncBufReadExt;
 use tokio::process::Command;
 
@@ -368,11 +368,6 @@ async fn cli_shows_it(c: &Cluster) -> anyhow::Result<()> {
 }
 
 /// p50 / p99 of a sorted list.
-fn percentiles(sorted: &[u64]) -> (u64, u64) {
-    let at = |q: f64| sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
-    (at(0.5), at(0.99))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a measurement (a minute or two), not a check: run with --ignored --nocapture"]
 async fn detection_latency_over_kills() -> anyhow::Result<()> {

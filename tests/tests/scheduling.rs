@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use strata_tests::fleet::{run_fleet, Phase};
 use strata_tests::liveness::wait_edge_state;
 use strata_tests::monitors::{self, inspect, sample_module};
-use strata_tests::{cluster::serial, wait_until, Cluster, ClusterOpts};
+use strata_tests::{cluster::serial, percentiles, wait_until, Cluster, ClusterOpts};
 
 const REGION: &str = "local";
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -542,12 +542,6 @@ async fn a_hub_leader_killed_during_scheduling_loses_and_doubles_no_allocation(
     }
     .await;
     c.finish(r)
-}
-
-fn percentiles(sorted: &[u64]) -> (u64, u64) {
-    let at =
-        |q: f64| sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1];
-    (at(0.50), at(0.99))
 }
 
 /// Self-healing over repeated SIGKILLs: the edge running a `replace-after`

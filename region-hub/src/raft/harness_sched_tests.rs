@@ -63,21 +63,24 @@ fn spec(name: &str, count: u32) -> MonitorSpec {
     MonitorSpec::from_json_str(&v.to_string()).unwrap()
 }
 
+/// Feeds replica `id`'s core the signals its node sent, as the driver does.
+fn feed(r: &mut Replica, id: u64, now: i64) {
+    while let Ok(s) = r.signals.try_recv() {
+        match s {
+            SchedSignal::Leading(rb) => r.core.handle_leadership_gained(*rb, now, id),
+            SchedSignal::Following => r.core.handle_leadership_lost(),
+            SchedSignal::Applied { index, changes } => r.core.handle_changes(index, changes, now),
+            SchedSignal::DevicesMoved => r.core.handle_devices_moved(now),
+            SchedSignal::Usage { edge, usage } => r.core.handle_usage(&edge, usage),
+        }
+    }
+}
+
 /// Feeds every replica's core its signals; returns the leader's proposals.
 fn pump(reps: &mut BTreeMap<u64, Replica>, now: i64) -> Vec<(u64, Vec<u8>)> {
     let mut out = Vec::new();
     for (&id, r) in reps.iter_mut() {
-        while let Ok(s) = r.signals.try_recv() {
-            match s {
-                SchedSignal::Leading(rb) => r.core.handle_leadership_gained(*rb, now, id),
-                SchedSignal::Following => r.core.handle_leadership_lost(),
-                SchedSignal::Applied { index, changes } => {
-                    r.core.handle_changes(index, changes, now)
-                }
-                SchedSignal::DevicesMoved => r.core.handle_devices_moved(now),
-                SchedSignal::Usage { edge, usage } => r.core.handle_usage(&edge, usage),
-            }
-        }
+        feed(r, id, now);
         while r.core.run_next(now) {}
         for cmd in r.core.take_commands() {
             match cmd {
@@ -290,17 +293,7 @@ fn bench_size(edges: usize, placements: u32) -> (f64, u64, u64, usize) {
         // committed through Raft, until nothing is left to do.
         loop {
             let r = reps.get_mut(&1).expect("the leader's core");
-            while let Ok(sig) = r.signals.try_recv() {
-                match sig {
-                    SchedSignal::Leading(rb) => r.core.handle_leadership_gained(*rb, now, 1),
-                    SchedSignal::Following => r.core.handle_leadership_lost(),
-                    SchedSignal::Applied { index, changes } => {
-                        r.core.handle_changes(index, changes, now)
-                    }
-                    SchedSignal::DevicesMoved => r.core.handle_devices_moved(now),
-                    SchedSignal::Usage { edge, usage } => r.core.handle_usage(&edge, usage),
-                }
-            }
+            feed(r, 1, now);
             loop {
                 let d0 = std::time::Instant::now();
                 if !r.core.run_next(now) {
