@@ -218,12 +218,24 @@ async fn up_runs_the_whole_cluster_stops_cleanly_and_resumes() {
 
     // Each edge is its own process: `kill -9` one, as the banner suggests.
     // The region marks it down, `up` keeps running and restarts it. First
-    // the new leader must have heard from it: an edge it has not heard from
-    // is not declared down within its leader grace (5 s), and `up` restarts
-    // the edge after 5 s, so the down could be missed.
-    wait_until("edge-2 up again", Duration::from_secs(30), || async {
-        (edge_state(&api, "edge-2").await.as_deref() == Some("up")).then_some(())
-    })
+    // the new leader must have decided the edge is up (`renewing-leases`
+    // is true only then): before that, `up` at the API may be the last
+    // run's replicated decision, and an edge the leader has not heard from
+    // is not declared down within its leader grace (5 s), while `up`
+    // restarts it after 5 s, so the down could be missed.
+    wait_until(
+        "the new leader has edge-2 up",
+        Duration::from_secs(30),
+        || async {
+            let (status, body) = api.get("/api/v1/edges").await.ok()?;
+            (status == 200
+                && body["edges"]
+                    .as_array()?
+                    .iter()
+                    .any(|e| e["name"] == "edge-2" && e["renewing-leases"] == true))
+            .then_some(())
+        },
+    )
     .await
     .unwrap();
     let pid: i32 = std::fs::read_to_string(data.join("edge-2/edge.pid"))
