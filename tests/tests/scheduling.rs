@@ -31,6 +31,21 @@ async fn warm_up(c: &Cluster, prefix: &str, seed: u64) -> anyhow::Result<()> {
     .await
 }
 
+/// Waits until edges `1..=edges` are up, makes `<prefix>-0` known and
+/// uploads the threshold module; returns its sha256 and size.
+async fn ready(
+    c: &Cluster,
+    edges: usize,
+    prefix: &str,
+    seed: u64,
+) -> anyhow::Result<(String, u64)> {
+    for i in 1..=edges {
+        wait_edge_state(&c.api, &format!("edge-{i}"), "up", PATIENCE).await?;
+    }
+    warm_up(c, prefix, seed).await?;
+    monitors::upload(&c.api, REGION, sample_module("threshold")?).await
+}
+
 /// A threshold monitor on `<prefix>-*` with `placement`.
 fn placed(name: &str, sha: &str, size: u64, prefix: &str, placement: Value) -> Value {
     let mut s = monitors::spec(
@@ -92,11 +107,7 @@ async fn a_killed_edges_replace_after_monitor_runs_elsewhere_and_a_keep_one_wait
     })
     .await?;
     let r = async {
-        for i in 1..=3 {
-            wait_edge_state(&c.api, &format!("edge-{i}"), "up", PATIENCE).await?;
-        }
-        warm_up(&c, "heal", 81).await?;
-        let (sha, size) = monitors::upload(&c.api, REGION, sample_module("threshold")?).await?;
+        let (sha, size) = ready(&c, 3, "heal", 81).await?;
         let mover = placed(
             "mover",
             &sha,
@@ -218,11 +229,7 @@ async fn a_cut_off_edge_stops_its_copy_before_the_replacement_starts() -> anyhow
     })
     .await?;
     let r = async {
-        for i in 1..=2 {
-            wait_edge_state(&c.api, &format!("edge-{i}"), "up", PATIENCE).await?;
-        }
-        warm_up(&c, "fence", 82).await?;
-        let (sha, size) = monitors::upload(&c.api, REGION, sample_module("threshold")?).await?;
+        let (sha, size) = ready(&c, 2, "fence", 82).await?;
         let spec = placed(
             "fenced",
             &sha,
@@ -338,11 +345,7 @@ async fn bad_placements_are_refused_with_reasons_and_change_nothing() -> anyhow:
     })
     .await?;
     let r = async {
-        for i in 1..=2 {
-            wait_edge_state(&c.api, &format!("edge-{i}"), "up", PATIENCE).await?;
-        }
-        warm_up(&c, "bad", 83).await?;
-        let (sha, size) = monitors::upload(&c.api, REGION, sample_module("threshold")?).await?;
+        let (sha, size) = ready(&c, 2, "bad", 83).await?;
         let refused = |placement: Value| {
             let spec = placed("bad", &sha, size, "bad", placement);
             let c = &c;
@@ -430,11 +433,7 @@ async fn a_hub_leader_killed_during_scheduling_loses_and_doubles_no_allocation(
     })
     .await?;
     let r = async {
-        for i in 1..=3 {
-            wait_edge_state(&c.api, &format!("edge-{i}"), "up", PATIENCE).await?;
-        }
-        warm_up(&c, "lead", 84).await?;
-        let (sha, size) = monitors::upload(&c.api, REGION, sample_module("threshold")?).await?;
+        let (sha, size) = ready(&c, 3, "lead", 84).await?;
         let counts: Vec<(String, u64)> = (0..6).map(|i| (format!("w{i}"), 1 + i % 3)).collect();
         let spec = {
             let sha = sha.clone();
@@ -567,11 +566,7 @@ async fn healing_latency_over_kills() -> anyhow::Result<()> {
     })
     .await?;
     let r = async {
-        for i in 1..=3 {
-            wait_edge_state(&c.api, &format!("edge-{i}"), "up", PATIENCE).await?;
-        }
-        warm_up(&c, "bench-warm", 85).await?;
-        let (sha, size) = monitors::upload(&c.api, REGION, sample_module("threshold")?).await?;
+        let (sha, size) = ready(&c, 3, "bench-warm", 85).await?;
         let spec = placed(
             "mover",
             &sha,
