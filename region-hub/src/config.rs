@@ -82,6 +82,11 @@ pub struct RaftTuning {
     /// Log entries kept behind each checkpoint so a briefly lagging
     /// follower catches up from the log rather than a snapshot. Default 1024.
     pub log_retain_entries: u64,
+    /// Raft messages to one peer are framed up to this many bytes; a
+    /// larger message (a snapshot, an append with a huge entry) goes on its
+    /// own chunked stream, in chunks of half this. 1 KiB to 8 MiB. Default
+    /// 8 388 608 (8 MiB).
+    pub peer_frame_bytes: usize,
 }
 
 impl Default for RaftTuning {
@@ -93,13 +98,14 @@ impl Default for RaftTuning {
             max_size_per_msg: 4 * 1024 * 1024,
             max_inflight_msgs: 256,
             log_retain_entries: 1024,
+            peer_frame_bytes: strata_consensus::quic::MAX_FRAME_TARGET,
         }
     }
 }
 
 /// Membership safety (`[membership]`): a new replica joins as a learner
 /// and is promoted to voter only once it has caught up; the leader reports
-/// members it cannot hear from. See `raft/membership.rs`.
+/// members it cannot hear from. See `consensus/src/membership.rs`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct MembershipTuning {
@@ -596,6 +602,12 @@ impl HubConfig {
         if r.max_inflight_msgs == 0 {
             p.push("raft.max-inflight-msgs: must be at least 1".to_owned());
         }
+        if !(1024..=strata_consensus::quic::MAX_FRAME_TARGET).contains(&r.peer_frame_bytes) {
+            p.push(format!(
+                "raft.peer-frame-bytes: {} must be 1024..=8388608 bytes",
+                r.peer_frame_bytes
+            ));
+        }
         let m = &self.membership;
         if m.catch_up_timeout < Duration::from_secs(1) || m.catch_up_timeout > MAX_CATCH_UP {
             p.push(format!(
@@ -648,7 +660,7 @@ impl HubConfig {
     /// The node core's slice of the configuration.
     pub fn node_config(&self) -> NodeConfig {
         NodeConfig {
-            region: self.region.clone(),
+            group: self.region.clone(),
             id: self.id,
             raft_dir: self.data_dir.join("raft"),
             initial_members: self.initial_members(),
@@ -657,7 +669,6 @@ impl HubConfig {
             heartbeat_ticks: self.raft.heartbeat_ticks,
             max_size_per_msg: self.raft.max_size_per_msg,
             max_inflight_msgs: self.raft.max_inflight_msgs,
-            checkpoint_interval: Duration::from_millis(self.checkpoint_interval_ms),
             log_retain_entries: self.raft.log_retain_entries,
             membership: MembershipConfig {
                 catch_up_timeout: self.membership.catch_up_timeout,
@@ -665,6 +676,11 @@ impl HubConfig {
                 unreachable_after: self.membership.unreachable_after,
             },
         }
+    }
+
+    /// Time between store checkpoints.
+    pub fn checkpoint_interval(&self) -> Duration {
+        Duration::from_millis(self.checkpoint_interval_ms)
     }
 
     /// Directories that must be private and are checked at start: the data

@@ -16,13 +16,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ConfigError, HubConfig};
 use crate::liveness::LivenessDriver;
 use crate::metrics::HubMetrics;
-use crate::raft::apply::StoreReader;
-use crate::raft::driver::{self, NodeHandle, INBOX_CAPACITY};
-use crate::raft::quic::{serve_peers, QuicTransport};
-use crate::raft::{NodeError, NodeView, Observer, RaftNode};
+use crate::raft::driver::{NodeHandle, INBOX_CAPACITY};
+use crate::raft::{HubMachine, NodeError, NodeView, Observer, RaftNode, StoreReader};
 use crate::scheduler::{SchedulerCore, SchedulerDriver};
 use crate::service::Service;
 use crate::store::TelemetryStore;
+use strata_consensus::{hub_peer_policy, serve_peers, FrameLimits, Handle, QuicTransport};
 
 /// Why a hub could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -242,7 +241,8 @@ pub async fn start(
         tx.clone(),
         tokio::runtime::Handle::current(),
         services.clone(),
-    );
+    )
+    .with_limits(FrameLimits::with_frame_target(cfg.raft.peer_frame_bytes));
     let (node_cfg, node_metrics) = (cfg.node_config(), metrics.clone());
     // The node publishes its view (leadership, assignments version, event
     // log end) for the service and signals the failure detector.
@@ -255,32 +255,50 @@ pub async fn start(
         signals: signals_tx,
         sched: Some(sched_tx),
     };
+    let (region, interval) = (cfg.region.clone(), cfg.checkpoint_interval());
     let open = move || {
-        let mut node = RaftNode::open(
-            node_cfg,
+        let id = node_cfg.id;
+        let mut machine = HubMachine::open(
+            region,
             store,
             recovered.applied_index,
             &recovered.fsm_state,
+            interval,
+            node_metrics.clone(),
+        )
+        .map_err(|e| NodeError::Machine {
+            id,
+            index: recovered.applied_index,
+            source: Box::new(e),
+        })?;
+        machine.set_observer(observer);
+        RaftNode::open(
+            node_cfg,
+            machine,
             Box::new(transport),
-            node_metrics,
-        )?;
-        node.set_observer(observer);
-        Ok(node)
+            node_metrics.raft.clone(),
+        )
     };
-    let spawned =
-        driver::spawn(cfg.id, open, rx, cfg.tick(), shutdown.clone()).map_err(HubError::Thread)?;
+    let on_open = |node: &mut RaftNode<HubMachine<TelemetryStore>>| node.machine().store();
+    let spawned = strata_consensus::spawn(cfg.id, open, on_open, rx, cfg.tick(), shutdown.clone())
+        .map_err(HubError::Thread)?;
     let panicked = || HubError::Panicked {
         region: cfg.region.clone(),
         id: cfg.id,
     };
     let reader: Arc<dyn StoreReader> = spawned.opened.await.map_err(|_| panicked())??;
     let done = spawned.done;
-    let handle = NodeHandle::new(tx.clone(), reader, cfg.region.clone());
+    let handle = NodeHandle::new(
+        Handle::new(tx.clone(), cfg.region.clone()),
+        reader,
+        cfg.region.clone(),
+    );
 
     tokio::spawn(serve_peers(
         peer_ep.clone(),
         me.clone(),
         handshakes.clone(),
+        hub_peer_policy,
         tx,
         services.clone(),
     ));

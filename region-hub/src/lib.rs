@@ -3,7 +3,8 @@
 //! once, keeps the region's state (edges, devices) and answers central's
 //! queries.
 //!
-//! Built on tikv's `raft` (RawNode) with `raft-engine` as the durable log.
+//! Built on `strata-consensus` (tikv's `raft` RawNode with `raft-engine` as
+//! the durable log), the Raft glue it shares with central.
 //! The Raft log doubles as the telemetry store's write-ahead log: records
 //! live in the store's memtable until a checkpoint, and the log is only
 //! compacted up to a checkpointed index.
@@ -11,10 +12,10 @@
 //! # Layout
 //! - [`fsm`]: the pure replicated state machine `apply(state, index, bytes)`.
 //! - [`store`]: the per-replica telemetry store (memtable + checkpoints).
-//! - [`raft`]: raft-engine storage, the node core and its Ready loop,
-//!   membership changes (learner first, promoted once caught up), the
-//!   driver thread, and the peer transport (QUIC, plus fault-injection
-//!   filters for tests).
+//! - [`raft`]: the hub's Raft machine (region state + telemetry store,
+//!   background checkpoints, the views and signals it sends the rest of
+//!   the hub) and the handle the service and drivers use; the node core,
+//!   log, membership and transport are `strata-consensus`.
 //! - [`service`]: the client-facing QUIC server (edges, central, tools).
 //! - [`liveness`]: the leader's edge failure detector (heartbeats as soft
 //!   state; only its decisions are replicated) and what reads see of it.

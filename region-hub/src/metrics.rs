@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use strata_consensus::RaftMetrics;
 
 /// Label of [`HubMetrics::requests`] and [`HubMetrics::request_errors`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -17,14 +18,6 @@ pub struct KindLabel {
     /// `list_monitors`, `get_monitor`, `delete_monitor`, `query_alerts`,
     /// `retention`, `events`, `decode`.
     pub kind: &'static str,
-}
-
-/// Label of [`HubMetrics::membership_refusals`].
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RefusalLabel {
-    /// `MembershipRefusal::kind`: `no_answer`, `behind`, `leader_changed`,
-    /// `busy`, `conflict`.
-    pub reason: &'static str,
 }
 
 /// Label of [`HubMetrics::duplicates`]: which dedup layer dropped a record.
@@ -98,22 +91,9 @@ pub struct ReasonLabel {
 /// Every metric of one replica. Cloning shares the underlying values.
 #[derive(Clone)]
 pub struct HubMetrics {
-    /// Current Raft term.
-    pub term: Gauge,
-    /// Highest committed log index.
-    pub commit_index: Gauge,
-    /// Highest applied log index.
-    pub applied_index: Gauge,
-    /// Last log index.
-    pub last_index: Gauge,
-    /// 1 while this replica leads the group.
-    pub leader: Gauge,
-    /// Proposals accepted by the local Raft node.
-    pub proposals: Counter,
-    /// Proposals that failed (not leader, dropped, leadership lost).
-    pub proposals_failed: Counter,
-    /// Seconds from proposal to apply, on the leader.
-    pub commit_latency: Histogram,
+    /// The Raft node's metrics (term, indexes, proposals, snapshots,
+    /// membership), registered under the same prefix.
+    pub raft: RaftMetrics,
     /// Telemetry batches applied.
     pub batches_stored: Counter,
     /// New records stored.
@@ -156,23 +136,12 @@ pub struct HubMetrics {
     pub liveness_soft_bytes: Gauge,
     /// Heartbeats and batch notices the failure detector had no room for.
     pub liveness_inputs_dropped: Counter,
-    /// Raft snapshots sent to followers.
-    pub snapshots_sent: Counter,
-    /// Raft snapshots installed from the leader.
-    pub snapshots_received: Counter,
     /// Store checkpoints taken.
     pub checkpoints: Counter,
     /// Client requests served, by kind.
     pub requests: Family<KindLabel, Counter>,
     /// Client requests that failed or were refused, by kind.
     pub request_errors: Family<KindLabel, Counter>,
-    /// Membership changes refused, by reason.
-    pub membership_refusals: Family<RefusalLabel, Counter>,
-    /// Learners promoted to voter after catching up.
-    pub learners_promoted: Counter,
-    /// Members the leader has not heard from within `unreachable-after`
-    /// (0 on followers).
-    pub peers_unreachable: Gauge,
     /// Evaluations run by the leader's scheduler, by trigger.
     pub sched_evaluations: Family<TriggerLabel, Counter>,
     /// Plans proposed (with changes or a new placement failure).
@@ -216,15 +185,7 @@ pub struct HubMetrics {
 impl Default for HubMetrics {
     fn default() -> Self {
         HubMetrics {
-            term: Gauge::default(),
-            commit_index: Gauge::default(),
-            applied_index: Gauge::default(),
-            last_index: Gauge::default(),
-            leader: Gauge::default(),
-            proposals: Counter::default(),
-            proposals_failed: Counter::default(),
-            // 0.5 ms .. ~16 s.
-            commit_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            raft: RaftMetrics::default(),
             batches_stored: Counter::default(),
             records_stored: Counter::default(),
             duplicates: Family::default(),
@@ -245,14 +206,9 @@ impl Default for HubMetrics {
             liveness_edge_states: Family::default(),
             liveness_soft_bytes: Gauge::default(),
             liveness_inputs_dropped: Counter::default(),
-            snapshots_sent: Counter::default(),
-            snapshots_received: Counter::default(),
             checkpoints: Counter::default(),
             requests: Family::default(),
             request_errors: Family::default(),
-            membership_refusals: Family::default(),
-            learners_promoted: Counter::default(),
-            peers_unreachable: Gauge::default(),
             sched_evaluations: Family::default(),
             sched_plans: Counter::default(),
             sched_rejected_plans: Family::default(),
@@ -281,38 +237,7 @@ impl HubMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = HubMetrics::default();
         let r = registry.sub_registry_with_prefix("strata_hub");
-        r.register("raft_term", "Current Raft term", m.term.clone());
-        r.register(
-            "raft_commit_index",
-            "Highest committed log index",
-            m.commit_index.clone(),
-        );
-        r.register(
-            "raft_applied_index",
-            "Highest applied log index",
-            m.applied_index.clone(),
-        );
-        r.register("raft_last_index", "Last log index", m.last_index.clone());
-        r.register(
-            "raft_leader",
-            "1 while this replica leads",
-            m.leader.clone(),
-        );
-        r.register(
-            "proposals",
-            "Proposals accepted by Raft",
-            m.proposals.clone(),
-        );
-        r.register(
-            "proposals_failed",
-            "Proposals that failed",
-            m.proposals_failed.clone(),
-        );
-        r.register(
-            "commit_latency_seconds",
-            "Proposal to apply latency on the leader",
-            m.commit_latency.clone(),
-        );
+        m.raft.register_in(r);
         r.register(
             "batches_stored",
             "Telemetry batches applied",
@@ -412,16 +337,6 @@ impl HubMetrics {
             m.liveness_inputs_dropped.clone(),
         );
         r.register(
-            "snapshots_sent",
-            "Raft snapshots sent",
-            m.snapshots_sent.clone(),
-        );
-        r.register(
-            "snapshots_received",
-            "Raft snapshots installed",
-            m.snapshots_received.clone(),
-        );
-        r.register(
             "checkpoints",
             "Store checkpoints taken",
             m.checkpoints.clone(),
@@ -431,21 +346,6 @@ impl HubMetrics {
             "request_errors",
             "Client requests failed",
             m.request_errors.clone(),
-        );
-        r.register(
-            "membership_refusals",
-            "Membership changes refused, by reason",
-            m.membership_refusals.clone(),
-        );
-        r.register(
-            "learners_promoted",
-            "Learners promoted to voter after catching up",
-            m.learners_promoted.clone(),
-        );
-        r.register(
-            "raft_peers_unreachable",
-            "Members the leader has not heard from recently (0 on followers)",
-            m.peers_unreachable.clone(),
         );
         r.register(
             "sched_evaluations",
@@ -611,13 +511,6 @@ impl HubMetrics {
         self.request_errors.get_or_create(&KindLabel { kind }).inc();
     }
 
-    /// Counts one refused membership change.
-    pub fn membership_refused(&self, reason: &'static str) {
-        self.membership_refusals
-            .get_or_create(&RefusalLabel { reason })
-            .inc();
-    }
-
     /// Counts `n` records dropped as already stored, for `reason`.
     pub fn duplicate(&self, reason: &'static str, n: u64) {
         if n > 0 {
@@ -667,7 +560,7 @@ mod tests {
         let mut reg = Registry::default();
         let m = HubMetrics::register(&mut reg);
         m.request("batch");
-        m.term.set(3);
+        m.raft.term.set(3);
         let text = strata_net::metrics::render(&reg);
         assert!(text.contains("strata_hub_raft_term 3"), "{text}");
         assert!(

@@ -260,7 +260,7 @@ impl Service {
         match tokio::time::timeout(COMMIT_TIMEOUT, self.node.propose(data)).await {
             Ok(r) => r,
             Err(_) => Err(ProposeError::Unavailable {
-                region: self.me.region.clone(),
+                group: self.me.region.clone(),
                 reason: "timed out waiting for commit".into(),
             }),
         }
@@ -403,7 +403,7 @@ impl Service {
                 let r = if info.id == 0 || info.peer_addr.is_empty() || info.client_addr.is_empty()
                 {
                     Err(ProposeError::Rejected {
-                        region: self.me.region.clone(),
+                        group: self.me.region.clone(),
                         reason: "a replica needs an id ≥ 1, a peer-addr and a client-addr".into(),
                     })
                 } else {

@@ -1,89 +1,111 @@
-//! The node driver: runs a [`RaftNode`] on its own OS thread (raft-engine
-//! fsyncs block; store checkpoints run on the store's own background
-//! thread and are only started and installed here), with a single-threaded tokio
-//! runtime for the inbox and the tick interval. The only place the Raft
-//! side reads the clock.
-//!
-//! Each loop iteration takes one event, then drains whatever else is
-//! queued (bounded) before one `on_ready`: under load many proposals and
-//! peer messages become one Ready, one log write and one fsync.
+//! The hub's handle on its running Raft node (`strata_consensus::spawn`
+//! runs it): proposals, membership, status, reads of the region state on
+//! the Raft thread, and store reads beside it, never on it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use strata_protocol::{HubResponse, HubStatus, ReplicaInfo, RetentionReport};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use strata_consensus::{Handle, MemberChange, ProposeError, RaftNode};
+use strata_protocol::{HubResponse, HubStatus, LeaderHint, ReplicaInfo, RetentionReport};
 
-use super::apply::{HubStore, SharedStore, StoreReader};
-use super::node::{
-    Inbox, MemberChange, NodeError, ProposeError, RaftNode, ReadRequest, StateFn, StateView,
-};
-use crate::fsm::{add_device_dedup, Outcome};
+pub use strata_consensus::{now_ms, INBOX_CAPACITY};
 
-/// Inbox capacity: senders wait (backpressure) when the node falls behind.
-pub const INBOX_CAPACITY: usize = 8192;
-/// Most messages handled before a Ready is processed.
-const MAX_DRAIN: usize = 4096;
+use super::machine::{HubMachine, ReadRequest};
+use super::store::{read, HubStore, StoreReader};
+use crate::fsm::{add_device_dedup, Outcome, RegionState};
+use crate::store::TelemetryStore;
 
-/// Wall clock in ms since the Unix epoch (for `received_ms` and retention).
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+/// The hub's Raft node type over its store.
+pub type HubNode<S> = RaftNode<HubMachine<S>>;
+
+/// What a [`NodeHandle::with_state`] function sees: the applied region
+/// state and this replica's role, on the Raft thread.
+#[derive(Clone, Copy)]
+pub struct StateView<'a> {
+    /// Region name.
+    pub region: &'a str,
+    /// The region state as of the applied index.
+    pub state: &'a RegionState,
+    /// True while this replica leads (writes may be proposed here).
+    pub is_leader: bool,
+    /// Where the leader is, when known (for `NotLeader` answers).
+    pub leader: Option<&'a LeaderHint>,
 }
 
-/// A cheap, cloneable handle to a running node.
+/// A cheap, cloneable handle to a running hub node.
 #[derive(Clone)]
 pub struct NodeHandle {
-    tx: mpsc::Sender<Inbox>,
+    inner: Handle<HubMachine<TelemetryStore>>,
     reader: Arc<dyn StoreReader>,
     region: String,
 }
 
-impl NodeHandle {
-    /// Wraps the sending side of a node's inbox and its store (for reads
-    /// that must not run on the Raft thread).
-    pub fn new(tx: mpsc::Sender<Inbox>, reader: Arc<dyn StoreReader>, region: String) -> Self {
-        NodeHandle { tx, reader, region }
+/// This replica's status at `now`, as the hub reports it.
+pub fn hub_status<S: HubStore>(n: &HubNode<S>, now: std::time::Instant) -> HubStatus {
+    let s = n.status(now);
+    let m = n.machine();
+    HubStatus {
+        region: m.region().to_owned(),
+        id: s.id,
+        role: s.role,
+        term: s.term,
+        leader: s.leader,
+        commit_index: s.commit_index,
+        applied_index: s.applied_index,
+        last_index: s.last_index,
+        replicas: s.replicas,
+        // Only the Raft thread writes, so this read never waits long.
+        stored_records: read(&m.store()).stored_records(),
+        peers: s.peers,
     }
+}
 
-    /// The raw inbox sender (for the peer transport).
-    pub fn sender(&self) -> mpsc::Sender<Inbox> {
-        self.tx.clone()
-    }
-
-    fn stopped(&self) -> ProposeError {
-        ProposeError::Unavailable {
-            region: self.region.clone(),
-            reason: "hub node stopped".into(),
+/// Answers a read from a replica's applied state (followers too: their
+/// data may lag the leader by the replication delay). For tests; the
+/// service reads the store from its own threads.
+pub fn read_local<S: HubStore>(n: &HubNode<S>, req: ReadRequest) -> HubResponse {
+    let m = n.machine();
+    match req {
+        ReadRequest::ListEdges => HubResponse::Edges(m.state().edges()),
+        ReadRequest::ListDevices { tenant } => {
+            HubResponse::Devices(read(&m.store()).devices(tenant.as_deref()))
         }
+        ReadRequest::Query(q) => match read(&m.store()).query(&q) {
+            Ok(r) => HubResponse::Telemetry(r),
+            Err(e) => HubResponse::Error {
+                message: e.to_string(),
+            },
+        },
     }
+}
 
-    async fn ask<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Inbox,
-    ) -> Result<T, ProposeError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).await.map_err(|_| self.stopped())?;
-        rx.await.map_err(|_| self.stopped())
+impl NodeHandle {
+    /// Wraps a node's handle and its store (for reads that must not run on
+    /// the Raft thread).
+    pub fn new(
+        inner: Handle<HubMachine<TelemetryStore>>,
+        reader: Arc<dyn StoreReader>,
+        region: String,
+    ) -> Self {
+        NodeHandle {
+            inner,
+            reader,
+            region,
+        }
     }
 
     /// Proposes an encoded command; resolves after it is applied.
     pub async fn propose(&self, data: Vec<u8>) -> Result<Outcome, ProposeError> {
-        self.ask(|reply| Inbox::Propose { data, reply }).await?
+        self.inner.propose(data).await
     }
 
     /// Proposes a membership change; resolves after it is applied.
     pub async fn change(&self, change: MemberChange) -> Result<Vec<ReplicaInfo>, ProposeError> {
-        self.ask(|reply| Inbox::ConfChange { change, reply })
-            .await?
+        self.inner.change(change).await
     }
 
     /// The replica's status.
     pub async fn status(&self) -> Result<HubStatus, ProposeError> {
-        self.ask(Inbox::Status).await
+        self.inner.with(hub_status).await
     }
 
     /// Runs `f` on the Raft thread over the applied region state and
@@ -92,12 +114,18 @@ impl NodeHandle {
         &self,
         f: impl FnOnce(StateView<'_>) -> R + Send + 'static,
     ) -> Result<R, ProposeError> {
-        self.ask(|reply: oneshot::Sender<R>| {
-            Inbox::WithState(StateFn(Box::new(move |view| {
-                let _ = reply.send(f(view));
-            })))
-        })
-        .await
+        self.inner
+            .with(move |n, _| {
+                let leader = n.leader_hint();
+                let m = n.machine();
+                f(StateView {
+                    region: m.region(),
+                    state: m.state(),
+                    is_leader: n.is_leader(),
+                    leader: leader.as_ref(),
+                })
+            })
+            .await
     }
 
     /// A read from the replica's local state. Store reads run on the
@@ -105,7 +133,11 @@ impl NodeHandle {
     pub async fn read(&self, req: ReadRequest) -> Result<HubResponse, ProposeError> {
         let reader = self.reader.clone();
         let job = match req {
-            ReadRequest::ListEdges => return self.ask(|reply| Inbox::Query(req, reply)).await,
+            ReadRequest::ListEdges => {
+                return self
+                    .with_state(|v| HubResponse::Edges(v.state.edges()))
+                    .await
+            }
             ReadRequest::ListDevices { tenant } => {
                 // The store knows what is stored; the region state what
                 // dedup dropped (replicated): merge them.
@@ -125,13 +157,11 @@ impl NodeHandle {
             }),
         };
         job.await.map_err(|e| ProposeError::Unavailable {
-            region: self.region.clone(),
+            group: self.region.clone(),
             reason: format!("read failed: {e}"),
         })
     }
-}
 
-impl NodeHandle {
     /// What this replica's retention dropped, per tenant (optionally one).
     /// A store read: on the blocking pool, not the Raft thread.
     pub async fn retention(&self, tenant: Option<String>) -> Result<RetentionReport, ProposeError> {
@@ -139,87 +169,8 @@ impl NodeHandle {
         tokio::task::spawn_blocking(move || reader.retention(tenant.as_deref()))
             .await
             .map_err(|e| ProposeError::Unavailable {
-                region: self.region.clone(),
+                group: self.region.clone(),
                 reason: format!("read failed: {e}"),
             })
     }
-}
-
-/// What [`spawn`] returns: the opened node's store (or why opening
-/// failed), then the node's final outcome when its thread ends.
-pub struct Spawned<S> {
-    /// Resolves once the node is open.
-    pub opened: oneshot::Receiver<Result<SharedStore<S>, NodeError>>,
-    /// Resolves when the node stops.
-    pub done: oneshot::Receiver<Result<(), NodeError>>,
-}
-
-/// Opens a node with `open` on a new thread and runs it there until
-/// `shutdown` or a fatal error.
-///
-/// Opening happens on the node's own thread because raft-engine keeps a
-/// thread-local block cache keyed by file position only: two engines read
-/// from one thread (several hubs in a test process) could be served each
-/// other's blocks. One engine per thread rules that out.
-pub fn spawn<S: HubStore>(
-    id: u64,
-    open: impl FnOnce() -> Result<RaftNode<S>, NodeError> + Send + 'static,
-    mut rx: mpsc::Receiver<Inbox>,
-    tick: Duration,
-    shutdown: CancellationToken,
-) -> Result<Spawned<S>, std::io::Error> {
-    let (done_tx, done_rx) = oneshot::channel();
-    let (opened_tx, opened_rx) = oneshot::channel();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()?;
-    std::thread::Builder::new()
-        .name(format!("raft-{id}"))
-        .spawn(move || {
-            let mut node = match open() {
-                Ok(node) => {
-                    let _ = opened_tx.send(Ok(node.store()));
-                    node
-                }
-                Err(e) => {
-                    let _ = opened_tx.send(Err(e));
-                    return;
-                }
-            };
-            let result = rt.block_on(async {
-                let mut ticker = tokio::time::interval(tick);
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.cancelled() => break,
-                        _ = ticker.tick() => node.tick(),
-                        msg = rx.recv() => {
-                            let Some(msg) = msg else { break };
-                            let now = Instant::now();
-                            node.handle(msg, now);
-                            for _ in 0..MAX_DRAIN {
-                                match rx.try_recv() {
-                                    Ok(m) => node.handle(m, now),
-                                    Err(_) => break,
-                                }
-                            }
-                        }
-                    }
-                    let now = Instant::now();
-                    node.on_ready(now)?;
-                    // Cheap: starts or installs a background checkpoint.
-                    node.maybe_checkpoint(now, now_ms())?;
-                }
-                node.shutdown(Instant::now(), now_ms())
-            });
-            if let Err(e) = &result {
-                tracing::error!(hub = id, error = %e, "raft node stopped on a fatal error");
-            }
-            let _ = done_tx.send(result);
-        })?;
-    Ok(Spawned {
-        opened: opened_rx,
-        done: done_rx,
-    })
 }

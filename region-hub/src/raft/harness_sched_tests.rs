@@ -15,7 +15,7 @@ use strata_protocol::EdgeStatus;
 use tokio::sync::{mpsc, watch};
 
 use super::harness::Cluster;
-use super::node::{NodeView, Observer};
+use super::machine::{NodeView, Observer};
 use crate::fsm::{self, Command as Fsm, RegionState};
 use crate::scheduler::{Command, CoreConfig, SchedSignal, SchedulerCore};
 
@@ -35,7 +35,7 @@ fn attach(c: &Cluster) -> BTreeMap<u64, Replica> {
         let (sig_tx, _sig_rx) = mpsc::unbounded_channel();
         let (view, _) = watch::channel(NodeView::default());
         n.with(move |node| {
-            node.set_observer(Observer {
+            node.machine_mut().set_observer(Observer {
                 view,
                 signals: sig_tx,
                 sched: Some(tx),
@@ -97,7 +97,7 @@ fn pump(reps: &mut BTreeMap<u64, Replica>, now: i64) -> Vec<(u64, Vec<u8>)> {
 }
 
 fn state(c: &Cluster, id: u64) -> RegionState {
-    let bytes = c.nodes[&id].with(|n| n.state().encode());
+    let bytes = c.nodes[&id].with(|n| n.machine().state().encode());
     RegionState::decode(&bytes).unwrap()
 }
 

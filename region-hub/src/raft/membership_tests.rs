@@ -10,8 +10,8 @@ use strata_protocol::{MembershipRefusal, ReplicaInfo};
 use tokio::sync::oneshot;
 
 use super::harness::{batch_cmd, member, Cluster, MEMBERSHIP};
-use super::node::{MemberChange, ProposeError};
-use super::transport::{DropTypes, Isolate};
+use strata_consensus::transport::{DropTypes, Isolate};
+use strata_consensus::{MemberChange, ProposeError};
 
 type ChangeRx = oneshot::Receiver<Result<Vec<ReplicaInfo>, ProposeError>>;
 
@@ -38,7 +38,7 @@ fn refusal(r: Result<Vec<ReplicaInfo>, ProposeError>) -> MembershipRefusal {
 /// (voters, learners) in the conf state of node `id`, sorted.
 fn conf(c: &Cluster, id: u64) -> (Vec<u64>, Vec<u64>) {
     c.nodes[&id].with(|n| {
-        let cs = n.raw.store().conf_state();
+        let cs = n.conf_state();
         let (mut v, mut l) = (cs.voters.clone(), cs.learners.clone());
         v.sort_unstable();
         l.sort_unstable();
@@ -49,7 +49,7 @@ fn conf(c: &Cluster, id: u64) -> (Vec<u64>, Vec<u64>) {
 fn refusals(c: &Cluster, id: u64, reason: &'static str) -> u64 {
     c.metrics[&id]
         .membership_refusals
-        .get_or_create(&crate::metrics::RefusalLabel { reason })
+        .get_or_create(&strata_consensus::metrics::RefusalLabel { reason })
         .get()
 }
 

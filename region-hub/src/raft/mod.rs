@@ -1,28 +1,19 @@
-//! Raft glue: the raft-engine backed log ([`storage`]), the node core that
-//! owns the `RawNode` ([`node`], with its apply side in [`apply`] and its
-//! membership changes in [`membership`]: learner first, promoted once caught
-//! up, or refused with the reason), the thread that drives it ([`driver`])
-//! and the peer transport ([`transport`], QUIC in [`quic`]).
+//! The hub's side of Raft: its replicated state machine ([`machine`]: the
+//! region state and the telemetry store, with the signals it sends the
+//! rest of the hub), the store as the machine sees it ([`store`]), and the
+//! handle the service and drivers use ([`driver`]). The node core, log,
+//! membership, transport and harness are the shared `strata-consensus`.
 
-// protobuf messages are built field by field, as in raft-rs's own examples.
-#![allow(clippy::field_reassign_with_default)]
-
-pub mod apply;
 pub mod driver;
-pub mod membership;
-pub mod node;
-pub mod quic;
-pub mod storage;
-pub mod transport;
+pub mod machine;
+pub mod store;
 
-pub use apply::{HubStore, SnapshotData};
-pub use membership::MembershipConfig;
-pub use node::{
-    ConfChangeReply, Inbox, MemberChange, NodeConfig, NodeError, NodeSignal, NodeView, Observer,
-    ProposeError, ProposeReply, RaftNode, ReadRequest, StateFn, StateView,
+pub use driver::{hub_status, read_local, HubNode, NodeHandle, StateView};
+pub use machine::{HubMachine, HubMachineError, NodeSignal, NodeView, Observer, ReadRequest};
+pub use store::{HubStore, SharedStore, StoreReader};
+pub use strata_consensus::{
+    MemberChange, MembershipConfig, NodeConfig, NodeError, ProposeError, RaftNode,
 };
-pub use storage::{RaftLogStorage, StorageError};
-pub use transport::{Filter, FilteredTransport, Filters, Transport};
 
 #[cfg(test)]
 pub mod harness;
@@ -30,5 +21,7 @@ pub mod harness;
 mod harness_sched_tests;
 #[cfg(test)]
 mod membership_tests;
+#[cfg(test)]
+mod quic_tests;
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,8 @@ use crate::config::{PeerConfig, RaftTuning};
 use crate::{HubConfig, Listeners};
 
 const DEADLINE: Duration = Duration::from_secs(8);
+/// `raft.peer-frame-bytes` of these hubs.
+const FRAME_BYTES: usize = 128 * 1024;
 
 async fn until(what: &str, mut pred: impl AsyncFnMut() -> bool) {
     let start = Instant::now();
@@ -54,6 +56,9 @@ async fn added_replica_catches_up_by_chunked_snapshot() {
         raft: RaftTuning {
             tick_ms: 20,
             log_retain_entries: 0,
+            // Small frames, so the snapshot is reassembled from many chunks
+            // and one big entry's append goes on a chunked stream.
+            peer_frame_bytes: FRAME_BYTES,
             ..RaftTuning::default()
         },
         checkpoint_interval_ms: 100,
@@ -135,9 +140,9 @@ async fn added_replica_catches_up_by_chunked_snapshot() {
         late.node.status().await.unwrap().stored_records == 20_000
     })
     .await;
-    assert_eq!(late.metrics.snapshots_received.get(), 1);
+    assert_eq!(late.metrics.raft.snapshots_received.get(), 1);
     assert_eq!(late.node.status().await.unwrap().replicas.len(), 2);
-    // A second big batch: one entry above FRAME_TARGET, so its append goes
+    // A second big batch: one entry above FRAME_BYTES, so its append goes
     // on a chunked stream; committing it needs the new replica's ack.
     let EdgeRequest::Batch(mut b) = req else {
         unreachable!()

@@ -3,9 +3,9 @@
 //! catch-up after compaction, and membership changes.
 
 use super::harness::{batch_cmd, member, Cluster};
-use super::node::{MemberChange, ProposeError};
-use super::transport::{Isolate, Partition};
 use crate::fsm::Outcome;
+use strata_consensus::transport::{Isolate, Partition};
+use strata_consensus::{MemberChange, ProposeError};
 use strata_protocol::MembershipRefusal;
 
 fn committed(rx: &mut tokio::sync::oneshot::Receiver<Result<Outcome, ProposeError>>) -> Outcome {
@@ -52,7 +52,7 @@ fn elect_replicate_and_answer_proposers() {
         }
     ));
     assert_eq!(c.stored(2), expect(5));
-    let m = &c.metrics[&1];
+    let m = c.hub_metrics(1);
     assert_eq!(m.batches_stored.get(), 6);
     assert_eq!(m.duplicates_total(), 10);
 }
@@ -297,8 +297,8 @@ fn conflicting_membership_changes_are_refused() {
 fn a_long_reader_never_blocks_apply() {
     let mut c = Cluster::new(3, 1000);
     c.elect(1);
-    let store = c.nodes[&2].store();
-    let guard = super::apply::read(&store);
+    let store = c.store(2);
+    let guard = super::store::read(&store);
     let mut rx = c.propose(1, batch_cmd(0, 10));
     c.settle();
     committed(&mut rx);
@@ -356,9 +356,10 @@ fn random_faults_never_lose_or_duplicate_a_batch() {
             // Every replica's store holds exactly what its FSM says it stored.
             for (id, n) in &c.nodes {
                 let (fsm, stored) = n.with(|n| {
-                    let fsm: u64 = n.state().edges().iter().map(|e| e.records_stored).sum();
-                    let st = super::harness::records(&super::apply::read(&n.store)) as u64;
-                    (fsm, st + n.unflushed.len() as u64)
+                    let m = n.machine();
+                    let fsm: u64 = m.state().edges().iter().map(|e| e.records_stored).sum();
+                    let st = super::harness::records(&super::store::read(&m.store())) as u64;
+                    (fsm, st + m.unflushed_records() as u64)
                 });
                 assert_eq!(fsm, stored, "seed {seed} step {step} op {op}: node {id}");
             }

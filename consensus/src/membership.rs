@@ -38,8 +38,9 @@ use raft::eraftpb::{ConfChange, ConfChangeType};
 use raft::ProgressState;
 use strata_protocol::{MembershipRefusal, PeerProgress, ReplicaInfo};
 
-use super::apply::{encode_member, HubStore};
-use super::node::{ConfChangeReply, MemberChange, PendingReply, ProposeError, RaftNode};
+use crate::apply::encode_member;
+use crate::machine::Machine;
+use crate::node::{ConfChangeReply, MemberChange, PendingReply, ProposeError, RaftNode};
 
 /// Membership settings of the node core (from `[membership]` in hub.toml).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,9 +67,9 @@ impl Default for MembershipConfig {
 }
 
 /// An add in progress on the leader.
-pub(super) struct Join {
+pub(crate) struct Join {
     /// The replica being added.
-    pub(super) info: ReplicaInfo,
+    pub(crate) info: ReplicaInfo,
     /// Everyone waiting for the answer (the request and its retries).
     waiters: Vec<ConfChangeReply>,
     /// When the add began; the catch-up deadline counts from here.
@@ -99,9 +100,9 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-impl<S: HubStore> RaftNode<S> {
-    /// Handles [`super::Inbox::ConfChange`] (see the module docs).
-    pub(super) fn propose_conf_change(
+impl<M: Machine> RaftNode<M> {
+    /// Handles [`crate::Inbox::ConfChange`] (see the module docs).
+    pub(crate) fn propose_conf_change(
         &mut self,
         change: MemberChange,
         reply: ConfChangeReply,
@@ -137,10 +138,10 @@ impl<S: HubStore> RaftNode<S> {
                 j.waiters.push(reply);
             } else {
                 let reason = format!(
-                    "replica {} is being added to region {}; retry when that finishes \
+                    "replica {} is being added to {}; retry when that finishes \
                      (within {} s)",
                     j.info.id,
-                    self.cfg.region,
+                    self.cfg.group,
                     self.cfg.membership.catch_up_timeout.as_secs()
                 );
                 self.refuse(reply, MembershipRefusal::Busy { reason });
@@ -149,8 +150,8 @@ impl<S: HubStore> RaftNode<S> {
         }
         if self.raw.raft.has_pending_conf() {
             let reason = format!(
-                "another membership change of region {} is being applied; retry",
-                self.cfg.region
+                "another membership change of {} is being applied; retry",
+                self.cfg.group
             );
             self.refuse(reply, MembershipRefusal::Busy { reason });
             return;
@@ -171,7 +172,7 @@ impl<S: HubStore> RaftNode<S> {
                 }
             }
         };
-        tracing::info!(hub = self.cfg.id, region = %self.cfg.region, replica = info.id,
+        tracing::info!(replica = self.cfg.id, group = %self.cfg.group, added = info.id,
             peer_addr = %info.peer_addr, resumed = learner, "adding replica as a learner");
         self.join = Some(Join {
             info,
@@ -185,9 +186,9 @@ impl<S: HubStore> RaftNode<S> {
     fn propose_remove(&mut self, id: u64, reply: ConfChangeReply, now: Instant) {
         if let Some(j) = &self.join {
             let reason = format!(
-                "replica {} is being added to region {}; retry when that finishes (within {} s)",
+                "replica {} is being added to {}; retry when that finishes (within {} s)",
                 j.info.id,
-                self.cfg.region,
+                self.cfg.group,
                 self.cfg.membership.catch_up_timeout.as_secs()
             );
             self.refuse(reply, MembershipRefusal::Busy { reason });
@@ -223,7 +224,7 @@ impl<S: HubStore> RaftNode<S> {
 
     /// Advances the add in progress and refreshes the unreachable-members
     /// gauge (called at every `on_ready`, so kept cheap).
-    pub(super) fn poll_join(&mut self, now: Instant) {
+    pub(crate) fn poll_join(&mut self, now: Instant) {
         let unreachable = if self.is_leader() {
             let limit = self.cfg.membership.unreachable_after;
             let prs = self.raw.raft.prs();
@@ -271,8 +272,8 @@ impl<S: HubStore> RaftNode<S> {
                 // raft turned the entry into a no-op: another change was
                 // still unapplied when it was proposed.
                 let reason = format!(
-                    "another membership change of region {} was in progress; retry",
-                    self.cfg.region
+                    "another membership change of {} was in progress; retry",
+                    self.cfg.group
                 );
                 return self.finish_refused(j, MembershipRefusal::Busy { reason });
             }
@@ -294,8 +295,8 @@ impl<S: HubStore> RaftNode<S> {
                     match self.propose_member(ConfChangeType::AddNode, &j.info) {
                         Ok(index) => {
                             tracing::info!(
-                                hub = self.cfg.id,
-                                replica = id,
+                                replica = self.cfg.id,
+                                learner = id,
                                 matched,
                                 last,
                                 "learner caught up; promoting to voter"
@@ -304,7 +305,7 @@ impl<S: HubStore> RaftNode<S> {
                         }
                         // Retried on the next poll, deadline permitting.
                         Err(e) => {
-                            tracing::debug!(hub = self.cfg.id, error = %e, "promotion dropped")
+                            tracing::debug!(replica = self.cfg.id, error = %e, "promotion dropped")
                         }
                     }
                 } else if waited >= m.catch_up_timeout {
@@ -324,7 +325,7 @@ impl<S: HubStore> RaftNode<S> {
                             waited_ms,
                         },
                     };
-                    tracing::warn!(hub = self.cfg.id, replica = id, %refusal, "removing the learner");
+                    tracing::warn!(replica = self.cfg.id, learner = id, %refusal, "removing the learner");
                     j.step = JoinStep::Remove {
                         index: None,
                         refusal,
@@ -336,7 +337,11 @@ impl<S: HubStore> RaftNode<S> {
             JoinStep::Promote { floor, .. } => {
                 if cs.voters.contains(&id) {
                     self.metrics.learners_promoted.inc();
-                    tracing::info!(hub = self.cfg.id, replica = id, "replica promoted to voter");
+                    tracing::info!(
+                        replica = self.cfg.id,
+                        promoted = id,
+                        "replica promoted to voter"
+                    );
                     let members = self.members().to_vec();
                     return self.finish_join(j, Ok(members));
                 }
@@ -354,7 +359,9 @@ impl<S: HubStore> RaftNode<S> {
                         refusal,
                     }
                 }
-                Err(e) => tracing::debug!(hub = self.cfg.id, error = %e, "learner removal dropped"),
+                Err(e) => {
+                    tracing::debug!(replica = self.cfg.id, error = %e, "learner removal dropped")
+                }
             },
             JoinStep::Remove {
                 index: Some(index), ..
@@ -374,12 +381,12 @@ impl<S: HubStore> RaftNode<S> {
     }
 
     /// Leadership moved: the callers of an add in progress learn it now.
-    pub(super) fn abort_join(&mut self) {
+    pub(crate) fn abort_join(&mut self) {
         if let Some(j) = self.join.take() {
             let id = j.info.id;
             tracing::warn!(
-                hub = self.cfg.id,
-                replica = id,
+                replica = self.cfg.id,
+                adding = id,
                 "leadership moved during an add"
             );
             self.finish_refused(j, MembershipRefusal::LeaderChanged { id });
@@ -389,14 +396,14 @@ impl<S: HubStore> RaftNode<S> {
     fn finish_refused(&mut self, j: Join, refusal: MembershipRefusal) {
         self.metrics.membership_refused(refusal.kind());
         let err = ProposeError::Refused {
-            region: self.cfg.region.clone(),
+            group: self.cfg.group.clone(),
             refusal,
         };
         self.finish_join(j, Err(err));
     }
 
     /// Answers everyone waiting for `j`.
-    pub(super) fn finish_join(&mut self, j: Join, result: Result<Vec<ReplicaInfo>, ProposeError>) {
+    pub(crate) fn finish_join(&mut self, j: Join, result: Result<Vec<ReplicaInfo>, ProposeError>) {
         for w in j.waiters {
             let _ = w.send(result.clone());
         }
@@ -405,7 +412,7 @@ impl<S: HubStore> RaftNode<S> {
     fn refuse(&self, reply: ConfChangeReply, refusal: MembershipRefusal) {
         self.metrics.membership_refused(refusal.kind());
         let _ = reply.send(Err(ProposeError::Refused {
-            region: self.cfg.region.clone(),
+            group: self.cfg.group.clone(),
             refusal,
         }));
     }
@@ -427,7 +434,7 @@ impl<S: HubStore> RaftNode<S> {
     /// the newcomer), removing an id that is not a member (raft would
     /// commit a no-op), and the leader removing itself.
     fn check_change(&self, change: &MemberChange) -> Result<(), String> {
-        let region = &self.cfg.region;
+        let group = &self.cfg.group;
         let id = match change {
             MemberChange::Add(info) => info.id,
             MemberChange::Remove(id) => *id,
@@ -439,7 +446,7 @@ impl<S: HubStore> RaftNode<S> {
             MemberChange::Add(info) => match self.members().iter().find(|m| m.id == info.id) {
                 Some(m) if m.peer_addr != info.peer_addr || m.client_addr != info.client_addr => {
                     Err(format!(
-                        "replica {} is already a member of region {region} (peer-addr {}, \
+                        "replica {} is already a member of {group} (peer-addr {}, \
                          client-addr {}); remove it first to give its id to another replica",
                         m.id, m.peer_addr, m.client_addr
                     ))
@@ -447,7 +454,7 @@ impl<S: HubStore> RaftNode<S> {
                 _ => Ok(()),
             },
             MemberChange::Remove(id) if !self.members().iter().any(|m| m.id == *id) => {
-                Err(format!("replica {id} is not a member of region {region}"))
+                Err(format!("replica {id} is not a member of {group}"))
             }
             MemberChange::Remove(id) if *id == self.cfg.id => Err(format!(
                 "replica {id} is the leader and cannot remove itself; retry once another \
@@ -459,14 +466,14 @@ impl<S: HubStore> RaftNode<S> {
 
     /// Records that a Raft message from `from` arrived (members only, so a
     /// stray id cannot grow the map).
-    pub(super) fn note_heard(&mut self, from: u64, now: Instant) {
+    pub(crate) fn note_heard(&mut self, from: u64, now: Instant) {
         if from != self.cfg.id && self.raw.raft.prs().get(from).is_some() {
             self.last_heard.insert(from, now);
         }
     }
 
     /// The leader's view of every member at `now`; empty on followers.
-    pub(super) fn peer_view(&self, now: Instant) -> Vec<PeerProgress> {
+    pub(crate) fn peer_view(&self, now: Instant) -> Vec<PeerProgress> {
         if !self.is_leader() {
             return Vec::new();
         }

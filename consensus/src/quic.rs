@@ -6,7 +6,7 @@
 //! exponential backoff; while it is down, messages are dropped and the peer
 //! reported unreachable so raft probes gently.
 //!
-//! Frames are cut at [`FRAME_TARGET`] bytes. A message larger than that
+//! Frames are cut at [`FrameLimits::frame_target`] bytes. A message larger than that
 //! (a snapshot, or an append carrying one huge entry) goes on its own
 //! unidirectional stream: a first `PeerFrame::Raft(vec![])` (never sent
 //! otherwise) marks the stream as chunked, each following frame holds one
@@ -14,8 +14,12 @@
 //! beside the message stream, so heartbeats are not stuck behind it, and a
 //! snapshot's delivery status is reported back to raft.
 //!
-//! Inbound: [`serve_peers`] accepts hub connections of this region only and
-//! feeds every decoded message to the node as [`Inbox::Step`].
+//! Inbound: [`serve_peers`] accepts connections its peer policy allows (a
+//! region's hubs: [`hub_peer_policy`]; central's replicas: the caller's) and
+//! feeds every decoded message to the node as [`PeerEvent::Step`].
+//!
+//! Generic in the node's inbox type `T` (anything a [`PeerEvent`] converts
+//! into), so this file does not depend on the machine.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -28,28 +32,46 @@ use strata_protocol::{frame, NodeIdentity, NodeKind, PeerFrame, RefuseReason, Re
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::node::Inbox;
-use super::transport::Transport;
+use crate::node::PeerEvent;
+use crate::transport::Transport;
 
 /// Frames queued per peer before messages are dropped (raft retries).
 const LINK_QUEUE: usize = 256;
 /// Coalesce queued frames into one write up to this many bytes.
 const COALESCE_BYTES: usize = 1024 * 1024;
-/// Bytes of a large message per frame on a chunked stream (small in unit
-/// tests so that they exercise reassembly).
-const CHUNK: usize = if cfg!(test) {
-    64 * 1024
-} else {
-    4 * 1024 * 1024
-};
-/// A frame of ordinary messages is cut at this size, and a single message
-/// above it goes on a chunked stream: half the 16 MiB frame limit leaves
-/// room for the framing overhead. Small in unit tests, to exercise both.
-pub const FRAME_TARGET: usize = if cfg!(test) {
-    128 * 1024
-} else {
-    8 * 1024 * 1024
-};
+/// Largest [`FrameLimits::frame_target`]: half the 16 MiB frame limit
+/// leaves room for the framing overhead.
+pub const MAX_FRAME_TARGET: usize = 8 * 1024 * 1024;
+
+/// How the sender cuts messages into frames (the receiver needs no
+/// settings: it reassembles whatever arrives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLimits {
+    /// A frame of ordinary messages is cut at this size, and a single
+    /// message above it goes on a chunked stream. At most
+    /// [`MAX_FRAME_TARGET`].
+    pub frame_target: usize,
+    /// Bytes of a large message per frame on a chunked stream.
+    pub chunk: usize,
+}
+
+impl FrameLimits {
+    /// Limits cutting frames at `frame_target` bytes (clamped to
+    /// 1 KiB..=[`MAX_FRAME_TARGET`]), with chunks of half that.
+    pub fn with_frame_target(frame_target: usize) -> Self {
+        let frame_target = frame_target.clamp(1024, MAX_FRAME_TARGET);
+        FrameLimits {
+            frame_target,
+            chunk: frame_target / 2,
+        }
+    }
+}
+
+impl Default for FrameLimits {
+    fn default() -> Self {
+        FrameLimits::with_frame_target(MAX_FRAME_TARGET)
+    }
+}
 /// Largest message reassembled from a chunked stream (4 GiB).
 const MAX_CHUNKED_MESSAGE: usize = 4 << 30;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -78,24 +100,25 @@ struct Link {
 }
 
 /// The QUIC [`Transport`].
-pub struct QuicTransport {
+pub struct QuicTransport<T> {
     me: u64,
     endpoint: quinn::Endpoint,
     identity: NodeIdentity,
-    inbox: mpsc::Sender<Inbox>,
+    inbox: mpsc::Sender<T>,
     rt: tokio::runtime::Handle,
     links: HashMap<u64, Link>,
     shutdown: CancellationToken,
+    limits: FrameLimits,
 }
 
-impl QuicTransport {
+impl<T: From<PeerEvent> + Send + 'static> QuicTransport<T> {
     /// A transport dialing from `endpoint` as `identity`; reports go to
     /// `inbox`; link tasks run on `rt` until `shutdown`.
     pub fn new(
         me: u64,
         endpoint: quinn::Endpoint,
         identity: NodeIdentity,
-        inbox: mpsc::Sender<Inbox>,
+        inbox: mpsc::Sender<T>,
         rt: tokio::runtime::Handle,
         shutdown: CancellationToken,
     ) -> Self {
@@ -107,7 +130,14 @@ impl QuicTransport {
             rt,
             links: HashMap::new(),
             shutdown,
+            limits: FrameLimits::default(),
         }
+    }
+
+    /// Cuts frames with `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: FrameLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     fn report(&self, to: u64, snapshot: bool) {
@@ -115,26 +145,34 @@ impl QuicTransport {
     }
 }
 
-fn report(inbox: &mpsc::Sender<Inbox>, rt: &tokio::runtime::Handle, to: u64, snapshot: bool) {
+fn report<T: From<PeerEvent> + Send + 'static>(
+    inbox: &mpsc::Sender<T>,
+    rt: &tokio::runtime::Handle,
+    to: u64,
+    snapshot: bool,
+) {
     // Best effort: a full inbox means the node is busy, and raft copes
     // with a lost unreachable report by probing again.
-    let _ = inbox.try_send(Inbox::Unreachable(to));
+    let _ = inbox.try_send(PeerEvent::Unreachable(to).into());
     if snapshot {
         // A lost snapshot failure would leave the peer waiting for that
         // snapshot for ever: deliver it even if the inbox is full.
         let inbox = inbox.clone();
         rt.spawn(async move {
             let _ = inbox
-                .send(Inbox::SnapshotStatus {
-                    to,
-                    delivered: false,
-                })
+                .send(
+                    PeerEvent::SnapshotStatus {
+                        to,
+                        delivered: false,
+                    }
+                    .into(),
+                )
                 .await;
         });
     }
 }
 
-impl Transport for QuicTransport {
+impl<T: From<PeerEvent> + Send + 'static> Transport for QuicTransport<T> {
     fn send(&mut self, msgs: Vec<Message>) {
         // Per peer: frames being filled, each with its payload size.
         let mut per_peer: BTreeMap<u64, Vec<FrameFill>> = BTreeMap::new();
@@ -147,7 +185,7 @@ impl Transport for QuicTransport {
                 }
             };
             let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
-            if snapshot || bytes.len() > FRAME_TARGET {
+            if snapshot || bytes.len() > self.limits.frame_target {
                 let queued = self
                     .links
                     .get(&m.to)
@@ -159,7 +197,7 @@ impl Transport for QuicTransport {
             }
             let frames = per_peer.entry(m.to).or_default();
             match frames.last_mut() {
-                Some((msgs, size)) if *size + bytes.len() <= FRAME_TARGET => {
+                Some((msgs, size)) if *size + bytes.len() <= self.limits.frame_target => {
                     *size += bytes.len();
                     msgs.push(bytes);
                 }
@@ -175,7 +213,7 @@ impl Transport for QuicTransport {
                 continue;
             };
             for (msgs, _) in frames {
-                // At most FRAME_TARGET of payload: within the frame limit.
+                // At most `frame_target` of payload: within the frame limit.
                 let Ok(frame) = frame::frame_to_vec(&PeerFrame::Raft(msgs)) else {
                     continue;
                 };
@@ -215,6 +253,7 @@ impl Transport for QuicTransport {
                 identity: self.identity.clone(),
                 inbox: self.inbox.clone(),
                 cancel: cancel.clone(),
+                chunk: self.limits.chunk,
             };
             self.rt.spawn(task.run(rx));
             self.links.insert(
@@ -229,7 +268,7 @@ impl Transport for QuicTransport {
     }
 }
 
-impl Drop for QuicTransport {
+impl<T> Drop for QuicTransport<T> {
     fn drop(&mut self) {
         for link in self.links.values() {
             link.cancel.cancel();
@@ -237,16 +276,17 @@ impl Drop for QuicTransport {
     }
 }
 
-struct LinkTask {
+struct LinkTask<T> {
     to: u64,
     addr: String,
     endpoint: quinn::Endpoint,
     identity: NodeIdentity,
-    inbox: mpsc::Sender<Inbox>,
+    inbox: mpsc::Sender<T>,
     cancel: CancellationToken,
+    chunk: usize,
 }
 
-impl LinkTask {
+impl<T: From<PeerEvent> + Send + 'static> LinkTask<T> {
     async fn connect(&self) -> Result<(quinn::Connection, quinn::SendStream), String> {
         let sock = tokio::net::lookup_host(&self.addr)
             .await
@@ -331,36 +371,44 @@ impl LinkTask {
     }
 }
 
-impl LinkTask {
+impl<T: From<PeerEvent> + Send + 'static> LinkTask<T> {
     /// Sends one large message on its own chunked stream, beside the
     /// message stream; a snapshot's outcome is reported to raft.
     fn spawn_large(&self, conn: quinn::Connection, bytes: Vec<u8>, snapshot: bool) {
-        let (to, addr, inbox) = (self.to, self.addr.clone(), self.inbox.clone());
+        let (to, addr, inbox, chunk) = (self.to, self.addr.clone(), self.inbox.clone(), self.chunk);
         tokio::spawn(async move {
-            let r = send_chunked(&conn, &bytes, &addr).await;
+            let r = send_chunked(&conn, &bytes, chunk, &addr).await;
             if let Err(e) = &r {
                 tracing::warn!(peer = to, error = %e, snapshot, "large raft message not delivered");
-                let _ = inbox.try_send(Inbox::Unreachable(to));
+                let _ = inbox.try_send(PeerEvent::Unreachable(to).into());
             }
             if snapshot {
                 let _ = inbox
-                    .send(Inbox::SnapshotStatus {
-                        to,
-                        delivered: r.is_ok(),
-                    })
+                    .send(
+                        PeerEvent::SnapshotStatus {
+                            to,
+                            delivered: r.is_ok(),
+                        }
+                        .into(),
+                    )
                     .await;
             }
         });
     }
 }
 
-async fn send_chunked(conn: &quinn::Connection, bytes: &[u8], addr: &str) -> Result<(), String> {
+async fn send_chunked(
+    conn: &quinn::Connection,
+    bytes: &[u8],
+    chunk: usize,
+    addr: &str,
+) -> Result<(), String> {
     let mut send = conn.open_uni().await.map_err(|e| e.to_string())?;
     let marker = frame::frame_to_vec(&PeerFrame::Raft(Vec::new())).map_err(|e| e.to_string())?;
     write_raw(&mut send, &marker, addr)
         .await
         .map_err(|e| e.to_string())?;
-    for chunk in bytes.chunks(CHUNK) {
+    for chunk in bytes.chunks(chunk.max(1)) {
         let f = frame::frame_to_vec(&PeerFrame::Raft(vec![chunk.to_vec()]))
             .map_err(|e| e.to_string())?;
         write_raw(&mut send, &f, addr)
@@ -373,13 +421,17 @@ async fn send_chunked(conn: &quinn::Connection, bytes: &[u8], addr: &str) -> Res
     Ok(())
 }
 
-/// Accepts hub peer connections on `endpoint` and steps their messages
-/// into the node until `shutdown`.
-pub async fn serve_peers(
+/// Who may open a peer link: `(peer, me)`.
+pub type PeerPolicy = fn(&NodeIdentity, &NodeIdentity) -> Result<(), RefuseReason>;
+
+/// Accepts peer connections on `endpoint` that `policy` allows, and steps
+/// their messages into the node until `shutdown`.
+pub async fn serve_peers<T: From<PeerEvent> + Send + 'static>(
     endpoint: quinn::Endpoint,
     me: NodeIdentity,
     handshakes: HandshakeMetrics,
-    inbox: mpsc::Sender<Inbox>,
+    policy: PeerPolicy,
+    inbox: mpsc::Sender<T>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -394,9 +446,8 @@ pub async fn serve_peers(
             shutdown.clone(),
         );
         tokio::spawn(async move {
-            let region = me.region.clone();
-            let policy = |n: &NodeIdentity| peer_policy(n, &region);
-            let (conn, peer) = match strata_net::accept(incoming, &me, &handshakes, policy).await {
+            let allow = |n: &NodeIdentity| policy(n, &me);
+            let (conn, peer) = match strata_net::accept(incoming, &me, &handshakes, allow).await {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::debug!(error = %e, "peer handshake failed");
@@ -414,12 +465,26 @@ pub async fn serve_peers(
     }
 }
 
-/// Only hubs of this region may open peer links.
-pub fn peer_policy(n: &NodeIdentity, region: &str) -> Result<(), RefuseReason> {
-    if n.kind != NodeKind::Hub {
+/// Only hubs of this region may open a hub's peer links.
+pub fn hub_peer_policy(n: &NodeIdentity, me: &NodeIdentity) -> Result<(), RefuseReason> {
+    same_kind_and_region(n, me, NodeKind::Hub)
+}
+
+/// Only central replicas may open central's peer links.
+pub fn central_peer_policy(n: &NodeIdentity, me: &NodeIdentity) -> Result<(), RefuseReason> {
+    same_kind_and_region(n, me, NodeKind::Central)
+}
+
+fn same_kind_and_region(
+    n: &NodeIdentity,
+    me: &NodeIdentity,
+    kind: NodeKind,
+) -> Result<(), RefuseReason> {
+    let region = &me.region;
+    if n.kind != kind {
         return Err(RefuseReason::KindNotAllowed { kind: n.kind });
     }
-    if n.region != region {
+    if &n.region != region {
         return Err(RefuseReason::WrongRegion {
             node: n.id.clone(),
             client_region: n.region.clone(),
@@ -429,7 +494,11 @@ pub fn peer_policy(n: &NodeIdentity, region: &str) -> Result<(), RefuseReason> {
     Ok(())
 }
 
-async fn read_peer_stream(mut recv: quinn::RecvStream, peer: String, inbox: mpsc::Sender<Inbox>) {
+async fn read_peer_stream<T: From<PeerEvent> + Send + 'static>(
+    mut recv: quinn::RecvStream,
+    peer: String,
+    inbox: mpsc::Sender<T>,
+) {
     loop {
         match read_frame::<PeerFrame>(&mut recv, &peer).await {
             Ok(Some(PeerFrame::Raft(msgs))) if msgs.is_empty() => {
@@ -441,7 +510,7 @@ async fn read_peer_stream(mut recv: quinn::RecvStream, peer: String, inbox: mpsc
                 for b in msgs {
                     match Message::parse_from_bytes(&b) {
                         Ok(m) => {
-                            if inbox.send(Inbox::Step(m)).await.is_err() {
+                            if inbox.send(PeerEvent::Step(m).into()).await.is_err() {
                                 return;
                             }
                         }
@@ -461,7 +530,11 @@ async fn read_peer_stream(mut recv: quinn::RecvStream, peer: String, inbox: mpsc
 }
 
 /// Reassembles the one message of a chunked stream.
-async fn read_chunked_stream(mut recv: quinn::RecvStream, peer: &str, inbox: &mpsc::Sender<Inbox>) {
+async fn read_chunked_stream<T: From<PeerEvent> + Send + 'static>(
+    mut recv: quinn::RecvStream,
+    peer: &str,
+    inbox: &mpsc::Sender<T>,
+) {
     let mut bytes = Vec::new();
     loop {
         match read_frame::<PeerFrame>(&mut recv, peer).await {
@@ -484,12 +557,8 @@ async fn read_chunked_stream(mut recv: quinn::RecvStream, peer: &str, inbox: &mp
     match Message::parse_from_bytes(&bytes) {
         Ok(m) => {
             tracing::info!(%peer, bytes = bytes.len(), "received chunked message");
-            let _ = inbox.send(Inbox::Step(m)).await;
+            let _ = inbox.send(PeerEvent::Step(m).into()).await;
         }
         Err(e) => tracing::warn!(%peer, error = %e, "undecodable chunked message dropped"),
     }
 }
-
-#[cfg(test)]
-#[path = "quic_tests.rs"]
-mod tests;

@@ -1,5 +1,5 @@
-//! The Raft node: one owner of the `RawNode`, its storage, the region state
-//! and the telemetry store.
+//! The Raft node: one owner of the `RawNode`, its storage and the
+//! replicated [`Machine`].
 //!
 //! [`RaftNode`] is a synchronous core: it is fed [`Inbox`] messages,
 //! [`RaftNode::tick`] and [`RaftNode::on_ready`] calls, with the time passed
@@ -10,8 +10,15 @@
 //! Proposals are tracked by the `(term, index)` their entry got: the reply
 //! is sent when that index is applied with the same term; a different term
 //! at that index means the entry was overwritten by a new leader. Pending
-//! proposals fail with `Unavailable` when leadership is lost; the FSM's
-//! exactly-once dedup makes the client's retry safe.
+//! proposals fail with `Unavailable` when leadership is lost; the machine
+//! makes the client's retry safe (exactly-once dedup, idempotent commands).
+//!
+//! Linearizable reads use ReadIndex ([`Inbox::ReadIndex`]): any replica
+//! asks the leader for its commit index, confirmed by a quorum heartbeat
+//! round, and answers once it has applied that far. raft-rs drops a read
+//! silently when no leader is known or the leader has not yet committed in
+//! its term, so a read not confirmed within an election timeout fails with
+//! `Unavailable` and the caller retries.
 //!
 //! Membership changes live in `membership.rs`: a replica is added as a
 //! learner and promoted to voter only once it has caught up, or refused
@@ -20,29 +27,24 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use raft::eraftpb::{ConfState, Message};
 use raft::{RawNode, StateRole};
-use strata_protocol::liveness::EdgeLiveness;
-use strata_protocol::{
-    HubResponse, HubStatus, LeaderHint, MembershipRefusal, RaftRole, ReplicaInfo, TelemetryQuery,
-};
-use tokio::sync::{mpsc, oneshot, watch};
+use strata_protocol::{LeaderHint, MembershipRefusal, PeerProgress, RaftRole, ReplicaInfo};
+use tokio::sync::oneshot;
 
-use super::apply::{read, HubStore, SharedStore};
-use super::membership::{Join, MembershipConfig};
-use super::storage::{RaftLogStorage, StorageError, BOOTSTRAP_INDEX};
-use super::transport::Transport;
-use crate::fsm::{DeviceMove, Outcome, RegionState};
-use crate::metrics::HubMetrics;
-use crate::scheduler::{Rebuild, SchedSignal};
+use crate::machine::{Machine, RaftView};
+use crate::membership::{Join, MembershipConfig};
+use crate::metrics::RaftMetrics;
+use crate::storage::{RaftLogStorage, StorageError, BOOTSTRAP_INDEX};
+use crate::transport::Transport;
 
 /// What the node core needs to know (a slice of the hub config).
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// Region name (for errors and status).
-    pub region: String,
+    /// The group's name (a region, or `central`), for errors and status.
+    pub group: String,
     /// This replica's Raft id (≥ 1).
     pub id: u64,
     /// Directory of the raft-engine log.
@@ -61,8 +63,6 @@ pub struct NodeConfig {
     pub max_size_per_msg: u64,
     /// Append messages in flight per follower.
     pub max_inflight_msgs: usize,
-    /// Time between store checkpoints.
-    pub checkpoint_interval: Duration,
     /// Entries kept in the Raft log behind the checkpoint, so briefly lagging
     /// followers catch up from the log instead of a snapshot.
     pub log_retain_entries: u64,
@@ -70,40 +70,40 @@ pub struct NodeConfig {
     pub membership: MembershipConfig,
 }
 
-/// Why a proposal or membership change did not complete.
+/// Why a proposal, read or membership change did not complete.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
     /// This replica is not the leader.
-    #[error("hub {id} of region {region} is not the leader (leader: {leader:?})")]
+    #[error("replica {id} of {group} is not the leader (leader: {leader:?})")]
     NotLeader {
-        /// Region.
-        region: String,
+        /// The group (region name or `central`).
+        group: String,
         /// This replica.
         id: u64,
         /// Where the leader is, if known.
         leader: Option<LeaderHint>,
     },
     /// The write may or may not have been committed; retry (idempotent).
-    #[error("region {region} unavailable: {reason}")]
+    #[error("{group} unavailable: {reason}")]
     Unavailable {
-        /// Region.
-        region: String,
+        /// The group.
+        group: String,
         /// Why.
         reason: String,
     },
     /// The request is invalid and retrying will not help.
-    #[error("region {region} rejected the request: {reason}")]
+    #[error("{group} rejected the request: {reason}")]
     Rejected {
-        /// Region.
-        region: String,
+        /// The group.
+        group: String,
         /// Why.
         reason: String,
     },
     /// A membership change was refused; the refusal names the replica.
-    #[error("region {region}: {refusal}")]
+    #[error("{group}: {refusal}")]
     Refused {
-        /// Region.
-        region: String,
+        /// The group.
+        group: String,
         /// Why, as answered to the caller.
         refusal: MembershipRefusal,
     },
@@ -116,16 +116,16 @@ pub enum NodeError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     /// raft-rs refused to start or failed.
-    #[error("raft on hub {id}: {source}")]
+    #[error("raft on replica {id}: {source}")]
     Raft {
         /// Replica id.
         id: u64,
         /// raft-rs error.
         source: raft::Error,
     },
-    /// The FSM could not apply a committed entry: halting keeps replicas
-    /// from diverging.
-    #[error("hub {id} cannot apply entry {index}: {reason}")]
+    /// A committed entry or snapshot could not be decoded: halting keeps
+    /// replicas from diverging.
+    #[error("replica {id} cannot apply entry {index}: {reason}")]
     Apply {
         /// Replica id.
         id: u64,
@@ -134,52 +134,42 @@ pub enum NodeError {
         /// Why.
         reason: String,
     },
-    /// The telemetry store failed.
-    #[error("hub {id} telemetry store: {reason}")]
-    Store {
+    /// The state machine failed (applying, snapshotting or checkpointing).
+    #[error("replica {id} state machine at index {index}: {source}")]
+    Machine {
         /// Replica id.
         id: u64,
-        /// Why.
-        reason: String,
+        /// The applied index (or the entry being applied).
+        index: u64,
+        /// The machine's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The machine's durable state is older than the start of the Raft log.
+    #[error(
+        "replica {id}: state checkpoint {durable} is behind the raft log start {log_start}; \
+         wipe this replica's data dir and re-add it"
+    )]
+    Hole {
+        /// Replica id.
+        id: u64,
+        /// The machine's durable index.
+        durable: u64,
+        /// First index the log still has.
+        log_start: u64,
     },
 }
 
-/// A read answered from this replica's local state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReadRequest {
-    /// Edges known to the region.
-    ListEdges,
-    /// Devices, optionally of one tenant.
-    ListDevices {
-        /// Tenant filter.
-        tenant: Option<String>,
-    },
-    /// Telemetry read.
-    Query(TelemetryQuery),
-}
+/// A function run on the Raft thread with the replica (its machine, its
+/// role). It must be quick (no IO, no blocking): the Raft loop waits for
+/// it. It answers through a channel it captured.
+pub struct NodeFn<M: Machine>(pub BoxedNodeFn<M>);
 
-/// What a [`StateFn`] sees: the applied region state and this replica's
-/// role, on the Raft thread.
-#[derive(Clone, Copy)]
-pub struct StateView<'a> {
-    /// Region name.
-    pub region: &'a str,
-    /// The region state as of the applied index.
-    pub state: &'a RegionState,
-    /// True while this replica leads (writes may be proposed here).
-    pub is_leader: bool,
-    /// Where the leader is, when known (for `NotLeader` answers).
-    pub leader: Option<&'a LeaderHint>,
-}
+/// The boxed function of a [`NodeFn`].
+pub type BoxedNodeFn<M> = Box<dyn FnOnce(&RaftNode<M>, Instant) + Send>;
 
-/// A read of the region state, run on the Raft thread. It must be quick
-/// (no IO, no blocking): the Raft loop waits for it. It answers through a
-/// channel it captured.
-pub struct StateFn(pub Box<dyn FnOnce(StateView<'_>) + Send>);
-
-impl std::fmt::Debug for StateFn {
+impl<M: Machine> std::fmt::Debug for NodeFn<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StateFn")
+        f.write_str("NodeFn")
     }
 }
 
@@ -197,37 +187,15 @@ pub enum MemberChange {
 }
 
 /// Reply channel of a command proposal.
-pub type ProposeReply = oneshot::Sender<Result<Outcome, ProposeError>>;
+pub type ProposeReply<O> = oneshot::Sender<Result<O, ProposeError>>;
 /// Reply channel of a membership change.
 pub type ConfChangeReply = oneshot::Sender<Result<Vec<ReplicaInfo>, ProposeError>>;
 
-/// Everything the node task can be asked to do.
+/// What the transport tells the node about its peers.
 #[derive(Debug)]
-pub enum Inbox {
+pub enum PeerEvent {
     /// A Raft message from a peer.
     Step(Message),
-    /// Propose an encoded FSM command (never empty).
-    Propose {
-        /// `fsm::encode_command` output.
-        data: Vec<u8>,
-        /// Completed when the entry is applied (or fails).
-        reply: ProposeReply,
-    },
-    /// Propose a membership change (leader only).
-    ConfChange {
-        /// The change.
-        change: MemberChange,
-        /// Completed when the change is applied.
-        reply: ConfChangeReply,
-    },
-    /// Advance the Raft logical clock by one tick.
-    Tick,
-    /// Report this replica's status.
-    Status(oneshot::Sender<HubStatus>),
-    /// Answer a read from local state.
-    Query(ReadRequest, oneshot::Sender<HubResponse>),
-    /// Run a read of the region state (monitors, alerts, placement input).
-    WithState(StateFn),
     /// The transport could not reach this peer.
     Unreachable(u64),
     /// A snapshot to this peer was delivered (`true`) or failed.
@@ -239,101 +207,127 @@ pub enum Inbox {
     },
 }
 
-/// What a replica publishes after every Ready and applied entry, so that
-/// the client service answers edges without a round trip to the Raft
-/// thread.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NodeView {
-    /// True while this replica leads.
-    pub is_leader: bool,
+/// Everything the node task can be asked to do.
+pub enum Inbox<M: Machine> {
+    /// From the peer transport.
+    Peer(PeerEvent),
+    /// Propose an encoded command (never empty).
+    Propose {
+        /// The machine's encoding of the command.
+        data: Vec<u8>,
+        /// Completed when the entry is applied (or fails).
+        reply: ProposeReply<M::Outcome>,
+    },
+    /// Propose a membership change (leader only).
+    ConfChange {
+        /// The change.
+        change: MemberChange,
+        /// Completed when the change is applied.
+        reply: ConfChangeReply,
+    },
+    /// Advance the Raft logical clock by one tick.
+    Tick,
+    /// Run a function now, over the local applied state (a stale read, a
+    /// status report).
+    With(NodeFn<M>),
+    /// Run a function once the local state is at least as new as the
+    /// leader's commit index at the time of the request, confirmed by a
+    /// quorum (a linearizable read); fails with `Unavailable` when no leader
+    /// confirms it within an election timeout.
+    ReadIndex {
+        /// Run with the replica once the read index is applied.
+        f: NodeFn<M>,
+        /// Told when the read cannot be served (`f` is dropped then).
+        failed: oneshot::Sender<ProposeError>,
+    },
+}
+
+impl<M: Machine> std::fmt::Debug for Inbox<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Inbox::Peer(e) => f.debug_tuple("Peer").field(e).finish(),
+            Inbox::Propose { data, .. } => write!(f, "Propose({} bytes)", data.len()),
+            Inbox::ConfChange { change, .. } => f.debug_tuple("ConfChange").field(change).finish(),
+            Inbox::Tick => f.write_str("Tick"),
+            Inbox::With(_) => f.write_str("With"),
+            Inbox::ReadIndex { .. } => f.write_str("ReadIndex"),
+        }
+    }
+}
+
+impl<M: Machine> From<PeerEvent> for Inbox<M> {
+    fn from(e: PeerEvent) -> Self {
+        Inbox::Peer(e)
+    }
+}
+
+/// A replica's Raft status at some instant (the leader adds its view of
+/// every member).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftStatus {
+    /// This replica.
+    pub id: u64,
+    /// Its role.
+    pub role: RaftRole,
     /// Current term.
     pub term: u64,
-    /// Where the leader is, when known.
-    pub leader: Option<LeaderHint>,
-    /// The region's assignments version as applied here.
-    pub assignments_version: u64,
-    /// One past the newest event of the region's event log, as applied here.
-    pub events_end: u64,
+    /// The leader's id, when known.
+    pub leader: Option<u64>,
+    /// Highest committed index.
+    pub commit_index: u64,
+    /// Highest applied index.
+    pub applied_index: u64,
+    /// Last log index.
+    pub last_index: u64,
+    /// Members, with whether each votes.
+    pub replicas: Vec<ReplicaInfo>,
+    /// The leader's view of each member (empty on followers).
+    pub peers: Vec<PeerProgress>,
 }
 
-/// What the node tells the edge failure detector, from its own thread and
-/// in apply order (so a signal never overtakes the state it describes).
-#[derive(Debug, Clone, PartialEq)]
-pub enum NodeSignal {
-    /// This replica started or stopped leading. When it starts, `edges`
-    /// holds every edge the applied state knows, with its last replicated
-    /// liveness decision if any: what the new leader starts from.
-    Leadership {
-        /// Whether it leads now.
-        leader: bool,
-        /// The term.
-        term: u64,
-        /// Known edges (empty when `leader` is false).
-        edges: Vec<(String, Option<EdgeLiveness>)>,
-    },
-    /// A liveness decision was applied.
-    Transition {
-        /// The edge.
-        edge: String,
-        /// The decision as stored (with its event's sequence number).
-        liveness: EdgeLiveness,
-    },
-    /// An applied batch moved devices from one edge to another.
-    DevicesMoved(Vec<DeviceMove>),
-}
-
-/// Where the node publishes [`NodeView`]s and sends [`NodeSignal`]s.
-#[derive(Debug, Clone)]
-pub struct Observer {
-    /// The latest view.
-    pub view: watch::Sender<NodeView>,
-    /// Signals. Unbounded: they are rare (leadership changes, liveness
-    /// decisions, devices changing edges), and the node thread must never
-    /// wait on the failure detector.
-    pub signals: mpsc::UnboundedSender<NodeSignal>,
-    /// The scheduler's signals (leadership with the state to start from,
-    /// and, while leading, what each applied entry changed), in apply
-    /// order. Unbounded for the same reason; `None` without a scheduler.
-    pub sched: Option<mpsc::UnboundedSender<SchedSignal>>,
-}
-
-pub(super) enum PendingReply {
-    Command(ProposeReply),
+pub(crate) enum PendingReply<O> {
+    Command(ProposeReply<O>),
     ConfChange(ConfChangeReply),
 }
 
-pub(super) struct Pending {
-    pub(super) term: u64,
-    pub(super) started: Instant,
-    pub(super) reply: PendingReply,
+pub(crate) struct Pending<O> {
+    pub(crate) term: u64,
+    pub(crate) started: Instant,
+    pub(crate) reply: PendingReply<O>,
+}
+
+/// A ReadIndex read waiting for its index to be confirmed, then applied.
+pub(crate) struct PendingRead<M: Machine> {
+    f: NodeFn<M>,
+    failed: oneshot::Sender<ProposeError>,
+    /// Ticks left before it fails.
+    ticks_left: usize,
+    /// The confirmed read index, once the leader answered.
+    index: Option<u64>,
 }
 
 /// The Raft node core. See the module docs.
-pub struct RaftNode<S: HubStore> {
-    pub(super) cfg: NodeConfig,
-    pub(super) raw: RawNode<RaftLogStorage>,
-    pub(super) state: RegionState,
-    pub(super) store: SharedStore<S>,
-    /// Applied records not yet in the store (it was busy with a reader).
-    pub(super) unflushed: Vec<strata_protocol::TelemetryRecord>,
-    pub(super) transport: Box<dyn Transport>,
-    pub(super) metrics: HubMetrics,
-    pub(super) pending: BTreeMap<u64, Pending>,
-    pub(super) applied: u64,
-    pub(super) applied_term: u64,
-    pub(super) checkpointed: u64,
-    pub(super) last_checkpoint_at: Option<Instant>,
-    pub(super) was_leader: bool,
+pub struct RaftNode<M: Machine> {
+    pub(crate) cfg: NodeConfig,
+    pub(crate) raw: RawNode<RaftLogStorage>,
+    pub(crate) machine: M,
+    pub(crate) transport: Box<dyn Transport>,
+    pub(crate) metrics: RaftMetrics,
+    pub(crate) pending: BTreeMap<u64, Pending<M::Outcome>>,
+    /// ReadIndex reads by request id (the context raft echoes back).
+    pub(crate) reads: BTreeMap<u64, PendingRead<M>>,
+    pub(crate) next_read: u64,
+    pub(crate) applied: u64,
+    pub(crate) applied_term: u64,
+    pub(crate) was_leader: bool,
     /// Ticks each follower has spent waiting for a snapshot.
-    pub(super) snapshot_ticks: BTreeMap<u64, usize>,
+    pub(crate) snapshot_ticks: BTreeMap<u64, usize>,
     /// The add in progress, on the leader (one at a time).
-    pub(super) join: Option<Join>,
+    pub(crate) join: Option<Join>,
     /// When each member was last heard from (any Raft message).
-    pub(super) last_heard: BTreeMap<u64, Instant>,
+    pub(crate) last_heard: BTreeMap<u64, Instant>,
     /// When this replica last became leader.
-    pub(super) leader_since: Option<Instant>,
-    /// Where views and signals go (none in tests that do not look).
-    pub(super) observer: Option<Observer>,
+    pub(crate) leader_since: Option<Instant>,
 }
 
 /// A follower waiting this many election timeouts for a snapshot whose
@@ -367,17 +361,15 @@ impl slog::Drain for TracingDrain {
     }
 }
 
-impl<S: HubStore> RaftNode<S> {
-    /// Opens the Raft log, reconciles it with the store's last checkpoint
-    /// (`recovered_applied`, `fsm_state`) and starts raft so that it replays
-    /// every committed entry after the checkpoint.
+impl<M: Machine> RaftNode<M> {
+    /// Opens the Raft log, reconciles it with the machine's durable state
+    /// ([`Machine::durable_index`]) and starts raft so that it replays
+    /// every committed entry after it.
     pub fn open(
         cfg: NodeConfig,
-        store: S,
-        recovered_applied: u64,
-        fsm_state: &[u8],
+        machine: M,
         transport: Box<dyn Transport>,
-        metrics: HubMetrics,
+        metrics: RaftMetrics,
     ) -> Result<Self, NodeError> {
         let id = cfg.id;
         let bootstrap = (!cfg.join).then(|| {
@@ -388,9 +380,9 @@ impl<S: HubStore> RaftNode<S> {
             )
         });
         let mut storage = RaftLogStorage::open(&cfg.raft_dir, bootstrap)?;
-        let mut applied = recovered_applied;
-        // A snapshot install interrupted by a crash: finish it if the store
-        // got the data, forget it otherwise (raft will send it again).
+        let mut applied = machine.durable_index();
+        // A snapshot install interrupted by a crash: finish it if the
+        // machine got the data, forget it otherwise (raft sends it again).
         if let Some((meta, members)) = storage.pending_snapshot()? {
             if applied == meta.index {
                 storage.apply_snapshot(&meta, members)?;
@@ -398,29 +390,18 @@ impl<S: HubStore> RaftNode<S> {
                 storage.abandon_snapshot()?;
             }
         }
-        let state = if fsm_state.is_empty() {
-            RegionState::default()
-        } else {
-            RegionState::decode(fsm_state).map_err(|e| NodeError::Apply {
-                id,
-                index: applied,
-                reason: format!("checkpointed region state: {e}"),
-            })?
-        };
         let (truncated, _) = storage.truncated();
         if applied == 0 && truncated == BOOTSTRAP_INDEX {
             // The bootstrap snapshot holds the empty state: nothing to apply.
             applied = BOOTSTRAP_INDEX;
         }
         if applied < truncated {
-            // The store lost data the Raft log no longer has. Refuse to
-            // start rather than serve a region with a silent hole.
-            return Err(NodeError::Store {
+            // The machine lost data the Raft log no longer has. Refuse to
+            // start rather than serve state with a silent hole.
+            return Err(NodeError::Hole {
                 id,
-                reason: format!(
-                    "store checkpoint {applied} is behind the raft log start {truncated}; \
-                     wipe this replica's data dir and re-add it"
-                ),
+                durable: applied,
+                log_start: truncated,
             });
         }
         if applied > storage.hard_state().commit {
@@ -453,66 +434,23 @@ impl<S: HubStore> RaftNode<S> {
         let mut node = RaftNode {
             cfg,
             raw,
-            state,
-            store: std::sync::Arc::new(std::sync::RwLock::new(store)),
-            unflushed: Vec::new(),
+            machine,
             transport,
             metrics,
             pending: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            next_read: 1,
             applied,
             applied_term,
-            checkpointed: applied,
-            last_checkpoint_at: None,
             was_leader: false,
             snapshot_ticks: BTreeMap::new(),
             join: None,
             last_heard: BTreeMap::new(),
             leader_since: None,
-            observer: None,
         };
         node.transport.update_peers(&transport_members);
         node.update_gauges();
         Ok(node)
-    }
-
-    /// Publishes views and sends signals to `observer` from now on.
-    pub fn set_observer(&mut self, observer: Observer) {
-        self.observer = Some(observer);
-        self.publish_view();
-    }
-
-    /// Sends `signal` to the scheduler, if any (a gone receiver is fine).
-    pub(super) fn sched_signal(&self, signal: SchedSignal) {
-        if let Some(tx) = self.observer.as_ref().and_then(|o| o.sched.as_ref()) {
-            let _ = tx.send(signal);
-        }
-    }
-
-    /// Sends `signal` to the observer, if any (a gone receiver is fine:
-    /// the hub is stopping).
-    pub(super) fn signal(&self, signal: NodeSignal) {
-        if let Some(o) = &self.observer {
-            let _ = o.signals.send(signal);
-        }
-    }
-
-    /// Publishes the current [`NodeView`] when it changed.
-    pub(super) fn publish_view(&self) {
-        let Some(o) = &self.observer else { return };
-        let view = NodeView {
-            is_leader: self.is_leader(),
-            term: self.raw.raft.term,
-            leader: self.leader_hint(),
-            assignments_version: self.state.workloads().assignments_version(),
-            events_end: self.state.events().end_seq(),
-        };
-        o.view.send_if_modified(|v| {
-            let changed = *v != view;
-            if changed {
-                *v = view;
-            }
-            changed
-        });
     }
 
     /// This replica's id.
@@ -520,19 +458,25 @@ impl<S: HubStore> RaftNode<S> {
         self.cfg.id
     }
 
+    /// The group's name.
+    pub fn group(&self) -> &str {
+        &self.cfg.group
+    }
+
     /// Highest applied index.
     pub fn applied(&self) -> u64 {
         self.applied
     }
 
-    /// The region state as of the applied index.
-    pub fn state(&self) -> &RegionState {
-        &self.state
+    /// The state machine, as of the applied index.
+    pub fn machine(&self) -> &M {
+        &self.machine
     }
 
-    /// The telemetry store, shared with readers.
-    pub fn store(&self) -> SharedStore<S> {
-        self.store.clone()
+    /// The state machine, for its owner's bookkeeping (tests, wiring).
+    /// Changing replicated state through it breaks replica equality.
+    pub fn machine_mut(&mut self) -> &mut M {
+        &mut self.machine
     }
 
     /// True while this replica is the leader.
@@ -551,6 +495,21 @@ impl<S: HubStore> RaftNode<S> {
         self.raw.store().members()
     }
 
+    /// The current configuration (voters, learners).
+    pub fn conf_state(&self) -> &ConfState {
+        self.raw.store().conf_state()
+    }
+
+    /// Index and term of the log's truncation point.
+    pub fn truncated(&self) -> (u64, u64) {
+        self.raw.store().truncated()
+    }
+
+    /// Whether raft has a Ready pending.
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready()
+    }
+
     /// Where clients should go for writes, when a leader is known.
     pub fn leader_hint(&self) -> Option<LeaderHint> {
         let id = self.leader_id()?;
@@ -561,18 +520,36 @@ impl<S: HubStore> RaftNode<S> {
         })
     }
 
-    pub(super) fn not_leader(&self) -> ProposeError {
+    /// The replica's Raft position, as machines see it.
+    pub fn view(&self) -> RaftView {
+        RaftView {
+            id: self.cfg.id,
+            is_leader: self.is_leader(),
+            term: self.raw.raft.term,
+            leader: self.leader_hint(),
+        }
+    }
+
+    pub(crate) fn not_leader(&self) -> ProposeError {
         ProposeError::NotLeader {
-            region: self.cfg.region.clone(),
+            group: self.cfg.group.clone(),
             id: self.cfg.id,
             leader: self.leader_hint(),
         }
     }
 
-    pub(super) fn unavailable(&self, reason: impl Into<String>) -> ProposeError {
+    pub(crate) fn unavailable(&self, reason: impl Into<String>) -> ProposeError {
         ProposeError::Unavailable {
-            region: self.cfg.region.clone(),
+            group: self.cfg.group.clone(),
             reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn machine_err(&self, index: u64, e: M::Error) -> NodeError {
+        NodeError::Machine {
+            id: self.cfg.id,
+            index,
+            source: Box::new(e),
         }
     }
 
@@ -588,6 +565,7 @@ impl<S: HubStore> RaftNode<S> {
     pub fn tick(&mut self) {
         self.raw.tick();
         self.check_snapshot_waits();
+        self.expire_reads();
     }
 
     /// Safety net for lost snapshot reports (see [`SNAPSHOT_WAIT_ELECTIONS`]).
@@ -611,7 +589,8 @@ impl<S: HubStore> RaftNode<S> {
             *t += 1;
             if *t > limit {
                 tracing::warn!(
-                    hub = self.cfg.id,
+                    replica = self.cfg.id,
+                    group = %self.cfg.group,
                     peer = id,
                     "no snapshot report in time; re-sending"
                 );
@@ -623,34 +602,16 @@ impl<S: HubStore> RaftNode<S> {
 
     /// Handles one inbox message. Nothing is sent or persisted until
     /// [`RaftNode::on_ready`], so a burst of messages becomes one Ready.
-    pub fn handle(&mut self, msg: Inbox, now: Instant) {
+    pub fn handle(&mut self, msg: Inbox<M>, now: Instant) {
         match msg {
-            Inbox::Step(m) => {
+            Inbox::Peer(PeerEvent::Step(m)) => {
                 self.note_heard(m.from, now);
                 if let Err(e) = self.raw.step(m) {
-                    tracing::debug!(hub = self.cfg.id, error = %e, "dropped raft message");
+                    tracing::debug!(replica = self.cfg.id, error = %e, "dropped raft message");
                 }
             }
-            Inbox::Propose { data, reply } => self.propose(data, reply, now),
-            Inbox::ConfChange { change, reply } => self.propose_conf_change(change, reply, now),
-            Inbox::Tick => self.tick(),
-            Inbox::Status(reply) => {
-                let _ = reply.send(self.status(now));
-            }
-            Inbox::Query(req, reply) => {
-                let _ = reply.send(self.read(req));
-            }
-            Inbox::WithState(f) => {
-                let leader = self.leader_hint();
-                (f.0)(StateView {
-                    region: &self.cfg.region,
-                    state: &self.state,
-                    is_leader: self.is_leader(),
-                    leader: leader.as_ref(),
-                });
-            }
-            Inbox::Unreachable(id) => self.raw.report_unreachable(id),
-            Inbox::SnapshotStatus { to, delivered } => {
+            Inbox::Peer(PeerEvent::Unreachable(id)) => self.raw.report_unreachable(id),
+            Inbox::Peer(PeerEvent::SnapshotStatus { to, delivered }) => {
                 let status = if delivered {
                     self.metrics.snapshots_sent.inc();
                     raft::SnapshotStatus::Finish
@@ -661,10 +622,15 @@ impl<S: HubStore> RaftNode<S> {
                 // Free the (possibly large) snapshot; it is rebuilt on demand.
                 self.raw.mut_store().clear_prepared_snapshot();
             }
+            Inbox::Propose { data, reply } => self.propose(data, reply, now),
+            Inbox::ConfChange { change, reply } => self.propose_conf_change(change, reply, now),
+            Inbox::Tick => self.tick(),
+            Inbox::With(f) => (f.0)(self, now),
+            Inbox::ReadIndex { f, failed } => self.read_index(f, failed),
         }
     }
 
-    fn propose(&mut self, data: Vec<u8>, reply: ProposeReply, now: Instant) {
+    fn propose(&mut self, data: Vec<u8>, reply: ProposeReply<M::Outcome>, now: Instant) {
         if !self.is_leader() {
             self.metrics.proposals_failed.inc();
             let _ = reply.send(Err(self.not_leader()));
@@ -673,7 +639,7 @@ impl<S: HubStore> RaftNode<S> {
         if data.is_empty() {
             // Empty entries are the leader's no-ops; a command never is.
             let _ = reply.send(Err(ProposeError::Rejected {
-                region: self.cfg.region.clone(),
+                group: self.cfg.group.clone(),
                 reason: "empty command".into(),
             }));
             return;
@@ -687,8 +653,76 @@ impl<S: HubStore> RaftNode<S> {
         }
     }
 
+    /// Starts a ReadIndex read: its id goes to the leader as the request
+    /// context and comes back in a `ReadState`.
+    fn read_index(&mut self, f: NodeFn<M>, failed: oneshot::Sender<ProposeError>) {
+        let id = self.next_read;
+        self.next_read += 1;
+        self.reads.insert(
+            id,
+            PendingRead {
+                f,
+                failed,
+                ticks_left: self.cfg.election_ticks.max(1),
+                index: None,
+            },
+        );
+        self.raw.read_index(id.to_be_bytes().to_vec());
+    }
+
+    /// Records confirmed read indexes (from a Ready).
+    fn confirm_reads(&mut self, states: Vec<raft::ReadState>) {
+        for rs in states {
+            let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
+                continue;
+            };
+            if let Some(r) = self.reads.get_mut(&u64::from_be_bytes(bytes)) {
+                r.index = Some(rs.index);
+            }
+        }
+    }
+
+    /// Runs every confirmed read whose index is applied.
+    fn serve_reads(&mut self, now: Instant) {
+        let applied = self.applied;
+        let ready: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.index.is_some_and(|i| i <= applied))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            if let Some(r) = self.reads.remove(&id) {
+                self.metrics.read("linearizable");
+                (r.f.0)(self, now);
+            }
+        }
+    }
+
+    /// Fails reads no leader confirmed within an election timeout (raft
+    /// drops a read it cannot serve without telling anyone).
+    fn expire_reads(&mut self) {
+        let mut expired = Vec::new();
+        for (id, r) in self.reads.iter_mut() {
+            if r.index.is_none() {
+                r.ticks_left = r.ticks_left.saturating_sub(1);
+                if r.ticks_left == 0 {
+                    expired.push(*id);
+                }
+            }
+        }
+        for id in expired {
+            if let Some(r) = self.reads.remove(&id) {
+                self.metrics.read("failed");
+                let _ = r
+                    .failed
+                    .send(self.unavailable("no leader confirmed the read in time; retry"));
+            }
+        }
+    }
+
     /// Remembers the entry just appended by a successful propose.
-    pub(super) fn track(&mut self, reply: PendingReply, now: Instant) {
+    pub(crate) fn track(&mut self, reply: PendingReply<M::Outcome>, now: Instant) {
         self.metrics.proposals.inc();
         let index = self.raw.raft.raft_log.last_index();
         let term = self.raw.raft.term;
@@ -704,7 +738,7 @@ impl<S: HubStore> RaftNode<S> {
 
     /// Fails every pending proposal and an add in progress (leadership lost
     /// or shutdown).
-    pub(super) fn fail_pending(&mut self, reason: &str) {
+    pub(crate) fn fail_pending(&mut self, reason: &str) {
         let err = self.unavailable(reason);
         if let Some(join) = self.join.take() {
             self.finish_join(join, Err(err.clone()));
@@ -749,6 +783,10 @@ impl<S: HubStore> RaftNode<S> {
         // 3. Apply committed entries: they are already durable on a quorum
         //    (and locally), so applying before the append below is safe.
         self.apply_entries(ready.take_committed_entries(), now)?;
+        // Read states: a read is served once its index is applied (below).
+        if !ready.read_states().is_empty() {
+            self.confirm_reads(ready.take_read_states());
+        }
         // 4 + 5. Append new entries, then the hard state, in one raft-engine
         //    batch (order kept inside it), synced when raft requires it: a
         //    vote or acknowledgement must not be sent before it is durable.
@@ -775,7 +813,9 @@ impl<S: HubStore> RaftNode<S> {
         self.apply_entries(light.take_committed_entries(), now)?;
         // 9. Everything handed out is applied.
         self.raw.advance_apply();
-        self.publish_view();
+        self.serve_reads(now);
+        let view = self.view();
+        self.machine.published(&view);
         // raft asked for a snapshot while stepping: build it now so the
         // next heartbeat response can send it.
         if self.raw.store().take_snapshot_request() {
@@ -789,41 +829,21 @@ impl<S: HubStore> RaftNode<S> {
         let leader = self.is_leader();
         let term = self.raw.raft.term;
         if self.was_leader && !leader {
-            tracing::info!(hub = self.cfg.id, region = %self.cfg.region, "lost leadership");
+            tracing::info!(replica = self.cfg.id, group = %self.cfg.group, "lost leadership");
             self.abort_join();
             self.fail_pending("leadership lost; retry");
-            self.signal(NodeSignal::Leadership {
-                leader: false,
-                term,
-                edges: Vec::new(),
-            });
-            self.sched_signal(SchedSignal::Following);
+            let view = self.view();
+            self.machine.on_leadership(false, &view);
         } else if leader && !self.was_leader {
             self.leader_since = Some(now);
-            tracing::info!(hub = self.cfg.id, region = %self.cfg.region, term, "became leader");
-            if self.observer.is_some() {
-                let mut edges: BTreeMap<String, Option<EdgeLiveness>> = self
-                    .state
-                    .edge_views()
-                    .map(|e| (e.edge.to_owned(), None))
-                    .collect();
-                for (edge, l) in self.state.liveness_table() {
-                    edges.insert(edge.clone(), Some(l.clone()));
-                }
-                self.signal(NodeSignal::Leadership {
-                    leader: true,
-                    term,
-                    edges: edges.into_iter().collect(),
-                });
-                if self.observer.as_ref().is_some_and(|o| o.sched.is_some()) {
-                    self.sched_signal(SchedSignal::Leading(Box::new(Rebuild::of(&self.state))));
-                }
-            }
+            tracing::info!(replica = self.cfg.id, group = %self.cfg.group, term, "became leader");
+            let view = self.view();
+            self.machine.on_leadership(true, &view);
         }
         self.was_leader = leader;
     }
 
-    pub(super) fn update_gauges(&self) {
+    pub(crate) fn update_gauges(&self) {
         let r = &self.raw.raft;
         self.metrics.term.set(r.term as i64);
         self.metrics.commit_index.set(r.raft_log.committed as i64);
@@ -832,22 +852,9 @@ impl<S: HubStore> RaftNode<S> {
         self.metrics.leader.set(i64::from(self.is_leader()));
     }
 
-    /// Region-state gauges (alerts, monitors, artifacts), after an apply.
-    pub(super) fn update_state_gauges(&self) {
-        let w = self.state.workloads();
-        let m = &self.metrics;
-        m.alerts_held.set(self.state.alerts().len() as i64);
-        m.alerts_evicted.set(self.state.alerts().evicted() as i64);
-        m.monitors.set(w.monitor_count() as i64);
-        m.sched_allocations
-            .set(self.state.sched().running_count() as i64);
-        m.artifact_bytes.set(w.artifact_usage().1 as i64);
-        m.assignments_version.set(w.assignments_version() as i64);
-    }
-
-    /// This replica's status at `now` (the leader adds its view of every
-    /// member).
-    pub fn status(&self, now: Instant) -> HubStatus {
+    /// This replica's Raft status at `now` (the leader adds its view of
+    /// every member).
+    pub fn status(&self, now: Instant) -> RaftStatus {
         let r = &self.raw.raft;
         let role = match r.state {
             StateRole::Follower => RaftRole::Follower,
@@ -864,8 +871,7 @@ impl<S: HubStore> RaftNode<S> {
                 ..m.clone()
             })
             .collect();
-        HubStatus {
-            region: self.cfg.region.clone(),
+        RaftStatus {
             id: self.cfg.id,
             role,
             term: r.term,
@@ -874,35 +880,16 @@ impl<S: HubStore> RaftNode<S> {
             applied_index: self.applied,
             last_index: r.raft_log.last_index(),
             replicas,
-            // Only this thread writes, so this read never waits.
-            stored_records: read(&self.store).stored_records(),
             peers: self.peer_view(now),
         }
     }
 
-    /// Answers a read from this replica's applied state. Followers answer
-    /// too: their data may lag the leader by the replication delay. The
-    /// service reads the store from its own threads ([`RaftNode::store`]);
-    /// this is for region state and tests.
-    pub fn read(&self, req: ReadRequest) -> HubResponse {
-        match req {
-            ReadRequest::ListEdges => HubResponse::Edges(self.state.edges()),
-            ReadRequest::ListDevices { tenant } => {
-                HubResponse::Devices(read(&self.store).devices(tenant.as_deref()))
-            }
-            ReadRequest::Query(q) => match read(&self.store).query(&q) {
-                Ok(r) => HubResponse::Telemetry(r),
-                Err(e) => HubResponse::Error {
-                    message: e.to_string(),
-                },
-            },
-        }
-    }
-
-    /// Fails pending proposals and takes a final checkpoint.
+    /// Fails pending proposals and reads, and makes the state durable.
     pub fn shutdown(&mut self, now: Instant, now_ms: i64) -> Result<(), NodeError> {
-        self.fail_pending("hub shutting down");
-        self.flush_records(true);
+        self.fail_pending("replica shutting down");
+        for (_, r) in std::mem::take(&mut self.reads) {
+            let _ = r.failed.send(self.unavailable("replica shutting down"));
+        }
         self.checkpoint(now, now_ms)
     }
 }
