@@ -75,6 +75,7 @@ mod pressure;
 mod rank;
 mod reconcile;
 mod resources;
+pub mod scale;
 mod schedule;
 mod snapshot;
 mod verify;
@@ -96,6 +97,7 @@ pub use plan::{
 };
 pub use pressure::{MoveCounts, MoveReason, PressureConfig, Rebalance, Rebalancer};
 pub use resources::{Dimension, Resources};
+pub use scale::{Metric, ScaleErrors, ScaleSpec, Step};
 pub use schedule::{check_feasible, schedule};
 pub use snapshot::ClusterSnapshot;
 pub use verify::{verify_plan, PlanVerdict, Rejection};

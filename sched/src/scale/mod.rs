@@ -1,0 +1,8 @@
+//! Autoscaling (work in progress).
+
+mod spec;
+
+pub use spec::{
+    Metric, ScaleErrors, ScaleSpec, Step, DEFAULT_SCALE_DOWN_WINDOW, DEFAULT_TOLERANCE,
+    MAX_INSTANCES, MAX_STEP_UP_PERCENT, MAX_TOLERANCE, MAX_WINDOW,
+};
