@@ -30,6 +30,9 @@
 //! verify.rs     verify_plan(): the applier's optimistic-concurrency check;
 //!               PlanVerdict::assign_tokens() (fencing tokens)
 //! pressure.rs   Rebalancer: hysteresis, budget and cooldown → migrations
+//! scale/        ScaleSpec (serde + bincode) + validate(); Autoscaler (samples
+//!               and forecasts → ScaleDecision); device sharding over
+//!               instance slots (rendezvous, frozen hash): shard_of, moves
 //! error.rs      SchedError
 //! ```
 //!
@@ -75,6 +78,7 @@ mod pressure;
 mod rank;
 mod reconcile;
 mod resources;
+pub mod scale;
 mod schedule;
 mod snapshot;
 mod verify;
@@ -96,6 +100,10 @@ pub use plan::{
 };
 pub use pressure::{MoveCounts, MoveReason, PressureConfig, Rebalance, Rebalancer};
 pub use resources::{Dimension, Resources};
+pub use scale::{
+    Autoscaler, Forecast, Metric, Observation, ScaleDecision, ScaleError, ScaleErrors, ScaleReason,
+    ScaleSpec, ShardKey, Step,
+};
 pub use schedule::{check_feasible, schedule};
 pub use snapshot::ClusterSnapshot;
 pub use verify::{verify_plan, PlanVerdict, Rejection};
