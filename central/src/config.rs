@@ -106,6 +106,112 @@ pub struct CentralConfig {
     pub auth: AuthConfig,
     /// HTTP connection and request limits: `[http]`.
     pub http: HttpConfig,
+    /// Central's own Raft group: `[cluster]`. Default: this replica alone.
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: central's replicas form one Raft group that holds the
+/// operator digest, the region registry, tenants and global workloads.
+/// Any replica serves the API; writes go through the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClusterConfig {
+    /// This replica's id, ≥ 1; one of `replicas` when they are listed.
+    /// Default 1.
+    pub id: u64,
+    /// UDP address of the Raft peer listener (QUIC, mutual TLS with `tls`).
+    /// Default `127.0.0.1:0` (a free port: fine for a group of one).
+    pub peer_listen: SocketAddr,
+    /// Every replica of the group, this one included. Empty (the default):
+    /// this replica alone, a group of one.
+    pub replicas: Vec<ClusterReplica>,
+    /// Length of one Raft tick, ms. Default 100.
+    pub tick_ms: u64,
+    /// Ticks without hearing a leader before an election. Default 10.
+    pub election_ticks: usize,
+    /// Ticks between leader heartbeats; less than `election-ticks`. Default 2.
+    pub heartbeat_ticks: usize,
+    /// Applied entries between writes of the state file (and with them the
+    /// Raft log's compaction). Default 1000.
+    pub checkpoint_every: u64,
+}
+
+/// One replica of central's group.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClusterReplica {
+    /// Replica id, ≥ 1, unique. Required.
+    pub id: u64,
+    /// Its Raft peer address, `host:port` (UDP). Required.
+    pub peer_addr: String,
+    /// Its HTTP API address, `host:port` (where clients are sent). Required.
+    pub http_addr: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            id: 1,
+            peer_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            replicas: Vec::new(),
+            tick_ms: 100,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            checkpoint_every: 1000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Every problem of `[cluster]`, keys prefixed with `cluster.`.
+    fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.id == 0 {
+            p.push("cluster.id: must be at least 1".into());
+        }
+        if !self.replicas.is_empty() && !self.replicas.iter().any(|r| r.id == self.id) {
+            p.push(format!(
+                "cluster.replicas: this replica (cluster.id = {}) is not listed",
+                self.id
+            ));
+        }
+        if self.replicas.len() > 7 {
+            p.push(format!(
+                "cluster.replicas: {} replicas, at most 7",
+                self.replicas.len()
+            ));
+        }
+        let mut ids = BTreeSet::new();
+        for (i, r) in self.replicas.iter().enumerate() {
+            let key = format!("cluster.replicas[{i}]");
+            if r.id == 0 {
+                p.push(format!("{key}.id: must be at least 1"));
+            } else if !ids.insert(r.id) {
+                p.push(format!("{key}.id: {} is listed twice", r.id));
+            }
+            for (field, v) in [("peer-addr", &r.peer_addr), ("http-addr", &r.http_addr)] {
+                if let Err(why) = check_host_port(v) {
+                    p.push(format!("{key}.{field}: {v:?}: {why}"));
+                }
+            }
+        }
+        if !(10..=10_000).contains(&self.tick_ms) {
+            p.push(format!(
+                "cluster.tick-ms: {} must be in 10..=10000",
+                self.tick_ms
+            ));
+        }
+        if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
+            p.push(format!(
+                "cluster.election-ticks: {} must exceed heartbeat-ticks ({}, at least 1)",
+                self.election_ticks, self.heartbeat_ticks
+            ));
+        }
+        if self.checkpoint_every == 0 {
+            p.push("cluster.checkpoint-every: must be at least 1".into());
+        }
+        p
+    }
 }
 
 /// `[auth]`: the operator token and what is open without it.
@@ -270,6 +376,7 @@ impl Default for CentralConfig {
             data_dir: PathBuf::from("strata-data/central"),
             auth: AuthConfig::default(),
             http: HttpConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -388,6 +495,7 @@ impl CentralConfig {
             self.http
                 .problems(self.request_timeout(), self.membership_timeout),
         );
+        problems.extend(self.cluster.problems());
         if problems.is_empty() {
             Ok(())
         } else {

@@ -2,11 +2,16 @@
 //! users, `strata` and tests use to see the cluster, read telemetry, submit
 //! device monitors (modules and specs) and read their alerts.
 //!
-//! Central holds no cluster state of its own: every answer comes from the
-//! regions' hubs, dialed over mutual-TLS QUIC. Reads go to each region's
-//! Raft leader (or, with no leader, to any replica, marked `stale`); status
-//! fans out to every replica, and an unreachable one is listed, not fatal.
-//! Its data dir holds only the operator token.
+//! Central's replicas form their own Raft group (`strata-consensus`, the
+//! glue the hubs run; a group of one by default) holding what central
+//! itself owns: the operator token's digest, the region registry and
+//! tenants ([`state`], [`replica`]). Any replica serves the API; writes go
+//! through the leader, reads are linearizable unless `?stale=true`.
+//!
+//! Everything about the regions' data comes from their hubs, dialed over
+//! mutual-TLS QUIC. Reads go to each region's Raft leader (or, with no
+//! leader, to any replica, marked `stale`); status fans out to every
+//! replica, and an unreachable one is listed, not fatal.
 //!
 //! Every `/api/v1` route needs the operator token (`Authorization: Bearer`,
 //! created on first start in `<data-dir>/operator.token`, mode 0600);
@@ -14,8 +19,12 @@
 //!
 //! # Layout
 //! - [`config`]: `central.toml` (listen address, TLS, regions, timeouts,
-//!   data dir, `[auth]`, `[http]` limits), validated with every problem
-//!   reported at once.
+//!   data dir, `[auth]`, `[http]` limits, `[cluster]`), validated with every
+//!   problem reported at once.
+//! - [`state`]: the replicated state and its pure `apply`.
+//! - [`replica`]: the Raft machine (state file checkpoints), starting the
+//!   replica, the [`replica::Cluster`] handle (writes through the leader,
+//!   ReadIndex reads) and the bootstrap of the operator digest and regions.
 //! - [`auth`]: principals, actions and the pure policy; the token file and
 //!   `Bearer` parsing.
 //! - [`region`]: the [`region::RegionApi`] trait the HTTP layer talks to, its
@@ -45,7 +54,9 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod region;
+pub mod replica;
 pub mod serve;
+pub mod state;
 
 pub use config::{AuthConfig, CentralConfig, ConfigError, HttpConfig, RegionConfig};
 pub use http::{app, AppError, AppState};
@@ -74,6 +85,9 @@ pub enum CentralError {
     /// The data dir or the operator token file could not be set up.
     #[error(transparent)]
     Token(#[from] auth::TokenError),
+    /// Central's replica could not start or stopped on a fatal error.
+    #[error(transparent)]
+    Replica(#[from] replica::StartError),
 }
 
 /// A bound, not yet serving, central server.
@@ -88,6 +102,12 @@ pub struct Central {
     clients: Vec<Arc<RegionClient>>,
     /// Ends the event streams on shutdown.
     streams: CancellationToken,
+    /// The Raft peer listener's address.
+    peer_addr: SocketAddr,
+    /// Stops the replica (after the API drained).
+    cluster_stop: CancellationToken,
+    /// Resolves when the replica's node stopped.
+    cluster_done: tokio::sync::oneshot::Receiver<Result<(), strata_consensus::NodeError>>,
 }
 
 /// Validates `cfg`, sets up the data dir and operator token, loads TLS,
@@ -95,6 +115,22 @@ pub struct Central {
 /// listener. Hubs are dialed lazily, so central starts even while every hub
 /// is down.
 pub async fn bind(cfg: CentralConfig) -> Result<Central, CentralError> {
+    bind_on(cfg, Listeners::default()).await
+}
+
+/// Sockets bound before [`bind_on`] (e.g. to port 0, by a test that needs
+/// every replica's addresses before starting any); `None` binds the
+/// configured address.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// The HTTP API listener instead of `listen`.
+    pub http: Option<std::net::TcpListener>,
+    /// The Raft peer socket instead of `cluster.peer-listen`.
+    pub peer: Option<std::net::UdpSocket>,
+}
+
+/// [`bind`] on sockets already bound.
+pub async fn bind_on(cfg: CentralConfig, listeners: Listeners) -> Result<Central, CentralError> {
     cfg.validate()?;
     let auth = auth::setup(&cfg)?;
     match auth.origin {
@@ -115,6 +151,9 @@ pub async fn bind(cfg: CentralConfig) -> Result<Central, CentralError> {
     let endpoint = strata_net::client_endpoint(&tls)?;
     let mut registry = Registry::default();
     let hub_metrics = metrics::HubMetrics::register(&mut registry);
+    let raft_metrics = strata_consensus::RaftMetrics::default();
+    raft_metrics.register_in(registry.sub_registry_with_prefix("strata_central"));
+    let handshakes = strata_net::handshake::HandshakeMetrics::register(&mut registry);
     let timeouts = region::client::Timeouts {
         request: cfg.request_timeout(),
         connect: cfg.connect_timeout(),
@@ -137,9 +176,88 @@ pub async fn bind(cfg: CentralConfig) -> Result<Central, CentralError> {
         .iter()
         .map(|c| c.clone() as Arc<dyn RegionApi>)
         .collect();
+    let bind_err = |error| CentralError::Bind {
+        addr: cfg.listen,
+        error,
+    };
+    let listener = match listeners.http {
+        None => tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(bind_err)?,
+        Some(l) => {
+            l.set_nonblocking(true).map_err(bind_err)?;
+            tokio::net::TcpListener::from_std(l).map_err(bind_err)?
+        }
+    };
+    let addr = listener.local_addr().map_err(|error| CentralError::Bind {
+        addr: cfg.listen,
+        error,
+    })?;
+    let cluster_stop = CancellationToken::new();
+    let peer_ep = match listeners.peer {
+        None => strata_net::server_endpoint(cfg.cluster.peer_listen, &tls)?,
+        Some(socket) => endpoint_on(socket, &tls)?,
+    };
+    let peer_addr = peer_ep.local_addr().map_err(|error| CentralError::Bind {
+        addr: cfg.listen,
+        error,
+    })?;
+    let members = if cfg.cluster.replicas.is_empty() {
+        vec![strata_protocol::ReplicaInfo {
+            id: cfg.cluster.id,
+            peer_addr: peer_addr.to_string(),
+            client_addr: addr.to_string(),
+            voter: true,
+        }]
+    } else {
+        cfg.cluster
+            .replicas
+            .iter()
+            .map(|r| strata_protocol::ReplicaInfo {
+                id: r.id,
+                peer_addr: r.peer_addr.clone(),
+                client_addr: r.http_addr.clone(),
+                voter: true,
+            })
+            .collect()
+    };
+    let settings = replica::ClusterSettings {
+        id: cfg.cluster.id,
+        members,
+        dir: cfg.data_dir.join("cluster"),
+        tick: std::time::Duration::from_millis(cfg.cluster.tick_ms),
+        election_ticks: cfg.cluster.election_ticks,
+        heartbeat_ticks: cfg.cluster.heartbeat_ticks,
+        checkpoint_every: cfg.cluster.checkpoint_every,
+        request_timeout: cfg.request_timeout(),
+    };
+    let parts = replica::start(
+        settings,
+        peer_ep,
+        handshakes,
+        raft_metrics,
+        cluster_stop.clone(),
+    )
+    .await?;
+    let cluster = parts.cluster;
+    tokio::spawn(replica::bootstrap(
+        cluster.clone(),
+        auth.token.digest().bytes(),
+        cfg.regions
+            .iter()
+            .map(|r| (r.name.clone(), r.hubs.clone()))
+            .collect(),
+        http::system_clock(),
+        cluster_stop.clone(),
+    ));
     let streams = CancellationToken::new();
+    let access = auth::Access::replicated(
+        &auth.token,
+        cluster.published(),
+        auth.access.policy().clone(),
+    );
     let options = http::AppOptions {
-        access: auth.access,
+        access,
         max_body_bytes: cfg.http.max_body_bytes,
         // A long poll is one request: its wait plus the hub call's own
         // deadline must end before `http.request-timeout` answers 408.
@@ -150,19 +268,10 @@ pub async fn bind(cfg: CentralConfig) -> Result<Central, CentralError> {
             .min(std::time::Duration::from_secs(30)),
         stream_keep_alive: (cfg.http.idle_timeout / 2).min(std::time::Duration::from_secs(15)),
         streams: streams.clone(),
+        cluster: Some(cluster),
     };
     let state = AppState::with_options(regions, registry, http::system_clock(), options);
     let limit_metrics = state.limit_metrics().clone();
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|error| CentralError::Bind {
-            addr: cfg.listen,
-            error,
-        })?;
-    let addr = listener.local_addr().map_err(|error| CentralError::Bind {
-        addr: cfg.listen,
-        error,
-    })?;
     Ok(Central {
         listener,
         addr,
@@ -173,6 +282,9 @@ pub async fn bind(cfg: CentralConfig) -> Result<Central, CentralError> {
         endpoint,
         clients,
         streams,
+        peer_addr,
+        cluster_stop,
+        cluster_done: parts.done,
     })
 }
 
@@ -182,6 +294,11 @@ impl Central {
         self.addr
     }
 
+    /// The Raft peer listener's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
     /// The operator token file (its path; never log the token).
     pub fn token_file(&self) -> &std::path::Path {
         &self.token_file
@@ -189,9 +306,9 @@ impl Central {
 
     /// Serves the API until `shutdown` is cancelled, drains the requests in
     /// flight, then closes the hub connections.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), CentralError> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), CentralError> {
         let addr = self.addr;
-        tracing::info!(%addr, regions = self.clients.len(), "central API listening");
+        tracing::info!(%addr, peer = %self.peer_addr, regions = self.clients.len(), "central API listening");
         // Event streams never end by themselves; shutdown waits for every
         // response, so they must end when it starts.
         let (streams, stop) = (self.streams.clone(), shutdown.clone());
@@ -207,6 +324,11 @@ impl Central {
             shutdown,
         )
         .await;
+        self.cluster_stop.cancel();
+        match (&mut self.cluster_done).await {
+            Ok(Ok(())) | Err(_) => {}
+            Ok(Err(e)) => return Err(CentralError::Replica(replica::StartError::Node(e))),
+        }
         for c in &self.clients {
             c.close();
         }
@@ -214,6 +336,31 @@ impl Central {
         tracing::info!(%addr, "central stopped");
         Ok(())
     }
+}
+
+/// A QUIC server endpoint (dialing too) on an already bound socket.
+fn endpoint_on(
+    socket: std::net::UdpSocket,
+    tls: &strata_net::NodeTls,
+) -> Result<quinn::Endpoint, CentralError> {
+    let addr = socket.local_addr().map_err(|error| CentralError::Bind {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        error,
+    })?;
+    let runtime = quinn::default_runtime().ok_or_else(|| CentralError::Bind {
+        addr,
+        error: std::io::Error::other("no async runtime"),
+    })?;
+    let server = strata_net::endpoint::server_config(tls)?;
+    let mut ep = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        runtime,
+    )
+    .map_err(|error| CentralError::Bind { addr, error })?;
+    ep.set_default_client_config(strata_net::endpoint::client_config(tls)?);
+    Ok(ep)
 }
 
 /// [`bind`] then [`Central::run`].

@@ -42,6 +42,7 @@ async fn main() -> ExitCode {
     process::announce_ready(&serde_json::json!({
         "kind": "central",
         "http": server.local_addr().to_string(),
+        "peer": server.peer_addr().to_string(),
         "token-file": server.token_file().display().to_string(),
     }));
     match server.run(shutdown).await {

@@ -205,6 +205,9 @@ pub fn spawn<M: Machine, O: Send + 'static>(
             if let Err(e) = &result {
                 tracing::error!(replica = id, error = %e, "raft node stopped on a fatal error");
             }
+            // Closed (raft-engine's directory lock released) before anyone
+            // hears it stopped: a restart in the same process may follow.
+            drop(node);
             let _ = done_tx.send(result);
         })?;
     Ok(Spawned {

@@ -19,6 +19,8 @@
 //! quic.rs        QuicTransport and serve_peers over mutual-TLS QUIC, generic
 //!                in the inbox type; hub and central peer policies
 //! driver.rs      spawn(): the node's own thread and clock; Handle<M>
+//! forward.rs     writes through the leader from any replica, over the peer
+//!                connection (Forwarder, forward_fn)
 //! metrics.rs     RaftMetrics, registered under the service's prefix
 //! harness.rs     in-memory multi-replica harness with logical time (tests)
 //! ```
@@ -43,6 +45,7 @@
 
 pub mod apply;
 pub mod driver;
+pub mod forward;
 pub mod harness;
 pub mod machine;
 pub mod membership;
@@ -54,6 +57,7 @@ pub mod transport;
 
 pub use apply::SnapshotData;
 pub use driver::{now_ms, spawn, Handle, Spawned, INBOX_CAPACITY};
+pub use forward::{forward_fn, ForwardError, ForwardFn, Forwarder};
 pub use machine::{Machine, RaftView};
 pub use membership::MembershipConfig;
 pub use metrics::RaftMetrics;

@@ -426,12 +426,17 @@ pub type PeerPolicy = fn(&NodeIdentity, &NodeIdentity) -> Result<(), RefuseReaso
 
 /// Accepts peer connections on `endpoint` that `policy` allows, and steps
 /// their messages into the node until `shutdown`.
+///
+/// With `forward`, a peer may also open a bidirectional stream carrying one
+/// [`PeerFrame::Forward`] (a follower handing a proposal to the leader),
+/// answered by one [`PeerFrame::Forwarded`] (see `forward.rs`).
 pub async fn serve_peers<T: From<PeerEvent> + Send + 'static>(
     endpoint: quinn::Endpoint,
     me: NodeIdentity,
     handshakes: HandshakeMetrics,
     policy: PeerPolicy,
     inbox: mpsc::Sender<T>,
+    forward: Option<crate::forward::ForwardFn>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -439,10 +444,11 @@ pub async fn serve_peers<T: From<PeerEvent> + Send + 'static>(
             _ = shutdown.cancelled() => return,
             i = endpoint.accept() => match i { Some(i) => i, None => return },
         };
-        let (me, handshakes, inbox, shutdown) = (
+        let (me, handshakes, inbox, forward, shutdown) = (
             me.clone(),
             handshakes.clone(),
             inbox.clone(),
+            forward.clone(),
             shutdown.clone(),
         );
         tokio::spawn(async move {
@@ -455,11 +461,21 @@ pub async fn serve_peers<T: From<PeerEvent> + Send + 'static>(
                 }
             };
             loop {
-                let recv = tokio::select! {
+                tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    r = conn.accept_uni() => match r { Ok(r) => r, Err(_) => return },
-                };
-                tokio::spawn(read_peer_stream(recv, peer.id.clone(), inbox.clone()));
+                    r = conn.accept_uni() => match r {
+                        Ok(recv) => {
+                            tokio::spawn(read_peer_stream(recv, peer.id.clone(), inbox.clone()));
+                        }
+                        Err(_) => return,
+                    },
+                    r = conn.accept_bi(), if forward.is_some() => match (r, &forward) {
+                        (Ok((send, recv)), Some(f)) => {
+                            tokio::spawn(crate::forward::serve_one(send, recv, peer.id.clone(), f.clone()));
+                        }
+                        _ => return,
+                    },
+                }
             }
         });
     }
@@ -506,6 +522,10 @@ async fn read_peer_stream<T: From<PeerEvent> + Send + 'static>(
                 read_chunked_stream(recv, &peer, &inbox).await;
                 return;
             }
+            Ok(Some(PeerFrame::Forward(_) | PeerFrame::Forwarded(_))) => {
+                tracing::warn!(%peer, "forward frame on a raft stream; stream dropped");
+                return;
+            }
             Ok(Some(PeerFrame::Raft(msgs))) => {
                 for b in msgs {
                     match Message::parse_from_bytes(&b) {
@@ -538,6 +558,10 @@ async fn read_chunked_stream<T: From<PeerEvent> + Send + 'static>(
     let mut bytes = Vec::new();
     loop {
         match read_frame::<PeerFrame>(&mut recv, peer).await {
+            Ok(Some(PeerFrame::Forward(_) | PeerFrame::Forwarded(_))) => {
+                tracing::warn!(%peer, "forward frame on a chunked stream; dropped");
+                return;
+            }
             Ok(Some(PeerFrame::Raft(chunks))) => {
                 for c in chunks {
                     bytes.extend_from_slice(&c);

@@ -273,11 +273,33 @@ pub enum EdgeResponse {
     },
 }
 
-/// Hub ↔ hub frame on the Raft peer stream.
+/// Replica ↔ replica frame on the Raft peer connection (a region's hubs,
+/// central's replicas).
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub enum PeerFrame {
     /// Raft messages, each protobuf-encoded `eraftpb::Message`.
     Raft(Vec<Vec<u8>>),
+    /// A follower asks the leader to propose an encoded command (on its own
+    /// bidirectional stream; answered by [`PeerFrame::Forwarded`]).
+    Forward(Vec<u8>),
+    /// The answer to a [`PeerFrame::Forward`].
+    Forwarded(ForwardReply),
+}
+
+/// How a forwarded proposal went on the replica it was sent to.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum ForwardReply {
+    /// Applied: the machine's encoded outcome.
+    Applied(Vec<u8>),
+    /// That replica is not the leader (any more).
+    NotLeader {
+        /// Where the leader is, when known.
+        leader: Option<LeaderHint>,
+    },
+    /// May or may not have been committed; retry (commands are idempotent).
+    Unavailable(String),
+    /// Invalid; retrying will not help.
+    Rejected(String),
 }
 
 /// Raft role of one replica.

@@ -300,6 +300,7 @@ pub async fn start(
         handshakes.clone(),
         hub_peer_policy,
         tx,
+        None,
         services.clone(),
     ));
     let (detector, liveness) = LivenessDriver::new(

@@ -86,11 +86,28 @@ impl Refusal {
     }
 }
 
+/// Where the operator token's digest comes from.
+#[derive(Debug, Clone, Default)]
+enum Operator {
+    /// No token is valid.
+    #[default]
+    None,
+    /// A fixed digest.
+    Fixed(TokenDigest),
+    /// The digest central's replicas agreed on; this replica's own token
+    /// file's digest only until the replicated one is known (a brand-new
+    /// group, before its first leader bootstrapped it).
+    Replicated {
+        local: TokenDigest,
+        published: tokio::sync::watch::Receiver<crate::replica::Published>,
+    },
+}
+
 /// The tokens central knows and its policy: everything needed to decide a
 /// request, without I/O.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
-    operator: Option<TokenDigest>,
+    operator: Operator,
     policy: Policy,
 }
 
@@ -99,8 +116,38 @@ impl Access {
     /// `policy`.
     pub fn new(token: Option<&Token>, policy: Policy) -> Access {
         Access {
-            operator: token.map(Token::digest),
+            operator: token.map_or(Operator::None, |t| Operator::Fixed(t.digest())),
             policy,
+        }
+    }
+
+    /// Access with the operator digest of central's replicated state,
+    /// falling back to `local` until one is replicated.
+    pub fn replicated(
+        local: &Token,
+        published: tokio::sync::watch::Receiver<crate::replica::Published>,
+        policy: Policy,
+    ) -> Access {
+        Access {
+            operator: Operator::Replicated {
+                local: local.digest(),
+                published,
+            },
+            policy,
+        }
+    }
+
+    /// The operator digest in force now.
+    fn operator_digest(&self) -> Option<TokenDigest> {
+        match &self.operator {
+            Operator::None => None,
+            Operator::Fixed(d) => Some(d.clone()),
+            Operator::Replicated { local, published } => Some(
+                published
+                    .borrow()
+                    .operator
+                    .map_or_else(|| local.clone(), TokenDigest::from_bytes),
+            ),
         }
     }
 
@@ -121,7 +168,7 @@ impl Access {
         }
         let presented = token::parse_bearer(value.as_bytes()).map_err(Refusal::Malformed)?;
         let digest = TokenDigest::of(presented.as_bytes());
-        match &self.operator {
+        match self.operator_digest() {
             Some(op) if op.matches(&digest) => Ok(Principal::Operator),
             _ => Err(Refusal::BadToken),
         }
@@ -143,6 +190,8 @@ impl Access {
 pub struct AuthSetup {
     /// The access rules with the operator token.
     pub access: Access,
+    /// The token of this replica's token file.
+    pub token: Token,
     /// Where the operator token is.
     pub token_file: PathBuf,
     /// Whether the token was created at this start.
@@ -158,6 +207,7 @@ pub fn setup(cfg: &CentralConfig) -> Result<AuthSetup, TokenError> {
     let policy = Policy::new(cfg.auth.allow_anonymous, cfg.auth.open_metrics);
     Ok(AuthSetup {
         access: Access::new(Some(&token), policy),
+        token,
         token_file,
         origin,
     })

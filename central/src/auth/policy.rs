@@ -54,11 +54,14 @@ pub enum Action {
     /// The region event log (`GET /regions/{region}/events`, and its
     /// stream).
     ReadEvents,
+    /// Change central's replicated registry: tenants (`PUT`/`DELETE
+    /// /tenants/{tenant}`).
+    WriteCluster,
 }
 
 impl Action {
     /// Every action, for tests and documentation.
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 12] = [
         Action::ReadCluster,
         Action::ChangeMembership,
         Action::ReadEdges,
@@ -70,6 +73,7 @@ impl Action {
         Action::ReadAlerts,
         Action::ReadMetrics,
         Action::ReadEvents,
+        Action::WriteCluster,
     ];
 
     /// Stable kebab-case name (logs, error messages).
@@ -86,6 +90,7 @@ impl Action {
             Action::ReadAlerts => "read-alerts",
             Action::ReadMetrics => "read-metrics",
             Action::ReadEvents => "read-events",
+            Action::WriteCluster => "write-cluster",
         }
     }
 
@@ -201,6 +206,7 @@ mod tests {
             Action::ReadEdges,
             Action::ReadMetrics,
             Action::ReadEvents,
+            Action::WriteCluster,
         ] {
             assert!(!a.tenant_scoped(), "{a:?}");
         }

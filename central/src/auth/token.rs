@@ -140,6 +140,16 @@ impl TokenDigest {
         TokenDigest(out)
     }
 
+    /// A digest kept elsewhere (central's replicated state).
+    pub fn from_bytes(bytes: [u8; 32]) -> TokenDigest {
+        TokenDigest(bytes)
+    }
+
+    /// The digest's bytes (to replicate it; never the token).
+    pub fn bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
     /// Constant-time equality.
     pub fn matches(&self, other: &TokenDigest) -> bool {
         self.0.ct_eq(&other.0).into()

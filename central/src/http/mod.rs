@@ -24,7 +24,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, MethodRouter};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use strata_protocol::workload::MAX_ARTIFACT_BYTES;
@@ -35,6 +35,7 @@ use crate::metrics::{AuthMetrics, HttpLabel, HttpMetrics, LimitMetrics};
 use crate::region::RegionApi;
 use guard::{Guard, Media};
 
+pub mod cluster;
 pub mod error;
 pub mod events;
 pub mod guard;
@@ -109,6 +110,9 @@ pub struct AppOptions {
     /// Cancelled when central stops: event streams end then (a stream
     /// never ends by itself, and shutdown waits for responses).
     pub streams: CancellationToken,
+    /// This replica of central's Raft group; `None` in tests of routes
+    /// that do not need it (its routes then answer 503).
+    pub cluster: Option<crate::replica::Cluster>,
 }
 
 impl Default for AppOptions {
@@ -119,6 +123,7 @@ impl Default for AppOptions {
             events_max_wait: Duration::from_secs(30),
             stream_keep_alive: Duration::from_secs(15),
             streams: CancellationToken::new(),
+            cluster: None,
         }
     }
 }
@@ -172,6 +177,17 @@ impl AppState {
     /// The options it was built with.
     pub fn options(&self) -> &AppOptions {
         &self.inner.options
+    }
+
+    /// This replica of central's group, or 503 when it is not running.
+    pub fn cluster(&self) -> Result<&crate::replica::Cluster, AppError> {
+        self.inner.options.cluster.as_ref().ok_or_else(|| {
+            AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no-cluster",
+                "central's replicated state is not running on this server",
+            )
+        })
     }
 
     /// Refused requests, by reason.
@@ -323,6 +339,22 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/regions/{region}/replicas/{id}",
             Action::ChangeMembership,
             delete(handlers::remove_replica),
+        )
+        .route("/api/v1/central", Action::ReadCluster, get(cluster::status))
+        .route(
+            "/api/v1/central/regions",
+            Action::ReadCluster,
+            get(cluster::registry),
+        )
+        .route(
+            "/api/v1/tenants",
+            Action::ReadCluster,
+            get(cluster::tenants),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}",
+            Action::WriteCluster,
+            put(cluster::put_tenant).delete(cluster::delete_tenant),
         )
         .route("/api/v1/edges", Action::ReadEdges, get(handlers::edges))
         .route(
