@@ -165,7 +165,7 @@ pub fn free_udp_ports(n: usize) -> anyhow::Result<Vec<u16>> {
         .collect::<Result<_, _>>()?)
 }
 
-fn tls_toml(pki: &Pki, name: &str) -> anyhow::Result<String> {
+pub(crate) fn tls_toml(pki: &Pki, name: &str) -> anyhow::Result<String> {
     let f = pki.node(name)?;
     Ok(format!(
         "tls = {{ ca = {:?}, cert = {:?}, key = {:?} }}\n",
@@ -434,7 +434,12 @@ fn edge_config(
     ))
 }
 
-async fn spawn_with_config(root: &Path, name: &str, bin: &str, cfg: &str) -> anyhow::Result<Proc> {
+pub(crate) async fn spawn_with_config(
+    root: &Path,
+    name: &str,
+    bin: &str,
+    cfg: &str,
+) -> anyhow::Result<Proc> {
     let cfg_path: PathBuf = root.join(format!("{name}.toml"));
     std::fs::write(&cfg_path, cfg)?;
     let log = root.join(format!("{name}.log"));
@@ -537,6 +542,19 @@ impl Api {
             .post(format!("{}{path}", self.base))
             .header("content-type", content_type)
             .body(body)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let body = r.json::<Value>().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    /// PUT a JSON `body` to `path`: status and JSON body.
+    pub async fn put_json(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let r = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .json(body)
             .send()
             .await?;
         let status = r.status().as_u16();

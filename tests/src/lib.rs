@@ -5,6 +5,7 @@
 //! - [`proc`]: one child process: spawn, ready line, SIGKILL, restart, logs.
 //! - [`cluster`]: a whole cluster (hubs, edges, central) in a temp dir with
 //!   its own PKI and free ports, plus an HTTP client for central's API.
+//! - [`central_group`]: central replicas alone (their own Raft group).
 //! - [`wait`]: polling helpers with deadlines.
 //! - [`udp_proxy`]: a UDP proxy a test can cut (an edge's partition).
 //! - [`liveness`]: edge liveness and the region event stream, as central
@@ -15,6 +16,7 @@
 //! a time (see [`cluster::serial`]) because each already loads both cores.
 #![allow(clippy::unwrap_used)]
 
+pub mod central_group;
 pub mod cluster;
 pub mod fleet;
 pub mod liveness;

@@ -95,6 +95,9 @@ pub struct Cluster {
     forwarder: Arc<Forwarder>,
     published: watch::Receiver<Published>,
     timeout: Duration,
+    /// One forward attempt's deadline: an election timeout. A leader that
+    /// died does not answer; by then the survivors name the next one.
+    forward_timeout: Duration,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -151,7 +154,9 @@ impl Cluster {
                         tokio::time::sleep(RETRY_PAUSE).await;
                         continue;
                     };
-                    let left = deadline.saturating_duration_since(Instant::now());
+                    let left = deadline
+                        .saturating_duration_since(Instant::now())
+                        .min(self.forward_timeout);
                     match self.forwarder.forward(to, &addr, data.clone(), left).await {
                         Ok(ForwardReply::Applied(bytes)) => {
                             return machine::decode_outcome(&bytes).ok_or_else(|| {
@@ -349,6 +354,7 @@ pub async fn start(
         forwarder: Arc::new(Forwarder::new(peer_ep, me)),
         published: publish_rx,
         timeout: settings.request_timeout,
+        forward_timeout: settings.tick * settings.election_ticks as u32,
     };
     Ok(ClusterParts {
         cluster,
