@@ -31,6 +31,9 @@
 //!               PlanVerdict::assign_tokens() (fencing tokens)
 //! pressure.rs   Rebalancer: hysteresis, budget and cooldown → migrations
 //! error.rs      SchedError
+//! global/       the global tier (central over regions):
+//!   estimate.rs   RegionCapacity: per-node fit counts summed (never from
+//!                 aggregates), per pool, a size ladder + free-vector histogram
 //! ```
 //!
 //! # Why each stage is shaped as it is
@@ -67,6 +70,7 @@
 mod config;
 mod error;
 mod feasible;
+pub mod global;
 mod ids;
 pub mod intent;
 mod model;
