@@ -34,6 +34,10 @@
 //! global/       the global tier (central over regions):
 //!   estimate.rs   RegionCapacity: per-node fit counts summed (never from
 //!                 aggregates), per pool, a size ladder + free-vector histogram
+//!   summary.rs    RegionSummary: health (+ as-of), capacity, tenant device
+//!                 locality, live instances of each global workload
+//!   intent.rs     GlobalIntent: count | per-region, size, pools, region
+//!                 affinity, spread (targets), locality = "devices"; validate()
 //! ```
 //!
 //! # Why each stage is shaped as it is

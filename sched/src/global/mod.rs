@@ -11,8 +11,15 @@
 //! node list and without over-counting (see `estimate.rs`).
 
 mod estimate;
+mod intent;
+mod summary;
 
 pub use estimate::{
     count_fit, estimate_region, fit_on_node, FreeBucket, FreeHistogram, LadderFit, PoolCapacity,
     RegionCapacity, MAX_FREE_BUCKETS, STANDARD_SIZES,
 };
+pub use intent::{
+    GlobalCardinality, GlobalIntent, GlobalIntentErrors, GlobalSpread, Locality, RegionAffinity,
+    MAX_GLOBAL_COUNT, MAX_REGION_NAME_LEN, MAX_REGION_RULES,
+};
+pub use summary::{HealthAsOf, Placed, RegionHealth, RegionSummary};
