@@ -38,6 +38,13 @@
 //!                 locality, live instances of each global workload
 //!   intent.rs     GlobalIntent: count | per-region, size, pools, region
 //!                 affinity, spread (targets), locality = "devices"; validate()
+//!   snapshot.rs   GlobalSnapshot (summaries, workloads, current splits by
+//!                 workload and region), GlobalConfig, GlobalWorkload, GlobalEval
+//!   split.rs      split(): classify regions → keep unreachable shares →
+//!                 proportional (water-filling) or room fill → GlobalPlan with
+//!                 per-region reasons and a GlobalFailure (AllocMetric per rule)
+//!   verify.rs     verify_global_plan(): refuse changed splits, trim growth to
+//!                 the room left
 //! ```
 //!
 //! # Why each stage is shaped as it is

@@ -12,7 +12,10 @@
 
 mod estimate;
 mod intent;
+mod snapshot;
+mod split;
 mod summary;
+mod verify;
 
 pub use estimate::{
     count_fit, estimate_region, fit_on_node, FreeBucket, FreeHistogram, LadderFit, PoolCapacity,
@@ -22,4 +25,10 @@ pub use intent::{
     GlobalCardinality, GlobalIntent, GlobalIntentErrors, GlobalSpread, Locality, RegionAffinity,
     MAX_GLOBAL_COUNT, MAX_REGION_NAME_LEN, MAX_REGION_RULES,
 };
+pub use snapshot::{GlobalConfig, GlobalEval, GlobalSnapshot, GlobalWorkload};
+pub use split::{split, GlobalFailure, GlobalPlan, GlobalSplitError, RegionShare, ShareReason};
 pub use summary::{HealthAsOf, Placed, RegionHealth, RegionSummary};
+pub use verify::{verify_global_plan, GlobalRejection, GlobalVerdict};
+
+#[cfg(test)]
+mod tests;
