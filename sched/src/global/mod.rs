@@ -31,4 +31,6 @@ pub use summary::{HealthAsOf, Placed, RegionHealth, RegionSummary};
 pub use verify::{verify_global_plan, GlobalRejection, GlobalVerdict};
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
