@@ -69,9 +69,21 @@ pub struct GlobalSnapshot {
     regions: BTreeMap<String, RegionSummary>,
     workloads: BTreeMap<WorkloadId, GlobalWorkload>,
     splits: BTreeMap<WorkloadId, BTreeMap<String, u32>>,
-    /// The same splits by region, so a region's other shares are found
-    /// without scanning every workload.
+    /// The same splits by region.
     by_region: BTreeMap<String, BTreeMap<WorkloadId, u32>>,
+    /// Per region, instances assigned but not yet placed (share minus what
+    /// the region reports running), by instance size: what the region's
+    /// summary does not show yet. Kept current by every mutation, so a
+    /// split reads a few sizes per region instead of every workload's
+    /// share there.
+    unplaced: BTreeMap<String, BTreeMap<Size, u64>>,
+}
+
+/// An instance size as a map key.
+type Size = (u64, u64);
+
+fn key(r: Resources) -> Size {
+    (r.cpu_millicores, r.memory_bytes)
 }
 
 /// An empty split, for workloads that have none.
@@ -104,13 +116,18 @@ impl GlobalSnapshot {
 
     /// Adds or replaces a region's summary.
     pub fn upsert_region(&mut self, summary: RegionSummary) {
-        self.regions.insert(summary.region.clone(), summary);
+        let r = summary.region.clone();
+        self.account_region(&r, false);
+        self.regions.insert(r.clone(), summary);
+        self.account_region(&r, true);
     }
 
     /// Forgets a region (it left the federation). Shares it held are
     /// re-placed by the next evaluation of each workload.
     pub fn remove_region(&mut self, region: &str) {
+        self.account_region(region, false);
         self.regions.remove(region);
+        self.account_region(region, true);
     }
 
     /// A region's summary.
@@ -130,13 +147,16 @@ impl GlobalSnapshot {
 
     /// Adds or replaces a workload.
     pub fn upsert_workload(&mut self, w: GlobalWorkload) {
-        self.workloads.insert(w.id.clone(), w);
+        let id = w.id.clone();
+        self.account_workload(&id, false);
+        self.workloads.insert(id.clone(), w);
+        self.account_workload(&id, true);
     }
 
     /// Removes a workload and its split.
     pub fn remove_workload(&mut self, id: &WorkloadId) {
-        self.workloads.remove(id);
         self.set_split(id, BTreeMap::new());
+        self.workloads.remove(id);
     }
 
     /// A workload by id.
@@ -152,6 +172,7 @@ impl GlobalSnapshot {
 
     /// Replaces the split of `w` (zero shares are dropped).
     pub fn set_split(&mut self, w: &WorkloadId, split: BTreeMap<String, u32>) {
+        self.account_workload(w, false);
         if let Some(old) = self.splits.remove(w) {
             for r in old.keys() {
                 if let Some(m) = self.by_region.get_mut(r) {
@@ -171,6 +192,53 @@ impl GlobalSnapshot {
         }
         if !split.is_empty() {
             self.splits.insert(w.clone(), split);
+        }
+        self.account_workload(w, true);
+    }
+
+    /// `w`'s unplaced instances in `region` and their size, from the
+    /// current state (`None` for an unknown workload or nothing unplaced).
+    fn unplaced_of(&self, w: &WorkloadId, region: &str) -> Option<(Size, u64)> {
+        let n = self.splits.get(w)?.get(region).copied()?;
+        let placed = self.regions.get(region).map_or(0, |s| s.placed_of(w));
+        let size = self.workloads.get(w)?.intent.size;
+        let out = n.saturating_sub(placed);
+        (out > 0).then_some((key(size), u64::from(out)))
+    }
+
+    /// Adds (`add`) or takes back what `w` contributes to `unplaced` in
+    /// `region`. Callers take back before changing anything it depends on
+    /// and add after, so the aggregate always equals a fresh sum.
+    fn account(&mut self, w: &WorkloadId, region: &str, add: bool) {
+        let Some((size, out)) = self.unplaced_of(w, region) else {
+            return;
+        };
+        let m = self.unplaced.entry(region.to_owned()).or_default();
+        let c = m.entry(size).or_default();
+        *c = if add { *c + out } else { c.saturating_sub(out) };
+        if *c == 0 {
+            m.remove(&size);
+            if m.is_empty() {
+                self.unplaced.remove(region);
+            }
+        }
+    }
+
+    fn account_workload(&mut self, w: &WorkloadId, add: bool) {
+        let regions: Vec<String> = self.split_of(w).keys().cloned().collect();
+        for r in regions {
+            self.account(w, &r, add);
+        }
+    }
+
+    fn account_region(&mut self, region: &str, add: bool) {
+        let ws: Vec<WorkloadId> = self
+            .by_region
+            .get(region)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for w in ws {
+            self.account(&w, region, add);
         }
     }
 
@@ -197,19 +265,17 @@ impl GlobalSnapshot {
     ) -> RegionCap {
         let cap: &RegionCapacity = &summary.capacity;
         let fit = cap.fit(size, pools);
+        // Everyone's unplaced instances there, less `w`'s own (its own
+        // share is what is being decided).
+        let own = self.unplaced_of(w, &summary.region);
         let mut pending = 0u64;
-        if let Some(shares) = self.by_region.get(&summary.region) {
-            for (o, &n) in shares.iter().filter(|(o, _)| *o != w) {
-                let outstanding = n.saturating_sub(summary.placed_of(o));
-                if outstanding == 0 {
-                    continue;
-                }
-                let Some(ow) = self.workloads.get(o) else {
-                    continue;
-                };
-                let per = displacement(ow.intent.size, size, cap.max_per_node);
-                pending = pending.saturating_add(u64::from(outstanding).saturating_mul(per));
-            }
+        for (&other, &n) in self.unplaced.get(&summary.region).into_iter().flatten() {
+            let n = match own {
+                Some((s, o)) if s == other => n.saturating_sub(o),
+                _ => n,
+            };
+            let per = displacement(Resources::new(other.0, other.1), size, cap.max_per_node);
+            pending = pending.saturating_add(n.saturating_mul(per));
         }
         let own = u64::from(summary.placed_of(w));
         let total = own.saturating_add(fit.saturating_sub(pending));
@@ -266,6 +332,65 @@ mod tests {
             displacement(Resources::new(250, 10), Resources::new(0, 5), None),
             2
         );
+    }
+
+    /// `unplaced` recomputed from scratch.
+    fn fresh(s: &GlobalSnapshot) -> BTreeMap<String, BTreeMap<Size, u64>> {
+        let mut m: BTreeMap<String, BTreeMap<Size, u64>> = BTreeMap::new();
+        for (w, split) in &s.splits {
+            for r in split.keys() {
+                if let Some((size, n)) = s.unplaced_of(w, r) {
+                    *m.entry(r.clone()).or_default().entry(size).or_default() += n;
+                }
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn the_unplaced_aggregate_equals_a_fresh_sum_after_any_mutations() {
+        use rand::{Rng, SeedableRng};
+
+        use crate::global::tests::{region, workload};
+        use crate::global::{Placed, RegionHealth};
+
+        for seed in 0..40u64 {
+            let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut s = GlobalSnapshot::new(1, GlobalConfig::default());
+            let regions = ["a", "b", "c"];
+            let names = ["w0", "w1", "w2", "w3"];
+            for _ in 0..60 {
+                let w = names[r.gen_range(0..names.len())];
+                let reg = regions[r.gen_range(0..regions.len())];
+                match r.gen_range(0..5) {
+                    0 => {
+                        let mut gw = workload(w, "count = 3");
+                        gw.intent.size = Resources::new(r.gen_range(1..4) * 100, 1);
+                        s.upsert_workload(gw);
+                    }
+                    1 => s.remove_workload(&WorkloadId::new("acme", w)),
+                    2 => {
+                        let mut split = BTreeMap::new();
+                        for x in regions {
+                            if r.gen_bool(0.5) {
+                                split.insert(x.to_owned(), r.gen_range(0..5));
+                            }
+                        }
+                        s.set_split(&WorkloadId::new("acme", w), split);
+                    }
+                    3 => {
+                        let mut sum = region(reg, 10, RegionHealth::Ok, 0);
+                        sum.placed = vec![Placed {
+                            workload: WorkloadId::new("acme", w),
+                            instances: r.gen_range(0..4),
+                        }];
+                        s.upsert_region(sum);
+                    }
+                    _ => s.remove_region(reg),
+                }
+                assert_eq!(s.unplaced, fresh(&s), "seed {seed}");
+            }
+        }
     }
 
     #[test]

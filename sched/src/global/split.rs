@@ -251,7 +251,8 @@ struct Region<'a> {
     prev: u32,
     devices: u32,
     room: RegionCap,
-    shortfall: Option<String>,
+    /// Its summary (`None`: it left the federation).
+    summary: Option<&'a super::summary::RegionSummary>,
     soft: u8,
     hard_listed: bool,
     key: u64,
@@ -332,7 +333,7 @@ pub fn split(
             prev: existing.get(&s.region).copied().unwrap_or(0),
             devices,
             room: snap.region_cap(s, &workload.id, intent.size, &intent.pools),
-            shortfall: s.capacity.shortfall(intent.size, &intent.pools),
+            summary: Some(s),
             soft: intent.soft_weight(&s.region),
             hard_listed,
             key: rng.gen(),
@@ -357,7 +358,7 @@ pub fn split(
                     fit: 0,
                     pending: 0,
                 },
-                shortfall: None,
+                summary: None,
                 soft: 0,
                 hard_listed: false,
                 key: rng.gen(),
@@ -453,7 +454,7 @@ pub fn split(
     };
     let unplaced = wanted.saturating_sub(placed);
     if unplaced > 0 {
-        plan.failed = Some(failure(snap, &regions, unplaced, wanted));
+        plan.failed = Some(failure(snap, intent, &regions, unplaced, wanted));
     }
     // Fits no region: change nothing (not even releasing moved devices'
     // shares), so a full federation does not shuffle what already runs.
@@ -677,6 +678,7 @@ fn reasons(
 
 fn failure(
     snap: &GlobalSnapshot,
+    intent: &super::intent::GlobalIntent,
     regions: &[Region<'_>],
     unplaced: u32,
     wanted: u32,
@@ -697,7 +699,9 @@ fn failure(
                 } else if r.room.fit > 0 {
                     "taken by other workloads' pending shares".to_owned()
                 } else {
-                    r.shortfall.clone().unwrap_or_else(|| "full".to_owned())
+                    r.summary
+                        .and_then(|s| s.capacity.shortfall(intent.size, &intent.pools))
+                        .unwrap_or_else(|| "full".to_owned())
                 };
                 (false, key)
             }
