@@ -31,6 +31,8 @@ pub use summary::{HealthAsOf, Placed, RegionHealth, RegionSummary};
 pub use verify::{verify_global_plan, GlobalRejection, GlobalVerdict};
 
 #[cfg(test)]
+mod bench;
+#[cfg(test)]
 mod props;
 #[cfg(test)]
 mod tests;
