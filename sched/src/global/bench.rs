@@ -199,6 +199,7 @@ fn global_split_throughput() {
     let mut r = ChaCha8Rng::seed_from_u64(SEED);
     let names: Vec<String> = (0..REGIONS).map(|i| format!("region-{i:03}")).collect();
     let mut regions = Vec::new();
+    let mut clusters = Vec::new();
     let mut summarise = Histogram::<u64>::new(3).unwrap_or_else(|e| panic!("histogram: {e}"));
     let mut edges = 0;
     let mut wire = 0;
@@ -228,6 +229,7 @@ fn global_split_throughput() {
             .map(|b| b.len())
             .unwrap_or(0);
         regions.push(s);
+        clusters.push(cs);
     }
     println!(
         "  {edges} edges; summarising a region: {}; summaries {:.1} KiB on the wire on average",
@@ -259,30 +261,63 @@ fn global_split_throughput() {
         percentiles(&hist)
     );
 
-    // Regions place what they were given and report; 10 go down.
+    // Each region places what it was given on its edges (first fit, one
+    // instance of a workload per edge) and reports again; 10 go down.
     let splits: Vec<(WorkloadId, BTreeMap<String, u32>)> = global
         .iter()
         .map(|id| (id.clone(), snap.split_of(id).clone()))
         .collect();
-    let mut updated: Vec<RegionSummary> = snap.regions().cloned().collect();
-    for (i, s) in updated.iter_mut().enumerate() {
-        s.placed = splits
-            .iter()
-            .filter_map(|(id, sp)| {
-                sp.get(&s.region).map(|&n| Placed {
-                    workload: id.clone(),
-                    instances: n,
-                })
-            })
+    let (mut wanted, mut placed, mut next_id) = (0u64, 0u64, 1u128 << 64);
+    for (i, (name, cs)) in names.iter().zip(clusters.iter_mut()).enumerate() {
+        let ready: Vec<(NodeId, Resources)> = cs
+            .nodes()
+            .filter(|n| n.status == NodeStatus::Ready)
+            .map(|n| (n.id.clone(), n.capacity))
             .collect();
-        s.placed.sort_by(|a, b| a.workload.cmp(&b.workload));
-        if i % 10 == 3 {
-            s.health.state = RegionHealth::Down;
+        for (id, sp) in &splits {
+            let Some(&n) = sp.get(name) else { continue };
+            let size = snap.workload(id).map(|w| w.intent.size).unwrap_or_default();
+            wanted += u64::from(n);
+            let mut left = n;
+            for (node, cap) in &ready {
+                if left == 0 {
+                    break;
+                }
+                if cs
+                    .reserved(node)
+                    .saturating_add(size)
+                    .exceeds(cap)
+                    .is_none()
+                {
+                    let mut a = reservation(next_id, node, size);
+                    a.workload = id.clone();
+                    next_id += 1;
+                    cs.upsert_alloc(a);
+                    left -= 1;
+                }
+            }
+            placed += u64::from(n - left);
         }
-    }
-    for s in updated {
+        let mut s = RegionSummary::from_snapshot(
+            name,
+            cs,
+            &STANDARD_SIZES,
+            snap.region(name)
+                .map(|s| s.device_locality.clone())
+                .unwrap_or_default(),
+            &global,
+            NOW,
+        );
+        s.health.state = if i % 10 == 3 {
+            RegionHealth::Down
+        } else {
+            RegionHealth::Ok
+        };
         snap.upsert_region(s);
     }
+    println!(
+        "  regions placed {placed} of the {wanted} instances assigned (first fit on their edges)"
+    );
     let (n, busy, moves, failed, hist) = pass(&mut snap, &global, &mut r, WORKLOADS as u64);
     println!(
         "  re-split with 10 regions down: {n} splits, {:.0} splits/s, {}; {moves} instances moved, {failed} with a failure",
