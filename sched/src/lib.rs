@@ -45,6 +45,7 @@
 //!                 per-region reasons and a GlobalFailure (AllocMetric per rule)
 //!   verify.rs     verify_global_plan(): refuse changed splits, trim growth to
 //!                 the room left
+//!   tests.rs, props.rs, bench.rs (global_split_throughput, #[ignore]d)
 //! ```
 //!
 //! # Why each stage is shaped as it is

@@ -11,7 +11,9 @@
 //! - a region whose current share is no longer the one the plan started
 //!   from is refused (another plan for the workload committed first);
 //! - a share that shrinks or stays is accepted (releasing is always safe);
-//! - a share that grows needs the region to exist and be reachable, and is
+//! - a share that grows needs the region to exist and be reachable by its
+//!   last health verdict (summary staleness needs a clock; `split`, which
+//!   has one, already refused to grow a stale region), and is
 //!   **trimmed** to what the region can now hold of the workload (its
 //!   newest summary, less other workloads' unplaced shares, including
 //!   those committed since), but never below its current share.
