@@ -34,6 +34,21 @@
 //!               and forecasts → ScaleDecision); device sharding over
 //!               instance slots (rendezvous, frozen hash): shard_of, moves
 //! error.rs      SchedError
+//! global/       the global tier (central over regions):
+//!   estimate.rs   RegionCapacity: per-node fit counts summed (never from
+//!                 aggregates), per pool, a size ladder + free-vector histogram
+//!   summary.rs    RegionSummary: health (+ as-of), capacity, tenant device
+//!                 locality, live instances of each global workload
+//!   intent.rs     GlobalIntent: count | per-region, size, pools, region
+//!                 affinity, spread (targets), locality = "devices"; validate()
+//!   snapshot.rs   GlobalSnapshot (summaries, workloads, current splits by
+//!                 workload and region), GlobalConfig, GlobalWorkload, GlobalEval
+//!   split.rs      split(): classify regions → keep unreachable shares →
+//!                 proportional (water-filling) or room fill → GlobalPlan with
+//!                 per-region reasons and a GlobalFailure (AllocMetric per rule)
+//!   verify.rs     verify_global_plan(): refuse changed splits, trim growth to
+//!                 the room left
+//!   tests.rs, props.rs, bench.rs (global_split_throughput, #[ignore]d)
 //! ```
 //!
 //! # Why each stage is shaped as it is
@@ -70,6 +85,7 @@
 mod config;
 mod error;
 mod feasible;
+pub mod global;
 mod ids;
 pub mod intent;
 mod model;
