@@ -13,7 +13,7 @@
 //! - [`HoltWinters`] ([`holt_winters`]): additive Holt-Winters with zero, one
 //!   or two seasonal periods (Taylor's double-seasonal form for daily +
 //!   weekly) and none/additive/damped trend, parameters fitted by one-step
-//!   SSE with a deterministic grid + Nelder-Mead ([`optimize`]).
+//!   SSE with a deterministic grid + Nelder-Mead (`optimize.rs`).
 //! - [`SeasonalNaive`] ([`naive`]): "same time last season", the baseline
 //!   every model must beat.
 //! - [`mape`] / [`smape`] ([`metrics`]).
@@ -22,6 +22,29 @@
 //!   evaluation and by firmware-sim's trace mode. It lives here rather than
 //!   in firmware-sim so that firmware-sim depends on this crate and not the
 //!   other way round.
+//!
+//! # Which model, measured
+//! On the compressed synthetic trace (5-minute steps, 30-minute horizon =
+//! 6 steps, every origin of a fourth week scored after three weeks of
+//! history, Holt-Winters refitted daily; `eval.rs`, `report`), MAPE pooled
+//! over seeds 1, 2, 3, 7, 11:
+//!
+//! | model                              | clean  | noise 5 % + surges |
+//! |------------------------------------|--------|--------------------|
+//! | HW daily+weekly, damped, fit h = 6 | 0.02 % | **6.84 %**         |
+//! | HW daily+weekly, one-step fit      | 0.02 % | 6.94 %             |
+//! | HW daily+weekly, no trend          | 0.04 % | 6.84 %             |
+//! | HW daily only                      | 0.40 % | 7.86 %             |
+//! | seasonal-naive, weekly             | 0.00 % | 8.65 %             |
+//! | seasonal-naive, daily              | 10.4 % | 18.42 %            |
+//!
+//! Double-seasonal Holt-Winters fitted for the 6-step horizon wins: 21 %
+//! lower MAPE than the best baseline (weekly seasonal-naive) on the noisy
+//! trace, ahead on every seed (by 5 % to 32 %); seasonal-naive copies last
+//! week's noise and surges. No recurrent model was tried: with 5 % noise
+//! the irreducible MAPE is about 4 %, the gap left is mostly unforecastable
+//! surge onsets, and a network would need a training loop and weights to
+//! ship; it would have to beat 6.84 % on this same data to earn its place.
 //!
 //! # Why not `augurs`
 //! `augurs-ets` (with `augurs-mstl`) was the obvious maintained choice.
