@@ -252,8 +252,14 @@ pub struct FleetConfig {
     /// (raised to the number of endpoints if needed).
     pub connections: Option<u32>,
     /// Readings per second per device; 0 = as fast as the window allows.
-    /// Default 1.
+    /// Ignored for pacing and timestamps when `trace` is set. Default 1.
     pub rate_per_device: f64,
+    /// Trace mode: the fleet's total publish rate follows this trace
+    /// (daily/weekly patterns, surges, noise, played `compression` times
+    /// faster), each connection publishing its devices' share, and readings
+    /// are stamped when due (see [`crate::trace`] and `firmware-sim/trace.toml`).
+    /// Default: unset (constant `rate-per-device`).
+    pub trace: Option<crate::trace::TraceSpec>,
     /// Publish exactly this many readings per device (seq 0..count), wait
     /// for their PUBACKs, then stop. Default: unbounded.
     pub count: Option<u64>,
@@ -323,6 +329,7 @@ impl Default for FleetConfig {
             endpoints: Vec::new(),
             connections: None,
             rate_per_device: 1.0,
+            trace: None,
             count: None,
             duration: None,
             qos: 1,
@@ -416,6 +423,9 @@ impl FleetConfig {
                 "rate-per-device {} must be a finite number ≥ 0 (0 = unlimited)",
                 self.rate_per_device
             ));
+        }
+        if let Some(Err(e)) = self.trace.as_ref().map(|t| t.validate()) {
+            p.extend(e.problems.into_iter().map(|m| format!("trace: {m}")));
         }
         if self.password.is_some() && self.username.is_none() {
             p.push("password is set without username".into());
@@ -555,6 +565,10 @@ mod tests {
             inflight: 0,
             payload_bytes: Some(10),
             rate_per_device: -1.0,
+            trace: Some(crate::trace::TraceSpec {
+                base_rate: 0.0,
+                ..Default::default()
+            }),
             anomalies: vec!["stuck:devices=99,duration=0,magnitude=3".parse().unwrap()],
             ..FleetConfig::default()
         };
@@ -571,10 +585,11 @@ mod tests {
             "duration must",
             "magnitude only",
             "payload-bytes 10",
+            "trace: base-rate 0",
         ] {
             assert!(text.contains(needle), "{needle:?} missing from {text}");
         }
-        assert!(err.problems.len() >= 10, "{text}");
+        assert!(err.problems.len() >= 11, "{text}");
     }
 
     #[test]

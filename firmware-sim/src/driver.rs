@@ -457,7 +457,15 @@ impl ConnectionDriver {
         // Dropped readings are never handed out by the session.
         let values = model::values(&self.cfg, device, o.seq)
             .ok_or_else(|| bad("reading is dropped by an anomaly".into()))?;
-        let ts = model::ts_ms(&self.cfg, o.seq);
+        // Trace mode stamps when the reading was due (see crate::trace).
+        let ts = match o.due_ms {
+            Some(due) => self
+                .cfg
+                .start_ts_ms
+                .unwrap_or(0)
+                .saturating_add(i64::try_from(due).unwrap_or(i64::MAX)),
+            None => model::ts_ms(&self.cfg, o.seq),
+        };
         payload::encode_reading(&mut self.payload, &self.cfg, ts, o.seq, &values)
             .map_err(|e| bad(e.to_string()))?;
         self.publish.payload = self.payload.split().freeze();

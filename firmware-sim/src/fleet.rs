@@ -310,7 +310,7 @@ pub async fn run(
     let abort = CancellationToken::new();
     let started = Instant::now();
     tracing::info!(tenant = %cfg.tenant, devices = cfg.devices, connections, endpoints = ?cfg.endpoints,
-        rate_per_device = cfg.rate_per_device, count = ?cfg.count, qos = cfg.qos, start_ts_ms, "fleet starting");
+        rate_per_device = cfg.rate_per_device, trace = cfg.trace.is_some(), count = ?cfg.count, qos = cfg.qos, start_ts_ms, "fleet starting");
 
     let mut tasks = JoinSet::new();
     let endpoints = u32::try_from(cfg.endpoints.len()).unwrap_or(u32::MAX);

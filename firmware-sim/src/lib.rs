@@ -35,6 +35,8 @@
 //! - `driver`: `ConnectionDriver`, the only code touching sockets and clocks.
 //! - [`fleet`]: [`run`], device→connection assignment, [`Summary`],
 //!   [`Progress`].
+//! - [`trace`]: trace mode, the fleet's rate following a [`TraceSpec`]
+//!   (daily/weekly patterns and surges, time-compressed); pure pacing.
 //!
 //! This crate must not depend on the edge, hub or central crates: it talks to
 //! them only over MQTT, like a real device.
@@ -45,7 +47,9 @@ pub mod fleet;
 pub mod model;
 pub mod payload;
 pub mod session;
+pub mod trace;
 
 pub use config::{parse_duration, AnomalyKind, AnomalySpec, ConfigError, FleetConfig, Sensor};
 pub use fleet::{assign, run, LatencySummary, Progress, ProgressFn, SimError, Summary};
 pub use model::{device_name, is_dropped, reading, values};
+pub use trace::{TracePacer, TraceSpec};

@@ -38,6 +38,11 @@ struct Cli {
     /// Readings per second per device; 0 = as fast as possible.
     #[arg(long, default_value_t = 1.0)]
     rate: f64,
+    /// Trace mode: the fleet's total rate follows the trace in this TOML
+    /// file (daily/weekly patterns, surges, noise, time-compressed; see
+    /// firmware-sim/trace.toml). Replaces --rate.
+    #[arg(long, value_name = "PATH")]
+    trace: Option<std::path::PathBuf>,
     /// Publish exactly K readings per device (seq 0..K), await their acks, exit.
     /// Readings suppressed by a dropout anomaly are not published (their seq is skipped).
     #[arg(long, value_name = "K")]
@@ -119,6 +124,15 @@ impl Cli {
             ),
             (p, None) => p.clone(),
         };
+        let trace = match &self.trace {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| firmware_sim::trace::parse_trace_toml(&text))
+                    .map_err(|e| format!("--trace {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
         Ok(FleetConfig {
             tenant: self.tenant,
             devices: self.devices,
@@ -127,6 +141,7 @@ impl Cli {
             endpoints: self.endpoints,
             connections: self.connections,
             rate_per_device: self.rate,
+            trace,
             count: self.count,
             duration: self.duration,
             qos: self.qos,

@@ -3,7 +3,8 @@
 //! A [`Session`] decides what goes out next for the devices multiplexed on
 //! its connection: retransmissions first, then new readings in round-robin
 //! order (reading `i` of every device before reading `i + 1`), paced by the
-//! per-device rate and bounded by the in-flight window. It tracks packet id →
+//! per-device rate (or, in trace mode, by a [`TracePacer`]) and bounded by
+//! the in-flight window. It tracks packet id →
 //! (device, seq, send time) for QoS 1 until the PUBACK arrives. It never
 //! touches the clock or a socket: `now` is passed in and the driver executes
 //! the returned [`Next`] steps.
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::FleetConfig;
 use crate::model;
+use crate::trace::TracePacer;
 
 /// One unacknowledged QoS 1 publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +27,7 @@ struct Inflight {
     seq: u64,
     sent_at: Instant,
     order: u64,
+    due_ms: Option<u64>,
 }
 
 /// A publish the driver must write now.
@@ -38,6 +41,22 @@ pub struct Outgoing {
     pub seq: u64,
     /// A retransmission (DUP flag set).
     pub dup: bool,
+    /// Trace mode: when the reading was due, in ms after the session's
+    /// start; its timestamp is `start-ts-ms` plus this. `None` in constant
+    /// rate mode, where the timestamp is [`model::ts_ms`].
+    pub due_ms: Option<u64>,
+}
+
+/// How new readings are spaced.
+#[derive(Debug, Clone)]
+enum Pacing {
+    /// As fast as the window allows.
+    Unlimited,
+    /// Seconds between two publishes of this connection.
+    Constant(f64),
+    /// Following the trace; `next` is when the reading at `cursor` is due,
+    /// in seconds after `start`.
+    Trace { pacer: TracePacer, next: f64 },
 }
 
 /// What the connection should do next.
@@ -78,8 +97,7 @@ pub struct Session {
     cursor: u64,
     /// `count * m`, when bounded.
     end: Option<u64>,
-    /// Seconds between two publishes of this connection, when paced.
-    pace: Option<f64>,
+    pacing: Pacing,
     start: Instant,
     /// Indexed by packet id; id 0 is never used.
     slots: Vec<Option<Inflight>>,
@@ -101,7 +119,16 @@ impl Session {
             qos1: cfg.qos >= 1,
             cursor: 0,
             end: cfg.count.map(|k| k.saturating_mul(m)),
-            pace: (cfg.rate_per_device > 0.0).then(|| 1.0 / (cfg.rate_per_device * m as f64)),
+            pacing: match &cfg.trace {
+                Some(spec) => Pacing::Trace {
+                    pacer: TracePacer::new(spec.clone(), m as f64 / f64::from(cfg.devices.max(1))),
+                    next: 0.0,
+                },
+                None if cfg.rate_per_device > 0.0 => {
+                    Pacing::Constant(1.0 / (cfg.rate_per_device * m as f64))
+                }
+                None => Pacing::Unlimited,
+            },
             start,
             slots: vec![None; usize::from(window) + 1],
             free: (1..=window).rev().collect(),
@@ -169,6 +196,7 @@ impl Session {
                     slot: e.slot,
                     seq: e.seq,
                     dup: true,
+                    due_ms: e.due_ms,
                 });
             }
         }
@@ -179,8 +207,19 @@ impl Session {
             if self.qos1 && self.free.is_empty() {
                 return Next::WindowFull;
             }
-            if let Some(pace) = self.pace {
-                let due = self.start + Duration::from_secs_f64(self.cursor as f64 * pace);
+            let (due, due_ms) = match &mut self.pacing {
+                Pacing::Unlimited => (None, None),
+                Pacing::Constant(pace) => (Some(self.cursor as f64 * *pace), None),
+                Pacing::Trace { next, .. } => (Some(*next), Some((*next * 1000.0).round() as u64)),
+            };
+            if let Some(due) = due {
+                // A due beyond what Instant can hold is centuries away: wait.
+                let Some(due) = Duration::try_from_secs_f64(due)
+                    .ok()
+                    .and_then(|d| self.start.checked_add(d))
+                else {
+                    return Next::Wait(now + Duration::from_secs(3600));
+                };
                 if due > now {
                     return Next::Wait(due);
                 }
@@ -188,6 +227,9 @@ impl Session {
             let m = self.devices.len() as u64;
             let (slot, seq) = ((self.cursor % m) as u32, self.cursor / m);
             self.cursor += 1;
+            if let Pacing::Trace { pacer, next } = &mut self.pacing {
+                *next = pacer.next_due(*next);
+            }
             if model::is_dropped(cfg, self.device(slot), seq) {
                 self.counters.dropped += 1;
                 continue;
@@ -199,6 +241,7 @@ impl Session {
                     slot,
                     seq,
                     dup: false,
+                    due_ms,
                 });
             }
             let Some(pkid) = self.free.pop() else {
@@ -212,6 +255,7 @@ impl Session {
                 seq,
                 sent_at: now,
                 order: self.order,
+                due_ms,
             });
             self.order += 1;
             self.in_flight += 1;
@@ -220,6 +264,7 @@ impl Session {
                 slot,
                 seq,
                 dup: false,
+                due_ms,
             });
         }
     }
@@ -378,6 +423,38 @@ mod tests {
         let late = t + Duration::from_millis(500);
         let seqs: Vec<u64> = (0..4).map(|_| send(s.poll_publish(late, &c)).seq).collect();
         assert_eq!(seqs, vec![1, 1, 2, 2]);
+    }
+
+    #[test]
+    fn trace_mode_paces_by_the_trace_and_stamps_due_times() {
+        let mut c = cfg(100, 1.0, None);
+        c.devices = 4;
+        // Flat 40 msgs/s for the fleet: this 2-device connection gets 20/s.
+        c.trace = Some(crate::trace::TraceSpec {
+            base_rate: 40.0,
+            daily_amplitude: 0.0,
+            weekly_amplitude: 0.0,
+            noise: 0.0,
+            ..Default::default()
+        });
+        let t = Instant::now();
+        let mut s = Session::new(vec![0, 1], &c, t);
+        let first = send(s.poll_publish(t, &c));
+        assert_eq!((first.seq, first.due_ms), (0, Some(0)));
+        assert_eq!(
+            s.poll_publish(t, &c),
+            Next::Wait(t + Duration::from_millis(50))
+        );
+        // Behind schedule: catch up, each reading stamped with its own due.
+        let late = t + Duration::from_millis(200);
+        let due: Vec<Option<u64>> = (0..4)
+            .map(|_| send(s.poll_publish(late, &c)).due_ms)
+            .collect();
+        assert_eq!(due, vec![Some(50), Some(100), Some(150), Some(200)]);
+        // A retransmission keeps the original due time.
+        assert_eq!(s.handle_disconnect(), 5);
+        let again = send(s.poll_publish(late, &c));
+        assert_eq!((again.seq, again.dup, again.due_ms), (0, true, Some(0)));
     }
 
     #[test]
