@@ -102,6 +102,28 @@ impl Rebuild {
                 .collect(),
         }
     }
+
+    /// The snapshot the core schedules over, before it lays its soft state
+    /// on it (measured use, leases): the replicated state alone, with `cfg`
+    /// as the core runs it ([`region_config`]). Also what the region's
+    /// capacity summary is estimated from, so central counts room the way
+    /// the region's own scheduler does.
+    pub fn into_snapshot(self, cfg: SchedulerConfig) -> ClusterSnapshot {
+        ClusterSnapshot::from_parts(
+            self.index,
+            region_config(cfg),
+            self.nodes,
+            self.workloads,
+            self.allocs,
+        )
+    }
+}
+
+/// `cfg` as a region's scheduler runs it: `one_per_node` forced on, since
+/// an edge runs a workload once.
+pub fn region_config(mut cfg: SchedulerConfig) -> SchedulerConfig {
+    cfg.one_per_node = true;
+    cfg
 }
 
 /// What the driver must do.
@@ -219,7 +241,7 @@ pub struct SchedulerCore {
 impl SchedulerCore {
     /// A core that is not leading.
     pub fn new(mut cfg: CoreConfig) -> Self {
-        cfg.sched.one_per_node = true;
+        cfg.sched = region_config(cfg.sched);
         SchedulerCore {
             cfg,
             lead: None,
@@ -329,7 +351,7 @@ impl SchedulerCore {
     }
 
     /// Replaces the snapshot with `r`.
-    fn install(&mut self, lead: &mut Lead, r: Rebuild) {
+    fn install(&mut self, lead: &mut Lead, mut r: Rebuild) {
         lead.carriers = r
             .nodes
             .iter()
@@ -340,12 +362,10 @@ impl SchedulerCore {
             let heard = lead.heard.entry(node).or_insert(l.last_heartbeat_ms);
             *heard = (*heard).max(l.last_heartbeat_ms);
         }
-        let mut nodes = r.nodes;
-        for n in &mut nodes {
+        for n in &mut r.nodes {
             lead.pressure.overlay(n);
         }
-        lead.snap =
-            ClusterSnapshot::from_parts(r.index, self.cfg.sched, nodes, r.workloads, r.allocs);
+        lead.snap = r.into_snapshot(self.cfg.sched);
         let moved = lead.pressure.rebuilt(&lead.snap);
         self.commands
             .extend(moved.into_iter().map(Command::Observe));

@@ -242,6 +242,33 @@ fn a_new_leader_evaluates_every_workload_once_and_places_them() {
 }
 
 #[test]
+fn a_rebuilds_snapshot_reserves_what_the_cores_own_does() {
+    // The capacity summary is estimated from `Rebuild::into_snapshot`: it
+    // must count room as the leading core does, one instance per edge.
+    let mut wd = World::new(3);
+    wd.submit("a", serde_json::json!({"count": 2}));
+    wd.lead();
+    wd.settle();
+    let mut plain = CoreConfig::default().sched;
+    plain.one_per_node = false;
+    let rebuilt = Rebuild::of(&wd.state).into_snapshot(plain);
+    assert!(rebuilt.config().one_per_node, "forced, as the core does");
+    let core = wd.core.snapshot().expect("leading");
+    assert_eq!(rebuilt.index(), core.index());
+    let reserved = |s: &strata_sched::ClusterSnapshot| -> Vec<_> {
+        s.nodes()
+            .map(|n| (n.id.clone(), s.reserved(&n.id)))
+            .collect()
+    };
+    assert_eq!(reserved(&rebuilt), reserved(core));
+    let busy = reserved(&rebuilt)
+        .iter()
+        .filter(|(_, r)| !r.is_zero())
+        .count();
+    assert_eq!(busy, 2, "two of the three edges run an instance of a");
+}
+
+#[test]
 fn triggers_coalesce_and_a_workload_has_one_plan_in_flight() {
     let mut wd = World::new(2);
     wd.lead();

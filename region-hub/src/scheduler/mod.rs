@@ -93,6 +93,6 @@ mod pressure;
 #[cfg(test)]
 mod core_tests;
 
-pub use self::core::{Command, CoreConfig, Observation, Rebuild, SchedulerCore};
+pub use self::core::{region_config, Command, CoreConfig, Observation, Rebuild, SchedulerCore};
 pub use driver::{SchedSignal, SchedulerDriver};
 pub use lease::LeaseConfig;
