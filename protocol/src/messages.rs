@@ -552,6 +552,17 @@ pub enum HubRequest {
         /// long (ms; the hub caps it) for one before answering an empty page.
         wait_ms: u32,
     },
+    /// The region's capacity summary for central's global scheduler: what
+    /// it can still take (fit counts summed per edge, per pool), whose
+    /// devices report through it, and how many live instances it runs of
+    /// each of `global`. Leader only (the leader's applied state is the
+    /// freshest the region has).
+    RegionSummary {
+        /// The workloads central manages globally: the summary's `placed`
+        /// counts the live instances of each (their region workloads have
+        /// the same ids).
+        global: Vec<strata_sched::WorkloadId>,
+    },
 }
 
 /// Hub → central / CLI response.
@@ -613,4 +624,55 @@ pub enum HubResponse {
     Retention(RetentionReport),
     /// Answer to [`HubRequest::Events`].
     Events(EventPage),
+    /// Answer to [`HubRequest::RegionSummary`]. Boxed: the shape central's
+    /// global scheduler is written against (not needed for the enum's size).
+    RegionSummary(Box<strata_sched::global::RegionSummary>),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use strata_sched::global::{RegionSummary, STANDARD_SIZES};
+    use strata_sched::{ClusterSnapshot, Node, Resources, SchedulerConfig, Timestamp, WorkloadId};
+
+    use super::*;
+    use crate::frame::{bincode_config, decode_body};
+
+    fn body<T: Encode>(msg: &T) -> Vec<u8> {
+        bincode::encode_to_vec(msg, bincode_config()).unwrap()
+    }
+
+    #[test]
+    fn the_region_summary_is_appended_and_round_trips() {
+        // Appended: every earlier variant keeps its discriminant, so older
+        // peers decode them unchanged (bincode's varint tag is the first
+        // byte; 14 and 17 are the counts of the variants before).
+        let req = HubRequest::RegionSummary {
+            global: vec![WorkloadId::new("acme", "watch")],
+        };
+        let bytes = body(&req);
+        assert_eq!(bytes[0], 14, "HubRequest::RegionSummary is appended");
+        assert_eq!(decode_body::<HubRequest>(&bytes).unwrap(), req);
+
+        let snap = ClusterSnapshot::from_parts(
+            1,
+            SchedulerConfig::default(),
+            vec![Node::new("e1", Resources::new(1000, 1 << 30))],
+            vec![],
+            vec![],
+        );
+        let summary = RegionSummary::from_snapshot(
+            "west",
+            &snap,
+            &STANDARD_SIZES,
+            BTreeMap::from([("acme".to_owned(), 3)]),
+            &[],
+            Timestamp(5),
+        );
+        let resp = HubResponse::RegionSummary(Box::new(summary));
+        let bytes = body(&resp);
+        assert_eq!(bytes[0], 17, "HubResponse::RegionSummary is appended");
+        assert_eq!(decode_body::<HubResponse>(&bytes).unwrap(), resp);
+    }
 }

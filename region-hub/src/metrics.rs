@@ -16,7 +16,7 @@ pub struct KindLabel {
     /// `fetch_artifact`, `status`, `list_edges`, `list_devices`, `query`,
     /// `add_replica`, `remove_replica`, `put_artifact`, `submit_monitor`,
     /// `list_monitors`, `get_monitor`, `delete_monitor`, `query_alerts`,
-    /// `retention`, `events`, `decode`.
+    /// `retention`, `events`, `region_summary`, `decode`.
     pub kind: &'static str,
 }
 

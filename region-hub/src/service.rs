@@ -9,7 +9,8 @@
 //!
 //! Writes (batches, membership, artifacts, monitor submits and deletes) go
 //! through the leader; a follower answers `NotLeader` with the leader's
-//! client address. Heartbeats too, but the leader keeps them as soft state
+//! client address. So does the region's capacity summary, a read that only
+//! the leader answers. Heartbeats too, but the leader keeps them as soft state
 //! in its failure detector (`crate::liveness`) instead of replicating
 //! them. Reads (`ListEdges`, `ListDevices`, `Query`, `Status`, monitors,
 //! alerts, events, artifacts) are answered by whichever replica is asked,
@@ -21,9 +22,12 @@
 //! only the leader serves them, since fetching them grants leases.
 //!
 //! The monitor and artifact handlers live in [`workloads`]; heartbeats,
-//! edge connections, the edge list and the event log in [`edges`].
+//! edge connections, the edge list and the event log in [`edges`]; the
+//! capacity summary for central's global scheduler (leader only) in
+//! [`summary`].
 
 mod edges;
+mod summary;
 #[cfg(test)]
 mod tests;
 mod workloads;
@@ -365,6 +369,9 @@ impl Service {
                 limit,
                 wait_ms,
             } => ("events", self.events(from_seq, limit, wait_ms).await),
+            HubRequest::RegionSummary { global } => {
+                ("region_summary", self.region_summary(global).await)
+            }
             other => return self.hub_core(other).await,
         };
         self.metrics.request(kind);
@@ -429,7 +436,8 @@ impl Service {
             | HubRequest::DeleteMonitor { .. }
             | HubRequest::QueryAlerts(_)
             | HubRequest::ListEdges
-            | HubRequest::Events { .. } => (
+            | HubRequest::Events { .. }
+            | HubRequest::RegionSummary { .. } => (
                 "decode",
                 Ok(HubResponse::Error {
                     message: "internal: request routed to the wrong handler".into(),

@@ -95,6 +95,7 @@ fn request_kind(req: &HubRequest) -> &'static str {
         HubRequest::QueryAlerts(_) => "alerts",
         HubRequest::Retention { .. } => "retention",
         HubRequest::Events { .. } => "events",
+        HubRequest::RegionSummary { .. } => "region-summary",
     }
 }
 
@@ -117,6 +118,7 @@ fn response_kind(resp: &HubResponse) -> &'static str {
         HubResponse::MembershipRefused(_) => "membership-refused",
         HubResponse::Retention(_) => "retention",
         HubResponse::Events(_) => "events",
+        HubResponse::RegionSummary(_) => "region-summary",
     }
 }
 

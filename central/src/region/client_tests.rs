@@ -194,6 +194,7 @@ fn kind(req: &HubRequest) -> &'static str {
         HubRequest::QueryAlerts(_) => "alerts",
         HubRequest::Retention { .. } => "retention",
         HubRequest::Events { .. } => "events",
+        HubRequest::RegionSummary { .. } => "summary",
     }
 }
 

@@ -145,7 +145,8 @@ impl Service {
     }
 }
 
-fn failure(e: ProposeError) -> HubResponse {
+/// A failed state read as an answer.
+pub(super) fn failure(e: ProposeError) -> HubResponse {
     match e {
         ProposeError::NotLeader { leader, .. } => HubResponse::NotLeader { leader },
         e => HubResponse::Error {

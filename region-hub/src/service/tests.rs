@@ -443,3 +443,252 @@ mod workloads {
         hub.wait().await.unwrap();
     }
 }
+
+/// The region summary through three real replicas over QUIC: followers
+/// redirect, the leader answers from its applied state, and reports the
+/// region degraded once it loses a member.
+mod summary {
+    use std::net::UdpSocket;
+    use std::time::{Duration, Instant};
+
+    use strata_protocol::liveness::EdgeHeartbeat;
+    use strata_protocol::monitoring::MonitorCapacity;
+    use strata_protocol::scheduling::NodeFacts;
+    use strata_protocol::{
+        EdgeRequest, EdgeResponse, EdgeStatus, HubRequest, HubResponse, Metric, NodeIdentity,
+        NodeKind, RaftRole, SpoolEntry, TelemetryBatch, TelemetryRecord,
+    };
+    use strata_sched::global::{RegionHealth, RegionSummary};
+    use strata_sched::WorkloadId;
+    use tokio_util::sync::CancellationToken;
+
+    use crate::config::{PeerConfig, RaftTuning};
+    use crate::raft::driver::now_ms;
+    use crate::{HubConfig, Listeners, RunningHub};
+
+    const DEADLINE: Duration = Duration::from_secs(10);
+
+    async fn connect(
+        pki: &strata_net::Pki,
+        kind: NodeKind,
+        name: &str,
+        to: std::net::SocketAddr,
+    ) -> quinn::Connection {
+        let tls = strata_net::NodeTls::load(&pki.node(name).unwrap()).unwrap();
+        let ep = strata_net::client_endpoint(&tls).unwrap();
+        let me = NodeIdentity {
+            kind,
+            id: name.into(),
+            region: "r1".into(),
+        };
+        strata_net::connect(&ep, to, &me).await.unwrap().0
+    }
+
+    async fn call(c: &quinn::Connection, req: HubRequest) -> HubResponse {
+        strata_net::rpc::call(c, &req).await.unwrap()
+    }
+
+    /// A pulse of edge-1: 1000 millicores and 256 MiB for monitors, in
+    /// pool `gpu`.
+    fn pulse() -> EdgeRequest {
+        EdgeRequest::Pulse(EdgeHeartbeat {
+            status: EdgeStatus {
+                edge: "edge-1".into(),
+                capacity: MonitorCapacity {
+                    memory_mib: 256,
+                    cpu_millicores: 1000,
+                },
+                ..EdgeStatus::default()
+            },
+            boot_id: 7,
+            facts: NodeFacts {
+                labels: Default::default(),
+                pools: ["gpu".to_owned()].into(),
+            },
+        })
+    }
+
+    fn readings(now: i64) -> EdgeRequest {
+        let rec = |tenant: &str, device: &str| {
+            SpoolEntry::Telemetry(TelemetryRecord {
+                tenant: tenant.into(),
+                device: device.into(),
+                ts_ms: now,
+                seq: None,
+                metrics: vec![Metric {
+                    name: "t".into(),
+                    value: 1.0,
+                }],
+                tags: vec![],
+            })
+        };
+        EdgeRequest::Batch(TelemetryBatch {
+            edge: "edge-1".into(),
+            epoch: 1,
+            first_seq: 0,
+            entries: vec![rec("acme", "d1"), rec("acme", "d2"), rec("globex", "g1")],
+        })
+    }
+
+    /// Asks `hub` for the summary, pulsing the edge first so it stays up,
+    /// until `done` holds.
+    async fn summary_until(
+        edge: &quinn::Connection,
+        hub: &quinn::Connection,
+        what: &str,
+        done: impl Fn(&RegionSummary) -> bool,
+    ) -> RegionSummary {
+        let start = Instant::now();
+        loop {
+            let _: EdgeResponse = strata_net::rpc::call(edge, &pulse()).await.unwrap();
+            let r = call(
+                hub,
+                HubRequest::RegionSummary {
+                    global: vec![WorkloadId::new("acme", "none-yet")],
+                },
+            )
+            .await;
+            match r {
+                HubResponse::RegionSummary(s) if done(&s) => return *s,
+                other => assert!(
+                    start.elapsed() < DEADLINE,
+                    "timed out waiting for {what}: {other:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_leader_answers_and_followers_redirect() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = strata_net::Pki::ensure(&dir.path().join("pki")).unwrap();
+        let listeners: Vec<Listeners> = (0..3)
+            .map(|_| Listeners {
+                peer: UdpSocket::bind("127.0.0.1:0").unwrap(),
+                client: UdpSocket::bind("127.0.0.1:0").unwrap(),
+            })
+            .collect();
+        let peers: Vec<PeerConfig> = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| PeerConfig {
+                id: i as u64 + 1,
+                peer_addr: l.peer.local_addr().unwrap().to_string(),
+                client_addr: l.client.local_addr().unwrap().to_string(),
+            })
+            .collect();
+        let mut hubs: Vec<(RunningHub, CancellationToken)> = Vec::new();
+        for (i, l) in listeners.into_iter().enumerate() {
+            let id = i as u64 + 1;
+            let cfg = HubConfig {
+                region: "r1".into(),
+                id,
+                data_dir: dir.path().join(format!("hub-{id}")),
+                peers: peers.clone(),
+                tls: pki.node(&format!("hub-{id}")).unwrap(),
+                raft: RaftTuning {
+                    tick_ms: 20,
+                    ..RaftTuning::default()
+                },
+                ..HubConfig::default()
+            };
+            let stop = CancellationToken::new();
+            hubs.push((crate::start(cfg, l, stop.clone()).await.unwrap(), stop));
+        }
+        let start = Instant::now();
+        let leader = loop {
+            let mut found = None;
+            for (i, (h, _)) in hubs.iter().enumerate() {
+                if h.node.status().await.unwrap().role == RaftRole::Leader {
+                    found = Some(i);
+                }
+            }
+            if let Some(i) = found {
+                break i;
+            }
+            assert!(start.elapsed() < DEADLINE, "no leader elected");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let follower = (leader + 1) % 3;
+        let edge = connect(&pki, NodeKind::Edge, "edge-1", hubs[leader].0.client_addr).await;
+        let central = connect(
+            &pki,
+            NodeKind::Central,
+            "central",
+            hubs[leader].0.client_addr,
+        )
+        .await;
+        let at_follower = connect(
+            &pki,
+            NodeKind::Central,
+            "central",
+            hubs[follower].0.client_addr,
+        )
+        .await;
+
+        let committed = strata_net::rpc::call::<_, EdgeResponse>(&edge, &readings(now_ms()))
+            .await
+            .unwrap();
+        assert!(
+            matches!(committed, EdgeResponse::Committed { count: 3, .. }),
+            "{committed:?}"
+        );
+        // The edge's report reaches the applied state shortly after its
+        // first pulse (the leader replicates a material change).
+        let s = summary_until(&edge, &central, "edge-1 in the summary", |s| {
+            s.capacity.pools.contains_key("gpu")
+        })
+        .await;
+        assert_eq!(s.region, "r1");
+        let gpu = &s.capacity.pools["gpu"];
+        assert_eq!(gpu.nodes_ready, 1);
+        let fits: Vec<u64> = gpu.ladder.iter().map(|l| l.fits).collect();
+        // 1000m / 256 MiB, one instance per edge: every standard size but
+        // the 1000m / 512 MiB one.
+        assert_eq!(fits, vec![1, 1, 1, 1, 0]);
+        assert_eq!(s.capacity.all, *gpu);
+        assert_eq!(s.devices_of("acme"), 2);
+        assert_eq!(s.devices_of("globex"), 1);
+        assert!(s.placed.is_empty());
+        assert_eq!(s.health.state, RegionHealth::Ok);
+
+        // A follower redirects to the leader's client address.
+        let r = call(&at_follower, HubRequest::RegionSummary { global: vec![] }).await;
+        let HubResponse::NotLeader { leader: Some(hint) } = r else {
+            panic!("expected a redirect, got {r:?}")
+        };
+        assert_eq!(hint.addr, hubs[leader].0.client_addr.to_string());
+        let counted = |i: usize, errors: bool| {
+            let m = &hubs[i].0.metrics;
+            let family = if errors {
+                &m.request_errors
+            } else {
+                &m.requests
+            };
+            family
+                .get_or_create(&crate::metrics::KindLabel {
+                    kind: "region_summary",
+                })
+                .get()
+        };
+        assert!(counted(leader, false) >= 1);
+        assert_eq!(counted(leader, true), 0);
+        assert_eq!((counted(follower, false), counted(follower, true)), (1, 1));
+
+        // Losing a member: the leader says degraded once it stops hearing
+        // from it (`unreachable-after`).
+        let (gone, stop) = hubs.remove(follower);
+        stop.cancel();
+        gone.wait().await.unwrap();
+        let s = summary_until(&edge, &central, "degraded", |s| {
+            s.health.state == RegionHealth::Degraded
+        })
+        .await;
+        assert_eq!(s.capacity.pools["gpu"].nodes_ready, 1);
+        for (h, stop) in hubs {
+            stop.cancel();
+            h.wait().await.unwrap();
+        }
+    }
+}
