@@ -26,6 +26,10 @@ use crate::monitoring::{
 use crate::scheduling::EdgeAllocation;
 use crate::telemetry::TelemetryRecord;
 use crate::workload::{MonitorSpec, SpecErrors};
+// The region summary's vocabulary, named here so that a client (central)
+// needs no direct dependency on the scheduler crate to speak it.
+pub use strata_sched::global::RegionSummary;
+pub use strata_sched::WorkloadId;
 
 /// What kind of process is speaking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
@@ -561,7 +565,7 @@ pub enum HubRequest {
         /// The workloads central manages globally: the summary's `placed`
         /// counts the live instances of each (their region workloads have
         /// the same ids).
-        global: Vec<strata_sched::WorkloadId>,
+        global: Vec<WorkloadId>,
     },
 }
 
@@ -626,15 +630,15 @@ pub enum HubResponse {
     Events(EventPage),
     /// Answer to [`HubRequest::RegionSummary`]. Boxed: the shape central's
     /// global scheduler is written against (not needed for the enum's size).
-    RegionSummary(Box<strata_sched::global::RegionSummary>),
+    RegionSummary(Box<RegionSummary>),
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
-    use strata_sched::global::{RegionSummary, STANDARD_SIZES};
-    use strata_sched::{ClusterSnapshot, Node, Resources, SchedulerConfig, Timestamp, WorkloadId};
+    use strata_sched::global::STANDARD_SIZES;
+    use strata_sched::{ClusterSnapshot, Node, Resources, SchedulerConfig, Timestamp};
 
     use super::*;
     use crate::frame::{bincode_config, decode_body};

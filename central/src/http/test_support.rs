@@ -17,7 +17,8 @@ use strata_protocol::monitoring::{
 use strata_protocol::workload::{FieldError, MonitorSpec, SpecErrors};
 use strata_protocol::{
     AlertRecord, Bucket, DeviceInfo, EdgeInfo, EdgeStatus, HubStatus, Metric, PeerProgress,
-    QueryResult, RaftRole, ReplicaInfo, Tag, TelemetryQuery, TelemetryRecord,
+    QueryResult, RaftRole, RegionSummary, ReplicaInfo, Tag, TelemetryQuery, TelemetryRecord,
+    WorkloadId,
 };
 use tower::ServiceExt;
 
@@ -71,6 +72,12 @@ pub struct Fake {
     pub events: Mutex<Vec<strata_protocol::liveness::RegionEvent>>,
     /// Event reads received: (from_seq, limit, wait).
     pub event_reads: Mutex<Vec<(u64, u32, std::time::Duration)>>,
+    /// The capacity summary the region reports (its `placed` cut down to
+    /// the workloads asked about, as a hub does); `None`: it answers with
+    /// a hub error.
+    pub summary: Mutex<Option<RegionSummary>>,
+    /// Summary requests received: the global workloads of each.
+    pub summary_reads: Mutex<Vec<Vec<WorkloadId>>>,
 }
 
 impl Fake {
@@ -107,6 +114,8 @@ impl Fake {
             writes: Mutex::new(Vec::new()),
             events: Mutex::new(Vec::new()),
             event_reads: Mutex::new(Vec::new()),
+            summary: Mutex::new(None),
+            summary_reads: Mutex::new(Vec::new()),
         }
     }
 
@@ -577,6 +586,26 @@ impl RegionApi for Fake {
         }
         .boxed()
     }
+
+    fn summary(
+        &self,
+        global: Vec<WorkloadId>,
+    ) -> BoxFuture<'_, Result<RegionSummary, RegionError>> {
+        let set = self.summary.lock().unwrap().clone();
+        let res = self.served(()).and_then(|_| match set {
+            Some(mut s) => {
+                s.placed.retain(|p| global.contains(&p.workload));
+                Ok(s)
+            }
+            None => Err(RegionError::Hub {
+                region: self.name.clone(),
+                addr: format!("{}-hub-1:7000", self.name),
+                message: "no summary set in this fake".into(),
+            }),
+        });
+        self.summary_reads.lock().unwrap().push(global);
+        futures::future::ready(res).boxed()
+    }
 }
 
 /// Sends `body` with an optional Content-Type, as the operator; returns
@@ -684,4 +713,37 @@ pub fn error(status: StatusCode, body: &Value, want: StatusCode, code: &str) -> 
     let obj = body["error"].as_object().unwrap();
     assert_eq!(obj.len(), 2, "{body}");
     body["error"]["message"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_fake_reports_its_summary_for_the_workloads_asked() {
+    let fake = Fake::new("west", &[]);
+    let watch = WorkloadId::new("acme", "watch");
+    let err = fake.summary(vec![watch.clone()]).await.unwrap_err();
+    assert!(matches!(err, RegionError::Hub { .. }), "{err}");
+    let pool = serde_json::json!({
+        "nodes-ready": 0, "total": {}, "free": {}, "largest-free": {}, "ladder": [],
+        "free-nodes": {"precision-bits": 64, "merged": false, "buckets": []},
+    });
+    let set: RegionSummary = serde_json::from_value(serde_json::json!({
+        "region": "west",
+        "health": {"state": "unknown", "as-of": NOW},
+        "capacity": {"max-per-node": 1, "all": pool, "pools": {}},
+        "device-locality": {"acme": 4},
+        "placed": [
+            {"workload": {"tenant": "acme", "name": "other"}, "instances": 1},
+            {"workload": watch, "instances": 3},
+        ],
+        "reported-at": NOW,
+    }))
+    .unwrap();
+    *fake.summary.lock().unwrap() = Some(set);
+    let got = fake.summary(vec![watch.clone()]).await.unwrap();
+    assert_eq!(got.devices_of("acme"), 4);
+    assert_eq!(got.placed_of(&watch), 3);
+    assert_eq!(got.placed.len(), 1, "only what was asked about");
+    assert_eq!(
+        fake.summary_reads.lock().unwrap().as_slice(),
+        &[vec![watch.clone()], vec![watch]]
+    );
 }

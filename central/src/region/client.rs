@@ -19,7 +19,7 @@ use strata_protocol::monitoring::{AlertQuery, MonitorInfo};
 use strata_protocol::workload::MonitorSpec;
 use strata_protocol::{
     AlertRecord, DeviceInfo, EdgeInfo, HubRequest, HubResponse, NodeIdentity, NodeKind,
-    QueryResult, RaftRole, ReplicaInfo, TelemetryQuery,
+    QueryResult, RaftRole, RegionSummary, ReplicaInfo, TelemetryQuery, WorkloadId,
 };
 use tokio::time::Instant;
 
@@ -672,6 +672,23 @@ impl RegionApi for RegionClient {
                 }),
                 other => Err(self.unexpected(served.addr, &other)),
             }
+        }
+        .boxed()
+    }
+
+    fn summary(
+        &self,
+        global: Vec<WorkloadId>,
+    ) -> BoxFuture<'_, Result<RegionSummary, RegionError>> {
+        // Leader only: a follower answers NotLeader, so falling back to one
+        // (as reads do) would only cost a call.
+        async move {
+            let req = HubRequest::RegionSummary { global };
+            let pick = |r| match r {
+                HubResponse::RegionSummary(s) => Some(*s),
+                _ => None,
+            };
+            Ok(self.op(req, Mode::LeaderOnly, pick).await?.value)
         }
         .boxed()
     }

@@ -14,7 +14,7 @@ use strata_net::rpc::{read_frame, write_frame};
 use strata_net::{client_endpoint, server_endpoint, NodeTls, Pki};
 use strata_protocol::{
     HubRequest, HubResponse, HubStatus, LeaderHint, MembershipRefusal, NodeIdentity, NodeKind,
-    QueryResult, RaftRole, RefuseReason, ReplicaInfo, TelemetryQuery,
+    QueryResult, RaftRole, RefuseReason, RegionSummary, ReplicaInfo, TelemetryQuery, WorkloadId,
 };
 
 use strata_protocol::monitoring::AlertQuery;
@@ -170,12 +170,49 @@ fn answer(group: &Group, id: u64, region: &str, req: &HubRequest) -> HubResponse
                 ts_ms: q.from_ms,
             }])
         }
+        HubRequest::RegionSummary { global } if i_lead => {
+            HubResponse::RegionSummary(Box::new(summary(region, id, global)))
+        }
         // A read answered with the wrong kind: a protocol error.
         HubRequest::ListMonitors { .. } => HubResponse::MonitorDeleted,
         _ => HubResponse::NotLeader {
             leader: group.hint(),
         },
     }
+}
+
+/// A summary as hub `id` reports it: one edge (pool `gpu`) with room for
+/// three of the smallest size, `id` devices of `acme`, and two instances
+/// of each workload asked about. Built from its JSON form, since central
+/// names the scheduler's types only through the protocol.
+fn summary(region: &str, id: u64, global: &[WorkloadId]) -> RegionSummary {
+    let r =
+        |cpu: u64, mib: u64| serde_json::json!({"cpu-millicores": cpu, "memory-bytes": mib << 20});
+    let pool = serde_json::json!({
+        "nodes-ready": 1,
+        "total": r(1000, 256),
+        "free": r(150, 96),
+        "largest-free": r(150, 96),
+        "ladder": [{"size": r(50, 32), "fits": 3}],
+        "free-nodes": {
+            "precision-bits": 64,
+            "merged": false,
+            "buckets": [{"free": r(150, 96), "nodes": 1}],
+        },
+    });
+    let placed: Vec<_> = global
+        .iter()
+        .map(|w| serde_json::json!({"workload": w, "instances": 2}))
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "region": region,
+        "health": {"state": "ok", "as-of": 5},
+        "capacity": {"max-per-node": 1, "all": pool, "pools": {"gpu": pool}},
+        "device-locality": {"acme": id},
+        "placed": placed,
+        "reported-at": 5,
+    }))
+    .unwrap()
 }
 
 fn kind(req: &HubRequest) -> &'static str {
@@ -649,4 +686,35 @@ async fn membership_changes_have_their_own_deadline_and_refusals_name_the_replic
             timeout_ms: 200
         }
     );
+}
+
+#[tokio::test]
+async fn the_summary_comes_from_the_leader_and_follows_it() {
+    let s = setup(2, 1).await;
+    s.client.status().await;
+    s.group.leader.store(2, Ordering::SeqCst);
+    // The client still believes 1 leads; 1 redirects to 2, which answers.
+    let watch = WorkloadId::new("acme", "watch");
+    let sum = s.client.summary(vec![watch.clone()]).await.unwrap();
+    assert_eq!(sum.region, "west");
+    assert_eq!(sum.devices_of("acme"), 2, "answered by replica 2");
+    assert_eq!(sum.placed_of(&watch), 2, "the workloads asked about");
+    let gpu = &sum.capacity.pools["gpu"];
+    assert_eq!((gpu.nodes_ready, gpu.ladder[0].fits), (1, 3));
+    assert!(s.hubs[0].log().contains(&"summary"));
+    assert_eq!(s.hubs[1].log().last(), Some(&"summary"));
+}
+
+#[tokio::test]
+async fn without_a_leader_the_summary_fails_and_no_follower_is_asked() {
+    let s = setup(2, 0).await;
+    let err = s.client.summary(vec![]).await.unwrap_err();
+    assert_eq!(
+        err,
+        RegionError::NoLeader {
+            region: "west".into()
+        }
+    );
+    // A follower could only redirect: the request is never sent to one.
+    assert!(s.hubs.iter().all(|h| !h.log().contains(&"summary")));
 }

@@ -16,8 +16,8 @@ use strata_protocol::liveness::EventPage;
 use strata_protocol::monitoring::{AlertQuery, MonitorInfo};
 use strata_protocol::workload::{MonitorSpec, SpecErrors};
 use strata_protocol::{
-    AlertRecord, DeviceInfo, EdgeInfo, HubStatus, MembershipRefusal, QueryResult, ReplicaInfo,
-    TelemetryQuery,
+    AlertRecord, DeviceInfo, EdgeInfo, HubStatus, MembershipRefusal, QueryResult, RegionSummary,
+    ReplicaInfo, TelemetryQuery, WorkloadId,
 };
 
 pub mod client;
@@ -263,6 +263,14 @@ pub trait RegionApi: Send + Sync {
         limit: u32,
         wait: Duration,
     ) -> BoxFuture<'_, Result<Served<EventPage>, RegionError>>;
+    /// The region's capacity summary from its leader (only the leader
+    /// answers; without one, [`RegionError::NoLeader`]): what it can still
+    /// take, per pool, counted per edge; per tenant, the devices reporting
+    /// through it; and the live instances it runs of each of `global`. Its
+    /// health is the leader's own view (`ok` or `degraded`, stamped with
+    /// the region's clock); central should replace it with its own verdict.
+    fn summary(&self, global: Vec<WorkloadId>)
+        -> BoxFuture<'_, Result<RegionSummary, RegionError>>;
 }
 
 #[cfg(test)]
