@@ -9,8 +9,7 @@
 //!
 //! Writes (batches, membership, artifacts, monitor submits and deletes) go
 //! through the leader; a follower answers `NotLeader` with the leader's
-//! client address. So does the region's capacity summary, a read that only
-//! the leader answers. Heartbeats too, but the leader keeps them as soft state
+//! client address. Heartbeats too, but the leader keeps them as soft state
 //! in its failure detector (`crate::liveness`) instead of replicating
 //! them. Reads (`ListEdges`, `ListDevices`, `Query`, `Status`, monitors,
 //! alerts, events, artifacts) are answered by whichever replica is asked,
@@ -19,7 +18,9 @@
 //! replication delay (usually milliseconds), and its edge reports by up to
 //! `liveness.report-interval`. Central should ask the leader when it needs
 //! read-your-writes freshness. An edge's allocations are the exception:
-//! only the leader serves them, since fetching them grants leases.
+//! only the leader serves them, since fetching them grants leases. So is
+//! the region's capacity summary (`RegionSummary`): central's global
+//! scheduler wants it as fresh as the region has it.
 //!
 //! The monitor and artifact handlers live in [`workloads`]; heartbeats,
 //! edge connections, the edge list and the event log in [`edges`]; the

@@ -47,9 +47,9 @@ pub fn device_locality(state: &RegionState) -> BTreeMap<String, u32> {
 /// The region's health as its leader sees it from `status` (its own):
 /// `ok` when every other member is a reachable, caught-up voter, else
 /// `degraded` (an unreachable or lagging voter, or a learner: the same
-/// leader-side rules as central's `region/health.rs`). Never `down` or
-/// `unknown`: a leader answered. `unknown` when `status` is not a leader's
-/// (leadership moved between the two reads), since then it lists no peers.
+/// leader-side rules as central's `region/health.rs`). Never `down`: a
+/// leader answered. `unknown` when `status` is not a leader's (leadership
+/// moved between the status and the state read), since it lists no peers.
 pub fn leader_health(status: &HubStatus) -> RegionHealth {
     if status.role != RaftRole::Leader {
         return RegionHealth::Unknown;
