@@ -108,6 +108,38 @@ pub struct CentralConfig {
     pub http: HttpConfig,
     /// Central's own Raft group: `[cluster]`. Default: this replica alone.
     pub cluster: ClusterConfig,
+    /// The global scheduler on central's leader: `[global]`.
+    pub global: GlobalTuning,
+}
+
+/// `[global]`: how often central's leader fetches region summaries and
+/// re-splits global workloads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GlobalTuning {
+    /// Time between rounds (re-split, reconcile the regions' monitors).
+    /// Humantime, 100ms to 1m. Default "1s".
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Time between fetches of each region's summary (capacity, device
+    /// locality). Humantime, 100ms to 1m. Default "2s". A region whose
+    /// summary is older than 30 s is `unknown`: it keeps its shares and
+    /// gets no new ones.
+    #[serde(with = "humantime_serde")]
+    pub summary_interval: Duration,
+    /// Seed of the splitter's tie-breaking; unset picks one at start and
+    /// logs it (a logged seed replays the same decisions). Default unset.
+    pub seed: Option<u64>,
+}
+
+impl Default for GlobalTuning {
+    fn default() -> Self {
+        GlobalTuning {
+            interval: Duration::from_secs(1),
+            summary_interval: Duration::from_secs(2),
+            seed: None,
+        }
+    }
 }
 
 /// `[cluster]`: central's replicas form one Raft group that holds the
@@ -377,6 +409,7 @@ impl Default for CentralConfig {
             auth: AuthConfig::default(),
             http: HttpConfig::default(),
             cluster: ClusterConfig::default(),
+            global: GlobalTuning::default(),
         }
     }
 }
@@ -496,6 +529,17 @@ impl CentralConfig {
                 .problems(self.request_timeout(), self.membership_timeout),
         );
         problems.extend(self.cluster.problems());
+        for (key, v) in [
+            ("global.interval", self.global.interval),
+            ("global.summary-interval", self.global.summary_interval),
+        ] {
+            if v < Duration::from_millis(100) || v > Duration::from_secs(60) {
+                problems.push(format!(
+                    "{key}: {} must be between 100ms and 1m",
+                    humantime::format_duration(v)
+                ));
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {

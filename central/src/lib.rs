@@ -51,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod auth;
 pub mod config;
+pub mod global;
 pub mod http;
 pub mod metrics;
 pub mod region;
@@ -268,8 +269,30 @@ pub async fn bind_on(cfg: CentralConfig, listeners: Listeners) -> Result<Central
             .min(std::time::Duration::from_secs(30)),
         stream_keep_alive: (cfg.http.idle_timeout / 2).min(std::time::Duration::from_secs(15)),
         streams: streams.clone(),
-        cluster: Some(cluster),
+        cluster: Some(cluster.clone()),
     };
+    let global_metrics = metrics::GlobalMetrics::register(&mut registry);
+    let seed = cfg.global.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    });
+    tokio::spawn(
+        global::GlobalDriver::new(
+            cluster.clone(),
+            regions.clone(),
+            global::GlobalSettings {
+                interval: cfg.global.interval,
+                summary_interval: cfg.global.summary_interval,
+                stale_after: strata_sched::global::GlobalConfig::default().stale_after,
+                seed,
+            },
+            http::system_clock(),
+            global_metrics,
+        )
+        .run(cluster_stop.clone()),
+    );
     let state = AppState::with_options(regions, registry, http::system_clock(), options);
     let limit_metrics = state.limit_metrics().clone();
     Ok(Central {

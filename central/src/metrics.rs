@@ -224,3 +224,105 @@ impl HubMetrics {
             .observe(seconds);
     }
 }
+
+/// Label of [`GlobalMetrics::summaries`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SummaryLabel {
+    /// The region.
+    pub region: String,
+    /// `ok` or `failed` (region unreachable or no leader).
+    pub outcome: &'static str,
+}
+
+/// Label of [`GlobalMetrics::plans`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlanLabel {
+    /// `placed` (every instance has a region) or `short` (some fit nowhere).
+    pub outcome: &'static str,
+}
+
+/// Label of [`GlobalMetrics::actions`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    /// `submit`, `delete` or `forget`.
+    pub kind: &'static str,
+    /// `ok` or `failed` (retried next round).
+    pub outcome: &'static str,
+}
+
+/// The global tier's decisions, on central's leader.
+#[derive(Clone, Debug, Default)]
+pub struct GlobalMetrics {
+    /// Region summaries fetched, by region and outcome.
+    pub summaries: Family<SummaryLabel, Counter>,
+    /// Global plans proposed, by outcome.
+    pub plans: Family<PlanLabel, Counter>,
+    /// Instances added to regions by proposed plans.
+    pub moves: Counter,
+    /// Regional monitor changes carried out, by kind and outcome.
+    pub actions: Family<ActionLabel, Counter>,
+}
+
+impl GlobalMetrics {
+    /// Creates the metrics and registers them as `strata_central_global_*`.
+    pub fn register(registry: &mut Registry) -> GlobalMetrics {
+        let m = GlobalMetrics::default();
+        let r = registry.sub_registry_with_prefix("strata_central_global");
+        r.register(
+            "summaries",
+            "Region summaries fetched, by region and outcome",
+            m.summaries.clone(),
+        );
+        r.register(
+            "plans",
+            "Global plans proposed, by outcome (placed, short)",
+            m.plans.clone(),
+        );
+        r.register(
+            "moves",
+            "Instances added to regions by proposed global plans",
+            m.moves.clone(),
+        );
+        r.register(
+            "actions",
+            "Regional monitor changes carried out, by kind and outcome",
+            m.actions.clone(),
+        );
+        m
+    }
+
+    /// Counts one summary fetch.
+    pub fn summary(&self, region: &str, ok: bool) {
+        self.summaries
+            .get_or_create(&SummaryLabel {
+                region: region.to_owned(),
+                outcome: if ok { "ok" } else { "failed" },
+            })
+            .inc();
+    }
+
+    /// Counts one proposed plan.
+    pub fn plan(&self, short: bool, moves: u64) {
+        self.plans
+            .get_or_create(&PlanLabel {
+                outcome: if short { "short" } else { "placed" },
+            })
+            .inc();
+        self.moves.inc_by(moves);
+    }
+
+    /// Counts one carried-out reconcile action.
+    pub fn action(&self, action: &crate::global::Action, ok: bool) {
+        let kind = match action {
+            crate::global::Action::Submit { .. } => "submit",
+            crate::global::Action::Delete { .. } => "delete",
+            crate::global::Action::Forget { .. } => "forget",
+        };
+        self.actions
+            .get_or_create(&ActionLabel {
+                kind,
+                outcome: if ok { "ok" } else { "failed" },
+            })
+            .inc();
+    }
+}

@@ -44,6 +44,7 @@ pub mod monitor_views;
 pub mod monitors;
 pub mod params;
 pub mod views;
+pub mod workloads;
 
 #[cfg(test)]
 mod auth_tests;
@@ -339,6 +340,31 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/regions/{region}/replicas/{id}",
             Action::ChangeMembership,
             delete(handlers::remove_replica),
+        )
+        .route(
+            "/api/v1/workloads",
+            Action::WriteMonitors,
+            post(workloads::submit),
+        )
+        .route(
+            "/api/v1/workloads",
+            Action::ReadMonitors,
+            get(workloads::list),
+        )
+        .route(
+            "/api/v1/workloads/{tenant}/{name}",
+            Action::ReadMonitors,
+            get(workloads::get),
+        )
+        .route(
+            "/api/v1/workloads/{tenant}/{name}",
+            Action::WriteMonitors,
+            delete(workloads::delete),
+        )
+        .upload(
+            "/api/v1/artifacts",
+            Action::UploadArtifact,
+            post(workloads::upload_everywhere),
         )
         .route("/api/v1/central", Action::ReadCluster, get(cluster::status))
         .route(

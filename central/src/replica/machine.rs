@@ -195,7 +195,7 @@ impl Machine for CentralMachine {
             index,
             reason: e.to_string(),
         })?;
-        let outcome = self.state.apply(cmd);
+        let outcome = self.state.apply(index, cmd);
         self.applied = index;
         self.publish_state(raft.is_leader);
         Ok(outcome)

@@ -3,11 +3,12 @@
 //!
 //! - the operator token's digest (never the token), so every replica
 //!   authenticates alike;
-//! - the registry of regions (name, hub addresses, last report);
-//! - tenants.
-//!
-//! Global workloads and the global scheduler's state join it as they are
-//! built (issue 9).
+//! - the registry of regions (name, hub addresses) and each one's last
+//!   summary (capacity, device locality, health);
+//! - tenants;
+//! - global workloads, their splits over regions and the plans that made
+//!   them ([`global`]); the state machine is the global scheduler's single
+//!   plan applier.
 //!
 //! `apply(state, index, bytes)` is deterministic and does no IO: every
 //! replica applies the same commands in the same order. A command that is
@@ -20,9 +21,20 @@ use std::collections::BTreeMap;
 
 use bincode::{Decode, Encode};
 use serde::Serialize;
+use strata_protocol::workload::{FieldError, MonitorSpec, ValidationContext};
+use strata_sched::global::{
+    verify_global_plan, GlobalConfig, GlobalIntent, GlobalPlan, GlobalSnapshot, RegionSummary,
+};
+use strata_sched::WorkloadId;
 
 use crate::config::{check_host_port, valid_name};
 
+pub mod global;
+
+pub use global::{GlobalData, GlobalRecord, PlanRecord};
+
+#[cfg(test)]
+mod global_tests;
 #[cfg(test)]
 mod tests;
 
@@ -32,6 +44,8 @@ const FORMAT: u8 = 1;
 pub const MAX_REGIONS: usize = 1000;
 /// Most tenants.
 pub const MAX_TENANTS: usize = 100_000;
+/// Most global workloads.
+pub use global::MAX_GLOBAL_WORKLOADS;
 /// Most hub addresses per region.
 pub const MAX_HUBS: usize = 16;
 /// Longest tenant description, bytes.
@@ -63,16 +77,36 @@ pub struct TenantRecord {
     pub created_ms: i64,
 }
 
-/// Everything central's replicas agree on.
+/// What central's replicas persist and agree on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
-pub struct CentralState {
+struct Data {
     /// SHA-256 of the operator token, once a replica has set it.
     operator: Option<[u8; 32]>,
     regions: BTreeMap<String, RegionRecord>,
     tenants: BTreeMap<String, TenantRecord>,
+    global: GlobalData,
     /// Commands that changed the state (for status and tests).
     changes: u64,
+    /// The index of the last applied command.
+    index: u64,
 }
+
+/// Everything central's replicas agree on, and the global scheduler's
+/// snapshot derived from it (kept current by `apply`, rebuilt on decode).
+#[derive(Debug, Clone, Default)]
+pub struct CentralState {
+    data: Data,
+    snapshot: GlobalSnapshot,
+}
+
+impl PartialEq for CentralState {
+    fn eq(&self, other: &Self) -> bool {
+        // The snapshot is a function of the data.
+        self.data == other.data
+    }
+}
+
+impl Eq for CentralState {}
 
 /// A write to central's state.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
@@ -112,6 +146,40 @@ pub enum Command {
     DeleteTenant {
         /// Tenant name.
         name: String,
+    },
+    /// Create or change a global workload.
+    PutGlobal {
+        /// The monitor every region runs.
+        monitor: Box<MonitorSpec>,
+        /// Where and how many.
+        intent: GlobalIntent,
+        /// The proposer's clock, ms since the epoch.
+        now_ms: i64,
+    },
+    /// Delete a global workload: its shares go to 0; it is forgotten once
+    /// every region removed its monitor ([`Command::ForgetGlobal`]).
+    DeleteGlobal {
+        /// The workload.
+        id: WorkloadId,
+    },
+    /// Every region dropped a deleted workload's monitor.
+    ForgetGlobal {
+        /// The workload.
+        id: WorkloadId,
+    },
+    /// A region's summary, as central's leader fetched it (with the health
+    /// central judged).
+    ReportRegion {
+        /// The summary.
+        summary: Box<RegionSummary>,
+    },
+    /// The global scheduler's plan for one workload, verified here against
+    /// the state as applied.
+    ApplyGlobalPlan {
+        /// The plan.
+        plan: Box<GlobalPlan>,
+        /// The proposer's clock, ms since the epoch.
+        now_ms: i64,
     },
 }
 
@@ -180,69 +248,315 @@ impl Command {
 impl CentralState {
     /// Encodes for checkpoints and snapshots.
     pub fn encode(&self) -> Vec<u8> {
-        encode_versioned(self)
+        encode_versioned(&self.data)
     }
 
     /// Decodes a checkpoint or snapshot.
     pub fn decode(bytes: &[u8]) -> Result<CentralState, DecodeError> {
-        decode_versioned(bytes)
+        let data: Data = decode_versioned(bytes)?;
+        Ok(CentralState::from_data(data))
+    }
+
+    fn from_data(data: Data) -> CentralState {
+        let mut snapshot = GlobalSnapshot::new(data.index, GlobalConfig::default());
+        for summary in data.global.reports.values() {
+            snapshot.upsert_region(summary.clone());
+        }
+        for (id, r) in &data.global.workloads {
+            if !r.deleting {
+                snapshot.upsert_workload(r.workload());
+            }
+            snapshot.set_split(id, r.split.clone());
+        }
+        CentralState { data, snapshot }
     }
 
     /// The operator token's digest, once set.
     pub fn operator(&self) -> Option<[u8; 32]> {
-        self.operator
+        self.data.operator
     }
 
     /// Registered regions, by name.
     pub fn regions(&self) -> &BTreeMap<String, RegionRecord> {
-        &self.regions
+        &self.data.regions
     }
 
     /// Tenants, by name.
     pub fn tenants(&self) -> &BTreeMap<String, TenantRecord> {
-        &self.tenants
+        &self.data.tenants
+    }
+
+    /// Global workloads, by id.
+    pub fn global(&self) -> &BTreeMap<WorkloadId, GlobalRecord> {
+        &self.data.global.workloads
+    }
+
+    /// Each region's last summary.
+    pub fn reports(&self) -> &BTreeMap<String, RegionSummary> {
+        &self.data.global.reports
+    }
+
+    /// The global scheduler's view of this state.
+    pub fn snapshot(&self) -> &GlobalSnapshot {
+        &self.snapshot
     }
 
     /// Commands that changed the state so far.
     pub fn changes(&self) -> u64 {
-        self.changes
+        self.data.changes
     }
 
-    /// Applies one command. Pure: the same state and command give the same
-    /// result on every replica.
-    pub fn apply(&mut self, cmd: Command) -> Outcome {
+    /// Index of the last applied command.
+    pub fn index(&self) -> u64 {
+        self.data.index
+    }
+
+    /// Applies the command at log `index`. Pure: the same state and
+    /// command give the same result on every replica.
+    pub fn apply(&mut self, index: u64, cmd: Command) -> Outcome {
+        self.data.index = self.data.index.max(index);
+        self.snapshot.set_index(self.data.index);
         let outcome = match cmd {
-            Command::SetOperator { digest, replace } => match self.operator {
+            Command::SetOperator { digest, replace } => match self.data.operator {
                 Some(d) if d == digest => Outcome::Unchanged,
                 Some(_) if !replace => Outcome::Unchanged,
                 _ => {
-                    self.operator = Some(digest);
+                    self.data.operator = Some(digest);
                     Outcome::Applied
                 }
             },
             Command::PutRegion { name, hubs, now_ms } => self.put_region(name, hubs, now_ms),
-            Command::DeleteRegion { name } => match self.regions.remove(&name) {
-                Some(_) => Outcome::Applied,
-                None => Outcome::NotFound {
-                    what: format!("region {name}"),
-                },
-            },
+            Command::DeleteRegion { name } => self.delete_region(&name),
             Command::PutTenant {
                 name,
                 description,
                 now_ms,
             } => self.put_tenant(name, description, now_ms),
-            Command::DeleteTenant { name } => match self.tenants.remove(&name) {
-                Some(_) => Outcome::Applied,
-                None => Outcome::NotFound {
-                    what: format!("tenant {name}"),
-                },
-            },
+            Command::DeleteTenant { name } => self.delete_tenant(&name),
+            Command::PutGlobal {
+                monitor,
+                intent,
+                now_ms,
+            } => self.put_global(*monitor, intent, now_ms),
+            Command::DeleteGlobal { id } => self.delete_global(&id),
+            Command::ForgetGlobal { id } => self.forget_global(&id),
+            Command::ReportRegion { summary } => self.report_region(*summary),
+            Command::ApplyGlobalPlan { plan, now_ms } => self.apply_plan(index, *plan, now_ms),
         };
         if outcome == Outcome::Applied {
-            self.changes += 1;
+            self.data.changes += 1;
         }
         outcome
+    }
+
+    fn delete_region(&mut self, name: &str) -> Outcome {
+        if let Some(w) = self
+            .data
+            .global
+            .workloads
+            .values()
+            .find(|w| w.split.get(name).is_some_and(|n| *n > 0))
+        {
+            return Outcome::Refused {
+                reason: format!(
+                    "region {name} runs a share of global workload {}; move it first",
+                    w.id()
+                ),
+            };
+        }
+        match self.data.regions.remove(name) {
+            Some(_) => {
+                self.data.global.reports.remove(name);
+                self.snapshot.remove_region(name);
+                Outcome::Applied
+            }
+            None => Outcome::NotFound {
+                what: format!("region {name}"),
+            },
+        }
+    }
+
+    fn delete_tenant(&mut self, name: &str) -> Outcome {
+        if let Some(w) = self.data.global.workloads.keys().find(|w| w.tenant == name) {
+            return Outcome::Refused {
+                reason: format!("tenant {name} owns global workload {w}; delete it first"),
+            };
+        }
+        match self.data.tenants.remove(name) {
+            Some(_) => Outcome::Applied,
+            None => Outcome::NotFound {
+                what: format!("tenant {name}"),
+            },
+        }
+    }
+
+    /// Every problem of a global workload against this state, each naming
+    /// its field (`global.regions[0].name`, `artifact.sha256`, …).
+    pub fn global_problems(&self, monitor: &MonitorSpec, intent: &GlobalIntent) -> Vec<FieldError> {
+        let mut problems = Vec::new();
+        if let Err(errs) = monitor.validate(&ValidationContext::default()) {
+            problems.extend(errs.0);
+        }
+        let known: std::collections::BTreeSet<String> = self.data.regions.keys().cloned().collect();
+        if let Err(errs) = intent.validate(&known) {
+            problems.extend(errs.0.into_iter().map(|e| FieldError {
+                field: format!("global.{}", e.field),
+                message: e.message,
+            }));
+        }
+        if monitor.placement.count.is_some() || monitor.placement.per_node {
+            problems.push(FieldError {
+                field: "placement.count".into(),
+                message: "set by central from each region's share; give the total as global.count"
+                    .into(),
+            });
+        }
+        problems
+    }
+
+    fn put_global(
+        &mut self,
+        mut monitor: MonitorSpec,
+        intent: GlobalIntent,
+        now_ms: i64,
+    ) -> Outcome {
+        let problems = self.global_problems(&monitor, &intent);
+        if !problems.is_empty() {
+            return Outcome::Refused {
+                reason: problems
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            };
+        }
+        monitor.generation = 0;
+        let id = WorkloadId::new(&monitor.tenant, &monitor.name);
+        let full = self.data.global.workloads.len() >= MAX_GLOBAL_WORKLOADS;
+        let record = match self.data.global.workloads.get_mut(&id) {
+            Some(r) if !r.deleting && r.monitor == monitor && r.intent == intent => {
+                return Outcome::Unchanged
+            }
+            Some(r) => {
+                r.monitor = monitor;
+                r.intent = intent;
+                r.generation += 1;
+                r.updated_ms = now_ms;
+                r.deleting = false;
+                r.clone()
+            }
+            None if full => return Outcome::Refused {
+                reason: format!(
+                    "workloads: central holds its limit of {MAX_GLOBAL_WORKLOADS} global workloads"
+                ),
+            },
+            None => {
+                let r = GlobalRecord {
+                    monitor,
+                    intent,
+                    generation: 1,
+                    created_ms: now_ms,
+                    updated_ms: now_ms,
+                    split: BTreeMap::new(),
+                    plans: Default::default(),
+                    regions_ever: Default::default(),
+                    deleting: false,
+                };
+                self.data.global.workloads.insert(id.clone(), r.clone());
+                r
+            }
+        };
+        self.snapshot.upsert_workload(record.workload());
+        Outcome::Applied
+    }
+
+    fn delete_global(&mut self, id: &WorkloadId) -> Outcome {
+        match self.data.global.workloads.get_mut(id) {
+            Some(r) if r.deleting => Outcome::Unchanged,
+            Some(r) => {
+                r.deleting = true;
+                r.split.clear();
+                self.snapshot.remove_workload(id);
+                Outcome::Applied
+            }
+            None => Outcome::NotFound {
+                what: format!("global workload {id}"),
+            },
+        }
+    }
+
+    fn forget_global(&mut self, id: &WorkloadId) -> Outcome {
+        match self.data.global.workloads.get(id) {
+            Some(r) if r.deleting => {
+                self.data.global.workloads.remove(id);
+                Outcome::Applied
+            }
+            Some(_) => Outcome::Refused {
+                reason: format!("global workload {id} is not deleted"),
+            },
+            None => Outcome::Unchanged,
+        }
+    }
+
+    fn report_region(&mut self, summary: RegionSummary) -> Outcome {
+        if !self.data.regions.contains_key(&summary.region) {
+            return Outcome::NotFound {
+                what: format!("region {}", summary.region),
+            };
+        }
+        if self.data.global.reports.get(&summary.region) == Some(&summary) {
+            return Outcome::Unchanged;
+        }
+        self.snapshot.upsert_region(summary.clone());
+        self.data
+            .global
+            .reports
+            .insert(summary.region.clone(), summary);
+        Outcome::Applied
+    }
+
+    fn apply_plan(&mut self, index: u64, plan: GlobalPlan, now_ms: i64) -> Outcome {
+        let Some(record) = self.data.global.workloads.get(&plan.workload) else {
+            return Outcome::NotFound {
+                what: format!("global workload {}", plan.workload),
+            };
+        };
+        if record.deleting {
+            return Outcome::Refused {
+                reason: format!("global workload {} is being deleted", plan.workload),
+            };
+        }
+        let verdict = verify_global_plan(&self.snapshot, &plan);
+        self.snapshot.apply_verdict(&verdict, index);
+        let split = self.snapshot.split_of(&plan.workload).clone();
+        let Some(record) = self.data.global.workloads.get_mut(&plan.workload) else {
+            return Outcome::NotFound {
+                what: format!("global workload {}", plan.workload),
+            };
+        };
+        let changed = record.split != split;
+        record.regions_ever.extend(split.keys().cloned());
+        record.split = split;
+        let entry = PlanRecord {
+            index,
+            at_ms: now_ms,
+            generation: plan.generation,
+            shares: plan.shares,
+            held_by_unreachable: plan.held_by_unreachable,
+            failed: plan.failed,
+            rejected: verdict.rejected.clone(),
+        };
+        record.plans.push_back(entry);
+        while record.plans.len() > global::PLAN_HISTORY {
+            record.plans.pop_front();
+        }
+        if changed || verdict.is_full() {
+            Outcome::Applied
+        } else {
+            Outcome::Refused {
+                reason: format!("plan for {} refused: {:?}", plan.workload, verdict.rejected),
+            }
+        }
     }
 
     fn put_region(&mut self, name: String, hubs: Vec<String>, now_ms: i64) -> Outcome {
@@ -252,8 +566,8 @@ impl CentralState {
                 reason: problems.join("; "),
             };
         }
-        let full = self.regions.len() >= MAX_REGIONS;
-        match self.regions.get_mut(&name) {
+        let full = self.data.regions.len() >= MAX_REGIONS;
+        match self.data.regions.get_mut(&name) {
             Some(r) if r.hubs == hubs => Outcome::Unchanged,
             Some(r) => {
                 r.hubs = hubs;
@@ -264,7 +578,7 @@ impl CentralState {
                 reason: format!("regions: the registry holds its limit of {MAX_REGIONS}"),
             },
             None => {
-                self.regions.insert(
+                self.data.regions.insert(
                     name.clone(),
                     RegionRecord {
                         name,
@@ -296,8 +610,8 @@ impl CentralState {
                 reason: problems.join("; "),
             };
         }
-        let full = self.tenants.len() >= MAX_TENANTS;
-        match self.tenants.get_mut(&name) {
+        let full = self.data.tenants.len() >= MAX_TENANTS;
+        match self.data.tenants.get_mut(&name) {
             Some(t) if t.description == description => Outcome::Unchanged,
             Some(t) => {
                 t.description = description;
@@ -307,7 +621,7 @@ impl CentralState {
                 reason: format!("tenants: central holds its limit of {MAX_TENANTS}"),
             },
             None => {
-                self.tenants.insert(
+                self.data.tenants.insert(
                     name.clone(),
                     TenantRecord {
                         name,

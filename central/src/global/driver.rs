@@ -1,0 +1,260 @@
+//! The global tier's driver on central's leader: the only part that talks
+//! to regions. Each round (while this replica leads): fetch the regions'
+//! summaries (every `summary-interval`), propose what changed, propose the
+//! plans [`evaluate`](super::evaluate) finds, then carry out what
+//! [`reconcile`](super::reconcile) says the regions lack.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use strata_sched::global::{HealthAsOf, RegionHealth, RegionSummary};
+use strata_sched::{Timestamp, WorkloadId};
+use tokio_util::sync::CancellationToken;
+
+use super::{evaluate, reconcile, Action, RegionMonitors};
+use crate::http::Clock;
+use crate::metrics::GlobalMetrics;
+use crate::region::{RegionApi, RegionError};
+use crate::replica::Cluster;
+use crate::state::{CentralState, Command};
+
+/// `[global]` settings the driver needs.
+#[derive(Debug, Clone, Copy)]
+pub struct GlobalSettings {
+    /// Time between rounds.
+    pub interval: Duration,
+    /// Time between fetches of a region's summary.
+    pub summary_interval: Duration,
+    /// A summary older than this makes its region `unknown`.
+    pub stale_after: Duration,
+    /// Seed of the splitter's tie-breaking (logged at start, so a run's
+    /// decisions can be replayed).
+    pub seed: u64,
+}
+
+/// See the module docs.
+pub struct GlobalDriver {
+    cluster: Cluster,
+    regions: Vec<Arc<dyn RegionApi>>,
+    settings: GlobalSettings,
+    clock: Clock,
+    metrics: GlobalMetrics,
+    round: u64,
+    last_summary: Option<Instant>,
+}
+
+impl GlobalDriver {
+    /// A driver over `regions` (central's clients, by name).
+    pub fn new(
+        cluster: Cluster,
+        regions: Vec<Arc<dyn RegionApi>>,
+        settings: GlobalSettings,
+        clock: Clock,
+        metrics: GlobalMetrics,
+    ) -> Self {
+        GlobalDriver {
+            cluster,
+            regions,
+            settings,
+            clock,
+            metrics,
+            round: 0,
+            last_summary: None,
+        }
+    }
+
+    /// Runs rounds until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        tracing::info!(seed = self.settings.seed, "global scheduler driver started");
+        let mut tick = tokio::time::interval(self.settings.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if !self.cluster.published().borrow().leader {
+                self.last_summary = None;
+                continue;
+            }
+            self.round().await;
+        }
+    }
+
+    async fn round(&mut self) {
+        self.round += 1;
+        let summaries_due = self
+            .last_summary
+            .is_none_or(|t| t.elapsed() >= self.settings.summary_interval);
+        if summaries_due {
+            self.last_summary = Some(Instant::now());
+            self.fetch_summaries().await;
+        }
+        self.propose_plans().await;
+        self.reconcile().await;
+    }
+
+    /// Global workload ids (a stale read: this replica leads).
+    async fn global_ids(&self) -> Vec<WorkloadId> {
+        self.cluster
+            .read(true, |s| s.global().keys().cloned().collect::<Vec<_>>())
+            .await
+            .unwrap_or_default()
+    }
+
+    async fn fetch_summaries(&mut self) {
+        let ids = self.global_ids().await;
+        let now = (self.clock)();
+        let (stored, registered) = self
+            .cluster
+            .read(true, |s| {
+                (
+                    s.reports().clone(),
+                    s.regions().keys().cloned().collect::<Vec<_>>(),
+                )
+            })
+            .await
+            .unwrap_or_default();
+        for region in &self.regions {
+            let name = region.name().to_owned();
+            if !registered.contains(&name) {
+                continue;
+            }
+            let mut summary = match region.summary(ids.clone()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.metrics.summary(&name, false);
+                    tracing::debug!(region = %name, error = %e, "no region summary");
+                    continue;
+                }
+            };
+            self.metrics.summary(&name, true);
+            summary.region = name.clone();
+            summary.reported_at = Timestamp::from_millis(now);
+            summary.health = HealthAsOf {
+                state: RegionHealth::Ok,
+                as_of: summary.reported_at,
+            };
+            if !worth_reporting(stored.get(&name), &summary, self.settings.stale_after) {
+                continue;
+            }
+            let cmd = Command::ReportRegion {
+                summary: Box::new(summary),
+            };
+            if let Err(e) = self.cluster.propose(&cmd).await {
+                tracing::warn!(region = %name, error = %e, "region summary not recorded");
+            }
+        }
+    }
+
+    async fn propose_plans(&mut self) {
+        let now = (self.clock)();
+        let (seed, first) = (self.settings.seed ^ self.round, self.round << 20);
+        let plans = self
+            .cluster
+            .read(true, move |s: &CentralState| {
+                evaluate(s, now, first, &mut ChaCha8Rng::seed_from_u64(seed))
+            })
+            .await
+            .unwrap_or_default();
+        for plan in plans {
+            let workload = plan.workload.to_string();
+            self.metrics.plan(plan.failed.is_some(), plan.moves());
+            let cmd = Command::ApplyGlobalPlan {
+                plan: Box::new(plan),
+                now_ms: now,
+            };
+            match self.cluster.propose(&cmd).await {
+                Ok(o) => tracing::info!(%workload, outcome = ?o, "global plan applied"),
+                Err(e) => tracing::warn!(%workload, error = %e, "global plan not applied"),
+            }
+        }
+    }
+
+    async fn reconcile(&mut self) {
+        let ids = self.global_ids().await;
+        if ids.is_empty() {
+            return;
+        }
+        let mut actual: RegionMonitors = BTreeMap::new();
+        for region in &self.regions {
+            let running = match region.monitors(None).await {
+                Ok(served) if !served.stale => Some(
+                    served
+                        .value
+                        .into_iter()
+                        .map(|m| (WorkloadId::new(&m.spec.tenant, &m.spec.name), m.spec))
+                        .filter(|(id, _)| ids.contains(id))
+                        .collect(),
+                ),
+                // A follower's answer may miss the latest writes: decide
+                // nothing for that region this round.
+                Ok(_) | Err(_) => None,
+            };
+            actual.insert(region.name().to_owned(), running);
+        }
+        let actions = self
+            .cluster
+            .read(true, move |s| reconcile(s, &actual))
+            .await
+            .unwrap_or_default();
+        for action in actions {
+            self.carry_out(action).await;
+        }
+    }
+
+    fn region(&self, name: &str) -> Option<&Arc<dyn RegionApi>> {
+        self.regions.iter().find(|r| r.name() == name)
+    }
+
+    async fn carry_out(&self, action: Action) {
+        let result: Result<(), String> = match &action {
+            Action::Submit { region, spec } => match self.region(region) {
+                Some(r) => r
+                    .submit_monitor((**spec).clone())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                None => Err(format!("region {region} has no client")),
+            },
+            Action::Delete { region, id } => match self.region(region) {
+                Some(r) => match r.delete_monitor(id.tenant.clone(), id.name.clone()).await {
+                    Ok(()) | Err(RegionError::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                },
+                None => Err(format!("region {region} has no client")),
+            },
+            Action::Forget { id } => self
+                .cluster
+                .propose(&Command::ForgetGlobal { id: id.clone() })
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        };
+        self.metrics.action(&action, result.is_ok());
+        match result {
+            Ok(()) => tracing::info!(?action, "global reconcile step done"),
+            Err(e) => {
+                tracing::warn!(?action, error = %e, "global reconcile step failed; retried next round")
+            }
+        }
+    }
+}
+
+/// Whether `new` is worth a Raft write: it differs from what is stored in
+/// anything but its times, or the stored one is getting old (a third of
+/// `stale-after`, so a live region never looks stale).
+fn worth_reporting(
+    stored: Option<&RegionSummary>,
+    new: &RegionSummary,
+    stale_after: Duration,
+) -> bool {
+    let Some(old) = stored else { return true };
+    let mut same = old.clone();
+    same.reported_at = new.reported_at;
+    same.health.as_of = new.health.as_of;
+    same != *new || new.reported_at.since(old.reported_at) >= stale_after / 3
+}

@@ -1,0 +1,107 @@
+//! Global workloads in central's replicated state: each one a monitor spec
+//! (the template every region runs) with a [`GlobalIntent`] (how many, in
+//! which regions), its current split over regions, and the plans that made
+//! it. The state machine is the global scheduler's single plan applier: an
+//! `ApplyGlobalPlan` is verified against the state as applied
+//! ([`verify_global_plan`]), so plans made on an older snapshot are trimmed
+//! or refused on every replica alike.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bincode::{Decode, Encode};
+use serde::Serialize;
+use strata_protocol::workload::MonitorSpec;
+use strata_sched::global::{
+    GlobalFailure, GlobalIntent, GlobalRejection, GlobalWorkload, RegionShare, RegionSummary,
+};
+use strata_sched::WorkloadId;
+
+/// Plans kept per workload (newest last).
+pub const PLAN_HISTORY: usize = 32;
+/// Most global workloads.
+pub const MAX_GLOBAL_WORKLOADS: usize = 10_000;
+
+/// One applied (or refused) plan, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PlanRecord {
+    /// Log index it was applied at.
+    pub index: u64,
+    /// When, ms since the epoch (the proposer's clock).
+    pub at_ms: i64,
+    /// Spec generation it was made for.
+    pub generation: u64,
+    /// Every region's share with its reasons.
+    pub shares: BTreeMap<String, RegionShare>,
+    /// Instances unreachable regions keep.
+    pub held_by_unreachable: u32,
+    /// What could not be placed, and why, region by region.
+    pub failed: Option<GlobalFailure>,
+    /// Regions the applier refused or trimmed (a newer state), with why.
+    pub rejected: BTreeMap<String, GlobalRejection>,
+}
+
+/// A global workload as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct GlobalRecord {
+    /// The monitor every region runs (its `placement.count` is set per
+    /// region from the split; its generation is the region's business).
+    pub monitor: MonitorSpec,
+    /// Where and how many, over regions.
+    pub intent: GlobalIntent,
+    /// Bumped on every change of `monitor` or `intent`.
+    pub generation: u64,
+    /// Created at, ms since the epoch.
+    pub created_ms: i64,
+    /// Last changed at, ms since the epoch.
+    pub updated_ms: i64,
+    /// Region → instances, as the last accepted plan left it.
+    pub split: BTreeMap<String, u32>,
+    /// Recent plans, newest last.
+    pub plans: VecDeque<PlanRecord>,
+    /// Every region that ever had a share: where a regional monitor may
+    /// exist and must be removed when its share drops to 0 or the workload
+    /// is deleted.
+    pub regions_ever: BTreeSet<String>,
+    /// Deleted: no share anywhere; forgotten once every region dropped it.
+    pub deleting: bool,
+}
+
+impl GlobalRecord {
+    /// The workload's id.
+    pub fn id(&self) -> WorkloadId {
+        WorkloadId::new(&self.monitor.tenant, &self.monitor.name)
+    }
+
+    /// What the global scheduler sees of it.
+    pub fn workload(&self) -> GlobalWorkload {
+        GlobalWorkload {
+            id: self.id(),
+            generation: self.generation,
+            intent: self.intent.clone(),
+        }
+    }
+
+    /// The monitor region `region` should run: the template with the
+    /// region's share as its count; `None` when it should run none.
+    pub fn regional_monitor(&self, region: &str) -> Option<MonitorSpec> {
+        let n = *self.split.get(region).filter(|n| **n > 0)?;
+        if self.deleting {
+            return None;
+        }
+        let mut spec = self.monitor.clone();
+        spec.placement.count = Some(n);
+        spec.placement.per_node = false;
+        spec.generation = 0;
+        Some(spec)
+    }
+}
+
+/// The persisted global part of central's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
+pub struct GlobalData {
+    /// Global workloads by id.
+    pub workloads: BTreeMap<WorkloadId, GlobalRecord>,
+    /// Each region's last summary.
+    pub reports: BTreeMap<String, RegionSummary>,
+}
