@@ -50,6 +50,9 @@ pub struct ClusterOpts {
     /// to give edge-1 less capacity than the others. Must not repeat a
     /// table that `edge_extra` opens.
     pub edge_sections: Vec<(usize, String)>,
+    /// A second region of the same shape (hubs, edges), federated by the
+    /// same central: its processes are in [`Cluster::second`]. Default none.
+    pub second_region: Option<String>,
 }
 
 impl Default for ClusterOpts {
@@ -63,8 +66,21 @@ impl Default for ClusterOpts {
             allow_anonymous: false,
             proxied_edges: Vec::new(),
             edge_sections: Vec::new(),
+            second_region: None,
         }
     }
+}
+
+/// The processes of [`ClusterOpts::second_region`].
+pub struct RegionProcs {
+    /// Region name.
+    pub name: String,
+    /// Hub processes, index i = Raft id i+1.
+    pub hubs: Vec<Proc>,
+    /// Hub addresses, same order.
+    pub hub_addrs: Vec<HubAddrs>,
+    /// Edge processes.
+    pub edges: Vec<Proc>,
 }
 
 /// Addresses of one hub replica.
@@ -151,6 +167,8 @@ pub struct Cluster {
     pub opts: ClusterOpts,
     /// The proxies of `opts.proxied_edges`, by edge index, one per hub.
     pub proxies: std::collections::BTreeMap<usize, Vec<UdpProxy>>,
+    /// The second region, when [`ClusterOpts::second_region`] asked for one.
+    pub second: Option<RegionProcs>,
 }
 
 /// Free UDP ports on 127.0.0.1, all held until every one is chosen so they
@@ -182,47 +200,32 @@ impl Cluster {
         let root = dir.path().to_owned();
         eprintln!("cluster dir: {}", root.display());
         let pki = Pki::ensure(&root.join("pki"))?;
-        let ports = free_udp_ports(opts.hubs * 2)?;
-        let hub_addrs: Vec<HubAddrs> = (0..opts.hubs)
-            .map(|i| HubAddrs {
-                id: i as u64 + 1,
-                peer: SocketAddr::from(([127, 0, 0, 1], ports[2 * i])),
-                client: SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1])),
-            })
-            .collect();
-        let mut peers = String::new();
-        for h in &hub_addrs {
-            peers.push_str(&format!(
-                "[[peers]]\nid = {}\npeer-addr = \"{}\"\nclient-addr = \"{}\"\n",
-                h.id, h.peer, h.client
-            ));
-        }
-        let mut hubs = Vec::new();
-        for h in &hub_addrs {
-            let name = format!("hub-{}", h.id);
-            let cfg = format!(
-                "region = \"{}\"\nid = {}\ndata-dir = {:?}\npeer-listen = \"{}\"\nclient-listen = \"{}\"\nmetrics-listen = \"127.0.0.1:0\"\n{}{}",
-                opts.region,
-                h.id,
-                root.join(&name).display().to_string(),
-                h.peer,
-                h.client,
-                tls_toml(&pki, &name)?,
-                peers
-            ) + &opts.hub_extra;
-            hubs.push(spawn_with_config(&root, &name, "region-hub", &cfg).await?);
-        }
+        let (hubs, hub_addrs) = start_hubs(&root, &pki, &opts, &opts.region, "hub").await?;
+        let second_hubs = match &opts.second_region {
+            Some(name) => Some((
+                name.clone(),
+                start_hubs(&root, &pki, &opts, name, &format!("{name}-hub")).await?,
+            )),
+            None => None,
+        };
         let hub_list: Vec<String> = hub_addrs
             .iter()
             .map(|h| format!("\"{}\"", h.client))
             .collect();
-        let central_cfg = format!(
+        let mut central_cfg = format!(
             "listen = \"127.0.0.1:0\"\ndata-dir = {:?}\n{}[[regions]]\nname = \"{}\"\nhubs = [{}]\n",
             root.join("central").display().to_string(),
             tls_toml(&pki, "central")?,
             opts.region,
             hub_list.join(", ")
         );
+        if let Some((name, (_, addrs))) = &second_hubs {
+            let list: Vec<String> = addrs.iter().map(|h| format!("\"{}\"", h.client)).collect();
+            central_cfg.push_str(&format!(
+                "[[regions]]\nname = \"{name}\"\nhubs = [{}]\n",
+                list.join(", ")
+            ));
+        }
         let central = spawn_with_config(&root, "central", "central", &central_cfg).await?;
         let http = central
             .ready_field("http")
@@ -249,13 +252,46 @@ impl Cluster {
                 hubs = ps.iter().map(|p| format!("\"{}\"", p.addr)).collect();
                 proxies.insert(i - 1, ps);
             }
-            let mut cfg = edge_config(&root, &pki, &name, &opts, &hubs, mqtt_ports[i - 1])?;
+            let mut cfg = edge_config(
+                &root,
+                &pki,
+                &name,
+                &opts,
+                &opts.region,
+                &hubs,
+                mqtt_ports[i - 1],
+            )?;
             for (_, extra) in opts.edge_sections.iter().filter(|(e, _)| *e == i - 1) {
                 cfg.push_str(extra);
                 cfg.push('\n');
             }
             edges.push(spawn_with_config(&root, &name, "edge-node", &cfg).await?);
         }
+        let second = match second_hubs {
+            Some((name, (hubs, hub_addrs))) => {
+                let list: Vec<String> = hub_addrs
+                    .iter()
+                    .map(|h| format!("\"{}\"", h.client))
+                    .collect();
+                let ports = free_tcp_ports(opts.edges)?;
+                let mut edges = Vec::new();
+                for i in 1..=opts.edges {
+                    let edge = format!("{name}-edge-{i}");
+                    let data = root.join(&edge);
+                    std::fs::DirBuilder::new().mode(0o700).create(&data)?;
+                    std::fs::copy(&credentials, data.join("devices.toml"))?;
+                    let cfg = edge_config(&root, &pki, &edge, &opts, &name, &list, ports[i - 1])?;
+                    edges.push(spawn_with_config(&root, &edge, "edge-node", &cfg).await?);
+                }
+                Some(RegionProcs {
+                    name,
+                    hubs,
+                    hub_addrs,
+                    edges,
+                })
+            }
+            None => None,
+        };
         let tool_tls = strata_net::NodeTls::load(&pki.node("tool")?)?;
         let tool = strata_net::client_endpoint(&tool_tls)?;
         let cluster = Cluster {
@@ -268,6 +304,7 @@ impl Cluster {
             tool,
             opts,
             proxies,
+            second,
         };
         cluster.wait_for_leader(Duration::from_secs(30)).await?;
         Ok(cluster)
@@ -413,6 +450,7 @@ fn edge_config(
     pki: &Pki,
     name: &str,
     opts: &ClusterOpts,
+    region: &str,
     hub_list: &[String],
     mqtt_port: u16,
 ) -> anyhow::Result<String> {
@@ -427,11 +465,52 @@ fn edge_config(
     };
     Ok(format!(
         "name = \"{name}\"\nregion = \"{}\"\ndata-dir = {:?}\nhubs = [{}]\nmetrics-listen = \"127.0.0.1:0\"\n{}{top}\n[ingress]\nlisten = \"127.0.0.1:{mqtt_port}\"\n{auth}{sections}\n",
-        opts.region,
+        region,
         root.join(name).display().to_string(),
         hub_list.join(", "),
         tls_toml(pki, name)?,
     ))
+}
+
+/// Starts `opts.hubs` hub replicas of `region`, named `<prefix>-<id>`.
+async fn start_hubs(
+    root: &Path,
+    pki: &Pki,
+    opts: &ClusterOpts,
+    region: &str,
+    prefix: &str,
+) -> anyhow::Result<(Vec<Proc>, Vec<HubAddrs>)> {
+    let ports = free_udp_ports(opts.hubs * 2)?;
+    let hub_addrs: Vec<HubAddrs> = (0..opts.hubs)
+        .map(|i| HubAddrs {
+            id: i as u64 + 1,
+            peer: SocketAddr::from(([127, 0, 0, 1], ports[2 * i])),
+            client: SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1])),
+        })
+        .collect();
+    let mut peers = String::new();
+    for h in &hub_addrs {
+        peers.push_str(&format!(
+            "[[peers]]\nid = {}\npeer-addr = \"{}\"\nclient-addr = \"{}\"\n",
+            h.id, h.peer, h.client
+        ));
+    }
+    let mut hubs = Vec::new();
+    for h in &hub_addrs {
+        let name = format!("{prefix}-{}", h.id);
+        let cfg = format!(
+            "region = \"{}\"\nid = {}\ndata-dir = {:?}\npeer-listen = \"{}\"\nclient-listen = \"{}\"\nmetrics-listen = \"127.0.0.1:0\"\n{}{}",
+            region,
+            h.id,
+            root.join(&name).display().to_string(),
+            h.peer,
+            h.client,
+            tls_toml(pki, &name)?,
+            peers
+        ) + &opts.hub_extra;
+        hubs.push(spawn_with_config(root, &name, "region-hub", &cfg).await?);
+    }
+    Ok((hubs, hub_addrs))
 }
 
 pub(crate) async fn spawn_with_config(

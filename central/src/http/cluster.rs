@@ -16,7 +16,9 @@ use super::error::AppError;
 use super::handlers::Pairs;
 use super::AppState;
 use crate::replica::ClusterError;
-use crate::state::{Command, Outcome, RegionRecord, TenantRecord};
+use crate::state::{CentralState, Command, Outcome, RegionRecord, TenantRecord};
+use strata_sched::global::{RegionHealth, RegionSummary};
+use strata_sched::Timestamp;
 
 type ApiResult<T> = Result<Json<T>, AppError>;
 
@@ -146,7 +148,7 @@ pub struct RegistryView {
 }
 
 /// One registered region.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "kebab-case")]
 pub struct RegionRecordView {
     /// Region name.
@@ -157,15 +159,31 @@ pub struct RegionRecordView {
     pub registered_ms: i64,
     /// Last changed at, ms since the epoch.
     pub updated_ms: i64,
+    /// Its health as central judges it now: `ok`, `degraded`, `down` or
+    /// `unknown` (no summary for longer than 30 s).
+    pub health: RegionHealth,
+    /// Its last summary: capacity per pool (instances of standard sizes
+    /// that fit, summed per edge), device locality per tenant, and what it
+    /// runs of each global workload.
+    pub summary: Option<RegionSummary>,
 }
 
-impl From<&RegionRecord> for RegionRecordView {
-    fn from(r: &RegionRecord) -> Self {
+impl RegionRecordView {
+    fn new(r: &RegionRecord, s: &CentralState, now_ms: i64) -> Self {
+        let summary = s.reports().get(&r.name).cloned();
+        let health = summary.as_ref().map_or(RegionHealth::Unknown, |x| {
+            x.health_at(
+                Timestamp::from_millis(now_ms),
+                s.snapshot().config().stale_after,
+            )
+        });
         RegionRecordView {
             name: r.name.clone(),
             hubs: r.hubs.clone(),
             registered_ms: r.registered_ms,
             updated_ms: r.updated_ms,
+            health,
+            summary,
         }
     }
 }
@@ -173,12 +191,13 @@ impl From<&RegionRecord> for RegionRecordView {
 /// `GET /api/v1/central/regions[?stale=true]`: the region registry.
 pub async fn registry(State(state): State<AppState>, q: Pairs) -> ApiResult<RegistryView> {
     let stale = stale(q)?;
+    let now = state.now_ms();
     let regions = state
         .cluster()?
-        .read(stale, |s| {
+        .read(stale, move |s| {
             s.regions()
                 .values()
-                .map(RegionRecordView::from)
+                .map(|r| RegionRecordView::new(r, s, now))
                 .collect::<Vec<_>>()
         })
         .await?;

@@ -27,7 +27,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use strata_protocol::workload::{FieldError, MonitorSpec, SpecErrors};
 use strata_sched::global::{
-    split, GlobalEval, GlobalIntent, GlobalRejection, RegionShare, ShareReason,
+    split, GlobalEval, GlobalIntent, GlobalRejection, RegionHealth, RegionShare, ShareReason,
 };
 use strata_sched::{EvalId, Timestamp, WorkloadId};
 
@@ -35,7 +35,7 @@ use super::error::AppError;
 use super::handlers::Pairs;
 use super::monitors::{spec_format, SpecFormat};
 use super::AppState;
-use crate::state::{Command, GlobalRecord, Outcome, PlanRecord};
+use crate::state::{CentralState, Command, GlobalRecord, Outcome, PlanRecord};
 
 type ApiResult<T> = Result<Json<T>, AppError>;
 
@@ -47,6 +47,10 @@ pub struct ShareView {
     pub region: String,
     /// Instances it runs (its monitor's count).
     pub instances: u32,
+    /// The region's health as central judges it now (`ok`, `degraded`,
+    /// `down`, `unknown`: silent for longer than 30 s). A share in a region
+    /// that is not ok or degraded is held there, not moved.
+    pub health: RegionHealth,
     /// Why, most important first (from the last plan).
     pub reasons: Vec<ShareReason>,
 }
@@ -67,7 +71,8 @@ pub struct WorkloadView {
     pub placed: u32,
     /// The split over regions, with the reasons of the last plan.
     pub split: Vec<ShareView>,
-    /// Instances held by regions central cannot reach (kept, not doubled).
+    /// Instances held by regions central cannot reach now (kept there, not
+    /// doubled elsewhere).
     pub held_by_unreachable: u32,
     /// What the last plan could not place, region by region.
     pub short: Option<ShortView>,
@@ -123,21 +128,37 @@ fn short_view(p: &PlanRecord) -> Option<ShortView> {
     })
 }
 
-fn view(r: &GlobalRecord, detail: bool) -> WorkloadView {
+/// The health of `region` at `now_ms` as the state knows it.
+fn health(s: &CentralState, region: &str, now_ms: i64) -> RegionHealth {
+    s.reports().get(region).map_or(RegionHealth::Unknown, |r| {
+        r.health_at(
+            Timestamp::from_millis(now_ms),
+            s.snapshot().config().stale_after,
+        )
+    })
+}
+
+fn view(s: &CentralState, r: &GlobalRecord, detail: bool, now_ms: i64) -> WorkloadView {
     let last = r.plans.back();
-    let split = r
+    let split: Vec<ShareView> = r
         .split
         .iter()
         .filter(|(_, n)| **n > 0)
         .map(|(region, n)| ShareView {
             region: region.clone(),
             instances: *n,
+            health: health(s, region, now_ms),
             reasons: last
                 .and_then(|p| p.shares.get(region))
                 .map(|s| s.reasons.clone())
                 .unwrap_or_default(),
         })
         .collect();
+    let held = split
+        .iter()
+        .filter(|v| !matches!(v.health, RegionHealth::Ok | RegionHealth::Degraded))
+        .map(|v| v.instances)
+        .sum();
     WorkloadView {
         tenant: r.monitor.tenant.clone(),
         name: r.monitor.name.clone(),
@@ -145,7 +166,7 @@ fn view(r: &GlobalRecord, detail: bool) -> WorkloadView {
         global: r.intent.clone(),
         placed: r.split.values().sum(),
         split,
-        held_by_unreachable: last.map(|p| p.held_by_unreachable).unwrap_or(0),
+        held_by_unreachable: held,
         short: last.and_then(short_view),
         deleting: r.deleting,
         created_ms: r.created_ms,
@@ -213,13 +234,14 @@ fn list_params(pairs: Pairs) -> Result<(Option<String>, bool), AppError> {
 /// `GET /api/v1/workloads[?tenant=&stale=true]`.
 pub async fn list(State(state): State<AppState>, q: Pairs) -> ApiResult<WorkloadsView> {
     let (tenant, stale) = list_params(q)?;
+    let now = state.now_ms();
     let workloads = state
         .cluster()?
         .read(stale, move |s| {
             s.global()
                 .values()
                 .filter(|r| tenant.as_deref().is_none_or(|t| r.monitor.tenant == t))
-                .map(|r| view(r, false))
+                .map(|r| view(s, r, false, now))
                 .collect::<Vec<_>>()
         })
         .await?;
@@ -236,9 +258,12 @@ pub async fn get(
     let Path((tenant, name)) = path?;
     let (_, stale) = list_params(q)?;
     let id = WorkloadId::new(&tenant, &name);
+    let now = state.now_ms();
     let found = state
         .cluster()?
-        .read(stale, move |s| s.global().get(&id).map(|r| view(r, true)))
+        .read(stale, move |s| {
+            s.global().get(&id).map(|r| view(s, r, true, now))
+        })
         .await?;
     found.map(Json).ok_or_else(|| {
         AppError::new(
@@ -419,7 +444,9 @@ pub async fn submit(
         }
     }
     let stored = cluster
-        .read(false, move |s| s.global().get(&id).map(|r| view(r, true)))
+        .read(false, move |s| {
+            s.global().get(&id).map(|r| view(s, r, true, now))
+        })
         .await?
         .ok_or_else(|| {
             AppError::new(

@@ -445,11 +445,13 @@ impl CentralState {
                 r.deleting = false;
                 r.clone()
             }
-            None if full => return Outcome::Refused {
-                reason: format!(
+            None if full => {
+                return Outcome::Refused {
+                    reason: format!(
                     "workloads: central holds its limit of {MAX_GLOBAL_WORKLOADS} global workloads"
                 ),
-            },
+                }
+            }
             None => {
                 let r = GlobalRecord {
                     monitor,
