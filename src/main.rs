@@ -9,6 +9,7 @@ mod cluster_cli;
 mod cluster_table;
 mod device_cli;
 mod edge_proc;
+mod global_cli;
 mod monitor_cli;
 mod monitor_spec;
 mod monitor_table;
@@ -61,6 +62,13 @@ enum Cmd {
     Alerts(monitor_cli::AlertsArgs),
     /// Edge nodes with their liveness, backlog and use (via central's API).
     Edges(cluster_cli::EdgesArgs),
+    /// Regions central federates: health, capacity, device locality.
+    Regions(global_cli::RegionsArgs),
+    /// Global workloads and their split over regions.
+    Workloads(global_cli::WorkloadsArgs),
+    /// Submit, inspect or delete a global workload.
+    #[command(subcommand)]
+    Workload(global_cli::WorkloadCmd),
     /// The region's events (edges up, suspect, down, back), or follow them
     /// as they happen with --follow (via central's API).
     Events(cluster_cli::EventsArgs),
@@ -101,6 +109,9 @@ async fn main() -> ExitCode {
         Cmd::Device(cmd) => return device_cli::device(cmd),
         Cmd::Alerts(args) => return monitor_cli::alerts(args).await,
         Cmd::Edges(args) => return cluster_cli::edges(args).await,
+        Cmd::Regions(args) => return global_cli::regions(args).await,
+        Cmd::Workloads(args) => return global_cli::workloads(args).await,
+        Cmd::Workload(cmd) => return global_cli::workload(cmd).await,
         Cmd::Events(args) => return cluster_cli::events(args).await,
         Cmd::EdgeNode { config } => return edge_node::run_config_file(&config).await,
         Cmd::Up(o) => match o.check() {

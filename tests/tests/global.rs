@@ -14,7 +14,7 @@ use anyhow::Context;
 use serde_json::{json, Value};
 use strata_tests::cluster::serial;
 use strata_tests::fleet::{run_fleet, Phase, TENANT};
-use strata_tests::monitors::sample_module;
+use strata_tests::monitors::{cli, sample_module};
 use strata_tests::{wait_until, Cluster, ClusterOpts};
 
 fn workload(count: u32, extra: Value) -> Value {
@@ -181,6 +181,16 @@ async fn run(c: &mut Cluster) -> anyhow::Result<()> {
     .await?;
     let w = split(c).await?;
     assert_eq!((share(&w, "north"), share(&w, "south")), (3, 1), "{w}");
+    // The CLI shows the same, from the typed API.
+    let http = c.central.ready_field("http").context("central http")?;
+    let token = c.operator_token()?;
+    let table = cli(&http, &token, &["workloads"]).await?;
+    assert!(table.contains("north:3 south:1"), "{table}");
+    let table = cli(&http, &token, &["regions"]).await?;
+    assert!(
+        table.contains("north") && table.contains("south"),
+        "{table}"
+    );
 
     // Every hub of south dies. Its share is held, never doubled in north.
     for h in &mut c.second.as_mut().unwrap().hubs {
