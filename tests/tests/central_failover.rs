@@ -123,3 +123,70 @@ async fn sigkill_of_the_central_leader_loses_no_acknowledged_write() -> anyhow::
     }
     Ok(())
 }
+
+/// Central's write latency (through the leader and through a follower,
+/// which forwards) and its failover gap over repeated leader SIGKILLs.
+/// A measurement, not a check: run with
+/// `cargo test -p strata-tests --test central_failover central_write_latency -- --ignored --nocapture`
+/// and record the printed numbers in BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn central_write_latency_and_failover_gap() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let mut g = CentralGroup::start(3, 100).await?;
+    let mut leader = loop {
+        if let Some(l) = g.leader().await {
+            break l;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let alive = vec![true; 3];
+    for (label, via) in [("leader", leader), ("follower", (leader + 1) % 3)] {
+        let api = g.api(via)?;
+        let mut lat: Vec<u64> = Vec::new();
+        for n in 0..300 {
+            let t0 = Instant::now();
+            let (s, v) = api
+                .put_json(&format!("/api/v1/tenants/{label}-{n}"), &json!({}))
+                .await?;
+            anyhow::ensure!(s == 200, "{s} {v}");
+            lat.push(t0.elapsed().as_micros() as u64);
+        }
+        lat.sort_unstable();
+        let (p50, p99) = strata_tests::percentiles(&lat);
+        println!("write via {label}: p50 {p50} µs, p99 {p99} µs (300 writes)");
+    }
+    let mut gaps = Vec::new();
+    let mut alive = alive;
+    for round in 0..5 {
+        g.replicas[leader].kill().await;
+        alive[leader] = false;
+        let t0 = Instant::now();
+        let name = format!("gap-{round}");
+        loop {
+            if write(&g, (leader + 1) % 3, &name, &alive).await.is_some() {
+                break;
+            }
+            anyhow::ensure!(t0.elapsed() < Duration::from_secs(30), "no write after kill");
+        }
+        gaps.push(t0.elapsed().as_millis() as u64);
+        g.replicas[leader].start().await?;
+        alive[leader] = true;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        leader = loop {
+            if let Some(l) = g.leader().await {
+                break l;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+    }
+    gaps.sort_unstable();
+    println!(
+        "failover gap (SIGKILL of the leader to the next acknowledged write, 100 ms ticks, \
+         10-tick election timeout): {gaps:?} ms"
+    );
+    for r in &mut g.replicas {
+        r.terminate().await;
+    }
+    Ok(())
+}
