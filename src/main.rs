@@ -14,6 +14,7 @@ mod monitor_cli;
 mod monitor_spec;
 mod monitor_table;
 mod up;
+mod up_banner;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,7 +31,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Start central, one region of hubs, edge nodes and a simulated fleet.
+    /// Start central, two regions (north and south) of hubs and edge nodes,
+    /// and a simulated fleet; --single-region runs one region.
     Up(up::UpOptions),
     /// Measure ingest: Strata's durable committed rate and PUBACK latency,
     /// and Mosquitto's with the same load generator.

@@ -1,6 +1,8 @@
 //! `strata up`, the README's first command: the whole cluster in one
-//! process tree, telemetry flowing, a clean stop on Ctrl-C, and a restart
-//! that resumes from the data directory.
+//! process tree (two regions, `north` and `south`, each 3 hubs and 2
+//! edges, and central), telemetry flowing through both regions, a clean
+//! stop on Ctrl-C, and a restart that resumes from the data directory;
+//! `--single-region` keeping the one-region layout.
 #![allow(clippy::unwrap_used)] // a test: unwrapping is the assertion
 
 use std::os::unix::fs::PermissionsExt;
@@ -21,15 +23,26 @@ struct Ports {
 }
 
 /// Finds a layout where every port `strata up` will bind is free: HTTP,
-/// two consecutive MQTT ports, and the hubs' QUIC/metrics ports at
-/// `base+1..3`, `base+101..103`, `base+201..203`, `base+301..302`.
+/// four consecutive MQTT ports, and the hubs' QUIC/metrics ports of both
+/// regions at `base+1..3`, `base+11..13` (peers), `base+101..103`,
+/// `base+111..113` (clients), `base+201..203`, `base+211..213` (metrics)
+/// and the edges' metrics at `base+301..304`. `--single-region` with up
+/// to 3 edges binds a subset of these.
 fn free_layout() -> Ports {
     for _ in 0..200 {
         let base = free_udp_ports(1).unwrap()[0]
             .saturating_sub(400)
             .max(20_000);
-        let udp: Vec<u16> = [1, 2, 3, 101, 102, 103].iter().map(|o| base + o).collect();
-        let tcp: Vec<u16> = [201, 202, 203, 301, 302].iter().map(|o| base + o).collect();
+        let hubs = [1, 2, 3, 11, 12, 13];
+        let udp: Vec<u16> = hubs
+            .iter()
+            .flat_map(|h| [base + h, base + 100 + h])
+            .collect();
+        let tcp: Vec<u16> = hubs
+            .iter()
+            .map(|h| base + 200 + h)
+            .chain((301..=304).map(|o| base + o))
+            .collect();
         let udp_free = udp
             .iter()
             .all(|p| std::net::UdpSocket::bind(("127.0.0.1", *p)).is_ok());
@@ -37,7 +50,8 @@ fn free_layout() -> Ports {
             .iter()
             .all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok());
         let mqtt = free_tcp_ports(1).unwrap()[0];
-        let mqtt_free = std::net::TcpListener::bind(("127.0.0.1", mqtt + 1)).is_ok();
+        let mqtt_free = (1..4)
+            .all(|i| std::net::TcpListener::bind(("127.0.0.1", mqtt.saturating_add(i))).is_ok());
         if udp_free && tcp_free && mqtt_free {
             return Ports {
                 http: free_tcp_ports(1).unwrap()[0],
@@ -82,10 +96,6 @@ async fn stop(child: &mut Child, logs: &std::path::Path, n: u32) {
 
 /// `strata up`'s stdout lines after its banner, as they come.
 type Said = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
-
-async fn up(dir: &std::path::Path, p: &Ports, log: std::path::PathBuf) -> Child {
-    up_with(dir, p, log, &[]).await.0
-}
 
 async fn up_with(
     dir: &std::path::Path,
@@ -164,6 +174,63 @@ async fn stored(api: &Api) -> Option<u64> {
     Some(counts.values().sum())
 }
 
+/// Demo devices per region as central lists them: (devices, records),
+/// checking that each device's name says its region.
+async fn by_region(api: &Api) -> Option<std::collections::BTreeMap<String, (u64, u64)>> {
+    let (status, body) = api.get("/api/v1/devices?tenant=demo").await.ok()?;
+    if status != 200 {
+        return None;
+    }
+    let mut out = std::collections::BTreeMap::<String, (u64, u64)>::new();
+    for d in body["devices"].as_array()? {
+        let region = d["region"].as_str()?;
+        let device = d["device"].as_str()?;
+        if device != "my-sensor" {
+            assert!(
+                device.starts_with(&format!("dev-{region}-")),
+                "{device} reported through region {region}"
+            );
+        }
+        let e = out.entry(region.to_owned()).or_default();
+        e.0 += 1;
+        e.1 += d["records"].as_u64().unwrap_or(0);
+    }
+    Some(out)
+}
+
+/// The regions central reports healthy.
+async fn healthy_regions(api: &Api) -> Option<Vec<String>> {
+    let (status, body) = api.get("/api/v1/regions").await.ok()?;
+    (status == 200).then_some(())?;
+    Some(
+        body["regions"]
+            .as_array()?
+            .iter()
+            .filter(|r| r["status"] == "healthy")
+            .filter_map(|r| r["name"].as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
+/// (region, edge) of every edge central reports up.
+async fn edges_up(api: &Api) -> Option<Vec<(String, String)>> {
+    let (status, body) = api.get("/api/v1/edges").await.ok()?;
+    (status == 200).then_some(())?;
+    Some(
+        body["edges"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["liveness"]["state"] == "up")
+            .filter_map(|e| {
+                Some((
+                    e["region"].as_str()?.to_owned(),
+                    e["name"].as_str()?.to_owned(),
+                ))
+            })
+            .collect(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_runs_the_whole_cluster_stops_cleanly_and_resumes() {
     let _g = serial().await;
@@ -174,7 +241,12 @@ async fn up_runs_the_whole_cluster_stops_cleanly_and_resumes() {
     let logs = tempfile::tempdir().unwrap();
     let ports = free_layout();
 
-    let mut child = up(&data, &ports, log_path(logs.path(), 1)).await;
+    let started = std::time::Instant::now();
+    let (mut child, said) = up_with(&data, &ports, log_path(logs.path(), 1), &[]).await;
+    println!(
+        "two regions, 6 hubs, 4 edges and central up in {:?}",
+        started.elapsed()
+    );
     // `strata up` made central's token in <data-dir>/central, private.
     let central_dir = data.join("central");
     let token_file = central_dir.join("operator.token");
@@ -189,8 +261,62 @@ async fn up_runs_the_whole_cluster_stops_cleanly_and_resumes() {
     )
     .await
     .unwrap();
-    let (status, region) = api.get("/api/v1/regions/local").await.unwrap();
-    assert_eq!(status, 200, "{region}");
+    // Two regions, both healthy, each with its two edges up and its half
+    // of the fleet's devices storing telemetry.
+    wait_until(
+        "north and south healthy",
+        Duration::from_secs(30),
+        || async {
+            let healthy = healthy_regions(&api).await?;
+            (healthy == ["north", "south"]).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let up = wait_until("4 edges up", Duration::from_secs(30), || async {
+        let mut up = edges_up(&api).await?;
+        up.sort();
+        (up.len() == 4).then_some(up)
+    })
+    .await
+    .unwrap();
+    let pair = |r: &str, e: &str| (r.to_owned(), e.to_owned());
+    assert_eq!(
+        up,
+        [
+            pair("north", "edge-1"),
+            pair("north", "edge-2"),
+            pair("south", "edge-3"),
+            pair("south", "edge-4"),
+        ]
+    );
+    let regions = wait_until(
+        "telemetry from both regions' devices",
+        Duration::from_secs(60),
+        || async {
+            let r = by_region(&api).await?;
+            (r.len() == 2
+                && r.values()
+                    .all(|(devices, records)| *devices == 25 && *records > 0))
+            .then_some(r)
+        },
+    )
+    .await
+    .unwrap();
+    println!("demo devices and records per region: {regions:?}");
+    let banner = said.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+    for shown in [
+        "edge-3 (zone a)",
+        "edge-4 (zone b)",
+        "--region north --follow",
+        "again with --region south",
+        "dev-north-0?step=10000",
+    ] {
+        assert!(
+            banner.contains(shown),
+            "{shown:?} not in the banner:\n{banner}"
+        );
+    }
     stop(&mut child, logs.path(), 1).await;
     assert!(data.join("pki/ca.pem").exists());
     // Everything `strata up` wrote (every tier's data, the PKI) is 0600 in
@@ -215,6 +341,18 @@ async fn up_runs_the_whole_cluster_stops_cleanly_and_resumes() {
     .await
     .unwrap();
     assert!(after > first);
+    wait_until(
+        "both regions storing more after the restart",
+        Duration::from_secs(60),
+        || async {
+            let now = by_region(&api).await?;
+            now.iter()
+                .all(|(r, (_, records))| regions.get(r).is_some_and(|(_, before)| records > before))
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
 
     // Each edge is its own process: `kill -9` one, as the banner suggests.
     // The region marks it down, `up` keeps running and restarts it. First
@@ -283,6 +421,63 @@ async fn up_runs_the_whole_cluster_stops_cleanly_and_resumes() {
         "strata up died with its edge"
     );
     stop(&mut child, logs.path(), 2).await;
+}
+
+/// `--single-region` keeps the layout `strata up` had before two regions:
+/// one region `local`, devices `dev-<n>`, hubs in `<data-dir>/hub-i`; and
+/// the two-region default refuses to start over such a data dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_region_keeps_the_old_layout() {
+    let _g = serial().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("strata-data");
+    let logs = tempfile::tempdir().unwrap();
+    let ports = free_layout();
+    let (mut child, _) = up_with(
+        &data,
+        &ports,
+        log_path(logs.path(), 1),
+        &["--single-region", "--hubs", "1", "--edges", "2"],
+    )
+    .await;
+    let api = Api::new(&format!("127.0.0.1:{}", ports.http))
+        .with_token(&read_token(&data.join("central/operator.token")).unwrap());
+    wait_until("local healthy", Duration::from_secs(30), || async {
+        (healthy_regions(&api).await? == ["local"]).then_some(())
+    })
+    .await
+    .unwrap();
+    wait_until("2 edges up", Duration::from_secs(30), || async {
+        (edges_up(&api).await?.len() == 2).then_some(())
+    })
+    .await
+    .unwrap();
+    wait_until(
+        "telemetry from dev-0..49",
+        Duration::from_secs(60),
+        || async {
+            let counts = api.device_counts("demo").await.ok()?;
+            (counts.len() == 50
+                && counts
+                    .iter()
+                    .all(|(d, n)| d.starts_with("dev-") && d[4..].parse::<u32>().is_ok() && *n > 0))
+            .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    assert!(data.join("hub-1").is_dir() && !data.join("north").exists());
+    stop(&mut child, logs.path(), 1).await;
+
+    let refused = Command::new(bin_path("strata").unwrap())
+        .args(["up", "--data-dir", &data.display().to_string()])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(err.contains("strata up --single-region"), "{err}");
 }
 
 #[allow(unsafe_code)]
