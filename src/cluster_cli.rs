@@ -43,9 +43,11 @@ pub struct EdgesArgs {
 pub struct EventsArgs {
     #[command(flatten)]
     pub api: ApiArgs,
-    /// The region (`strata up` runs one called local).
-    #[arg(long, default_value = "local")]
-    pub region: String,
+    /// The region. Default: the only one, when central federates one
+    /// (`strata up --single-region`); with several (`strata up` runs north
+    /// and south) it must be given.
+    #[arg(long)]
+    pub region: Option<String>,
     /// Only events after this sequence number (0: all the region holds).
     #[arg(long, default_value_t = 0)]
     pub since: u64,
@@ -89,6 +91,34 @@ pub async fn run_edges(
     }
 }
 
+/// The region `events` reads (resolved before any call).
+fn region_of(args: &EventsArgs) -> &str {
+    args.region.as_deref().unwrap_or_default()
+}
+
+/// The only region central federates, or a usage error naming them all.
+async fn only_region(client: &Api) -> Result<String, CliError> {
+    let url = client.url(&["api", "v1", "regions"], &[]);
+    let (_, body) = client.call(reqwest::Method::GET, url, None).await?;
+    let names: Vec<String> = body["regions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["name"].as_str().map(str::to_owned))
+        .collect();
+    match names.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(CliError::Input(format!(
+            "give --region: central federates {}",
+            if names.is_empty() {
+                "no region".to_owned()
+            } else {
+                names.join(", ")
+            }
+        ))),
+    }
+}
+
 /// `events`: one page, or with `--follow` the stream.
 pub async fn run_events(
     args: EventsArgs,
@@ -97,12 +127,23 @@ pub async fn run_events(
     err: &mut dyn Write,
 ) -> Result<(), CliError> {
     let client = Api::new(&args.api, env)?;
+    let region = match &args.region {
+        Some(r) => r.clone(),
+        None => only_region(&client).await?,
+    };
+    let args = EventsArgs {
+        region: Some(region),
+        ..args
+    };
     if args.follow {
         return follow(&client, &args, out, err).await;
     }
     let mut query = vec![("since", args.since.to_string())];
     query.extend(args.limit.map(|l| ("limit", l.to_string())));
-    let url = client.url(&["api", "v1", "regions", &args.region, "events"], &query);
+    let url = client.url(
+        &["api", "v1", "regions", region_of(&args), "events"],
+        &query,
+    );
     let (_, body) = client.call(reqwest::Method::GET, url, None).await?;
     if args.api.json {
         print_json(out, &body)
@@ -124,7 +165,7 @@ async fn follow(
     let mut connected_once = false;
     loop {
         let url = client.url(
-            &["api", "v1", "regions", &args.region, "events", "stream"],
+            &["api", "v1", "regions", region_of(args), "events", "stream"],
             &[("since", last.to_string())],
         );
         let sent = client

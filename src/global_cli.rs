@@ -493,3 +493,23 @@ mod tests {
         assert!(d.contains("north:2→3"), "{d}");
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// The shipped global workload example is one, and its monitor part
+    /// parses as a monitor spec once the CLI fills the artifact.
+    #[test]
+    fn the_shipped_global_example_parses() {
+        let path =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/monitors/global-threshold.toml");
+        let mut doc = read_spec(&path).unwrap();
+        assert_eq!(doc["global"]["count"], 4);
+        assert_eq!(doc["global"]["locality"], "devices");
+        doc.as_object_mut().unwrap().remove("global");
+        doc["artifact"] = serde_json::json!({ "sha256": "a".repeat(64), "size-bytes": 8 });
+        let spec = strata_protocol::workload::MonitorSpec::from_json_str(&doc.to_string()).unwrap();
+        assert_eq!(spec.name, "overheat-global");
+    }
+}

@@ -701,8 +701,24 @@ pub struct FleetShare {
 /// a device stays in its region when it moves to another edge. Regions
 /// left without a device get no share.
 pub fn fleet_shares(devices: u32, regions: &[LocalRegion]) -> Vec<FleetShare> {
-    let n = u32::try_from(regions.len()).unwrap_or(u32::MAX).max(1);
-    (0u32..)
+    // Uneven on purpose (weights n, n-1, …, 1: 2:1 with two regions), so
+    // that device locality differs between regions and a global workload
+    // with `locality = "devices"` visibly follows it.
+    let n = u64::try_from(regions.len()).unwrap_or(u64::MAX).max(1);
+    let total_weight = n * (n + 1) / 2;
+    let mut given = 0u64;
+    let counts: Vec<u32> = (0..n)
+        .map(|k| {
+            let share = if k + 1 == n {
+                u64::from(devices) - given
+            } else {
+                u64::from(devices) * (n - k) / total_weight
+            };
+            given += share;
+            u32::try_from(share).unwrap_or(u32::MAX)
+        })
+        .collect();
+    (0usize..)
         .zip(regions)
         .map(|(k, r)| FleetShare {
             region: r.name.clone(),
@@ -711,7 +727,7 @@ pub fn fleet_shares(devices: u32, regions: &[LocalRegion]) -> Vec<FleetShare> {
             } else {
                 format!("dev-{}", r.name)
             },
-            devices: devices / n + u32::from(k < devices % n),
+            devices: counts[k],
             endpoints: r.edges.iter().map(|e| e.mqtt.to_string()).collect(),
         })
         .filter(|s| s.devices > 0 && !s.endpoints.is_empty())
@@ -967,7 +983,7 @@ mod tests {
     }
 
     #[test]
-    fn the_fleet_splits_evenly_and_stays_in_its_region() {
+    fn the_fleet_splits_two_to_one_and_stays_in_its_region() {
         let two = [region("north", 2), region("south", 2)];
         let shares = fleet_shares(1001, &two);
         assert_eq!(
@@ -975,11 +991,18 @@ mod tests {
                 .iter()
                 .map(|s| (s.region.as_str(), s.prefix.as_str(), s.devices))
                 .collect::<Vec<_>>(),
-            [("north", "dev-north", 501), ("south", "dev-south", 500)]
+            [("north", "dev-north", 667), ("south", "dev-south", 334)]
         );
         assert_eq!(shares[1].endpoints, ["127.0.0.1:1883", "127.0.0.1:1884"]);
         // One device: one region gets it, the other nothing to run.
         assert_eq!(fleet_shares(1, &two).len(), 1);
+        assert_eq!(
+            fleet_shares(1000, &two)
+                .iter()
+                .map(|s| s.devices)
+                .sum::<u32>(),
+            1000
+        );
         assert!(fleet_shares(0, &two).is_empty());
         // One region keeps the old names.
         let one = fleet_shares(1000, &[region("local", 3)]);

@@ -229,6 +229,12 @@ pub fn text(b: &Banner<'_>) -> String {
             t,
             "  Monitors : temperature spikes hit 0.5% of devices at readings 120, 300 and 600; catch them on every edge\n             that carries devices with one instance each (they follow the devices when an edge dies):\n             ./monitors/build.sh && {cli} monitor submit{flags} --region {first} \\\n               --module target/monitors/wasm/zscore.wasm docs/monitors/zscore-per-edge.toml{again}\n             {cli} monitor inspect{flags} {first} demo temperature-anomaly-per-edge   (where each runs, and why)\n             {cli} alerts{flags} --tenant demo\n             docs/monitors/threshold-replace.toml: 2 instances in 2 zones, replaced 2 s after their edge is lost"
         );
+        if b.regions.len() > 1 {
+            let _ = writeln!(
+                t,
+                "  Global   : one workload over every region, split where the devices report (2:1 here):\n             {cli} workload submit{flags} --module target/monitors/wasm/threshold.wasm docs/monitors/global-threshold.toml\n             {cli} workloads{flags}   {cli} regions{flags}   {cli} workload inspect{flags} demo overheat-global"
+            );
+        }
     }
     t
 }
@@ -329,7 +335,7 @@ mod tests {
         assert!(t.contains("strata events --region north --follow"), "{t}");
         assert!(
             t.contains(
-                "500 dev-north-<n> through north's edges, 500 dev-south-<n> through south's edges"
+                "666 dev-north-<n> through north's edges, 334 dev-south-<n> through south's edges"
             ),
             "{t}"
         );

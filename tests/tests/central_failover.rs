@@ -167,7 +167,10 @@ async fn central_write_latency_and_failover_gap() -> anyhow::Result<()> {
             if write(&g, (leader + 1) % 3, &name, &alive).await.is_some() {
                 break;
             }
-            anyhow::ensure!(t0.elapsed() < Duration::from_secs(30), "no write after kill");
+            anyhow::ensure!(
+                t0.elapsed() < Duration::from_secs(30),
+                "no write after kill"
+            );
         }
         gaps.push(t0.elapsed().as_millis() as u64);
         g.replicas[leader].start().await?;
