@@ -96,6 +96,28 @@ pub(crate) fn two_regions() -> CentralState {
     s
 }
 
+/// Evaluates `s` (rng seeded with `seed`) and applies the first plan at
+/// `index`; returns what applying it did.
+fn plan_and_apply(s: &mut CentralState, index: u64, seed: u64) -> Outcome {
+    let plans = crate::global::evaluate(
+        s,
+        1_000,
+        index,
+        &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+    );
+    let plan = plans
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("seed {seed}: no plan"));
+    s.apply(
+        index,
+        Command::ApplyGlobalPlan {
+            plan: Box::new(plan),
+            now_ms: 1_000,
+        },
+    )
+}
+
 fn put(s: &mut CentralState, index: u64, name: &str, intent_toml: &str) -> Outcome {
     s.apply(
         index,
@@ -206,15 +228,7 @@ fn a_plan_made_for_an_older_generation_is_refused_on_apply() {
 fn a_region_that_stopped_reporting_keeps_its_share_and_gets_no_more() {
     let mut s = two_regions();
     put(&mut s, 10, "w", "count = 4\nspread = {}");
-    let plan =
-        crate::global::evaluate(&s, 1_000, 1, &mut rand_chacha::ChaCha8Rng::seed_from_u64(3));
-    s.apply(
-        11,
-        Command::ApplyGlobalPlan {
-            plan: Box::new(plan[0].clone()),
-            now_ms: 1_000,
-        },
-    );
+    plan_and_apply(&mut s, 11, 3);
     // North keeps reporting, south went silent for more than stale-after.
     let later = 1_000 + 60_000;
     s.apply(
@@ -241,15 +255,7 @@ fn deleted_workloads_are_tombstones_until_every_region_dropped_them() {
         "w",
         "count = 2\nregions = [{ region = \"north\", hard = true }]",
     );
-    let plan =
-        crate::global::evaluate(&s, 1_000, 1, &mut rand_chacha::ChaCha8Rng::seed_from_u64(3));
-    s.apply(
-        11,
-        Command::ApplyGlobalPlan {
-            plan: Box::new(plan[0].clone()),
-            now_ms: 1_000,
-        },
-    );
+    plan_and_apply(&mut s, 11, 3);
     let id = WorkloadId::new("acme", "w");
     // North runs it; the reconciler submits nothing more.
     let mut running = BTreeMap::new();
@@ -279,15 +285,7 @@ fn deleted_workloads_are_tombstones_until_every_region_dropped_them() {
         "w",
         "count = 2\nregions = [{ region = \"north\", hard = true }]",
     );
-    let plan =
-        crate::global::evaluate(&s, 1_000, 2, &mut rand_chacha::ChaCha8Rng::seed_from_u64(3));
-    s.apply(
-        15,
-        Command::ApplyGlobalPlan {
-            plan: Box::new(plan[0].clone()),
-            now_ms: 1_000,
-        },
-    );
+    plan_and_apply(&mut s, 15, 3);
     s.apply(16, Command::DeleteGlobal { id: id.clone() });
     let actions = crate::global::reconcile(&s, &actual);
     assert_eq!(
@@ -317,15 +315,7 @@ fn regions_and_tenants_in_use_cannot_be_removed() {
         "w",
         "count = 1\nregions = [{ region = \"south\", hard = true }]",
     );
-    let plan =
-        crate::global::evaluate(&s, 1_000, 1, &mut rand_chacha::ChaCha8Rng::seed_from_u64(3));
-    s.apply(
-        11,
-        Command::ApplyGlobalPlan {
-            plan: Box::new(plan[0].clone()),
-            now_ms: 1_000,
-        },
-    );
+    plan_and_apply(&mut s, 11, 3);
     assert!(matches!(
         s.apply(
             12,
