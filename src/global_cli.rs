@@ -41,6 +41,93 @@ pub struct WorkloadsArgs {
     pub tenant: Option<String>,
 }
 
+/// `strata scale-history`
+#[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
+pub struct ScaleHistoryArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Tenant.
+    pub tenant: String,
+    /// Name of the global workload.
+    pub name: String,
+}
+
+/// Runs `scale-history`.
+pub async fn scale_history(args: ScaleHistoryArgs) -> ExitCode {
+    let env = CliEnv::from_process();
+    finish(
+        async {
+            let client = Api::new(&args.api, &env)?;
+            let url = client.url(&["api", "v1", "workloads", &args.tenant, &args.name], &[]);
+            let (_, w) = client.call(reqwest::Method::GET, url, None).await?;
+            let mut out = std::io::stdout();
+            if args.api.json {
+                print_json(&mut out, &w["scale-history"])
+            } else {
+                write_out(&mut out, &scale_history_table(&w))
+            }
+        }
+        .await,
+    )
+}
+
+/// A workload's scale decisions, newest first, with their inputs.
+pub fn scale_history_table(w: &Value) -> String {
+    if w["scale"].is_null() {
+        return format!(
+            "{}/{} does not autoscale (no scale block)\n",
+            text(&w["tenant"]),
+            text(&w["name"])
+        );
+    }
+    let num = |v: &Value| {
+        v.as_f64()
+            .map_or_else(|| "-".to_owned(), |x| format!("{x:.1}"))
+    };
+    let rows: Vec<Vec<String>> = w["scale-history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            vec![
+                d["at-ms"]
+                    .as_i64()
+                    .map_or_else(|| "-".to_owned(), crate::monitor_table::utc),
+                format!("{}→{}", text(&d["current"]), text(&d["desired"])),
+                text(&d["reason"]),
+                num(&d["total"]),
+                num(&d["per-instance"]),
+                num(&d["target"]),
+                text(&d["recommended"]),
+            ]
+        })
+        .collect();
+    let mut out = format!(
+        "{}/{}: {} instances now ({}..={} by {}, target {} per instance)\n",
+        text(&w["tenant"]),
+        text(&w["name"]),
+        text(&w["scaled"]),
+        text(&w["scale"]["min"]),
+        text(&w["scale"]["max"]),
+        text(&w["scale"]["metric"]),
+        text(&w["scale"]["target"]),
+    );
+    out.push_str(&table(
+        &[
+            "AT",
+            "COUNT",
+            "REASON",
+            "TOTAL",
+            "PER-INSTANCE",
+            "TARGET",
+            "RECOMMENDED",
+        ],
+        &rows,
+    ));
+    out
+}
+
 /// `strata workload …`
 #[derive(Debug, Subcommand)]
 pub enum WorkloadCmd {
@@ -339,9 +426,16 @@ pub fn workloads_table(body: &Value) -> String {
         .flatten()
         .map(|w| {
             let g = &w["global"];
-            let wanted = g["count"]
+            let wanted = w["scaled"]
                 .as_u64()
-                .map(|c| c.to_string())
+                .map(|c| {
+                    format!(
+                        "{c} (auto {}-{})",
+                        text(&w["scale"]["min"]),
+                        text(&w["scale"]["max"])
+                    )
+                })
+                .or_else(|| g["count"].as_u64().map(|c| c.to_string()))
                 .or_else(|| g["per-region"].as_u64().map(|n| format!("{n}/region")))
                 .unwrap_or_else(|| "1".to_owned());
             let split = w["split"]
@@ -452,6 +546,24 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn scale_history_renders_each_decision_with_its_inputs() {
+        let w = json!({"tenant": "acme", "name": "w", "scaled": 3,
+            "scale": {"min": 1, "max": 4, "metric": "records-per-second", "target": 10.0},
+            "scale-history": [{"at-ms": 0, "current": 1, "desired": 3, "reason": "surge",
+                "total": 52.5, "per-instance": 52.5, "target": 10.0, "recommended": 6}]});
+        let t = scale_history_table(&w);
+        assert!(
+            t.contains("3 instances now (1..=4 by records-per-second"),
+            "{t}"
+        );
+        assert!(t.contains("1→3"), "{t}");
+        assert!(t.contains("surge"), "{t}");
+        assert!(t.contains("52.5"), "{t}");
+        let plain = json!({"tenant": "acme", "name": "v", "scale": null});
+        assert!(scale_history_table(&plain).contains("does not autoscale"));
+    }
 
     #[test]
     fn regions_render_health_capacity_and_locality() {

@@ -71,6 +71,8 @@ enum Cmd {
     /// Submit, inspect or delete a global workload.
     #[command(subcommand)]
     Workload(global_cli::WorkloadCmd),
+    /// A global workload's scale decisions with their inputs.
+    ScaleHistory(global_cli::ScaleHistoryArgs),
     /// The region's events (edges up, suspect, down, back), or follow them
     /// as they happen with --follow (via central's API).
     Events(cluster_cli::EventsArgs),
@@ -114,6 +116,7 @@ async fn main() -> ExitCode {
         Cmd::Regions(args) => return global_cli::regions(args).await,
         Cmd::Workloads(args) => return global_cli::workloads(args).await,
         Cmd::Workload(cmd) => return global_cli::workload(cmd).await,
+        Cmd::ScaleHistory(args) => return global_cli::scale_history(args).await,
         Cmd::Events(args) => return cluster_cli::events(args).await,
         Cmd::EdgeNode { config } => return edge_node::run_config_file(&config).await,
         Cmd::Up(o) => match o.check() {

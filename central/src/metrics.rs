@@ -261,6 +261,18 @@ pub struct GlobalMetrics {
     pub moves: Counter,
     /// Regional monitor changes carried out, by kind and outcome.
     pub actions: Family<ActionLabel, Counter>,
+    /// Scale decisions proposed, by reason (`surge`, `scale-down`, …).
+    pub scale_decisions: Family<ReasonTextLabel, Counter>,
+    /// Autoscaler samples skipped, by reason (`region-unreachable`,
+    /// `counter-reset`).
+    pub scale_samples_skipped: Family<ReasonTextLabel, Counter>,
+}
+
+/// A `reason` label for the global metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonTextLabel {
+    /// The reason.
+    pub reason: String,
 }
 
 impl GlobalMetrics {
@@ -288,7 +300,35 @@ impl GlobalMetrics {
             "Regional monitor changes carried out, by kind and outcome",
             m.actions.clone(),
         );
+        r.register(
+            "scale_decisions",
+            "Scale decisions proposed, by reason",
+            m.scale_decisions.clone(),
+        );
+        r.register(
+            "scale_samples_skipped",
+            "Autoscaler samples skipped, by reason",
+            m.scale_samples_skipped.clone(),
+        );
         m
+    }
+
+    /// Counts one proposed scale decision.
+    pub fn scale_decision(&self, reason: &str) {
+        self.scale_decisions
+            .get_or_create(&ReasonTextLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one skipped autoscaler sample.
+    pub fn scale_sample(&self, reason: &str) {
+        self.scale_samples_skipped
+            .get_or_create(&ReasonTextLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one summary fetch.

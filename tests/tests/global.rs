@@ -244,3 +244,142 @@ async fn run(c: &mut Cluster) -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+/// The autoscaled workload's count, and how many instances its region's
+/// monitor asks for.
+async fn scaled(c: &Cluster) -> anyhow::Result<(u64, u64)> {
+    let w = split(c).await?;
+    let (n, _) = regional_counts(c).await?;
+    Ok((w["scaled"].as_u64().unwrap_or(0), n))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_surge_scales_a_global_workload_up_within_30s_and_the_quiet_scales_it_down(
+) -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let mut c = Cluster::start(ClusterOpts {
+        hubs: 1,
+        edges: 4,
+        region: "north".into(),
+        ..ClusterOpts::default()
+    })
+    .await?;
+    let result = surge(&mut c).await;
+    c.finish(result)
+}
+
+async fn surge(c: &mut Cluster) -> anyhow::Result<()> {
+    let module = sample_module("threshold")?;
+    let size = module.len();
+    let (s, v) = c
+        .api
+        .post("/api/v1/artifacts", "application/wasm", module)
+        .await?;
+    anyhow::ensure!(s == 201, "artifacts: {s} {v}");
+    let sha = v["sha256"].as_str().context("sha256")?.to_owned();
+    // A steady 2 readings/s through each of the four edges (8 devices at
+    // 1/s) for the whole test: below the target of 4 per instance.
+    let steady = tokio::spawn(run_fleet(Phase::new("steady", 8, 150).fleet(
+        c.mqtt_addrs(),
+        3,
+        1.0,
+    )));
+    let mut w = workload(
+        1,
+        json!({ "artifact": { "sha256": sha, "size-bytes": size } }),
+    );
+    w["global"] = json!({ "count": 1 });
+    w["scale"] = json!({
+        "min": 1, "max": 4, "metric": "records-per-second", "target": 4.0,
+        "scale-down-window": "10s"
+    });
+    wait_until(
+        "the autoscaled workload to be accepted",
+        Duration::from_secs(20),
+        || {
+            let w = w.clone();
+            let api = c.api.clone();
+            async move {
+                let (s, _) = api
+                    .post(
+                        "/api/v1/workloads",
+                        "application/json",
+                        serde_json::to_vec(&w).unwrap(),
+                    )
+                    .await
+                    .ok()?;
+                (s == 201 || s == 200).then_some(())
+            }
+        },
+    )
+    .await?;
+    wait_until(
+        "one instance running steady",
+        Duration::from_secs(30),
+        || async { (scaled(c).await.ok()? == (1, 1)).then_some(()) },
+    )
+    .await?;
+    // Stays at 1 under the steady load (a few rounds of samples).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(scaled(c).await?.0, 1, "{}", split(c).await?);
+
+    // A 5× surge for 30 s: 8 more devices at 4/s (8/s more per edge).
+    let started = Instant::now();
+    let surge = tokio::spawn(run_fleet(Phase::new("surge", 8, 120).fleet(
+        c.mqtt_addrs(),
+        4,
+        4.0,
+    )));
+    let up = wait_until(
+        "more instances for the surge",
+        Duration::from_secs(30),
+        || async {
+            let (n, region) = scaled(c).await.ok()?;
+            (n >= 2 && region >= 2).then_some(n)
+        },
+    )
+    .await?;
+    eprintln!(
+        "scaled to {up} instances {:?} after the surge began",
+        started.elapsed()
+    );
+    surge.await??;
+    let quiet = Instant::now();
+    let peak = scaled(c).await?.0;
+    // The quiet scales it down, but only after the 10 s window.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(scaled(c).await?.0, peak, "scaled down inside the window");
+    let down = wait_until(
+        "fewer instances after the quiet",
+        Duration::from_secs(40),
+        || async {
+            let (n, _) = scaled(c).await.ok()?;
+            (n < peak).then_some(n)
+        },
+    )
+    .await?;
+    eprintln!(
+        "scaled down to {down} {:?} after the surge ended",
+        quiet.elapsed()
+    );
+    // The decisions and their inputs, as the API and the CLI show them.
+    let w = split(c).await?;
+    let history = w["scale-history"].as_array().context("scale-history")?;
+    assert!(history.iter().any(|d| d["reason"] == "surge"), "{w}");
+    assert!(
+        history
+            .iter()
+            .all(|d| d["total"].as_f64().is_some() && d["target"] == 4.0),
+        "{w}"
+    );
+    let http = c.central.ready_field("http").context("central http")?;
+    let table = cli(
+        &http,
+        &c.operator_token()?,
+        &["scale-history", TENANT, "overheat-global"],
+    )
+    .await?;
+    assert!(table.contains("surge"), "{table}");
+    steady.abort();
+    Ok(())
+}

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use strata_sched::global::{HealthAsOf, RegionHealth, RegionSummary};
+use strata_sched::scale::{Autoscaler, Observation, ScaleSpec};
 use strata_sched::{Timestamp, WorkloadId};
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +20,7 @@ use crate::http::Clock;
 use crate::metrics::GlobalMetrics;
 use crate::region::{RegionApi, RegionError};
 use crate::replica::Cluster;
-use crate::state::{CentralState, Command};
+use crate::state::{CentralState, Command, ScaleRecord};
 
 /// `[global]` settings the driver needs.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +45,17 @@ pub struct GlobalDriver {
     metrics: GlobalMetrics,
     round: u64,
     last_summary: Option<Instant>,
+    /// One autoscaler per autoscaled workload, on the leader only (soft
+    /// state: a new leader starts its windows afresh).
+    scalers: BTreeMap<WorkloadId, Scaler>,
+}
+
+/// An autoscaler and the last cumulative record count it saw.
+struct Scaler {
+    generation: u64,
+    auto: Autoscaler,
+    /// (ms since the epoch, records handed to the workload's instances).
+    last: Option<(i64, u64)>,
 }
 
 impl GlobalDriver {
@@ -63,6 +75,7 @@ impl GlobalDriver {
             metrics,
             round: 0,
             last_summary: None,
+            scalers: BTreeMap::new(),
         }
     }
 
@@ -78,6 +91,7 @@ impl GlobalDriver {
             }
             if !self.cluster.published().borrow().leader {
                 self.last_summary = None;
+                self.scalers.clear();
                 continue;
             }
             self.round().await;
@@ -93,8 +107,128 @@ impl GlobalDriver {
             self.last_summary = Some(Instant::now());
             self.fetch_summaries().await;
         }
+        self.autoscale().await;
         self.propose_plans().await;
         self.reconcile().await;
+    }
+
+    /// Feeds each autoscaled workload's records/s (from the regions' live
+    /// instance counters) to its autoscaler and proposes what it decides.
+    async fn autoscale(&mut self) {
+        type Scaled = (WorkloadId, u64, ScaleSpec, u32);
+        let scaled: Vec<Scaled> = self
+            .cluster
+            .read(true, |s| {
+                s.global()
+                    .values()
+                    .filter(|r| !r.deleting)
+                    .filter_map(|r| Some((r.id(), r.generation, r.scale.clone()?, r.scaled?)))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+        self.scalers
+            .retain(|id, _| scaled.iter().any(|(w, ..)| w == id));
+        if scaled.is_empty() {
+            return;
+        }
+        // Records handed to each workload's running instances, every region.
+        let mut totals: BTreeMap<WorkloadId, (u64, u32)> = BTreeMap::new();
+        for region in &self.regions {
+            let Ok(served) = region.edges().await else {
+                // A missing region would look like a drop in load.
+                self.metrics.scale_sample("region-unreachable");
+                return;
+            };
+            for edge in served.value {
+                for i in edge
+                    .status
+                    .instances
+                    .iter()
+                    .filter(|i| i.state == "running")
+                {
+                    let t = totals
+                        .entry(WorkloadId::new(&i.tenant, &i.name))
+                        .or_default();
+                    t.0 += i.records_in;
+                    t.1 += 1;
+                }
+            }
+        }
+        let now = (self.clock)();
+        for (id, generation, spec, current) in scaled {
+            let fresh = self
+                .scalers
+                .get(&id)
+                .is_none_or(|s| s.generation != generation);
+            if fresh {
+                match Autoscaler::new(id.clone(), spec.clone(), current) {
+                    Ok(auto) => {
+                        self.scalers.insert(
+                            id.clone(),
+                            Scaler {
+                                generation,
+                                auto,
+                                last: None,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(workload = %id, error = %e, "autoscaler not started");
+                        continue;
+                    }
+                }
+            }
+            let Some(s) = self.scalers.get_mut(&id) else {
+                continue;
+            };
+            let (records, instances) = totals.get(&id).copied().unwrap_or((0, 0));
+            if let Some((t0, r0)) = s.last {
+                // Counters restart with their instance: skip that sample.
+                if records >= r0 && now > t0 {
+                    let rate = (records - r0) as f64 * 1000.0 / (now - t0) as f64;
+                    let sample = Observation {
+                        total: rate,
+                        instances,
+                    };
+                    if let Err(e) = s.auto.observe(Timestamp::from_millis(now), sample) {
+                        tracing::debug!(workload = %id, error = %e, "sample refused");
+                    }
+                } else {
+                    self.metrics.scale_sample("counter-reset");
+                }
+            }
+            s.last = Some((now, records));
+            let d = s.auto.decide(Timestamp::from_millis(now), None);
+            if !d.changed() {
+                continue;
+            }
+            let record = ScaleRecord {
+                index: 0,
+                at_ms: now,
+                generation,
+                current: d.current,
+                desired: d.desired,
+                reason: d.reason.as_str().to_owned(),
+                total: d.inputs.total,
+                per_instance: d.inputs.per_instance,
+                target: d.inputs.target,
+                recommended: d.inputs.recommended,
+            };
+            self.metrics.scale_decision(d.reason.as_str());
+            let cmd = Command::ScaleGlobal {
+                id: id.clone(),
+                record,
+            };
+            match self.cluster.propose(&cmd).await {
+                Ok(o) => tracing::info!(workload = %id, from = d.current, to = d.desired,
+                    reason = d.reason.as_str(), outcome = ?o, "autoscaled"),
+                Err(e) => {
+                    tracing::warn!(workload = %id, error = %e, "scale decision not applied");
+                    s.auto.set_current(current);
+                }
+            }
+        }
     }
 
     /// Global workload ids (a stale read: this replica leads).

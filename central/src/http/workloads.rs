@@ -29,6 +29,7 @@ use strata_protocol::workload::{FieldError, MonitorSpec, SpecErrors};
 use strata_sched::global::{
     split, GlobalEval, GlobalIntent, GlobalRejection, RegionHealth, RegionShare, ShareReason,
 };
+use strata_sched::scale::ScaleSpec;
 use strata_sched::{EvalId, Timestamp, WorkloadId};
 
 use super::error::AppError;
@@ -78,6 +79,14 @@ pub struct WorkloadView {
     pub short: Option<ShortView>,
     /// Deleted; waiting for the regions to drop it.
     pub deleting: bool,
+    /// Autoscaling, when asked for.
+    pub scale: Option<ScaleSpec>,
+    /// The autoscaler's current count (what the split divides).
+    pub scaled: Option<u32>,
+    /// Recent scale decisions, newest first, with their inputs (detail
+    /// view only).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub scale_history: Vec<crate::state::ScaleRecord>,
     /// Created at, ms since the epoch.
     pub created_ms: i64,
     /// Last changed at, ms since the epoch.
@@ -169,6 +178,13 @@ fn view(s: &CentralState, r: &GlobalRecord, detail: bool, now_ms: i64) -> Worklo
         held_by_unreachable: held,
         short: last.and_then(short_view),
         deleting: r.deleting,
+        scale: r.scale.clone(),
+        scaled: r.scaled,
+        scale_history: if detail {
+            r.scale_history.iter().rev().cloned().collect()
+        } else {
+            Vec::new()
+        },
         created_ms: r.created_ms,
         updated_ms: r.updated_ms,
         monitor: detail.then(|| r.monitor.clone()),
@@ -278,24 +294,21 @@ pub async fn get(
 /// TOML (by `Content-Type`). Shape errors are 400 with the parser's words.
 /// Without `global.size`, an instance's size is the monitor's own
 /// `resources` (what each region reserves for it).
-pub fn parse_submission(
-    content_type: Option<&str>,
-    body: &[u8],
-) -> Result<(MonitorSpec, GlobalIntent), AppError> {
-    let (monitor, mut intent) = parse_parts(content_type, body)?;
+pub fn parse_submission(content_type: Option<&str>, body: &[u8]) -> Result<Submission, AppError> {
+    let (monitor, mut intent, scale) = parse_parts(content_type, body)?;
     if intent.size == strata_sched::Resources::ZERO {
         intent.size = strata_sched::Resources::new(
             u64::from(monitor.resources.cpu_millicores),
             u64::from(monitor.resources.memory_mib) << 20,
         );
     }
-    Ok((monitor, intent))
+    Ok((monitor, intent, scale))
 }
 
-fn parse_parts(
-    content_type: Option<&str>,
-    body: &[u8],
-) -> Result<(MonitorSpec, GlobalIntent), AppError> {
+/// A parsed submission: the monitor, where and how many, and autoscaling.
+pub type Submission = (MonitorSpec, GlobalIntent, Option<ScaleSpec>);
+
+fn parse_parts(content_type: Option<&str>, body: &[u8]) -> Result<Submission, AppError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| AppError::bad_body(format!("workload spec is not UTF-8 text ({e})")))?;
     let missing = || {
@@ -311,9 +324,16 @@ fn parse_parts(
                 .ok_or_else(missing)?;
             let intent: GlobalIntent = serde_json::from_value(global)
                 .map_err(|e| AppError::bad_body(format!("global (JSON): {e}")))?;
+            let scale = match v.as_object_mut().and_then(|o| o.remove("scale")) {
+                Some(s) => Some(
+                    serde_json::from_value::<ScaleSpec>(s)
+                        .map_err(|e| AppError::bad_body(format!("scale (JSON): {e}")))?,
+                ),
+                None => None,
+            };
             let monitor = MonitorSpec::from_json_str(&v.to_string())
                 .map_err(|e| AppError::bad_body(format!("workload spec (JSON): {e}")))?;
-            Ok((monitor, intent))
+            Ok((monitor, intent, scale))
         }
         SpecFormat::Toml => {
             let mut v: toml::Table = toml::from_str(text).map_err(|e| {
@@ -326,6 +346,12 @@ fn parse_parts(
             let intent: GlobalIntent = global.try_into().map_err(|e: toml::de::Error| {
                 AppError::bad_body(format!("global (TOML): {}", e.to_string().trim_end()))
             })?;
+            let scale = match v.remove("scale") {
+                Some(s) => Some(s.try_into::<ScaleSpec>().map_err(|e: toml::de::Error| {
+                    AppError::bad_body(format!("scale (TOML): {}", e.to_string().trim_end()))
+                })?),
+                None => None,
+            };
             let monitor: MonitorSpec =
                 toml::Value::Table(v)
                     .try_into()
@@ -335,7 +361,7 @@ fn parse_parts(
                             e.to_string().trim_end()
                         ))
                     })?;
-            Ok((monitor, intent))
+            Ok((monitor, intent, scale))
         }
     }
 }
@@ -358,14 +384,14 @@ pub async fn submit(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let (monitor, intent) = parse_submission(content_type, &body)?;
+    let (monitor, intent, scale) = parse_submission(content_type, &body)?;
     let who = format!("global workload {}/{}", monitor.tenant, monitor.name);
     let now = state.now_ms();
     let cluster = state.cluster()?;
-    let (m, i) = (monitor.clone(), intent.clone());
+    let (m, i, sc) = (monitor.clone(), intent.clone(), scale.clone());
     let check = cluster
         .read(false, move |s| {
-            let problems = s.global_problems(&m, &i);
+            let problems = s.global_problems(&m, &i, sc.as_ref());
             if !problems.is_empty() {
                 return Check::Invalid(problems);
             }
@@ -374,10 +400,19 @@ pub async fn submit(
             // A dry run of the split on a copy of the snapshot.
             let mut snap = s.snapshot().clone();
             let generation = s.global().get(&id).map_or(1, |r| r.generation + 1);
+            // With autoscaling, the first split is of its minimum.
+            let mut dry = i.clone();
+            if let Some(sc) = &sc {
+                dry.count = Some(
+                    dry.count
+                        .unwrap_or(sc.min)
+                        .clamp(sc.min, sc.max.max(sc.min)),
+                );
+            }
             let w = strata_sched::global::GlobalWorkload {
                 id: id.clone(),
                 generation,
-                intent: i.clone(),
+                intent: dry,
             };
             snap.upsert_workload(w.clone());
             let eval = GlobalEval {
@@ -428,6 +463,7 @@ pub async fn submit(
     let cmd = Command::PutGlobal {
         monitor: Box::new(monitor),
         intent,
+        scale,
         now_ms: now,
     };
     match cluster.propose(&cmd).await? {

@@ -14,10 +14,39 @@ use strata_protocol::workload::MonitorSpec;
 use strata_sched::global::{
     GlobalFailure, GlobalIntent, GlobalRejection, GlobalWorkload, RegionShare, RegionSummary,
 };
+use strata_sched::scale::ScaleSpec;
 use strata_sched::WorkloadId;
 
 /// Plans kept per workload (newest last).
 pub const PLAN_HISTORY: usize = 32;
+/// Scale decisions kept per workload (newest last).
+pub const SCALE_HISTORY: usize = 64;
+
+/// One applied scale decision, with what it was decided from.
+#[derive(Debug, Clone, PartialEq, Encode, Decode, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ScaleRecord {
+    /// Log index it was applied at.
+    pub index: u64,
+    /// When it was decided, ms since the epoch (the leader's clock).
+    pub at_ms: i64,
+    /// The spec generation it was decided for.
+    pub generation: u64,
+    /// Instances before.
+    pub current: u32,
+    /// Instances after.
+    pub desired: u32,
+    /// Why (`surge`, `scale-down`, `clamped-max`, …).
+    pub reason: String,
+    /// The measured metric over all instances (records/s, …).
+    pub total: Option<f64>,
+    /// Per instance.
+    pub per_instance: Option<f64>,
+    /// The target per instance.
+    pub target: f64,
+    /// What the reactive rule alone asked for.
+    pub recommended: u32,
+}
 /// Most global workloads.
 pub const MAX_GLOBAL_WORKLOADS: usize = 10_000;
 
@@ -42,7 +71,7 @@ pub struct PlanRecord {
 }
 
 /// A global workload as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub struct GlobalRecord {
     /// The monitor every region runs (its `placement.count` is set per
     /// region from the split; its generation is the region's business).
@@ -65,6 +94,13 @@ pub struct GlobalRecord {
     pub regions_ever: BTreeSet<String>,
     /// Deleted: no share anywhere; forgotten once every region dropped it.
     pub deleting: bool,
+    /// Autoscaling, when the spec asks for it.
+    pub scale: Option<ScaleSpec>,
+    /// The autoscaler's current count (replaces `intent.count` while
+    /// `scale` is set), always within `scale.min..=scale.max`.
+    pub scaled: Option<u32>,
+    /// Recent scale decisions, newest last.
+    pub scale_history: VecDeque<ScaleRecord>,
 }
 
 impl GlobalRecord {
@@ -73,12 +109,17 @@ impl GlobalRecord {
         WorkloadId::new(&self.monitor.tenant, &self.monitor.name)
     }
 
-    /// What the global scheduler sees of it.
+    /// What the global scheduler sees of it: with autoscaling, the
+    /// autoscaler's count in place of the spec's.
     pub fn workload(&self) -> GlobalWorkload {
+        let mut intent = self.intent.clone();
+        if let (Some(_), Some(n)) = (&self.scale, self.scaled) {
+            intent.count = Some(n);
+        }
         GlobalWorkload {
             id: self.id(),
             generation: self.generation,
-            intent: self.intent.clone(),
+            intent,
         }
     }
 
@@ -98,7 +139,7 @@ impl GlobalRecord {
 }
 
 /// The persisted global part of central's state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, Default, PartialEq, Encode, Decode)]
 pub struct GlobalData {
     /// Global workloads by id.
     pub workloads: BTreeMap<WorkloadId, GlobalRecord>,

@@ -124,6 +124,7 @@ fn put(s: &mut CentralState, index: u64, name: &str, intent_toml: &str) -> Outco
         Command::PutGlobal {
             monitor: Box::new(monitor(name)),
             intent: intent(intent_toml),
+            scale: None,
             now_ms: 1_000,
         },
     )
@@ -141,6 +142,7 @@ fn bad_global_workloads_name_every_field_and_change_nothing() {
         Command::PutGlobal {
             monitor: Box::new(m),
             intent: intent("count = 0\nregions = [{ region = \"east\", hard = true }]"),
+            scale: None,
             now_ms: 1,
         },
     );
@@ -354,3 +356,138 @@ fn regions_and_tenants_in_use_cannot_be_removed() {
 }
 
 use rand::SeedableRng as _;
+
+fn scale(text: &str) -> strata_sched::scale::ScaleSpec {
+    toml::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+fn put_scaled(s: &mut CentralState, index: u64, intent_toml: &str, scale_toml: &str) -> Outcome {
+    s.apply(
+        index,
+        Command::PutGlobal {
+            monitor: Box::new(monitor("w")),
+            intent: intent(intent_toml),
+            scale: Some(scale(scale_toml)),
+            now_ms: 1_000,
+        },
+    )
+}
+
+fn decision(generation: u64, desired: u32) -> ScaleRecord {
+    ScaleRecord {
+        index: 0,
+        at_ms: 2_000,
+        generation,
+        current: 0,
+        desired,
+        reason: "surge".into(),
+        total: Some(50.0),
+        per_instance: Some(50.0),
+        target: 10.0,
+        recommended: desired,
+    }
+}
+
+#[test]
+fn a_bad_scale_block_names_every_field_and_stores_nothing() {
+    let mut s = two_regions();
+    let out = put_scaled(
+        &mut s,
+        10,
+        "count = 1",
+        "min = 5\nmax = 2\nmetric = \"bogus\"\ntarget = 0.0",
+    );
+    let Outcome::Refused { reason } = out else {
+        panic!("accepted: {out:?}")
+    };
+    for field in ["scale.max", "scale.metric", "scale.target"] {
+        assert!(reason.contains(field), "{field} missing in {reason}");
+    }
+    assert!(s.global().is_empty());
+    let out = put_scaled(
+        &mut s,
+        11,
+        "per-region = 1",
+        "min = 1\nmax = 2\nmetric = \"records-per-second\"\ntarget = 10.0",
+    );
+    assert!(
+        matches!(&out, Outcome::Refused { reason } if reason.contains("per-region")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn scale_decisions_change_the_count_the_split_divides_and_are_recorded() {
+    let mut s = two_regions();
+    let spec = "min = 1\nmax = 4\nmetric = \"records-per-second\"\ntarget = 10.0";
+    // The count starts inside the bounds.
+    assert_eq!(
+        put_scaled(&mut s, 10, "count = 9\nspread = {}", spec),
+        Outcome::Applied
+    );
+    let id = WorkloadId::new("acme", "w");
+    assert_eq!(s.global()[&id].scaled, Some(4));
+    assert_eq!(
+        s.apply(
+            11,
+            Command::ScaleGlobal {
+                id: id.clone(),
+                record: decision(1, 2)
+            }
+        ),
+        Outcome::Applied
+    );
+    let r = &s.global()[&id];
+    assert_eq!(r.scaled, Some(2));
+    assert_eq!(r.workload().intent.count, Some(2));
+    assert_eq!(
+        r.scale_history
+            .back()
+            .map(|d| (d.current, d.desired, d.index)),
+        Some((4, 2, 11))
+    );
+    // The splitter divides the new count.
+    plan_and_apply(&mut s, 12, 1);
+    assert_eq!(s.global()[&id].split.values().sum::<u32>(), 2);
+    // Clamped to max; the same count again changes nothing; a decision
+    // for an older generation is refused.
+    s.apply(
+        13,
+        Command::ScaleGlobal {
+            id: id.clone(),
+            record: decision(1, 40),
+        },
+    );
+    assert_eq!(s.global()[&id].scaled, Some(4));
+    assert_eq!(
+        s.apply(
+            14,
+            Command::ScaleGlobal {
+                id: id.clone(),
+                record: decision(1, 4)
+            }
+        ),
+        Outcome::Unchanged
+    );
+    put_scaled(
+        &mut s,
+        15,
+        "count = 1\nspread = {}",
+        "min = 1\nmax = 3\nmetric = \"records-per-second\"\ntarget = 10.0",
+    );
+    assert_eq!(
+        s.global()[&id].scaled,
+        Some(3),
+        "kept, clamped into the new bounds"
+    );
+    assert!(matches!(
+        s.apply(
+            16,
+            Command::ScaleGlobal {
+                id,
+                record: decision(1, 1)
+            }
+        ),
+        Outcome::Refused { .. }
+    ));
+}

@@ -25,13 +25,14 @@ use strata_protocol::workload::{FieldError, MonitorSpec, ValidationContext};
 use strata_sched::global::{
     verify_global_plan, GlobalConfig, GlobalIntent, GlobalPlan, GlobalSnapshot, RegionSummary,
 };
+use strata_sched::scale::ScaleSpec;
 use strata_sched::WorkloadId;
 
 use crate::config::{check_host_port, valid_name};
 
 pub mod global;
 
-pub use global::{GlobalData, GlobalRecord, PlanRecord};
+pub use global::{GlobalData, GlobalRecord, PlanRecord, ScaleRecord};
 
 #[cfg(test)]
 mod global_tests;
@@ -78,7 +79,7 @@ pub struct TenantRecord {
 }
 
 /// What central's replicas persist and agree on.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, Default, PartialEq, Encode, Decode)]
 struct Data {
     /// SHA-256 of the operator token, once a replica has set it.
     operator: Option<[u8; 32]>,
@@ -106,10 +107,8 @@ impl PartialEq for CentralState {
     }
 }
 
-impl Eq for CentralState {}
-
 /// A write to central's state.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub enum Command {
     /// Set the operator token's digest. Without `replace`, only when none
     /// is set (the first replica to lead bootstraps it; others keep it).
@@ -153,8 +152,18 @@ pub enum Command {
         monitor: Box<MonitorSpec>,
         /// Where and how many.
         intent: GlobalIntent,
+        /// Autoscaling (its count then starts at `intent.count` clamped
+        /// into `min..=max`).
+        scale: Option<ScaleSpec>,
         /// The proposer's clock, ms since the epoch.
         now_ms: i64,
+    },
+    /// The leader's autoscaler changed a workload's count.
+    ScaleGlobal {
+        /// The workload.
+        id: WorkloadId,
+        /// The decision (its generation must be the workload's).
+        record: ScaleRecord,
     },
     /// Delete a global workload: its shares go to 0; it is forgotten once
     /// every region removed its monitor ([`Command::ForgetGlobal`]).
@@ -336,8 +345,10 @@ impl CentralState {
             Command::PutGlobal {
                 monitor,
                 intent,
+                scale,
                 now_ms,
-            } => self.put_global(*monitor, intent, now_ms),
+            } => self.put_global(*monitor, intent, scale, now_ms),
+            Command::ScaleGlobal { id, record } => self.scale_global(index, &id, record),
             Command::DeleteGlobal { id } => self.delete_global(&id),
             Command::ForgetGlobal { id } => self.forget_global(&id),
             Command::ReportRegion { summary } => self.report_region(*summary),
@@ -392,7 +403,12 @@ impl CentralState {
 
     /// Every problem of a global workload against this state, each naming
     /// its field (`global.regions[0].name`, `artifact.sha256`, …).
-    pub fn global_problems(&self, monitor: &MonitorSpec, intent: &GlobalIntent) -> Vec<FieldError> {
+    pub fn global_problems(
+        &self,
+        monitor: &MonitorSpec,
+        intent: &GlobalIntent,
+        scale: Option<&ScaleSpec>,
+    ) -> Vec<FieldError> {
         let mut problems = Vec::new();
         if let Err(errs) = monitor.validate(&ValidationContext::default()) {
             problems.extend(errs.0);
@@ -411,6 +427,20 @@ impl CentralState {
                     .into(),
             });
         }
+        if let Some(scale) = scale {
+            if let Err(errs) = scale.validate() {
+                problems.extend(errs.0.into_iter().map(|e| FieldError {
+                    field: e.field,
+                    message: e.message,
+                }));
+            }
+            if intent.per_region.is_some() {
+                problems.push(FieldError {
+                    field: "scale".into(),
+                    message: "scales a total: use global.count, not global.per-region".into(),
+                });
+            }
+        }
         problems
     }
 
@@ -418,9 +448,10 @@ impl CentralState {
         &mut self,
         mut monitor: MonitorSpec,
         intent: GlobalIntent,
+        scale: Option<ScaleSpec>,
         now_ms: i64,
     ) -> Outcome {
-        let problems = self.global_problems(&monitor, &intent);
+        let problems = self.global_problems(&monitor, &intent, scale.as_ref());
         if !problems.is_empty() {
             return Outcome::Refused {
                 reason: problems
@@ -433,13 +464,29 @@ impl CentralState {
         monitor.generation = 0;
         let id = WorkloadId::new(&monitor.tenant, &monitor.name);
         let full = self.data.global.workloads.len() >= MAX_GLOBAL_WORKLOADS;
+        // The autoscaler's count starts from the spec's and keeps what it
+        // has when the spec changes, always inside the new bounds.
+        let start = |from: Option<u32>| {
+            scale.as_ref().map(|s| {
+                from.or(intent.count)
+                    .unwrap_or(s.min)
+                    .clamp(s.min, s.max.max(s.min))
+            })
+        };
         let record = match self.data.global.workloads.get_mut(&id) {
-            Some(r) if !r.deleting && r.monitor == monitor && r.intent == intent => {
+            Some(r)
+                if !r.deleting
+                    && r.monitor == monitor
+                    && r.intent == intent
+                    && r.scale == scale =>
+            {
                 return Outcome::Unchanged
             }
             Some(r) => {
+                r.scaled = start(r.scaled.filter(|_| !r.deleting));
                 r.monitor = monitor;
                 r.intent = intent;
+                r.scale = scale;
                 r.generation += 1;
                 r.updated_ms = now_ms;
                 r.deleting = false;
@@ -454,8 +501,10 @@ impl CentralState {
             }
             None => {
                 let r = GlobalRecord {
+                    scaled: start(None),
                     monitor,
                     intent,
+                    scale,
                     generation: 1,
                     created_ms: now_ms,
                     updated_ms: now_ms,
@@ -463,6 +512,7 @@ impl CentralState {
                     plans: Default::default(),
                     regions_ever: Default::default(),
                     deleting: false,
+                    scale_history: Default::default(),
                 };
                 self.data.global.workloads.insert(id.clone(), r.clone());
                 r
@@ -485,6 +535,42 @@ impl CentralState {
                 what: format!("global workload {id}"),
             },
         }
+    }
+
+    fn scale_global(&mut self, index: u64, id: &WorkloadId, mut record: ScaleRecord) -> Outcome {
+        let Some(r) = self.data.global.workloads.get_mut(id) else {
+            return Outcome::NotFound {
+                what: format!("global workload {id}"),
+            };
+        };
+        let Some(scale) = r.scale.as_ref().filter(|_| !r.deleting) else {
+            return Outcome::Refused {
+                reason: format!("global workload {id} does not autoscale"),
+            };
+        };
+        if record.generation != r.generation {
+            return Outcome::Refused {
+                reason: format!(
+                    "scale decision for generation {} of {id}, which is at {}",
+                    record.generation, r.generation
+                ),
+            };
+        }
+        let desired = record.desired.clamp(scale.min, scale.max.max(scale.min));
+        if r.scaled == Some(desired) {
+            return Outcome::Unchanged;
+        }
+        record.index = index;
+        record.current = r.scaled.unwrap_or(desired);
+        record.desired = desired;
+        r.scaled = Some(desired);
+        r.scale_history.push_back(record);
+        while r.scale_history.len() > global::SCALE_HISTORY {
+            r.scale_history.pop_front();
+        }
+        let w = r.workload();
+        self.snapshot.upsert_workload(w);
+        Outcome::Applied
     }
 
     fn forget_global(&mut self, id: &WorkloadId) -> Outcome {
