@@ -617,7 +617,7 @@ mod example_tests {
         let path =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/monitors/global-threshold.toml");
         let mut doc = read_spec(&path).unwrap();
-        assert_eq!(doc["global"]["count"], 4);
+        assert_eq!(doc["global"]["count"], 3);
         assert_eq!(doc["global"]["locality"], "devices");
         doc.as_object_mut().unwrap().remove("global");
         doc["artifact"] = serde_json::json!({ "sha256": "a".repeat(64), "size-bytes": 8 });
