@@ -18,7 +18,9 @@ use std::fmt;
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
-use crate::intent::{FieldError, DEFAULT_WEIGHT, MAX_COUNT, MAX_RULES};
+use crate::intent::{
+    is_name, write_field_errors, Errors, FieldError, DEFAULT_WEIGHT, MAX_COUNT, MAX_RULES,
+};
 use crate::resources::Resources;
 
 /// Largest total `count`: a hundred regions' worth of the region maximum
@@ -28,8 +30,8 @@ pub const MAX_GLOBAL_COUNT: u32 = 100_000;
 pub const MAX_REGION_RULES: usize = 256;
 /// Longest region name, as central's configuration allows.
 pub const MAX_REGION_NAME_LEN: usize = 64;
-/// Longest pool name, as the region intent allows.
-const MAX_POOL_LEN: usize = 128;
+/// Longest pool name: the region intent's (pools pass down to it).
+const MAX_POOL_LEN: usize = crate::intent::MAX_NAME_LEN;
 
 /// Where a global workload's instances run, over regions.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
@@ -135,11 +137,7 @@ pub struct GlobalIntentErrors(pub Vec<FieldError>);
 
 impl fmt::Display for GlobalIntentErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid global intent:")?;
-        for e in &self.0 {
-            write!(f, "\n  - {}: {}", e.field, e.message)?;
-        }
-        Ok(())
+        write_field_errors(f, "invalid global intent", &self.0)
     }
 }
 
@@ -155,24 +153,6 @@ fn is_region_name(s: &str) -> bool {
         && s.len() <= MAX_REGION_NAME_LEN
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-fn is_pool_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_POOL_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/' | b':'))
-}
-
-struct Errors(Vec<FieldError>);
-
-impl Errors {
-    fn bad(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError {
-            field: field.into(),
-            message: message.into(),
-        });
-    }
 }
 
 impl GlobalIntent {
@@ -273,7 +253,7 @@ impl GlobalIntent {
         }
         let mut seen = BTreeSet::new();
         for (i, p) in self.pools.iter().enumerate() {
-            if !is_pool_name(p) {
+            if !is_name(p) {
                 errs.bad(
                     format!("pools[{i}]"),
                     format!("{p:?} must be 1-{MAX_POOL_LEN} chars of [A-Za-z0-9_.-/:]"),

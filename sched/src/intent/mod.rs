@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use region::validate_in_region;
 pub use rules::LabelPredicate;
+pub(crate) use validate::{is_name, write_field_errors, Errors, MAX_NAME_LEN};
 pub use validate::{FieldError, IntentErrors, ValidationContext};
 
 /// Largest `count`.

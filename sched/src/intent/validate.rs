@@ -32,13 +32,23 @@ pub struct FieldError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, thiserror::Error)]
 pub struct IntentErrors(pub Vec<FieldError>);
 
+/// Renders `title:` and one line per bad field: the shape every validator
+/// of this crate reports in (intents, global intents, scale specs).
+pub(crate) fn write_field_errors(
+    f: &mut fmt::Formatter<'_>,
+    title: &str,
+    errors: &[FieldError],
+) -> fmt::Result {
+    write!(f, "{title}:")?;
+    for e in errors {
+        write!(f, "\n  - {}: {}", e.field, e.message)?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for IntentErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid placement intent:")?;
-        for e in &self.0 {
-            write!(f, "\n  - {}: {}", e.field, e.message)?;
-        }
-        Ok(())
+        write_field_errors(f, "invalid placement intent", &self.0)
     }
 }
 
@@ -76,10 +86,12 @@ pub(crate) fn is_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/' | b':'))
 }
 
-struct Errors(Vec<FieldError>);
+/// Collects bad fields while a validator walks its input.
+pub(crate) struct Errors(pub(crate) Vec<FieldError>);
 
 impl Errors {
-    fn bad(&mut self, field: impl Into<String>, message: impl Into<String>) {
+    /// Records one bad field.
+    pub(crate) fn bad(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.0.push(FieldError {
             field: field.into(),
             message: message.into(),

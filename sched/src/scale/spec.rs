@@ -238,11 +238,7 @@ pub struct ScaleErrors(pub Vec<FieldError>);
 
 impl fmt::Display for ScaleErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid scale spec:")?;
-        for e in &self.0 {
-            write!(f, "\n  - {}: {}", e.field, e.message)?;
-        }
-        Ok(())
+        crate::intent::write_field_errors(f, "invalid scale spec", &self.0)
     }
 }
 
