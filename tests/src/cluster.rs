@@ -307,6 +307,15 @@ impl Cluster {
             second,
         };
         cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        if let Some(second) = &cluster.second {
+            let name = second.name.clone();
+            wait_until(
+                "the second region's leader",
+                Duration::from_secs(30),
+                || async { cluster.api.leader(&name).await.ok().flatten() },
+            )
+            .await?;
+        }
         Ok(cluster)
     }
 

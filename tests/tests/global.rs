@@ -181,6 +181,21 @@ async fn run(c: &mut Cluster) -> anyhow::Result<()> {
     .await?;
     let w = split(c).await?;
     assert_eq!((share(&w, "north"), share(&w, "south")), (3, 1), "{w}");
+    // Once the regions run their shares, the reconciler has nothing left
+    // to submit (it does not resubmit every round).
+    let metrics = c.central_metrics_addr()?;
+    let submits = r#"strata_central_global_actions_total{kind="submit",outcome="ok"}"#;
+    // The last submit's region can show its count before the driver's call
+    // returns and counts it: let that round finish first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = c.metric(&metrics, submits).await?;
+    assert!(before >= 2.0, "{before} submits");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        c.metric(&metrics, submits).await?,
+        before,
+        "resubmitted while stable"
+    );
     // The CLI shows the same, from the typed API.
     let http = c.central.ready_field("http").context("central http")?;
     let token = c.operator_token()?;
