@@ -37,6 +37,8 @@ pub struct EdgeProcess {
     pub pid_file: PathBuf,
     /// Its MQTT listener, to know when it is ready.
     pub mqtt: SocketAddr,
+    /// File its stdout and stderr are appended to; `None`: this process's.
+    pub log: Option<PathBuf>,
 }
 
 impl EdgeProcess {
@@ -52,10 +54,18 @@ impl EdgeProcess {
 
     fn spawn(&self) -> anyhow::Result<Child> {
         let exe = std::env::current_exe().context("locating the strata binary")?;
-        let child = Command::new(exe)
-            .arg("edge-node")
-            .arg("--config")
-            .arg(&self.config)
+        let mut cmd = Command::new(exe);
+        cmd.arg("edge-node").arg("--config").arg(&self.config);
+        if let Some(log) = &self.log {
+            let file = strata_net::files::private_options()
+                .create(true)
+                .append(true)
+                .open(log)
+                .with_context(|| format!("opening {}", log.display()))?;
+            let err = file.try_clone().context("duplicating a log file handle")?;
+            cmd.stdout(file).stderr(err);
+        }
+        let child = cmd
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", self.name))?;

@@ -154,6 +154,11 @@ pub struct AlertsArgs {
     /// Only this region's.
     #[arg(long)]
     pub region: Option<String>,
+    /// Keep printing alerts as they are stored, oldest first (Ctrl-C to
+    /// stop), starting --since ago (default 1m); with --json, one JSON
+    /// alert per line.
+    #[arg(long, short)]
+    pub follow: bool,
 }
 
 /// Runs a `monitor` command; prints the error and picks the exit code.

@@ -357,6 +357,7 @@ async fn alerts_send_every_filter_and_print_a_table() {
         since: Some(600_000),
         limit: Some(5),
         region: Some("west".into()),
+        follow: false,
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     run_alerts(args, &CliEnv::default(), 1_000_000, &mut out, &mut err)

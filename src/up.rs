@@ -97,6 +97,10 @@ pub struct UpOptions {
     /// central); the plan is below.
     #[arg(long, default_value_t = 7100)]
     pub quic_base: u16,
+    /// Print every component's log here instead of only the banner and a
+    /// live summary line (the logs then go to <data-dir>/logs/).
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 impl UpOptions {
@@ -256,10 +260,13 @@ impl RegionPlan {
 }
 
 /// How `strata up` restarts an edge process that died on its own.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EdgeRestart {
     /// Delay before the restart; `None`: leave it down.
     pub after: Option<Duration>,
+    /// Directory the edges' output goes to (`edge-N.log`); `None`: this
+    /// process's stdout and stderr.
+    pub log_dir: Option<PathBuf>,
 }
 
 /// Zone label of a region's edge `i` (1-based, counted within the region):
@@ -634,12 +641,16 @@ async fn start_edge(
             listen.port()
         )
     };
-    if let (Some(restart), Ports::Fixed { .. }) = (o.edge_processes, &o.ports) {
+    if let (Some(restart), Ports::Fixed { .. }) = (&o.edge_processes, &o.ports) {
         let process = crate::edge_proc::EdgeProcess {
             name: name.clone(),
             config: o.data_dir.join(&name).join("edge.toml"),
             pid_file: crate::edge_proc::pid_file(&o.data_dir, &name),
             mqtt: listen,
+            log: restart
+                .log_dir
+                .as_ref()
+                .map(|d| d.join(format!("{name}.log"))),
         };
         process.write_config(&cfg)?;
         let child = crate::edge_proc::start(&process)
@@ -747,6 +758,38 @@ pub(crate) fn cli_command() -> String {
         .to_string()
 }
 
+/// Where `strata up` writes logs unless `--verbose`.
+pub fn log_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("logs")
+}
+
+/// Tracing for `strata up`: to stderr with `--verbose`, else appended to
+/// `<data-dir>/logs/strata.log` (0600 in a 0700 directory), so the
+/// terminal shows only the banner and the summary line.
+pub fn init_logs(o: &UpOptions) -> anyhow::Result<()> {
+    if o.verbose {
+        strata_net::process::init_tracing();
+        return Ok(());
+    }
+    strata_net::files::create_private_dir(&o.data_dir)?;
+    let dir = log_dir(&o.data_dir);
+    strata_net::files::create_private_dir(&dir)?;
+    let path = dir.join("strata.log");
+    let file = strata_net::files::private_options()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init();
+    Ok(())
+}
+
 /// Starts everything and runs until `shutdown`.
 pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
     check_layout(&o.data_dir, o.single_region)?;
@@ -760,6 +803,7 @@ pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()>
         allow_anonymous: false,
         edge_processes: Some(EdgeRestart {
             after: (!o.restart_edges_after.is_zero()).then_some(o.restart_edges_after),
+            log_dir: (!o.verbose).then(|| log_dir(&o.data_dir)),
         }),
         data_dir: o.data_dir.clone(),
         region: regions[0].name.clone(),
@@ -827,7 +871,7 @@ pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()>
                 failover: true,
                 ..Default::default()
             };
-            let (s, label) = (shutdown.clone(), label(share));
+            let (s, label, verbose) = (shutdown.clone(), label(share), o.verbose);
             cluster.spawn(async move {
                 let mut last = std::time::Instant::now();
                 let progress: firmware_sim::ProgressFn = {
@@ -835,7 +879,11 @@ pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()>
                     Box::new(move |p| {
                         if last.elapsed() >= Duration::from_secs(10) {
                             last = std::time::Instant::now();
-                            eprintln!("{label}: {p}");
+                            if verbose {
+                                eprintln!("{label}: {p}");
+                            } else {
+                                tracing::info!(fleet = %label, "{p}");
+                            }
                         }
                     })
                 };
@@ -846,7 +894,21 @@ pub async fn up(o: UpOptions, shutdown: CancellationToken) -> anyhow::Result<()>
             });
         }
     }
-    println!("Press Ctrl-C to stop.");
+    if o.verbose {
+        println!("Press Ctrl-C to stop.");
+    } else {
+        println!(
+            "Press Ctrl-C to stop. Logs: {} (--verbose prints them here).",
+            log_dir(&o.data_dir).display()
+        );
+        if let (Some(api), Some(token)) = (cluster.api, cluster.token_file.clone()) {
+            let s = shutdown.clone();
+            cluster.spawn(async move {
+                crate::up_summary::run(api, token, s).await;
+                Ok(())
+            });
+        }
+    }
 
     // Run until Ctrl-C, or until a component fails.
     let failure = cluster.first_exit().await.err();

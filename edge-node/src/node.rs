@@ -23,6 +23,9 @@ use crate::uplink::driver::{encode_record, StatusFn};
 use crate::uplink::{UplinkDriver, UplinkMetrics};
 use crate::workload::{HostOptions, WorkloadHost, WorkloadMetrics};
 
+/// Shortest window the reported ingest rate is measured over.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+
 /// Why the edge node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
@@ -367,7 +370,12 @@ fn status_fn(
     let edge = edge.to_owned();
     let started = Instant::now();
     // (time, accepted) at the previous heartbeat, for the ingest rate.
-    let last = Mutex::new((Instant::now(), 0u64));
+    // (window start, records accepted then, the last full window's rate).
+    // Status is read at every heartbeat and on demand, and devices publish
+    // in bursts: a rate over the time since the previous read would swing
+    // between 0 and a multiple of the truth, so it is measured over
+    // windows of at least RATE_WINDOW.
+    let last = Mutex::new((Instant::now(), 0u64, None::<f64>));
     Arc::new(move || {
         let s = spool.stats();
         let now = Instant::now();
@@ -375,13 +383,12 @@ fn status_fn(
         let rate = match last.lock() {
             Ok(mut l) => {
                 let dt = now.duration_since(l.0).as_secs_f64();
-                let r = if dt > 0.0 {
-                    (total - l.1) as f64 / dt
-                } else {
-                    0.0
-                };
-                *l = (now, total);
-                r
+                let running = (dt > 0.0).then(|| total.saturating_sub(l.1) as f64 / dt);
+                if dt >= RATE_WINDOW.as_secs_f64() {
+                    *l = (now, total, running);
+                }
+                // Before the first full window: what there is so far.
+                l.2.or(running).unwrap_or(0.0)
             }
             Err(_) => 0.0,
         };

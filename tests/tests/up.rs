@@ -68,9 +68,13 @@ fn log_path(dir: &std::path::Path, n: u32) -> std::path::PathBuf {
     dir.join(format!("up-{n}.log"))
 }
 
-/// The last `lines` lines of a run's log, for a failure message.
+/// The last `lines` lines of a run's log, for a failure message: its
+/// stderr, and the log file `strata up` writes unless `--verbose`.
 fn log_tail(dir: &std::path::Path, n: u32, lines: usize) -> String {
-    let text = std::fs::read_to_string(log_path(dir, n)).unwrap_or_default();
+    let mut text = std::fs::read_to_string(log_path(dir, n)).unwrap_or_default();
+    if let Ok(data) = std::fs::read_to_string(dir.join(format!("data-{n}"))) {
+        text.push_str(&std::fs::read_to_string(data.trim()).unwrap_or_default());
+    }
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -103,6 +107,17 @@ async fn up_with(
     log: std::path::PathBuf,
     extra: &[&str],
 ) -> (Child, Said) {
+    // Where this run's own log file is, for `log_tail`.
+    let _ = std::fs::write(
+        log.with_file_name(
+            log.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .replace("up-", "data-")
+                .replace(".log", ""),
+        ),
+        dir.join("logs/strata.log").display().to_string(),
+    );
     let log = std::fs::File::create(log).unwrap();
     let mut child = Command::new(bin_path("strata").unwrap())
         .args([
@@ -305,6 +320,33 @@ async fn up_runs_the_whole_cluster_stops_cleanly_and_resumes() {
     .await
     .unwrap();
     println!("demo devices and records per region: {regions:?}");
+    // Quiet by default: after the banner, only the live summary line (a
+    // new one every 15 s when stdout is not a terminal); the logs go to
+    // files under the data dir.
+    let summary = wait_until("the live summary line", Duration::from_secs(40), || async {
+        let said = said.lock().unwrap_or_else(|p| p.into_inner());
+        said.iter()
+            .rev()
+            .find(|l| l.starts_with("ingest ") && l.contains("edges 4/4 up"))
+            .cloned()
+    })
+    .await
+    .unwrap();
+    println!("summary: {summary}");
+    let log = std::fs::read_to_string(data.join("logs/strata.log")).unwrap();
+    assert!(log.contains("INFO"), "strata.log has no log lines");
+    assert!(
+        std::fs::metadata(data.join("logs/edge-1.log"))
+            .unwrap()
+            .len()
+            > 0
+    );
+    assert!(
+        !std::fs::read_to_string(log_path(logs.path(), 1))
+            .unwrap()
+            .contains(" INFO "),
+        "logs on stderr without --verbose"
+    );
     let banner = said.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
     for shown in [
         "edge-3 (zone a)",

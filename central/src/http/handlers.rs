@@ -26,7 +26,7 @@ type ApiResult<T> = Result<Json<T>, AppError>;
 pub(super) type Federated<T> = (Vec<(String, T)>, Vec<RegionFailure>);
 
 /// `GET /api/v1/regions`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct RegionsView {
     /// Every configured region.
     pub regions: Vec<RegionView>,
@@ -79,7 +79,7 @@ pub(super) fn federate<T>(
                 let app = AppError::from(e);
                 failed.push(RegionFailure {
                     region: name,
-                    code: app.code,
+                    code: app.code.into(),
                     message: app.message.clone(),
                 });
                 first_err.get_or_insert(app);

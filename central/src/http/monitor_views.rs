@@ -124,7 +124,7 @@ pub struct DeletedView {
 }
 
 /// One alert in `GET /api/v1/alerts`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct AlertView {
     /// Region that stored it.
@@ -165,7 +165,7 @@ impl AlertView {
 }
 
 /// `GET /api/v1/alerts`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct AlertsView {
     /// Alerts of every selected region, newest first.

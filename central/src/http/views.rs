@@ -16,7 +16,7 @@ use crate::region::health::{assess, leader_status, Health};
 use crate::region::{RegionStatus, ReplicaStatus};
 
 /// One replica in `GET /api/v1/regions`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ReplicaView {
     /// Address central dialed.
@@ -24,7 +24,7 @@ pub struct ReplicaView {
     /// Whether it answered.
     pub reachable: bool,
     /// Why not, when unreachable.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Raft id.
     pub id: Option<u64>,
@@ -84,7 +84,7 @@ impl ReplicaView {
 }
 
 /// One member as the leader sees it, in `GET /api/v1/regions`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct PeerView {
     /// Client-facing address (empty if the leader knows none).
@@ -109,7 +109,7 @@ impl PeerView {
 }
 
 /// One region in `GET /api/v1/regions`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct RegionView {
     /// Region name.
@@ -157,19 +157,19 @@ impl From<RegionStatus> for RegionView {
 }
 
 /// A region that could not answer a federated read.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub struct RegionFailure {
     /// Region name.
     pub region: String,
     /// Error code, as in the error body.
-    pub code: &'static str,
+    pub code: std::borrow::Cow<'static, str>,
     /// What went wrong.
     pub message: String,
 }
 
 /// One edge in `GET /api/v1/edges`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct EdgeView {
     /// Region of the edge.
@@ -247,7 +247,7 @@ impl EdgeView {
 }
 
 /// One device in `GET /api/v1/devices`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct DeviceView {
     /// Region holding the device's data.
@@ -345,7 +345,7 @@ impl RetentionView {
 }
 
 /// `GET /api/v1/edges`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct EdgesView {
     /// Edges, region by region.
@@ -357,7 +357,7 @@ pub struct EdgesView {
 }
 
 /// `GET /api/v1/devices`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct DevicesView {
     /// Devices, region by region.
@@ -369,18 +369,18 @@ pub struct DevicesView {
 }
 
 /// One raw record in a telemetry read.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct RecordView {
     /// Reading time, ms since the epoch.
     pub ts_ms: i64,
     /// Device sequence number, if it sends one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
     /// Metric name → value.
     pub metrics: BTreeMap<String, f64>,
     /// Tag key → value.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
 }
 
@@ -396,7 +396,7 @@ impl From<TelemetryRecord> for RecordView {
 }
 
 /// One downsampled bucket.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct BucketView {
     /// Metric name.
@@ -427,7 +427,7 @@ impl From<Bucket> for BucketView {
 }
 
 /// The data of a telemetry read.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum TelemetryData {
     /// Raw records in time order.
@@ -443,7 +443,7 @@ pub enum TelemetryData {
 }
 
 /// `GET /api/v1/telemetry/{tenant}/{device}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct TelemetryView {
     /// Region the data came from.
