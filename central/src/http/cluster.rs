@@ -36,7 +36,7 @@ impl From<ClusterError> for AppError {
 }
 
 /// The answer to a write: what it did.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct WriteView {
     /// `applied` (the state changed) or `unchanged` (it already was so).
@@ -92,12 +92,13 @@ fn stale(pairs: Pairs) -> Result<bool, AppError> {
 }
 
 /// `GET /api/v1/central`: the answering replica's view of central's group.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct CentralView {
     /// The replica that answered.
     pub replica: u64,
     /// Its Raft role.
+    #[schema(value_type = String)]
     pub role: RaftRole,
     /// Current term.
     pub term: u64,
@@ -110,12 +111,20 @@ pub struct CentralView {
     /// Highest applied index here.
     pub applied_index: u64,
     /// Members (`client-addr` is each one's HTTP address).
+    #[schema(value_type = Vec<Object>)]
     pub replicas: Vec<ReplicaInfo>,
     /// The leader's view of each member (empty on followers).
+    #[schema(value_type = Vec<Object>)]
     pub peers: Vec<PeerProgress>,
 }
 
 /// `GET /api/v1/central`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/central",
+    tag = "central",
+    responses((status = 200, description = "The answering replica's view of central's group", body = CentralView), super::openapi::ApiErrors)
+)]
 pub async fn status(State(state): State<AppState>) -> ApiResult<CentralView> {
     let s = state.cluster()?.status().await?;
     let leader_http = s.leader.and_then(|l| {
@@ -138,7 +147,7 @@ pub async fn status(State(state): State<AppState>) -> ApiResult<CentralView> {
 }
 
 /// `GET /api/v1/central/regions`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct RegistryView {
     /// Whether this answer may lag the leader (`?stale=true`).
@@ -148,7 +157,7 @@ pub struct RegistryView {
 }
 
 /// One registered region.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct RegionRecordView {
     /// Region name.
@@ -161,10 +170,12 @@ pub struct RegionRecordView {
     pub updated_ms: i64,
     /// Its health as central judges it now: `ok`, `degraded`, `down` or
     /// `unknown` (no summary for longer than 30 s).
+    #[schema(value_type = String)]
     pub health: RegionHealth,
     /// Its last summary: capacity per pool (instances of standard sizes
     /// that fit, summed per edge), device locality per tenant, and what it
     /// runs of each global workload.
+    #[schema(value_type = Option<Object>)]
     pub summary: Option<RegionSummary>,
 }
 
@@ -189,6 +200,13 @@ impl RegionRecordView {
 }
 
 /// `GET /api/v1/central/regions[?stale=true]`: the region registry.
+#[utoipa::path(
+    get,
+    path = "/api/v1/central/regions",
+    tag = "central",
+    params(("stale" = Option<bool>, Query, description = "true: answer from this replica without asking the leader (may lag)")),
+    responses((status = 200, description = "Registered regions with their summaries", body = RegistryView), super::openapi::ApiErrors)
+)]
 pub async fn registry(State(state): State<AppState>, q: Pairs) -> ApiResult<RegistryView> {
     let stale = stale(q)?;
     let now = state.now_ms();
@@ -205,7 +223,7 @@ pub async fn registry(State(state): State<AppState>, q: Pairs) -> ApiResult<Regi
 }
 
 /// `GET /api/v1/tenants`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct TenantsView {
     /// Whether this answer may lag the leader (`?stale=true`).
@@ -215,7 +233,7 @@ pub struct TenantsView {
 }
 
 /// One tenant.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct TenantView {
     /// Name.
@@ -237,6 +255,13 @@ impl From<&TenantRecord> for TenantView {
 }
 
 /// `GET /api/v1/tenants[?stale=true]`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants",
+    tag = "central",
+    params(("stale" = Option<bool>, Query, description = "true: answer from this replica without asking the leader (may lag)")),
+    responses((status = 200, description = "Tenants", body = TenantsView), super::openapi::ApiErrors)
+)]
 pub async fn tenants(State(state): State<AppState>, q: Pairs) -> ApiResult<TenantsView> {
     let stale = stale(q)?;
     let tenants = state
@@ -252,15 +277,24 @@ pub async fn tenants(State(state): State<AppState>, q: Pairs) -> ApiResult<Tenan
 }
 
 /// Body of `PUT /api/v1/tenants/{tenant}`.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TenantBody {
     /// Free text, at most 1024 bytes. Default empty.
+    #[schema(max_length = 1024)]
     pub description: String,
 }
 
 /// `PUT /api/v1/tenants/{tenant}`: create a tenant or change its
 /// description (idempotent).
+#[utoipa::path(
+    put,
+    path = "/api/v1/tenants/{tenant}",
+    tag = "central",
+    params(("tenant" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$", description = "Tenant")),
+    request_body = TenantBody,
+    responses((status = 200, description = "Stored", body = WriteView), super::openapi::ApiErrors)
+)]
 pub async fn put_tenant(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -277,6 +311,13 @@ pub async fn put_tenant(
 }
 
 /// `DELETE /api/v1/tenants/{tenant}`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tenants/{tenant}",
+    tag = "central",
+    params(("tenant" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$", description = "Tenant")),
+    responses((status = 200, description = "Deleted", body = WriteView), super::openapi::ApiErrors)
+)]
 pub async fn delete_tenant(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,

@@ -147,11 +147,16 @@ impl AppError {
     /// written by the connection layer, for answers it gives before a
     /// request reaches the router (431).
     pub fn body(&self) -> serde_json::Value {
-        let mut error = serde_json::json!({ "code": self.code, "message": self.message });
-        if let Some(fields) = &self.fields {
-            error["fields"] = serde_json::json!(fields);
-        }
-        serde_json::json!({ "error": error })
+        // The documented shape (`openapi::ErrorBody`), so the two cannot
+        // differ.
+        let body = super::openapi::ErrorBody {
+            error: super::openapi::ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message.clone(),
+                fields: self.fields.clone(),
+            },
+        };
+        serde_json::to_value(body).unwrap_or(serde_json::Value::Null)
     }
 }
 

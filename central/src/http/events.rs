@@ -56,12 +56,13 @@ const STREAM_POLL: Duration = Duration::from_secs(10);
 const STREAM_RETRY: Duration = Duration::from_secs(1);
 
 /// `GET /api/v1/regions/{region}/events`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct EventsView {
     /// Region.
     pub region: String,
     /// Events after `since`, oldest first.
+    #[schema(value_type = Vec<Object>)]
     pub events: Vec<RegionEvent>,
     /// The `since` of the next call: the last event's sequence number, or
     /// the newest the region has when none was returned.
@@ -116,6 +117,13 @@ fn parse_wait(v: Option<&str>, max: Duration) -> Result<Duration, AppError> {
 
 /// `GET /api/v1/regions/{region}/events?since=&limit=&wait=`: the events
 /// after `since`; with `wait` (e.g. `20s`, capped), held until one exists.
+#[utoipa::path(
+    get,
+    path = "/api/v1/regions/{region}/events",
+    tag = "events",
+    params(("region" = String, Path, description = "Region name"), ("since" = Option<u64>, Query, description = "Only events after this sequence number"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most events (default 100)"), ("wait" = Option<String>, Query, pattern = "^[0-9]{1,6}(ms|s)?$", description = "Long-poll: wait up to this long for a new event, e.g. 10s or 500ms (at most central's `events-max-wait`)")),
+    responses((status = 200, description = "The region's events", body = EventsView), super::openapi::ApiErrors)
+)]
 pub async fn events(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -134,6 +142,13 @@ pub async fn events(
 
 /// `GET /api/v1/regions/{region}/events/stream?since=`: Server-Sent Events,
 /// from `since` or the `Last-Event-ID` header (see the module docs).
+#[utoipa::path(
+    get,
+    path = "/api/v1/regions/{region}/events/stream",
+    tag = "events",
+    params(("region" = String, Path, description = "Region name"), ("since" = Option<u64>, Query, description = "Only events after this sequence number")),
+    responses((status = 200, description = "Server-Sent Events: one `data:` JSON event each, `id:` its sequence number; `gap` when events were missed", content_type = "text/event-stream", body = String), super::openapi::ApiErrors)
+)]
 pub async fn stream(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,

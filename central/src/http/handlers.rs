@@ -26,13 +26,19 @@ type ApiResult<T> = Result<Json<T>, AppError>;
 pub(super) type Federated<T> = (Vec<(String, T)>, Vec<RegionFailure>);
 
 /// `GET /api/v1/regions`.
-#[derive(Debug, Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RegionsView {
     /// Every configured region.
     pub regions: Vec<RegionView>,
 }
 
 /// `GET /api/v1/regions`: every region with its replicas.
+#[utoipa::path(
+    get,
+    path = "/api/v1/regions",
+    tag = "regions",
+    responses((status = 200, description = "Every configured region with its replicas", body = RegionsView), super::openapi::ApiErrors)
+)]
 pub async fn regions(State(state): State<AppState>) -> Json<RegionsView> {
     let all = join_all(state.regions().iter().map(|r| r.status())).await;
     Json(RegionsView {
@@ -41,6 +47,13 @@ pub async fn regions(State(state): State<AppState>) -> Json<RegionsView> {
 }
 
 /// `GET /api/v1/regions/{region}`: one region.
+#[utoipa::path(
+    get,
+    path = "/api/v1/regions/{region}",
+    tag = "regions",
+    params(("region" = String, Path, description = "Region name")),
+    responses((status = 200, description = "The region", body = super::views::RegionView), super::openapi::ApiErrors)
+)]
 pub async fn region(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -93,6 +106,13 @@ pub(super) fn federate<T>(
 }
 
 /// `GET /api/v1/edges[?region=]`: edge nodes of every (or one) region.
+#[utoipa::path(
+    get,
+    path = "/api/v1/edges",
+    tag = "topology",
+    params(("region" = Option<String>, Query, description = "Only this region")),
+    responses((status = 200, description = "Edges, region by region", body = super::views::EdgesView), super::openapi::ApiErrors)
+)]
 pub async fn edges(State(state): State<AppState>, query: Pairs) -> ApiResult<EdgesView> {
     let Query(pairs) = query?;
     let get = params::check(&pairs, &["region"])?;
@@ -117,6 +137,13 @@ pub async fn edges(State(state): State<AppState>, query: Pairs) -> ApiResult<Edg
 }
 
 /// `GET /api/v1/devices[?tenant=&region=]`: devices with record counts.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices",
+    tag = "topology",
+    params(("tenant" = Option<String>, Query, description = "Only this tenant"), ("region" = Option<String>, Query, description = "Only this region")),
+    responses((status = 200, description = "Devices with stored telemetry", body = super::views::DevicesView), super::openapi::ApiErrors)
+)]
 pub async fn devices(State(state): State<AppState>, query: Pairs) -> ApiResult<DevicesView> {
     let Query(pairs) = query?;
     let get = params::check(&pairs, &["tenant", "region"])?;
@@ -187,6 +214,13 @@ async fn locate(state: &AppState, tenant: &str, device: &str) -> Result<usize, A
 }
 
 /// `GET /api/v1/telemetry/{tenant}/{device}?from=&to=&step=&limit=&region=`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/telemetry/{tenant}/{device}",
+    tag = "telemetry",
+    params(("tenant" = String, Path, description = "Tenant (as the device publishes it)"), ("device" = String, Path, description = "Device id"), ("from" = Option<i64>, Query, description = "Inclusive start, ms since the epoch (an RFC 3339 time is accepted too; default: an hour before `to`); before `to`"), ("to" = Option<i64>, Query, description = "Exclusive end, ms since the epoch (or RFC 3339; default: now)"), ("step" = Option<u64>, Query, minimum = 1, description = "Bucket width in ms: downsample into min/avg/max per metric"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100000, description = "Most records or buckets"), ("region" = Option<String>, Query, min_length = 1, description = "Read from this region, skipping the device lookup")),
+    responses((status = 200, description = "Raw records or downsampled buckets", body = super::views::TelemetryView), super::openapi::ApiErrors)
+)]
 pub async fn telemetry(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -242,6 +276,14 @@ pub async fn telemetry(
 }
 
 /// `POST /api/v1/regions/{region}/replicas`: add a voter through the leader.
+#[utoipa::path(
+    post,
+    path = "/api/v1/regions/{region}/replicas",
+    tag = "regions",
+    params(("region" = String, Path, description = "Region name")),
+    request_body = super::views::AddReplicaBody,
+    responses((status = 200, description = "The new membership", body = super::views::MembershipView), super::openapi::ApiErrors)
+)]
 pub async fn add_replica(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -277,6 +319,13 @@ pub async fn add_replica(
 }
 
 /// `DELETE /api/v1/regions/{region}/replicas/{id}`: remove through the leader.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/regions/{region}/replicas/{id}",
+    tag = "regions",
+    params(("region" = String, Path, description = "Region name"), ("id" = u64, Path, description = "Raft id of the replica")),
+    responses((status = 200, description = "The new membership", body = super::views::MembershipView), super::openapi::ApiErrors)
+)]
 pub async fn remove_replica(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -358,6 +407,13 @@ fn check_remove(
 /// `GET /api/v1/regions/{region}/retention[?tenant=]`: what the region's
 /// retention dropped, per tenant and reason (acknowledged readings that are
 /// gone: older than retention on arrival, or expired with their partition).
+#[utoipa::path(
+    get,
+    path = "/api/v1/regions/{region}/retention",
+    tag = "telemetry",
+    params(("region" = String, Path, description = "Region name"), ("tenant" = Option<String>, Query, description = "Only this tenant")),
+    responses((status = 200, description = "What retention dropped", body = super::views::RetentionView), super::openapi::ApiErrors)
+)]
 pub async fn retention(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,

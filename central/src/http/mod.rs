@@ -42,6 +42,7 @@ pub mod guard;
 pub mod handlers;
 pub mod monitor_views;
 pub mod monitors;
+pub mod openapi;
 pub mod params;
 pub mod views;
 pub mod workloads;
@@ -265,17 +266,20 @@ impl AppState {
 struct Routes {
     router: Router<AppState>,
     state: AppState,
+    /// Every path in the table, for the test that the API document names
+    /// them all.
+    paths: Vec<&'static str>,
 }
 
 impl Routes {
     /// A route with a JSON or TOML body (or none).
-    fn route(self, path: &str, action: Action, handler: MethodRouter<AppState>) -> Routes {
+    fn route(self, path: &'static str, action: Action, handler: MethodRouter<AppState>) -> Routes {
         let max_body = self.state.inner.options.max_body_bytes;
         self.add(path, action, Media::Text, max_body, handler)
     }
 
     /// A route that takes a WebAssembly module.
-    fn upload(self, path: &str, action: Action, handler: MethodRouter<AppState>) -> Routes {
+    fn upload(self, path: &'static str, action: Action, handler: MethodRouter<AppState>) -> Routes {
         self.add(
             path,
             action,
@@ -287,7 +291,7 @@ impl Routes {
 
     fn add(
         mut self,
-        path: &str,
+        path: &'static str,
         action: Action,
         media: Media,
         max_body: usize,
@@ -306,20 +310,44 @@ impl Routes {
             .layer(DefaultBodyLimit::max(max_body))
             .route_layer(axum::middleware::from_fn_with_state(guard, guard::guard));
         self.router = self.router.route(path, handler);
+        self.paths.push(path);
         self
     }
 }
 
 /// The whole HTTP API.
 pub fn app(state: AppState) -> Router {
+    let routes = table(state.clone());
+    routes
+        .router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+/// Every path the API routes (the document must name each one).
+#[cfg(test)]
+pub(crate) fn route_paths(state: AppState) -> Vec<&'static str> {
+    table(state).paths
+}
+
+/// The route table.
+fn table(state: AppState) -> Routes {
     let routes = Routes {
-        router: Router::new().route("/health", get(health)),
+        // The only routes without a guard: liveness and the API's own
+        // document and reference page (compiled in, no data; see openapi).
+        router: Router::new()
+            .route("/health", get(health))
+            .route("/api/v1/openapi.json", get(openapi::openapi_json))
+            .route("/api/v1/docs", get(openapi::reference_page)),
         state: state.clone(),
+        paths: vec!["/health", "/api/v1/openapi.json", "/api/v1/docs"],
     };
     // The route table: path, what it needs, handler. `/health` (above) is
     // the only route without a guard; `/metrics` is open unless
     // `auth.open-metrics = false` (the policy decides).
-    let routes = routes
+    routes
         .route("/metrics", Action::ReadMetrics, get(metrics))
         .route(
             "/api/v1/regions",
@@ -433,19 +461,33 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/regions/{region}/events/stream",
             Action::ReadEvents,
             get(events::stream),
-        );
-    routes
-        .router
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
-        .with_state(state)
+        )
 }
 
+/// Liveness: answers while the process serves HTTP. Open.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "meta",
+    security(()),
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Object))
+)]
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// Prometheus metrics (OpenMetrics text). Open unless
+/// `auth.open-metrics = false`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    security((), ("operator-token" = [])),
+    responses(
+        (status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String),
+        openapi::ApiErrors
+    )
+)]
 async fn metrics(State(state): State<AppState>) -> Response {
     (
         StatusCode::OK,

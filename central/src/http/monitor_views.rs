@@ -13,7 +13,7 @@ use super::views::RegionFailure;
 use crate::region::ArtifactStored;
 
 /// Answer to `POST /api/v1/regions/{region}/artifacts`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct ArtifactView {
     /// Region that stored it.
@@ -40,7 +40,7 @@ impl ArtifactView {
 }
 
 /// One monitor (inspect, submit answer, list entry).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct MonitorView {
     /// Region holding it.
@@ -58,9 +58,11 @@ pub struct MonitorView {
     /// Last changed, ms since the epoch.
     pub updated_ms: i64,
     /// The spec as stored.
+    #[schema(value_type = Object)]
     pub spec: MonitorSpec,
     /// The instance on `edge` as its edge last reported it; `null` before
     /// it has.
+    #[schema(value_type = Option<Object>)]
     pub status: Option<InstanceStatus>,
     /// Instances wanted: the count, or for `per-edge` the edges carrying
     /// selected devices.
@@ -69,10 +71,12 @@ pub struct MonitorView {
     pub placed: u32,
     /// Its allocations, live ones first: where each runs, its fencing
     /// token, and why it is there (reason, score and its parts).
+    #[schema(value_type = Vec<Object>)]
     pub allocations: Vec<AllocationInfo>,
     /// Its most recent evaluations, newest first: trigger, outcome, and for
     /// instances that could not be placed, how many edges each rule ruled
     /// out.
+    #[schema(value_type = Vec<Object>)]
     pub evaluations: Vec<EvaluationInfo>,
 }
 
@@ -98,7 +102,7 @@ impl MonitorView {
 }
 
 /// `GET /api/v1/monitors`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct MonitorsView {
     /// Monitors, region by region, then by tenant and name.
@@ -110,7 +114,7 @@ pub struct MonitorsView {
 }
 
 /// Answer to `DELETE /api/v1/regions/{region}/monitors/{tenant}/{name}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct DeletedView {
     /// Always true.
@@ -124,7 +128,7 @@ pub struct DeletedView {
 }
 
 /// One alert in `GET /api/v1/alerts`.
-#[derive(Debug, Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct AlertView {
     /// Region that stored it.
@@ -132,6 +136,7 @@ pub struct AlertView {
     /// When the edge received it from the monitor, ms since the epoch.
     pub ts_ms: i64,
     /// `info`, `warning` or `critical`.
+    #[schema(value_type = String)]
     pub severity: Severity,
     /// Tenant.
     pub tenant: String,
@@ -165,7 +170,7 @@ impl AlertView {
 }
 
 /// `GET /api/v1/alerts`.
-#[derive(Debug, Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct AlertsView {
     /// Alerts of every selected region, newest first.

@@ -47,6 +47,14 @@ fn body_or_error(body: Result<Bytes, BytesRejection>, what: &str) -> Result<Byte
 /// when the region already had it. The route caps the body at
 /// [`MAX_ARTIFACT_BYTES`](strata_protocol::workload::MAX_ARTIFACT_BYTES)
 /// (see [`super::app`]).
+#[utoipa::path(
+    post,
+    path = "/api/v1/regions/{region}/artifacts",
+    tag = "monitors",
+    params(("region" = String, Path, description = "Region name")),
+    request_body(description = "A WebAssembly module", content((Vec<u8> = "application/wasm"), (Vec<u8> = "application/octet-stream"))),
+    responses((status = 201, description = "Stored", body = ArtifactView), (status = 200, description = "Already stored", body = ArtifactView), super::openapi::ApiErrors)
+)]
 pub async fn upload_artifact(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -128,6 +136,14 @@ pub fn parse_spec(content_type: Option<&str>, body: &[u8]) -> Result<MonitorSpec
 
 /// `POST /api/v1/regions/{region}/monitors`: creates (201) or updates (200)
 /// a monitor. Body: the spec as JSON or TOML.
+#[utoipa::path(
+    post,
+    path = "/api/v1/regions/{region}/monitors",
+    tag = "monitors",
+    params(("region" = String, Path, description = "Region name")),
+    request_body(description = "A monitor spec as JSON or TOML", content((Object = "application/json"), (String = "application/toml"))),
+    responses((status = 201, description = "Created", body = MonitorView), (status = 200, description = "Updated", body = MonitorView), super::openapi::ApiErrors)
+)]
 pub async fn submit_monitor(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -172,6 +188,13 @@ pub async fn submit_monitor(
 
 /// `GET /api/v1/monitors[?tenant=&region=]`: monitors of every (or one)
 /// region.
+#[utoipa::path(
+    get,
+    path = "/api/v1/monitors",
+    tag = "monitors",
+    params(("tenant" = Option<String>, Query, description = "Only this tenant"), ("region" = Option<String>, Query, description = "Only this region")),
+    responses((status = 200, description = "Monitors of every selected region", body = MonitorsView), super::openapi::ApiErrors)
+)]
 pub async fn list_monitors(
     State(state): State<AppState>,
     query: Pairs,
@@ -212,6 +235,13 @@ fn unknown_monitor(e: RegionError, region: &str, tenant: &str, name: &str) -> Ap
 }
 
 /// `GET /api/v1/regions/{region}/monitors/{tenant}/{name}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/regions/{region}/monitors/{tenant}/{name}",
+    tag = "monitors",
+    params(("region" = String, Path, description = "Region name"), ("tenant" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$", description = "Tenant"), ("name" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$", description = "Monitor name")),
+    responses((status = 200, description = "The monitor with its allocations and their reasons", body = MonitorView), super::openapi::ApiErrors)
+)]
 pub async fn get_monitor(
     State(state): State<AppState>,
     path: Result<Path<(String, String, String)>, PathRejection>,
@@ -226,6 +256,13 @@ pub async fn get_monitor(
 }
 
 /// `DELETE /api/v1/regions/{region}/monitors/{tenant}/{name}`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/regions/{region}/monitors/{tenant}/{name}",
+    tag = "monitors",
+    params(("region" = String, Path, description = "Region name"), ("tenant" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$", description = "Tenant"), ("name" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$", description = "Monitor name")),
+    responses((status = 200, description = "Deleted", body = DeletedView), super::openapi::ApiErrors)
+)]
 pub async fn delete_monitor(
     State(state): State<AppState>,
     path: Result<Path<(String, String, String)>, PathRejection>,
@@ -246,6 +283,13 @@ pub async fn delete_monitor(
 
 /// `GET /api/v1/alerts?tenant=&device=&monitor=&severity=&from=&to=&limit=&region=`:
 /// alerts of every (or one) region merged newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/alerts",
+    tag = "alerts",
+    params(("tenant" = Option<String>, Query, min_length = 1, description = "Only this tenant"), ("device" = Option<String>, Query, min_length = 1, description = "Only this device"), ("monitor" = Option<String>, Query, min_length = 1, description = "Only this monitor"), ("severity" = Option<String>, Query, pattern = "^(info|warning|critical)$", description = "This severity or worse: info, warning, critical"), ("from" = Option<i64>, Query, description = "Inclusive start, ms since the epoch (an RFC 3339 time is accepted too; default: an hour ago); before `to`"), ("to" = Option<i64>, Query, description = "Exclusive end, ms since the epoch (or RFC 3339; default: a minute ahead)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Most alerts (default 1000)"), ("region" = Option<String>, Query, min_length = 1, description = "Only this region")),
+    responses((status = 200, description = "Alerts, newest first", body = AlertsView), super::openapi::ApiErrors)
+)]
 pub async fn alerts(
     State(state): State<AppState>,
     query: Pairs,

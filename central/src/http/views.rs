@@ -16,7 +16,7 @@ use crate::region::health::{assess, leader_status, Health};
 use crate::region::{RegionStatus, ReplicaStatus};
 
 /// One replica in `GET /api/v1/regions`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct ReplicaView {
     /// Address central dialed.
@@ -29,6 +29,7 @@ pub struct ReplicaView {
     /// Raft id.
     pub id: Option<u64>,
     /// Raft role.
+    #[schema(value_type = Option<String>)]
     pub role: Option<RaftRole>,
     /// Current term.
     pub term: Option<u64>,
@@ -84,7 +85,7 @@ impl ReplicaView {
 }
 
 /// One member as the leader sees it, in `GET /api/v1/regions`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct PeerView {
     /// Client-facing address (empty if the leader knows none).
@@ -92,6 +93,7 @@ pub struct PeerView {
     /// The leader's view of it (id, voter, reachable, silent-ms, matched,
     /// lag, lagging, joining).
     #[serde(flatten)]
+    #[schema(value_type = Object)]
     pub progress: PeerProgress,
 }
 
@@ -109,7 +111,7 @@ impl PeerView {
 }
 
 /// One region in `GET /api/v1/regions`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct RegionView {
     /// Region name.
@@ -157,7 +159,7 @@ impl From<RegionStatus> for RegionView {
 }
 
 /// A region that could not answer a federated read.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct RegionFailure {
     /// Region name.
@@ -169,7 +171,7 @@ pub struct RegionFailure {
 }
 
 /// One edge in `GET /api/v1/edges`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct EdgeView {
     /// Region of the edge.
@@ -196,23 +198,29 @@ pub struct EdgeView {
     /// Edge process uptime, ms.
     pub uptime_ms: u64,
     /// CPU and memory the edge sets aside for monitors.
+    #[schema(value_type = Object)]
     pub monitor_capacity: MonitorCapacity,
     /// Budgets of the monitor instances holding capacity.
+    #[schema(value_type = Object)]
     pub monitor_reserved: MonitorCapacity,
     /// Measured use of the machine (CPU, memory, disk, network, process RSS).
+    #[schema(value_type = Object)]
     pub node: NodeResources,
     /// Monitor instances assigned to the edge, as it last reported them.
+    #[schema(value_type = Vec<Object>)]
     pub instances: Vec<InstanceStatus>,
     /// What the region's failure detector thinks of it: `state` (`up`,
     /// `suspect`, `down`, `unknown`), `classification` of the last failure
     /// (`undetermined`, `shutdown`, `crash`, `edge-failure`, `partition`),
     /// `evidence`, `boot-id`, `since-ms`, `last-heartbeat-ms`,
     /// `detection-ms`, `event-seq`. Null before any decision.
+    #[schema(value_type = Option<Object>)]
     pub liveness: Option<EdgeLiveness>,
     /// Leases of its `replace-after` monitor instances: `tenant`,
     /// `workload`, `slot`, `allocation`, `fencing-token`, `expires-ms` (until
     /// when the region counts the lease, margin included, as of its last
     /// recorded grant).
+    #[schema(value_type = Vec<Object>)]
     pub leases: Vec<EdgeLease>,
     /// Whether the region's leader renews the edge's leases now (it has
     /// decided the edge is up and replicated that); null when a follower
@@ -247,7 +255,7 @@ impl EdgeView {
 }
 
 /// One device in `GET /api/v1/devices`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct DeviceView {
     /// Region holding the device's data.
@@ -287,7 +295,7 @@ impl DeviceView {
 }
 
 /// `GET /api/v1/regions/{region}/retention`: what retention dropped.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct RetentionView {
     /// Region.
@@ -306,7 +314,7 @@ pub struct RetentionView {
 }
 
 /// One tenant in [`RetentionView`].
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct TenantRetentionView {
     /// Tenant.
@@ -345,7 +353,7 @@ impl RetentionView {
 }
 
 /// `GET /api/v1/edges`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct EdgesView {
     /// Edges, region by region.
@@ -357,7 +365,7 @@ pub struct EdgesView {
 }
 
 /// `GET /api/v1/devices`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct DevicesView {
     /// Devices, region by region.
@@ -369,7 +377,7 @@ pub struct DevicesView {
 }
 
 /// One raw record in a telemetry read.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct RecordView {
     /// Reading time, ms since the epoch.
@@ -396,7 +404,7 @@ impl From<TelemetryRecord> for RecordView {
 }
 
 /// One downsampled bucket.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct BucketView {
     /// Metric name.
@@ -427,7 +435,7 @@ impl From<Bucket> for BucketView {
 }
 
 /// The data of a telemetry read.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum TelemetryData {
     /// Raw records in time order.
@@ -443,7 +451,7 @@ pub enum TelemetryData {
 }
 
 /// `GET /api/v1/telemetry/{tenant}/{device}`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct TelemetryView {
     /// Region the data came from.
@@ -474,7 +482,7 @@ pub struct TelemetryView {
 }
 
 /// Body of `POST /api/v1/regions/{region}/replicas`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AddReplicaBody {
     /// Raft id of the new replica (non-zero, unused in the group).
@@ -486,7 +494,7 @@ pub struct AddReplicaBody {
 }
 
 /// One member in a membership answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct MemberView {
     /// Raft id.
@@ -511,7 +519,7 @@ impl From<ReplicaInfo> for MemberView {
 }
 
 /// Answer to a membership change.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct MembershipView {
     /// Region name.

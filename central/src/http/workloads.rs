@@ -41,7 +41,7 @@ use crate::state::{CentralState, Command, GlobalRecord, Outcome, PlanRecord};
 type ApiResult<T> = Result<Json<T>, AppError>;
 
 /// One region's share in a workload view.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct ShareView {
     /// The region.
@@ -51,13 +51,15 @@ pub struct ShareView {
     /// The region's health as central judges it now (`ok`, `degraded`,
     /// `down`, `unknown`: silent for longer than 30 s). A share in a region
     /// that is not ok or degraded is held there, not moved.
+    #[schema(value_type = String)]
     pub health: RegionHealth,
     /// Why, most important first (from the last plan).
+    #[schema(value_type = Vec<Object>)]
     pub reasons: Vec<ShareReason>,
 }
 
 /// A global workload as the API shows it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct WorkloadView {
     /// Owning tenant.
@@ -67,6 +69,7 @@ pub struct WorkloadView {
     /// Spec version.
     pub generation: u64,
     /// Where and how many.
+    #[schema(value_type = Object)]
     pub global: GlobalIntent,
     /// Instances over all regions now.
     pub placed: u32,
@@ -80,12 +83,14 @@ pub struct WorkloadView {
     /// Deleted; waiting for the regions to drop it.
     pub deleting: bool,
     /// Autoscaling, when asked for.
+    #[schema(value_type = Option<Object>)]
     pub scale: Option<ScaleSpec>,
     /// The autoscaler's current count (what the split divides).
     pub scaled: Option<u32>,
     /// Recent scale decisions, newest first, with their inputs (detail
     /// view only).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    #[schema(value_type = Vec<Object>)]
     pub scale_history: Vec<crate::state::ScaleRecord>,
     /// Created at, ms since the epoch.
     pub created_ms: i64,
@@ -93,6 +98,7 @@ pub struct WorkloadView {
     pub updated_ms: i64,
     /// The monitor spec every region runs (detail view only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub monitor: Option<MonitorSpec>,
     /// Recent plans, newest first (detail view only).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
@@ -100,7 +106,7 @@ pub struct WorkloadView {
 }
 
 /// Instances that fit nowhere, and why.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct ShortView {
     /// Instances not placed.
@@ -112,7 +118,7 @@ pub struct ShortView {
 }
 
 /// One plan in a workload's history.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct PlanView {
     /// Log index it was applied at.
@@ -122,10 +128,12 @@ pub struct PlanView {
     /// Spec generation it was made for.
     pub generation: u64,
     /// Every region's share and reasons.
+    #[schema(value_type = Object)]
     pub shares: BTreeMap<String, RegionShare>,
     /// What it could not place.
     pub short: Option<ShortView>,
     /// Regions the applier refused or trimmed (the state had moved on).
+    #[schema(value_type = Object)]
     pub rejected: BTreeMap<String, GlobalRejection>,
 }
 
@@ -208,7 +216,7 @@ fn view(s: &CentralState, r: &GlobalRecord, detail: bool, now_ms: i64) -> Worklo
 }
 
 /// `GET /api/v1/workloads`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct WorkloadsView {
     /// Whether this answer may lag the leader (`?stale=true`).
@@ -248,6 +256,13 @@ fn list_params(pairs: Pairs) -> Result<(Option<String>, bool), AppError> {
 }
 
 /// `GET /api/v1/workloads[?tenant=&stale=true]`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workloads",
+    tag = "workloads",
+    params(("tenant" = Option<String>, Query, description = "Only this tenant"), ("stale" = Option<bool>, Query, description = "true: answer from this replica without asking the leader (may lag)")),
+    responses((status = 200, description = "Global workloads and their split", body = WorkloadsView), super::openapi::ApiErrors)
+)]
 pub async fn list(State(state): State<AppState>, q: Pairs) -> ApiResult<WorkloadsView> {
     let (tenant, stale) = list_params(q)?;
     let now = state.now_ms();
@@ -266,6 +281,13 @@ pub async fn list(State(state): State<AppState>, q: Pairs) -> ApiResult<Workload
 
 /// `GET /api/v1/workloads/{tenant}/{name}`: the workload with its spec and
 /// plan history.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workloads/{tenant}/{name}",
+    tag = "workloads",
+    params(("tenant" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$", description = "Tenant"), ("name" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$", description = "Workload name"), ("stale" = Option<bool>, Query, description = "true: answer from this replica without asking the leader (may lag)")),
+    responses((status = 200, description = "The workload with its spec, split, plans and scale decisions", body = WorkloadView), super::openapi::ApiErrors)
+)]
 pub async fn get(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -375,6 +397,13 @@ enum Check {
 
 /// `POST /api/v1/workloads`: creates (201) or updates (200) a global
 /// workload. Nothing is stored unless it is valid and fits some region.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workloads",
+    tag = "workloads",
+    request_body(description = "A monitor spec with a `[global]` block (and optionally `scale`), as JSON or TOML", content((Object = "application/json"), (String = "application/toml"))),
+    responses((status = 201, description = "Created", body = WorkloadView), (status = 200, description = "Updated", body = WorkloadView), super::openapi::ApiErrors)
+)]
 pub async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -501,6 +530,13 @@ pub async fn submit(
 
 /// `DELETE /api/v1/workloads/{tenant}/{name}`: every region's share goes
 /// to 0; the workload is forgotten once the regions dropped it.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/workloads/{tenant}/{name}",
+    tag = "workloads",
+    params(("tenant" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$", description = "Tenant"), ("name" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$", description = "Workload name")),
+    responses((status = 200, description = "Deleted (regions drop their shares)", body = super::cluster::WriteView), super::openapi::ApiErrors)
+)]
 pub async fn delete(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -529,7 +565,7 @@ pub async fn delete(
 
 /// `POST /api/v1/artifacts`: one module stored in every region, so that a
 /// global workload can run anywhere.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct ArtifactsView {
     /// The module's content hash.
@@ -545,6 +581,13 @@ pub struct ArtifactsView {
 /// `POST /api/v1/artifacts`: uploads the module to every region. 201 when
 /// every region has it, 207-like partial answers as 502 `partial` naming
 /// the regions that failed (retrying is safe: content-addressed).
+#[utoipa::path(
+    post,
+    path = "/api/v1/artifacts",
+    tag = "workloads",
+    request_body(description = "A WebAssembly module", content((Vec<u8> = "application/wasm"), (Vec<u8> = "application/octet-stream"))),
+    responses((status = 201, description = "Stored in every region", body = ArtifactsView), super::openapi::ApiErrors)
+)]
 pub async fn upload_everywhere(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,

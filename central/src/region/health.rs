@@ -18,7 +18,7 @@ use strata_protocol::{HubStatus, ReplicaInfo};
 use super::RegionStatus;
 
 /// A region's overall state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Health {
     /// Every member is a reachable, caught-up voter.
