@@ -10,14 +10,17 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use central::http::events::EventsView;
+use central::http::views::EdgesView;
 use clap::Args;
-use serde_json::Value;
+use strata_protocol::liveness::RegionEvent;
 
 use crate::cluster_table;
 use crate::monitor_cli::{
     finish, print_json, print_warnings, with_causes, write_out, Api, ApiArgs, CliEnv,
 };
 use crate::monitor_spec::{CliError, API_ENV};
+use crate::observe_cli::get;
 
 /// Exit status, shown in `--help`.
 const EXIT_CODES: &str = "Exit status: 0 done; 2 bad input or refused by central (4xx); \
@@ -81,13 +84,12 @@ pub async fn run_edges(
 ) -> Result<(), CliError> {
     let client = Api::new(&args.api, env)?;
     let query: Vec<(&str, String)> = args.region.map(|r| ("region", r)).into_iter().collect();
-    let url = client.url(&["api", "v1", "edges"], &query);
-    let (_, body) = client.call(reqwest::Method::GET, url, None).await?;
+    let (view, body): (EdgesView, _) = get(&client, &["api", "v1", "edges"], &query).await?;
     print_warnings(err, &body)?;
     if args.api.json {
         print_json(out, &body)
     } else {
-        write_out(out, &cluster_table::edges(&body))
+        write_out(out, &cluster_table::edges(&view))
     }
 }
 
@@ -140,15 +142,16 @@ pub async fn run_events(
     }
     let mut query = vec![("since", args.since.to_string())];
     query.extend(args.limit.map(|l| ("limit", l.to_string())));
-    let url = client.url(
+    let (view, body): (EventsView, _) = get(
+        &client,
         &["api", "v1", "regions", region_of(&args), "events"],
         &query,
-    );
-    let (_, body) = client.call(reqwest::Method::GET, url, None).await?;
+    )
+    .await?;
     if args.api.json {
         print_json(out, &body)
     } else {
-        write_out(out, &cluster_table::events(&body))
+        write_out(out, &cluster_table::events(&view))
     }
 }
 
@@ -219,11 +222,15 @@ async fn follow(
                         if let Some(id) = ev.id.as_deref().and_then(|i| i.parse().ok()) {
                             last = id;
                         }
-                        let doc: Value = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
                         let line = if args.api.json {
-                            doc.to_string()
+                            ev.data.clone()
                         } else {
-                            cluster_table::event_line(&doc)
+                            match serde_json::from_str::<RegionEvent>(&ev.data) {
+                                Ok(e) => cluster_table::event_line(&e),
+                                Err(e) => {
+                                    format!("(an event this CLI cannot read: {e}) {}", ev.data)
+                                }
+                            }
                         };
                         write_out(out, &format!("{line}\n"))?;
                         out.flush().ok();

@@ -1,18 +1,12 @@
 //! Human-readable output of `strata edges` and `strata events`: rendered
-//! from central's JSON answers (what `--json` prints). Pure: JSON in,
-//! strings out.
+//! from central's view types, decoded from the JSON `--json` prints. Pure:
+//! views in, strings out.
 
-use serde_json::Value;
+use central::http::events::EventsView;
+use central::http::views::{EdgeView, EdgesView};
+use strata_protocol::liveness::{Classification, EventKind, RegionEvent};
 
 use crate::monitor_table::{table, utc};
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
 
 /// `n` bytes with a binary unit.
 pub fn bytes(n: u64) -> String {
@@ -41,47 +35,49 @@ pub fn ago(ms: i64) -> String {
     }
 }
 
-fn percent(used: &Value, total: &Value) -> String {
-    match (used.as_f64(), total.as_f64()) {
-        (Some(u), Some(t)) if t > 0.0 => format!("{:.0}%", 100.0 * u / t),
-        _ => "-".to_owned(),
+fn percent(used: u64, total: u64) -> String {
+    if total == 0 {
+        return "-".to_owned();
     }
+    format!("{:.0}%", 100.0 * used as f64 / total as f64)
 }
 
 /// `GET /api/v1/edges` as a table: one row per edge with its liveness.
-pub fn edges(body: &Value) -> String {
-    let rows: Vec<Vec<String>> = body["edges"]
-        .as_array()
-        .into_iter()
-        .flatten()
+pub fn edges(view: &EdgesView) -> String {
+    let rows: Vec<Vec<String>> = view
+        .edges
+        .iter()
         .map(|e| {
-            let l = &e["liveness"];
-            let class = match l["classification"].as_str() {
-                None | Some("none") => "-".to_owned(),
-                Some(c) => c.to_owned(),
-            };
-            let boot = l["boot-id"]
-                .as_u64()
-                .filter(|b| *b != 0)
-                .map_or("-".to_owned(), |b| format!("{b:016x}"));
-            let node = &e["node"];
-            vec![
-                text(&e["region"]),
-                text(&e["name"]),
-                l["state"].as_str().unwrap_or("-").to_owned(),
-                class,
-                e["age-ms"]
-                    .as_i64()
-                    .map_or("-".to_owned(), |a| format!("{} ago", ago(a))),
-                boot,
-                format!(
-                    "{} ({})",
-                    e["spool-records"].as_u64().unwrap_or(0),
-                    bytes(e["spool-bytes"].as_u64().unwrap_or(0))
+            let (state, class, boot) = match &e.liveness {
+                Some(l) => (
+                    l.state.as_str().to_owned(),
+                    match l.classification {
+                        Classification::None => "-".to_owned(),
+                        c => c.as_str().to_owned(),
+                    },
+                    if l.boot_id == 0 {
+                        "-".to_owned()
+                    } else {
+                        format!("{:016x}", l.boot_id)
+                    },
                 ),
-                text(&e["connected-clients"]),
-                percent(&node["cpu-used-millicores"], &node["cpu-total-millicores"]),
-                percent(&node["memory-used-bytes"], &node["memory-total-bytes"]),
+                None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
+            };
+            let node = &e.node;
+            vec![
+                e.region.clone(),
+                e.name.clone(),
+                state,
+                class,
+                format!("{} ago", ago(e.age_ms)),
+                boot,
+                format!("{} ({})", e.spool_records, bytes(e.spool_bytes)),
+                e.connected_clients.to_string(),
+                percent(
+                    u64::from(node.cpu_used_millicores),
+                    u64::from(node.cpu_total_millicores),
+                ),
+                percent(node.memory_used_bytes, node.memory_total_bytes),
                 leases(e),
             ]
         })
@@ -109,9 +105,8 @@ pub fn edges(body: &Value) -> String {
 
 /// An edge's `replace-after` leases: how many, and whether the leader
 /// renews them now (`-` without any).
-fn leases(e: &Value) -> String {
-    let n = e["leases"].as_array().map_or(0, Vec::len);
-    match (n, e["renewing-leases"].as_bool()) {
+fn leases(e: &EdgeView) -> String {
+    match (e.leases.len(), e.renewing_leases) {
         (0, _) => "-".to_owned(),
         (n, Some(true)) => format!("{n} renewed"),
         (n, Some(false)) => format!("{n} NOT renewed"),
@@ -121,37 +116,38 @@ fn leases(e: &Value) -> String {
 
 /// One event as a line: time, sequence number, kind, subject, the
 /// classification and detection time of edge events, and the message.
-pub fn event_line(e: &Value) -> String {
+pub fn event_line(e: &RegionEvent) -> String {
     let mut line = format!(
         "{}  #{}  {}  {}",
-        e["at-ms"].as_i64().map_or("-".to_owned(), utc),
-        text(&e["seq"]),
-        text(&e["kind"]),
-        text(&e["subject"]),
+        utc(e.at_ms),
+        e.seq,
+        e.kind.as_str(),
+        e.subject,
     );
-    let l = &e["edge"]["liveness"];
-    if let Some(c) = l["classification"].as_str().filter(|c| *c != "none") {
-        line.push_str(&format!("  [{c}]"));
-    }
-    if let Some(d) = l["detection-ms"].as_u64() {
-        if e["kind"] == "edge-down" {
-            line.push_str(&format!("  detected in {d} ms"));
+    if let Some(d) = &e.edge {
+        let l = &d.liveness;
+        if l.classification != Classification::None {
+            line.push_str(&format!("  [{}]", l.classification.as_str()));
+        }
+        if let (Some(ms), EventKind::EdgeDown) = (l.detection_ms, e.kind) {
+            line.push_str(&format!("  detected in {ms} ms"));
         }
     }
-    line.push_str(&format!("  {}", text(&e["message"])));
+    line.push_str(&format!("  {}", e.message));
     line
 }
 
 /// `GET /api/v1/regions/{region}/events` as lines, with a note when the
 /// region's log no longer held some of them.
-pub fn events(body: &Value) -> String {
+pub fn events(view: &EventsView) -> String {
     let mut out = String::new();
-    if let Some(m) = body["missed"].as_u64().filter(|m| *m > 0) {
+    if view.missed > 0 {
         out.push_str(&format!(
-            "({m} older events are no longer held by the region)\n"
+            "({} older events are no longer held by the region)\n",
+            view.missed
         ));
     }
-    for e in body["events"].as_array().into_iter().flatten() {
+    for e in &view.events {
         out.push_str(&event_line(e));
         out.push('\n');
     }
@@ -163,25 +159,92 @@ pub fn events(body: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    use strata_protocol::liveness::{EdgeEventDetail, EdgeLiveness, LivenessState};
+    use strata_protocol::messages::{EdgeInfo, EdgeStatus};
+    use strata_protocol::monitoring::NodeResources;
+    use strata_protocol::scheduling::EdgeLease;
+
     use super::*;
-    use serde_json::json;
+
+    fn liveness(state: LivenessState, class: Classification, boot: u64) -> EdgeLiveness {
+        EdgeLiveness {
+            state,
+            classification: class,
+            evidence: vec![],
+            boot_id: boot,
+            since_ms: 0,
+            last_heartbeat_ms: 0,
+            detection_ms: Some(900),
+            event_seq: 1,
+        }
+    }
+
+    fn edge(
+        name: &str,
+        age: i64,
+        live: Option<EdgeLiveness>,
+        leases: usize,
+        renewing: Option<bool>,
+    ) -> EdgeView {
+        let lease: EdgeLease = serde_json::from_value(serde_json::json!({
+            "tenant": "acme", "workload": "w", "slot": 0, "allocation": "00000000000000000000000000000001",
+            "fencing-token": 1, "expires-ms": 0
+        }))
+        .unwrap();
+        let info = EdgeInfo {
+            edge: name.into(),
+            last_seen_ms: 100_000 - age,
+            status: EdgeStatus {
+                spool_records: 12,
+                spool_bytes: 3500,
+                connected_clients: 40,
+                node: NodeResources {
+                    cpu_used_millicores: 500,
+                    cpu_total_millicores: 2000,
+                    memory_used_bytes: 1 << 30,
+                    memory_total_bytes: 4 << 30,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            records_stored: 0,
+            resends_dropped: 0,
+            liveness: live,
+            leases: vec![lease; leases],
+            renewing_leases: renewing,
+        };
+        EdgeView::new("local", info, 100_000)
+    }
+
+    /// Through JSON, as the CLI receives it.
+    fn via_json<T: serde::Serialize + serde::de::DeserializeOwned>(v: T) -> T {
+        serde_json::from_value(serde_json::to_value(v).unwrap()).unwrap()
+    }
 
     #[test]
     fn edges_show_liveness_backlog_and_use() {
-        let body = json!({"edges": [
-            {"region": "local", "name": "edge-1", "age-ms": 320, "spool-records": 12,
-             "spool-bytes": 3500, "connected-clients": 40,
-             "node": {"cpu-used-millicores": 500, "cpu-total-millicores": 2000,
-                      "memory-used-bytes": 1073741824u64, "memory-total-bytes": 4294967296u64},
-             "liveness": {"state": "up", "classification": "none", "boot-id": 255},
-             "leases": [{}, {}], "renewing-leases": true},
-            {"region": "local", "name": "edge-2", "age-ms": 75_000, "spool-records": 0,
-             "spool-bytes": 0, "connected-clients": 0, "node": {},
-             "liveness": {"state": "down", "classification": "crash", "boot-id": 0},
-             "leases": [{}], "renewing-leases": false},
-            {"region": "local", "name": "edge-3", "age-ms": 5, "node": {}, "liveness": null}
-        ]});
-        let out = edges(&body);
+        let view = via_json(EdgesView {
+            edges: vec![
+                edge(
+                    "edge-1",
+                    320,
+                    Some(liveness(LivenessState::Up, Classification::None, 255)),
+                    2,
+                    Some(true),
+                ),
+                edge(
+                    "edge-2",
+                    75_000,
+                    Some(liveness(LivenessState::Down, Classification::Crash, 0)),
+                    1,
+                    Some(false),
+                ),
+                edge("edge-3", 5, None, 0, None),
+            ],
+            stale: false,
+            errors: vec![],
+        });
+        let out = edges(&view);
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[0].starts_with("REGION  EDGE    STATE"), "{out}");
         assert!(lines[1].contains("edge-1  up     -"), "{out}");
@@ -193,26 +256,72 @@ mod tests {
         assert!(lines[2].contains("down   crash"), "{out}");
         assert!(lines[2].contains("1m15s ago"), "{out}");
         assert!(lines[3].contains("edge-3  -"), "{out}");
-        assert_eq!(edges(&json!({"edges": []})), "no edge has reported yet\n");
+        let none = EdgesView {
+            edges: vec![],
+            stale: false,
+            errors: vec![],
+        };
+        assert_eq!(edges(&none), "no edge has reported yet\n");
     }
 
     #[test]
     fn events_are_lines_with_classification_and_detection() {
-        let body = json!({"missed": 2, "events": [
-            {"seq": 7, "at-ms": 0, "kind": "edge-down", "subject": "edge-1",
-             "message": "edge-1 is down",
-             "edge": {"liveness": {"classification": "undetermined", "detection-ms": 900}}},
-            {"seq": 8, "at-ms": 1000, "kind": "edge-back", "subject": "edge-1",
-             "message": "edge-1 is back", "edge": {"liveness": {"classification": "partition",
-             "detection-ms": null}}}
-        ]});
+        let event = |seq: u64,
+                     at_ms: i64,
+                     kind: EventKind,
+                     class: Classification,
+                     detection: Option<u64>| {
+            let mut l = liveness(LivenessState::Down, class, 0);
+            l.detection_ms = detection;
+            RegionEvent {
+                seq,
+                at_ms,
+                kind,
+                subject: "edge-1".into(),
+                message: format!("edge-1 is {}", kind.as_str().trim_start_matches("edge-")),
+                edge: Some(EdgeEventDetail {
+                    from: LivenessState::Up,
+                    liveness: l,
+                }),
+                attrs: vec![],
+            }
+        };
+        let view = via_json(EventsView {
+            region: "local".into(),
+            events: vec![
+                event(
+                    7,
+                    0,
+                    EventKind::EdgeDown,
+                    Classification::Undetermined,
+                    Some(900),
+                ),
+                event(
+                    8,
+                    1000,
+                    EventKind::EdgeBack,
+                    Classification::Partition,
+                    None,
+                ),
+            ],
+            last_seq: 8,
+            oldest_seq: 1,
+            missed: 2,
+            served_by: "h".into(),
+            stale: false,
+        });
         assert_eq!(
-            events(&body),
+            events(&view),
             "(2 older events are no longer held by the region)\n\
              1970-01-01T00:00:00Z  #7  edge-down  edge-1  [undetermined]  detected in 900 ms  edge-1 is down\n\
              1970-01-01T00:00:01Z  #8  edge-back  edge-1  [partition]  edge-1 is back\n"
         );
-        assert_eq!(events(&json!({"events": []})), "no events\n");
+        let empty = EventsView {
+            events: vec![],
+            missed: 0,
+            ..view
+        };
+        assert_eq!(events(&empty), "no events\n");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use central::http::monitor_views::AlertsView;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 use strata_protocol::workload::MAX_ARTIFACT_BYTES;
@@ -616,13 +617,13 @@ pub async fn run_alerts(
     );
     query.extend(args.limit.map(|v| ("limit", v.to_string())));
     query.extend(args.region.map(|v| ("region", v)));
-    let url = client.url(&["api", "v1", "alerts"], &query);
-    let (_, body) = client.call(reqwest::Method::GET, url, None).await?;
+    let (view, body): (AlertsView, _) =
+        crate::observe_cli::get(&client, &["api", "v1", "alerts"], &query).await?;
     print_warnings(err, &body)?;
     if args.api.json {
         print_json(out, &body)
     } else {
-        write_out(out, &monitor_table::alerts(&body))
+        write_out(out, &monitor_table::alerts(&view))
     }
 }
 

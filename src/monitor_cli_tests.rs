@@ -343,7 +343,8 @@ async fn alerts_send_every_filter_and_print_a_table() {
             200,
             json!({"alerts": [{"ts-ms": 1000, "severity": "warning", "region": "west",
                     "tenant": "acme", "device": "d1", "monitor": "z", "edge": "e",
-                    "code": "anomaly", "message": "z=4"}], "truncated": false}),
+                    "code": "anomaly", "message": "z=4"}], "count": 1, "truncated": false,
+                    "from-ms": 400000, "to-ms": 1060000, "stale": false, "errors": []}),
         ),
     )]
     .into();

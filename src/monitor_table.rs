@@ -2,6 +2,7 @@
 //! blocks rendered from central's JSON answers (the same documents
 //! `--json` prints), plus UTC timestamps. Pure: strings in, strings out.
 
+use central::http::monitor_views::AlertsView;
 use serde_json::Value;
 
 /// Columns padded to their widest cell, two spaces apart; the last column
@@ -427,39 +428,15 @@ fn evaluations(list: &Value) -> String {
 }
 
 /// `GET /api/v1/alerts` as a table, newest first, with a truncation note.
-pub fn alerts(body: &Value) -> String {
-    let list = body["alerts"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    if list.is_empty() {
+pub fn alerts(view: &AlertsView) -> String {
+    if view.alerts.is_empty() {
         return "no alerts\n".to_owned();
     }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|a| {
-            vec![
-                time_cell(&a["ts-ms"]),
-                cell(&a["severity"]),
-                cell(&a["region"]),
-                cell(&a["tenant"]),
-                cell(&a["device"]),
-                cell(&a["monitor"]),
-                cell(&a["code"]),
-                cell(&a["message"]),
-            ]
-        })
-        .collect();
-    let mut out = table(
-        &[
-            "TIME", "SEVERITY", "REGION", "TENANT", "DEVICE", "MONITOR", "CODE", "MESSAGE",
-        ],
-        &rows,
-    );
-    if body["truncated"] == Value::Bool(true) {
+    let mut out = crate::observe_cli::render_alert_rows(&view.alerts);
+    if view.truncated {
         out.push_str(&format!(
             "({} alerts shown; older ones exist: raise --limit or shorten --since)\n",
-            list.len()
+            view.alerts.len()
         ));
     }
     out
@@ -642,10 +619,11 @@ mod tests {
             "alerts": [{"ts-ms": 1000, "severity": "critical", "region": "west", "tenant": "acme",
                         "device": "d1", "monitor": "z", "edge": "e", "code": "anomaly",
                         "message": "z=7.1"}],
-            "truncated": true, "stale": true,
+            "count": 1, "truncated": true, "from-ms": 0, "to-ms": 2000, "stale": true,
             "errors": [{"region": "east", "code": "region-unreachable", "message": "down"}]
         });
-        let t = alerts(&body);
+        let view: AlertsView = serde_json::from_value(body.clone()).unwrap();
+        let t = alerts(&view);
         assert!(t.starts_with("TIME                  SEVERITY"), "{t}");
         assert!(t.contains("1970-01-01T00:00:01Z  critical  west"), "{t}");
         assert!(t.contains("raise --limit"), "{t}");
@@ -655,6 +633,12 @@ mod tests {
             w[0].contains("region east") && w[0].contains("down"),
             "{w:?}"
         );
-        assert_eq!(alerts(&json!({"alerts": []})), "no alerts\n");
+        let none = AlertsView {
+            alerts: vec![],
+            count: 0,
+            truncated: false,
+            ..view
+        };
+        assert_eq!(alerts(&none), "no alerts\n");
     }
 }

@@ -56,7 +56,7 @@ const STREAM_POLL: Duration = Duration::from_secs(10);
 const STREAM_RETRY: Duration = Duration::from_secs(1);
 
 /// `GET /api/v1/regions/{region}/events`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct EventsView {
     /// Region.
