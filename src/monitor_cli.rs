@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use central::http::monitor_views::AlertsView;
+use central::http::monitor_views::{AlertsView, MonitorView, MonitorsView};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 use strata_protocol::workload::MAX_ARTIFACT_BYTES;
@@ -414,13 +414,13 @@ pub async fn run_monitor(
             let mut query = Vec::new();
             query.extend(tenant.map(|t| ("tenant", t)));
             query.extend(region.map(|r| ("region", r)));
-            let url = client.url(&["api", "v1", "monitors"], &query);
-            let (_, body) = client.call(reqwest::Method::GET, url, None).await?;
+            let (view, body): (MonitorsView, _) =
+                crate::observe_cli::get(&client, &["api", "v1", "monitors"], &query).await?;
             print_warnings(err, &body)?;
             if api.json {
                 print_json(out, &body)
             } else {
-                write_out(out, &monitor_table::monitors(&body))
+                write_out(out, &monitor_table::monitors(&view))
             }
         }
         MonitorCmd::Inspect {
@@ -429,12 +429,17 @@ pub async fn run_monitor(
             tenant,
             name,
         } => {
-            let (client, url) = monitor_url(&api, env, &region, &tenant, &name)?;
-            let (_, body) = client.call(reqwest::Method::GET, url, None).await?;
+            let client = Api::new(&api, env)?;
+            let (view, body): (MonitorView, _) = crate::observe_cli::get(
+                &client,
+                &["api", "v1", "regions", &region, "monitors", &tenant, &name],
+                &[],
+            )
+            .await?;
             if api.json {
                 print_json(out, &body)
             } else {
-                write_out(out, &monitor_table::monitor(&body))
+                write_out(out, &monitor_table::monitor(&view))
             }
         }
         MonitorCmd::Delete {

@@ -109,9 +109,16 @@ fn api(base: &str) -> ApiArgs {
     }
 }
 
+/// A monitor as central answers it: every field of a `MonitorView`, so the
+/// CLI's typed decoding accepts it.
 fn stored_doc() -> Value {
     json!({"region": "west", "tenant": "acme", "name": "boiler", "edge": "edge-1",
-           "generation": 1, "created-ms": 0, "updated-ms": 0, "spec": {}, "status": null})
+           "generation": 1, "created-ms": 0, "updated-ms": 0,
+           "spec": {"name": "boiler", "tenant": "acme", "generation": 1,
+                    "artifact": {"sha256": "ab".repeat(32), "size-bytes": 1},
+                    "selector": {"tenant": "acme", "device-globs": ["*"]},
+                    "resources": {"memory-mib": 8, "cpu-millicores": 10}},
+           "status": null, "wanted": 1, "placed": 0, "allocations": [], "evaluations": []})
 }
 
 /// Runs a monitor command, returning (result, stdout, stderr).

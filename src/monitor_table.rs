@@ -1,9 +1,12 @@
 //! Human-readable output of the monitor CLI: aligned tables and detail
-//! blocks rendered from central's JSON answers (the same documents
-//! `--json` prints), plus UTC timestamps. Pure: strings in, strings out.
+//! blocks rendered from central's view types (decoded from the documents
+//! `--json` prints), plus UTC timestamps. Pure: views in, strings out.
 
-use central::http::monitor_views::AlertsView;
+use central::http::monitor_views::{AlertsView, MonitorView, MonitorsView};
 use serde_json::Value;
+use strata_protocol::scheduling::{AllocationInfo, EvaluationInfo};
+use strata_protocol::workload::Placement;
+use strata_sched::PlacementIntent;
 
 /// Columns padded to their widest cell, two spaces apart; the last column
 /// is not padded so long messages do not leave trailing blanks.
@@ -68,10 +71,6 @@ fn cell(v: &Value) -> String {
     }
 }
 
-fn time_cell(v: &Value) -> String {
-    v.as_i64().map(utc).unwrap_or_else(|| "-".to_owned())
-}
-
 /// Warnings for a federated answer: regions that failed, stale reads.
 pub fn warnings(body: &Value) -> Vec<String> {
     let mut out: Vec<String> = body["errors"]
@@ -96,34 +95,36 @@ pub fn warnings(body: &Value) -> Vec<String> {
     out
 }
 
+/// A serde enum or id as its wire name (`run`, `replace-disconnected`, …).
+fn name<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "-".to_owned(),
+    }
+}
+
 /// `GET /api/v1/monitors` as a table.
-pub fn monitors(body: &Value) -> String {
-    let list = body["monitors"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    if list.is_empty() {
+pub fn monitors(view: &MonitorsView) -> String {
+    if view.monitors.is_empty() {
         return "no monitors\n".to_owned();
     }
-    let rows: Vec<Vec<String>> = list
+    let rows: Vec<Vec<String>> = view
+        .monitors
         .iter()
         .map(|m| {
-            let st = &m["status"];
+            let st = m.status.as_ref();
             vec![
-                cell(&m["region"]),
-                cell(&m["tenant"]),
-                cell(&m["name"]),
-                cell(&m["edge"]),
-                format!("{}/{}", cell(&m["placed"]), cell(&m["wanted"])),
-                cell(&m["generation"]),
-                if st.is_object() {
-                    cell(&st["state"])
-                } else {
-                    "not reported".to_owned()
-                },
-                cell(&st["restarts"]),
-                cell(&st["alerts"]),
-                time_cell(&m["updated-ms"]),
+                m.region.clone(),
+                m.tenant.clone(),
+                m.name.clone(),
+                m.edge.clone(),
+                format!("{}/{}", m.placed, m.wanted),
+                m.generation.to_string(),
+                st.map_or_else(|| "not reported".to_owned(), |s| s.state.clone()),
+                st.map_or_else(|| "-".to_owned(), |s| s.restarts.to_string()),
+                st.map_or_else(|| "-".to_owned(), |s| s.alerts.to_string()),
+                utc(m.updated_ms),
             ]
         })
         .collect();
@@ -136,65 +137,43 @@ pub fn monitors(body: &Value) -> String {
     )
 }
 
-/// One monitor document as a detail block.
-pub fn monitor(m: &Value) -> String {
-    let spec = &m["spec"];
-    let res = &spec["resources"];
-    let sel = &spec["selector"];
-    let range = |min: &Value, max: &Value, v: &Value| {
-        format!(
-            "{}..{}",
-            if min.is_null() { cell(v) } else { cell(min) },
-            if max.is_null() { cell(v) } else { cell(max) }
-        )
+/// One monitor as a detail block.
+pub fn monitor(m: &MonitorView) -> String {
+    let spec = &m.spec;
+    let res = &spec.resources;
+    let sel = &spec.selector;
+    let range = |min: Option<u32>, max: Option<u32>, v: u32| {
+        format!("{}..{}", min.unwrap_or(v), max.unwrap_or(v))
     };
-    let target = match &spec["target"] {
-        Value::Object(o) => o
-            .get("node")
-            .map(|n| format!("node {}", cell(n)))
-            .unwrap_or_else(|| Value::Object(o.clone()).to_string()),
-        other => cell(other),
+    let target = match &spec.target {
+        Placement::Node(n) => format!("node {n}"),
+        Placement::LeastLoaded => "least-loaded".to_owned(),
     };
-    let tags: Vec<String> = sel["tags"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={}", cell(v)))
-        .collect();
-    let globs: Vec<String> = sel["device-globs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(cell)
-        .collect();
+    let tags: Vec<String> = sel.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let mut rows: Vec<(&str, String)> = vec![
-        (
-            "monitor",
-            format!("{}/{}", cell(&m["tenant"]), cell(&m["name"])),
-        ),
-        ("region", cell(&m["region"])),
-        ("edge", cell(&m["edge"])),
-        ("generation", cell(&m["generation"])),
-        ("created", time_cell(&m["created-ms"])),
-        ("updated", time_cell(&m["updated-ms"])),
-        ("runtime", cell(&spec["runtime"])),
+        ("monitor", format!("{}/{}", m.tenant, m.name)),
+        ("region", m.region.clone()),
+        ("edge", m.edge.clone()),
+        ("generation", m.generation.to_string()),
+        ("created", utc(m.created_ms)),
+        ("updated", utc(m.updated_ms)),
+        ("runtime", spec.runtime.as_str().to_owned()),
         (
             "artifact",
             format!(
                 "sha256 {} ({} bytes)",
-                cell(&spec["artifact"]["sha256"]),
-                cell(&spec["artifact"]["size-bytes"])
+                spec.artifact.sha256, spec.artifact.size_bytes
             ),
         ),
         (
             "selector",
             format!(
                 "tenant {}; devices {}; tags {}",
-                cell(&sel["tenant"]),
-                if globs.is_empty() {
+                sel.tenant,
+                if sel.device_globs.is_empty() {
                     "any".to_owned()
                 } else {
-                    globs.join(", ")
+                    sel.device_globs.join(", ")
                 },
                 if tags.is_empty() {
                     "none".to_owned()
@@ -207,103 +186,88 @@ pub fn monitor(m: &Value) -> String {
             "resources",
             format!(
                 "{} MiB (range {}), {} millicores (range {})",
-                cell(&res["memory-mib"]),
+                res.memory_mib,
+                range(res.min_memory_mib, res.max_memory_mib, res.memory_mib),
+                res.cpu_millicores,
                 range(
-                    &res["min-memory-mib"],
-                    &res["max-memory-mib"],
-                    &res["memory-mib"]
-                ),
-                cell(&res["cpu-millicores"]),
-                range(
-                    &res["min-cpu-millicores"],
-                    &res["max-cpu-millicores"],
-                    &res["cpu-millicores"]
+                    res.min_cpu_millicores,
+                    res.max_cpu_millicores,
+                    res.cpu_millicores
                 ),
             ),
         ),
-        ("priority", cell(&spec["priority"])),
+        ("priority", spec.priority.to_string()),
         (
             "restart",
             format!(
                 "{}, backoff {}..{} ms",
-                cell(&spec["restart"]["mode"]),
-                cell(&spec["restart"]["initial-backoff-ms"]),
-                cell(&spec["restart"]["max-backoff-ms"])
+                name(&spec.restart.mode),
+                spec.restart.initial_backoff_ms,
+                spec.restart.max_backoff_ms
             ),
         ),
         ("target", target),
         (
             "placement",
-            if spec["placement"].is_object() {
-                compact(&spec["placement"]).to_string()
-            } else {
+            if spec.placement == PlacementIntent::default() {
                 "one instance, anywhere it fits, kept on disconnect".to_owned()
+            } else {
+                // Shown as the spec's own JSON, without its unset parts.
+                serde_json::to_value(&spec.placement)
+                    .map(|v| compact(&v).to_string())
+                    .unwrap_or_default()
             },
         ),
-        (
-            "placed",
-            format!("{} of {} wanted", cell(&m["placed"]), cell(&m["wanted"])),
-        ),
-        ("params", cell(&spec["params"])),
+        ("placed", format!("{} of {} wanted", m.placed, m.wanted)),
+        ("params", spec.params.clone()),
     ];
-    let st = &m["status"];
-    if st.is_object() {
-        rows.push((
-            "state",
-            format!(
-                "{} (generation {}, {} restarts)",
-                cell(&st["state"]),
-                cell(&st["generation"]),
-                cell(&st["restarts"])
-            ),
-        ));
-        for (k, key) in [("reason", "reason"), ("last event", "last-event")] {
-            if !st[key].is_null() {
-                rows.push((k, cell(&st[key])));
+    match &m.status {
+        Some(st) => {
+            rows.push((
+                "state",
+                format!(
+                    "{} (generation {}, {} restarts)",
+                    st.state, st.generation, st.restarts
+                ),
+            ));
+            if let Some(r) = &st.reason {
+                rows.push(("reason", r.clone()));
             }
+            if let Some(e) = &st.last_event {
+                rows.push(("last event", e.clone()));
+            }
+            rows.push((
+                "budget",
+                format!("{} MiB, {} millicores", st.memory_mib, st.cpu_millicores),
+            ));
+            rows.push((
+                "used",
+                format!(
+                    "{} bytes memory, {} millicores",
+                    st.used_memory_bytes, st.used_cpu_millicores
+                ),
+            ));
+            rows.push((
+                "records",
+                format!(
+                    "{} in, {} dropped (queue full)",
+                    st.records_in, st.records_dropped
+                ),
+            ));
+            rows.push((
+                "emitted",
+                format!("{} alerts, {} metrics", st.alerts, st.metrics),
+            ));
         }
-        rows.push((
-            "budget",
-            format!(
-                "{} MiB, {} millicores",
-                cell(&st["memory-mib"]),
-                cell(&st["cpu-millicores"])
-            ),
-        ));
-        rows.push((
-            "used",
-            format!(
-                "{} bytes memory, {} millicores",
-                cell(&st["used-memory-bytes"]),
-                cell(&st["used-cpu-millicores"])
-            ),
-        ));
-        rows.push((
-            "records",
-            format!(
-                "{} in, {} dropped (queue full)",
-                cell(&st["records-in"]),
-                cell(&st["records-dropped"])
-            ),
-        ));
-        rows.push((
-            "emitted",
-            format!(
-                "{} alerts, {} metrics",
-                cell(&st["alerts"]),
-                cell(&st["metrics"])
-            ),
-        ));
-    } else {
-        rows.push(("state", "not reported by the edge yet".to_owned()));
+        None => rows.push(("state", "not reported by the edge yet".to_owned())),
     }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let mut text: String = rows
         .iter()
         .map(|(k, v)| format!("{k:<width$}  {v}\n"))
         .collect();
-    text.push_str(&allocations(&m["allocations"]));
-    text.push_str(&evaluations(&m["evaluations"]));
+    text.push_str(&allocations(&m.allocations));
+    text.push_str(&evaluations(&m.evaluations));
     text
 }
 
@@ -328,39 +292,36 @@ fn compact(v: &Value) -> Value {
 }
 
 /// A monitor's allocations: where each instance is, and why there.
-fn allocations(list: &Value) -> String {
-    let list = list.as_array().map(Vec::as_slice).unwrap_or_default();
+fn allocations(list: &[AllocationInfo]) -> String {
     if list.is_empty() {
         return "\nno allocations\n".to_owned();
     }
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|a| {
-            let parts: Vec<String> = a["score-parts"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p| format!("{} {:.2}", cell(&p[0]), p[1].as_f64().unwrap_or(0.0)))
+            let parts: Vec<String> = a
+                .score_parts
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.2}"))
                 .collect();
-            let why = match a["stop-reason"].as_str() {
+            let why = match &a.stop_reason {
                 Some(r) => format!("stopped: {r}"),
                 None => format!(
                     "{}; score {:.2} ({}); {} of {} edges feasible",
-                    cell(&a["reason"]),
-                    a["score"].as_f64().unwrap_or(0.0),
+                    name(&a.reason),
+                    a.score,
                     parts.join(", "),
-                    cell(&a["nodes-feasible"]),
-                    cell(&a["nodes-evaluated"]),
+                    a.nodes_feasible,
+                    a.nodes_evaluated,
                 ),
             };
-            let id = cell(&a["id"]);
             vec![
-                id.chars().take(8).collect(),
-                cell(&a["edge"]),
-                cell(&a["slot"]),
-                format!("{}/{}", cell(&a["desired"]), cell(&a["client"])),
-                cell(&a["fencing-token"]),
-                time_cell(&a["created-ms"]),
+                name(&a.id).chars().take(8).collect(),
+                a.edge.clone(),
+                a.slot.to_string(),
+                format!("{}/{}", name(&a.desired), name(&a.client)),
+                a.fencing_token.to_string(),
+                utc(a.created_ms),
                 why,
             ]
         })
@@ -384,8 +345,7 @@ fn allocations(list: &Value) -> String {
 
 /// A monitor's recent evaluations, and for what could not be placed, how
 /// many edges each rule ruled out.
-fn evaluations(list: &Value) -> String {
-    let list = list.as_array().map(Vec::as_slice).unwrap_or_default();
+fn evaluations(list: &[EvaluationInfo]) -> String {
     if list.is_empty() {
         return String::new();
     }
@@ -393,35 +353,27 @@ fn evaluations(list: &Value) -> String {
     for e in list {
         text.push_str(&format!(
             "  {}  {:<10} {:<8} placed {}, stopped {}, updated {}\n",
-            time_cell(&e["at-ms"]),
-            cell(&e["trigger"]),
-            cell(&e["status"]),
-            cell(&e["placed"]),
-            cell(&e["stopped"]),
-            cell(&e["updated"]),
+            utc(e.at_ms),
+            e.trigger,
+            e.status,
+            e.placed,
+            e.stopped,
+            e.updated,
         ));
-        let f = &e["failure"];
-        if f.is_object() {
-            let m = &f["metric"];
+        if let Some(f) = &e.failure {
+            let m = &f.metric;
             text.push_str(&format!(
                 "    {} of {} not placed; {} edges in region, {} evaluated\n",
-                cell(&f["unplaced"]),
-                cell(&f["wanted"]),
-                cell(&m["nodes-in-region"]),
-                cell(&m["nodes-evaluated"]),
+                f.unplaced, f.wanted, m.nodes_in_region, m.nodes_evaluated,
             ));
-            for (what, key) in [("filtered", "filtered"), ("no room", "exhausted")] {
-                for (rule, n) in m[key].as_object().into_iter().flatten() {
-                    text.push_str(&format!("      {what}: {rule}: {} edges\n", cell(n)));
+            for (what, rules) in [("filtered", &m.filtered), ("no room", &m.exhausted)] {
+                for (rule, n) in rules {
+                    text.push_str(&format!("      {what}: {rule}: {n} edges\n"));
                 }
             }
         }
-        for r in e["refused"].as_array().into_iter().flatten() {
-            text.push_str(&format!(
-                "    refused on {}: {}\n",
-                cell(&r["edge"]),
-                cell(&r["reason"])
-            ));
+        for r in &e.refused {
+            text.push_str(&format!("    refused on {}: {}\n", r.edge, r.reason));
         }
     }
     text
@@ -486,7 +438,9 @@ mod tests {
                 "restart": {"mode": "on-failure", "initial-backoff-ms": 1000, "max-backoff-ms": 60000},
                 "target": {"node": "edge-1"}, "generation": 2
             },
-            "status": {"generation": 2, "state": "crash-looping", "reason": "trap: unreachable",
+            "wanted": 1, "placed": 1, "allocations": [], "evaluations": [],
+            "status": {"tenant": "acme", "name": "hot",
+                       "generation": 2, "state": "crash-looping", "reason": "trap: unreachable",
                        "restarts": 5, "memory-mib": 16, "cpu-millicores": 50,
                        "used-memory-bytes": 1024, "used-cpu-millicores": 3, "records-in": 10,
                        "records-dropped": 1, "alerts": 4, "metrics": 0, "last-event": null}
@@ -499,7 +453,7 @@ mod tests {
         pending["name"] = json!("cold");
         pending["status"] = Value::Null;
         let body = json!({"monitors": [doc(), pending], "stale": false, "errors": []});
-        let t = monitors(&body);
+        let t = monitors(&serde_json::from_value(body).unwrap());
         let lines: Vec<&str> = t.lines().collect();
         assert!(
             lines[0].starts_with("REGION  TENANT  NAME  EDGE    PLACED  GEN  STATE"),
@@ -510,9 +464,14 @@ mod tests {
             "{t}"
         );
         assert!(lines[2].contains("not reported"), "{t}");
-        assert_eq!(monitors(&json!({"monitors": []})), "no monitors\n");
+        let none = MonitorsView {
+            monitors: vec![],
+            stale: false,
+            errors: vec![],
+        };
+        assert_eq!(monitors(&none), "no monitors\n");
 
-        let d = monitor(&doc());
+        let d = monitor(&serde_json::from_value(doc()).unwrap());
         for needle in [
             "monitor     acme/hot\n",
             "target      node edge-1\n",
@@ -593,7 +552,7 @@ mod tests {
             "replace-after": null, "spread": [{"label": "zone", "targets": {}, "weight": 50}]});
         m["allocations"] = serde_json::to_value(vec![alloc]).unwrap();
         m["evaluations"] = serde_json::to_value(vec![eval]).unwrap();
-        let d = monitor(&m);
+        let d = monitor(&serde_json::from_value(m.clone()).unwrap());
         for needle in [
             "placed      1 of 2 wanted\n",
             "placement   {\"count\":2,\"spread\":[{\"label\":\"zone\",\"weight\":50}]}\n",
@@ -609,7 +568,10 @@ mod tests {
         ] {
             assert!(d.contains(needle), "missing {needle:?} in:\n{d}");
         }
-        let list = monitors(&json!({"monitors": [m]}));
+        let list = monitors(
+            &serde_json::from_value(json!({"monitors": [m], "stale": false, "errors": []}))
+                .unwrap(),
+        );
         assert!(list.lines().nth(1).unwrap().contains("1/2"), "{list}");
     }
 

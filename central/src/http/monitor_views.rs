@@ -13,7 +13,7 @@ use super::views::RegionFailure;
 use crate::region::ArtifactStored;
 
 /// Answer to `POST /api/v1/regions/{region}/artifacts`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct ArtifactView {
     /// Region that stored it.
@@ -40,7 +40,7 @@ impl ArtifactView {
 }
 
 /// One monitor (inspect, submit answer, list entry).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct MonitorView {
     /// Region holding it.
@@ -102,7 +102,7 @@ impl MonitorView {
 }
 
 /// `GET /api/v1/monitors`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct MonitorsView {
     /// Monitors, region by region, then by tenant and name.
@@ -114,7 +114,7 @@ pub struct MonitorsView {
 }
 
 /// Answer to `DELETE /api/v1/regions/{region}/monitors/{tenant}/{name}`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct DeletedView {
     /// Always true.
