@@ -205,6 +205,13 @@ pub enum PeerEvent {
         /// Whether it was delivered.
         delivered: bool,
     },
+    /// A peer dialed in, saying which start of its process it is.
+    Connected {
+        /// Peer id.
+        from: u64,
+        /// Its boot id (random per process start).
+        boot: u64,
+    },
 }
 
 /// Everything the node task can be asked to do.
@@ -326,6 +333,9 @@ pub struct RaftNode<M: Machine> {
     pub(crate) join: Option<Join>,
     /// When each member was last heard from (any Raft message).
     pub(crate) last_heard: BTreeMap<u64, Instant>,
+    /// The boot id each peer last dialed in with: a new one means it
+    /// restarted, and the link to it is redialed at once.
+    pub(crate) peer_boots: BTreeMap<u64, u64>,
     /// When this replica last became leader.
     pub(crate) leader_since: Option<Instant>,
 }
@@ -446,6 +456,7 @@ impl<M: Machine> RaftNode<M> {
             snapshot_ticks: BTreeMap::new(),
             join: None,
             last_heard: BTreeMap::new(),
+            peer_boots: BTreeMap::new(),
             leader_since: None,
         };
         node.transport.update_peers(&transport_members);
@@ -611,6 +622,24 @@ impl<M: Machine> RaftNode<M> {
                 }
             }
             Inbox::Peer(PeerEvent::Unreachable(id)) => self.raw.report_unreachable(id),
+            Inbox::Peer(PeerEvent::Connected { from, boot }) => {
+                // A killed peer sends no close: until the link to its old
+                // process times out, everything sent to it is lost, which
+                // keeps a restarted replica from voting or catching up for
+                // seconds. Its new boot id says so at once.
+                if self
+                    .peer_boots
+                    .insert(from, boot)
+                    .is_some_and(|b| b != boot)
+                {
+                    tracing::info!(
+                        replica = self.cfg.id,
+                        peer = from,
+                        "peer restarted; redialing it"
+                    );
+                    self.transport.reconnect(from);
+                }
+            }
             Inbox::Peer(PeerEvent::SnapshotStatus { to, delivered }) => {
                 let status = if delivered {
                     self.metrics.snapshots_sent.inc();

@@ -225,6 +225,16 @@ impl<T: From<PeerEvent> + Send + 'static> Transport for QuicTransport<T> {
         }
     }
 
+    fn reconnect(&mut self, peer: u64) {
+        // Dropping the link cancels its task (and with it the dead
+        // connection); the next update dials a fresh one.
+        let Some(link) = self.links.remove(&peer) else {
+            return;
+        };
+        link.cancel.cancel();
+        self.spawn_link(peer, link.peer_addr);
+    }
+
     fn update_peers(&mut self, members: &[ReplicaInfo]) {
         let wanted: HashMap<u64, &ReplicaInfo> = members
             .iter()
@@ -241,30 +251,36 @@ impl<T: From<PeerEvent> + Send + 'static> Transport for QuicTransport<T> {
             keep
         });
         for (id, m) in wanted {
-            if self.links.contains_key(&id) {
-                continue;
+            if !self.links.contains_key(&id) {
+                self.spawn_link(id, m.peer_addr.clone());
             }
-            let (tx, rx) = mpsc::channel(LINK_QUEUE);
-            let cancel = self.shutdown.child_token();
-            let task = LinkTask {
-                to: id,
-                addr: m.peer_addr.clone(),
-                endpoint: self.endpoint.clone(),
-                identity: self.identity.clone(),
-                inbox: self.inbox.clone(),
-                cancel: cancel.clone(),
-                chunk: self.limits.chunk,
-            };
-            self.rt.spawn(task.run(rx));
-            self.links.insert(
-                id,
-                Link {
-                    peer_addr: m.peer_addr.clone(),
-                    tx,
-                    cancel,
-                },
-            );
         }
+    }
+}
+
+impl<T: From<PeerEvent> + Send + 'static> QuicTransport<T> {
+    /// Starts the link task to peer `id` at `addr` and records it.
+    fn spawn_link(&mut self, id: u64, addr: String) {
+        let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        let cancel = self.shutdown.child_token();
+        let task = LinkTask {
+            to: id,
+            addr: addr.clone(),
+            endpoint: self.endpoint.clone(),
+            identity: self.identity.clone(),
+            inbox: self.inbox.clone(),
+            cancel: cancel.clone(),
+            chunk: self.limits.chunk,
+        };
+        self.rt.spawn(task.run(rx));
+        self.links.insert(
+            id,
+            Link {
+                peer_addr: addr,
+                tx,
+                cancel,
+            },
+        );
     }
 }
 
@@ -453,13 +469,32 @@ pub async fn serve_peers<T: From<PeerEvent> + Send + 'static>(
         );
         tokio::spawn(async move {
             let allow = |n: &NodeIdentity| policy(n, &me);
-            let (conn, peer) = match strata_net::accept(incoming, &me, &handshakes, allow).await {
+            let (conn, hello) = match strata_net::handshake::accept_hello(
+                incoming,
+                &me,
+                &handshakes,
+                allow,
+            )
+            .await
+            {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::debug!(error = %e, "peer handshake failed");
                     return;
                 }
             };
+            let peer = hello.node;
+            if let Some(from) = raft_id(&peer.id) {
+                // Best effort, like every report: a lost one only delays
+                // the redial until the old link times out.
+                let _ = inbox.try_send(
+                    PeerEvent::Connected {
+                        from,
+                        boot: hello.boot,
+                    }
+                    .into(),
+                );
+            }
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -479,6 +514,12 @@ pub async fn serve_peers<T: From<PeerEvent> + Send + 'static>(
             }
         });
     }
+}
+
+/// The Raft id in a peer's node id: a hub says `3`, a central replica
+/// `central-3`.
+fn raft_id(id: &str) -> Option<u64> {
+    id.rsplit('-').next()?.parse().ok()
 }
 
 /// Only hubs of this region may open a hub's peer links.
@@ -584,5 +625,18 @@ async fn read_chunked_stream<T: From<PeerEvent> + Send + 'static>(
             let _ = inbox.send(PeerEvent::Step(m).into()).await;
         }
         Err(e) => tracing::warn!(%peer, error = %e, "undecodable chunked message dropped"),
+    }
+}
+
+#[cfg(test)]
+mod raft_id_tests {
+    use super::raft_id;
+
+    #[test]
+    fn hub_and_central_peer_ids_name_their_raft_id() {
+        assert_eq!(raft_id("3"), Some(3));
+        assert_eq!(raft_id("central-12"), Some(12));
+        assert_eq!(raft_id("edge-a"), None);
+        assert_eq!(raft_id(""), None);
     }
 }

@@ -190,3 +190,58 @@ fn a_lagging_replica_catches_up_by_snapshot_after_compaction() {
     }
     assert_eq!(values(&c, 3), (0..20).collect::<Vec<_>>());
 }
+
+/// Records which peers it was told to redial.
+struct Redials(Arc<Mutex<Vec<u64>>>);
+
+impl crate::transport::Transport for Redials {
+    fn send(&mut self, _msgs: Vec<raft::eraftpb::Message>) {}
+    fn update_peers(&mut self, _members: &[strata_protocol::ReplicaInfo]) {}
+    fn reconnect(&mut self, peer: u64) {
+        self.0.lock().unwrap().push(peer);
+    }
+}
+
+/// A killed peer sends no close, so the link to it looks up until it times
+/// out; when it dials in again with a new boot id, the node redials it at
+/// once, and only then (the first hello and a repeated one change nothing).
+#[test]
+fn a_peer_dialing_in_from_a_new_process_gets_its_link_redialed() {
+    use crate::node::{Inbox, NodeConfig, PeerEvent, RaftNode};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = NodeConfig {
+        group: "r1".into(),
+        id: 1,
+        raft_dir: dir.path().join("raft"),
+        initial_members: (1..=3).map(crate::harness::member).collect(),
+        join: false,
+        election_ticks: 10,
+        heartbeat_ticks: 2,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 64,
+        log_retain_entries: 100,
+        membership: crate::harness::MEMBERSHIP,
+    };
+    let redials = Arc::new(Mutex::new(Vec::new()));
+    let machine = List {
+        values: vec![],
+        disk: Disk::default(),
+        durable: 0,
+    };
+    let mut node: RaftNode<List> = RaftNode::open(
+        cfg,
+        machine,
+        Box::new(Redials(redials.clone())),
+        crate::metrics::RaftMetrics::default(),
+    )
+    .unwrap();
+    let now = Instant::now();
+    let hello = |from, boot| Inbox::Peer(PeerEvent::Connected { from, boot });
+    node.handle(hello(2, 7), now);
+    node.handle(hello(3, 9), now);
+    node.handle(hello(2, 7), now);
+    assert_eq!(*redials.lock().unwrap(), Vec::<u64>::new());
+    node.handle(hello(2, 8), now);
+    node.handle(hello(2, 8), now);
+    assert_eq!(*redials.lock().unwrap(), vec![2]);
+}

@@ -20,6 +20,10 @@ pub trait Transport: Send {
     fn send(&mut self, msgs: Vec<Message>);
     /// The group's membership changed: connect to new peers, drop old ones.
     fn update_peers(&mut self, members: &[ReplicaInfo]);
+    /// `peer` restarted (it dialed in with a new boot id): whatever link
+    /// to it predates that is dead, even if it has not timed out yet, so
+    /// drop it and dial again now. Default: nothing to drop.
+    fn reconnect(&mut self, _peer: u64) {}
 }
 
 /// Decides which messages get through. Filters see each Ready's batch.

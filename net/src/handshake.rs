@@ -96,6 +96,7 @@ pub async fn connect(
         let hello = Hello {
             version: PROTOCOL_VERSION,
             node: me.clone(),
+            boot: boot_id(),
         };
         write_frame(&mut send, &hello, &peer).await?;
         let _ = send.finish();
@@ -113,6 +114,25 @@ pub async fn connect(
         .map_err(|_| NetError::HandshakeTimeout { peer: peer.clone() })?
 }
 
+/// This process's boot id, sent in every hello: random per process start
+/// (not a secret; it only tells one start of a peer from the next).
+pub fn boot_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static BOOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| {
+        // RandomState is seeded from the OS per process; time and pid make
+        // a collision between two starts vanishingly unlikely.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.finish()
+    })
+}
+
 /// Accepts one incoming connection: TLS, then the hello, checked for the
 /// protocol version and by `policy`. On refusal the client gets the reason
 /// before the connection closes. Every failure is counted and logged.
@@ -122,6 +142,18 @@ pub async fn accept(
     metrics: &HandshakeMetrics,
     policy: impl Fn(&NodeIdentity) -> Result<(), RefuseReason>,
 ) -> Result<(quinn::Connection, NodeIdentity), NetError> {
+    accept_hello(incoming, me, metrics, policy)
+        .await
+        .map(|(conn, hello)| (conn, hello.node))
+}
+
+/// [`accept`], answering with the whole hello (the peer's boot id too).
+pub async fn accept_hello(
+    incoming: quinn::Incoming,
+    me: &NodeIdentity,
+    metrics: &HandshakeMetrics,
+    policy: impl Fn(&NodeIdentity) -> Result<(), RefuseReason>,
+) -> Result<(quinn::Connection, Hello), NetError> {
     let peer = incoming.remote_address().to_string();
     let fut = async {
         let conn = incoming.await.map_err(|source| {
@@ -173,7 +205,7 @@ pub async fn accept(
                 .await?;
                 let _ = send.finish();
                 metrics.accepted.inc();
-                Ok((conn, hello.node))
+                Ok((conn, hello))
             }
             Err((label, reason)) => {
                 metrics.fail(label);

@@ -182,9 +182,10 @@ mod tests {
                 id: "e1".into(),
                 region: "r".into(),
             },
+            boot: 5,
         };
         let bytes = frame_to_vec(&hello).unwrap();
-        assert_eq!(bytes, vec![0, 0, 0, 7, 1, 0, 2, b'e', b'1', 1, b'r']);
+        assert_eq!(bytes, vec![0, 0, 0, 8, 1, 0, 2, b'e', b'1', 1, b'r', 5]);
     }
 
     fn arb_record() -> impl Strategy<Value = TelemetryRecord> {

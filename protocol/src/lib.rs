@@ -46,4 +46,5 @@ pub use telemetry::{DeviceRef, Metric, PayloadError, RejectReason, Tag, Telemetr
 /// The wire protocol version spoken by this build. Bumped on any incompatible
 /// change; the handshake refuses peers that speak another version.
 /// Version 6: `SpoolEntry::Checkpoint` and `EdgeAllocation::checkpoint`.
-pub const PROTOCOL_VERSION: u16 = 6;
+/// Version 7: `Hello::boot`.
+pub const PROTOCOL_VERSION: u16 = 7;

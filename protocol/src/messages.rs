@@ -64,6 +64,10 @@ pub struct Hello {
     pub version: u16,
     /// The client's identity.
     pub node: NodeIdentity,
+    /// Random per process start: a peer that dials again with another boot
+    /// id restarted, so links to it from before are dead even if they have
+    /// not timed out yet (a killed process sends no close).
+    pub boot: u64,
 }
 
 /// Why a handshake was refused.

@@ -607,6 +607,7 @@ async fn refused_handshakes(c: &Cluster) -> anyhow::Result<()> {
     let hello = Hello {
         version: 999,
         node: edge(&c.opts.region),
+        boot: 1,
     };
     write_frame(&mut send, &hello, "hub").await?;
     let _ = send.finish();

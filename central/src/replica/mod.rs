@@ -98,6 +98,9 @@ pub struct Cluster {
     /// One forward attempt's deadline: an election timeout. A leader that
     /// died does not answer; by then the survivors name the next one.
     forward_timeout: Duration,
+    /// How often a forward in flight checks that this replica's Raft still
+    /// names the same leader (a Raft tick).
+    leader_check: Duration,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -157,7 +160,21 @@ impl Cluster {
                     let left = deadline
                         .saturating_duration_since(Instant::now())
                         .min(self.forward_timeout);
-                    match self.forwarder.forward(to, &addr, data.clone(), left).await {
+                    // A forward to a leader that died waits for its whole
+                    // deadline; give it up as soon as this replica's own Raft
+                    // stops naming that leader (it campaigned, or heard of a
+                    // new one), so the write goes to the new leader about an
+                    // election timeout after the old one died.
+                    let forward = self.forwarder.forward(to, &addr, data.clone(), left);
+                    let replaced = self.leader_replaced(to);
+                    let reply = tokio::select! {
+                        r = forward => r,
+                        () = replaced => {
+                            last = format!("replica {to} stopped leading during the forward");
+                            continue;
+                        }
+                    };
+                    match reply {
                         Ok(ForwardReply::Applied(bytes)) => {
                             return machine::decode_outcome(&bytes).ok_or_else(|| {
                                 ClusterError::Rejected {
@@ -193,6 +210,21 @@ impl Cluster {
             }
         }
         Err(self.unavailable(last))
+    }
+
+    /// Resolves once this replica's Raft names a leader other than `was`
+    /// (or none): checked every Raft tick.
+    async fn leader_replaced(&self, was: u64) {
+        loop {
+            tokio::time::sleep(self.leader_check).await;
+            match self.handle.status().await {
+                Ok(s) if s.leader == Some(was) => {}
+                Ok(_) => return,
+                // The Raft thread is gone: the forward's own deadline
+                // decides.
+                Err(_) => std::future::pending::<()>().await,
+            }
+        }
     }
 
     /// Runs `f` over the replicated state: linearizable (ReadIndex) unless
@@ -355,6 +387,7 @@ pub async fn start(
         published: publish_rx,
         timeout: settings.request_timeout,
         forward_timeout: settings.tick * settings.election_ticks as u32,
+        leader_check: settings.tick,
     };
     Ok(ClusterParts {
         cluster,
