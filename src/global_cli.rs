@@ -100,6 +100,8 @@ pub fn scale_history_table(w: &Value) -> String {
                 num(&d["per-instance"]),
                 num(&d["target"]),
                 text(&d["recommended"]),
+                forecast(d),
+                text(&d["forecast-recommended"]),
             ]
         })
         .collect();
@@ -122,10 +124,27 @@ pub fn scale_history_table(w: &Value) -> String {
             "PER-INSTANCE",
             "TARGET",
             "RECOMMENDED",
+            "FORECAST",
+            "FORECAST-REC",
         ],
         &rows,
     ));
     out
+}
+
+/// A decision's forecast as `peak in horizon` (`52.5 in 30m`), `-` when
+/// it had none.
+fn forecast(d: &Value) -> String {
+    let Some(v) = d["forecast"].as_f64() else {
+        return "-".to_owned();
+    };
+    match d["forecast-horizon-ms"].as_u64() {
+        Some(ms) => format!(
+            "{v:.1} in {}",
+            humantime::format_duration(std::time::Duration::from_millis(ms))
+        ),
+        None => format!("{v:.1}"),
+    }
 }
 
 /// `strata workload …`
@@ -561,6 +580,17 @@ mod tests {
         assert!(t.contains("1→3"), "{t}");
         assert!(t.contains("surge"), "{t}");
         assert!(t.contains("52.5"), "{t}");
+        assert!(t.contains("FORECAST"), "{t}");
+        let pre = json!({"tenant": "acme", "name": "w", "scaled": 4,
+            "scale": {"min": 1, "max": 4, "metric": "records-per-second", "target": 10.0},
+            "scale-history": [{"at-ms": 0, "current": 1, "desired": 4,
+                "reason": "pre-scale-forecast", "total": 9.0, "per-instance": 9.0,
+                "target": 10.0, "recommended": 1, "metric": "records-per-second",
+                "forecast": 38.3, "forecast-horizon-ms": 1_800_000,
+                "forecast-recommended": 4}]});
+        let t = scale_history_table(&pre);
+        assert!(t.contains("38.3 in 30m"), "{t}");
+        assert!(t.contains("pre-scale-forecast"), "{t}");
         let plain = json!({"tenant": "acme", "name": "v", "scale": null});
         assert!(scale_history_table(&plain).contains("does not autoscale"));
     }

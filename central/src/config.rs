@@ -130,6 +130,9 @@ pub struct GlobalTuning {
     /// Seed of the splitter's tie-breaking; unset picks one at start and
     /// logs it (a logged seed replays the same decisions). Default unset.
     pub seed: Option<u64>,
+    /// Forecast-driven pre-scaling of autoscaled workloads:
+    /// `[global.forecast]`.
+    pub forecast: ForecastTuning,
 }
 
 impl Default for GlobalTuning {
@@ -138,7 +141,159 @@ impl Default for GlobalTuning {
             interval: Duration::from_secs(1),
             summary_interval: Duration::from_secs(2),
             seed: None,
+            forecast: ForecastTuning::default(),
         }
+    }
+}
+
+/// `[global.forecast]`: the leader records each autoscaled workload's
+/// measured load once per `step` into the replicated state and, once that
+/// history covers the longest season (and two of the shortest), forecasts
+/// `horizon` ahead with Holt-Winters and lets the autoscaler pre-scale for
+/// the forecast's peak. Every replica must have the same `step`: the
+/// history is replicated, and a leader with another step starts it afresh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ForecastTuning {
+    /// Record load and forecast. Off: reactive scaling only, no history
+    /// writes. Default true.
+    pub enabled: bool,
+    /// Time per history point (the mean of that step's samples), at least
+    /// `global.interval`. Humantime. Default "5m": the step the forecast
+    /// crate measured, and a week of it (2016 points) fits twice in the
+    /// history of 4096 points kept per workload.
+    #[serde(with = "humantime_serde")]
+    pub step: Duration,
+    /// How far ahead the forecast's peak looks: cover the time a new
+    /// instance needs to start and take load. At least `step`, at most the
+    /// shortest season. Humantime. Default "30m".
+    #[serde(with = "humantime_serde")]
+    pub horizon: Duration,
+    /// Seasonal periods, one or two, ascending, each a multiple of `step`
+    /// of at least 2 steps; two of the longest must fit in the 4096-point
+    /// history. Humantime list. Default ["1d", "1w"].
+    pub seasons: Vec<humantime_serde::Serde<Duration>>,
+    /// Time between refits of a workload's model (between them it is only
+    /// advanced over new points, which is cheap). At least `step`.
+    /// Humantime. Default "1h".
+    #[serde(with = "humantime_serde")]
+    pub refit: Duration,
+}
+
+impl Default for ForecastTuning {
+    fn default() -> Self {
+        ForecastTuning {
+            enabled: true,
+            step: Duration::from_secs(300),
+            horizon: Duration::from_secs(1800),
+            seasons: vec![
+                Duration::from_secs(86_400).into(),
+                Duration::from_secs(7 * 86_400).into(),
+            ],
+            refit: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl ForecastTuning {
+    /// What the leader's forecasters run with; `None` when disabled.
+    pub fn predictor(&self) -> Option<crate::global::prescale::PredictorSettings> {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let step_ms = ms(self.step).max(1);
+        self.enabled
+            .then(|| crate::global::prescale::PredictorSettings {
+                step_ms,
+                horizon: self.horizon,
+                seasons: self.season_durations(),
+                refit_steps: (ms(self.refit) / step_ms).max(1),
+            })
+    }
+
+    /// The seasons as plain durations.
+    pub fn season_durations(&self) -> Vec<Duration> {
+        self.seasons.iter().map(|s| **s).collect()
+    }
+
+    /// Every problem, each naming its key (`global.forecast.step`, …);
+    /// `interval` is `global.interval`.
+    pub fn problems(&self, interval: Duration) -> Vec<String> {
+        let fmt = |d: Duration| humantime::format_duration(d).to_string();
+        let key = |k: &str| format!("global.forecast.{k}");
+        let mut p = Vec::new();
+        let step = self.step;
+        if step < interval || step > Duration::from_secs(3600) {
+            p.push(format!(
+                "{}: {} must be between global.interval ({}) and 1h: each step needs a sample",
+                key("step"),
+                fmt(step),
+                fmt(interval)
+            ));
+        }
+        if step.is_zero() {
+            return p;
+        }
+        if self.horizon < step {
+            p.push(format!(
+                "{}: {} is shorter than step {}",
+                key("horizon"),
+                fmt(self.horizon),
+                fmt(step)
+            ));
+        }
+        if self.refit < step {
+            p.push(format!(
+                "{}: {} is shorter than step {}",
+                key("refit"),
+                fmt(self.refit),
+                fmt(step)
+            ));
+        }
+        let seasons = self.season_durations();
+        if seasons.is_empty() || seasons.len() > 2 {
+            p.push(format!(
+                "{}: {} given, want one or two",
+                key("seasons"),
+                seasons.len()
+            ));
+        }
+        if seasons.windows(2).any(|w| w[0] >= w[1]) {
+            p.push(format!("{}: must be ascending", key("seasons")));
+        }
+        let step_ms = step.as_millis();
+        for (i, s) in seasons.iter().enumerate() {
+            if s.as_millis() % step_ms != 0 || s.as_millis() < 2 * step_ms {
+                p.push(format!(
+                    "{}[{i}]: {} must be a multiple of step {} and at least 2 steps",
+                    key("seasons"),
+                    fmt(*s),
+                    fmt(step)
+                ));
+            }
+        }
+        if let Some(first) = seasons.first() {
+            if self.horizon > *first {
+                p.push(format!(
+                    "{}: {} is longer than the shortest season {}",
+                    key("horizon"),
+                    fmt(self.horizon),
+                    fmt(*first)
+                ));
+            }
+        }
+        if let Some(longest) = seasons.iter().max() {
+            let points = crate::state::HISTORY_POINTS as u128;
+            if 2 * longest.as_millis() > points * step_ms {
+                p.push(format!(
+                    "{}: two of the longest season ({}) need {} points at step {}, \
+                     more than the {points} kept: use a longer step or a shorter season",
+                    key("seasons"),
+                    fmt(*longest),
+                    2 * longest.as_millis() / step_ms,
+                    fmt(step)
+                ));
+            }
+        }
+        p
     }
 }
 
@@ -540,6 +695,7 @@ impl CentralConfig {
                 ));
             }
         }
+        problems.extend(self.global.forecast.problems(self.global.interval));
         if problems.is_empty() {
             Ok(())
         } else {
@@ -687,7 +843,65 @@ mod tests {
         assert_eq!(doc.data_dir, d.data_dir);
         assert_eq!(doc.auth, d.auth);
         assert_eq!(doc.http, d.http);
+        assert_eq!(
+            doc.global,
+            GlobalTuning {
+                seed: None,
+                ..d.global
+            }
+        );
         assert_eq!(doc.regions.len(), 1);
+    }
+
+    #[test]
+    fn forecast_settings_default_parse_and_report_every_problem() {
+        let d = ForecastTuning::default();
+        assert!(
+            d.problems(Duration::from_secs(1)).is_empty(),
+            "{:?}",
+            d.problems(Duration::from_secs(1))
+        );
+        let p = d.predictor().unwrap();
+        assert_eq!(
+            (p.step_ms, p.refit_steps, p.periods()),
+            (300_000, 12, vec![288, 2016])
+        );
+        assert_eq!(p.min_points(), 2016, "a week of history");
+        let cfg: GlobalTuning = toml::from_str(
+            "interval = \"100ms\"\n[forecast]\nstep = \"200ms\"\nhorizon = \"1s\"\n\
+             seasons = [\"6s\"]\nrefit = \"2s\"\n",
+        )
+        .unwrap();
+        assert!(cfg.forecast.problems(cfg.interval).is_empty());
+        assert_eq!(cfg.forecast.predictor().unwrap().periods(), vec![30]);
+        let bad = ForecastTuning {
+            step: Duration::from_secs(60),
+            horizon: Duration::from_secs(30),
+            seasons: vec![
+                Duration::from_secs(7 * 86_400).into(),
+                Duration::from_secs(90).into(),
+            ],
+            refit: Duration::from_secs(1),
+            enabled: true,
+        };
+        let all = bad.problems(Duration::from_secs(1)).join("\n");
+        for needle in [
+            "global.forecast.horizon: 30s is shorter than step 1m",
+            "global.forecast.refit: 1s is shorter than step",
+            "global.forecast.seasons: must be ascending",
+            "global.forecast.seasons[1]: 1m 30s must be a multiple of step",
+            "more than the 4096 kept",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        let slow = ForecastTuning::default().problems(Duration::from_secs(600));
+        assert!(slow[0].contains("global.forecast.step"), "{slow:?}");
+        assert!(toml::from_str::<ForecastTuning>("stepp = \"1m\"").is_err());
+        let off = ForecastTuning {
+            enabled: false,
+            ..ForecastTuning::default()
+        };
+        assert_eq!(off.predictor(), None);
     }
 
     #[test]

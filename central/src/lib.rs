@@ -287,6 +287,7 @@ pub async fn bind_on(cfg: CentralConfig, listeners: Listeners) -> Result<Central
                 summary_interval: cfg.global.summary_interval,
                 stale_after: strata_sched::global::GlobalConfig::default().stale_after,
                 seed,
+                forecast: cfg.global.forecast.predictor(),
             },
             http::system_clock(),
             global_metrics,

@@ -264,8 +264,28 @@ pub struct GlobalMetrics {
     /// Scale decisions proposed, by reason (`surge`, `scale-down`, …).
     pub scale_decisions: Family<ReasonTextLabel, Counter>,
     /// Autoscaler samples skipped, by reason (`region-unreachable`,
-    /// `counter-reset`).
+    /// `counter-reset`, `no-instances`, …).
     pub scale_samples_skipped: Family<ReasonTextLabel, Counter>,
+    /// Autoscaler samples observed, by metric (`records-per-second`,
+    /// `cpu`, `queue-depth`).
+    pub scale_samples: Family<MetricTextLabel, Counter>,
+    /// Forecast attempts (one per workload per forecast step), by outcome
+    /// (`made`, `short-history`, `step-mismatch`, `model-error`).
+    pub forecasts: Family<OutcomeTextLabel, Counter>,
+}
+
+/// A `metric` label for the global metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MetricTextLabel {
+    /// The scale metric.
+    pub metric: String,
+}
+
+/// An `outcome` label for the global metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeTextLabel {
+    /// The outcome.
+    pub outcome: &'static str,
 }
 
 /// A `reason` label for the global metrics.
@@ -310,7 +330,33 @@ impl GlobalMetrics {
             "Autoscaler samples skipped, by reason",
             m.scale_samples_skipped.clone(),
         );
+        r.register(
+            "scale_samples",
+            "Autoscaler samples observed, by metric",
+            m.scale_samples.clone(),
+        );
+        r.register(
+            "forecasts",
+            "Load forecasts for pre-scaling, one per workload per step, by outcome",
+            m.forecasts.clone(),
+        );
         m
+    }
+
+    /// Counts one observed autoscaler sample of `metric`.
+    pub fn scale_observed(&self, metric: &str) {
+        self.scale_samples
+            .get_or_create(&MetricTextLabel {
+                metric: metric.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one forecast attempt.
+    pub fn forecast(&self, outcome: &'static str) {
+        self.forecasts
+            .get_or_create(&OutcomeTextLabel { outcome })
+            .inc();
     }
 
     /// Counts one proposed scale decision.

@@ -362,6 +362,10 @@ pub struct InstanceStatus {
     pub records_in: u64,
     /// Records dropped because its queue was full (it was too slow).
     pub records_dropped: u64,
+    /// Records waiting in its queue, at the status's time (a gauge, unlike
+    /// the counters around it). Absent from older edges' JSON: 0.
+    #[serde(default)]
+    pub queue_depth: u64,
     /// Alerts it raised.
     pub alerts: u64,
     /// Derived metrics it emitted.

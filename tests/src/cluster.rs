@@ -53,6 +53,10 @@ pub struct ClusterOpts {
     /// A second region of the same shape (hubs, edges), federated by the
     /// same central: its processes are in [`Cluster::second`]. Default none.
     pub second_region: Option<String>,
+    /// Extra TOML appended to central's config, after its `[[regions]]`:
+    /// start it with a table header (e.g. `[global.forecast]`). Default
+    /// none.
+    pub central_extra: String,
 }
 
 impl Default for ClusterOpts {
@@ -67,6 +71,7 @@ impl Default for ClusterOpts {
             proxied_edges: Vec::new(),
             edge_sections: Vec::new(),
             second_region: None,
+            central_extra: String::new(),
         }
     }
 }
@@ -226,6 +231,7 @@ impl Cluster {
                 list.join(", ")
             ));
         }
+        central_cfg.push_str(&opts.central_extra);
         let central = spawn_with_config(&root, "central", "central", &central_cfg).await?;
         let http = central
             .ready_field("http")

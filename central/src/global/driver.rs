@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use strata_sched::global::{HealthAsOf, RegionHealth, RegionSummary};
-use strata_sched::scale::{Autoscaler, Observation, ScaleSpec};
+use strata_sched::scale::{Autoscaler, Forecast, ScaleSpec};
 use strata_sched::{Timestamp, WorkloadId};
 use tokio_util::sync::CancellationToken;
 
+use super::prescale::{NoForecast, Predictor, PredictorSettings};
+use super::sample::{running_by_workload, sample, NoSample, Reading, StepMean};
 use super::{evaluate, reconcile, Action, RegionMonitors};
 use crate::http::Clock;
 use crate::metrics::GlobalMetrics;
@@ -23,7 +25,7 @@ use crate::replica::Cluster;
 use crate::state::{CentralState, Command, ScaleRecord};
 
 /// `[global]` settings the driver needs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GlobalSettings {
     /// Time between rounds.
     pub interval: Duration,
@@ -34,6 +36,8 @@ pub struct GlobalSettings {
     /// Seed of the splitter's tie-breaking (logged at start, so a run's
     /// decisions can be replayed).
     pub seed: u64,
+    /// Forecast-driven pre-scaling; `None` when `[global.forecast]` is off.
+    pub forecast: Option<PredictorSettings>,
 }
 
 /// See the module docs.
@@ -50,12 +54,19 @@ pub struct GlobalDriver {
     scalers: BTreeMap<WorkloadId, Scaler>,
 }
 
-/// An autoscaler and the last cumulative record count it saw.
+/// An autoscaler, what its next sample is measured from, and its
+/// forecasting state.
 struct Scaler {
     generation: u64,
     auto: Autoscaler,
-    /// (ms since the epoch, records handed to the workload's instances).
-    last: Option<(i64, u64)>,
+    /// The last cumulative counter reading (`records-per-second`).
+    last: Option<Reading>,
+    /// The open forecast step's samples (`None`: forecasting off).
+    steps: Option<StepMean>,
+    /// The workload's forecaster (`None`: forecasting off).
+    predictor: Option<Predictor>,
+    /// The newest step's forecast, passed to every decision until the next.
+    forecast: Option<Forecast>,
 }
 
 impl GlobalDriver {
@@ -112,8 +123,10 @@ impl GlobalDriver {
         self.reconcile().await;
     }
 
-    /// Feeds each autoscaled workload's records/s (from the regions' live
-    /// instance counters) to its autoscaler and proposes what it decides.
+    /// Feeds each autoscaled workload's metric (from the regions' live
+    /// instance statuses, see [`sample`]) to its autoscaler, records each
+    /// forecast step's mean in the replicated load history, forecasts from
+    /// that history, and proposes what the autoscaler decides.
     async fn autoscale(&mut self) {
         type Scaled = (WorkloadId, u64, ScaleSpec, u32);
         let scaled: Vec<Scaled> = self
@@ -132,29 +145,16 @@ impl GlobalDriver {
         if scaled.is_empty() {
             return;
         }
-        // Records handed to each workload's running instances, every region.
-        let mut totals: BTreeMap<WorkloadId, (u64, u32)> = BTreeMap::new();
+        let mut statuses = Vec::new();
         for region in &self.regions {
             let Ok(served) = region.edges().await else {
                 // A missing region would look like a drop in load.
                 self.metrics.scale_sample("region-unreachable");
                 return;
             };
-            for edge in served.value {
-                for i in edge
-                    .status
-                    .instances
-                    .iter()
-                    .filter(|i| i.state == "running")
-                {
-                    let t = totals
-                        .entry(WorkloadId::new(&i.tenant, &i.name))
-                        .or_default();
-                    t.0 += i.records_in;
-                    t.1 += 1;
-                }
-            }
+            statuses.extend(served.value.into_iter().flat_map(|e| e.status.instances));
         }
+        let running = running_by_workload(&statuses);
         let now = (self.clock)();
         for (id, generation, spec, current) in scaled {
             let fresh = self
@@ -164,12 +164,16 @@ impl GlobalDriver {
             if fresh {
                 match Autoscaler::new(id.clone(), spec.clone(), current) {
                     Ok(auto) => {
+                        let forecast = self.settings.forecast.as_ref();
                         self.scalers.insert(
                             id.clone(),
                             Scaler {
                                 generation,
                                 auto,
                                 last: None,
+                                steps: forecast.map(|f| StepMean::new(f.step_ms)),
+                                predictor: forecast.map(|f| Predictor::new(f.clone())),
+                                forecast: None,
                             },
                         );
                     }
@@ -182,24 +186,48 @@ impl GlobalDriver {
             let Some(s) = self.scalers.get_mut(&id) else {
                 continue;
             };
-            let (records, instances) = totals.get(&id).copied().unwrap_or((0, 0));
-            if let Some((t0, r0)) = s.last {
-                // Counters restart with their instance: skip that sample.
-                if records >= r0 && now > t0 {
-                    let rate = (records - r0) as f64 * 1000.0 / (now - t0) as f64;
-                    let sample = Observation {
-                        total: rate,
-                        instances,
-                    };
-                    if let Err(e) = s.auto.observe(Timestamp::from_millis(now), sample) {
+            let mine = running.get(&id).map_or(&[][..], |v| v.as_slice());
+            let sampled = sample(&spec.metric, now, mine, s.last);
+            s.last = sampled.reading;
+            let mut step_done = None;
+            match sampled.sample {
+                Ok(o) => {
+                    self.metrics.scale_observed(spec.metric.as_str());
+                    if let Err(e) = s.auto.observe(Timestamp::from_millis(now), o) {
                         tracing::debug!(workload = %id, error = %e, "sample refused");
                     }
-                } else {
-                    self.metrics.scale_sample("counter-reset");
+                    step_done = s.steps.as_mut().and_then(|m| m.add(now, o.total));
                 }
+                Err(NoSample::FirstReading) => {}
+                Err(why) => self.metrics.scale_sample(why.as_str()),
             }
-            s.last = Some((now, records));
-            let d = s.auto.decide(Timestamp::from_millis(now), None);
+            if let (Some((step, value)), Some(f)) = (step_done, &self.settings.forecast) {
+                // At most one write per workload per step.
+                let cmd = Command::RecordLoad {
+                    id: id.clone(),
+                    metric: spec.metric.as_str().to_owned(),
+                    step_ms: f.step_ms,
+                    step,
+                    value,
+                };
+                if let Err(e) = self.cluster.propose(&cmd).await {
+                    tracing::debug!(workload = %id, error = %e, "load point not recorded");
+                }
+                s.forecast = match forecast_for(&self.cluster, &id, s.predictor.as_mut()).await {
+                    Ok(f) => {
+                        self.metrics.forecast("made");
+                        Some(f)
+                    }
+                    Err(why) => {
+                        self.metrics.forecast(why.as_str());
+                        tracing::debug!(workload = %id, reason = %why, "no forecast");
+                        None
+                    }
+                };
+            }
+            // The step's forecast stands for every decision until the next
+            // one (the autoscaler keeps its peak over the scale-down window).
+            let d = s.auto.decide(Timestamp::from_millis(now), s.forecast);
             if !d.changed() {
                 continue;
             }
@@ -214,6 +242,13 @@ impl GlobalDriver {
                 per_instance: d.inputs.per_instance,
                 target: d.inputs.target,
                 recommended: d.inputs.recommended,
+                metric: d.inputs.metric.as_str().to_owned(),
+                forecast: d.inputs.forecast.map(|f| f.value),
+                forecast_horizon_ms: d
+                    .inputs
+                    .forecast
+                    .map(|f| u64::try_from(f.horizon.as_millis()).unwrap_or(u64::MAX)),
+                forecast_recommended: d.inputs.forecast_recommended,
             };
             self.metrics.scale_decision(d.reason.as_str());
             let cmd = Command::ScaleGlobal {
@@ -222,7 +257,8 @@ impl GlobalDriver {
             };
             match self.cluster.propose(&cmd).await {
                 Ok(o) => tracing::info!(workload = %id, from = d.current, to = d.desired,
-                    reason = d.reason.as_str(), outcome = ?o, "autoscaled"),
+                    reason = d.reason.as_str(), forecast = ?d.inputs.forecast.map(|f| f.value),
+                    outcome = ?o, "autoscaled"),
                 Err(e) => {
                     tracing::warn!(workload = %id, error = %e, "scale decision not applied");
                     s.auto.set_current(current);
@@ -375,6 +411,33 @@ impl GlobalDriver {
                 tracing::warn!(?action, error = %e, "global reconcile step failed; retried next round")
             }
         }
+    }
+}
+
+/// The forecast for `id` from its replicated load history (a stale read:
+/// this replica leads and has applied what it proposed).
+async fn forecast_for(
+    cluster: &Cluster,
+    id: &WorkloadId,
+    predictor: Option<&mut Predictor>,
+) -> Result<Forecast, NoForecast> {
+    let Some(predictor) = predictor else {
+        return Err(NoForecast::ShortHistory { have: 0, need: 0 });
+    };
+    let want = id.clone();
+    let history = cluster
+        .read(true, move |st| {
+            st.global().get(&want).and_then(|r| r.load_history.clone())
+        })
+        .await
+        .ok()
+        .flatten();
+    match history {
+        Some(h) => predictor.forecast(&h),
+        None => Err(NoForecast::ShortHistory {
+            have: 0,
+            need: predictor.settings().min_points(),
+        }),
     }
 }
 

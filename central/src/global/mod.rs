@@ -10,10 +10,16 @@
 //! - [`driver`]: the leader's loop: fetch each region's summary, propose
 //!   reports and plans, carry out the reconcile actions. The only part
 //!   that does IO.
+//! - [`sample`] (pure): a workload's instance statuses → the autoscaler's
+//!   observation of its metric; each forecast step's mean.
+//! - [`prescale`] (pure): the replicated load history → a Holt-Winters
+//!   forecast for the autoscaler to pre-scale on.
 
 pub mod driver;
 mod evaluate;
+pub mod prescale;
 mod reconcile;
+pub mod sample;
 
 pub use driver::{GlobalDriver, GlobalSettings};
 pub use evaluate::evaluate;

@@ -17,6 +17,8 @@ use strata_sched::global::{
 use strata_sched::scale::ScaleSpec;
 use strata_sched::WorkloadId;
 
+pub use super::history::LoadHistory;
+
 /// Plans kept per workload (newest last).
 pub const PLAN_HISTORY: usize = 32;
 /// Scale decisions kept per workload (newest last).
@@ -46,6 +48,20 @@ pub struct ScaleRecord {
     pub target: f64,
     /// What the reactive rule alone asked for.
     pub recommended: u32,
+    /// The metric `total` and `target` are in (`records-per-second`,
+    /// `cpu`, `queue-depth`).
+    #[serde(default)]
+    pub metric: String,
+    /// The forecast peak the decision was given, in the metric's unit;
+    /// `None` when there was none (forecasting off, or too little history).
+    #[serde(default)]
+    pub forecast: Option<f64>,
+    /// How far ahead `forecast` looked, ms.
+    #[serde(default)]
+    pub forecast_horizon_ms: Option<u64>,
+    /// What the forecast alone asked for.
+    #[serde(default)]
+    pub forecast_recommended: Option<u32>,
 }
 /// Most global workloads.
 pub const MAX_GLOBAL_WORKLOADS: usize = 10_000;
@@ -101,6 +117,9 @@ pub struct GlobalRecord {
     pub scaled: Option<u32>,
     /// Recent scale decisions, newest last.
     pub scale_history: VecDeque<ScaleRecord>,
+    /// The measured load, one point per forecast step, while it autoscales
+    /// (what the leader's forecaster fits; see [`LoadHistory`]).
+    pub load_history: Option<LoadHistory>,
 }
 
 impl GlobalRecord {

@@ -385,7 +385,101 @@ fn decision(generation: u64, desired: u32) -> ScaleRecord {
         per_instance: Some(50.0),
         target: 10.0,
         recommended: desired,
+        metric: "records-per-second".into(),
+        forecast: Some(60.0),
+        forecast_horizon_ms: Some(1_800_000),
+        forecast_recommended: Some(6),
     }
+}
+
+fn load(id: &WorkloadId, metric: &str, step: i64, value: f64) -> Command {
+    Command::RecordLoad {
+        id: id.clone(),
+        metric: metric.into(),
+        step_ms: 1000,
+        step,
+        value,
+    }
+}
+
+const RPS: &str = "min = 1\nmax = 4\nmetric = \"records-per-second\"\ntarget = 10.0";
+
+#[test]
+fn load_points_build_a_replicated_history_once_per_step() {
+    let mut s = two_regions();
+    put_scaled(&mut s, 10, "count = 1\nspread = {}", RPS);
+    let id = WorkloadId::new("acme", "w");
+    let m = "records-per-second";
+    assert_eq!(s.apply(11, load(&id, m, 100, 5.0)), Outcome::Applied);
+    assert_eq!(s.apply(12, load(&id, m, 101, 7.0)), Outcome::Applied);
+    // A retried or late point changes nothing: one write per step.
+    assert_eq!(s.apply(13, load(&id, m, 101, 9.0)), Outcome::Unchanged);
+    assert_eq!(s.apply(14, load(&id, m, 99, 9.0)), Outcome::Unchanged);
+    // Another metric than the spec's, a bad value, an unknown workload.
+    assert!(matches!(
+        s.apply(15, load(&id, "cpu", 102, 1.0)),
+        Outcome::Refused { .. }
+    ));
+    assert!(matches!(
+        s.apply(16, load(&id, m, 102, f64::NAN)),
+        Outcome::Refused { .. }
+    ));
+    assert!(matches!(
+        s.apply(17, load(&WorkloadId::new("acme", "x"), m, 102, 1.0)),
+        Outcome::NotFound { .. }
+    ));
+    let h = s.global()[&id].load_history.clone().unwrap();
+    assert_eq!((h.first_step, h.to_vec()), (100, vec![5.0, 7.0]));
+    // It survives a snapshot, and every replica applying the same log
+    // holds the same history.
+    let back = CentralState::decode(&s.encode()).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(back.global()[&id].load_history, Some(h.clone()));
+    // A spec change that keeps the metric keeps the history; another
+    // metric drops it, as does deletion.
+    put_scaled(
+        &mut s,
+        18,
+        "count = 1\nspread = {}",
+        "min = 1\nmax = 5\nmetric = \"records-per-second\"\ntarget = 20.0",
+    );
+    assert_eq!(s.global()[&id].load_history, Some(h));
+    put_scaled(
+        &mut s,
+        19,
+        "count = 1\nspread = {}",
+        "min = 1\nmax = 5\nmetric = \"cpu\"\ntarget = 200.0",
+    );
+    assert_eq!(s.global()[&id].load_history, None);
+    assert_eq!(s.apply(20, load(&id, "cpu", 5, 1.0)), Outcome::Applied);
+    assert_eq!(
+        s.apply(21, Command::DeleteGlobal { id: id.clone() }),
+        Outcome::Applied
+    );
+    assert_eq!(s.global()[&id].load_history, None);
+    assert!(matches!(
+        s.apply(22, load(&id, "cpu", 6, 1.0)),
+        Outcome::Refused { .. }
+    ));
+}
+
+#[test]
+fn the_history_stays_bounded_through_apply() {
+    let mut s = two_regions();
+    put_scaled(&mut s, 10, "count = 1\nspread = {}", RPS);
+    let id = WorkloadId::new("acme", "w");
+    let n = HISTORY_POINTS as i64 + 50;
+    for step in 0..n {
+        s.apply(
+            11 + step as u64,
+            load(&id, "records-per-second", step, step as f64),
+        );
+    }
+    let h = s.global()[&id].load_history.clone().unwrap();
+    assert_eq!(h.len(), HISTORY_POINTS);
+    assert_eq!((h.first_step, h.next_step()), (50, n));
+    let back = CentralState::decode(&s.encode()).unwrap();
+    assert_eq!(back.global()[&id].load_history, Some(h));
 }
 
 #[test]

@@ -31,8 +31,10 @@ use strata_sched::WorkloadId;
 use crate::config::{check_host_port, valid_name};
 
 pub mod global;
+pub mod history;
 
 pub use global::{GlobalData, GlobalRecord, PlanRecord, ScaleRecord};
+pub use history::{LoadHistory, Recorded, HISTORY_POINTS};
 
 #[cfg(test)]
 mod global_tests;
@@ -164,6 +166,22 @@ pub enum Command {
         id: WorkloadId,
         /// The decision (its generation must be the workload's).
         record: ScaleRecord,
+    },
+    /// One forecast step's measured load of an autoscaled workload, for
+    /// its [`LoadHistory`] (at most one per step: a step already held is
+    /// `Unchanged`).
+    RecordLoad {
+        /// The workload.
+        id: WorkloadId,
+        /// The metric measured; must be the spec's (else refused: the
+        /// spec changed since).
+        metric: String,
+        /// The step, ms; a history at another step starts afresh.
+        step_ms: u64,
+        /// Step number, `at_ms / step_ms`.
+        step: i64,
+        /// The step's mean, in the metric's unit; finite, ≥ 0.
+        value: f64,
     },
     /// Delete a global workload: its shares go to 0; it is forgotten once
     /// every region removed its monitor ([`Command::ForgetGlobal`]).
@@ -349,6 +367,13 @@ impl CentralState {
                 now_ms,
             } => self.put_global(*monitor, intent, scale, now_ms),
             Command::ScaleGlobal { id, record } => self.scale_global(index, &id, record),
+            Command::RecordLoad {
+                id,
+                metric,
+                step_ms,
+                step,
+                value,
+            } => self.record_load(&id, &metric, step_ms, step, value),
             Command::DeleteGlobal { id } => self.delete_global(&id),
             Command::ForgetGlobal { id } => self.forget_global(&id),
             Command::ReportRegion { summary } => self.report_region(*summary),
@@ -487,6 +512,12 @@ impl CentralState {
                 r.monitor = monitor;
                 r.intent = intent;
                 r.scale = scale;
+                // Load measured by another metric (or none now) means
+                // nothing to the new spec's forecasts.
+                let metric = r.scale.as_ref().map(|s| s.metric.as_str().to_owned());
+                if r.load_history.as_ref().map(|h| &h.metric) != metric.as_ref() {
+                    r.load_history = None;
+                }
                 r.generation += 1;
                 r.updated_ms = now_ms;
                 r.deleting = false;
@@ -513,6 +544,7 @@ impl CentralState {
                     regions_ever: Default::default(),
                     deleting: false,
                     scale_history: Default::default(),
+                    load_history: None,
                 };
                 self.data.global.workloads.insert(id.clone(), r.clone());
                 r
@@ -528,6 +560,7 @@ impl CentralState {
             Some(r) => {
                 r.deleting = true;
                 r.split.clear();
+                r.load_history = None;
                 self.snapshot.remove_workload(id);
                 Outcome::Applied
             }
@@ -571,6 +604,45 @@ impl CentralState {
         let w = r.workload();
         self.snapshot.upsert_workload(w);
         Outcome::Applied
+    }
+
+    fn record_load(
+        &mut self,
+        id: &WorkloadId,
+        metric: &str,
+        step_ms: u64,
+        step: i64,
+        value: f64,
+    ) -> Outcome {
+        let Some(r) = self.data.global.workloads.get_mut(id) else {
+            return Outcome::NotFound {
+                what: format!("global workload {id}"),
+            };
+        };
+        let Some(scale) = r.scale.as_ref().filter(|_| !r.deleting) else {
+            return Outcome::Refused {
+                reason: format!("global workload {id} does not autoscale"),
+            };
+        };
+        if scale.metric.as_str() != metric {
+            return Outcome::Refused {
+                reason: format!(
+                    "load of {id} measured as {metric}, which now scales on {}",
+                    scale.metric.as_str()
+                ),
+            };
+        }
+        if step_ms == 0 || !value.is_finite() || value < 0.0 {
+            return Outcome::Refused {
+                reason: format!(
+                    "load of {id}: step {step_ms} ms, value {value}: want a step ≥ 1 ms and a finite value ≥ 0"
+                ),
+            };
+        }
+        match LoadHistory::record(&mut r.load_history, metric, step_ms, step, value) {
+            Recorded::AlreadyHeld => Outcome::Unchanged,
+            Recorded::Appended { .. } | Recorded::Restarted => Outcome::Applied,
+        }
     }
 
     fn forget_global(&mut self, id: &WorkloadId) -> Outcome {

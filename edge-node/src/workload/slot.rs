@@ -52,6 +52,9 @@ pub struct InstanceStats {
     pub starts: AtomicU64,
     /// Faults and failed starts (driver).
     pub faults: AtomicU64,
+    /// Records waiting in the queue now, a gauge (ingest, worker, driver:
+    /// whoever last changed the queue, under its lock).
+    pub queue_depth: AtomicU64,
 }
 
 /// A request from the driver, served by the worker between two callbacks.
@@ -186,6 +189,7 @@ impl Slot {
             let accepted = room.min(picks.len());
             q.records
                 .extend(picks[..accepted].iter().map(|&i| record(i)));
+            self.set_depth(&q);
             let wake = accepted > 0 && q.runnable && !q.scheduled;
             if wake {
                 q.scheduled = true;
@@ -270,10 +274,19 @@ impl Slot {
     pub fn take_work(&self, max: usize) -> Work {
         let mut q = lock(&self.queue);
         let n = q.records.len().min(max);
-        Work {
+        let work = Work {
             controls: q.controls.drain(..).collect(),
             records: q.records.drain(..n).collect(),
-        }
+        };
+        self.set_depth(&q);
+        work
+    }
+
+    /// Publishes the queue's length (called under the queue lock, so the
+    /// gauge never goes back to an older length).
+    fn set_depth(&self, q: &SlotQueue) {
+        let n = u64::try_from(q.records.len()).unwrap_or(u64::MAX);
+        self.stats.queue_depth.store(n, Ordering::Relaxed);
     }
 
     /// Takes up to `max` queued records.
@@ -316,6 +329,7 @@ impl Slot {
         q.controls.clear();
         let n = q.records.len();
         q.records.clear();
+        self.set_depth(&q);
         n
     }
 
@@ -357,6 +371,31 @@ mod tests {
             Arc::new(InstanceStats::default()),
             Counter::default(),
         )
+    }
+
+    #[test]
+    fn queue_depth_gauge_follows_the_queue() {
+        let s = slot();
+        let rec = Arc::new(TelemetryRecord {
+            tenant: "t".into(),
+            device: "d".into(),
+            ts_ms: 1,
+            seq: None,
+            metrics: vec![strata_protocol::telemetry::Metric {
+                name: "x".into(),
+                value: 1.0,
+            }],
+            tags: Vec::new(),
+        });
+        let depth = || s.stats.queue_depth.load(Ordering::Relaxed);
+        // 120 offered to a queue of 100: 100 wait, 20 are dropped.
+        let picks: Vec<u32> = (0..120).collect();
+        s.enqueue(&picks, &mut |_| rec.clone());
+        assert_eq!(depth(), 100);
+        s.take_work(30);
+        assert_eq!(depth(), 70);
+        s.close();
+        assert_eq!(depth(), 0, "a closed slot holds nothing");
     }
 
     #[test]

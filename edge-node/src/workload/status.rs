@@ -148,6 +148,7 @@ pub(crate) fn instance_status(v: &InstanceView) -> InstanceStatus {
         used_cpu_millicores: r.usage.map_or(0, |u| u.cpu_millicores),
         records_in: load(|s| &s.records_in),
         records_dropped: load(|s| &s.records_dropped),
+        queue_depth: load(|s| &s.queue_depth),
         alerts: load(|s| &s.alerts),
         metrics: load(|s| &s.metrics),
         last_event: v.last_event.clone(),
