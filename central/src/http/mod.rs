@@ -15,6 +15,8 @@
 //!   their bodies.
 //! - [`events`]: the region event log, paged (long poll) and streamed
 //!   (Server-Sent Events).
+//! - [`stream`]: the console's live feed (Server-Sent Events); the
+//!   console's static files are [`crate::console`], outside the guard.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,6 +45,7 @@ pub mod handlers;
 pub mod monitor_views;
 pub mod monitors;
 pub mod params;
+pub mod stream;
 pub mod views;
 pub mod workloads;
 
@@ -313,11 +316,14 @@ impl Routes {
 /// The whole HTTP API.
 pub fn app(state: AppState) -> Router {
     let routes = Routes {
-        router: Router::new().route("/health", get(health)),
+        router: Router::new()
+            .route("/health", get(health))
+            .merge(crate::console::router()),
         state: state.clone(),
     };
-    // The route table: path, what it needs, handler. `/health` (above) is
-    // the only route without a guard; `/metrics` is open unless
+    // The route table: path, what it needs, handler. `/health` and the
+    // console's static files (above; they hold no data) are the only
+    // routes without a guard; `/metrics` is open unless
     // `auth.open-metrics = false` (the policy decides).
     let routes = routes
         .route("/metrics", Action::ReadMetrics, get(metrics))
@@ -433,7 +439,8 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/regions/{region}/events/stream",
             Action::ReadEvents,
             get(events::stream),
-        );
+        )
+        .route("/api/v1/stream", Action::ReadCluster, get(stream::stream));
     routes
         .router
         .fallback(not_found)
