@@ -84,7 +84,11 @@ pub fn text(b: &Banner<'_>) -> String {
     }
     let _ = writeln!(
         t,
-        "  HTTP API : http://{api}/api/v1/regions   (metrics at /metrics)"
+        "  Console  : http://{api}/   (log in with the API token below; `strata status` for the same at a glance)"
+    );
+    let _ = writeln!(
+        t,
+        "  HTTP API : http://{api}/api/v1/regions   (reference at /api/v1/docs, metrics at /metrics)"
     );
     let _ = writeln!(
         t,
@@ -332,6 +336,7 @@ mod tests {
             t.contains("kill -9 $(cat strata-data/edge-2/edge.pid)   (region north's edge-2"),
             "{t}"
         );
+        assert!(t.contains("  Console  : http://127.0.0.1:8080/"), "{t}");
         assert!(t.contains("strata events --region north --follow"), "{t}");
         assert!(
             t.contains(

@@ -51,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod global;
 pub mod http;
 pub mod metrics;

@@ -15,6 +15,8 @@
 //!   their bodies.
 //! - [`events`]: the region event log, paged (long poll) and streamed
 //!   (Server-Sent Events).
+//! - [`stream`]: the console's live feed (Server-Sent Events); the
+//!   console's static files are [`crate::console`], outside the guard.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,6 +46,7 @@ pub mod monitor_views;
 pub mod monitors;
 pub mod openapi;
 pub mod params;
+pub mod stream;
 pub mod views;
 pub mod workloads;
 
@@ -335,17 +338,20 @@ pub(crate) fn route_paths(state: AppState) -> Vec<&'static str> {
 /// The route table.
 fn table(state: AppState) -> Routes {
     let routes = Routes {
-        // The only routes without a guard: liveness and the API's own
-        // document and reference page (compiled in, no data; see openapi).
+        // The only routes without a guard: liveness, the API's own
+        // document and reference page, and the console's static files
+        // (compiled in, no data; see openapi and console).
         router: Router::new()
             .route("/health", get(health))
             .route("/api/v1/openapi.json", get(openapi::openapi_json))
-            .route("/api/v1/docs", get(openapi::reference_page)),
+            .route("/api/v1/docs", get(openapi::reference_page))
+            .merge(crate::console::router()),
         state: state.clone(),
         paths: vec!["/health", "/api/v1/openapi.json", "/api/v1/docs"],
     };
-    // The route table: path, what it needs, handler. `/health` (above) is
-    // the only route without a guard; `/metrics` is open unless
+    // The route table: path, what it needs, handler. `/health` and the
+    // console's static files (above; they hold no data) are the only
+    // routes without a guard; `/metrics` is open unless
     // `auth.open-metrics = false` (the policy decides).
     routes
         .route("/metrics", Action::ReadMetrics, get(metrics))
@@ -462,6 +468,7 @@ fn table(state: AppState) -> Routes {
             Action::ReadEvents,
             get(events::stream),
         )
+        .route("/api/v1/stream", Action::ReadCluster, get(stream::stream))
 }
 
 /// Liveness: answers while the process serves HTTP. Open.

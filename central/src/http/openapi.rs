@@ -22,7 +22,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
-use super::{cluster, events, handlers, monitors, workloads};
+use super::{cluster, events, handlers, monitors, stream, workloads};
 
 /// Every error answer: `{"error": {"code", "message"[, "fields"]}}`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -155,6 +155,7 @@ impl Modify for BearerAuth {
         monitors::alerts,
         events::events,
         events::stream,
+        stream::stream,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth),
