@@ -186,6 +186,10 @@ impl GlobalDriver {
             let Some(s) = self.scalers.get_mut(&id) else {
                 continue;
             };
+            if s.predictor.is_none() {
+                // None after a fit panicked (or never, without forecasts).
+                s.predictor = self.settings.forecast.clone().map(Predictor::new);
+            }
             let mine = running.get(&id).map_or(&[][..], |v| v.as_slice());
             let sampled = sample(&spec.metric, now, mine, s.last);
             s.last = sampled.reading;
@@ -213,7 +217,7 @@ impl GlobalDriver {
                 if let Err(e) = self.cluster.propose(&cmd).await {
                     tracing::debug!(workload = %id, error = %e, "load point not recorded");
                 }
-                s.forecast = match forecast_for(&self.cluster, &id, s.predictor.as_mut()).await {
+                s.forecast = match forecast_for(&self.cluster, &id, &mut s.predictor).await {
                     Ok(f) => {
                         self.metrics.forecast("made");
                         Some(f)
@@ -419,9 +423,9 @@ impl GlobalDriver {
 async fn forecast_for(
     cluster: &Cluster,
     id: &WorkloadId,
-    predictor: Option<&mut Predictor>,
+    slot: &mut Option<Predictor>,
 ) -> Result<Forecast, NoForecast> {
-    let Some(predictor) = predictor else {
+    let Some(mut predictor) = slot.take() else {
         return Err(NoForecast::ShortHistory { have: 0, need: 0 });
     };
     let want = id.clone();
@@ -432,13 +436,30 @@ async fn forecast_for(
         .await
         .ok()
         .flatten();
-    match history {
-        Some(h) => predictor.forecast(&h),
+    let result = match history {
+        // A refit is a numeric optimisation over up to 4096 points: off the
+        // async workers, so the API and the other rounds do not wait on it.
+        Some(h) => match tokio::task::spawn_blocking(move || {
+            let f = predictor.forecast(&h);
+            (predictor, f)
+        })
+        .await
+        {
+            Ok((p, f)) => {
+                *slot = Some(p);
+                return f;
+            }
+            // The fit panicked: the predictor is gone with it; the next
+            // step starts a fresh one from the replicated history.
+            Err(_) => return Err(NoForecast::Panicked),
+        },
         None => Err(NoForecast::ShortHistory {
             have: 0,
             need: predictor.settings().min_points(),
         }),
-    }
+    };
+    *slot = Some(predictor);
+    result
 }
 
 /// Whether `new` is worth a Raft write: it differs from what is stored in

@@ -82,6 +82,9 @@ pub enum NoForecast {
     /// The model refused the history or its configuration.
     #[error("forecaster: {0}")]
     Model(#[from] strata_forecast::ForecastError),
+    /// The fit panicked (a bug); a fresh forecaster starts next step.
+    #[error("forecaster panicked; starting a fresh one")]
+    Panicked,
 }
 
 impl NoForecast {
@@ -91,6 +94,7 @@ impl NoForecast {
             NoForecast::ShortHistory { .. } => "short-history",
             NoForecast::StepMismatch { .. } => "step-mismatch",
             NoForecast::Model(_) => "model-error",
+            NoForecast::Panicked => "panicked",
         }
     }
 }
