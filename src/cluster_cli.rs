@@ -17,14 +17,10 @@ use strata_protocol::liveness::RegionEvent;
 
 use crate::cluster_table;
 use crate::monitor_cli::{
-    finish, print_json, print_warnings, with_causes, write_out, Api, ApiArgs, CliEnv,
+    finish, print_json, print_warnings, with_causes, write_out, Api, ApiArgs, CliEnv, EXIT_CODES,
 };
 use crate::monitor_spec::{CliError, API_ENV};
 use crate::observe_cli::get;
-
-/// Exit status, shown in `--help`.
-const EXIT_CODES: &str = "Exit status: 0 done; 2 bad input or refused by central (4xx); \
-                          1 central unreachable or failing (retry later).";
 
 /// Pause before a lost event stream is opened again.
 const RECONNECT: Duration = Duration::from_secs(1);

@@ -14,13 +14,9 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use crate::cluster_table::{ago, bytes};
-use crate::monitor_cli::{finish, print_json, write_out, Api, ApiArgs, CliEnv};
+use crate::monitor_cli::{finish, print_json, write_out, Api, ApiArgs, CliEnv, EXIT_CODES};
 use crate::monitor_spec::CliError;
 use crate::monitor_table::table;
-
-/// Exit status, shown in `--help`.
-const EXIT_CODES: &str = "Exit status: 0 done; 2 bad input or refused by central (4xx); \
-                          1 central unreachable or failing (retry later).";
 
 /// `strata regions`
 #[derive(Debug, Args)]

@@ -65,10 +65,11 @@ impl CliEnv {
     }
 }
 
-/// Exit status, shown in `--help`.
-const EXIT_CODES: &str = "Exit status: 0 done; 2 bad input or refused by central (4xx: fix \
-                          the spec, arguments or names); 1 central unreachable or failing \
-                          (retry later).";
+/// Exit status of every command that talks to central, shown in `--help`
+/// (see `CliError::exit_code`).
+pub(crate) const EXIT_CODES: &str = "Exit status: 0 done; 2 bad input or refused by central \
+                                     (4xx: fix the spec, arguments or names); 1 central \
+                                     unreachable or failing (retry later).";
 
 /// `strata monitor …`
 #[derive(Debug, Subcommand)]

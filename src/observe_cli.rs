@@ -30,13 +30,11 @@ use serde_json::Value;
 use strata_protocol::liveness::LivenessState;
 
 use crate::cluster_table::{ago, bytes};
-use crate::monitor_cli::{finish, print_json, write_out, AlertsArgs, Api, ApiArgs, CliEnv};
+use crate::monitor_cli::{
+    finish, print_json, write_out, AlertsArgs, Api, ApiArgs, CliEnv, EXIT_CODES,
+};
 use crate::monitor_spec::{self, CliError};
 use crate::monitor_table::{table, utc};
-
-/// Exit status, shown in `--help`.
-const EXIT_CODES: &str = "Exit status: 0 done; 2 bad input or refused by central (4xx); \
-                          1 central unreachable or failing (retry later).";
 
 /// `strata status`
 #[derive(Debug, Args)]
