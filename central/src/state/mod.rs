@@ -570,16 +570,29 @@ impl CentralState {
         }
     }
 
-    fn scale_global(&mut self, index: u64, id: &WorkloadId, mut record: ScaleRecord) -> Outcome {
+    /// The live global workload `id` with its scale spec, or the answer to
+    /// a scale write for one that is gone, deleting or not autoscaled.
+    fn autoscaled(
+        &mut self,
+        id: &WorkloadId,
+    ) -> Result<(&mut global::GlobalRecord, strata_sched::scale::ScaleSpec), Outcome> {
         let Some(r) = self.data.global.workloads.get_mut(id) else {
-            return Outcome::NotFound {
+            return Err(Outcome::NotFound {
                 what: format!("global workload {id}"),
-            };
+            });
         };
-        let Some(scale) = r.scale.as_ref().filter(|_| !r.deleting) else {
-            return Outcome::Refused {
+        match r.scale.clone().filter(|_| !r.deleting) {
+            Some(scale) => Ok((r, scale)),
+            None => Err(Outcome::Refused {
                 reason: format!("global workload {id} does not autoscale"),
-            };
+            }),
+        }
+    }
+
+    fn scale_global(&mut self, index: u64, id: &WorkloadId, mut record: ScaleRecord) -> Outcome {
+        let (r, scale) = match self.autoscaled(id) {
+            Ok(x) => x,
+            Err(refused) => return refused,
         };
         if record.generation != r.generation {
             return Outcome::Refused {
@@ -614,15 +627,9 @@ impl CentralState {
         step: i64,
         value: f64,
     ) -> Outcome {
-        let Some(r) = self.data.global.workloads.get_mut(id) else {
-            return Outcome::NotFound {
-                what: format!("global workload {id}"),
-            };
-        };
-        let Some(scale) = r.scale.as_ref().filter(|_| !r.deleting) else {
-            return Outcome::Refused {
-                reason: format!("global workload {id} does not autoscale"),
-            };
+        let (r, scale) = match self.autoscaled(id) {
+            Ok(x) => x,
+            Err(refused) => return refused,
         };
         if scale.metric.as_str() != metric {
             return Outcome::Refused {
