@@ -1,5 +1,6 @@
 //! Central's API answers as its OpenAPI document says, on a live cluster:
 //! schemathesis (from PyPI) generates requests from `/api/v1/openapi.json`
+//! (fetched with the operator token)
 //! — valid ones and, per parameter, invalid ones — sends them to a running
 //! central over two regions with devices and a monitor, and checks every
 //! answer: no 5xx, a documented status, the documented content type and
@@ -71,9 +72,16 @@ async fn run(c: &mut Cluster, st: &str) -> anyhow::Result<()> {
         "/schemathesis/schemathesis.toml"
     );
     let report = c.root().join("schemathesis");
+    // The document needs the token like every /api/v1 read: fetch it as a
+    // client would and hand schemathesis the file and the base URL.
+    let (status, document) = c.api.get("/api/v1/openapi.json").await?;
+    anyhow::ensure!(status == 200, "GET /api/v1/openapi.json answered {status}");
+    let doc_file = c.root().join("openapi.json");
+    std::fs::write(&doc_file, serde_json::to_vec(&document)?)?;
     let out = tokio::process::Command::new(st)
         .args(["--no-color", "--config-file", config, "run"])
-        .arg(format!("http://{http}/api/v1/openapi.json"))
+        .arg(&doc_file)
+        .args(["--url", &format!("http://{http}")])
         .args(["--header", &format!("Authorization: Bearer {token}")])
         .args(["--seed", SEED, "--max-examples", "40", "--workers", "2"])
         .args(["--phases", "examples,coverage,fuzzing"])

@@ -338,16 +338,16 @@ pub(crate) fn route_paths(state: AppState) -> Vec<&'static str> {
 /// The route table.
 fn table(state: AppState) -> Routes {
     let routes = Routes {
-        // The only routes without a guard: liveness, the API's own
-        // document and reference page, and the console's static files
-        // (compiled in, no data; see openapi and console).
+        // The only routes without a guard: liveness, and static pages
+        // compiled into the binary that hold no data and must load before
+        // anyone can log in: the console and the API reference page (which
+        // then read with the token the console keeps).
         router: Router::new()
             .route("/health", get(health))
-            .route("/api/v1/openapi.json", get(openapi::openapi_json))
             .route("/api/v1/docs", get(openapi::reference_page))
             .merge(crate::console::router()),
         state: state.clone(),
-        paths: vec!["/health", "/api/v1/openapi.json", "/api/v1/docs"],
+        paths: vec!["/health", "/api/v1/docs"],
     };
     // The route table: path, what it needs, handler. `/health` and the
     // console's static files (above; they hold no data) are the only
@@ -355,6 +355,11 @@ fn table(state: AppState) -> Routes {
     // `auth.open-metrics = false` (the policy decides).
     routes
         .route("/metrics", Action::ReadMetrics, get(metrics))
+        .route(
+            "/api/v1/openapi.json",
+            Action::ReadCluster,
+            get(openapi::openapi_json),
+        )
         .route(
             "/api/v1/regions",
             Action::ReadCluster,

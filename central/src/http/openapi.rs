@@ -12,8 +12,10 @@
 //! checks every route in the table is documented; CI's schemathesis run
 //! then checks a live cluster answers as documented.
 //!
-//! Both routes are open like `/health`: the document is compiled into the
-//! binary, the same for every deployment, and holds no data or settings.
+//! The document needs the token like every `/api/v1` read. The reference
+//! page is open like the console's files (static, no data; it must load
+//! before anyone logs in) and reads the document with the token the
+//! console keeps for the tab, or asks for one.
 //! Foreign types (protocol and scheduler vocabulary inside the views) are
 //! documented as plain objects or strings; their fields are described in
 //! the README and the crates' docs.
@@ -180,8 +182,10 @@ pub fn document() -> &'static str {
     get,
     path = "/api/v1/openapi.json",
     tag = "meta",
-    security(()),
-    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object))
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object),
+        ApiErrors
+    )
 )]
 pub async fn openapi_json() -> axum::response::Response {
     use axum::response::IntoResponse;

@@ -34,12 +34,7 @@ fn concrete(path: &str) -> String {
 }
 
 /// Open routes (`/metrics` by default: `auth.open-metrics`).
-const OPEN: [&str; 4] = [
-    "/health",
-    "/api/v1/openapi.json",
-    "/api/v1/docs",
-    "/metrics",
-];
+const OPEN: [&str; 3] = ["/health", "/api/v1/docs", "/metrics"];
 
 #[test]
 fn the_document_is_openapi_3_1_and_every_guarded_operation_needs_the_token() {
@@ -118,10 +113,20 @@ async fn every_documented_operation_is_routed_and_every_route_documented() {
 }
 
 #[tokio::test]
-async fn the_document_and_its_reference_page_are_served_without_a_token() {
+async fn the_document_needs_the_token_and_its_reference_page_does_not() {
     let h = healthy();
-    let (status, _, body) =
-        send_as(&h.state, "GET", "/api/v1/openapi.json", None, None, vec![]).await;
+    let (status, _, _) = send_as(&h.state, "GET", "/api/v1/openapi.json", None, None, vec![]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let auth = crate::http::test_support::bearer();
+    let (status, _, body) = send_as(
+        &h.state,
+        "GET",
+        "/api/v1/openapi.json",
+        Some(&auth),
+        None,
+        vec![],
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, doc());
     let app = crate::http::app(h.state.clone());
@@ -141,7 +146,9 @@ async fn the_document_and_its_reference_page_are_served_without_a_token() {
         .unwrap();
     let html = String::from_utf8(bytes.to_vec()).unwrap();
     assert!(
-        html.contains("fetch(\"openapi.json\")"),
+        html.contains(
+            "fetch(\"openapi.json\", { headers: { Authorization: \"Bearer \" + token } })"
+        ),
         "the page loads the document"
     );
 }
