@@ -163,6 +163,13 @@ pub async fn run_status(
         get::<DevicesView>(&client, &["api", "v1", "devices"], &[]),
         get::<AlertsView>(&client, &["api", "v1", "alerts"], &hour),
     );
+    // Every part failed (unreachable, bad token): the first error decides
+    // the exit code.
+    if let (Err(e), Err(_), Err(_), Err(_), Err(_)) =
+        (&central, &regions, &edges, &devices, &alerts)
+    {
+        return Err(e.clone());
+    }
     if args.api.json {
         fn raw<T>(r: &Result<(T, Value), CliError>) -> Value {
             match r {
@@ -177,12 +184,6 @@ pub async fn run_status(
             "devices": raw(&devices),
             "alerts": raw(&alerts),
         });
-        // All failed: the first error decides the exit code.
-        if let (Err(e), Err(_), Err(_), Err(_), Err(_)) =
-            (&central, &regions, &edges, &devices, &alerts)
-        {
-            return Err(clone_err(e));
-        }
         return print_json(out, &doc);
     }
     let parts = StatusParts {
@@ -192,34 +193,7 @@ pub async fn run_status(
         devices: devices.map(|t| t.0),
         alerts: alerts.map(|t| t.0),
     };
-    if let (Err(e), Err(_), Err(_), Err(_), Err(_)) = (
-        &parts.central,
-        &parts.regions,
-        &parts.edges,
-        &parts.devices,
-        &parts.alerts,
-    ) {
-        return Err(clone_err(e));
-    }
     write_out(out, &render_status(&parts, now))
-}
-
-fn clone_err(e: &CliError) -> CliError {
-    match e {
-        CliError::Input(m) => CliError::Input(m.clone()),
-        CliError::Transport(m) => CliError::Transport(m.clone()),
-        CliError::Api {
-            status,
-            code,
-            message,
-            fields,
-        } => CliError::Api {
-            status: *status,
-            code: code.clone(),
-            message: message.clone(),
-            fields: fields.clone(),
-        },
-    }
 }
 
 /// `devices`: the device table.
@@ -297,7 +271,7 @@ pub async fn run_telemetry(
             }
             // Central gone for a while, or a device not stored yet: keep
             // following, say so once.
-            Err(e @ (CliError::Transport(_) | CliError::Api { .. })) if e.exit_code() == 1 => {
+            Err(e) if e.exit_code() == 1 => {
                 if !failing {
                     eprintln!("telemetry: {e}; retrying");
                     failing = true;
@@ -317,7 +291,10 @@ fn emit_records(
     header: &mut bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let fresh: Vec<RecordView> = records.into_iter().filter(|r| seen.first(r)).collect();
+    let fresh: Vec<RecordView> = records
+        .into_iter()
+        .filter(|r| seen.first(r.ts_ms, r))
+        .collect();
     if fresh.is_empty() {
         return Ok(());
     }
@@ -351,18 +328,15 @@ struct Seen {
 }
 
 impl Seen {
-    fn first<T: serde::Serialize>(&mut self, row: &T) -> bool {
-        let key = serde_json::to_string(row).unwrap_or_default();
-        let ts = serde_json::to_value(row)
-            .ok()
-            .and_then(|v| v["ts-ms"].as_i64())
-            .unwrap_or(0);
+    /// Whether `row`, stamped `ts` (ms), was not printed yet.
+    fn first<T: serde::Serialize>(&mut self, ts: i64, row: &T) -> bool {
+        let key = || serde_json::to_string(row).unwrap_or_default();
         match self.newest {
             Some(n) if ts < n => false,
-            Some(n) if ts == n => self.at_newest.insert(key),
+            Some(n) if ts == n => self.at_newest.insert(key()),
             _ => {
                 self.newest = Some(ts);
-                self.at_newest = HashSet::from([key]);
+                self.at_newest = HashSet::from([key()]);
                 true
             }
         }
@@ -403,7 +377,7 @@ pub async fn run_follow_alerts(
                     .alerts
                     .into_iter()
                     .rev()
-                    .filter(|a| seen.first(a))
+                    .filter(|a| seen.first(a.ts_ms, a))
                     .collect();
                 if let Some(n) = seen.newest {
                     from = n;

@@ -207,11 +207,11 @@ fn a_follower_prints_each_row_once_even_when_polls_overlap() {
     let a = alert(1_000, "d1");
     let b = alert(1_000, "d2");
     let c = alert(2_000, "d1");
-    assert!(seen.first(&a));
-    assert!(seen.first(&b), "same time, other content");
-    assert!(!seen.first(&a), "read again at the boundary");
-    assert!(seen.first(&c));
-    assert!(!seen.first(&b), "older than the newest");
+    assert!(seen.first(a.ts_ms, &a));
+    assert!(seen.first(b.ts_ms, &b), "same time, other content");
+    assert!(!seen.first(a.ts_ms, &a), "read again at the boundary");
+    assert!(seen.first(c.ts_ms, &c));
+    assert!(!seen.first(b.ts_ms, &b), "older than the newest");
     assert_eq!(seen.newest, Some(2_000));
 }
 
