@@ -70,17 +70,15 @@ fn log_path(dir: &std::path::Path, n: u32) -> std::path::PathBuf {
 
 /// The last `lines` lines of a run's log, for a failure message: its
 /// stderr, and the log file `strata up` writes unless `--verbose`.
-fn log_tail(dir: &std::path::Path, n: u32, lines: usize) -> String {
+fn log_tail(dir: &std::path::Path, data: &std::path::Path, n: u32, lines: usize) -> String {
     let mut text = std::fs::read_to_string(log_path(dir, n)).unwrap_or_default();
-    if let Ok(data) = std::fs::read_to_string(dir.join(format!("data-{n}"))) {
-        text.push_str(&std::fs::read_to_string(data.trim()).unwrap_or_default());
-    }
+    text.push_str(&std::fs::read_to_string(data.join("logs/strata.log")).unwrap_or_default());
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Waits for a clean exit after SIGINT, or fails with the log's tail.
-async fn stop(child: &mut Child, logs: &std::path::Path, n: u32) {
+async fn stop(child: &mut Child, logs: &std::path::Path, data: &std::path::Path, n: u32) {
     interrupt(child);
     match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
         Ok(exit) => {
@@ -88,12 +86,12 @@ async fn stop(child: &mut Child, logs: &std::path::Path, n: u32) {
             assert!(
                 exit.success(),
                 "strata up run {n} exited with {exit}; log tail:\n{}",
-                log_tail(logs, n, 60)
+                log_tail(logs, data, n, 60)
             );
         }
         Err(_) => panic!(
             "strata up run {n} did not stop within 30 s of SIGINT; log tail:\n{}",
-            log_tail(logs, n, 80)
+            log_tail(logs, data, n, 80)
         ),
     }
 }
@@ -107,17 +105,6 @@ async fn up_with(
     log: std::path::PathBuf,
     extra: &[&str],
 ) -> (Child, Said) {
-    // Where this run's own log file is, for `log_tail`.
-    let _ = std::fs::write(
-        log.with_file_name(
-            log.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .replace("up-", "data-")
-                .replace(".log", ""),
-        ),
-        dir.join("logs/strata.log").display().to_string(),
-    );
     let log = std::fs::File::create(log).unwrap();
     let mut child = Command::new(bin_path("strata").unwrap())
         .args([
@@ -360,7 +347,7 @@ async fn up_runs_the_whole_cluster_stops_cleanly_and_resumes() {
             "{shown:?} not in the banner:\n{banner}"
         );
     }
-    stop(&mut child, logs.path(), 1).await;
+    stop(&mut child, logs.path(), &data, 1).await;
     assert!(data.join("pki/ca.pem").exists());
     // Everything `strata up` wrote (every tier's data, the PKI) is 0600 in
     // 0700 directories.
@@ -463,7 +450,7 @@ async fn up_runs_the_whole_cluster_stops_cleanly_and_resumes() {
         child.try_wait().unwrap().is_none(),
         "strata up died with its edge"
     );
-    stop(&mut child, logs.path(), 2).await;
+    stop(&mut child, logs.path(), &data, 2).await;
 }
 
 /// `--single-region` keeps the layout `strata up` had before two regions:
@@ -510,7 +497,7 @@ async fn single_region_keeps_the_old_layout() {
     .await
     .unwrap();
     assert!(data.join("hub-1").is_dir() && !data.join("north").exists());
-    stop(&mut child, logs.path(), 1).await;
+    stop(&mut child, logs.path(), &data, 1).await;
 
     let refused = Command::new(bin_path("strata").unwrap())
         .args(["up", "--data-dir", &data.display().to_string()])

@@ -172,7 +172,8 @@ impl GlobalDriver {
                                 auto,
                                 last: None,
                                 steps: forecast.map(|f| StepMean::new(f.step_ms)),
-                                predictor: forecast.map(|f| Predictor::new(f.clone())),
+                                // Made below, with the same settings.
+                                predictor: None,
                                 forecast: None,
                             },
                         );
@@ -187,7 +188,8 @@ impl GlobalDriver {
                 continue;
             };
             if s.predictor.is_none() {
-                // None after a fit panicked (or never, without forecasts).
+                // A new scaler, or one whose fit panicked; stays None
+                // without `[global.forecast]`.
                 s.predictor = self.settings.forecast.clone().map(Predictor::new);
             }
             let mine = running.get(&id).map_or(&[][..], |v| v.as_slice());
