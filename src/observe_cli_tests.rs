@@ -60,6 +60,7 @@ fn device(region: &str, id: &str, last: i64) -> DeviceView {
         last_ts_ms: last,
         retransmissions_dropped: 0,
         seq_reuses: 0,
+        edge: Some("edge-1".into()),
     }
 }
 

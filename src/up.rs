@@ -981,6 +981,7 @@ mod tests {
             replicas: Vec::new(),
             stored_records: stored,
             peers: vec![],
+            cert_expires_ms: None,
         }
     }
 

@@ -19,6 +19,8 @@
 //!   cache), routes durable telemetry to instances through bounded queues,
 //!   runs them on a worker pool, spools their outputs and persists
 //!   assignments, modules and state for offline restarts.
+//! - [`sync_lag`]: the age of the oldest record the region has not yet
+//!   acknowledged, reported with each heartbeat.
 //! - [`sysinfo`]: the node's CPU, memory, disk and network use from /proc
 //!   and statvfs, for heartbeats and resize decisions.
 //! - [`config`]: the TOML config, validated as a whole.
@@ -33,6 +35,7 @@ pub mod config;
 pub mod ingress;
 pub mod node;
 pub mod spool;
+pub mod sync_lag;
 pub mod sysinfo;
 pub mod uplink;
 pub mod workload;

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::EdgeConfig;
 use crate::ingress::{run_bridge, BridgeMetrics, IngestSink, IngressServer, SinkError};
 use crate::spool::Spool;
+use crate::sync_lag::LagClock;
 use crate::uplink::driver::{encode_record, StatusFn};
 use crate::uplink::{UplinkDriver, UplinkMetrics};
 use crate::workload::{HostOptions, WorkloadHost, WorkloadMetrics};
@@ -278,6 +279,7 @@ impl EdgeNode {
 
         let status = status_fn(
             &edge,
+            self.tls.expires_ms(),
             self.spool.clone(),
             accepted,
             clients,
@@ -362,6 +364,7 @@ pub async fn run(cfg: EdgeConfig, shutdown: CancellationToken) -> Result<(), Edg
 
 fn status_fn(
     edge: &str,
+    cert_expires_ms: Option<i64>,
     spool: Spool,
     accepted: Arc<AtomicU64>,
     clients: Arc<AtomicU32>,
@@ -376,9 +379,18 @@ fn status_fn(
     // between 0 and a multiple of the truth, so it is measured over
     // windows of at least RATE_WINDOW.
     let last = Mutex::new((Instant::now(), 0u64, None::<f64>));
+    let lag = Mutex::new(LagClock::default());
     Arc::new(move || {
         let s = spool.stats();
         let now = Instant::now();
+        let sync_lag_ms = match lag.lock() {
+            Ok(mut l) => l.observe(
+                started.elapsed().as_millis() as u64,
+                s.first_unacked_seq,
+                s.next_seq,
+            ),
+            Err(_) => 0,
+        };
         let total = accepted.load(Ordering::Relaxed);
         let rate = match last.lock() {
             Ok(mut l) => {
@@ -405,6 +417,8 @@ fn status_fn(
             ingest_rate: rate,
             connected_clients: clients.load(Ordering::Relaxed),
             uptime_ms: started.elapsed().as_millis() as u64,
+            sync_lag_ms,
+            cert_expires_ms,
         }
     })
 }

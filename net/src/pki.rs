@@ -109,6 +109,21 @@ impl NodeTls {
         })?;
         Ok(Arc::new(NodeTls { ca, chain, key }))
     }
+
+    /// When this node's own certificate (the chain's first) stops being
+    /// valid, ms since the Unix epoch; `None` if it cannot be read. Shown
+    /// to operators, so an expiry is seen coming rather than met as a
+    /// refused handshake.
+    pub fn expires_ms(&self) -> Option<i64> {
+        self.chain.first().and_then(|c| not_after_ms(c))
+    }
+}
+
+/// A DER certificate's `notAfter`, ms since the Unix epoch.
+pub fn not_after_ms(cert: &CertificateDer<'_>) -> Option<i64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let secs = parsed.validity().not_after.timestamp();
+    secs.checked_mul(1000)
 }
 
 /// The cluster CA, able to issue node certificates.
@@ -234,6 +249,14 @@ mod tests {
         assert_eq!(files, again);
         let tls = NodeTls::load(&files).unwrap();
         assert_eq!(tls.chain.len(), 1);
+        // The expiry operators see is read from the certificate itself.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let expires = tls.expires_ms().expect("a readable expiry");
+        assert!(expires > now_ms, "{expires} is not after {now_ms}");
+        assert_eq!(not_after_ms(&CertificateDer::from(vec![1, 2, 3])), None);
     }
 
     #[test]

@@ -47,4 +47,6 @@ pub use telemetry::{DeviceRef, Metric, PayloadError, RejectReason, Tag, Telemetr
 /// change; the handshake refuses peers that speak another version.
 /// Version 6: `SpoolEntry::Checkpoint` and `EdgeAllocation::checkpoint`.
 /// Version 7: `Hello::boot`.
-pub const PROTOCOL_VERSION: u16 = 7;
+/// Version 8: `EdgeStatus::{sync_lag_ms, cert_expires_ms}`,
+/// `HubStatus::cert_expires_ms`, `DeviceInfo::edge`.
+pub const PROTOCOL_VERSION: u16 = 8;

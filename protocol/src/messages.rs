@@ -162,6 +162,16 @@ pub struct EdgeStatus {
     pub instances: Vec<InstanceStatus>,
     /// Region assignments version the edge has applied.
     pub assignments_version: u64,
+    /// Sync lag: how long ago the oldest record the region has not yet
+    /// acknowledged was made durable here, ms (0 with nothing unacknowledged;
+    /// measured at heartbeat resolution, and from the process start for
+    /// records left over from before a restart). Protocol version 8.
+    #[serde(default)]
+    pub sync_lag_ms: u64,
+    /// When the edge's own certificate expires, ms since the Unix epoch;
+    /// `None` if it could not be read. Protocol version 8.
+    #[serde(default)]
+    pub cert_expires_ms: Option<i64>,
 }
 
 /// Edge → hub request.
@@ -363,6 +373,10 @@ pub struct HubStatus {
     /// The leader's view of every member (reachability, replication lag,
     /// voter or learner); empty unless this replica leads.
     pub peers: Vec<PeerProgress>,
+    /// When this replica's certificate expires, ms since the Unix epoch;
+    /// `None` if it could not be read. Protocol version 8.
+    #[serde(default)]
+    pub cert_expires_ms: Option<i64>,
 }
 
 /// One edge node as recorded in replicated region state.
@@ -416,6 +430,10 @@ pub struct DeviceInfo {
     /// reading of the device (counter restart, clock jump or spoofing).
     #[serde(default)]
     pub seq_reuses: u64,
+    /// The edge its latest stored reading came through (protocol version
+    /// 8); `None` for devices stored before.
+    #[serde(default)]
+    pub edge: Option<String>,
 }
 
 /// Records of one tenant that a replica's retention dropped.

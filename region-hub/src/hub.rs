@@ -328,6 +328,7 @@ pub async fn start(
         handshakes,
     )
     .with_store_retention(cfg.store.retention_ms)
+    .with_cert_expiry(tls.expires_ms())
     .with_checkpoint_limits(cfg.checkpoints.limits())
     .with_sched(cfg.sched_settings());
     tokio::spawn(svc.serve(client_ep.clone(), services.clone()));

@@ -119,6 +119,9 @@ pub struct Service {
     store_retention_ms: u64,
     /// Checkpoint bounds stamped into batches that carry checkpoints.
     checkpoint_limits: fsm::CheckpointLimits,
+    /// When this replica's certificate expires (ms since the epoch), for
+    /// status reports.
+    cert_expires_ms: Option<i64>,
 }
 
 impl Service {
@@ -143,7 +146,14 @@ impl Service {
             liveness,
             store_retention_ms: 0,
             checkpoint_limits: fsm::CheckpointLimits::default(),
+            cert_expires_ms: None,
         }
+    }
+
+    /// Reports `expires_ms` as this replica's certificate expiry.
+    pub fn with_cert_expiry(mut self, expires_ms: Option<i64>) -> Self {
+        self.cert_expires_ms = expires_ms;
+        self
     }
 
     /// Checks submissions with these scheduler settings.
@@ -394,7 +404,13 @@ impl Service {
     /// Status, reads of edges, devices and telemetry, and membership.
     async fn hub_core(&self, req: HubRequest) -> HubResponse {
         let (kind, result) = match req {
-            HubRequest::Status => ("status", self.node.status().await.map(HubResponse::Status)),
+            HubRequest::Status => (
+                "status",
+                self.node.status().await.map(|mut s| {
+                    s.cert_expires_ms = self.cert_expires_ms;
+                    HubResponse::Status(s)
+                }),
+            ),
             HubRequest::ListDevices { tenant } => (
                 "list_devices",
                 self.node.read(ReadRequest::ListDevices { tenant }).await,

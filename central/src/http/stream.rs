@@ -104,6 +104,10 @@ pub struct EdgeBrief {
     pub records_stored: u64,
     /// Process uptime, ms.
     pub uptime_ms: u64,
+    /// Age of its oldest record the region has not acknowledged, ms.
+    pub sync_lag_ms: u64,
+    /// When its certificate expires, ms since the epoch.
+    pub cert_expires_ms: Option<i64>,
     /// Measured CPU, memory, disk and network use.
     pub node: NodeResources,
     /// Its monitor instances: tenant, name, state.
@@ -136,6 +140,8 @@ impl From<EdgeView> for EdgeBrief {
             connected_clients: e.connected_clients,
             records_stored: e.records_stored,
             uptime_ms: e.uptime_ms,
+            sync_lag_ms: e.sync_lag_ms,
+            cert_expires_ms: e.cert_expires_ms,
             node: e.node,
             instances: e
                 .instances
@@ -164,6 +170,8 @@ pub struct DeviceBrief {
     pub records: u64,
     /// Latest reading, ms since the epoch.
     pub last_ts_ms: i64,
+    /// The edge it reports through, when known.
+    pub edge: Option<String>,
 }
 
 impl From<DeviceView> for DeviceBrief {
@@ -174,6 +182,7 @@ impl From<DeviceView> for DeviceBrief {
             device: d.device,
             records: d.records,
             last_ts_ms: d.last_ts_ms,
+            edge: d.edge,
         }
     }
 }

@@ -94,6 +94,7 @@ impl Fake {
                     last_ts_ms: NOW - 1000,
                     retransmissions_dropped: 3,
                     seq_reuses: 1,
+                    edge: Some("edge-1".into()),
                 })
                 .collect(),
             fail: None,
@@ -202,6 +203,7 @@ fn hub_status(region: &str, id: u64, role: RaftRole) -> HubStatus {
         replicas: vec![],
         stored_records: 5000,
         peers: vec![],
+        cert_expires_ms: None,
     }
 }
 

@@ -43,6 +43,10 @@ pub struct ReplicaView {
     pub last_index: Option<u64>,
     /// Records in its telemetry store.
     pub stored_records: Option<u64>,
+    /// When its certificate expires, ms since the epoch (null when
+    /// unreachable or not reported).
+    #[serde(default)]
+    pub cert_expires_ms: Option<i64>,
 }
 
 impl From<ReplicaStatus> for ReplicaView {
@@ -61,6 +65,7 @@ impl From<ReplicaStatus> for ReplicaView {
                 applied_index: None,
                 last_index: None,
                 stored_records: None,
+                cert_expires_ms: None,
             },
         }
     }
@@ -80,6 +85,7 @@ impl ReplicaView {
             applied_index: Some(s.applied_index),
             last_index: Some(s.last_index),
             stored_records: Some(s.stored_records),
+            cert_expires_ms: s.cert_expires_ms,
         }
     }
 }
@@ -197,6 +203,15 @@ pub struct EdgeView {
     pub resends_dropped: u64,
     /// Edge process uptime, ms.
     pub uptime_ms: u64,
+    /// Sync lag: how long ago the oldest record the region has not yet
+    /// acknowledged was made durable on the edge, ms (0: caught up). To a
+    /// heartbeat's resolution, as the edge last reported it.
+    #[serde(default)]
+    pub sync_lag_ms: u64,
+    /// When the edge's certificate expires, ms since the epoch; null when
+    /// the edge did not report it (older edges).
+    #[serde(default)]
+    pub cert_expires_ms: Option<i64>,
     /// CPU and memory the edge sets aside for monitors.
     #[schema(value_type = Object)]
     pub monitor_capacity: MonitorCapacity,
@@ -243,6 +258,8 @@ impl EdgeView {
             records_stored: e.records_stored,
             resends_dropped: e.resends_dropped,
             uptime_ms: e.status.uptime_ms,
+            sync_lag_ms: e.status.sync_lag_ms,
+            cert_expires_ms: e.status.cert_expires_ms,
             monitor_capacity: e.status.capacity,
             monitor_reserved: e.status.reserved,
             node: e.status.node,
@@ -276,6 +293,10 @@ pub struct DeviceView {
     /// Readings stored although their seq had recently been used by another
     /// reading of the device: a counter restart, a clock jump or spoofing.
     pub seq_reuses: u64,
+    /// The edge its latest stored reading came through; null when the
+    /// region does not know (data stored before it recorded edges).
+    #[serde(default)]
+    pub edge: Option<String>,
 }
 
 impl DeviceView {
@@ -290,6 +311,7 @@ impl DeviceView {
             last_ts_ms: d.last_ts_ms,
             retransmissions_dropped: d.retransmissions_dropped,
             seq_reuses: d.seq_reuses,
+            edge: d.edge,
         }
     }
 }

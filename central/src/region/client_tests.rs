@@ -113,6 +113,7 @@ fn answer(group: &Group, id: u64, region: &str, req: &HubRequest) -> HubResponse
             replicas: group.members(),
             stored_records: 100 * id,
             peers: vec![],
+            cert_expires_ms: None,
         }),
         HubRequest::Query(q) if i_lead || leader == 0 => {
             HubResponse::Telemetry(QueryResult::Raw(vec![strata_protocol::TelemetryRecord {

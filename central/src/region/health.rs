@@ -164,6 +164,7 @@ mod tests {
             replicas: (1..=3).map(|i| member(i, true)).collect(),
             stored_records: 0,
             peers,
+            cert_expires_ms: None,
         }
     }
 

@@ -293,6 +293,7 @@ mod tests {
                 replicas: vec![],
                 stored_records: 0,
                 peers: vec![],
+                cert_expires_ms: None,
             }),
         }
     }

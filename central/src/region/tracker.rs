@@ -249,6 +249,7 @@ mod tests {
                 .collect(),
             stored_records: 0,
             peers: vec![],
+            cert_expires_ms: None,
         }
     }
 

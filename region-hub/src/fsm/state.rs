@@ -129,14 +129,18 @@ pub struct DeviceMove {
     pub devices: u32,
 }
 
-/// What layer 2 dropped and noticed for one device ([`RegionState::device_dedup`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What layer 2 dropped and noticed for one device, and where it reports
+/// through ([`RegionState::device_dedup`]): what the replicated state adds
+/// to the store's device list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceDedup {
     /// Readings dropped because the region had stored the same reading.
     pub retransmissions_dropped: u64,
     /// Readings stored although their seq was recently used by another
     /// reading of the device.
     pub seq_reuses: u64,
+    /// The edge whose batch last carried a reading of it.
+    pub edge: String,
 }
 
 /// One edge as placement and validation see it.
@@ -593,6 +597,7 @@ impl RegionState {
                     last_ts_ms: e.last_ts_ms,
                     retransmissions_dropped: e.retransmissions_dropped,
                     seq_reuses: e.seq_reuses,
+                    edge: (!e.edge.is_empty()).then(|| e.edge.clone()),
                 })
             })
             .collect()
@@ -604,32 +609,29 @@ impl RegionState {
         self.devices.get(tenant)?.get(device).map(|e| DeviceDedup {
             retransmissions_dropped: e.retransmissions_dropped,
             seq_reuses: e.seq_reuses,
+            edge: e.edge.clone(),
         })
     }
 
     /// [`RegionState::device_dedup`] of every device (optionally of one
-    /// tenant) for which it is not all zero: what a device list needs to
-    /// add to the store's view. Cheap enough for the Raft thread: one pass,
-    /// and most devices are skipped without allocating.
-    pub fn device_dedup_nonzero(
-        &self,
-        tenant: Option<&str>,
-    ) -> BTreeMap<(String, String), DeviceDedup> {
-        let mut out = BTreeMap::new();
+    /// tenant), sorted by tenant then device: what a device list needs to
+    /// add to the store's view. One pass over the devices on the Raft
+    /// thread, a list already as long as the answer it serves.
+    pub fn device_facts(&self, tenant: Option<&str>) -> Vec<((String, String), DeviceDedup)> {
+        let mut out = Vec::new();
         for (t, devs) in &self.devices {
             if tenant.is_some_and(|want| want != t) {
                 continue;
             }
             for (d, e) in devs {
-                if e.retransmissions_dropped != 0 || e.seq_reuses != 0 {
-                    out.insert(
-                        (t.clone(), d.clone()),
-                        DeviceDedup {
-                            retransmissions_dropped: e.retransmissions_dropped,
-                            seq_reuses: e.seq_reuses,
-                        },
-                    );
-                }
+                out.push((
+                    (t.clone(), d.clone()),
+                    DeviceDedup {
+                        retransmissions_dropped: e.retransmissions_dropped,
+                        seq_reuses: e.seq_reuses,
+                        edge: e.edge.clone(),
+                    },
+                ));
             }
         }
         out
@@ -917,13 +919,10 @@ fn store_checkpoint(
     verdict
 }
 
-/// Fills the dedup counters of `devices` (sorted by tenant then device, as
-/// the store lists them) from [`RegionState::device_dedup_nonzero`]: a
-/// merge of two sorted lists, no lookups.
-pub fn add_device_dedup(
-    devices: &mut [DeviceInfo],
-    counts: &BTreeMap<(String, String), DeviceDedup>,
-) {
+/// Fills the dedup counters and the edge of `devices` (sorted by tenant
+/// then device, as the store lists them) from
+/// [`RegionState::device_facts`]: a merge of two sorted lists, no lookups.
+pub fn add_device_dedup(devices: &mut [DeviceInfo], counts: &[((String, String), DeviceDedup)]) {
     let mut counts = counts.iter().peekable();
     for d in devices.iter_mut() {
         let me = (d.tenant.as_str(), d.device.as_str());
@@ -937,6 +936,7 @@ pub fn add_device_dedup(
             if (t.as_str(), dev.as_str()) == me {
                 d.retransmissions_dropped = c.retransmissions_dropped;
                 d.seq_reuses = c.seq_reuses;
+                d.edge = (!c.edge.is_empty()).then(|| c.edge.clone());
             }
         }
     }

@@ -190,7 +190,10 @@ fn device_retransmission_through_another_edge_is_dropped() {
         s.device_dedup("acme", "d"),
         Some(DeviceDedup {
             retransmissions_dropped: 3,
-            seq_reuses: 0
+            seq_reuses: 0,
+            // The copy through e2 was dropped: the device still reports
+            // through e1.
+            edge: "e1".into(),
         })
     );
     assert_eq!(s.edges()[1].resends_dropped, 0);
@@ -256,7 +259,8 @@ fn counter_restarts_and_clock_jumps_never_drop_a_reading() {
         s.device_dedup("acme", "d"),
         Some(DeviceDedup {
             retransmissions_dropped: 4,
-            seq_reuses: 2
+            seq_reuses: 2,
+            edge: "e".into(),
         })
     );
     assert_eq!(s.devices(None)[0].records, 4);
@@ -435,9 +439,9 @@ fn device_lists_get_dedup_counters() {
     apply(&mut s, 1, &data).unwrap();
     let again = batch_cmd("e2", 1, 0, vec![rec("d", 1, Some(1)), rec("d", 2, Some(1))]);
     apply(&mut s, 2, &again).unwrap();
-    let counts = s.device_dedup_nonzero(Some("acme"));
-    assert_eq!(counts.len(), 1, "{counts:?}");
-    assert!(s.device_dedup_nonzero(Some("other")).is_empty());
+    let counts = s.device_facts(Some("acme"));
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    assert!(s.device_facts(Some("other")).is_empty());
     let info = |tenant: &str, device: &str| DeviceInfo {
         tenant: tenant.into(),
         device: device.into(),
@@ -446,6 +450,7 @@ fn device_lists_get_dedup_counters() {
         last_ts_ms: 0,
         retransmissions_dropped: 0,
         seq_reuses: 0,
+        edge: None,
     };
     let mut listed = vec![
         info("acme", "a"),
@@ -459,4 +464,10 @@ fn device_lists_get_dedup_counters() {
         .map(|d| (d.retransmissions_dropped, d.seq_reuses))
         .collect();
     assert_eq!(got, vec![(0, 0), (1, 1), (0, 0), (0, 0)]);
+    let edges: Vec<Option<&str>> = listed.iter().map(|d| d.edge.as_deref()).collect();
+    assert_eq!(
+        edges,
+        vec![None, Some("e2"), None, None],
+        "where each reports through"
+    );
 }

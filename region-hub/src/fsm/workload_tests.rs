@@ -623,7 +623,13 @@ fn state_format_2_is_still_read() {
     let d = &s.devices(None)[0];
     assert_eq!((d.records, d.first_ts_ms, d.last_ts_ms), (5, 0, 4));
     assert_eq!(s.known_devices("acme")[0].tags, tags.as_slice());
-    assert_eq!(s.device_dedup("acme", "d"), Some(DeviceDedup::default()));
+    assert_eq!(
+        s.device_dedup("acme", "d"),
+        Some(DeviceDedup {
+            edge: "e1".into(),
+            ..DeviceDedup::default()
+        })
+    );
     // Layer 1 kept its sets: the edge's old records are still resends.
     let old = vec![rec("d", 3, Some(3), &[])];
     let a = apply(&mut s, 43, &entries_cmd("e1", 1, 3, old.clone())).unwrap();

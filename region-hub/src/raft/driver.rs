@@ -56,6 +56,8 @@ pub fn hub_status<S: HubStore>(n: &HubNode<S>, now: std::time::Instant) -> HubSt
         // Only the Raft thread writes, so this read never waits long.
         stored_records: read(&m.store()).stored_records(),
         peers: s.peers,
+        // Filled in by the service, which holds the TLS material.
+        cert_expires_ms: None,
     }
 }
 
@@ -140,10 +142,11 @@ impl NodeHandle {
             }
             ReadRequest::ListDevices { tenant } => {
                 // The store knows what is stored; the region state what
-                // dedup dropped (replicated): merge them.
+                // dedup dropped and which edge each device reports
+                // through (replicated): merge them.
                 let filter = tenant.clone();
                 let counts = self
-                    .with_state(move |v| v.state.device_dedup_nonzero(filter.as_deref()))
+                    .with_state(move |v| v.state.device_facts(filter.as_deref()))
                     .await?;
                 tokio::task::spawn_blocking(move || {
                     let mut devices = reader.devices(tenant.as_deref());

@@ -387,6 +387,7 @@ mod tests {
             replicas: vec![],
             stored_records: 0,
             peers,
+            cert_expires_ms: None,
         }
     }
 

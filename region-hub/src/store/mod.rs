@@ -517,6 +517,7 @@ impl TelemetryStore {
                         // region state (`fsm::add_device_dedup`).
                         retransmissions_dropped: 0,
                         seq_reuses: 0,
+                        edge: None,
                     });
                     info.records += data.records;
                     info.first_ts_ms = info.first_ts_ms.min(data.first_ts);
