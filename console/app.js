@@ -16,8 +16,6 @@ const MAX_EVENTS = 2000;
 /** What the live stream has told us so far. */
 export const store = {
   snapshot: null,
-  devices: [],
-  devicesAt: 0,
   events: [],
   eventKeys: new Set(),
   status: "offline",
@@ -74,10 +72,6 @@ function banner() {
 function onStreamEvent(type, doc) {
   if (type === "snapshot") {
     store.snapshot = doc;
-    if (doc.devices) {
-      store.devices = doc.devices;
-      store.devicesAt = doc["now-ms"];
-    }
   } else if (type === "events") {
     for (const e of doc.events) {
       const key = `${doc.region}:${e.seq}`;
@@ -119,7 +113,7 @@ function stop() {
 function logout() {
   stop();
   setToken(null);
-  Object.assign(store, { snapshot: null, devices: [], events: [], eventKeys: new Set() });
+  Object.assign(store, { snapshot: null, events: [], eventKeys: new Set() });
   location.hash = "#/login";
 }
 

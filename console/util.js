@@ -99,10 +99,15 @@ export function badge(cls, label) {
 }
 
 /** A paginated table: `rows` are already filtered; `page` is 0-based. */
-export function pagedTable({ columns, rows, page, pageSize = 50, onPage, rowClass, empty }) {
-  const pages = Math.max(1, Math.ceil(rows.length / pageSize));
+/**
+ * A table of `rows`, 50 a page. With `total`, `rows` is already the page
+ * (the server searched and paged) and `total` the number of matches.
+ */
+export function pagedTable({ columns, rows, page, pageSize = 50, onPage, rowClass, empty, total }) {
+  const count = total ?? rows.length;
+  const pages = Math.max(1, Math.ceil(count / pageSize));
   const p = Math.min(Math.max(0, page), pages - 1);
-  const shown = rows.slice(p * pageSize, (p + 1) * pageSize);
+  const shown = total === undefined ? rows.slice(p * pageSize, (p + 1) * pageSize) : rows;
   const table = h("table",
     h("thead", h("tr", columns.map((c) => h("th", { class: c.cls }, c.title)))),
     h("tbody", shown.length
@@ -112,9 +117,9 @@ export function pagedTable({ columns, rows, page, pageSize = 50, onPage, rowClas
   const nav = pages > 1
     ? h("div.pager",
       h("button", { type: "button", disabled: p === 0, onclick: () => onPage(p - 1) }, "‹ prev"),
-      h("span", `page ${p + 1} of ${pages} · ${rows.length} rows`),
+      h("span", `page ${p + 1} of ${pages} · ${count.toLocaleString()} rows`),
       h("button", { type: "button", disabled: p >= pages - 1, onclick: () => onPage(p + 1) }, "next ›"))
-    : h("div.pager", h("span", `${rows.length} rows`));
+    : h("div.pager", h("span", `${count.toLocaleString()} rows`));
   return h("div.table-wrap", table, nav);
 }
 

@@ -56,7 +56,8 @@ pub struct DevicesArgs {
     /// Only this region's.
     #[arg(long)]
     pub region: Option<String>,
-    /// Only devices whose id contains this text.
+    /// Only devices whose id, tenant or edge contains this text (ignoring
+    /// case; central searches).
     #[arg(long)]
     pub filter: Option<String>,
 }
@@ -206,18 +207,10 @@ pub async fn run_devices(
     let mut query = Vec::new();
     query.extend(args.tenant.clone().map(|t| ("tenant", t)));
     query.extend(args.region.clone().map(|r| ("region", r)));
-    let (mut view, raw): (DevicesView, Value) =
-        get(&client, &["api", "v1", "devices"], &query).await?;
-    if let Some(f) = &args.filter {
-        view.devices.retain(|d| d.device.contains(f.as_str()));
-    }
+    query.extend(args.filter.clone().map(|f| ("search", f)));
+    let (view, raw): (DevicesView, Value) = get(&client, &["api", "v1", "devices"], &query).await?;
     if args.api.json {
-        if args.filter.is_none() {
-            return print_json(out, &raw);
-        }
-        let v = serde_json::to_value(&view)
-            .map_err(|e| CliError::Transport(format!("encoding devices: {e}")))?;
-        return print_json(out, &v);
+        return print_json(out, &raw);
     }
     write_out(out, &render_devices(&view))
 }
@@ -595,6 +588,7 @@ pub fn render_devices(v: &DevicesView) -> String {
                     d.region.clone(),
                     d.tenant.clone(),
                     d.device.clone(),
+                    d.edge.clone().unwrap_or_else(|| "-".to_owned()),
                     count(d.records),
                     utc(d.first_ts_ms),
                     utc(d.last_ts_ms),
@@ -604,7 +598,7 @@ pub fn render_devices(v: &DevicesView) -> String {
             .collect();
         table(
             &[
-                "REGION", "TENANT", "DEVICE", "RECORDS", "FIRST", "LAST", "RESENDS",
+                "REGION", "TENANT", "DEVICE", "EDGE", "RECORDS", "FIRST", "LAST", "RESENDS",
             ],
             &rows,
         )

@@ -103,6 +103,7 @@ fn status_sums_edges_and_names_what_is_down_and_what_did_not_answer() {
         })),
         devices: Ok(via_json(&DevicesView {
             devices: vec![device("north", "d1", now - 1000), device("south", "d2", 0)],
+            total: 2,
             stale: false,
             errors: vec![],
         })),
@@ -220,6 +221,7 @@ fn a_follower_prints_each_row_once_even_when_polls_overlap() {
 fn devices_table_lists_failed_regions_and_counts_read_well() {
     let text = render_devices(&DevicesView {
         devices: vec![device("north", "pump-7", 1_000)],
+        total: 1,
         stale: false,
         errors: vec![RegionFailure {
             region: "south".into(),
@@ -227,7 +229,10 @@ fn devices_table_lists_failed_regions_and_counts_read_well() {
             message: "no leader".into(),
         }],
     });
-    assert!(text.contains("north   acme    pump-7  1,234"), "{text}");
+    assert!(
+        text.contains("north   acme    pump-7  edge-1  1,234"),
+        "{text}"
+    );
     assert!(text.contains("region south did not answer (unavailable): no leader"));
     assert_eq!(count(0), "0");
     assert_eq!(count(999), "999");

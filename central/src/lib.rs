@@ -269,6 +269,7 @@ pub async fn bind_on(cfg: CentralConfig, listeners: Listeners) -> Result<Central
             .saturating_sub(cfg.request_timeout() + std::time::Duration::from_secs(1))
             .min(std::time::Duration::from_secs(30)),
         stream_keep_alive: (cfg.http.idle_timeout / 2).min(std::time::Duration::from_secs(15)),
+        console_tick: http::stream::TICK,
         streams: streams.clone(),
         cluster: Some(cluster.clone()),
     };

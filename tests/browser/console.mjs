@@ -45,6 +45,7 @@ const browser = await chromium.launch({
 });
 const errors = [];
 let expectHttpErrors = false;
+let expectNetErrors = false;
 let failed = false;
 const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
 const page = await context.newPage();
@@ -54,6 +55,8 @@ try {
     // Deliberate bad input (a wrong token, a bad filter) makes the browser
     // log the refused request itself; nothing else may log an error.
     if (expectHttpErrors && /status of 4\d\d/.test(m.text())) return;
+    // While the test cuts the network, the refused reconnects log too.
+    if (expectNetErrors && /net::ERR_/.test(m.text())) return;
     errors.push(`console: ${m.text()} (${m.location()?.url || "?"})`);
   });
   page.on("pageerror", (e) => errors.push(`page error: ${e.message}`));
@@ -92,9 +95,27 @@ try {
   const devices = await page.locator("tr.device-row").count();
   if (devices < 2) throw new Error(`topology lists ${devices} devices, want the fleet's`);
   await page.locator("#conn[data-state=live]").waitFor({ timeout: PATIENCE });
-  // Search narrows the lists.
+  // Every device row names the edge it reports through; every edge shows
+  // its certificate's expiry date and its sync lag.
+  const edgeCells = await page.locator("tr.device-row td[data-label=Edge]").allTextContents();
+  if (!edgeCells.length || !edgeCells.every((t) => /^edge-\d$/.test(t))) {
+    throw new Error(`device rows name no edge: ${JSON.stringify(edgeCells)}`);
+  }
+  const certs = await page.locator("tr.edge-row td[data-label='Cert expiry']").allTextContents();
+  if (!certs.length || !certs.every((t) => /^\d{4}-\d\d-\d\d/.test(t))) {
+    throw new Error(`edges show no certificate expiry: ${JSON.stringify(certs)}`);
+  }
+  const lags = await page.locator("tr.edge-row td[data-label='Sync lag']").allTextContents();
+  if (!lags.length || lags.some((t) => t === "—")) throw new Error(`edges show no sync lag: ${JSON.stringify(lags)}`);
+  // Search narrows the lists: edges here, devices by central.
   await page.fill("#search", "edge-2");
   await page.locator('tr.edge-row[data-key="local/edge-1"]').waitFor({ state: "detached", timeout: 5000 });
+  await page.fill("#search", "con-1");
+  await page.locator("tr.device-row", { hasText: "con-0" }).first().waitFor({ state: "detached", timeout: 10_000 });
+  const found = await page.locator("tr.device-row a.device-name").allTextContents();
+  if (!found.length || !found.every((t) => t.includes("con-1"))) {
+    throw new Error(`device search for con-1 shows ${JSON.stringify(found)}`);
+  }
   await page.fill("#search", "");
   log(`${since()} topology shows both edges and ${devices} devices`);
   await shots("topology");
@@ -171,6 +192,20 @@ try {
   await go("#/events");
   await page.locator("tr.event-row.kind-edge-down", { hasText: edge }).first().waitFor({ timeout: PATIENCE });
   await shots("events");
+
+  // 9. A lost connection to central: the console says it is reconnecting,
+  // then that it reconnected, and the live view carries on.
+  await go("#/topology");
+  await visible("#view-topology");
+  expectNetErrors = true;
+  await step("cut");
+  await page.locator("#conn[data-state=reconnecting]").waitFor({ timeout: 10_000 });
+  await shots("reconnecting");
+  await page.locator("#conn[data-state=reconnected]").waitFor({ timeout: PATIENCE });
+  expectNetErrors = false;
+  const before = await page.locator("#conn").getAttribute("data-state");
+  await page.locator("tr.edge-row").first().waitFor({ timeout: PATIENCE });
+  log(`${since()} the stream was cut, the console said so and came back (${before})`);
 
   if (errors.length) throw new Error(`the console logged errors:\n  ${errors.join("\n  ")}`);
   log(`${since()} all checks passed`);

@@ -8,6 +8,7 @@
 //! - [`central_group`]: central replicas alone (their own Raft group).
 //! - [`wait`]: polling helpers with deadlines.
 //! - [`udp_proxy`]: a UDP proxy a test can cut (an edge's partition).
+//! - [`tcp_proxy`]: a TCP proxy a test can cut (a browser losing central).
 //! - [`liveness`]: edge liveness and the region event stream, as central
 //!   serves them.
 //!
@@ -22,6 +23,7 @@ pub mod fleet;
 pub mod liveness;
 pub mod monitors;
 pub mod proc;
+pub mod tcp_proxy;
 pub mod udp_proxy;
 pub mod wait;
 

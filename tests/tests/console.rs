@@ -4,8 +4,9 @@
 //! console. The script checks the console loads without errors, shows both
 //! edges and their devices, puts a simulator spike in the live alert feed,
 //! runs a monitor submitted from its form, and shows a killed edge red and
-//! its monitor moved; the cluster side of those steps (the spike, the
-//! SIGKILL) happens here when the script asks. Screenshots of every view
+//! its monitor moved, and, when its connection to central is cut, shows
+//! the stream reconnecting and reconnected. The cluster side of those steps
+//! (the spike, the SIGKILL, the cut) happens here when the script asks. Screenshots of every view
 //! at 1280×800 and 390×844 go to `<target-dir>/screenshots/`.
 //!
 //! Needs `node`, `/usr/bin/chromium` (or `$STRATA_CHROMIUM`) and
@@ -16,12 +17,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use strata_tests::fleet::{run_fleet, Phase};
 use strata_tests::liveness::wait_edge_state;
 use strata_tests::monitors::{self, sample_module_path};
+use strata_tests::tcp_proxy::TcpProxy;
 use strata_tests::{cluster::serial, wait_until, Cluster, ClusterOpts};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -116,12 +119,15 @@ async fn the_console_shows_the_live_cluster_in_a_real_browser() -> anyhow::Resul
             .central
             .ready_field("http")
             .context("central's ready line has no http address")?;
+        // The browser reaches central through a proxy the test can cut,
+        // to see the console notice a lost stream and reconnect.
+        let proxy = Arc::new(TcpProxy::start(http.parse()?).await?);
         let out = screenshot_dir()?;
         std::fs::create_dir_all(&out)?;
         let script = repo_root().join("tests/browser/console.mjs");
         let mut node = tokio::process::Command::new("node")
             .arg(&script)
-            .arg(format!("http://{http}"))
+            .arg(format!("http://{}", proxy.addr))
             .arg(c.operator_token()?)
             .arg(&out)
             .arg(&wasm)
@@ -140,7 +146,7 @@ async fn the_console_shows_the_live_cluster_in_a_real_browser() -> anyhow::Resul
                 let Some(step) = line.strip_prefix("STEP ") else {
                     continue;
                 };
-                let answer = match do_step(&mut c, step).await {
+                let answer = match do_step(&mut c, &proxy, step).await {
                     Ok(a) => format!("OK {a}\n"),
                     Err(e) => format!("FAIL {e:#}\n"),
                 };
@@ -166,9 +172,23 @@ async fn the_console_shows_the_live_cluster_in_a_real_browser() -> anyhow::Resul
     c.finish(r)
 }
 
-/// One cluster action the script asked for: `spike <edge>` or `kill <edge>`.
-async fn do_step(c: &mut Cluster, step: &str) -> anyhow::Result<String> {
+/// How long a `cut` keeps central unreachable.
+const CUT_FOR: Duration = Duration::from_secs(4);
+
+/// One cluster action the script asked for: `spike <edge>`, `kill <edge>`,
+/// or `cut` (the browser's connections to central reset, and refused for
+/// [`CUT_FOR`]).
+async fn do_step(c: &mut Cluster, proxy: &Arc<TcpProxy>, step: &str) -> anyhow::Result<String> {
     let (what, edge) = step.split_once(' ').unwrap_or((step, ""));
+    if what == "cut" {
+        proxy.cut();
+        let p = proxy.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(CUT_FOR).await;
+            p.restore();
+        });
+        return Ok(format!("central unreachable for {CUT_FOR:?}"));
+    }
     let i: usize = edge
         .strip_prefix("edge-")
         .and_then(|n| n.parse::<usize>().ok())

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use futures::future::join_all;
 use serde::Serialize;
-use strata_protocol::{ReplicaInfo, TelemetryQuery};
+use strata_protocol::{DeviceInfo, ReplicaInfo, TelemetryQuery};
 
 use super::error::AppError;
 use super::params;
@@ -136,35 +136,75 @@ pub async fn edges(State(state): State<AppState>, query: Pairs) -> ApiResult<Edg
     Ok(Json(view))
 }
 
-/// `GET /api/v1/devices[?tenant=&region=]`: devices with record counts.
+/// `GET /api/v1/devices[?tenant=&region=&search=&limit=&offset=]`: devices
+/// with record counts, searched and paged here so a console never needs
+/// the whole list.
 #[utoipa::path(
     get,
     path = "/api/v1/devices",
     tag = "topology",
-    params(("tenant" = Option<String>, Query, description = "Only this tenant"), ("region" = Option<String>, Query, description = "Only this region")),
-    responses((status = 200, description = "Devices with stored telemetry", body = super::views::DevicesView), super::openapi::ApiErrors)
+    params(
+        ("tenant" = Option<String>, Query, description = "Only this tenant"),
+        ("region" = Option<String>, Query, description = "Only this region"),
+        ("search" = Option<String>, Query, min_length = 1, max_length = 128, description = "Only devices whose tenant, id or edge contains this (ignoring case)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100000, description = "Most devices returned (default: every match)"),
+        ("offset" = Option<u64>, Query, description = "Matches skipped before the first returned (default 0)"),
+    ),
+    responses((status = 200, description = "Devices with stored telemetry, sorted by region, tenant and id", body = super::views::DevicesView), super::openapi::ApiErrors)
 )]
 pub async fn devices(State(state): State<AppState>, query: Pairs) -> ApiResult<DevicesView> {
     let Query(pairs) = query?;
-    let get = params::check(&pairs, &["tenant", "region"])?;
-    let regions = select(&state, get("region"))?;
-    let tenant = get("tenant").map(str::to_owned);
+    let p = params::devices(&pairs)?;
+    let regions = select(&state, p.region.as_deref())?;
     let names = regions.iter().map(|r| r.name().to_owned()).collect();
-    let results = join_all(regions.iter().map(|r| r.devices(tenant.clone()))).await;
-    let (ok, errors) = federate(names, results, get("region").is_some())?;
+    let results = join_all(regions.iter().map(|r| r.devices(p.tenant.clone()))).await;
+    let (ok, errors) = federate(names, results, p.region.is_some())?;
     let mut view = DevicesView {
         devices: Vec::new(),
+        total: 0,
         stale: false,
         errors,
     };
+    let matches = |d: &DeviceInfo| {
+        p.search.as_deref().is_none_or(|want| {
+            contains_ignoring_case(&d.tenant, want)
+                || contains_ignoring_case(&d.device, want)
+                || d.edge
+                    .as_deref()
+                    .is_some_and(|e| contains_ignoring_case(e, want))
+        })
+    };
+    let limit = p.limit.map_or(usize::MAX, |l| l as usize);
+    let mut skip = p.offset;
     for (region, served) in ok {
         view.stale |= served.stale;
         let mut devices = served.value;
+        devices.retain(|d| matches(d));
+        view.total += devices.len() as u64;
         devices.sort_by(|a, b| (&a.tenant, &a.device).cmp(&(&b.tenant, &b.device)));
-        view.devices
-            .extend(devices.into_iter().map(|d| DeviceView::new(&region, d)));
+        for d in devices {
+            if skip > 0 {
+                skip -= 1;
+            } else if view.devices.len() < limit {
+                view.devices.push(DeviceView::new(&region, d));
+            }
+        }
     }
     Ok(Json(view))
+}
+
+/// Whether `hay` contains `lower` (already lowercase), ignoring ASCII case
+/// without allocating per device.
+fn contains_ignoring_case(hay: &str, lower: &str) -> bool {
+    if lower.is_empty() {
+        return true;
+    }
+    if lower.len() > hay.len() {
+        return false;
+    }
+    hay.as_bytes()
+        .windows(lower.len())
+        .any(|w| w.eq_ignore_ascii_case(lower.as_bytes()))
 }
 
 /// Finds the region holding a device: the cache, else ask every region.

@@ -86,6 +86,8 @@ struct Inner {
     clock: Clock,
     /// (tenant, device) → index into `regions`.
     device_regions: Mutex<HashMap<(String, String), usize>>,
+    /// The consoles' shared live feed.
+    feed: stream::Feed,
 }
 
 /// The system clock.
@@ -112,6 +114,9 @@ pub struct AppOptions {
     /// Keep-alive comment period of event streams: under half of
     /// `http.idle-timeout`, which would otherwise close an idle stream.
     pub stream_keep_alive: Duration,
+    /// Time between the console feed's snapshots (`stream::TICK`; shorter
+    /// in tests).
+    pub console_tick: Duration,
     /// Cancelled when central stops: event streams end then (a stream
     /// never ends by itself, and shutdown waits for responses).
     pub streams: CancellationToken,
@@ -127,6 +132,7 @@ impl Default for AppOptions {
             max_body_bytes: crate::config::HttpConfig::default().max_body_bytes,
             events_max_wait: Duration::from_secs(30),
             stream_keep_alive: Duration::from_secs(15),
+            console_tick: stream::TICK,
             streams: CancellationToken::new(),
             cluster: None,
         }
@@ -170,8 +176,14 @@ impl AppState {
                 options,
                 clock,
                 device_regions: Mutex::new(HashMap::new()),
+                feed: stream::Feed::default(),
             }),
         }
+    }
+
+    /// The consoles' shared live feed.
+    pub fn feed(&self) -> &stream::Feed {
+        &self.inner.feed
     }
 
     /// The access rules.

@@ -122,6 +122,55 @@ pub(super) fn parse_limit(v: Option<&str>, default: u32, max: u32) -> Result<u32
     }
 }
 
+/// Most devices one page of `GET /api/v1/devices` holds.
+pub const MAX_DEVICE_PAGE: u32 = 100_000;
+
+/// A parsed device list read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceParams {
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// Only this region.
+    pub region: Option<String>,
+    /// Only devices whose tenant, id or edge contains this, ignoring case.
+    pub search: Option<String>,
+    /// Most devices returned; `None`: every match.
+    pub limit: Option<u32>,
+    /// Matches skipped before the first returned.
+    pub offset: u64,
+}
+
+/// Parses `GET /api/v1/devices` parameters: `tenant`, `region`, `search`
+/// (a non-empty substring, at most 128 bytes), `limit` (1..=100000;
+/// default: all) and `offset` (default 0).
+pub fn devices(pairs: &[(String, String)]) -> Result<DeviceParams, AppError> {
+    let get = check(pairs, &["tenant", "region", "search", "limit", "offset"])?;
+    let search = match get("search") {
+        Some("") => return Err(AppError::bad_param("search", "must not be empty")),
+        Some(s) if s.len() > 128 => {
+            return Err(AppError::bad_param("search", "longer than 128 bytes"))
+        }
+        s => s.map(str::to_lowercase),
+    };
+    let limit = match get("limit") {
+        None => None,
+        v => Some(parse_limit(v, MAX_DEVICE_PAGE, MAX_DEVICE_PAGE)?),
+    };
+    let offset = match get("offset") {
+        None => 0,
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| AppError::bad_param("offset", format!("{v:?} is not a whole number")))?,
+    };
+    Ok(DeviceParams {
+        tenant: get("tenant").map(str::to_owned),
+        region: get("region").map(str::to_owned),
+        search,
+        limit,
+        offset,
+    })
+}
+
 /// A parsed alert read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertParams {

@@ -1,10 +1,21 @@
 //! `GET /api/v1/stream`: the console's one live connection (Server-Sent
 //! Events). Every [`TICK`] it sends a `snapshot` event: regions (health,
 //! replicas and their Raft roles, leader), edges (liveness, spool backlog,
-//! ingest rate, machine use, instances), monitors with their allocations,
-//! global workloads, the newest alerts, and — on the first snapshot and
-//! every [`DEVICES_EVERY`] ticks, as the list can be long — the devices. New
-//! region events go out as `events` events as soon as a tick sees them.
+//! sync lag, ingest rate, machine use, certificate expiry, instances),
+//! monitors with their allocations, global workloads, the newest alerts,
+//! and device *counts* per region and edge (refreshed every
+//! [`DEVICES_EVERY`] ticks). The device list itself is never streamed: at
+//! 100,000 devices it is searched and paged through `GET /api/v1/devices`.
+//! New region events go out as `events` events as soon as a tick sees them.
+//!
+//! One [`Feed`] per central server makes the snapshots, however many
+//! consoles are open: a single producer task (started by the first
+//! subscriber, ended at the first tick without one) reads the regions once
+//! per tick, serializes once, and broadcasts the frame; each connection
+//! only copies it out. A console joining mid-way gets the latest snapshot
+//! and the recent events at once. A console too slow for the broadcast
+//! skips to the next frame (snapshots are whole; skipped events stay in
+//! the regions' logs and `GET /api/v1/events`).
 //!
 //! Built from the same handlers the REST routes use, so the console and the
 //! API never disagree. A client that reconnects gets a full snapshot and
@@ -18,7 +29,9 @@
 //! stream ([`super::events`]): the keep-alive comment keeps an idle stream
 //! under `http.idle-timeout`; the stream ends when central stops.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -29,7 +42,7 @@ use futures::Stream;
 use serde::Serialize;
 use strata_protocol::liveness::{Classification, LivenessState, RegionEvent};
 use strata_protocol::monitoring::NodeResources;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{broadcast, watch};
 
 use super::error::AppError;
 use super::handlers::{self, Pairs, RegionsView};
@@ -42,9 +55,11 @@ use crate::auth::Action;
 
 /// Time between snapshots.
 pub const TICK: Duration = Duration::from_millis(1500);
-/// The device list goes out on the first snapshot and then every this many
-/// ticks (it is the longest part: up to one entry per device).
+/// Device counts are read on the first tick and then every this many ticks
+/// (counting reads every region's whole device list).
 pub const DEVICES_EVERY: u64 = 6;
+/// Frames a slow console may fall behind before it skips ahead.
+const FRAMES_BUFFERED: usize = 8;
 /// Newest alerts in each snapshot.
 const ALERTS: &str = "100";
 /// Recent events of each region sent when a stream opens.
@@ -62,9 +77,9 @@ pub struct Snapshot {
     pub regions: Vec<RegionView>,
     /// Every edge that answered, region by region.
     pub edges: Vec<EdgeBrief>,
-    /// Devices (only in some snapshots: see the module docs).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub devices: Option<Vec<DeviceBrief>>,
+    /// Device counts (as of the last count: see the module docs); null
+    /// before the first count succeeded.
+    pub devices: Option<DeviceCounts>,
     /// Monitors with their allocations and recent evaluations.
     pub monitors: Vec<MonitorView>,
     /// Global workloads; `null` when central's replicated state is not
@@ -156,34 +171,34 @@ impl From<EdgeView> for EdgeBrief {
     }
 }
 
-/// One device in a snapshot.
-#[derive(Debug, Serialize)]
+/// How many devices have data, per region and per edge.
+#[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub struct DeviceBrief {
-    /// Region holding its data.
-    pub region: String,
-    /// Tenant.
-    pub tenant: String,
-    /// Device id.
-    pub device: String,
-    /// Records stored.
-    pub records: u64,
-    /// Latest reading, ms since the epoch.
-    pub last_ts_ms: i64,
-    /// The edge it reports through, when known.
-    pub edge: Option<String>,
+pub struct DeviceCounts {
+    /// Central's clock when counted, ms since the epoch.
+    pub at_ms: i64,
+    /// Every device that answered.
+    pub total: u64,
+    /// Region → devices.
+    pub regions: BTreeMap<String, u64>,
+    /// `region/edge` → devices whose latest reading came through it.
+    pub edges: BTreeMap<String, u64>,
 }
 
-impl From<DeviceView> for DeviceBrief {
-    fn from(d: DeviceView) -> DeviceBrief {
-        DeviceBrief {
-            region: d.region,
-            tenant: d.tenant,
-            device: d.device,
-            records: d.records,
-            last_ts_ms: d.last_ts_ms,
-            edge: d.edge,
+impl DeviceCounts {
+    fn of(devices: &[DeviceView], at_ms: i64) -> DeviceCounts {
+        let mut c = DeviceCounts {
+            at_ms,
+            total: devices.len() as u64,
+            ..DeviceCounts::default()
+        };
+        for d in devices {
+            *c.regions.entry(d.region.clone()).or_default() += 1;
+            if let Some(e) = &d.edge {
+                *c.edges.entry(format!("{}/{e}", d.region)).or_default() += 1;
+            }
         }
+        c
     }
 }
 
@@ -232,63 +247,181 @@ pub async fn stream(
             .map_err(|r| AppError::new(r.status(), r.code(), r.message()))?;
     }
     let keep_alive = state.options().stream_keep_alive;
-    let stop = state.options().streams.clone();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let live = Live {
-        cursors: vec![None; state.regions().len()],
-        state,
-        tick,
-        n: 0,
-        queued: Vec::new(),
-        stop,
-    };
-    let events = futures::stream::unfold(live, |mut l| async move {
-        let event = l.next_event().await?;
-        Some((Ok(event), l))
+    let (joined, frames) = state.feed().subscribe(&state);
+    let mut queued = Vec::new();
+    if let Some(snapshot) = &joined.snapshot {
+        queued.push(Event::default().event("snapshot").data(&**snapshot));
+    }
+    queued.extend(
+        joined
+            .recent
+            .iter()
+            .map(|(_, b)| Event::default().event("events").data(&**b)),
+    );
+    queued.reverse();
+    let events = futures::stream::unfold((queued, frames), |(mut queued, mut frames)| async move {
+        loop {
+            if let Some(e) = queued.pop() {
+                return Some((Ok(e), (queued, frames)));
+            }
+            match frames.recv().await {
+                Ok(frame) => {
+                    queued.push(Event::default().event("snapshot").data(&*frame.snapshot));
+                    queued.extend(
+                        frame
+                            .events
+                            .iter()
+                            .map(|b| Event::default().event("events").data(&**b)),
+                    );
+                    queued.reverse();
+                }
+                // Too slow: the next frame's snapshot is whole again.
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                // The producer stopped: central is shutting down.
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(keep_alive)))
 }
 
-/// One stream's state.
-struct Live {
-    state: AppState,
-    tick: tokio::time::Interval,
-    /// Snapshots sent.
-    n: u64,
-    /// Per region: the first event sequence number not sent yet (`None`
-    /// before the first read).
-    cursors: Vec<Option<u64>>,
-    /// Events ready to send, in reverse order (popped from the end).
-    queued: Vec<Event>,
-    stop: CancellationToken,
+/// One tick's output, serialized once for every console.
+struct Frame {
+    snapshot: Arc<str>,
+    /// `events` payloads, one per region with news.
+    events: Vec<Arc<str>>,
 }
 
-impl Live {
-    async fn next_event(&mut self) -> Option<Event> {
-        loop {
-            if let Some(e) = self.queued.pop() {
-                return Some(e);
-            }
-            tokio::select! {
-                _ = self.stop.cancelled() => return None,
-                _ = self.tick.tick() => {}
-            }
-            let (snapshot, events) = tokio::join!(
-                snapshot(&self.state, self.n),
-                new_events(&self.state, &mut self.cursors)
-            );
-            let mut out = vec![json_event("snapshot", &snapshot)];
-            out.extend(events.iter().map(|b| json_event("events", b)));
-            out.reverse();
-            self.queued = out;
-            self.n += 1;
+/// What a console joining mid-way is sent first.
+#[derive(Default)]
+struct Joined {
+    /// The latest snapshot; `None` before the first tick.
+    snapshot: Option<Arc<str>>,
+    /// Recent `events` payloads, oldest first, with their event counts.
+    recent: VecDeque<(usize, Arc<str>)>,
+}
+
+/// The running producer, as subscribers reach it.
+struct Running {
+    frames: broadcast::Sender<Arc<Frame>>,
+    joined: watch::Receiver<Arc<Joined>>,
+}
+
+/// The one producer of console frames on this server (see the module
+/// docs). Cloning shares it.
+#[derive(Clone, Default)]
+pub struct Feed {
+    /// `Some` exactly while a producer task runs: it is set by the first
+    /// subscriber and cleared by the producer itself, both under this lock,
+    /// so a subscriber never joins a producer that has decided to stop.
+    running: Arc<Mutex<Option<Running>>>,
+}
+
+impl Feed {
+    /// Joins the producer, starting it if none runs: what to send first,
+    /// and the frames after it.
+    fn subscribe(&self, state: &AppState) -> (Arc<Joined>, broadcast::Receiver<Arc<Frame>>) {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(r) = running.as_ref() {
+            return (r.joined.borrow().clone(), r.frames.subscribe());
         }
+        let (frames, rx) = broadcast::channel(FRAMES_BUFFERED);
+        let (joined_tx, joined) = watch::channel(Arc::new(Joined::default()));
+        *running = Some(Running {
+            frames: frames.clone(),
+            joined,
+        });
+        tokio::spawn(produce(state.clone(), self.clone(), frames, joined_tx));
+        (Arc::new(Joined::default()), rx)
+    }
+
+    /// Called by the producer at each tick: whether anyone still listens;
+    /// if not, the producer is unregistered (under the lock, see
+    /// [`Feed::running`]) and must stop.
+    fn still_wanted(&self, frames: &broadcast::Sender<Arc<Frame>>) -> bool {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if frames.receiver_count() > 0 {
+            return true;
+        }
+        *running = None;
+        false
+    }
+
+    fn stop(&self) {
+        *self.running.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Whether a producer runs.
+    #[cfg(test)]
+    fn is_running(&self) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
     }
 }
 
-/// The `n`th snapshot of a stream.
-async fn snapshot(state: &AppState, n: u64) -> Snapshot {
+/// The producer task: one snapshot (and the regions' new events) per tick
+/// while anyone listens.
+async fn produce(
+    state: AppState,
+    feed: Feed,
+    frames: broadcast::Sender<Arc<Frame>>,
+    joined: watch::Sender<Arc<Joined>>,
+) {
+    let stop = state.options().streams.clone();
+    let mut tick = tokio::time::interval(state.options().console_tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut cursors = vec![None; state.regions().len()];
+    let mut counts: Option<DeviceCounts> = None;
+    let mut recent: VecDeque<(usize, Arc<str>)> = VecDeque::new();
+    let keep_events = RECENT_EVENTS * state.regions().len().max(1);
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => {
+                feed.stop();
+                return;
+            }
+            _ = tick.tick() => {}
+        }
+        if !feed.still_wanted(&frames) {
+            return;
+        }
+        let (mut snapshot, events) = tokio::join!(
+            snapshot(&state, n, &mut counts),
+            new_events(&state, &mut cursors)
+        );
+        snapshot.devices = counts.clone();
+        let snapshot: Arc<str> = json(&snapshot).into();
+        let events: Vec<(usize, Arc<str>)> = events
+            .iter()
+            .map(|b| (b.events.len(), json(b).into()))
+            .collect();
+        recent.extend(events.iter().cloned());
+        let mut held: usize = recent.iter().map(|(k, _)| k).sum();
+        while held > keep_events {
+            match recent.pop_front() {
+                Some((k, _)) => held -= k,
+                None => break,
+            }
+        }
+        joined.send_replace(Arc::new(Joined {
+            snapshot: Some(snapshot.clone()),
+            recent: recent.clone(),
+        }));
+        // No receiver left between the check and now: the next tick ends.
+        let _ = frames.send(Arc::new(Frame {
+            snapshot,
+            events: events.into_iter().map(|(_, b)| b).collect(),
+        }));
+        n += 1;
+    }
+}
+
+/// The `n`th snapshot of the feed (device counts go into `counts`, read
+/// on every [`DEVICES_EVERY`]th).
+async fn snapshot(state: &AppState, n: u64, counts: &mut Option<DeviceCounts>) -> Snapshot {
     let none = || Ok(Query(Vec::new()));
     let with_devices = n % DEVICES_EVERY == 0;
     let alert_query = || Ok(Query(vec![("limit".to_owned(), ALERTS.to_owned())]));
@@ -336,14 +469,11 @@ async fn snapshot(state: &AppState, n: u64) -> Snapshot {
             Vec::new()
         }
     };
-    let devices = match devices {
-        Some(Ok(Json(v))) => Some(v.devices.into_iter().map(DeviceBrief::from).collect()),
-        Some(Err(e)) => {
-            note(&mut errors, "devices", &e);
-            None
-        }
-        None => None,
-    };
+    match devices {
+        Some(Ok(Json(v))) => *counts = Some(DeviceCounts::of(&v.devices, state.now_ms())),
+        Some(Err(e)) => note(&mut errors, "devices", &e),
+        None => {}
+    }
     // No replicated state on this server is not an error worth
     // showing on every snapshot; the workloads view says so.
     let workloads = workloads.ok().map(|Json(w)| w);
@@ -351,7 +481,7 @@ async fn snapshot(state: &AppState, n: u64) -> Snapshot {
         now_ms: state.now_ms(),
         regions,
         edges,
-        devices,
+        devices: None,
         monitors,
         workloads,
         alerts,
@@ -421,8 +551,109 @@ async fn new_events(state: &AppState, cursors: &mut [Option<u64>]) -> Vec<Events
     out
 }
 
-fn json_event<T: Serialize>(kind: &str, value: &T) -> Event {
+fn json<T: Serialize>(value: &T) -> String {
     // Plain data structs: serializing them cannot fail.
-    let data = serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned());
-    Event::default().event(kind).data(data)
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::auth::Policy;
+    use crate::http::app;
+    use crate::http::test_support::{bearer, harness2, options, Fake};
+
+    /// Opens a stream as the operator; returns its body.
+    async fn open(state: &AppState) -> Body {
+        let req = Request::get("/api/v1/stream")
+            .header("authorization", bearer())
+            .body(Body::empty())
+            .unwrap();
+        let resp = app(state.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.into_body()
+    }
+
+    /// Reads SSE frames until a whole `snapshot` event arrived; returns
+    /// the event names seen.
+    async fn until_snapshot(body: &mut Body) -> Vec<String> {
+        let mut text = String::new();
+        loop {
+            let frame = body.frame().await.expect("stream open").unwrap();
+            if let Some(d) = frame.data_ref() {
+                text.push_str(&String::from_utf8_lossy(d));
+            }
+            let events: Vec<&str> = text.split("\n\n").collect();
+            // The last piece is unfinished (or empty).
+            let done = &events[..events.len() - 1];
+            if done.iter().any(|e| e.contains("event: snapshot")) {
+                return done
+                    .iter()
+                    .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("event: ")))
+                    .map(str::to_owned)
+                    .collect();
+            }
+        }
+    }
+
+    /// Two consoles share one producer: one round of region reads per
+    /// tick whatever the number of consoles, and the producer stops once
+    /// nobody listens (and starts again for the next console).
+    #[tokio::test]
+    async fn consoles_share_one_producer_that_stops_when_the_last_leaves() {
+        let tick = Duration::from_millis(100);
+        let h = harness2(
+            Fake::new("west", &[("acme", "d1")]),
+            Fake::new("east", &[("acme", "d2")]),
+        );
+        let mut opts = options(Policy::new(false, true));
+        opts.console_tick = tick;
+        let state = AppState::with_options(
+            vec![h.west.clone(), h.east.clone()],
+            prometheus_client::registry::Registry::default(),
+            Arc::new(|| crate::http::test_support::NOW),
+            opts,
+        );
+        let reads = || h.west.event_reads.lock().unwrap().len();
+        let mut a = open(&state).await;
+        let seen = until_snapshot(&mut a).await;
+        assert_eq!(seen.first().map(String::as_str), Some("snapshot"));
+        let mut b = open(&state).await;
+        until_snapshot(&mut b).await;
+        assert!(state.feed().is_running());
+
+        let before = reads();
+        for _ in 0..5 {
+            until_snapshot(&mut a).await;
+            until_snapshot(&mut b).await;
+        }
+        let during = reads() - before;
+        // Five snapshots each: five ticks (one more may be under way).
+        // A producer per console would have read at least ten times.
+        assert!(
+            (5..=6).contains(&during),
+            "{during} reads for 2 x 5 snapshots"
+        );
+
+        drop(a);
+        drop(b);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while state.feed().is_running() {
+            assert!(tokio::time::Instant::now() < deadline, "still producing");
+            tokio::time::sleep(tick).await;
+        }
+        let stopped_at = reads();
+        tokio::time::sleep(tick * 5).await;
+        assert_eq!(reads(), stopped_at, "no reads without a console");
+
+        let mut c = open(&state).await;
+        until_snapshot(&mut c).await;
+        assert!(state.feed().is_running());
+        assert!(reads() > stopped_at);
+    }
 }

@@ -203,7 +203,7 @@ fn hub_status(region: &str, id: u64, role: RaftRole) -> HubStatus {
         replicas: vec![],
         stored_records: 5000,
         peers: vec![],
-        cert_expires_ms: None,
+        cert_expires_ms: Some(NOW + 365 * 86_400_000),
     }
 }
 
@@ -249,6 +249,8 @@ impl RegionApi for Fake {
                 ingest_rate: 12.5,
                 connected_clients: 3,
                 uptime_ms: 60_000,
+                sync_lag_ms: 250,
+                cert_expires_ms: Some(NOW + 90 * 86_400_000),
                 capacity: MonitorCapacity {
                     memory_mib: 256,
                     cpu_millicores: 1000,

@@ -37,7 +37,7 @@ async fn regions_list_every_replica() {
         json!({
             "addr": "h1:7000", "reachable": true, "id": 1, "role": "leader", "term": 3,
             "leader": 1, "commit-index": 100, "applied-index": 99, "last-index": 101,
-            "stored-records": 5000
+            "stored-records": 5000, "cert-expires-ms": NOW + 365 * 86_400_000
         })
     );
     assert_eq!(west["replicas"][1]["role"], "follower");
@@ -188,6 +188,7 @@ async fn edges_with_ages_and_partial_failure() {
         json!({
             "region": "west", "name": "west-edge-1", "last-seen-ms": NOW - 1500,
             "age-ms": 1500, "spool-records": 7, "spool-bytes": 700, "ingest-rate": 12.5,
+            "sync-lag-ms": 250, "cert-expires-ms": NOW + 90 * 86_400_000,
             "connected-clients": 3, "records-stored": 900, "resends-dropped": 12,
             "uptime-ms": 60_000
         })
@@ -267,16 +268,71 @@ async fn devices_filtered_by_tenant_and_region() {
         json!([
             {"region": "west", "tenant": "acme", "device": "d1", "records": 42,
              "first-ts-ms": NOW - 10_000, "last-ts-ms": NOW - 1000,
-             "retransmissions-dropped": 3, "seq-reuses": 1},
+             "retransmissions-dropped": 3, "seq-reuses": 1, "edge": "edge-1"},
             {"region": "east", "tenant": "acme", "device": "d2", "records": 42,
              "first-ts-ms": NOW - 10_000, "last-ts-ms": NOW - 1000,
-             "retransmissions-dropped": 3, "seq-reuses": 1},
+             "retransmissions-dropped": 3, "seq-reuses": 1, "edge": "edge-1"},
         ])
     );
+    assert_eq!(body["total"], 2);
     assert_eq!(body["stale"], true);
     let (_, body) = get(&h.state, "/api/v1/devices?region=west").await;
     assert_eq!(body["devices"].as_array().unwrap().len(), 2);
     assert_eq!(body["stale"], false);
+}
+
+/// A console's device list at 100,000 devices: searched (tenant, id or
+/// edge, ignoring case) and paged by central, with the match count.
+#[tokio::test]
+async fn devices_are_searched_and_paged() {
+    let names: Vec<String> = (0..250).map(|i| format!("Pump-{i:03}")).collect();
+    let devices: Vec<(&str, &str)> = names.iter().map(|n| ("acme", n.as_str())).collect();
+    let h = harness(Fake::new("east", &devices));
+    let page = |q: &'static str| {
+        let state = h.state.clone();
+        async move {
+            let (status, body) = get(&state, &format!("/api/v1/devices?{q}")).await;
+            assert_eq!(status, StatusCode::OK, "{q}: {body}");
+            let ids: Vec<String> = body["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["device"].as_str().unwrap().to_owned())
+                .collect();
+            (body["total"].as_u64().unwrap(), ids)
+        }
+    };
+    // West holds acme/d1 and other/x; east the 250 pumps.
+    let (total, ids) = page("search=pump-1&limit=5").await;
+    assert_eq!(total, 100, "Pump-1xx");
+    assert_eq!(
+        ids,
+        ["Pump-100", "Pump-101", "Pump-102", "Pump-103", "Pump-104"]
+    );
+    let (total, ids) = page("search=PUMP-24&limit=5&offset=8").await;
+    assert_eq!(
+        (total, ids),
+        (10, vec!["Pump-248".to_owned(), "Pump-249".to_owned()])
+    );
+    let (total, ids) = page("limit=2").await;
+    assert_eq!((total, ids), (252, vec!["d1".to_owned(), "x".to_owned()]));
+    let (total, ids) = page("offset=251").await;
+    assert_eq!((total, ids), (252, vec!["Pump-249".to_owned()]));
+    let (total, _) = page("search=edge-1&limit=1").await;
+    assert_eq!(total, 252, "the edge a device reports through matches");
+    let (total, ids) = page("search=nothing-like-it").await;
+    assert_eq!((total, ids.len()), (0, 0));
+    for (q, field) in [
+        ("search=", "search"),
+        ("limit=0", "limit"),
+        ("limit=100001", "limit"),
+        ("offset=-1", "offset"),
+        ("sort=name", "sort"),
+    ] {
+        let (status, body) = get(&h.state, &format!("/api/v1/devices?{q}")).await;
+        let msg = error(status, &body, StatusCode::BAD_REQUEST, "invalid-parameter");
+        assert!(msg.contains(&format!("`{field}`")), "{q}: {msg}");
+    }
 }
 
 #[tokio::test]

@@ -390,8 +390,11 @@ pub struct EdgesView {
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct DevicesView {
-    /// Devices, region by region.
+    /// Devices, region by region (one page of them with `limit`/`offset`).
     pub devices: Vec<DeviceView>,
+    /// Devices that matched, before paging.
+    #[serde(default)]
+    pub total: u64,
     /// True when some region answered from a follower without a leader.
     pub stale: bool,
     /// Regions that could not answer; their devices are missing.
