@@ -3,14 +3,18 @@
 //! locality), `strata workloads` (global workloads and their split over
 //! regions) and `strata workload submit | inspect | delete`.
 //!
-//! Tables render from central's JSON answers (what `--json` prints); the
-//! table functions are pure and tested.
+//! Tables render from central's typed views (`--json` prints the answer
+//! as central sent it); the table functions are pure and tested.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use central::http::cluster::{RegionRecordView, RegistryView};
+use central::http::workloads::{WorkloadView, WorkloadsView};
 use clap::{Args, Subcommand};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::cluster_table::{ago, bytes};
@@ -61,7 +65,7 @@ pub async fn scale_history(args: ScaleHistoryArgs) -> ExitCode {
             if args.api.json {
                 print_json(&mut out, &w["scale-history"])
             } else {
-                write_out(&mut out, &scale_history_table(&w))
+                write_out(&mut out, &scale_history_table(&typed(w)?))
             }
         }
         .await,
@@ -69,47 +73,40 @@ pub async fn scale_history(args: ScaleHistoryArgs) -> ExitCode {
 }
 
 /// A workload's scale decisions, newest first, with their inputs.
-pub fn scale_history_table(w: &Value) -> String {
-    if w["scale"].is_null() {
+pub fn scale_history_table(w: &WorkloadView) -> String {
+    let Some(scale) = &w.scale else {
         return format!(
             "{}/{} does not autoscale (no scale block)\n",
-            text(&w["tenant"]),
-            text(&w["name"])
+            w.tenant, w.name
         );
-    }
-    let num = |v: &Value| {
-        v.as_f64()
-            .map_or_else(|| "-".to_owned(), |x| format!("{x:.1}"))
     };
-    let rows: Vec<Vec<String>> = w["scale-history"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let num = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |x| format!("{x:.1}"));
+    let rows: Vec<Vec<String>> = w
+        .scale_history
+        .iter()
         .map(|d| {
             vec![
-                d["at-ms"]
-                    .as_i64()
-                    .map_or_else(|| "-".to_owned(), crate::monitor_table::utc),
-                format!("{}→{}", text(&d["current"]), text(&d["desired"])),
-                text(&d["reason"]),
-                num(&d["total"]),
-                num(&d["per-instance"]),
-                num(&d["target"]),
-                text(&d["recommended"]),
-                forecast(d),
-                text(&d["forecast-recommended"]),
+                crate::monitor_table::utc(d.at_ms),
+                format!("{}→{}", d.current, d.desired),
+                d.reason.clone(),
+                num(d.total),
+                num(d.per_instance),
+                num(Some(d.target)),
+                d.recommended.to_string(),
+                forecast(d.forecast, d.forecast_horizon_ms),
+                opt(d.forecast_recommended),
             ]
         })
         .collect();
     let mut out = format!(
         "{}/{}: {} instances now ({}..={} by {}, target {} per instance)\n",
-        text(&w["tenant"]),
-        text(&w["name"]),
-        text(&w["scaled"]),
-        text(&w["scale"]["min"]),
-        text(&w["scale"]["max"]),
-        text(&w["scale"]["metric"]),
-        text(&w["scale"]["target"]),
+        w.tenant,
+        w.name,
+        opt(w.scaled),
+        scale.min,
+        scale.max,
+        wire(&scale.metric),
+        scale.target,
     );
     out.push_str(&table(
         &[
@@ -130,17 +127,33 @@ pub fn scale_history_table(w: &Value) -> String {
 
 /// A decision's forecast as `peak in horizon` (`52.5 in 30m`), `-` when
 /// it had none.
-fn forecast(d: &Value) -> String {
-    let Some(v) = d["forecast"].as_f64() else {
+fn forecast(v: Option<f64>, horizon_ms: Option<u64>) -> String {
+    let Some(v) = v else {
         return "-".to_owned();
     };
-    match d["forecast-horizon-ms"].as_u64() {
+    match horizon_ms {
         Some(ms) => format!(
             "{v:.1} in {}",
             humantime::format_duration(std::time::Duration::from_millis(ms))
         ),
         None => format!("{v:.1}"),
     }
+}
+
+/// An answer as its typed view; a shape central should not send is a
+/// transport error naming what did not fit.
+fn typed<T: DeserializeOwned>(v: Value) -> Result<T, CliError> {
+    serde_json::from_value(v)
+        .map_err(|e| CliError::Transport(format!("central's answer has an unexpected shape: {e}")))
+}
+
+/// A value in its wire form (an enum's kebab-case name), for a cell.
+fn wire<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v).map_or_else(|_| "-".to_owned(), |v| text(&v))
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_owned(), |x| x.to_string())
 }
 
 /// `strata workload …`
@@ -194,7 +207,7 @@ pub async fn regions(args: RegionsArgs) -> ExitCode {
             if args.api.json {
                 print_json(&mut out, &body)
             } else {
-                write_out(&mut out, &regions_table(&body, now_ms()))
+                write_out(&mut out, &regions_table(&typed(body)?, now_ms()))
             }
         }
         .await,
@@ -215,7 +228,7 @@ pub async fn workloads(args: WorkloadsArgs) -> ExitCode {
             if args.api.json {
                 print_json(&mut out, &body)
             } else {
-                write_out(&mut out, &workloads_table(&body))
+                write_out(&mut out, &workloads_table(&typed(body)?))
             }
         }
         .await,
@@ -277,14 +290,15 @@ async fn run_workload(
             if api.json {
                 return print_json(out, &w);
             }
+            let w: WorkloadView = typed(w)?;
             write_out(
                 out,
                 &format!(
                     "{} global workload {}/{} (generation {})\n{}",
                     if status == 201 { "created" } else { "updated" },
-                    text(&w["tenant"]),
-                    text(&w["name"]),
-                    text(&w["generation"]),
+                    w.tenant,
+                    w.name,
+                    w.generation,
                     workload_detail(&w)
                 ),
             )
@@ -296,7 +310,7 @@ async fn run_workload(
             if api.json {
                 print_json(out, &w)
             } else {
-                write_out(out, &workload_detail(&w))
+                write_out(out, &workload_detail(&typed(w)?))
             }
         }
         WorkloadCmd::Delete { api, tenant, name } => {
@@ -363,11 +377,11 @@ fn list(v: &Value) -> String {
     }
 }
 
-/// A share reason as one short word or phrase.
-fn reason(r: &Value) -> String {
-    match r {
-        Value::String(s) => s.clone(),
-        Value::Object(o) => o
+/// A share reason as one short word or phrase: its name, with its fields
+/// in parentheses (`affinity(weight=50)`).
+fn reason<T: Serialize>(r: &T) -> String {
+    match serde_json::to_value(r) {
+        Ok(Value::Object(o)) => o
             .iter()
             .map(|(k, v)| match v {
                 Value::Object(f) => format!(
@@ -381,50 +395,14 @@ fn reason(r: &Value) -> String {
             })
             .collect::<Vec<_>>()
             .join(" "),
-        other => text(other),
+        Ok(other) => text(&other),
+        Err(_) => "-".to_owned(),
     }
 }
 
 /// `GET /api/v1/central/regions` as a table.
-pub fn regions_table(body: &Value, now_ms: i64) -> String {
-    let rows: Vec<Vec<String>> = body["regions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            let s = &r["summary"];
-            let all = &s["capacity"]["all"];
-            let devices = s["device-locality"]
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .map(|(t, n)| format!("{t}:{}", text(n)))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
-                .filter(|d| !d.is_empty())
-                .unwrap_or_else(|| "-".to_owned());
-            let free = &all["free"];
-            vec![
-                text(&r["name"]),
-                text(&r["health"]),
-                r["hubs"].as_array().map_or(0, Vec::len).to_string(),
-                text(&all["nodes-ready"]),
-                match free["cpu-millicores"].as_u64() {
-                    Some(m) => format!("{m}m"),
-                    None => "-".to_owned(),
-                },
-                free["memory-bytes"]
-                    .as_u64()
-                    .map_or_else(|| "-".to_owned(), bytes),
-                devices,
-                s["reported-at"].as_i64().map_or_else(
-                    || "never".to_owned(),
-                    |t| format!("{} ago", ago(now_ms - t)),
-                ),
-            ]
-        })
-        .collect();
+pub fn regions_table(body: &RegistryView, now_ms: i64) -> String {
+    let rows: Vec<Vec<String>> = body.regions.iter().map(|r| region_row(r, now_ms)).collect();
     table(
         &[
             "REGION", "HEALTH", "HUBS", "EDGES", "FREE-CPU", "FREE-MEM", "DEVICES", "REPORTED",
@@ -433,48 +411,65 @@ pub fn regions_table(body: &Value, now_ms: i64) -> String {
     )
 }
 
+fn region_row(r: &RegionRecordView, now_ms: i64) -> Vec<String> {
+    let s = r.summary.as_ref();
+    let all = s.map(|s| &s.capacity.all);
+    let devices = s
+        .map(|s| {
+            s.device_locality
+                .iter()
+                .map(|(t, n)| format!("{t}:{n}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "-".to_owned());
+    vec![
+        r.name.clone(),
+        wire(&r.health),
+        r.hubs.len().to_string(),
+        opt(all.map(|a| a.nodes_ready)),
+        all.map_or_else(|| "-".to_owned(), |a| format!("{}m", a.free.cpu_millicores)),
+        all.map_or_else(|| "-".to_owned(), |a| bytes(a.free.memory_bytes)),
+        devices,
+        s.map_or_else(
+            || "never".to_owned(),
+            |s| format!("{} ago", ago(now_ms - s.reported_at.0)),
+        ),
+    ]
+}
+
 /// `GET /api/v1/workloads` as a table.
-pub fn workloads_table(body: &Value) -> String {
-    let rows: Vec<Vec<String>> = body["workloads"]
-        .as_array()
-        .into_iter()
-        .flatten()
+pub fn workloads_table(body: &WorkloadsView) -> String {
+    let rows: Vec<Vec<String>> = body
+        .workloads
+        .iter()
         .map(|w| {
-            let g = &w["global"];
-            let wanted = w["scaled"]
-                .as_u64()
-                .map(|c| {
-                    format!(
-                        "{c} (auto {}-{})",
-                        text(&w["scale"]["min"]),
-                        text(&w["scale"]["max"])
-                    )
-                })
-                .or_else(|| g["count"].as_u64().map(|c| c.to_string()))
-                .or_else(|| g["per-region"].as_u64().map(|n| format!("{n}/region")))
-                .unwrap_or_else(|| "1".to_owned());
-            let split = w["split"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|s| format!("{}:{}", text(&s["region"]), text(&s["instances"])))
+            let g = &w.global;
+            let wanted = match (w.scaled, &w.scale) {
+                (Some(c), Some(s)) => format!("{c} (auto {}-{})", s.min, s.max),
+                (Some(c), None) => c.to_string(),
+                _ => g
+                    .count
+                    .map(|c| c.to_string())
+                    .or_else(|| g.per_region.map(|n| format!("{n}/region")))
+                    .unwrap_or_else(|| "1".to_owned()),
+            };
+            let split = w
+                .split
+                .iter()
+                .map(|s| format!("{}:{}", s.region, s.instances))
                 .collect::<Vec<_>>()
                 .join(" ");
             vec![
-                format!("{}/{}", text(&w["tenant"]), text(&w["name"])),
-                text(&w["generation"]),
+                format!("{}/{}", w.tenant, w.name),
+                w.generation.to_string(),
                 wanted,
-                text(&w["placed"]),
+                w.placed.to_string(),
                 if split.is_empty() { "-".into() } else { split },
-                text(&w["held-by-unreachable"]),
-                w["short"]["unplaced"]
-                    .as_u64()
-                    .map_or_else(|| "-".to_owned(), |n| n.to_string()),
-                if w["deleting"] == Value::Bool(true) {
-                    "deleting".to_owned()
-                } else {
-                    "-".to_owned()
-                },
+                w.held_by_unreachable.to_string(),
+                opt(w.short.as_ref().map(|s| s.unplaced)),
+                if w.deleting { "deleting" } else { "-" }.to_owned(),
             ]
         })
         .collect();
@@ -488,64 +483,51 @@ pub fn workloads_table(body: &Value) -> String {
 
 /// One workload in detail: its split with reasons, what is short and why,
 /// and its recent plans.
-pub fn workload_detail(w: &Value) -> String {
+pub fn workload_detail(w: &WorkloadView) -> String {
     let mut out = String::new();
-    let rows: Vec<Vec<String>> = w["split"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = w
+        .split
+        .iter()
         .map(|s| {
             vec![
-                text(&s["region"]),
-                text(&s["instances"]),
-                text(&s["health"]),
-                s["reasons"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(reason)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                s.region.clone(),
+                s.instances.to_string(),
+                wire(&s.health),
+                s.reasons.iter().map(reason).collect::<Vec<_>>().join(", "),
             ]
         })
         .collect();
     out.push_str(&table(&["REGION", "INSTANCES", "HEALTH", "WHY"], &rows));
-    if let Some(regions) = w["short"]["regions"].as_object() {
+    if let Some(short) = &w.short {
         out.push_str(&format!(
             "short: {} of {} instances fit nowhere:\n",
-            text(&w["short"]["unplaced"]),
-            text(&w["short"]["wanted"])
+            short.unplaced, short.wanted
         ));
-        for (r, why) in regions {
-            out.push_str(&format!("  {r}: {}\n", text(why)));
+        for (r, why) in &short.regions {
+            out.push_str(&format!("  {r}: {why}\n"));
         }
     }
-    let plans: Vec<Vec<String>> = w["plans"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let plans: Vec<Vec<String>> = w
+        .plans
+        .iter()
         .take(10)
         .map(|p| {
-            let shares = p["shares"]
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .map(|(r, s)| {
-                            format!("{r}:{}→{}", text(&s["previous"]), text(&s["instances"]))
-                        })
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
-                .unwrap_or_default();
+            let shares = p
+                .shares
+                .iter()
+                .map(|(r, s)| format!("{r}:{}→{}", s.previous, s.instances))
+                .collect::<Vec<_>>()
+                .join(" ");
             vec![
-                text(&p["index"]),
-                text(&p["generation"]),
+                p.index.to_string(),
+                p.generation.to_string(),
                 shares,
-                if p["rejected"].as_object().is_some_and(|r| !r.is_empty()) {
-                    "trimmed".to_owned()
+                if p.rejected.is_empty() {
+                    "-"
                 } else {
-                    "-".to_owned()
-                },
+                    "trimmed"
+                }
+                .to_owned(),
             ]
         })
         .collect();
@@ -562,13 +544,37 @@ mod tests {
 
     use super::*;
 
+    /// A workload view from the JSON central sends, with the fields these
+    /// tests do not look at filled in.
+    fn workload(mut v: Value) -> WorkloadView {
+        let base = json!({"tenant": "acme", "name": "w", "generation": 1,
+            "global": {"count": 1}, "placed": 0, "split": [], "held-by-unreachable": 0,
+            "short": null, "deleting": false, "scale": null, "scaled": null,
+            "created-ms": 0, "updated-ms": 0});
+        for (k, x) in base.as_object().unwrap() {
+            v.as_object_mut()
+                .unwrap()
+                .entry(k.clone())
+                .or_insert(x.clone());
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn decision(v: Value) -> Value {
+        let mut d = json!({"index": 1, "generation": 1, "metric": "records-per-second"});
+        for (k, x) in v.as_object().unwrap() {
+            d[k] = x.clone();
+        }
+        d
+    }
+
     #[test]
     fn scale_history_renders_each_decision_with_its_inputs() {
         let w = json!({"tenant": "acme", "name": "w", "scaled": 3,
             "scale": {"min": 1, "max": 4, "metric": "records-per-second", "target": 10.0},
-            "scale-history": [{"at-ms": 0, "current": 1, "desired": 3, "reason": "surge",
-                "total": 52.5, "per-instance": 52.5, "target": 10.0, "recommended": 6}]});
-        let t = scale_history_table(&w);
+            "scale-history": [decision(json!({"at-ms": 0, "current": 1, "desired": 3, "reason": "surge",
+                "total": 52.5, "per-instance": 52.5, "target": 10.0, "recommended": 6}))]});
+        let t = scale_history_table(&workload(w));
         assert!(
             t.contains("3 instances now (1..=4 by records-per-second"),
             "{t}"
@@ -579,33 +585,65 @@ mod tests {
         assert!(t.contains("FORECAST"), "{t}");
         let pre = json!({"tenant": "acme", "name": "w", "scaled": 4,
             "scale": {"min": 1, "max": 4, "metric": "records-per-second", "target": 10.0},
-            "scale-history": [{"at-ms": 0, "current": 1, "desired": 4,
+            "scale-history": [decision(json!({"at-ms": 0, "current": 1, "desired": 4,
                 "reason": "pre-scale-forecast", "total": 9.0, "per-instance": 9.0,
                 "target": 10.0, "recommended": 1, "metric": "records-per-second",
                 "forecast": 38.3, "forecast-horizon-ms": 1_800_000,
-                "forecast-recommended": 4}]});
-        let t = scale_history_table(&pre);
+                "forecast-recommended": 4}))]});
+        let t = scale_history_table(&workload(pre));
         assert!(t.contains("38.3 in 30m"), "{t}");
         assert!(t.contains("pre-scale-forecast"), "{t}");
         let plain = json!({"tenant": "acme", "name": "v", "scale": null});
-        assert!(scale_history_table(&plain).contains("does not autoscale"));
+        assert!(scale_history_table(&workload(plain)).contains("does not autoscale"));
     }
 
     #[test]
     fn regions_render_health_capacity_and_locality() {
-        let body = json!({"stale": false, "regions": [
-            {"name": "north", "hubs": ["a:1", "b:1", "c:1"], "health": "ok",
-             "summary": {"capacity": {"all": {"nodes-ready": 2,
-                 "free": {"cpu-millicores": 1500, "memory-bytes": 268435456}}},
-                 "device-locality": {"acme": 6}, "reported-at": 9_000}},
-            {"name": "south", "hubs": ["d:1"], "health": "unknown", "summary": null}
-        ]});
+        use strata_sched::global::{HealthAsOf, RegionCapacity, RegionHealth, RegionSummary};
+        use strata_sched::{Resources, Timestamp};
+        let mut capacity = RegionCapacity::default();
+        capacity.all.nodes_ready = 2;
+        capacity.all.free = Resources {
+            cpu_millicores: 1500,
+            memory_bytes: 268_435_456,
+        };
+        let record = |name: &str, hubs: usize, health, summary| RegionRecordView {
+            name: name.into(),
+            hubs: (0..hubs).map(|i| format!("h{i}:1")).collect(),
+            registered_ms: 0,
+            updated_ms: 0,
+            health,
+            summary,
+        };
+        let body = RegistryView {
+            stale: false,
+            regions: vec![
+                record(
+                    "north",
+                    3,
+                    RegionHealth::Ok,
+                    Some(RegionSummary {
+                        region: "north".into(),
+                        health: HealthAsOf {
+                            state: RegionHealth::Ok,
+                            as_of: Timestamp(9_000),
+                        },
+                        capacity,
+                        device_locality: [("acme".to_owned(), 6)].into(),
+                        placed: Vec::new(),
+                        reported_at: Timestamp(9_000),
+                    }),
+                ),
+                record("south", 1, RegionHealth::Unknown, None),
+            ],
+        };
         let t = regions_table(&body, 10_000);
-        assert!(t.contains("north"), "{t}");
+        assert!(t.contains("north   ok"), "{t}");
         assert!(t.contains("1500m"), "{t}");
         assert!(t.contains("256.0 MiB"), "{t}");
         assert!(t.contains("acme:6"), "{t}");
         assert!(t.contains("1.0s ago"), "{t}");
+        assert!(t.contains("south   unknown"), "{t}");
         assert!(t.contains("never"), "{t}");
     }
 
@@ -617,17 +655,21 @@ mod tests {
             "split": [{"region": "north", "instances": 3, "health": "ok",
                        "reasons": [{"device-locality": {"devices": 6, "of": 8}}]},
                       {"region": "south", "instances": 1, "health": "unknown",
-                       "reasons": ["reduced"]}],
+                       "reasons": [{"region-unreachable": {"health": "unknown"}}]}],
             "held-by-unreachable": 1, "short": null, "deleting": false,
-            "plans": [{"index": 7, "generation": 2, "rejected": {},
-                       "shares": {"north": {"previous": 2, "instances": 3}}}]
+            "plans": [{"index": 7, "at-ms": 0, "generation": 2, "rejected": {}, "short": null,
+                       "shares": {"north": {"previous": 2, "instances": 3, "reasons": ["kept"]}}}]
         }]});
-        let t = workloads_table(&body);
+        let w = workload(body["workloads"][0].clone());
+        let t = workloads_table(&WorkloadsView {
+            stale: false,
+            workloads: vec![w],
+        });
         assert!(t.contains("acme/w"), "{t}");
         assert!(t.contains("north:3 south:1"), "{t}");
-        let d = workload_detail(&body["workloads"][0]);
+        let d = workload_detail(&workload(body["workloads"][0].clone()));
         assert!(d.contains("device-locality(devices=6 of=8)"), "{d}");
-        assert!(d.contains("unknown"), "{d}");
+        assert!(d.contains("region-unreachable(health=unknown)"), "{d}");
         assert!(d.contains("north:2→3"), "{d}");
     }
 }
