@@ -27,6 +27,7 @@ const routes = {
   alerts: { title: "Alerts", view: alerts },
   workloads: { title: "Workloads", view: workloads },
   submit: { title: "Submit monitor", view: workloads, mode: "submit" },
+  workload: { title: "Global workload", view: workloads, mode: "global", hidden: true },
   events: { title: "Events", view: events },
 };
 

@@ -1,17 +1,23 @@
 // Workloads: global workloads (central's split over regions, scaling) and
 // every region's monitors with their allocations (where each instance
-// runs, why it was placed there, its state) and recent evaluations; one
-// monitor in detail with its spec (#/workloads/<region>/<tenant>/<name>);
-// and the form that submits a monitor (#/submit).
+// runs, why it was placed there, its state, its measured use) and recent
+// evaluations; one monitor in detail with its spec
+// (#/workloads/<region>/<tenant>/<name>); one global workload in detail
+// with its split, plans, scale decisions and the measured load the
+// autoscaler forecasts from, charted against the capacity it scaled to
+// (#/workload/<tenant>/<name>); and the form that submits a monitor
+// (#/submit).
 
+import uPlot from "../vendor/uPlot.esm.js";
 import { api, ApiError } from "../api.js";
-import { badge, dateTime, h, mount } from "../util.js";
+import { badge, dateTime, duration, h, mount } from "../util.js";
 
 const fmt = (v) => (v === null || v === undefined ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v));
 const stateClass = (s) => ({ running: "ok", pending: "warn", failed: "bad", lost: "bad", complete: "unknown" }[s] || "unknown");
 
 export function render(ctx) {
   if (ctx.mode === "submit") return submitForm(ctx);
+  if (ctx.mode === "global") return globalDetail(ctx);
   if (ctx.params.length) return detail(ctx);
   return overview(ctx);
 }
@@ -30,7 +36,9 @@ function overview({ root, store }) {
     mount(global, !wl ? h("p.muted", "Central's replicated state is not running on this server.")
       : !wl.workloads.length ? h("p.muted", "No global workloads.")
         : wl.workloads.map((w) => h("div.card.workload", { dataset: { workload: `${w.tenant}/${w.name}` } },
-          h("div.region-head", h("strong", `${w.tenant}/${w.name}`), h("span.muted", `generation ${w.generation}`),
+          h("div.region-head",
+            h("a", { href: `#/workload/${encodeURIComponent(w.tenant)}/${encodeURIComponent(w.name)}` }, h("strong", `${w.tenant}/${w.name}`)),
+            h("span.muted", `generation ${w.generation}`),
             w.deleting ? badge("warn", "deleting") : null),
           h("p", `placed ${w.placed}`, w.scaled !== null && w.scaled !== undefined ? ` · scaled to ${w.scaled}` : "",
             w["held-by-unreachable"] ? ` · ${w["held-by-unreachable"]} held by unreachable regions` : ""),
@@ -55,7 +63,7 @@ function monitorCard(m, full) {
         : h("a", { href: `#/workloads/${encodeURIComponent(m.region)}/${encodeURIComponent(m.tenant)}/${encodeURIComponent(m.name)}` }, h("strong", `${m.tenant}/${m.name}`)),
       badge(stateClass(st), st),
       h("span.muted", `region ${m.region} · edge ${m.edge || "—"} · generation ${m.generation} · ${m.placed}/${m.wanted} placed`)),
-    m.status ? h("p.muted", `restarts ${m.status.restarts} · records in ${m.status["records-in"]} · alerts ${m.status.alerts} · memory ${Math.round((m.status["used-memory-bytes"] || 0) / 1048576)} MiB used of ${m.status["memory-mib"]} MiB`,
+    m.status ? h("p.muted.measured", `restarts ${m.status.restarts} · records in ${m.status["records-in"]} (${m.status["records-dropped"] ?? 0} dropped) · queue ${m.status["queue-depth"] ?? 0} · alerts ${m.status.alerts} · CPU ${m.status["used-cpu-millicores"] ?? 0}m of ${m.status["cpu-millicores"]}m · memory ${Math.round((m.status["used-memory-bytes"] || 0) / 1048576)} MiB used of ${m.status["memory-mib"]} MiB`,
       m.status.reason ? ` · ${m.status.reason}` : "") : null,
     h("div.table-wrap", h("table.allocations",
       h("thead", h("tr", ["Allocation", "Edge", "Slot", "Desired", "State", "Why here", "Score", "Fencing"].map((t) => h("th", t)))),
@@ -102,6 +110,102 @@ function detail({ root, params, store }) {
     },
   };
 }
+
+/** A global workload in detail: split, scale decisions, load vs capacity. */
+function globalDetail({ root, params, store }) {
+  const [tenant, name] = params;
+  const body = h("div#global-detail", h("p.muted", "loading…"));
+  mount(root, h("h1", h("a", { href: "#/workloads" }, "Workloads"), ` › global ${tenant}/${name}`), body);
+  if (!tenant || !name) {
+    mount(body, h("div.notice.bad", { role: "alert" }, "A global workload page needs #/workload/<tenant>/<name>."));
+    return {};
+  }
+  let chart = null;
+  let last = 0;
+  let seen = null;
+  async function read() {
+    last = Date.now();
+    try {
+      const w = await api(`/api/v1/workloads/${encodeURIComponent(tenant)}/${encodeURIComponent(name)}`);
+      draw(w);
+    } catch (e) {
+      mount(body, h("div.notice.bad", { role: "alert" }, e.message));
+    }
+  }
+  function draw(w) {
+    chart?.destroy();
+    chart = null;
+    const plot = h("div.chart#load-chart");
+    const decisions = w["scale-history"] || [];
+    mount(body,
+      h("p", `generation ${w.generation} · placed ${w.placed}`,
+        w.scaled !== null && w.scaled !== undefined ? ` · autoscaled to ${w.scaled}` : "",
+        w.deleting ? " · deleting" : ""),
+      h("p", "intent: ", h("code", fmt(w.global))),
+      h("h2", "Split over regions"),
+      h("div.table-wrap", h("table",
+        h("thead", h("tr", ["Region", "Instances", "Health", "Why"].map((t) => h("th", t)))),
+        h("tbody", w.split.length ? w.split.map((s) => h("tr.share-row",
+          h("td", s.region), h("td", s.instances), h("td", badge(s.health === "ok" ? "ok" : s.health === "degraded" ? "warn" : "bad", fmt(s.health))),
+          h("td", s.reasons.map(fmt).join("; "))))
+          : h("tr", h("td.empty", { colSpan: 4 }, "placed nowhere yet"))))),
+      w.short ? h("p.error", `short: ${w.short.unplaced} of ${w.short.wanted} unplaced — ${fmt(w.short.regions)}`) : null,
+      w.scale ? [
+        h("h2", "Autoscaling"),
+        h("p", `${w.scale.min}..${w.scale.max} instances by ${w.scale.metric}, target ${w.scale.target} per instance`),
+        w.load ? h("p.muted#load-info", `measured ${w.load.metric}, one point per ${duration(w.load["step-ms"])}, ${w.load.values.length} points; capacity = instances × target`)
+          : h("p.muted#load-info", "no load measured yet (one point per forecast step)"),
+        w.load?.values.length ? plot : null,
+        h("h3", "Scale decisions (newest first)"),
+        h("div.table-wrap", h("table#scale-decisions",
+          h("thead", h("tr", ["At", "Count", "Reason", "Load", "Per instance", "Target", "Forecast", "Recommended"].map((t) => h("th", t)))),
+          h("tbody", decisions.length ? decisions.map((d) => h("tr.scale-row",
+            h("td", dateTime(d["at-ms"])), h("td", `${d.current} → ${d.desired}`), h("td", d.reason),
+            h("td", num(d.total)), h("td", num(d["per-instance"])), h("td", num(d.target)),
+            h("td", d.forecast === null || d.forecast === undefined ? "—" : `${num(d.forecast)} in ${duration(d["forecast-horizon-ms"])}`),
+            h("td", d["forecast-recommended"] ?? d.recommended)))
+            : h("tr", h("td.empty", { colSpan: 8 }, "no scale decisions yet"))))),
+      ] : h("p.muted", "Not autoscaled (no scale block)."),
+      (w.plans || []).length ? [h("h2", "Plans (newest first)"), h("ul.plans", w.plans.slice(0, 10).map((p) =>
+        h("li", `${dateTime(p["at-ms"])} · index ${p.index} · generation ${p.generation}: `,
+          Object.entries(p.shares).map(([r, s]) => `${r} ${s.previous}→${s.instances}`).join(", "),
+          Object.keys(p.rejected || {}).length ? h("span.muted", " (trimmed by the applier)") : null)))] : null,
+      w.monitor ? [h("h2", "Spec"), h("pre.spec", JSON.stringify(w.monitor, null, 2))] : null);
+    if (w.scale && w.load && w.load.values.length) drawLoad(plot, w);
+  }
+  function drawLoad(plot, w) {
+    const step = w.load["step-ms"];
+    const xs = w.load.values.map((_, i) => (w.load["first-ms"] + i * step) / 1000);
+    // The count in force at each point: the last decision before it.
+    const ds = [...(w["scale-history"] || [])].sort((a, b) => a["at-ms"] - b["at-ms"]);
+    let j = 0;
+    let count = ds.length ? ds[0].current : w.scaled ?? w.scale.min;
+    const capacity = xs.map((x) => {
+      while (j < ds.length && ds[j]["at-ms"] <= x * 1000) count = ds[j++].desired;
+      return count * w.scale.target;
+    });
+    const width = Math.max(280, plot.clientWidth || root.clientWidth || 600);
+    chart = new uPlot({
+      width,
+      height: Math.min(320, Math.max(200, Math.round(width * 0.4))),
+      scales: { x: { time: true } },
+      series: [{}, { label: `load (${w.load.metric})`, stroke: "#2a7de1", width: 1.5 },
+        { label: "capacity", stroke: "#e0593a", width: 1.5, dash: [6, 4] }],
+    }, [xs, w.load.values, capacity], plot);
+  }
+  read();
+  return {
+    update() {
+      const w = store.snapshot?.workloads?.workloads?.find((x) => x.tenant === tenant && x.name === name);
+      const changed = w && w["updated-ms"] !== seen;
+      if (w) seen = w["updated-ms"];
+      if ((changed && Date.now() - last > 2000) || Date.now() - last > 15_000) read();
+    },
+    destroy() { chart?.destroy(); },
+  };
+}
+
+const num = (v) => (v === null || v === undefined ? "—" : Number(v).toFixed(1));
 
 function submitForm({ root, store }) {
   const regions = (store.snapshot?.regions || []).map((r) => r.name);

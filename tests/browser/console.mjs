@@ -164,7 +164,35 @@ try {
   await shots("workloads");
   await go(`#/workloads/local/acme/${MONITOR}`);
   await page.locator("#monitor-detail pre.spec").waitFor({ timeout: PATIENCE });
+  await page.locator("#monitor-detail p.measured", { hasText: "CPU" }).waitFor({ timeout: PATIENCE });
   await shots("workload-detail");
+
+  // 5b. An autoscaled global workload (the same module, through the API
+  // with the console's token): its page shows the split with reasons and
+  // the autoscaling block with its decisions.
+  const created = await page.evaluate(async ([monitor]) => {
+    const auth = { Authorization: `Bearer ${sessionStorage.getItem("strata.token")}` };
+    const m = await (await fetch(`/api/v1/regions/local/monitors/acme/${monitor}`, { headers: auth })).json();
+    const spec = {
+      name: "ui-global", tenant: "acme", runtime: "wasm", artifact: m.spec.artifact,
+      selector: { tenant: "acme", "device-globs": ["con*"] },
+      params: { metrics: ["temperature"], window: 40, "min-samples": 30 },
+      resources: { "memory-mib": 16, "cpu-millicores": 50 },
+      scale: { min: 1, max: 3, metric: "records-per-second", target: 1000 },
+      global: { count: 1 },
+    };
+    const r = await fetch("/api/v1/workloads", {
+      method: "POST", headers: { ...auth, "Content-Type": "application/json" }, body: JSON.stringify(spec),
+    });
+    return `${r.status} ${await r.text()}`;
+  }, [MONITOR]);
+  if (!/^20[01] /.test(created)) throw new Error(`global workload not created: ${created}`);
+  await go("#/workloads");
+  await page.locator('[data-workload="acme/ui-global"] a').first().click();
+  await page.locator("#global-detail tr.share-row", { hasText: "local" }).waitFor({ timeout: PATIENCE });
+  await page.locator("#global-detail #scale-decisions").waitFor({ timeout: PATIENCE });
+  log(`${since()} the global workload's page shows its split and autoscaling`);
+  await shots("global-workload");
 
   // 6. A spike through that edge shows in the live alert feed within
   // seconds (the view is open before the spike: the stream delivers it).

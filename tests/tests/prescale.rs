@@ -204,6 +204,18 @@ async fn prescale(c: &mut Cluster) -> anyhow::Result<()> {
         (SURGE_AT_S - 8.0..SURGE_AT_S + 1.0).contains(&phase),
         "pre-scaled {phase:.1} s into the day, not shortly before the surge at {SURGE_AT_S} s: {pre}"
     );
+    // The measured history the forecast came from is in the detail view
+    // (what the console charts): one point per step, in the scale metric.
+    let w = get_workload(c, "prescaled").await?;
+    let load = &w["load"];
+    assert_eq!(load["metric"], "records-per-second", "{load}");
+    let step = load["step-ms"].as_u64().context("step-ms")?;
+    let points = load["values"].as_array().context("values")?;
+    assert!(points.len() >= 20, "two seasons of points: {load}");
+    assert!(points.iter().any(|v| v.as_f64() > Some(0.0)), "{load}");
+    let first = load["first-ms"].as_i64().context("first-ms")?;
+    assert_eq!(first % step as i64, 0, "points sit on step boundaries");
+
     // The CLI shows it with its forecast.
     let http = c.central.ready_field("http").context("central http")?;
     let table = cli(

@@ -103,6 +103,26 @@ pub struct WorkloadView {
     /// Recent plans, newest first (detail view only).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub plans: Vec<PlanView>,
+    /// The measured load the autoscaler forecasts from, one point per
+    /// forecast step (detail view of an autoscaled workload only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub load: Option<LoadView>,
+}
+
+/// An autoscaled workload's measured load history, as replicated in
+/// central's state (the forecaster's input).
+#[derive(Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct LoadView {
+    /// The scale metric the points measure (`records-per-second`, `cpu`,
+    /// `queue-depth`), summed over the workload's instances.
+    pub metric: String,
+    /// Milliseconds between points.
+    pub step_ms: u64,
+    /// Time of the first point, ms since the epoch.
+    pub first_ms: i64,
+    /// Points, oldest first (at most 4096).
+    pub values: Vec<f64>,
 }
 
 /// Instances that fit nowhere, and why.
@@ -212,6 +232,16 @@ fn view(s: &CentralState, r: &GlobalRecord, detail: bool, now_ms: i64) -> Worklo
         } else {
             Vec::new()
         },
+        load: r
+            .load_history
+            .as_ref()
+            .filter(|_| detail)
+            .map(|h| LoadView {
+                metric: h.metric.clone(),
+                step_ms: h.step_ms,
+                first_ms: h.first_step.saturating_mul(h.step_ms as i64),
+                values: h.to_vec(),
+            }),
     }
 }
 
