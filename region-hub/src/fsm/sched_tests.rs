@@ -454,13 +454,13 @@ fn the_state_machine_refuses_what_changed_since_the_plan() {
 #[test]
 fn a_sharded_monitors_reports_match_their_slots_on_one_edge() {
     let mut s = region();
-    run(
-        &mut s,
-        &[put(spec(
-            "sh",
-            "count=2\nshard=true\nconstraints=[{label=\"zone\", value=\"a\"}]",
-        ))],
-    );
+    let mut sh = spec("sh", "count=2,shard=true");
+    sh.placement.constraints.push(strata_sched::LabelRule {
+        label: "zone".into(),
+        value: Some("a".into()),
+        ..Default::default()
+    });
+    run(&mut s, &[put(sh)]);
     let c = plan(&s, "sh", 1);
     run(&mut s, &[Command::ApplyPlan(Box::new(c))]);
     let allocs: Vec<_> = s
