@@ -567,7 +567,7 @@ fn a_sharded_workload_may_run_several_instances_on_one_node() {
     assert!(w.intent.shard);
     let one = ClusterSnapshot::from_parts(
         10,
-        cfg.clone(),
+        cfg,
         vec![node("e1", 4000, 4096)],
         vec![w.clone()],
         vec![],
