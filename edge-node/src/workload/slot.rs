@@ -522,4 +522,42 @@ mod tests {
         s.fence_off();
         assert!(s.is_fenced());
     }
+
+    #[test]
+    fn a_paused_slot_serves_what_came_before_and_holds_the_rest() {
+        let s = slot();
+        let rec = |d: &str| {
+            Arc::new(TelemetryRecord {
+                tenant: "t".into(),
+                device: d.into(),
+                ts_ms: 1,
+                seq: None,
+                metrics: Vec::new(),
+                tags: Vec::new(),
+            })
+        };
+        s.enqueue(&[0, 1, 2], &mut |i| rec(&format!("old-{i}")));
+        s.set_runnable(true);
+        s.pause();
+        s.enqueue(&[0, 1], &mut |i| rec(&format!("new-{i}")));
+        assert_eq!(s.before_hold(), 3);
+        assert_eq!(s.take_work(2).records.len(), 2);
+        assert_eq!(s.before_hold(), 1);
+        let w = s.take_work(10);
+        assert_eq!(w.records.len(), 1, "not past the pause point");
+        assert_eq!(w.records[0].device, "old-2");
+        assert!(!s.finish_turn(), "held records are no work");
+        s.push_control(Control::Checkpoint);
+        assert_eq!(
+            s.take_work(10).controls,
+            vec![Control::Checkpoint],
+            "controls still served"
+        );
+        assert!(!s.finish_turn());
+        assert_eq!(s.before_hold(), 0);
+        assert!(s.resume(), "held records wake it");
+        let w = s.take_work(10);
+        let got: Vec<&str> = w.records.iter().map(|r| r.device.as_str()).collect();
+        assert_eq!(got, vec!["new-0", "new-1"]);
+    }
 }
