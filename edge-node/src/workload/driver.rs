@@ -548,6 +548,7 @@ impl WorkloadDriver {
                     return; // an older sandbox of this key
                 }
                 self.live.remove(&key);
+                let state = self.own_devices_only(&key, state);
                 self.saved.insert(key.clone(), state);
                 let reason = format!("{}: {fault}", fault.label());
                 tracing::warn!(instance = %key, generation, %reason, "monitor instance faulted");

@@ -302,6 +302,29 @@ impl WorkloadDriver {
         }
     }
 
+    /// `state` of sharded instance `key` without the device state of
+    /// devices another local instance owns now. A fault report can still be
+    /// on its way while a hand-over takes a dead instance's state from the
+    /// store; its state must not bring the moved devices back to their old
+    /// owner (their new owner has the stored copy and runs on from it).
+    pub(super) fn own_devices_only(&self, key: &InstanceKey, state: KvState) -> KvState {
+        let (Some(slot), Some((shard, local))) = (
+            key.shard,
+            self.shard_sets.get(&(key.tenant.clone(), key.name.clone())),
+        ) else {
+            return state;
+        };
+        let before = state.len();
+        let kept: KvState = state
+            .into_iter()
+            .filter(|(k, _)| moved_to(k, slot, local, *shard).is_none())
+            .collect();
+        if kept.len() < before {
+            tracing::warn!(instance = %key, dropped = before - kept.len(), "a faulted instance's state of devices handed over meanwhile was dropped");
+        }
+        kept
+    }
+
     /// Replaces each live sandbox of `slots` (paused, so no record is being
     /// processed) by a new instance started from its current kv state. A
     /// guest may cache its kv in memory (the SDK's `SeriesStore` does, per
