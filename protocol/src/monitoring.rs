@@ -372,6 +372,11 @@ pub struct InstanceStatus {
     pub metrics: u64,
     /// The last lifecycle event (start, fault, resize), with its reason.
     pub last_event: Option<String>,
+    /// The instance's region slot when its monitor is sharded (an edge may
+    /// then run several instances of it, told apart by slot). Absent
+    /// (unsharded) from older edges' JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u32>,
 }
 
 /// A monitor as stored in the region's replicated state.

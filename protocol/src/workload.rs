@@ -29,6 +29,7 @@
 //! mode = "on-failure"
 //! [placement]                      # where instances run (strata_sched::PlacementIntent)
 //! count = 2                        # or per-edge = true
+//! shard = true                     # count only: the instances split the devices
 //! constraints = [{ label = "zone", op = "in", values = ["a", "b"] }]
 //! replace-after = "10s"            # or on-disconnect = "keep" (the default)
 //! ```
@@ -38,6 +39,14 @@
 //! label [`NODE_LABEL`] every edge carries (its own name), added to the
 //! placement's constraints by [`MonitorSpec::intent`]; `"least-loaded"`
 //! adds nothing (ranking already prefers room).
+//!
+//! `shard = true` (default false) makes the `count` instances share the
+//! selected devices instead of each seeing all of them: a device's records
+//! go to one instance, chosen by consistent (rendezvous) hashing over the
+//! instance slots, so a scale step moves about `1/n` of the devices, and
+//! their kv state (keys `<prefix>/<device>/...`, the SDK's series keys)
+//! moves with them. Several instances may then run on one edge. Central
+//! sets it on the regional specs of an autoscaled global workload.
 //!
 //! Checks that need cluster state (known tenants, node capacity, known
 //! devices, whether the artifact was uploaded) take their facts from a

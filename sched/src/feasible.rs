@@ -73,7 +73,9 @@ pub(crate) struct Rules<'a> {
     hard_wl: Vec<HardWorkload<'a>>,
     distinct_self: bool,
     /// `one-per-node` from the snapshot's config, for a count workload
-    /// that does not already ask for distinct nodes itself.
+    /// that does not already ask for distinct nodes itself and is not
+    /// sharded (a sharded workload's instances split the devices, so a node
+    /// may run several of them).
     one_per_node: bool,
     pub(crate) soft_labels: Vec<(LabelPredicate<'a>, f64)>,
     pub(crate) soft_wl: Vec<SoftWorkload<'a>>,
@@ -175,7 +177,7 @@ impl<'a> Rules<'a> {
             None => Vec::new(),
         };
         let has_soft = !soft_labels.is_empty() || !soft_wl.is_empty() || !spreads.is_empty();
-        let one_per_node = snap.config().one_per_node && !distinct_self;
+        let one_per_node = snap.config().one_per_node && !distinct_self && !i.shard;
         Rules {
             workload: w,
             count,

@@ -158,7 +158,9 @@ pub fn verify_plan(latest: &ClusterSnapshot, plan: &Plan) -> PlanVerdict {
         return verdict;
     }
     let per_node = workload.is_some_and(|w| w.intent.cardinality() == Cardinality::PerNode);
-    let one_per_node = latest.config().one_per_node;
+    // A sharded workload may run several instances on one node (see
+    // `Rules::compile`).
+    let one_per_node = latest.config().one_per_node && !workload.is_some_and(|w| w.intent.shard);
     let stopped: HashSet<AllocId> = plan.stops().map(|(_, s)| s.alloc).collect();
     // Live instances by slot and by node, not counting what this plan stops.
     let mut by_slot: HashMap<u32, AllocId> = HashMap::new();

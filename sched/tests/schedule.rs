@@ -553,3 +553,42 @@ fn one_per_node_needs_distinct_nodes_and_says_when_they_run_out() {
     );
     assert_eq!(run(&s2, "w").placements().count(), 3);
 }
+
+/// A sharded workload's instances split the devices, so `one-per-node`
+/// does not bind it: a single-edge region runs all of them, a two-edge
+/// region still spreads them, and the plan applier accepts both plans.
+#[test]
+fn a_sharded_workload_may_run_several_instances_on_one_node() {
+    let cfg = SchedulerConfig {
+        one_per_node: true,
+        ..SchedulerConfig::default()
+    };
+    let w = wl("w", 100, 64, "count = 3\nshard = true");
+    assert!(w.intent.shard);
+    let one = ClusterSnapshot::from_parts(
+        10,
+        cfg,
+        vec![node("e1", 4000, 4096)],
+        vec![w.clone()],
+        vec![],
+    );
+    let plan = run(&one, "w");
+    assert_eq!(placed(&plan), vec!["e1", "e1", "e1"]);
+    assert!(plan.failed.is_none(), "{:?}", plan.failed);
+    assert!(verify_plan(&one, &plan).is_full());
+    let two = ClusterSnapshot::from_parts(
+        10,
+        cfg,
+        vec![node("e1", 4000, 4096), node("e2", 4000, 4096)],
+        vec![w],
+        vec![],
+    );
+    let plan = run(&two, "w");
+    let nodes = placed(&plan);
+    assert_eq!(nodes.len(), 3);
+    assert!(
+        nodes.contains(&"e1".to_owned()) && nodes.contains(&"e2".to_owned()),
+        "ranking still spreads: {nodes:?}"
+    );
+    assert!(verify_plan(&two, &plan).is_full());
+}

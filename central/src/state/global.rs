@@ -143,7 +143,10 @@ impl GlobalRecord {
     }
 
     /// The monitor region `region` should run: the template with the
-    /// region's share as its count; `None` when it should run none.
+    /// region's share as its count; `None` when it should run none. An
+    /// autoscaled workload's regional monitor is sharded: its instances
+    /// split the devices (so scaling out divides the load) and a region
+    /// with fewer edges than its share still places them all.
     pub fn regional_monitor(&self, region: &str) -> Option<MonitorSpec> {
         let n = *self.split.get(region).filter(|n| **n > 0)?;
         if self.deleting {
@@ -152,6 +155,7 @@ impl GlobalRecord {
         let mut spec = self.monitor.clone();
         spec.placement.count = Some(n);
         spec.placement.per_node = false;
+        spec.placement.shard |= self.scale.is_some();
         spec.generation = 0;
         Some(spec)
     }

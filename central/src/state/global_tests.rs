@@ -203,6 +203,7 @@ fn a_plan_is_verified_and_applied_by_the_state_and_a_retry_changes_nothing() {
     // The regional monitor carries the region's share as its count.
     let north = r.regional_monitor("north").unwrap();
     assert_eq!(north.placement.count, Some(2));
+    assert!(!north.placement.shard, "not autoscaled: not sharded");
     // State survives encode/decode, snapshot included.
     let back = CentralState::decode(&s.encode()).unwrap();
     assert_eq!(back, s);
@@ -543,6 +544,12 @@ fn scale_decisions_change_the_count_the_split_divides_and_are_recorded() {
     // The splitter divides the new count.
     plan_and_apply(&mut s, 12, 1);
     assert_eq!(s.global()[&id].split.values().sum::<u32>(), 2);
+    // Each region's share of an autoscaled workload is sharded.
+    let r = &s.global()[&id];
+    for region in r.split.keys().filter(|g| r.split[*g] > 0) {
+        let m = r.regional_monitor(region).unwrap();
+        assert!(m.placement.shard, "{region}");
+    }
     // Clamped to max; the same count again changes nothing; a decision
     // for an older generation is refused.
     s.apply(

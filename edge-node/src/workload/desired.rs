@@ -10,11 +10,18 @@
 //! allocation is their `tenant/name`, the fencing token their generation,
 //! the policy `keep` ([`desired_instance`]), until the region's first
 //! allocation set replaces them.
+//!
+//! A sharded allocation (`placement.shard`) is keyed by its region slot
+//! ([`InstanceKey::sharded`]), so several instances of the monitor can run
+//! here; its [`Launch`] carries the [`ShardKey`] the router splits the
+//! devices by.
 
 use std::collections::HashMap;
 
 use strata_protocol::scheduling::EdgeAllocation;
 use strata_protocol::workload::{DeviceSelector, MonitorSpec, Placement};
+use strata_sched::scale::ShardKey;
+use strata_sched::WorkloadId;
 
 use super::model::{Budget, Constraints, DesiredInstance, DisconnectPolicy, Fence, InstanceKey};
 use super::store::Assignments;
@@ -26,6 +33,10 @@ pub struct Launch {
     pub selector: DeviceSelector,
     /// Parameters for the guest's `init`, JSON text.
     pub params_json: String,
+    /// Sharded: the key that splits the devices among the monitor's
+    /// instances on this edge. `None`: the instance sees every selected
+    /// device.
+    pub shard: Option<ShardKey>,
 }
 
 /// The instance a (validated) spec asks for.
@@ -63,6 +74,9 @@ pub fn desired_instance(spec: &MonitorSpec) -> DesiredInstance {
 /// The region has placed it here, so no node constraint applies.
 pub fn allocation_instance(a: &EdgeAllocation) -> DesiredInstance {
     let mut d = desired_instance(&a.spec);
+    if a.spec.placement.shard {
+        d.key = InstanceKey::sharded(&a.spec.tenant, &a.spec.name, a.slot);
+    }
     d.constraints = Constraints::default();
     d.fence = Fence {
         allocation: a.id.to_string(),
@@ -88,6 +102,10 @@ pub fn from_assignments(a: &Assignments) -> (Vec<DesiredInstance>, HashMap<Insta
             Launch {
                 selector: s.selector.clone(),
                 params_json: s.params.clone(),
+                shard: d
+                    .key
+                    .shard
+                    .map(|_| ShardKey::of(&WorkloadId::new(&s.tenant, &s.name))),
             },
         );
         instances.retain(|i| i.key != d.key);
@@ -231,5 +249,53 @@ mod tests {
         assert_eq!(instances.len(), 1);
         assert_eq!(instances[0].fence.token, 42);
         assert_eq!(launches.len(), 1);
+    }
+
+    #[test]
+    fn sharded_allocations_are_one_instance_per_slot() {
+        let mut spec: MonitorSpec = serde_json::from_value(serde_json::json!({
+            "name": "zs", "tenant": "acme",
+            "artifact": {"sha256": "ab".repeat(32), "size-bytes": 1},
+            "selector": {"tenant": "acme", "device-globs": ["*"]},
+            "resources": {"memory-mib": 8, "cpu-millicores": 10},
+            "placement": {"count": 3, "shard": true},
+        }))
+        .unwrap();
+        let alloc = |id: u128, slot: u32, spec: &MonitorSpec| EdgeAllocation {
+            id: strata_protocol::scheduling::AllocId(id),
+            fencing_token: 1,
+            slot,
+            spec: spec.clone(),
+            replace_after_ms: None,
+            previous: None,
+            checkpoint: None,
+        };
+        let (instances, launches) = from_assignments(&Assignments {
+            version: 1,
+            monitors: vec![],
+            allocations: vec![alloc(1, 0, &spec), alloc(2, 2, &spec)],
+        });
+        let keys: Vec<_> = instances.iter().map(|i| i.key.clone()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                InstanceKey::sharded("acme", "zs", 0),
+                InstanceKey::sharded("acme", "zs", 2)
+            ]
+        );
+        let want = ShardKey::of(&WorkloadId::new("acme", "zs"));
+        assert!(launches.values().all(|l| l.shard == Some(want)));
+        assert_eq!(keys[1].to_string(), "acme/zs#2");
+        assert_eq!(keys[0].to_string(), "acme/zs", "slot 0 is named as before");
+        // Unsharded, two allocations of one monitor are one instance.
+        spec.placement.shard = false;
+        let (instances, launches) = from_assignments(&Assignments {
+            version: 1,
+            monitors: vec![],
+            allocations: vec![alloc(1, 0, &spec), alloc(2, 2, &spec)],
+        });
+        assert_eq!(instances.len(), 1);
+        assert_eq!(instances[0].key, key("zs"));
+        assert_eq!(launches[&key("zs")].shard, None);
     }
 }

@@ -23,6 +23,7 @@
 //! - `execute`: one function per command.
 
 mod execute;
+mod handover;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -186,6 +187,11 @@ pub(crate) struct WorkloadDriver {
     /// The region's checkpoint for an instance's allocation (id), used at
     /// its first start (see `checkpoint::seed_decision`).
     seeds: HashMap<InstanceKey, (String, StateCheckpoint)>,
+    /// Each sharded monitor's local slots as last published (what a
+    /// hand-over moves devices from).
+    shard_sets: HashMap<handover::MonitorId, (strata_sched::scale::ShardKey, Vec<u32>)>,
+    /// A slot was added since the routing table was last published.
+    table_stale: bool,
 }
 
 impl WorkloadDriver {
@@ -256,6 +262,8 @@ impl WorkloadDriver {
             ),
             outputs,
             seeds: HashMap::new(),
+            shard_sets: HashMap::new(),
+            table_stale: false,
             cfg,
         };
         tracing::info!(
@@ -540,6 +548,7 @@ impl WorkloadDriver {
                     return; // an older sandbox of this key
                 }
                 self.live.remove(&key);
+                let state = self.own_devices_only(&key, state);
                 self.saved.insert(key.clone(), state);
                 let reason = format!("{}: {fault}", fault.label());
                 tracing::warn!(instance = %key, generation, %reason, "monitor instance faulted");

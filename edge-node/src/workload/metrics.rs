@@ -72,6 +72,16 @@ pub struct WorkloadMetrics {
     /// `seeded` (the instance started from it), `kept-local` (its own
     /// state was newer), `unusable` (it did not decode).
     pub checkpoint_seeds: Family<ReasonLabel, Counter>,
+    /// Shard hand-overs: a sharded monitor's instances on this edge changed
+    /// and device state moved between them.
+    pub shard_handovers: Counter,
+    /// Devices whose kv state moved to another instance in a hand-over.
+    pub shard_devices_moved: Counter,
+    /// Kv keys moved to another instance in a hand-over.
+    pub shard_keys_moved: Counter,
+    /// Records dropped because an instance's queue filled while it was
+    /// paused for a hand-over (also in `records_dropped`).
+    pub handover_dropped: Counter,
 }
 
 impl WorkloadMetrics {
@@ -79,6 +89,26 @@ impl WorkloadMetrics {
     pub fn register(reg: &mut Registry) -> Self {
         let m = WorkloadMetrics::default();
         let r = reg.sub_registry_with_prefix("strata_monitor");
+        r.register(
+            "shard_handovers",
+            "Shard hand-overs between a sharded monitor's instances",
+            m.shard_handovers.clone(),
+        );
+        r.register(
+            "shard_devices_moved",
+            "Devices whose kv state moved to another instance in a shard hand-over",
+            m.shard_devices_moved.clone(),
+        );
+        r.register(
+            "shard_keys_moved",
+            "Kv keys moved to another instance in a shard hand-over",
+            m.shard_keys_moved.clone(),
+        );
+        r.register(
+            "records_dropped_handover",
+            "Records dropped because a queue filled while paused for a shard hand-over",
+            m.handover_dropped.clone(),
+        );
         r.register(
             "routed",
             "Records queued for monitor instances",

@@ -42,6 +42,15 @@
 //! following its devices) inline in its allocation, and the driver starts
 //! the instance from it unless its own state is newer ([`checkpoint`]).
 //!
+//! Sharded monitors (`placement.shard`) may run several instances here,
+//! one per region slot ([`InstanceKey::sharded`]). The router sends each
+//! device's records to exactly one of them by consistent hashing over the
+//! local slots, and when those change the driver hands the moved devices'
+//! kv state over in record order: gainers paused, table switched, losers
+//! drained and their moved keys imported into the gainers, states
+//! persisted, gainers resumed ([`handover`] states the procedure and the
+//! kv-key contract `<prefix>/<device>/...`).
+//!
 //! # Layout
 //! - the core, pure: [`lifecycle`] (the instance state machine: modules,
 //!   admission, restarts, leases, resizes), with its vocabulary in
@@ -59,6 +68,9 @@
 //!   ingest path; `slot`: one started instance's queue, sandbox cell and
 //!   counters; `executor`: the worker threads; `output`: stamping outputs
 //!   and the spool writer.
+//! - [`handover`]: the pure half of sharding (which kv keys are whose
+//!   device's, which instances lose and gain in a slot change, where each
+//!   moved key goes); `driver/handover` executes it.
 //! - [`checkpoint`]: the pure policy of state checkpoints to the region
 //!   (when an instance's kv state goes into the spool, and whether a new
 //!   instance starts from the checkpoint the region handed it).
@@ -78,6 +90,7 @@ pub mod desired;
 mod driver;
 mod executor;
 pub mod handle;
+pub mod handover;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;
@@ -96,6 +109,8 @@ mod boot_tests;
 mod checkpoint_handle_tests;
 #[cfg(test)]
 mod handle_tests;
+#[cfg(test)]
+mod shard_handle_tests;
 
 pub use config::{LifecycleConfig, WorkloadConfig};
 pub use driver::NodeSampleFn;

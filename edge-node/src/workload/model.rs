@@ -11,28 +11,58 @@ use strata_protocol::workload::{RestartPolicy, RuntimeKind};
 /// Bytes per MiB.
 pub const MIB: u64 = 1024 * 1024;
 
-/// Identifies one instance on this node: a monitor runs at most once per node.
+/// Identifies one instance on this node. An unsharded monitor runs at
+/// most once per node (`shard: None`); a sharded one (`placement.shard`)
+/// may run several instances here, one per region slot, which split its
+/// devices between them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InstanceKey {
     /// Owning tenant.
     pub tenant: String,
     /// Monitor name within the tenant.
     pub name: String,
+    /// The instance's region slot (`0..count`) when the monitor is sharded.
+    pub shard: Option<u32>,
 }
 
 impl InstanceKey {
-    /// Builds a key.
+    /// The key of an unsharded monitor's one instance.
     pub fn new(tenant: impl Into<String>, name: impl Into<String>) -> Self {
         InstanceKey {
             tenant: tenant.into(),
             name: name.into(),
+            shard: None,
         }
+    }
+
+    /// The key of a sharded monitor's instance in region slot `slot`.
+    pub fn sharded(tenant: impl Into<String>, name: impl Into<String>, slot: u32) -> Self {
+        InstanceKey {
+            shard: Some(slot),
+            ..InstanceKey::new(tenant, name)
+        }
+    }
+
+    /// Whether `other` is an instance of the same monitor.
+    pub fn same_monitor(&self, other: &InstanceKey) -> bool {
+        self.tenant == other.tenant && self.name == other.name
+    }
+
+    /// The slot suffix of names and paths: none for an unsharded instance
+    /// and for slot 0, so a monitor that becomes sharded keeps its state
+    /// (and its log name) in slot 0.
+    pub fn slot_suffix(&self) -> Option<u32> {
+        self.shard.filter(|&s| s > 0)
     }
 }
 
 impl fmt::Display for InstanceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.tenant, self.name)
+        write!(f, "{}/{}", self.tenant, self.name)?;
+        match self.slot_suffix() {
+            Some(s) => write!(f, "#{s}"),
+            None => Ok(()),
+        }
     }
 }
 

@@ -15,6 +15,13 @@
 //! [`Snapshot`] cell. Each table carries its own match cache, so a new
 //! table starts with an empty one.
 //!
+//! A sharded monitor's instances split its devices: of the instances of
+//! one sharded monitor in the table (this edge's *local slots*, running or
+//! starting), a record goes to exactly one, `shard_among(device, local
+//! slots)` ([`super::handover`]). That is decided on a cache miss like the
+//! selector match, so the hot path stays one lookup; the table changes, and
+//! its cache with it, exactly when the local slots do.
+//!
 //! Tenant isolation is checked twice: a slot is only considered for records
 //! of its instance's tenant (the table is indexed by tenant), and its
 //! selector must match too.
@@ -23,6 +30,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use strata_protocol::{Tag, TelemetryRecord};
+use strata_sched::scale::{shard_among, ShardKey};
 
 use super::slot::{lock, Slot};
 use super::snapshot::Snapshot;
@@ -42,21 +50,44 @@ struct Table {
     slots: Vec<Arc<Slot>>,
     /// Slot indices by the instance's tenant.
     by_tenant: HashMap<String, Vec<u32>>,
+    /// Per slot index: for an instance of a sharded monitor, its shard key
+    /// and the region slots of every instance of that monitor in this
+    /// table.
+    shards: Vec<Option<(ShardKey, Arc<[u32]>)>>,
     cache: Mutex<Cache>,
 }
 
 impl Table {
     fn new(slots: Vec<Arc<Slot>>) -> Self {
         let mut by_tenant: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut local: HashMap<(&str, &str), Vec<u32>> = HashMap::new();
         for (i, s) in slots.iter().enumerate() {
             by_tenant
                 .entry(s.key.tenant.clone())
                 .or_default()
                 .push(i as u32);
+            if let (Some(_), Some(slot)) = (s.shard, s.key.shard) {
+                local
+                    .entry((s.key.tenant.as_str(), s.key.name.as_str()))
+                    .or_default()
+                    .push(slot);
+            }
         }
+        let local: HashMap<(&str, &str), Arc<[u32]>> =
+            local.into_iter().map(|(k, v)| (k, v.into())).collect();
+        let shards = slots
+            .iter()
+            .map(|s| match (s.shard, s.key.shard) {
+                (Some(key), Some(_)) => local
+                    .get(&(s.key.tenant.as_str(), s.key.name.as_str()))
+                    .map(|l| (key, l.clone())),
+                _ => None,
+            })
+            .collect();
         Table {
             slots,
             by_tenant,
+            shards,
             cache: Mutex::default(),
         }
     }
@@ -67,9 +98,27 @@ impl Table {
             .copied()
             .filter(|&i| {
                 let s = &self.slots[i as usize];
-                s.key.tenant == r.tenant && s.selector.matches(&r.tenant, &r.device, &r.tags)
+                s.key.tenant == r.tenant
+                    && s.selector.matches(&r.tenant, &r.device, &r.tags)
+                    && match &self.shards[i as usize] {
+                        Some((key, local)) => shard_among(&r.device, local, *key) == s.key.shard,
+                        None => true,
+                    }
             })
             .collect()
+    }
+}
+
+/// A table replaced by a newer one, kept to learn when no ingest task
+/// routes with it any more.
+pub(crate) struct Retired(Arc<Table>);
+
+impl Retired {
+    /// Whether an ingest task may still queue records with it.
+    pub fn in_use(&self) -> bool {
+        // Ingest holds the table only between `plan` and `deliver` (the
+        // `Plan` keeps it); ours is the one other reference.
+        Arc::strong_count(&self.0) > 1
     }
 }
 
@@ -120,6 +169,12 @@ impl Router {
     /// the workload driver only.
     pub fn publish(&self, slots: Vec<Arc<Slot>>) {
         self.table.publish(Table::new(slots));
+    }
+
+    /// [`Router::publish`], returning the table it replaced so the caller
+    /// can wait until no record is still being routed with it.
+    pub fn replace(&self, slots: Vec<Arc<Slot>>) -> Retired {
+        Retired(self.table.replace(Table::new(slots)))
     }
 
     /// Cached match sets.
@@ -463,5 +518,74 @@ mod tests {
         let (qa, qb) = (a.take_batch(10), b.take_batch(10));
         assert_eq!((qa.len(), qb.len()), (1, 2));
         assert!(Arc::ptr_eq(&qa[0], &qb[0]), "d1 is one shared record");
+    }
+
+    fn sharded(name: &str, slot: u32, key: ShardKey, cap: usize) -> Arc<Slot> {
+        let s = Slot::new(
+            InstanceKey::sharded("a", name, slot),
+            1,
+            DeviceSelector {
+                tenant: "a".into(),
+                device_globs: vec!["*".into()],
+                tags: Default::default(),
+            },
+            Fence {
+                allocation: format!("a/{name}#{slot}"),
+                token: 1,
+            },
+            cap,
+            Arc::new(InstanceStats::default()),
+            Counter::default(),
+        )
+        .with_shard(Some(key), Counter::default());
+        Arc::new(s)
+    }
+
+    /// Each record of a sharded monitor goes to exactly one of its local
+    /// instances, the one `shard_among` names over the local slots (which
+    /// need not be `0..n`); an unsharded monitor next to it still sees
+    /// everything; a new table (a slot added) re-shards.
+    #[test]
+    fn a_sharded_monitor_gets_each_record_once_on_its_shard() {
+        let seed: u64 = rand::random();
+        eprintln!("a_sharded_monitor_gets_each_record_once_on_its_shard seed = {seed}");
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let key = ShardKey(rng.gen());
+        let r = Router::new(10_000);
+        let (s1, s4) = (sharded("m", 1, key, 10_000), sharded("m", 4, key, 10_000));
+        let other = sharded("n", 0, ShardKey(rng.gen()), 10_000);
+        let all = slot("a", "plain", "a", &["*"], 10_000);
+        r.publish(vec![s1.clone(), all.clone(), s4.clone(), other.clone()]);
+        let recs: Vec<_> = (0..500)
+            .map(|i| rec("a", &format!("dev-{}", rng.gen_range(0..200) + i % 3), &[]))
+            .collect();
+        for _ in 0..2 {
+            // Twice: the second pass is served from the cache.
+            let st = route(&r, &recs, &mut |_| {});
+            assert_eq!(st.queued, 3 * recs.len() as u64, "seed {seed}");
+            let (a, b) = (drain(&s1), drain(&s4));
+            assert_eq!(a.len() + b.len(), recs.len(), "seed {seed}: each once");
+            for (_, d) in &a {
+                assert_eq!(shard_among(d, &[1, 4], key), Some(1), "seed {seed}: {d}");
+            }
+            for (_, d) in &b {
+                assert_eq!(shard_among(d, &[1, 4], key), Some(4), "seed {seed}: {d}");
+            }
+            assert!(!a.is_empty() && !b.is_empty(), "seed {seed}: both get some");
+            assert_eq!(drain(&other).len(), recs.len(), "alone: everything");
+            assert_eq!(drain(&all).len(), recs.len());
+        }
+        // A third instance: the devices it takes and only those move.
+        let s0 = sharded("m", 0, key, 10_000);
+        r.publish(vec![s1.clone(), s4.clone(), s0.clone()]);
+        route(&r, &recs, &mut |_| {});
+        let (a, b, c) = (drain(&s1), drain(&s4), drain(&s0));
+        assert_eq!(a.len() + b.len() + c.len(), recs.len(), "seed {seed}");
+        for (_, d) in &c {
+            assert_eq!(shard_among(d, &[0, 1, 4], key), Some(0), "seed {seed}");
+        }
+        for (_, d) in a.iter().chain(&b) {
+            assert_ne!(shard_among(d, &[0, 1, 4], key), Some(0), "seed {seed}");
+        }
     }
 }

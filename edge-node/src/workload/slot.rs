@@ -15,7 +15,13 @@
 //! - Counters are atomics, each with one writer: the worker (fuel, memory,
 //!   records in, outputs), ingest (drops), the driver (`fenced`).
 //!
-//! Lock order, the only nesting there is: `sandbox`, then `queue`.
+//! - `hold` (in the queue): a shard hand-over pauses the slot at a point in
+//!   its queue; records queued after it wait (and may overflow, counted)
+//!   until the driver resumes the slot. Controls are still served.
+//!
+//! Lock order, the only nesting there is: `sandbox`, then `queue`. The
+//! worker takes records under both, so whoever holds the sandbox cell
+//! knows no taken record is still unprocessed.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,6 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use prometheus_client::metrics::counter::Counter;
 use strata_protocol::workload::DeviceSelector;
 use strata_protocol::TelemetryRecord;
+use strata_sched::scale::ShardKey;
 
 use super::model::{Budget, Fence, InstanceKey};
 use super::sandbox::SandboxInstance;
@@ -78,11 +85,20 @@ struct SlotQueue {
     runnable: bool,
     /// Stopped: accepts nothing more.
     closed: bool,
+    /// Paused for a shard hand-over: only this many records at the front
+    /// may still be taken.
+    hold: Option<usize>,
 }
 
 impl SlotQueue {
+    /// Records a worker may take now.
+    fn takeable(&self) -> usize {
+        self.hold
+            .map_or(self.records.len(), |h| h.min(self.records.len()))
+    }
+
     fn has_work(&self) -> bool {
-        !self.records.is_empty() || !self.controls.is_empty()
+        self.takeable() > 0 || !self.controls.is_empty()
     }
 }
 
@@ -105,6 +121,11 @@ pub(crate) struct Slot {
     pub stats: Arc<InstanceStats>,
     pub capacity: usize,
     pub dropped_counter: Counter,
+    /// The sharded monitor's shard key (set once, before publication).
+    pub shard: Option<ShardKey>,
+    /// Records dropped while paused for a hand-over (a subset of
+    /// `dropped_counter`'s, counted apart as their own reason).
+    pub handover_dropped: Counter,
     queue: Mutex<SlotQueue>,
     /// The hand-off cell (see the module docs).
     pub sandbox: Mutex<Option<Sandbox>>,
@@ -161,6 +182,8 @@ impl Slot {
             stats,
             capacity,
             dropped_counter,
+            shard: None,
+            handover_dropped: Counter::default(),
             queue: Mutex::default(),
             sandbox: Mutex::new(None),
             dirty: AtomicBool::new(false),
@@ -172,6 +195,14 @@ impl Slot {
         }
     }
 
+    /// Makes it an instance of a sharded monitor; `dropped` counts records
+    /// dropped while it is paused for a hand-over.
+    pub fn with_shard(mut self, shard: Option<ShardKey>, dropped: Counter) -> Self {
+        self.shard = shard;
+        self.handover_dropped = dropped;
+        self
+    }
+
     /// Queues `records[i]` for every `i` in `picks`, up to the capacity;
     /// the rest are dropped and counted. Never blocks beyond the queue lock.
     pub fn enqueue(
@@ -179,7 +210,7 @@ impl Slot {
         picks: &[u32],
         record: &mut dyn FnMut(u32) -> Arc<TelemetryRecord>,
     ) -> Enqueued {
-        let (accepted, wake) = {
+        let (accepted, wake, held) = {
             let mut q = lock(&self.queue);
             let room = if q.closed {
                 0
@@ -190,14 +221,22 @@ impl Slot {
             q.records
                 .extend(picks[..accepted].iter().map(|&i| record(i)));
             self.set_depth(&q);
-            let wake = accepted > 0 && q.runnable && !q.scheduled;
+            let wake = accepted > 0 && q.runnable && !q.scheduled && q.has_work();
             if wake {
                 q.scheduled = true;
             }
-            (accepted, wake)
+            (accepted, wake, q.hold.is_some())
         };
         let dropped = picks.len() - accepted;
-        if dropped > 0 {
+        if dropped > 0 && held {
+            // Durable in the spool like any record, so the same loss class
+            // as a full queue, but its own cause.
+            self.handover_dropped.inc_by(dropped as u64);
+            self.count_dropped(
+                dropped as u64,
+                "queue full while paused for a shard hand-over",
+            );
+        } else if dropped > 0 {
             self.count_dropped(dropped as u64, "queue full");
         }
         Enqueued {
@@ -273,7 +312,10 @@ impl Slot {
     /// Takes the pending controls and up to `max` queued records.
     pub fn take_work(&self, max: usize) -> Work {
         let mut q = lock(&self.queue);
-        let n = q.records.len().min(max);
+        let n = q.takeable().min(max);
+        if let Some(h) = q.hold.as_mut() {
+            *h -= n;
+        }
         let work = Work {
             controls: q.controls.drain(..).collect(),
             records: q.records.drain(..n).collect(),
@@ -318,6 +360,36 @@ impl Slot {
             q.scheduled = true;
         }
         wake
+    }
+
+    /// Pauses the slot after the records queued now (see the module docs).
+    pub fn pause(&self) {
+        let mut q = lock(&self.queue);
+        q.hold = Some(q.records.len());
+    }
+
+    /// Ends a pause; returns whether the caller must put the slot on the
+    /// run queue.
+    pub fn resume(&self) -> bool {
+        let mut q = lock(&self.queue);
+        q.hold = None;
+        let wake = q.runnable && !q.closed && !q.scheduled && q.has_work();
+        if wake {
+            q.scheduled = true;
+        }
+        wake
+    }
+
+    /// Whether it has a live sandbox (a worker will take its records).
+    pub fn is_runnable(&self) -> bool {
+        lock(&self.queue).runnable
+    }
+
+    /// Records still to be taken before the pause point (all queued records
+    /// when not paused). With the sandbox cell held, 0 means every record
+    /// queued before the pause has been processed.
+    pub fn before_hold(&self) -> usize {
+        lock(&self.queue).takeable()
     }
 
     /// Stops accepting records; returns how many were still queued (they
@@ -449,5 +521,43 @@ mod tests {
         assert!(!s.is_fenced());
         s.fence_off();
         assert!(s.is_fenced());
+    }
+
+    #[test]
+    fn a_paused_slot_serves_what_came_before_and_holds_the_rest() {
+        let s = slot();
+        let rec = |d: &str| {
+            Arc::new(TelemetryRecord {
+                tenant: "t".into(),
+                device: d.into(),
+                ts_ms: 1,
+                seq: None,
+                metrics: Vec::new(),
+                tags: Vec::new(),
+            })
+        };
+        s.enqueue(&[0, 1, 2], &mut |i| rec(&format!("old-{i}")));
+        s.set_runnable(true);
+        s.pause();
+        s.enqueue(&[0, 1], &mut |i| rec(&format!("new-{i}")));
+        assert_eq!(s.before_hold(), 3);
+        assert_eq!(s.take_work(2).records.len(), 2);
+        assert_eq!(s.before_hold(), 1);
+        let w = s.take_work(10);
+        assert_eq!(w.records.len(), 1, "not past the pause point");
+        assert_eq!(w.records[0].device, "old-2");
+        assert!(!s.finish_turn(), "held records are no work");
+        s.push_control(Control::Checkpoint);
+        assert_eq!(
+            s.take_work(10).controls,
+            vec![Control::Checkpoint],
+            "controls still served"
+        );
+        assert!(!s.finish_turn());
+        assert_eq!(s.before_hold(), 0);
+        assert!(s.resume(), "held records wake it");
+        let w = s.take_work(10);
+        let got: Vec<&str> = w.records.iter().map(|r| r.device.as_str()).collect();
+        assert_eq!(got, vec!["new-0", "new-1"]);
     }
 }

@@ -29,6 +29,16 @@ impl<T> Snapshot<T> {
         *self.cell.write().unwrap_or_else(|p| p.into_inner()) = v;
     }
 
+    /// Replaces the value and returns the one it replaced (the writer
+    /// only).
+    pub fn replace(&self, value: T) -> Arc<T> {
+        let v = Arc::new(value);
+        std::mem::replace(
+            &mut *self.cell.write().unwrap_or_else(|p| p.into_inner()),
+            v,
+        )
+    }
+
     /// The latest value.
     pub fn load(&self) -> Arc<T> {
         self.cell.read().unwrap_or_else(|p| p.into_inner()).clone()

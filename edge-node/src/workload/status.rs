@@ -152,5 +152,6 @@ pub(crate) fn instance_status(v: &InstanceView) -> InstanceStatus {
         alerts: load(|s| &s.alerts),
         metrics: load(|s| &s.metrics),
         last_event: v.last_event.clone(),
+        slot: r.key.shard,
     }
 }

@@ -303,6 +303,13 @@ impl WorkloadStore {
         file_part(&key.tenant, &mut name);
         name.push('@');
         file_part(&key.name, &mut name);
+        // `#` never comes out of `file_part`, so `a@b#1` cannot collide
+        // with an unsharded name. Slot 0 and unsharded share the file
+        // (`InstanceKey::slot_suffix`).
+        if let Some(s) = key.slot_suffix() {
+            use std::fmt::Write as _;
+            let _ = write!(name, "#{s}");
+        }
         name.push_str(".kv");
         self.dir.join("state").join(name)
     }
@@ -572,5 +579,41 @@ mod tests {
             s.load_state(&key),
             Err(StoreError::Corrupt { .. })
         ));
+    }
+
+    /// Slot 0 of a sharded monitor and the unsharded instance share one
+    /// state file (a monitor that becomes sharded keeps its state); other
+    /// slots have their own.
+    #[test]
+    fn sharded_slots_keep_their_own_state_but_slot_0_is_the_unsharded_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = WorkloadStore::open(dir.path()).unwrap();
+        let state = |v: u8| KvState::from([("r/d/m".to_owned(), vec![v])]);
+        store
+            .save_state(&InstanceKey::new("t", "m"), &state(1))
+            .unwrap();
+        store
+            .save_state(&InstanceKey::sharded("t", "m", 2), &state(2))
+            .unwrap();
+        assert_eq!(
+            store
+                .load_state(&InstanceKey::sharded("t", "m", 0))
+                .unwrap(),
+            state(1)
+        );
+        assert_eq!(
+            store
+                .load_state(&InstanceKey::sharded("t", "m", 2))
+                .unwrap(),
+            state(2)
+        );
+        assert!(store
+            .load_state(&InstanceKey::sharded("t", "m", 1))
+            .unwrap()
+            .is_empty());
+        assert!(
+            dir.path().join("state/t@m.kv").exists(),
+            "the pre-sharding path"
+        );
     }
 }

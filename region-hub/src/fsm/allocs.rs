@@ -267,6 +267,14 @@ impl Scheduling {
             .find(|r| r.runs() && r.alloc.node.0 == edge)
     }
 
+    /// The allocation in `slot` of `w` desired to run on `edge`, if any.
+    pub fn running_slot_on(&self, w: &WorkloadId, edge: &str, slot: u32) -> Option<&AllocRecord> {
+        self.allocs
+            .get(w)?
+            .values()
+            .find(|r| r.runs() && r.alloc.node.0 == edge && r.alloc.slot == slot)
+    }
+
     /// Number of allocations desired to run.
     pub fn running_count(&self) -> usize {
         self.by_edge.values().map(BTreeSet::len).sum()
@@ -414,7 +422,13 @@ impl Scheduling {
         let mut changed = Vec::new();
         for i in instances {
             let w = WorkloadId::new(&i.tenant, &i.name);
-            let Some(id) = self.running_of_on(&w, edge).map(|r| r.alloc.id) else {
+            // A sharded monitor may run several instances on one edge:
+            // its status names the slot.
+            let found = match i.slot {
+                Some(slot) => self.running_slot_on(&w, edge, slot),
+                None => self.running_of_on(&w, edge),
+            };
+            let Some(id) = found.map(|r| r.alloc.id) else {
                 continue;
             };
             let Some(r) = self.record_mut(id) else {

@@ -95,6 +95,9 @@ fn refusals(p: &PlanParts<'_>, c: &PlanCommit) -> BTreeMap<NodeId, String> {
     let entry = p.workloads.monitor(&c.workload.tenant, &c.workload.name);
     let now_gen = entry.map(|m| m.spec.generation);
     let per_node = entry.is_some_and(|m| m.spec.intent().cardinality() == Cardinality::PerNode);
+    // A sharded monitor's instances split its devices, so an edge may run
+    // several of them (one per slot).
+    let sharded = entry.is_some_and(|m| m.spec.placement.shard);
     let stopped: BTreeSet<AllocId> = c
         .nodes
         .values()
@@ -117,14 +120,16 @@ fn refusals(p: &PlanParts<'_>, c: &PlanCommit) -> BTreeMap<NodeId, String> {
         } else if let Some((a, h)) = np.place.iter().find_map(|a| {
             running
                 .iter()
-                .find(|r| (!per_node && r.alloc.slot == a.slot) || r.alloc.node == *node)
+                .find(|r| {
+                    (!per_node && r.alloc.slot == a.slot) || (!sharded && r.alloc.node == *node)
+                })
                 .map(|h| (a, h))
         }) {
             Some(format!(
                 "slot {} or edge {node} already runs allocation {} of the workload",
                 a.slot, h.alloc.id
             ))
-        } else if np.place.len() > 1 {
+        } else if np.place.len() > 1 && !sharded {
             Some(format!("{} placements on one edge", np.place.len()))
         } else {
             np.stop.iter().find_map(|s| match s.reason {

@@ -449,6 +449,52 @@ fn the_state_machine_refuses_what_changed_since_the_plan() {
     assert!(kinds.contains(&EventKind::LeaseExpired) && kinds.contains(&EventKind::AllocReplaced));
 }
 
+/// Two instances of a sharded monitor on one edge: each report names its
+/// slot and moves only that slot's allocation.
+#[test]
+fn a_sharded_monitors_reports_match_their_slots_on_one_edge() {
+    let mut s = region();
+    let mut sh = spec("sh", "count=2,shard=true");
+    sh.placement.constraints.push(strata_sched::LabelRule {
+        label: "zone".into(),
+        value: Some("a".into()),
+        ..Default::default()
+    });
+    run(&mut s, &[put(sh)]);
+    let c = plan(&s, "sh", 1);
+    run(&mut s, &[Command::ApplyPlan(Box::new(c))]);
+    let allocs: Vec<_> = s
+        .sched()
+        .allocs_of(&w("sh"))
+        .map(|r| r.alloc.clone())
+        .collect();
+    assert_eq!(allocs.len(), 2, "both placed");
+    assert_eq!(allocs[0].node, allocs[1].node, "on the one zone-a edge");
+    let edge = allocs[0].node.0.clone();
+    let client = |s: &RegionState, slot: u32| {
+        s.sched()
+            .allocs_of(&w("sh"))
+            .find(|r| r.alloc.slot == slot)
+            .unwrap()
+            .alloc
+            .client
+    };
+    let mut one = instance("sh", 1, "running", None);
+    one.slot = Some(1);
+    run(&mut s, &[report(&edge, vec![one.clone()], NOW + 1)]);
+    assert_eq!(
+        (client(&s, 0), client(&s, 1)),
+        (ClientState::Pending, ClientState::Running)
+    );
+    let mut zero = instance("sh", 1, "crash-looping", None);
+    zero.slot = Some(0);
+    run(&mut s, &[report(&edge, vec![zero, one], NOW + 2)]);
+    assert_eq!(
+        (client(&s, 0), client(&s, 1)),
+        (ClientState::Failed, ClientState::Running)
+    );
+}
+
 #[test]
 fn reports_move_client_states_and_replaced_allocations_lose_their_outputs() {
     let mut s = region();

@@ -9,6 +9,7 @@
 //!
 //! ```toml
 //! count = 3                      # or per-node = true (alias per-edge)
+//! shard = true                   # count only: the instances share the devices
 //! pools = ["gpu"]                # node must be in one of these
 //! constraints = [{ label = "arch", op = "in", values = ["arm64", "x86_64"] }]
 //! affinity = [{ label = "zone", value = "a", weight = 40 }]
@@ -19,6 +20,7 @@
 //! replace-after = "30s"          # or on-disconnect = "keep" (the default)
 //! ```
 
+mod encode;
 mod region;
 mod rules;
 mod validate;
@@ -47,11 +49,21 @@ pub const MAX_REPLACE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_WEIGHT: u8 = 50;
 
 /// Where a workload's instances may (hard rules) and should (soft rules) run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+///
+/// Bincode: as derived, except that `count` and `shard` share one leading
+/// tag byte (see [`encode`]), so an unsharded intent encodes exactly as it
+/// did before `shard` existed and stored intents still decode.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PlacementIntent {
     /// How many instances run. Exclusive with `per-node`. Default 1.
     pub count: Option<u32>,
+    /// Count only: the `count` instances share the selected devices by
+    /// consistent hashing (`scale::shard`), each device monitored by exactly
+    /// one of them, and several of them may run on one node. Default false:
+    /// every instance sees every selected device, one per node.
+    #[serde(skip_serializing_if = "is_false")]
+    pub shard: bool,
     /// One instance on every ready node that carries the workload's devices
     /// (its device group), each seeing that node's devices. Written
     /// `per-edge` in a region's specs as well. Default false.
@@ -273,6 +285,10 @@ pub struct Spread {
     /// rest may go to other values). Default empty: even spread.
     #[serde(default)]
     pub targets: BTreeMap<String, u8>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_weight() -> u8 {

@@ -213,3 +213,21 @@ fn region_validation_names_unknown_labels_values_pools_and_workloads() {
             .unwrap();
     validate_in_region(&fine, "acme", &snap).unwrap();
 }
+
+#[test]
+fn shard_is_opt_in_count_only_and_absent_when_false() {
+    let i: PlacementIntent = toml::from_str("count = 4\nshard = true").unwrap();
+    assert!(i.shard);
+    i.validate(&ctx()).unwrap();
+    let json = serde_json::to_string(&i).unwrap();
+    assert!(json.contains("\"shard\":true"), "{json}");
+    let plain: PlacementIntent = toml::from_str("count = 4").unwrap();
+    assert!(!plain.shard);
+    let json = serde_json::to_string(&plain).unwrap();
+    assert!(!json.contains("shard"), "skipped when false: {json}");
+    let e = toml::from_str::<PlacementIntent>("per-edge = true\nshard = true")
+        .unwrap()
+        .validate(&ctx())
+        .unwrap_err();
+    assert_eq!(e.fields(), vec!["shard"], "{e}");
+}

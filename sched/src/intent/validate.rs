@@ -253,6 +253,12 @@ impl PlacementIntent {
                 errs.bad("count", format!("{n} must be 1-{MAX_COUNT}"));
             }
         }
+        if self.shard && self.per_node {
+            errs.bad(
+                "shard",
+                "shard applies to count: per-edge already gives each instance its own edge's devices",
+            );
+        }
     }
 
     fn check_pools(&self, errs: &mut Errors) {

@@ -207,19 +207,23 @@ impl WorkloadDriver {
                 monitor: key.name.clone(),
             })
             .clone();
-        let slot = Arc::new(Slot::new(
-            key.clone(),
-            generation,
-            launch.selector,
-            fence.clone(),
-            self.cfg.queue_records,
-            stats,
-            counter,
-        ));
+        let slot = Arc::new(
+            Slot::new(
+                key.clone(),
+                generation,
+                launch.selector,
+                fence.clone(),
+                self.cfg.queue_records,
+                stats,
+                counter,
+            )
+            .with_shard(launch.shard, self.metrics.handover_dropped.clone()),
+        );
         if let Some(old) = self.slots.insert(key.clone(), slot.clone()) {
             retire(&old);
         }
-        self.publish_router();
+        // Published by the caller, which may have to hand devices over.
+        self.table_stale = true;
         Some(slot)
     }
 
@@ -238,8 +242,14 @@ impl WorkloadDriver {
             .slots
             .get(&key)
             .map(|s| WorkloadDriver::origin(&s.fence));
+        let slot = self.slot_for(&key, generation, &fence);
+        if std::mem::take(&mut self.table_stale) {
+            // Before the state is loaded: a new instance of a sharded
+            // monitor starts from the device state handed to it.
+            self.publish_slots(None).await;
+        }
         let (Some(slot), Some(module), Some(launch)) = (
-            self.slot_for(&key, generation, &fence),
+            slot,
             self.modules.get(sha256).cloned(),
             self.launches.get(&key).cloned(),
         ) else {
@@ -347,7 +357,9 @@ impl WorkloadDriver {
                 // reaches the spool.
                 s.fence_off();
             }
-            self.publish_router();
+            // A sharded instance first works through its queue and hands
+            // its devices' state to the instances that take them over.
+            self.publish_slots(Some(s.clone())).await;
             retire(s);
         }
         let saved = self.saved.remove(&key);

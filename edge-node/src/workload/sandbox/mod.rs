@@ -126,6 +126,15 @@ pub trait SandboxInstance: Send + fmt::Debug {
     /// callback's writes are rolled back, so this is the state as of the
     /// last successful callback.
     fn state(&self) -> KvState;
+    /// Removes and returns the entries whose key `moves` selects: the state
+    /// of devices handed over to another instance of a sharded monitor.
+    /// Called between callbacks only.
+    fn take_state(&mut self, moves: &dyn Fn(&str) -> bool) -> KvState;
+    /// Adds entries handed over from another instance of the monitor
+    /// (replacing equal keys), in key order while they fit the kv quota;
+    /// returns how many did not fit and were dropped. Called between
+    /// callbacks only.
+    fn import_state(&mut self, entries: KvState) -> usize;
     /// Memory in use now, and CPU (millicores) since the previous `usage`
     /// call (or since instantiation). Call it from one sampler only.
     fn usage(&self) -> InstanceUsage;

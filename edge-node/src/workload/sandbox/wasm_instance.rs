@@ -359,6 +359,33 @@ impl SandboxInstance for WasmInstance {
         self.store.data().kv.clone()
     }
 
+    fn take_state(&mut self, moves: &dyn Fn(&str) -> bool) -> KvState {
+        let st = self.store.data_mut();
+        let (out, keep): (KvState, KvState) = std::mem::take(&mut st.kv)
+            .into_iter()
+            .partition(|(k, _)| moves(k));
+        st.kv = keep;
+        st.kv_bytes = st.kv.iter().map(|(k, v)| k.len() + v.len()).sum();
+        out
+    }
+
+    fn import_state(&mut self, entries: KvState) -> usize {
+        let st = self.store.data_mut();
+        let quota = st.limits.kv_quota_bytes as usize;
+        let mut dropped = 0;
+        for (k, v) in entries {
+            let old = st.kv.get(&k).map_or(0, |o| k.len() + o.len());
+            let total = st.kv_bytes - old + k.len() + v.len();
+            if total > quota {
+                dropped += 1;
+                continue;
+            }
+            st.kv_bytes = total;
+            st.kv.insert(k, v);
+        }
+        dropped
+    }
+
     fn usage(&self) -> InstanceUsage {
         let now = Instant::now();
         let (then, fuel_then) = self.last_sample.replace((now, self.fuel_total));
