@@ -48,5 +48,6 @@ pub use telemetry::{DeviceRef, Metric, PayloadError, RejectReason, Tag, Telemetr
 /// Version 6: `SpoolEntry::Checkpoint` and `EdgeAllocation::checkpoint`.
 /// Version 7: `Hello::boot`.
 /// Version 8: `EdgeStatus::{sync_lag_ms, cert_expires_ms}`,
-/// `HubStatus::cert_expires_ms`, `DeviceInfo::edge`.
+/// `HubStatus::cert_expires_ms`, `DeviceInfo::edge`, `InstanceStatus::slot`
+/// and sharded placement intents (`placement.shard`).
 pub const PROTOCOL_VERSION: u16 = 8;

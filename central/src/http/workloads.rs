@@ -472,6 +472,7 @@ pub async fn submit(
                 id: id.clone(),
                 generation,
                 intent: dry,
+                stacks: sc.is_some(),
             };
             snap.upsert_workload(w.clone());
             let eval = GlobalEval {

@@ -139,6 +139,8 @@ impl GlobalRecord {
             id: self.id(),
             generation: self.generation,
             intent,
+            // Autoscaled workloads run sharded (see `regional_monitor`).
+            stacks: self.scale.is_some(),
         }
     }
 

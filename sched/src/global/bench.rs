@@ -247,6 +247,7 @@ fn global_split_throughput() {
             id: id.clone(),
             generation: 1,
             intent: toml::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}")),
+            stacks: false,
         };
         w.intent
             .validate(&known)

@@ -339,6 +339,12 @@ impl RegionCapacity {
             .map_or(0, |p| p.fit(size, self.max_per_node))
     }
 
+    /// [`RegionCapacity::fit`] for a workload whose instances may share a
+    /// node (sharded), which the per-node limit does not bound.
+    pub fn fit_stacked(&self, size: Resources, pools: &[String]) -> u64 {
+        self.pool_for(size, pools).map_or(0, |p| p.fit(size, None))
+    }
+
     /// Why nothing of `size` fits in `pools`, or `None` when something does.
     pub fn shortfall(&self, size: Resources, pools: &[String]) -> Option<String> {
         match self.pool_for(size, pools) {

@@ -46,6 +46,11 @@ pub struct GlobalWorkload {
     pub generation: u64,
     /// Where and how many.
     pub intent: GlobalIntent,
+    /// Several of its instances may run on one node (a sharded monitor:
+    /// its instances split the devices), so a region's per-node limit
+    /// does not bound its share. Default false.
+    #[serde(default)]
+    pub stacks: bool,
 }
 
 /// Asks the global scheduler to (re)split one workload.
@@ -264,7 +269,14 @@ impl GlobalSnapshot {
         pools: &[String],
     ) -> RegionCap {
         let cap: &RegionCapacity = &summary.capacity;
-        let fit = cap.fit(size, pools);
+        // A sharded workload stacks on a node: the region's one-per-node
+        // limit (an edge runs an unsharded monitor once) does not apply.
+        let stacks = self.workloads.get(w).is_some_and(|x| x.stacks);
+        let fit = if stacks {
+            cap.fit_stacked(size, pools)
+        } else {
+            cap.fit(size, pools)
+        };
         // Everyone's unplaced instances there, less `w`'s own (its own
         // share is what is being decided).
         let own = self.unplaced_of(w, &summary.region);

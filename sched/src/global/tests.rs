@@ -55,6 +55,7 @@ pub(crate) fn workload(name: &str, intent: &str) -> GlobalWorkload {
         id: WorkloadId::new("acme", name),
         generation: 1,
         intent: toml::from_str(&toml).unwrap_or_else(|e| panic!("{toml}: {e}")),
+        stacks: false,
     }
 }
 
@@ -467,6 +468,37 @@ fn other_workloads_unplaced_shares_reduce_a_regions_room() {
     a.capacity = region("a", 6, Up, 0).capacity;
     snap.upsert_region(a.clone());
     assert_eq!(snap.region_cap(&a, &w.id, SIZE, &[]).cap, 6);
+}
+
+/// An edge region runs an unsharded monitor once per edge; a sharded one
+/// (an autoscaled workload) stacks several instances on an edge, so its
+/// share is bounded by room, not by the number of edges.
+#[test]
+fn a_stacking_workload_is_not_bounded_by_one_per_node() {
+    // Two edges, each with room for four instances of SIZE.
+    let mut a = region("a", 2, Up, 0);
+    a.capacity.max_per_node = Some(1);
+    let big = Resources::new(4 * SIZE.cpu_millicores, 4 * SIZE.memory_bytes);
+    a.capacity.all.free = Resources::new(2 * big.cpu_millicores, 2 * big.memory_bytes);
+    a.capacity.all.free_nodes = FreeHistogram::build(&[big, big]);
+    let once = workload("once", "count = 6");
+    let stacked = GlobalWorkload {
+        stacks: true,
+        ..workload("stacked", "count = 6")
+    };
+    let snap = fed(vec![a.clone()], &[&once, &stacked]);
+    assert_eq!(
+        snap.region_cap(&a, &once.id, SIZE, &[]).cap,
+        2,
+        "one per edge"
+    );
+    assert_eq!(
+        snap.region_cap(&a, &stacked.id, SIZE, &[]).cap,
+        8,
+        "four per edge"
+    );
+    assert_eq!(run(&snap, &stacked, 1).total(), 6);
+    assert_eq!(run(&snap, &once, 1).total(), 2);
 }
 
 #[test]
