@@ -148,7 +148,7 @@ pub async fn edges(State(state): State<AppState>, query: Pairs) -> ApiResult<Edg
         ("region" = Option<String>, Query, description = "Only this region"),
         ("search" = Option<String>, Query, min_length = 1, max_length = 128, description = "Only devices whose tenant, id or edge contains this (ignoring case)"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100000, description = "Most devices returned (default: every match)"),
-        ("offset" = Option<u64>, Query, description = "Matches skipped before the first returned (default 0)"),
+        ("offset" = Option<u32>, Query, minimum = 0, maximum = 4294967295u32, description = "Matches skipped before the first returned (default 0)"),
     ),
     responses((status = 200, description = "Devices with stored telemetry, sorted by region, tenant and id", body = super::views::DevicesView), super::openapi::ApiErrors)
 )]
@@ -175,7 +175,7 @@ pub async fn devices(State(state): State<AppState>, query: Pairs) -> ApiResult<D
         })
     };
     let limit = p.limit.map_or(usize::MAX, |l| l as usize);
-    let mut skip = p.offset;
+    let mut skip = u64::from(p.offset);
     for (region, served) in ok {
         view.stale |= served.stale;
         let mut devices = served.value;

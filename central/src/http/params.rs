@@ -137,12 +137,12 @@ pub struct DeviceParams {
     /// Most devices returned; `None`: every match.
     pub limit: Option<u32>,
     /// Matches skipped before the first returned.
-    pub offset: u64,
+    pub offset: u32,
 }
 
 /// Parses `GET /api/v1/devices` parameters: `tenant`, `region`, `search`
 /// (a non-empty substring, at most 128 bytes), `limit` (1..=100000;
-/// default: all) and `offset` (default 0).
+/// default: all) and `offset` (0..=2^32-1, default 0).
 pub fn devices(pairs: &[(String, String)]) -> Result<DeviceParams, AppError> {
     let get = check(pairs, &["tenant", "region", "search", "limit", "offset"])?;
     let search = match get("search") {
@@ -158,9 +158,12 @@ pub fn devices(pairs: &[(String, String)]) -> Result<DeviceParams, AppError> {
     };
     let offset = match get("offset") {
         None => 0,
-        Some(v) => v
-            .parse::<u64>()
-            .map_err(|_| AppError::bad_param("offset", format!("{v:?} is not a whole number")))?,
+        Some(v) => v.parse::<u32>().map_err(|_| {
+            AppError::bad_param(
+                "offset",
+                format!("{v:?} is not a whole number from 0 to {}", u32::MAX),
+            )
+        })?,
     };
     Ok(DeviceParams {
         tenant: get("tenant").map(str::to_owned),

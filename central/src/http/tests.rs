@@ -327,6 +327,7 @@ async fn devices_are_searched_and_paged() {
         ("limit=0", "limit"),
         ("limit=100001", "limit"),
         ("offset=-1", "offset"),
+        ("offset=9223372036854775808", "offset"),
         ("sort=name", "sort"),
     ] {
         let (status, body) = get(&h.state, &format!("/api/v1/devices?{q}")).await;
