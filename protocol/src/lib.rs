@@ -49,5 +49,6 @@ pub use telemetry::{DeviceRef, Metric, PayloadError, RejectReason, Tag, Telemetr
 /// Version 7: `Hello::boot`.
 /// Version 8: `EdgeStatus::{sync_lag_ms, cert_expires_ms}`,
 /// `HubStatus::cert_expires_ms`, `DeviceInfo::edge`, `InstanceStatus::slot`
-/// and sharded placement intents (`placement.shard`).
+/// sharded placement intents (`placement.shard`) and
+/// `HubRequest::SearchDevices`.
 pub const PROTOCOL_VERSION: u16 = 8;

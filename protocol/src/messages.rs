@@ -589,6 +589,82 @@ pub enum HubRequest {
         /// the same ids).
         global: Vec<WorkloadId>,
     },
+    /// The first matches of a device search, with the match count per edge
+    /// (protocol version 8): what a console page needs without the whole
+    /// device list crossing the network.
+    SearchDevices(DeviceSearch),
+}
+
+/// A search over a region's devices ([`HubRequest::SearchDevices`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Encode, Decode)]
+pub struct DeviceSearch {
+    /// Only this tenant's.
+    pub tenant: Option<String>,
+    /// Only devices whose tenant, id or edge contains this, ignoring ASCII
+    /// case; `None` or empty: every device.
+    pub contains: Option<String>,
+    /// Most devices returned: the first matches in (tenant, device) order.
+    /// 0 returns only the counts.
+    pub limit: u32,
+}
+
+impl DeviceSearch {
+    /// Whether `d` matches.
+    pub fn matches(&self, d: &DeviceInfo) -> bool {
+        let Some(want) = self.contains.as_deref().filter(|w| !w.is_empty()) else {
+            return true;
+        };
+        contains_ignoring_case(&d.tenant, want)
+            || contains_ignoring_case(&d.device, want)
+            || d.edge
+                .as_deref()
+                .is_some_and(|e| contains_ignoring_case(e, want))
+    }
+
+    /// The page this search selects of `devices` (sorted by tenant then
+    /// device, as a region lists them): the first `limit` matches, in
+    /// order, and the counts of all of them.
+    pub fn page(&self, devices: Vec<DeviceInfo>) -> DevicePage {
+        let mut page = DevicePage::default();
+        let mut by_edge: std::collections::BTreeMap<String, u64> =
+            std::collections::BTreeMap::new();
+        for d in devices {
+            if !self.matches(&d) {
+                continue;
+            }
+            page.matched += 1;
+            *by_edge
+                .entry(d.edge.clone().unwrap_or_default())
+                .or_default() += 1;
+            if page.devices.len() < self.limit as usize {
+                page.devices.push(d);
+            }
+        }
+        page.by_edge = by_edge.into_iter().collect();
+        page
+    }
+}
+
+/// Whether `hay` contains `needle`, ignoring ASCII case, without
+/// allocating (device and tenant names are ASCII).
+fn contains_ignoring_case(hay: &str, needle: &str) -> bool {
+    let (hay, needle) = (hay.as_bytes(), needle.as_bytes());
+    needle.is_empty()
+        || hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// Answer to a [`DeviceSearch`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Encode, Decode)]
+pub struct DevicePage {
+    /// The first matches, sorted by tenant then device.
+    pub devices: Vec<DeviceInfo>,
+    /// Every match, counted.
+    pub matched: u64,
+    /// Matches by the edge they report through (empty name: not known),
+    /// sorted by edge.
+    pub by_edge: Vec<(String, u64)>,
 }
 
 /// Hub → central / CLI response.
@@ -653,6 +729,8 @@ pub enum HubResponse {
     /// Answer to [`HubRequest::RegionSummary`]. Boxed: the shape central's
     /// global scheduler is written against (not needed for the enum's size).
     RegionSummary(Box<RegionSummary>),
+    /// Answer to [`HubRequest::SearchDevices`].
+    DevicePage(DevicePage),
 }
 
 #[cfg(test)]
@@ -664,6 +742,53 @@ mod tests {
 
     use super::*;
     use crate::frame::{bincode_config, decode_body};
+
+    fn device(tenant: &str, id: &str, edge: Option<&str>) -> DeviceInfo {
+        DeviceInfo {
+            tenant: tenant.into(),
+            device: id.into(),
+            records: 1,
+            first_ts_ms: 0,
+            last_ts_ms: 0,
+            retransmissions_dropped: 0,
+            seq_reuses: 0,
+            edge: edge.map(Into::into),
+        }
+    }
+
+    /// A search keeps the list's order, returns the first `limit` matches
+    /// and counts all of them, per edge; it matches tenant, id or edge,
+    /// ignoring case.
+    #[test]
+    fn a_device_search_pages_and_counts_every_match() {
+        let list = vec![
+            device("acme", "Pump-1", Some("edge-1")),
+            device("acme", "pump-2", Some("edge-2")),
+            device("acme", "valve-1", Some("edge-1")),
+            device("zeta", "pump-3", None),
+        ];
+        let search = |contains: Option<&str>, limit| DeviceSearch {
+            tenant: None,
+            contains: contains.map(Into::into),
+            limit,
+        };
+        let p = search(Some("pump"), 2).page(list.clone());
+        let ids: Vec<&str> = p.devices.iter().map(|d| d.device.as_str()).collect();
+        assert_eq!(ids, ["Pump-1", "pump-2"]);
+        assert_eq!(p.matched, 3);
+        assert_eq!(
+            p.by_edge,
+            vec![("".into(), 1), ("edge-1".into(), 1), ("edge-2".into(), 1)]
+        );
+        let p = search(Some("EDGE-1"), 10).page(list.clone());
+        assert_eq!(p.matched, 2, "by the edge a device reports through");
+        let p = search(Some("zet"), 10).page(list.clone());
+        assert_eq!(p.matched, 1, "by tenant");
+        let p = search(None, 0).page(list.clone());
+        assert_eq!((p.devices.len(), p.matched), (0, 4), "counts only");
+        let p = search(Some(""), 1).page(list);
+        assert_eq!((p.devices.len(), p.matched), (1, 4), "empty matches all");
+    }
 
     fn body<T: Encode>(msg: &T) -> Vec<u8> {
         bincode::encode_to_vec(msg, bincode_config()).unwrap()

@@ -415,6 +415,10 @@ impl Service {
                 "list_devices",
                 self.node.read(ReadRequest::ListDevices { tenant }).await,
             ),
+            HubRequest::SearchDevices(search) => (
+                "search_devices",
+                self.node.read(ReadRequest::SearchDevices(search)).await,
+            ),
             HubRequest::Query(q) => ("query", self.node.read(ReadRequest::Query(q)).await),
             HubRequest::Retention { tenant } => (
                 "retention",

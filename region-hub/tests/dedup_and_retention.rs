@@ -13,8 +13,8 @@ use region_hub::metrics::{DuplicateLabel, RetentionLabel};
 use region_hub::store::StoreConfig;
 use region_hub::{HubConfig, Listeners};
 use strata_protocol::{
-    DeviceInfo, EdgeRequest, EdgeResponse, HubRequest, HubResponse, Metric, NodeIdentity, NodeKind,
-    RaftRole, RetentionReport, SpoolEntry, TelemetryBatch, TelemetryRecord,
+    DeviceInfo, DeviceSearch, EdgeRequest, EdgeResponse, HubRequest, HubResponse, Metric,
+    NodeIdentity, NodeKind, RaftRole, RetentionReport, SpoolEntry, TelemetryBatch, TelemetryRecord,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -171,6 +171,21 @@ async fn attack_erases_nothing_and_every_drop_is_counted() {
     let d: &DeviceInfo = &devices[0];
     assert_eq!(d.records, 70, "10 + 30 spoofed + 30 real: nothing erased");
     assert_eq!((d.retransmissions_dropped, d.seq_reuses), (5, 30));
+    // A search answers the same device with its counters, the edge its
+    // latest reading came through, and the counts per edge.
+    let HubResponse::DevicePage(page) = call(HubRequest::SearchDevices(DeviceSearch {
+        tenant: Some("demo".into()),
+        contains: Some(d.device.to_uppercase()),
+        limit: 5,
+    }))
+    .await
+    else {
+        panic!("device page")
+    };
+    assert_eq!(page.matched, 1);
+    assert_eq!(&page.devices[0], d);
+    assert!(d.edge.is_some(), "{d:?}");
+    assert_eq!(page.by_edge, vec![(d.edge.clone().unwrap(), 1)]);
     let HubResponse::Edges(edges) = call(HubRequest::ListEdges).await else {
         panic!("edges")
     };

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use futures::future::join_all;
 use serde::Serialize;
-use strata_protocol::{DeviceInfo, ReplicaInfo, TelemetryQuery};
+use strata_protocol::{DeviceSearch, ReplicaInfo, TelemetryQuery};
 
 use super::error::AppError;
 use super::params;
@@ -157,7 +157,15 @@ pub async fn devices(State(state): State<AppState>, query: Pairs) -> ApiResult<D
     let p = params::devices(&pairs)?;
     let regions = select(&state, p.region.as_deref())?;
     let names = regions.iter().map(|r| r.name().to_owned()).collect();
-    let results = join_all(regions.iter().map(|r| r.devices(p.tenant.clone()))).await;
+    // Each region sends at most the matches up to the end of the page
+    // (regions are listed in order, so a page never needs more of one).
+    let want = p.limit.map_or(u32::MAX, |l| l.saturating_add(p.offset));
+    let search = DeviceSearch {
+        tenant: p.tenant.clone(),
+        contains: p.search.clone(),
+        limit: want,
+    };
+    let results = join_all(regions.iter().map(|r| r.search_devices(search.clone()))).await;
     let (ok, errors) = federate(names, results, p.region.is_some())?;
     let mut view = DevicesView {
         devices: Vec::new(),
@@ -165,46 +173,55 @@ pub async fn devices(State(state): State<AppState>, query: Pairs) -> ApiResult<D
         stale: false,
         errors,
     };
-    let matches = |d: &DeviceInfo| {
-        p.search.as_deref().is_none_or(|want| {
-            contains_ignoring_case(&d.tenant, want)
-                || contains_ignoring_case(&d.device, want)
-                || d.edge
-                    .as_deref()
-                    .is_some_and(|e| contains_ignoring_case(e, want))
-        })
-    };
     let limit = p.limit.map_or(usize::MAX, |l| l as usize);
     let mut skip = u64::from(p.offset);
     for (region, served) in ok {
         view.stale |= served.stale;
-        let mut devices = served.value;
-        devices.retain(|d| matches(d));
-        view.total += devices.len() as u64;
-        devices.sort_by(|a, b| (&a.tenant, &a.device).cmp(&(&b.tenant, &b.device)));
-        for d in devices {
+        view.total += served.value.matched;
+        for d in served.value.devices {
             if skip > 0 {
                 skip -= 1;
             } else if view.devices.len() < limit {
                 view.devices.push(DeviceView::new(&region, d));
             }
         }
+        // Matches this region counted but did not send are all past the
+        // page (it sent the first `want`), so they only count.
     }
     Ok(Json(view))
 }
 
-/// Whether `hay` contains `lower` (already lowercase), ignoring ASCII case
-/// without allocating per device.
-fn contains_ignoring_case(hay: &str, lower: &str) -> bool {
-    if lower.is_empty() {
-        return true;
+/// One region's device counts ([`device_counts`]).
+pub struct RegionDeviceCount {
+    /// Region.
+    pub region: String,
+    /// Devices it holds.
+    pub total: u64,
+    /// Devices per edge they report through (empty name: not known).
+    pub by_edge: Vec<(String, u64)>,
+}
+
+/// How many devices each region holds and how many report through each
+/// of its edges, without listing them; and what could not be read.
+pub async fn device_counts(state: &AppState) -> (Vec<RegionDeviceCount>, Vec<String>) {
+    let search = DeviceSearch::default();
+    let reads = state
+        .regions()
+        .iter()
+        .map(|r| r.search_devices(search.clone()));
+    let mut counts = Vec::new();
+    let mut errors = Vec::new();
+    for (r, res) in state.regions().iter().zip(join_all(reads).await) {
+        match res {
+            Ok(s) => counts.push(RegionDeviceCount {
+                region: r.name().to_owned(),
+                total: s.value.matched,
+                by_edge: s.value.by_edge,
+            }),
+            Err(e) => errors.push(format!("devices of region {}: {e}", r.name())),
+        }
     }
-    if lower.len() > hay.len() {
-        return false;
-    }
-    hay.as_bytes()
-        .windows(lower.len())
-        .any(|w| w.eq_ignore_ascii_case(lower.as_bytes()))
+    (counts, errors)
 }
 
 /// Finds the region holding a device: the cache, else ask every region.

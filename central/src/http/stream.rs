@@ -48,7 +48,7 @@ use super::error::AppError;
 use super::handlers::{self, Pairs, RegionsView};
 use super::monitor_views::{AlertView, MonitorView};
 use super::params;
-use super::views::{DeviceView, EdgeView, RegionView};
+use super::views::{EdgeView, RegionView};
 use super::workloads::{self, WorkloadsView};
 use super::{monitors, AppState};
 use crate::auth::Action;
@@ -56,7 +56,7 @@ use crate::auth::Action;
 /// Time between snapshots.
 pub const TICK: Duration = Duration::from_millis(1500);
 /// Device counts are read on the first tick and then every this many ticks
-/// (counting reads every region's whole device list).
+/// (each region counts its whole device list).
 pub const DEVICES_EVERY: u64 = 6;
 /// Frames a slow console may fall behind before it skips ahead.
 const FRAMES_BUFFERED: usize = 8;
@@ -186,17 +186,22 @@ pub struct DeviceCounts {
 }
 
 impl DeviceCounts {
-    fn of(devices: &[DeviceView], at_ms: i64) -> DeviceCounts {
+    fn of(regions: Vec<handlers::RegionDeviceCount>, at_ms: i64) -> DeviceCounts {
         let mut c = DeviceCounts {
             at_ms,
-            total: devices.len() as u64,
             ..DeviceCounts::default()
         };
-        for d in devices {
-            *c.regions.entry(d.region.clone()).or_default() += 1;
-            if let Some(e) = &d.edge {
-                *c.edges.entry(format!("{}/{e}", d.region)).or_default() += 1;
+        for handlers::RegionDeviceCount {
+            region,
+            total,
+            by_edge,
+        } in regions
+        {
+            c.total += total;
+            for (edge, n) in by_edge.into_iter().filter(|(e, _)| !e.is_empty()) {
+                c.edges.insert(format!("{region}/{edge}"), n);
             }
+            c.regions.insert(region, total);
         }
         c
     }
@@ -433,7 +438,7 @@ async fn snapshot(state: &AppState, n: u64, counts: &mut Option<DeviceCounts>) -
         monitors::alerts(State(state.clone()), alert_query()),
         async {
             if with_devices {
-                Some(handlers::devices(State(state.clone()), none()).await)
+                Some(handlers::device_counts(state).await)
             } else {
                 None
             }
@@ -469,10 +474,18 @@ async fn snapshot(state: &AppState, n: u64, counts: &mut Option<DeviceCounts>) -
             Vec::new()
         }
     };
-    match devices {
-        Some(Ok(Json(v))) => *counts = Some(DeviceCounts::of(&v.devices, state.now_ms())),
-        Some(Err(e)) => note(&mut errors, "devices", &e),
-        None => {}
+    if let Some((regions, failed)) = devices {
+        // A region that did not answer keeps no count rather than a 0.
+        if failed.is_empty() || counts.is_none() {
+            *counts = Some(DeviceCounts::of(regions, state.now_ms()));
+        } else if let Some(c) = counts.as_mut() {
+            let fresh = DeviceCounts::of(regions, state.now_ms());
+            c.at_ms = fresh.at_ms;
+            c.regions.extend(fresh.regions);
+            c.edges.extend(fresh.edges);
+            c.total = c.regions.values().sum();
+        }
+        errors.extend(failed);
     }
     // No replicated state on this server is not an error worth
     // showing on every snapshot; the workloads view says so.

@@ -70,6 +70,8 @@ pub struct Fake {
     pub writes: Mutex<Vec<String>>,
     /// The region's event log (held events, oldest first).
     pub events: Mutex<Vec<strata_protocol::liveness::RegionEvent>>,
+    /// Device searches received.
+    pub device_searches: Mutex<Vec<strata_protocol::DeviceSearch>>,
     /// Event reads received: (from_seq, limit, wait).
     pub event_reads: Mutex<Vec<(u64, u32, std::time::Duration)>>,
     /// The capacity summary the region reports (its `placed` cut down to
@@ -115,6 +117,7 @@ impl Fake {
             writes: Mutex::new(Vec::new()),
             events: Mutex::new(Vec::new()),
             event_reads: Mutex::new(Vec::new()),
+            device_searches: Mutex::new(Vec::new()),
             summary: Mutex::new(None),
             summary_reads: Mutex::new(Vec::new()),
         }
@@ -317,6 +320,21 @@ impl RegionApi for Fake {
             .cloned()
             .collect();
         futures::future::ready(self.served(list)).boxed()
+    }
+
+    fn search_devices(
+        &self,
+        search: strata_protocol::DeviceSearch,
+    ) -> BoxFuture<'_, Result<Served<strata_protocol::DevicePage>, RegionError>> {
+        self.device_searches.lock().unwrap().push(search.clone());
+        let mut list: Vec<DeviceInfo> = self
+            .devices
+            .iter()
+            .filter(|d| search.tenant.as_ref().is_none_or(|t| *t == d.tenant))
+            .cloned()
+            .collect();
+        list.sort_by(|a, b| (&a.tenant, &a.device).cmp(&(&b.tenant, &b.device)));
+        futures::future::ready(self.served(search.page(list))).boxed()
     }
 
     fn query(

@@ -18,8 +18,9 @@ use futures::{FutureExt, StreamExt};
 use strata_protocol::monitoring::{AlertQuery, MonitorInfo};
 use strata_protocol::workload::MonitorSpec;
 use strata_protocol::{
-    AlertRecord, DeviceInfo, EdgeInfo, HubRequest, HubResponse, NodeIdentity, NodeKind,
-    QueryResult, RaftRole, RegionSummary, ReplicaInfo, TelemetryQuery, WorkloadId,
+    AlertRecord, DeviceInfo, DevicePage, DeviceSearch, EdgeInfo, HubRequest, HubResponse,
+    NodeIdentity, NodeKind, QueryResult, RaftRole, RegionSummary, ReplicaInfo, TelemetryQuery,
+    WorkloadId,
 };
 use tokio::time::Instant;
 
@@ -84,6 +85,7 @@ fn request_kind(req: &HubRequest) -> &'static str {
         HubRequest::Status => "status",
         HubRequest::ListEdges => "edges",
         HubRequest::ListDevices { .. } => "devices",
+        HubRequest::SearchDevices(_) => "search-devices",
         HubRequest::Query(_) => "query",
         HubRequest::AddReplica(_) => "add-replica",
         HubRequest::RemoveReplica { .. } => "remove-replica",
@@ -119,6 +121,7 @@ fn response_kind(resp: &HubResponse) -> &'static str {
         HubResponse::Retention(_) => "retention",
         HubResponse::Events(_) => "events",
         HubResponse::RegionSummary(_) => "region-summary",
+        HubResponse::DevicePage(_) => "device-page",
     }
 }
 
@@ -540,6 +543,17 @@ impl RegionApi for RegionClient {
     ) -> BoxFuture<'_, Result<Served<Vec<DeviceInfo>>, RegionError>> {
         self.read(HubRequest::ListDevices { tenant }, |r| match r {
             HubResponse::Devices(v) => Some(v),
+            _ => None,
+        })
+        .boxed()
+    }
+
+    fn search_devices(
+        &self,
+        search: DeviceSearch,
+    ) -> BoxFuture<'_, Result<Served<DevicePage>, RegionError>> {
+        self.read(HubRequest::SearchDevices(search), |r| match r {
+            HubResponse::DevicePage(p) => Some(p),
             _ => None,
         })
         .boxed()

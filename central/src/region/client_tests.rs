@@ -221,6 +221,7 @@ fn kind(req: &HubRequest) -> &'static str {
         HubRequest::Status => "status",
         HubRequest::ListEdges => "edges",
         HubRequest::ListDevices { .. } => "devices",
+        HubRequest::SearchDevices(_) => "search-devices",
         HubRequest::Query(_) => "query",
         HubRequest::AddReplica(_) => "add",
         HubRequest::RemoveReplica { .. } => "remove",

@@ -16,8 +16,8 @@ use strata_protocol::liveness::EventPage;
 use strata_protocol::monitoring::{AlertQuery, MonitorInfo};
 use strata_protocol::workload::{MonitorSpec, SpecErrors};
 use strata_protocol::{
-    AlertRecord, DeviceInfo, EdgeInfo, HubStatus, MembershipRefusal, QueryResult, RegionSummary,
-    ReplicaInfo, TelemetryQuery, WorkloadId,
+    AlertRecord, DeviceInfo, DevicePage, DeviceSearch, EdgeInfo, HubStatus, MembershipRefusal,
+    QueryResult, RegionSummary, ReplicaInfo, TelemetryQuery, WorkloadId,
 };
 
 pub mod client;
@@ -205,6 +205,13 @@ pub trait RegionApi: Send + Sync {
         &self,
         tenant: Option<String>,
     ) -> BoxFuture<'_, Result<Served<Vec<DeviceInfo>>, RegionError>>;
+    /// The first matches of a device search and the counts of all of them
+    /// (per edge), searched by the leader: only the page crosses the
+    /// network.
+    fn search_devices(
+        &self,
+        search: DeviceSearch,
+    ) -> BoxFuture<'_, Result<Served<DevicePage>, RegionError>>;
     /// Telemetry read, from the leader.
     fn query(
         &self,

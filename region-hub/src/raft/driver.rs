@@ -71,6 +71,14 @@ pub fn read_local<S: HubStore>(n: &HubNode<S>, req: ReadRequest) -> HubResponse 
         ReadRequest::ListDevices { tenant } => {
             HubResponse::Devices(read(&m.store()).devices(tenant.as_deref()))
         }
+        ReadRequest::SearchDevices(search) => {
+            let mut devices = read(&m.store()).devices(search.tenant.as_deref());
+            add_device_dedup(
+                &mut devices,
+                &m.state().device_facts(search.tenant.as_deref()),
+            );
+            HubResponse::DevicePage(search.page(devices))
+        }
         ReadRequest::Query(q) => match read(&m.store()).query(&q) {
             Ok(r) => HubResponse::Telemetry(r),
             Err(e) => HubResponse::Error {
@@ -152,6 +160,19 @@ impl NodeHandle {
                     let mut devices = reader.devices(tenant.as_deref());
                     add_device_dedup(&mut devices, &counts);
                     HubResponse::Devices(devices)
+                })
+            }
+            ReadRequest::SearchDevices(search) => {
+                // As a list, then searched here: only the page and the
+                // counts leave the replica.
+                let filter = search.tenant.clone();
+                let counts = self
+                    .with_state(move |v| v.state.device_facts(filter.as_deref()))
+                    .await?;
+                tokio::task::spawn_blocking(move || {
+                    let mut devices = reader.devices(search.tenant.as_deref());
+                    add_device_dedup(&mut devices, &counts);
+                    HubResponse::DevicePage(search.page(devices))
                 })
             }
             ReadRequest::Query(q) => tokio::task::spawn_blocking(move || match reader.query(&q) {

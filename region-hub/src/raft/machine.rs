@@ -76,6 +76,8 @@ pub enum ReadRequest {
     },
     /// Telemetry read.
     Query(TelemetryQuery),
+    /// The first matches of a device search and their counts.
+    SearchDevices(strata_protocol::DeviceSearch),
 }
 
 /// What a replica publishes after every Ready and applied entry, so that
