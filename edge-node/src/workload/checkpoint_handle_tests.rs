@@ -8,10 +8,10 @@ use strata_protocol::workload::MonitorSpec;
 use strata_protocol::SpoolEntry;
 
 use super::handle_tests::{
-    open, readings, running, spec, status, test_cfg, wait, wait_spool, wat, COUNTER,
+    apply_allocations, open, readings, running, spec, status, test_cfg, wait, wait_spool, wat,
+    COUNTER,
 };
 use super::*;
-use crate::uplink::{AssignmentTarget, AssignmentUpdate};
 use crate::workload::sandbox::sha256_hex;
 
 fn allocation(
@@ -32,20 +32,8 @@ fn allocation(
 }
 
 async fn apply(host: &WorkloadHost, version: u64, a: EdgeAllocation, module: &[u8]) {
-    let h = host.clone();
     let artifacts = vec![(sha256_hex(module), module.to_vec())];
-    tokio::task::spawn_blocking(move || {
-        h.apply(AssignmentUpdate {
-            version,
-            allocations: vec![a],
-            artifacts,
-            requested_at: std::time::Instant::now(),
-            lease_granted: true,
-        })
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    apply_allocations(host, version, vec![a], artifacts).await;
 }
 
 /// The counter monitor's batch count in a checkpoint's state.

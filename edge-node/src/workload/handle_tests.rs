@@ -194,6 +194,18 @@ pub(super) async fn assign(
             spec,
         })
         .collect();
+    apply_allocations(&h, version, allocations, artifacts).await;
+}
+
+/// Applies `allocations` (with the modules they need) as the uplink would:
+/// from a blocking thread, with a granted lease.
+pub(super) async fn apply_allocations(
+    host: &WorkloadHost,
+    version: u64,
+    allocations: Vec<EdgeAllocation>,
+    artifacts: Vec<(String, Vec<u8>)>,
+) {
+    let h = host.clone();
     let v = tokio::task::spawn_blocking(move || {
         h.apply(AssignmentUpdate {
             version,

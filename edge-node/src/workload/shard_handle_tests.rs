@@ -13,9 +13,10 @@ use strata_protocol::{Metric, TelemetryRecord};
 use strata_sched::scale::{shard_among, ShardKey};
 use strata_sched::{PlacementIntent, WorkloadId};
 
-use super::handle_tests::{entries_and_next, open, sample_module, spec, test_cfg, wait};
+use super::handle_tests::{
+    apply_allocations, entries_and_next, open, sample_module, spec, test_cfg, wait,
+};
 use super::*;
-use crate::uplink::{AssignmentTarget, AssignmentUpdate};
 use crate::workload::sandbox::sha256_hex;
 
 const DEVICES: usize = 40;
@@ -46,20 +47,8 @@ async fn assign_slots(
             checkpoint: None,
         })
         .collect();
-    let (h, artifacts) = (host.clone(), vec![(sha256_hex(module), module.to_vec())]);
-    let v = tokio::task::spawn_blocking(move || {
-        h.apply(AssignmentUpdate {
-            version,
-            allocations,
-            artifacts,
-            requested_at: std::time::Instant::now(),
-            lease_granted: true,
-        })
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert_eq!(v, version);
+    let artifacts = vec![(sha256_hex(module), module.to_vec())];
+    apply_allocations(host, version, allocations, artifacts).await;
 }
 
 /// Metric `v` of every device at round `i`: it rises by 20 in odd rounds
