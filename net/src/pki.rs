@@ -5,6 +5,13 @@
 //! to run an external CA to try Strata. Production deployments point
 //! [`TlsFiles`] at certificates from their own CA instead.
 //!
+//! Node certificates are valid for [`NODE_CERT_VALIDITY`] (a year) from
+//! issue, not for ever: a stolen one stops working. [`Pki::node`] renews a
+//! certificate within [`RENEW_BEFORE`] of its end (same key, new
+//! certificate, replaced atomically), so `strata up` and the test harness
+//! renew on any start; operators see every node's expiry in the console and
+//! `GET /api/v1/edges` / `/api/v1/regions`.
+//!
 //! Keys are created 0600 (certificates too, so everything Strata writes is
 //! 0600) in a directory created 0700, and a key file that other users can
 //! read is refused at load with the command that fixes it (see
@@ -154,6 +161,13 @@ fn ca_params() -> Result<CertificateParams, NetError> {
     Ok(params)
 }
 
+/// How long a node certificate is valid from its issue.
+pub const NODE_CERT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
+/// [`Pki::node`] renews a certificate this close to its end.
+pub const RENEW_BEFORE: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+/// Back-dating of `notBefore`, for peers whose clocks run behind.
+const CLOCK_SKEW: time::Duration = time::Duration::hours(1);
+
 /// Writes a new PEM file, 0600 from its creation.
 fn write_pem(path: &Path, data: &str) -> Result<(), NetError> {
     Ok(write_private(path, data.as_bytes())?)
@@ -196,14 +210,37 @@ impl Pki {
         self.dir.join("ca.pem")
     }
 
-    /// Returns the TLS files of node `name`, issuing them on first use.
+    /// Returns the TLS files of node `name`, issuing them on first use and
+    /// renewing the certificate (same key) when it ends within
+    /// [`RENEW_BEFORE`] or cannot be read.
     pub fn node(&self, name: &str) -> Result<TlsFiles, NetError> {
+        self.node_at(name, time::OffsetDateTime::now_utc())
+    }
+
+    /// [`Pki::node`] at time `now`.
+    fn node_at(&self, name: &str, now: time::OffsetDateTime) -> Result<TlsFiles, NetError> {
         let cert = self.dir.join(format!("{name}.pem"));
         let key = self.dir.join(format!("{name}.key"));
         if !cert.exists() || !key.exists() {
-            let (c, k) = self.issue(name)?;
-            write_pem(&key, &k)?;
-            write_pem(&cert, &c)?;
+            let k = KeyPair::generate().map_err(|e| gen_err(name, e))?;
+            write_pem(&key, &k.serialize_pem())?;
+            write_pem(&cert, &self.sign(name, &k, now)?)?;
+        } else if needs_renewal(&cert, now) {
+            check_private_file(&key)?;
+            let pem = String::from_utf8_lossy(&read_pem(&key)?).into_owned();
+            let k = KeyPair::from_pem(&pem).map_err(|e| NetError::TlsFile {
+                path: key.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            // Written beside and renamed over: a crash leaves the old
+            // certificate or the new one, never half of one.
+            let tmp = self.dir.join(format!("{name}.pem.new"));
+            write_pem(&tmp, &self.sign(name, &k, now)?)?;
+            std::fs::rename(&tmp, &cert).map_err(|e| NetError::TlsFile {
+                path: cert.display().to_string(),
+                reason: format!("renewing: {e}"),
+            })?;
+            tracing::info!(node = name, path = %cert.display(), "renewed node certificate");
         }
         Ok(TlsFiles {
             ca: self.ca_path(),
@@ -216,6 +253,18 @@ impl Pki {
     /// without writing anything.
     pub fn issue(&self, name: &str) -> Result<(String, String), NetError> {
         let key = KeyPair::generate().map_err(|e| gen_err(name, e))?;
+        let cert = self.sign(name, &key, time::OffsetDateTime::now_utc())?;
+        Ok((cert, key.serialize_pem()))
+    }
+
+    /// A certificate for `name` over `key`, valid from `now` (less the
+    /// clock skew) for [`NODE_CERT_VALIDITY`].
+    fn sign(
+        &self,
+        name: &str,
+        key: &KeyPair,
+        now: time::OffsetDateTime,
+    ) -> Result<String, NetError> {
         let mut p = CertificateParams::new(vec![CLUSTER_SERVER_NAME.to_owned(), name.to_owned()])
             .map_err(|e| gen_err(name, e))?;
         p.distinguished_name.push(DnType::CommonName, name);
@@ -223,11 +272,27 @@ impl Pki {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
+        p.not_before = now - CLOCK_SKEW;
+        p.not_after = now + time::Duration::seconds(NODE_CERT_VALIDITY.as_secs() as i64);
         let cert = p
-            .signed_by(&key, &self.ca_cert, &self.ca_key)
+            .signed_by(key, &self.ca_cert, &self.ca_key)
             .map_err(|e| gen_err(name, e))?;
-        Ok((cert.pem(), key.serialize_pem()))
+        Ok(cert.pem())
     }
+}
+
+/// Whether the certificate at `path` ends within [`RENEW_BEFORE`] of
+/// `now` (or cannot be read: then a new one is better than a node that
+/// cannot start).
+fn needs_renewal(path: &Path, now: time::OffsetDateTime) -> bool {
+    let Ok(certs) = certs_from_pem(path) else {
+        return true;
+    };
+    let Some(end_ms) = certs.first().and_then(|c| not_after_ms(c)) else {
+        return true;
+    };
+    let renew_from_ms = (now.unix_timestamp() + RENEW_BEFORE.as_secs() as i64) * 1000;
+    end_ms <= renew_from_ms
 }
 
 #[path = "pki_device.rs"]
@@ -257,6 +322,39 @@ mod tests {
         let expires = tls.expires_ms().expect("a readable expiry");
         assert!(expires > now_ms, "{expires} is not after {now_ms}");
         assert_eq!(not_after_ms(&CertificateDer::from(vec![1, 2, 3])), None);
+    }
+
+    /// Node certificates end a year after issue, and `node` renews one
+    /// (same key, file replaced) only once it is within 30 days of its end.
+    #[test]
+    fn node_certificates_expire_in_a_year_and_are_renewed_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::ensure(dir.path()).unwrap();
+        let t0 = time::OffsetDateTime::now_utc();
+        let day: time::Duration = time::Duration::days(1);
+        let files = pki.node_at("edge-1", t0).unwrap();
+        let expiry = |f: &TlsFiles| NodeTls::load(f).unwrap().expires_ms().unwrap();
+        let end = expiry(&files);
+        let year_ms = (t0 + day * 365i32).unix_timestamp() * 1000;
+        assert!((end - year_ms).abs() <= 1000, "{end} vs {year_ms}");
+        let key = std::fs::read(&files.key).unwrap();
+        // 300 days on: nothing to do.
+        pki.node_at("edge-1", t0 + day * 300i32).unwrap();
+        assert_eq!(expiry(&files), end);
+        // 340 days on: renewed over the same key, a year from then.
+        let renewed = pki.node_at("edge-1", t0 + day * 340i32).unwrap();
+        assert_eq!(renewed, files);
+        let later = expiry(&files);
+        assert!(later >= end + 339 * 86_400_000, "{later} vs {end}");
+        assert_eq!(std::fs::read(&files.key).unwrap(), key, "same key");
+        assert!(!dir.path().join("edge-1.pem.new").exists());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&files.cert).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // An unreadable certificate is replaced rather than left to fail.
+        std::fs::write(&files.cert, "not a certificate").unwrap();
+        pki.node_at("edge-1", t0).unwrap();
+        assert!(NodeTls::load(&files).unwrap().expires_ms().is_some());
     }
 
     #[test]
