@@ -72,6 +72,7 @@ pub fn edges(view: &EdgesView) -> String {
                 format!("{} ago", ago(e.age_ms)),
                 boot,
                 format!("{} ({})", e.spool_records, bytes(e.spool_bytes)),
+                ago(i64::try_from(e.sync_lag_ms).unwrap_or(i64::MAX)),
                 e.connected_clients.to_string(),
                 percent(
                     u64::from(node.cpu_used_millicores),
@@ -79,6 +80,9 @@ pub fn edges(view: &EdgesView) -> String {
                 ),
                 percent(node.memory_used_bytes, node.memory_total_bytes),
                 leases(e),
+                // The day the certificate ends (UTC).
+                e.cert_expires_ms
+                    .map_or_else(|| "-".to_owned(), |ms| utc(ms)[..10].to_owned()),
             ]
         })
         .collect();
@@ -94,10 +98,12 @@ pub fn edges(view: &EdgesView) -> String {
             "LAST SEEN",
             "BOOT ID",
             "BACKLOG",
+            "SYNC LAG",
             "DEVICES",
             "CPU",
             "MEM",
             "LEASES",
+            "CERT UNTIL",
         ],
         &rows,
     )
@@ -198,6 +204,8 @@ mod tests {
                 spool_records: 12,
                 spool_bytes: 3500,
                 connected_clients: 40,
+                sync_lag_ms: 1_500,
+                cert_expires_ms: (leases > 0).then_some(1_828_128_761_000),
                 node: NodeResources {
                     cpu_used_millicores: 500,
                     cpu_total_millicores: 2000,
@@ -250,9 +258,14 @@ mod tests {
         assert!(lines[1].contains("edge-1  up     -"), "{out}");
         assert!(lines[1].contains("320ms ago"), "{out}");
         assert!(lines[1].contains("00000000000000ff"), "{out}");
-        assert!(lines[1].contains("12 (3.4 KiB)"), "{out}");
-        assert!(lines[1].ends_with("25%  25%  2 renewed"), "{out}");
-        assert!(lines[2].ends_with("1 NOT renewed"), "{out}");
+        assert!(lines[1].contains("12 (3.4 KiB)  1.5s"), "{out}");
+        assert!(lines[1].contains("25%  25%  2 renewed"), "{out}");
+        assert!(lines[1].ends_with("2027-12-06"), "{out}");
+        assert!(lines[2].contains("1 NOT renewed"), "{out}");
+        assert!(
+            lines[3].ends_with('-') && !lines[3].contains("2027"),
+            "no certificate reported: {out}"
+        );
         assert!(lines[2].contains("down   crash"), "{out}");
         assert!(lines[2].contains("1m15s ago"), "{out}");
         assert!(lines[3].contains("edge-3  -"), "{out}");
